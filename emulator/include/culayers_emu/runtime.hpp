@@ -1,0 +1,112 @@
+// Host-facing interface of the CUDA execution-model emulator.
+//
+// The emulator implements the CUDA runtime API (cudaMalloc, streams, events, graphs, ...) with the
+// exact extern "C" signatures of <cuda_runtime_api.h>, so host code includes <cuda_runtime.h> as usual
+// and links culayers::emulator instead of libcudart. This header adds what only the emulator has:
+// execution options, byte counters for byte-model tests, and the launch entry point used by the
+// project's single launch helper (kernels/common/launch.cuh).
+//
+// It is a correctness tool: kernels run on the CPU with CUDA's execution semantics (blocks, threads as
+// fibers, barriers, warp collectives, shared memory, launch limits). Timings mean nothing for a GPU.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+namespace culayers_emu {
+
+// ---- options --------------------------------------------------------------------------------------
+
+// Deferred streams: work is queued and runs only at synchronization points (stream/event/device
+// synchronize, synchronous copies, cudaStreamQuery). Exposes a host read of unfinished results.
+// Initial value from the environment variable CULAYERS_EMU_DEFERRED (1 = on).
+void set_deferred(bool on);
+bool deferred();
+
+// Seed for permuting the order in which threads of a block run between synchronization points
+// (0 = natural order, lane 0 first). Initial value from CULAYERS_EMU_SCHEDULE_SEED.
+void set_schedule_seed(std::uint64_t seed);
+std::uint64_t schedule_seed();
+
+// Whether kernel faults are also printed to stderr when they happen (default on; tests that plant
+// bugs on purpose may turn it off).
+void set_report_to_stderr(bool on);
+
+// ---- diagnostics ----------------------------------------------------------------------------------
+
+// The full message of the last error the emulator reported (kernel fault, launch validation,
+// bad API argument), or "" if none since clear_error_message().
+std::string last_error_message();
+void clear_error_message();
+
+// Bytes of global memory moved through the project's vector load/store helpers (kernels/common).
+struct ByteCounters {
+  std::uint64_t read = 0;
+  std::uint64_t written = 0;
+};
+ByteCounters byte_counters();
+void reset_byte_counters();
+
+struct Stats {
+  std::uint64_t launches = 0;         // kernels executed
+  std::uint64_t blocks = 0;           // blocks executed
+  std::uint64_t context_switches = 0; // fiber resumes by the block scheduler
+};
+Stats stats();
+
+// Number of live device allocations (leak checks in tests).
+std::size_t live_allocations();
+
+// ---- launch (used by the launch helper only) ------------------------------------------------------
+
+struct LaunchSite {
+  const char* kernel; // the kernel expression as written at the launch site
+  const char* file;
+  int line;
+};
+
+// Validates the configuration and the kernel's pointer arguments, then runs `body` once per thread of
+// every block (immediately, or at the next synchronization point in deferred mode). `pointers` lists
+// the raw pointer arguments (host pointers are reported). Returns the error a real launch would report
+// through cudaGetLastError() (kernel faults too when the kernel ran immediately).
+cudaError_t launch(const LaunchSite& site, const void* kernel, dim3 grid, dim3 block,
+                   std::size_t dynamic_smem, cudaStream_t stream, std::function<void()> body,
+                   const void* const* pointers, std::size_t pointer_count);
+
+namespace detail {
+
+template <class T>
+void collect_pointer(const T& arg, const void** out, std::size_t& n) {
+  if constexpr (std::is_pointer_v<T>) {
+    out[n++] = static_cast<const void*>(arg);
+  } else {
+    (void)arg;
+    (void)out;
+    (void)n;
+  }
+}
+
+} // namespace detail
+
+// Launches `kernel(args...)` with arguments copied by value (as a real launch does), so deferred
+// execution and graph replay see the values of the launch call.
+template <class... KArgs, class... Args>
+cudaError_t launch_kernel(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, dim3 block,
+                          std::size_t dynamic_smem, cudaStream_t stream, Args&&... args) {
+  static_assert(sizeof...(KArgs) == sizeof...(Args), "wrong number of kernel arguments");
+  auto bound = std::make_tuple(static_cast<std::decay_t<KArgs>>(std::forward<Args>(args))...);
+  const void* pointers[sizeof...(KArgs) + 1] = {};
+  std::size_t n = 0;
+  std::apply([&](const auto&... a) { (detail::collect_pointer(a, pointers, n), ...); }, bound);
+  return launch(
+      site, reinterpret_cast<const void*>(kernel), grid, block, dynamic_smem, stream,
+      [kernel, bound]() { std::apply(kernel, bound); }, pointers, n);
+}
+
+} // namespace culayers_emu

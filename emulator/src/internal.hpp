@@ -1,0 +1,58 @@
+// Internal state shared by the emulator's translation units.
+#pragma once
+
+#include "culayers_emu/device_api.hpp"
+#include "culayers_emu/runtime.hpp"
+
+#include <cstdarg>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace culayers_emu::detail {
+
+// One kernel launch, with everything needed to run it later (deferred streams, graph replay).
+struct LaunchRecord {
+  LaunchSite site{};
+  const void* kernel = nullptr;
+  dim3 grid{1, 1, 1};
+  dim3 block{1, 1, 1};
+  std::size_t dynamic_smem = 0;
+  std::function<void()> body;
+};
+
+// Runs every block of a launch on the calling OS thread. Returns cudaSuccess or
+// cudaErrorLaunchFailure (the message is in the error state).
+cudaError_t execute_launch(const LaunchRecord& launch);
+
+// The one big lock: the runtime API and kernel execution are serialized (static __shared__ variables
+// are function-local statics, so two kernels must never run at once).
+std::recursive_mutex& api_mutex();
+
+// Error state: records the message (and prints it unless disabled).
+void report_error(const std::string& message);
+std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string vformat(const char* fmt, va_list args);
+
+// Memory registry.
+enum class MemKind { kDevice, kPinnedHost, kManaged };
+struct Allocation {
+  std::uintptr_t base = 0;
+  std::size_t size = 0;
+  MemKind kind = MemKind::kDevice;
+};
+void register_allocation(void* base, std::size_t size, MemKind kind);
+bool unregister_allocation(void* base, MemKind* kind_out);
+// Finds the allocation containing [p, p + bytes); one-past-the-end pointers with bytes == 0 match.
+bool find_allocation(const void* p, std::size_t bytes, Allocation* out);
+std::uint64_t registry_generation();
+
+// Per-kernel attributes set through cudaFuncSetAttribute.
+int max_dynamic_smem_attribute(const void* kernel);
+
+void count_launch_stats(std::uint64_t blocks, std::uint64_t switches);
+
+} // namespace culayers_emu::detail

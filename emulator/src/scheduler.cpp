@@ -1,0 +1,727 @@
+// The block scheduler: CUDA threads as fibers on one OS thread, barriers and warp collectives as
+// exchanges the scheduler completes once every participant has arrived, and the checks that turn
+// undefined behaviour on a GPU into a clear error naming the kernel and the source line.
+#include "internal.hpp"
+
+#include <boost/context/fiber.hpp>
+#include <boost/context/preallocated.hpp>
+#include <boost/context/protected_fixedsize_stack.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <sstream>
+
+#if defined(__SANITIZE_ADDRESS__)
+#  define CULAYERS_EMU_ASAN 1
+#elif defined(__has_feature)
+#  if __has_feature(address_sanitizer)
+#    define CULAYERS_EMU_ASAN 1
+#  endif
+#endif
+#ifndef CULAYERS_EMU_ASAN
+#  define CULAYERS_EMU_ASAN 0
+#endif
+#if CULAYERS_EMU_ASAN
+#  include <sanitizer/asan_interface.h>
+#  include <sanitizer/common_interface_defs.h>
+#endif
+#if defined(CULAYERS_EMU_TSAN) && CULAYERS_EMU_TSAN
+#  include <sanitizer/tsan_interface.h>
+#  define CULAYERS_EMU_TSAN_ON 1
+#else
+#  define CULAYERS_EMU_TSAN_ON 0
+#endif
+
+namespace ctx = boost::context;
+
+extern "C" const int warpSize = 32;
+
+namespace culayers_emu::detail {
+
+thread_local ThreadInfo* tls_thread = nullptr;
+
+namespace {
+
+constexpr unsigned kWarpSize = 32;
+constexpr unsigned kMaxThreads = 1024;
+
+// Thrown at a yield point of a thread whose launch was aborted; caught at the top of the fiber.
+struct AbortLaunch {};
+
+enum class Wait : unsigned char { kNotStarted, kRunnable, kBarrier, kWarpOp, kExited };
+
+struct PendingWarpOp {
+  WarpOpKind kind = WarpOpKind::kShfl;
+  unsigned mask = 0;
+  std::uint64_t value = 0;
+  int arg = 0;
+  int width = 32;
+  const char* file = "";
+  int line = 0;
+  std::uint64_t result = 0;
+};
+
+struct Thread {
+  ThreadInfo info{};
+  Wait wait = Wait::kNotStarted;
+  bool started = false;
+  // barrier
+  BarrierKind bar_kind = BarrierKind::kPlain;
+  int bar_pred = 0;
+  const char* bar_file = "";
+  int bar_line = 0;
+  int bar_result = 0;
+  PendingWarpOp op;
+};
+
+std::size_t fiber_stack_size() {
+  static const std::size_t size = [] {
+    std::size_t kb = CULAYERS_EMU_ASAN ? 256 : 64;
+    if (const char* env = std::getenv("CULAYERS_EMU_STACK_KB")) {
+      kb = std::max<std::size_t>(16, std::strtoull(env, nullptr, 10));
+    }
+    return kb * 1024;
+  }();
+  return size;
+}
+
+class Block;
+
+// A pooled fiber: its body loops, running one CUDA thread of one block per resume cycle.
+struct Worker {
+  ctx::fiber fiber;
+  ctx::fiber sink; // the scheduler's continuation while this worker runs
+  ctx::stack_context stack{};
+  Block* block = nullptr;
+  unsigned index = 0;
+  bool abort_requested = false;
+#if CULAYERS_EMU_ASAN
+  const void* sched_stack_bottom = nullptr;
+  std::size_t sched_stack_size = 0;
+  void* fake_stack = nullptr;
+#endif
+#if CULAYERS_EMU_TSAN_ON
+  void* tsan_fiber = nullptr;
+  void* tsan_scheduler = nullptr;
+#endif
+
+  void yield(); // back to the scheduler; throws AbortLaunch if the launch is being aborted
+  void body();
+};
+
+struct LaunchState {
+  const LaunchRecord* launch = nullptr;
+  uint3 block_idx{};
+  bool failed = false;
+  std::string message;
+};
+
+class Block {
+ public:
+  explicit Block(std::vector<Worker*>& workers) : workers_(workers) {}
+
+  std::uint64_t run(const LaunchRecord& launch, uint3 block_idx, unsigned char* smem, LaunchState& state);
+  Thread& thread(unsigned i) { return threads_[i]; }
+  const LaunchRecord& launch() const { return *state_->launch; }
+  LaunchState& state() { return *state_; }
+  unsigned size() const { return n_; }
+  void fail(unsigned thread_index, const char* file, int line, const std::string& what);
+  void* smem() const { return smem_; }
+#if CULAYERS_EMU_TSAN_ON
+  void* barrier_sync_object() {
+    return &tsan_block_sync_;
+  }
+  void* warp_sync_object(unsigned warp) {
+    return &tsan_warp_sync_[warp];
+  }
+#endif
+
+ private:
+  void resume(unsigned i);
+  bool resolve_warp_ops();
+  bool resolve_barrier(bool& all_exited);
+  void abort_all();
+  std::string describe_thread(unsigned i) const;
+
+  std::vector<Worker*>& workers_;
+  Thread threads_[kMaxThreads];
+  unsigned n_ = 0;
+  unsigned warps_ = 0;
+  LaunchState* state_ = nullptr;
+  void* smem_ = nullptr;
+  std::uint64_t switches_ = 0;
+  std::vector<unsigned> order_;
+  std::mt19937_64 rng_;
+#if CULAYERS_EMU_TSAN_ON
+  char tsan_block_sync_ = 0;
+  char tsan_warp_sync_[kMaxThreads / kWarpSize] = {};
+#endif
+};
+
+// Per OS thread: the fibers and the block object. Intentionally leaked at thread exit: destroying a
+// suspended fiber would unwind it outside the sanitizer annotations.
+struct Pool {
+  std::vector<Worker*> workers;
+  Block block{workers};
+
+  Worker& worker(unsigned i);
+};
+
+thread_local Pool* tls_pool = nullptr;
+thread_local Worker* tls_worker = nullptr;
+
+Pool& pool() {
+  if (tls_pool == nullptr) {
+    tls_pool = new Pool();
+  }
+  return *tls_pool;
+}
+
+void Worker::yield() {
+  Worker* self = this;
+#if CULAYERS_EMU_TSAN_ON
+  __tsan_switch_to_fiber(tsan_scheduler, __tsan_switch_to_fiber_no_sync);
+#endif
+#if CULAYERS_EMU_ASAN
+  __sanitizer_start_switch_fiber(&fake_stack, sched_stack_bottom, sched_stack_size);
+#endif
+  sink = std::move(sink).resume();
+#if CULAYERS_EMU_ASAN
+  __sanitizer_finish_switch_fiber(self->fake_stack, &self->sched_stack_bottom, &self->sched_stack_size);
+#endif
+  if (self->abort_requested) {
+    throw AbortLaunch{};
+  }
+}
+
+void Worker::body() {
+  for (;;) {
+    try {
+      block->launch().body();
+    } catch (const AbortLaunch&) {
+      // The launch failed elsewhere; this thread stops where it was.
+    }
+    block->thread(index).wait = Wait::kExited;
+    try {
+      yield();
+    } catch (const AbortLaunch&) {
+      // Aborting an exited thread: nothing to unwind.
+    }
+  }
+}
+
+Worker& Pool::worker(unsigned i) {
+  while (workers.size() <= i) {
+    auto* w = new Worker();
+    w->index = static_cast<unsigned>(workers.size());
+    ctx::protected_fixedsize_stack salloc(fiber_stack_size());
+    w->stack = salloc.allocate();
+#if CULAYERS_EMU_TSAN_ON
+    w->tsan_fiber = __tsan_create_fiber(0);
+#endif
+    w->fiber =
+        ctx::fiber(std::allocator_arg, ctx::preallocated(w->stack.sp, w->stack.size, w->stack), salloc,
+                   [w](ctx::fiber&& sink) {
+#if CULAYERS_EMU_ASAN
+                     __sanitizer_finish_switch_fiber(nullptr, &w->sched_stack_bottom, &w->sched_stack_size);
+#endif
+                     w->sink = std::move(sink);
+                     w->body();
+                     return std::move(w->sink);
+                   });
+    workers.push_back(w);
+  }
+  return *workers[i];
+}
+
+std::string Block::describe_thread(unsigned i) const {
+  const ThreadInfo& t = threads_[i].info;
+  return format("block (%u,%u,%u) thread (%u,%u,%u)", t.block_idx.x, t.block_idx.y, t.block_idx.z,
+                t.thread_idx.x, t.thread_idx.y, t.thread_idx.z);
+}
+
+void Block::fail(unsigned thread_index, const char* file, int line, const std::string& what) {
+  if (state_->failed) {
+    return;
+  }
+  const LaunchRecord& l = *state_->launch;
+  state_->failed = true;
+  state_->message =
+      format("culayers emulator: kernel '%s' (launched at %s:%d), %s: %s (at %s:%d)", l.site.kernel,
+             l.site.file, l.site.line, describe_thread(thread_index).c_str(), what.c_str(), file, line);
+}
+
+void Block::resume(unsigned i) {
+  Worker& w = *workers_[i];
+  Thread& t = threads_[i];
+  t.started = true;
+  if (t.wait != Wait::kExited) {
+    t.wait = Wait::kRunnable;
+  }
+  tls_thread = &t.info;
+  ++switches_;
+#if CULAYERS_EMU_TSAN_ON
+  w.tsan_scheduler = __tsan_get_current_fiber();
+  __tsan_switch_to_fiber(w.tsan_fiber, __tsan_switch_to_fiber_no_sync);
+#endif
+#if CULAYERS_EMU_ASAN
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, static_cast<char*>(w.stack.sp) - w.stack.size, w.stack.size);
+#endif
+  tls_worker = &w;
+  w.fiber = std::move(w.fiber).resume();
+#if CULAYERS_EMU_ASAN
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+  tls_worker = nullptr;
+  tls_thread = nullptr;
+}
+
+void Block::abort_all() {
+  for (unsigned i = 0; i < n_; ++i) {
+    Thread& t = threads_[i];
+    if (t.wait == Wait::kExited) {
+      continue;
+    }
+    if (!t.started) {
+      t.wait = Wait::kExited;
+      continue;
+    }
+    workers_[i]->abort_requested = true;
+    resume(i);
+    workers_[i]->abort_requested = false;
+  }
+}
+
+// Completes every warp collective whose participants have all arrived. Returns true on progress.
+bool Block::resolve_warp_ops() {
+  bool progress = false;
+  for (unsigned w = 0; w < warps_; ++w) {
+    const unsigned first = w * kWarpSize;
+    const unsigned lanes = std::min(kWarpSize, n_ - first);
+    for (unsigned l = 0; l < lanes; ++l) {
+      Thread& t = threads_[first + l];
+      if (t.wait != Wait::kWarpOp) {
+        continue;
+      }
+      const PendingWarpOp& op = t.op;
+      // Every lane named in the mask must be waiting at a warp collective too.
+      bool ready = true;
+      for (unsigned m = 0; m < lanes; ++m) {
+        if (!(op.mask & (1u << m))) {
+          continue;
+        }
+        const Thread& o = threads_[first + m];
+        if (o.wait == Wait::kExited) {
+          fail(first + l, op.file, op.line,
+               format("warp collective with mask 0x%08x waits for lane %u, which has exited", op.mask, m));
+          return false;
+        }
+        if (o.wait != Wait::kWarpOp) {
+          ready = false;
+          break;
+        }
+        const bool same_kind = o.op.kind == op.kind;
+        const bool same_mask = o.op.mask == op.mask || op.kind == WarpOpKind::kSyncWarp;
+        if (!same_kind || !same_mask) {
+          fail(first + l, op.file, op.line,
+               format("lanes %u and %u of warp %u are at different warp collectives (mask 0x%08x here, "
+                      "mask 0x%08x at %s:%d)",
+                      l, m, w, op.mask, o.op.mask, o.op.file, o.op.line));
+          return false;
+        }
+      }
+      if (!ready) {
+        continue;
+      }
+      if (op.kind == WarpOpKind::kSyncWarp) {
+        // Each lane's own mask must be satisfied; lanes with other masks complete on their own turn.
+        t.wait = Wait::kRunnable;
+        progress = true;
+        continue;
+      }
+      // Complete the whole group (all lanes of the mask) at once.
+      std::uint64_t ballot = 0;
+      for (unsigned m = 0; m < lanes; ++m) {
+        if ((op.mask & (1u << m)) && threads_[first + m].op.value != 0) {
+          ballot |= 1u << m;
+        }
+      }
+      for (unsigned m = 0; m < lanes; ++m) {
+        if (!(op.mask & (1u << m))) {
+          continue;
+        }
+        Thread& p = threads_[first + m];
+        const PendingWarpOp& q = p.op;
+        const unsigned width = static_cast<unsigned>(q.width);
+        const unsigned seg_start = m & ~(width - 1);
+        const unsigned seg_end = seg_start + width - 1;
+        std::uint64_t result = q.value;
+        int src = -1;
+        switch (q.kind) {
+        case WarpOpKind::kShfl:
+          src = static_cast<int>(seg_start + (static_cast<unsigned>(q.arg) & (width - 1)));
+          break;
+        case WarpOpKind::kShflUp: {
+          const int j = static_cast<int>(m) - q.arg;
+          src = j >= static_cast<int>(seg_start) ? j : -1;
+          break;
+        }
+        case WarpOpKind::kShflDown: {
+          const unsigned j = m + static_cast<unsigned>(q.arg);
+          src = j <= seg_end ? static_cast<int>(j) : -1;
+          break;
+        }
+        case WarpOpKind::kShflXor: {
+          const unsigned j = (m ^ static_cast<unsigned>(q.arg)) & (kWarpSize - 1);
+          src = j <= seg_end ? static_cast<int>(j) : -1;
+          break;
+        }
+        case WarpOpKind::kBallot:
+          result = ballot;
+          break;
+        case WarpOpKind::kAny:
+          result = ballot != 0;
+          break;
+        case WarpOpKind::kAll:
+          result = ballot == (op.mask & ((lanes == 32) ? 0xffffffffu : ((1u << lanes) - 1u)));
+          break;
+        case WarpOpKind::kMatchAny: {
+          std::uint64_t same = 0;
+          for (unsigned k = 0; k < lanes; ++k) {
+            if ((op.mask & (1u << k)) && threads_[first + k].op.value == q.value) {
+              same |= 1u << k;
+            }
+          }
+          result = same;
+          break;
+        }
+        case WarpOpKind::kSyncWarp:
+          break;
+        }
+        if (src >= 0) {
+          if (static_cast<unsigned>(src) >= lanes || !(op.mask & (1u << src))) {
+            fail(first + m, q.file, q.line,
+                 format("shuffle reads lane %d, which is not in the mask 0x%08x of this warp (%u lanes in "
+                        "the block's last warp)",
+                        src, op.mask, lanes));
+            return false;
+          }
+          result = threads_[first + static_cast<unsigned>(src)].op.value;
+        }
+        p.op.result = result;
+      }
+      for (unsigned m = 0; m < lanes; ++m) {
+        if (op.mask & (1u << m)) {
+          threads_[first + m].wait = Wait::kRunnable;
+        }
+      }
+      progress = true;
+    }
+  }
+  return progress;
+}
+
+bool Block::resolve_barrier(bool& all_exited) {
+  unsigned at_barrier = 0;
+  unsigned exited = 0;
+  int first = -1;
+  for (unsigned i = 0; i < n_; ++i) {
+    if (threads_[i].wait == Wait::kBarrier) {
+      ++at_barrier;
+      if (first < 0) {
+        first = static_cast<int>(i);
+      }
+    } else if (threads_[i].wait == Wait::kExited) {
+      ++exited;
+    }
+  }
+  all_exited = exited == n_;
+  if (all_exited || at_barrier == 0) {
+    return false;
+  }
+  const Thread& f = threads_[first];
+  if (at_barrier + exited == n_) {
+    if (exited > 0) {
+      unsigned gone = 0;
+      while (threads_[gone].wait != Wait::kExited) {
+        ++gone;
+      }
+      fail(static_cast<unsigned>(first), f.bar_file, f.bar_line,
+           format("__syncthreads waits for %s, which returned before reaching it (%u of %u threads exited)",
+                  describe_thread(gone).c_str(), exited, n_));
+      return false;
+    }
+    for (unsigned i = 0; i < n_; ++i) {
+      const Thread& t = threads_[i];
+      if (t.bar_line != f.bar_line || t.bar_kind != f.bar_kind || std::strcmp(t.bar_file, f.bar_file) != 0) {
+        fail(i, t.bar_file, t.bar_line,
+             format("threads wait at different barriers: this one here, %s at %s:%d",
+                    describe_thread(static_cast<unsigned>(first)).c_str(), f.bar_file, f.bar_line));
+        return false;
+      }
+    }
+    int count = 0;
+    for (unsigned i = 0; i < n_; ++i) {
+      count += threads_[i].bar_pred != 0;
+    }
+    int result = 0;
+    switch (f.bar_kind) {
+    case BarrierKind::kPlain:
+      break;
+    case BarrierKind::kCount:
+      result = count;
+      break;
+    case BarrierKind::kAnd:
+      result = count == static_cast<int>(n_);
+      break;
+    case BarrierKind::kOr:
+      result = count > 0;
+      break;
+    }
+    for (unsigned i = 0; i < n_; ++i) {
+      threads_[i].bar_result = result;
+      threads_[i].wait = Wait::kRunnable;
+    }
+    return true;
+  }
+  return false;
+}
+
+std::uint64_t Block::run(const LaunchRecord& launch, uint3 block_idx, unsigned char* smem,
+                         LaunchState& state) {
+  state_ = &state;
+  smem_ = smem;
+  n_ = launch.block.x * launch.block.y * launch.block.z;
+  warps_ = (n_ + kWarpSize - 1) / kWarpSize;
+  switches_ = 0;
+  for (unsigned i = 0; i < n_; ++i) {
+    Worker& w = pool().worker(i);
+    w.block = this;
+    w.abort_requested = false;
+    Thread& t = threads_[i];
+    t = Thread{};
+    t.info.thread_idx = uint3{i % launch.block.x, (i / launch.block.x) % launch.block.y,
+                              i / (launch.block.x * launch.block.y)};
+    t.info.block_idx = block_idx;
+    t.info.block_dim = launch.block;
+    t.info.grid_dim = launch.grid;
+    t.info.linear = i;
+    t.info.lane = i % kWarpSize;
+    t.info.warp = i / kWarpSize;
+  }
+  const std::uint64_t seed = schedule_seed();
+  order_.resize(n_);
+  for (unsigned i = 0; i < n_; ++i) {
+    order_[i] = i;
+  }
+  if (seed != 0) {
+    rng_.seed(seed ^ (static_cast<std::uint64_t>(block_idx.x) * 0x9E3779B97F4A7C15ull) ^
+              (static_cast<std::uint64_t>(block_idx.y) << 32) ^ block_idx.z);
+  }
+  for (;;) {
+    if (seed != 0) {
+      std::shuffle(order_.begin(), order_.end(), rng_);
+    }
+    for (unsigned i : order_) {
+      Thread& t = threads_[i];
+      if (t.wait == Wait::kNotStarted || t.wait == Wait::kRunnable) {
+        resume(i);
+        if (state.failed) {
+          abort_all();
+          return switches_;
+        }
+      }
+    }
+    if (resolve_warp_ops()) {
+      continue;
+    }
+    if (state.failed) {
+      abort_all();
+      return switches_;
+    }
+    bool all_exited = false;
+    if (resolve_barrier(all_exited)) {
+      continue;
+    }
+    if (all_exited) {
+      return switches_;
+    }
+    if (!state.failed) {
+      // Nothing can move: a warp collective waits for lanes parked at a barrier (or vice versa).
+      for (unsigned i = 0; i < n_; ++i) {
+        const Thread& t = threads_[i];
+        if (t.wait == Wait::kWarpOp) {
+          fail(i, t.op.file, t.op.line,
+               format("warp collective with mask 0x%08x can never complete (other lanes of the mask wait "
+                      "at __syncthreads or elsewhere)",
+                      t.op.mask));
+          break;
+        }
+        if (t.wait == Wait::kBarrier) {
+          fail(i, t.bar_file, t.bar_line, "__syncthreads can never complete (deadlock)");
+          break;
+        }
+      }
+    }
+    abort_all();
+    return switches_;
+  }
+}
+
+Block& current_block() {
+  return *tls_worker->block;
+}
+
+Thread& current() {
+  return current_block().thread(tls_worker->index);
+}
+
+// Called by the running thread: park and wait for the scheduler.
+void park() {
+  tls_worker->yield();
+}
+
+} // namespace
+
+int barrier(BarrierKind kind, int predicate, const char* file, int line) {
+  Thread& t = current();
+  t.wait = Wait::kBarrier;
+  t.bar_kind = kind;
+  t.bar_pred = predicate;
+  t.bar_file = file;
+  t.bar_line = line;
+#if CULAYERS_EMU_TSAN_ON
+  __tsan_release(current_block().barrier_sync_object());
+#endif
+  park();
+#if CULAYERS_EMU_TSAN_ON
+  __tsan_acquire(current_block().barrier_sync_object());
+#endif
+  return current().bar_result;
+}
+
+std::uint64_t warp_op(WarpOpKind kind, unsigned mask, std::uint64_t value, int arg, int width,
+                      const char* file, int line) {
+  Block& b = current_block();
+  Thread& t = current();
+  const unsigned lane = t.info.lane;
+  const unsigned first = t.info.warp * kWarpSize;
+  const unsigned lanes = std::min(kWarpSize, b.size() - first);
+  const unsigned existing = lanes == kWarpSize ? 0xffffffffu : ((1u << lanes) - 1u);
+  if (!(mask & (1u << lane))) {
+    device_fail(file, line, "warp collective called by lane %u, which is not in its own mask 0x%08x", lane,
+                mask);
+  }
+  if (mask & ~existing) {
+    device_fail(file, line,
+                "warp collective mask 0x%08x names lanes that do not exist: this warp has %u lanes "
+                "(block of %u threads)",
+                mask, lanes, b.size());
+  }
+  if (width <= 0 || width > static_cast<int>(kWarpSize) || (width & (width - 1)) != 0) {
+    device_fail(file, line, "shuffle width %d is not a power of two in [1, 32]", width);
+  }
+  t.wait = Wait::kWarpOp;
+  t.op = PendingWarpOp{kind, mask, value, arg, width, file, line, 0};
+#if CULAYERS_EMU_TSAN_ON
+  const bool sync = kind == WarpOpKind::kSyncWarp;
+  if (sync) {
+    __tsan_release(b.warp_sync_object(t.info.warp));
+  }
+#endif
+  park();
+#if CULAYERS_EMU_TSAN_ON
+  if (sync) {
+    __tsan_acquire(current_block().warp_sync_object(current().info.warp));
+  }
+#endif
+  return current().op.result;
+}
+
+unsigned active_mask() {
+  Block& b = current_block();
+  const Thread& t = current();
+  const unsigned first = t.info.warp * kWarpSize;
+  const unsigned lanes = std::min(kWarpSize, b.size() - first);
+  unsigned mask = 0;
+  for (unsigned m = 0; m < lanes; ++m) {
+    if (b.thread(first + m).wait != Wait::kExited) {
+      mask |= 1u << m;
+    }
+  }
+  return mask;
+}
+
+void* dynamic_smem() {
+  return current_block().smem();
+}
+
+void device_fail(const char* file, int line, const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  std::string what = vformat(fmt, args);
+  va_end(args);
+  if (tls_worker == nullptr) {
+    // Called outside a kernel (host code using a device helper): nothing to abort but the process.
+    std::fprintf(stderr, "culayers emulator: %s (at %s:%d)\n", what.c_str(), file, line);
+    std::abort();
+  }
+  current_block().fail(tls_worker->index, file, line, what);
+  throw AbortLaunch{};
+}
+
+cudaError_t execute_launch(const LaunchRecord& launch) {
+  Pool& p = pool();
+  LaunchState state;
+  state.launch = &launch;
+  // Dynamic shared memory: exact size under ASan (overflow is a report); elsewhere a guard zone after it,
+  // checked after every block (catches overflowing writes).
+  constexpr std::size_t kGuard = CULAYERS_EMU_ASAN ? 0 : 256;
+  const std::size_t smem_bytes = launch.dynamic_smem;
+  void* raw = nullptr;
+  if (posix_memalign(&raw, 128, smem_bytes + kGuard) != 0) {
+    report_error(format("culayers emulator: kernel '%s': cannot allocate %zu bytes of dynamic shared memory",
+                        launch.site.kernel, smem_bytes));
+    return cudaErrorMemoryAllocation;
+  }
+  auto* smem = static_cast<unsigned char*>(raw);
+  std::uint64_t blocks = 0;
+  std::uint64_t switches = 0;
+  cudaError_t result = cudaSuccess;
+  for (unsigned z = 0; z < launch.grid.z && result == cudaSuccess; ++z) {
+    for (unsigned y = 0; y < launch.grid.y && result == cudaSuccess; ++y) {
+      for (unsigned x = 0; x < launch.grid.x; ++x) {
+        std::memset(smem, 0xFF, smem_bytes + kGuard);
+        state.block_idx = uint3{x, y, z};
+        switches += p.block.run(launch, state.block_idx, smem != nullptr ? smem : nullptr, state);
+        ++blocks;
+        if (!state.failed) {
+          for (std::size_t g = 0; g < kGuard; ++g) {
+            if (smem[smem_bytes + g] != 0xFF) {
+              state.failed = true;
+              state.message = format(
+                  "culayers emulator: kernel '%s' (launched at %s:%d), block (%u,%u,%u): dynamic shared "
+                  "memory overflow: byte %zu past the end of the %zu-byte buffer was written",
+                  launch.site.kernel, launch.site.file, launch.site.line, x, y, z, g, smem_bytes);
+              break;
+            }
+          }
+        }
+        if (state.failed) {
+          report_error(state.message);
+          result = cudaErrorLaunchFailure;
+          break;
+        }
+      }
+    }
+  }
+  std::free(raw);
+  count_launch_stats(blocks, switches);
+  return result;
+}
+
+} // namespace culayers_emu::detail

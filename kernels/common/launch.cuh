@@ -1,0 +1,75 @@
+// The single launch helper: the only `<<<...>>>` in the project. On the emulated build the same call
+// goes to the emulator, which validates the configuration (CUDA's limits, dynamic shared memory above
+// 48 KB without the attribute, host pointers among the arguments) and runs the kernel on fibers.
+#pragma once
+
+#include "kernels/common/portability.cuh"
+
+#include "culayers/status.hpp"
+
+#include <cstddef>
+#include <utility>
+
+#ifndef CULAYERS_DEBUG_SYNC
+#  define CULAYERS_DEBUG_SYNC 0
+#endif
+
+CULAYERS_NAMESPACE_BEGIN
+namespace kernels {
+
+struct LaunchSite {
+  const char* kernel;
+  const char* file;
+  int line;
+};
+
+/// Launches `kernel<<<grid, block, smem, stream>>>(args...)` and returns the launch's error (what
+/// cudaGetLastError() reports right after it). Never synchronizes, except with CULAYERS_DEBUG_SYNC
+/// (debug builds) outside graph capture. Use through CULAYERS_LAUNCH.
+template <class... KArgs, class... Args>
+cudaError_t launch(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem,
+                   cudaStream_t stream, Args&&... args) {
+#if defined(__CUDACC__)
+  (void)site;
+  kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+  cudaError_t e = cudaGetLastError();
+#  if CULAYERS_DEBUG_SYNC
+  if (e == cudaSuccess) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &capture) == cudaSuccess && capture == cudaStreamCaptureStatusNone) {
+      e = cudaStreamSynchronize(stream);
+    }
+  }
+#  endif
+  return e;
+#else
+  return ::culayers_emu::launch_kernel(::culayers_emu::LaunchSite{site.kernel, site.file, site.line}, kernel,
+                                       grid, block, smem, stream, std::forward<Args>(args)...);
+#endif
+}
+
+/// Turns a launch error into a Status whose message names the op (last_error_message()).
+[[nodiscard]] inline Status check_launch(cudaError_t e, const char* op) {
+  if (e == cudaSuccess) {
+    return Status::kSuccess;
+  }
+  return detail::set_error(Status::kErrorCudaLaunch, "%s: kernel launch failed: %s (%s)", op,
+                           cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
+/// Allows `kernel` to use up to `bytes` of dynamic shared memory (needed above 48 KB). Host side;
+/// call it once per kernel instantiation, outside the launch hot path where possible.
+template <class... KArgs>
+cudaError_t set_max_dynamic_smem(void (*kernel)(KArgs...), std::size_t bytes) {
+  return cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                              cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+}
+
+} // namespace kernels
+CULAYERS_NAMESPACE_END
+
+/// Launches a kernel through the one launch helper, recording its name and source line for the
+/// emulator's reports. Wrap template kernels in parentheses: CULAYERS_LAUNCH((k<float, 4>), ...).
+#define CULAYERS_LAUNCH(kernel, grid, block, smem, stream, ...)                                              \
+  ::culayers::kernels::launch(::culayers::kernels::LaunchSite{#kernel, __FILE__, __LINE__}, kernel, grid,    \
+                              block, smem, stream, ##__VA_ARGS__)

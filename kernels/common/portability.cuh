@@ -1,0 +1,41 @@
+// One kernel source, two builds: nvcc (the CUDA library) and g++ against the emulator (tests without a
+// GPU). This header is the only place that tells them apart.
+#pragma once
+
+#if defined(__CUDACC__)
+#  include <cuda_runtime.h>
+#  include <cuda_fp16.h>
+#  include <cuda_bf16.h>
+#  define CULAYERS_EMULATED_BUILD 0
+#else
+#  include "culayers_emu/device.hpp"
+#  define CULAYERS_EMULATED_BUILD 1
+#endif
+
+#define CULAYERS_GLOBAL __global__
+#define CULAYERS_DEVICE __device__ __forceinline__
+#define CULAYERS_HD __host__ __device__ __forceinline__
+
+// Kernels get hidden visibility so that two copies of the library in one process do not collide.
+#if defined(__GNUC__)
+#  define CULAYERS_KERNEL_VISIBILITY __attribute__((visibility("hidden")))
+#else
+#  define CULAYERS_KERNEL_VISIBILITY
+#endif
+
+// Declares `T* name` pointing at the block's dynamic shared memory (16-byte aligned at least). The only
+// way kernels may reach dynamic shared memory.
+#if defined(__CUDACC__)
+#  define CULAYERS_DYNAMIC_SMEM(T, name)                                                                     \
+    extern __shared__ __align__(16) unsigned char culayers_dynamic_smem_[];                                  \
+    T* name = reinterpret_cast<T*>(culayers_dynamic_smem_)
+#else
+#  define CULAYERS_DYNAMIC_SMEM(T, name) CULAYERS_EMU_DYNAMIC_SMEM(T, name)
+#endif
+
+// `#pragma unroll` through a macro so that g++ builds need no -Wno-unknown-pragmas in project code.
+#if defined(__CUDACC__)
+#  define CULAYERS_PRAGMA_UNROLL _Pragma("unroll")
+#else
+#  define CULAYERS_PRAGMA_UNROLL
+#endif

@@ -1,0 +1,206 @@
+// Warp and block reductions (sum, max, min) and Welford/Chan statistics, built only on the CUDA
+// intrinsics the emulator implements (no CUB block primitives, no cooperative groups, no inline PTX).
+//
+// Determinism: every lane of a warp ends with bit-identical results (butterfly exchanges whose
+// combination is commutative, or ordered by lane for Welford), and the combination order depends only
+// on the block shape, never on timing: same input, same block size -> same bits.
+#pragma once
+
+#include "kernels/common/portability.cuh"
+
+#include "culayers/version.hpp"
+
+CULAYERS_NAMESPACE_BEGIN
+namespace kernels {
+
+constexpr int kWarpSize = 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+struct SumOp {
+  template <class T>
+  CULAYERS_HD T operator()(T a, T b) const {
+    return a + b;
+  }
+  template <class T>
+  static CULAYERS_HD T identity() {
+    return T(0);
+  }
+};
+
+// NaN propagates (as torch.max): a NaN on either side wins.
+struct MaxOp {
+  template <class T>
+  CULAYERS_HD T operator()(T a, T b) const {
+    return (a != a || a > b) ? a : b;
+  }
+  template <class T>
+  static CULAYERS_HD T identity() {
+    return -__builtin_huge_valf();
+  }
+};
+
+struct MinOp {
+  template <class T>
+  CULAYERS_HD T operator()(T a, T b) const {
+    return (a != a || a < b) ? a : b;
+  }
+  template <class T>
+  static CULAYERS_HD T identity() {
+    return __builtin_huge_valf();
+  }
+};
+
+/// Reduces v over groups of `Width` consecutive lanes (a power of two <= 32); every lane of a group
+/// gets the result. All lanes of the warp must call it (full mask).
+template <int Width = kWarpSize, class T, class Op>
+CULAYERS_DEVICE T warp_reduce(T v, Op op) {
+  static_assert(Width >= 1 && Width <= kWarpSize && (Width & (Width - 1)) == 0, "bad width");
+  CULAYERS_PRAGMA_UNROLL
+  for (int offset = Width / 2; offset > 0; offset /= 2) {
+    v = op(v, __shfl_xor_sync(kFullMask, v, offset, Width));
+  }
+  return v;
+}
+
+template <int Width = kWarpSize, class T>
+CULAYERS_DEVICE T warp_reduce_sum(T v) {
+  return warp_reduce<Width>(v, SumOp{});
+}
+template <int Width = kWarpSize, class T>
+CULAYERS_DEVICE T warp_reduce_max(T v) {
+  return warp_reduce<Width>(v, MaxOp{});
+}
+template <int Width = kWarpSize, class T>
+CULAYERS_DEVICE T warp_reduce_min(T v) {
+  return warp_reduce<Width>(v, MinOp{});
+}
+
+CULAYERS_DEVICE unsigned linear_thread_index() {
+  return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+}
+CULAYERS_DEVICE unsigned block_thread_count() {
+  return blockDim.x * blockDim.y * blockDim.z;
+}
+
+/// Reduces v over the whole block; every thread gets the result. Preconditions: every thread of the
+/// block calls it; the block size is a multiple of 32; `scratch` points to at least 32 elements of
+/// shared memory. Ends with a barrier, so `scratch` may be reused right away.
+template <class T, class Op>
+CULAYERS_DEVICE T block_reduce(T v, Op op, T* scratch) {
+  const unsigned tid = linear_thread_index();
+  const unsigned lane = tid % kWarpSize;
+  const unsigned warp = tid / kWarpSize;
+  const unsigned warps = block_thread_count() / kWarpSize;
+  v = warp_reduce(v, op);
+  if (lane == 0) {
+    scratch[warp] = v;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    T w = lane < warps ? scratch[lane] : Op::template identity<T>();
+    w = warp_reduce(w, op);
+    if (lane == 0) {
+      scratch[0] = w;
+    }
+  }
+  __syncthreads();
+  const T result = scratch[0];
+  __syncthreads();
+  return result;
+}
+
+template <class T>
+CULAYERS_DEVICE T block_reduce_sum(T v, T* scratch) {
+  return block_reduce(v, SumOp{}, scratch);
+}
+template <class T>
+CULAYERS_DEVICE T block_reduce_max(T v, T* scratch) {
+  return block_reduce(v, MaxOp{}, scratch);
+}
+template <class T>
+CULAYERS_DEVICE T block_reduce_min(T v, T* scratch) {
+  return block_reduce(v, MinOp{}, scratch);
+}
+
+/// Running mean and sum of squared deviations (Welford), merged with Chan's formula: numerically stable
+/// where E[x^2] - E[x]^2 cancels. `count` is a float: exact up to 2^24 elements per partial; beyond that
+/// the merge weights carry float32 rounding, below the accumulation error of the sums themselves.
+/// A plain aggregate (no default member initializers) so that it can live in __shared__ memory; use
+/// Welford{} for the empty partial.
+struct Welford {
+  float mean;
+  float m2;
+  float count;
+};
+
+CULAYERS_HD void welford_push(Welford& w, float x) {
+  w.count += 1.0f;
+  const float delta = x - w.mean;
+  w.mean += delta / w.count;
+  w.m2 += delta * (x - w.mean);
+}
+
+/// Chan's parallel merge. Not commutative bit for bit: callers fix the order (lower index first).
+CULAYERS_HD Welford welford_merge(const Welford& a, const Welford& b) {
+  if (b.count == 0.0f) {
+    return a;
+  }
+  if (a.count == 0.0f) {
+    return b;
+  }
+  Welford out;
+  out.count = a.count + b.count;
+  const float wb = b.count / out.count;
+  const float delta = b.mean - a.mean;
+  out.mean = a.mean + delta * wb;
+  out.m2 = a.m2 + b.m2 + delta * delta * a.count * wb;
+  return out;
+}
+
+/// Biased variance of the merged partials (0 for an empty set).
+CULAYERS_HD float welford_variance(const Welford& w) {
+  return w.count > 0.0f ? w.m2 / w.count : 0.0f;
+}
+
+/// Merges Welford partials over groups of `Width` lanes; every lane gets the same bits (the lower lane's
+/// partial is always the left operand).
+template <int Width = kWarpSize>
+CULAYERS_DEVICE Welford warp_welford(Welford w) {
+  const unsigned lane = linear_thread_index() % kWarpSize;
+  CULAYERS_PRAGMA_UNROLL
+  for (int offset = Width / 2; offset > 0; offset /= 2) {
+    Welford o;
+    o.mean = __shfl_xor_sync(kFullMask, w.mean, offset, Width);
+    o.m2 = __shfl_xor_sync(kFullMask, w.m2, offset, Width);
+    o.count = __shfl_xor_sync(kFullMask, w.count, offset, Width);
+    w = (lane & static_cast<unsigned>(offset)) ? welford_merge(o, w) : welford_merge(w, o);
+  }
+  return w;
+}
+
+/// Block-wide Welford merge; same preconditions as block_reduce (`scratch`: 32 Welford in shared memory).
+CULAYERS_DEVICE Welford block_welford(Welford w, Welford* scratch) {
+  const unsigned tid = linear_thread_index();
+  const unsigned lane = tid % kWarpSize;
+  const unsigned warp = tid / kWarpSize;
+  const unsigned warps = block_thread_count() / kWarpSize;
+  w = warp_welford(w);
+  if (lane == 0) {
+    scratch[warp] = w;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    Welford v = lane < warps ? scratch[lane] : Welford{};
+    v = warp_welford(v);
+    if (lane == 0) {
+      scratch[0] = v;
+    }
+  }
+  __syncthreads();
+  const Welford result = scratch[0];
+  __syncthreads();
+  return result;
+}
+
+} // namespace kernels
+CULAYERS_NAMESPACE_END
