@@ -302,9 +302,35 @@ bool Block::resolve_warp_ops() {
   for (unsigned w = 0; w < warps_; ++w) {
     const unsigned first = w * kWarpSize;
     const unsigned lanes = std::min(kWarpSize, n_ - first);
+    // __syncwarp: a lane is released once every lane of its own mask waits at a __syncwarp (decided
+    // on a snapshot, so lanes with different masks release consistently).
+    unsigned at_syncwarp = 0;
+    for (unsigned l = 0; l < lanes; ++l) {
+      const Thread& t = threads_[first + l];
+      if (t.wait == Wait::kWarpOp && t.op.kind == WarpOpKind::kSyncWarp) {
+        at_syncwarp |= 1u << l;
+      }
+    }
     for (unsigned l = 0; l < lanes; ++l) {
       Thread& t = threads_[first + l];
-      if (t.wait != Wait::kWarpOp) {
+      if (!(at_syncwarp & (1u << l))) {
+        continue;
+      }
+      for (unsigned m = 0; m < lanes; ++m) {
+        if ((t.op.mask & (1u << m)) && threads_[first + m].wait == Wait::kExited) {
+          fail(first + l, t.op.file, t.op.line,
+               format("__syncwarp with mask 0x%08x waits for lane %u, which has exited", t.op.mask, m));
+          return false;
+        }
+      }
+      if ((t.op.mask & ~at_syncwarp) == 0) {
+        t.wait = Wait::kRunnable;
+        progress = true;
+      }
+    }
+    for (unsigned l = 0; l < lanes; ++l) {
+      Thread& t = threads_[first + l];
+      if (t.wait != Wait::kWarpOp || t.op.kind == WarpOpKind::kSyncWarp) {
         continue;
       }
       const PendingWarpOp& op = t.op;
@@ -324,9 +350,7 @@ bool Block::resolve_warp_ops() {
           ready = false;
           break;
         }
-        const bool same_kind = o.op.kind == op.kind;
-        const bool same_mask = o.op.mask == op.mask || op.kind == WarpOpKind::kSyncWarp;
-        if (!same_kind || !same_mask) {
+        if (o.op.kind != op.kind || o.op.mask != op.mask) {
           fail(first + l, op.file, op.line,
                format("lanes %u and %u of warp %u are at different warp collectives (mask 0x%08x here, "
                       "mask 0x%08x at %s:%d)",
@@ -335,12 +359,6 @@ bool Block::resolve_warp_ops() {
         }
       }
       if (!ready) {
-        continue;
-      }
-      if (op.kind == WarpOpKind::kSyncWarp) {
-        // Each lane's own mask must be satisfied; lanes with other masks complete on their own turn.
-        t.wait = Wait::kRunnable;
-        progress = true;
         continue;
       }
       // Complete the whole group (all lanes of the mask) at once.

@@ -46,8 +46,10 @@
 #define __launch_bounds__(...)
 #undef __grid_constant__
 #define __grid_constant__
-#undef __noinline__
-#define __noinline__ __attribute__((noinline))
+
+// CUDA's warpSize: a constant defined by the emulator library (device_launch_parameters.h, which would
+// declare it, is not included by cuda_runtime.h outside nvcc).
+extern "C" const int warpSize;
 
 #define threadIdx (::culayers_emu::detail::current_thread().thread_idx)
 #define blockIdx (::culayers_emu::detail::current_thread().block_idx)

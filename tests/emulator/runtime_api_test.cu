@@ -1,0 +1,204 @@
+// The emulated CUDA runtime: memory registry, streams (immediate and deferred), events, graph capture
+// and replay, device properties.
+#include "tests/emulator/emulator_test_util.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+namespace culayers::test {
+namespace {
+
+CULAYERS_GLOBAL void add_kernel(float* y, float value, int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) {
+    kernels::store(y + i, kernels::load(y + i) + value);
+  }
+}
+
+TEST(EmulatorRuntime, DeviceMemoryIsGarbageFilledAndRegistered) {
+  const std::size_t before = culayers_emu::live_allocations();
+  float* p = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaMalloc(&p, 40));
+  EXPECT_EQ(culayers_emu::live_allocations(), before + 1);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % 256, 0u);
+  std::vector<unsigned char> bytes(40);
+  CULAYERS_ASSERT_CUDA(cudaMemcpy(bytes.data(), p, 40, cudaMemcpyDeviceToHost));
+  for (unsigned char b : bytes) {
+    EXPECT_EQ(b, 0xFF); // never zero: a kernel that forgets to write shows NaN
+  }
+  cudaPointerAttributes attr{};
+  CULAYERS_ASSERT_CUDA(cudaPointerGetAttributes(&attr, p + 3));
+  EXPECT_EQ(attr.type, cudaMemoryTypeDevice);
+  CULAYERS_ASSERT_CUDA(cudaPointerGetAttributes(&attr, bytes.data()));
+  EXPECT_EQ(attr.type, cudaMemoryTypeUnregistered);
+  CULAYERS_ASSERT_CUDA(cudaFree(p));
+  EXPECT_EQ(culayers_emu::live_allocations(), before);
+  QuietEmulator quiet;
+  EXPECT_EQ(cudaFree(bytes.data()), cudaErrorInvalidValue); // not a device allocation
+  (void)cudaGetLastError();
+  float* zero = reinterpret_cast<float*>(0x1);
+  CULAYERS_ASSERT_CUDA(cudaMalloc(&zero, 0));
+  EXPECT_EQ(zero, nullptr);
+}
+
+TEST(EmulatorRuntime, CopiesOutsideAnAllocationAreRejected) {
+  DeviceBuffer<float> d(16);
+  std::vector<float> h(32);
+  QuietEmulator quiet;
+  EXPECT_EQ(cudaMemcpy(d.get(), h.data(), 32 * sizeof(float), cudaMemcpyHostToDevice), cudaErrorInvalidValue);
+  EXPECT_NE(culayers_emu::last_error_message().find("not inside one device allocation"), std::string::npos);
+  EXPECT_EQ(cudaMemset(d.get() + 8, 0, 9 * sizeof(float)), cudaErrorInvalidValue);
+  (void)cudaGetLastError();
+}
+
+TEST(EmulatorRuntime, StreamsRunInOrderAndEventsTime) {
+  const int n = 300;
+  DeviceBuffer<float> y(n);
+  cudaStream_t s1, s2;
+  cudaEvent_t start, stop, between;
+  CULAYERS_ASSERT_CUDA(cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking));
+  CULAYERS_ASSERT_CUDA(cudaStreamCreate(&s2));
+  CULAYERS_ASSERT_CUDA(cudaEventCreate(&start));
+  CULAYERS_ASSERT_CUDA(cudaEventCreate(&stop));
+  CULAYERS_ASSERT_CUDA(cudaEventCreateWithFlags(&between, cudaEventDisableTiming));
+  CULAYERS_ASSERT_CUDA(cudaMemsetAsync(y.get(), 0, y.bytes(), s1));
+  CULAYERS_ASSERT_CUDA(cudaEventRecord(start, s1));
+  CULAYERS_ASSERT_CUDA(CULAYERS_LAUNCH(add_kernel, 3, 128, 0, s1, y.get(), 1.0f, n));
+  CULAYERS_ASSERT_CUDA(cudaEventRecord(between, s1));
+  CULAYERS_ASSERT_CUDA(cudaStreamWaitEvent(s2, between, 0));
+  CULAYERS_ASSERT_CUDA(CULAYERS_LAUNCH(add_kernel, 3, 128, 0, s2, y.get(), 10.0f, n));
+  CULAYERS_ASSERT_CUDA(cudaEventRecord(stop, s2));
+  CULAYERS_ASSERT_CUDA(cudaEventSynchronize(stop));
+  float ms = -1.0f;
+  CULAYERS_ASSERT_CUDA(cudaEventElapsedTime(&ms, start, stop));
+  EXPECT_GE(ms, 0.0f);
+  EXPECT_EQ(cudaEventElapsedTime(&ms, start, between), cudaErrorInvalidResourceHandle); // timing disabled
+  (void)cudaGetLastError();
+  EXPECT_EQ(cudaStreamQuery(s2), cudaSuccess);
+  std::vector<float> h(n);
+  CULAYERS_ASSERT_CUDA(cudaMemcpy(h.data(), y.get(), y.bytes(), cudaMemcpyDeviceToHost));
+  for (float v : h) {
+    EXPECT_EQ(v, 11.0f);
+  }
+  for (cudaEvent_t e : {start, stop, between}) {
+    CULAYERS_ASSERT_CUDA(cudaEventDestroy(e));
+  }
+  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(s1));
+  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(s2));
+}
+
+TEST(EmulatorRuntime, DeferredStreamsRunWorkOnlyAtSynchronization) {
+  StreamMode deferred(true);
+  DeviceBuffer<float> y(64);
+  cudaStream_t s;
+  CULAYERS_ASSERT_CUDA(cudaStreamCreate(&s));
+  CULAYERS_ASSERT_CUDA(cudaMemsetAsync(y.get(), 0, y.bytes(), s));
+  const auto launches_before = culayers_emu::stats().launches;
+  CULAYERS_ASSERT_CUDA(CULAYERS_LAUNCH(add_kernel, 1, 64, 0, s, y.get(), 3.0f, 64));
+  EXPECT_EQ(culayers_emu::stats().launches, launches_before); // queued, not run
+  EXPECT_EQ(cudaStreamQuery(s), cudaErrorNotReady);           // ... and polling makes progress
+  EXPECT_EQ(cudaStreamQuery(s), cudaSuccess);
+  EXPECT_EQ(culayers_emu::stats().launches, launches_before + 1);
+  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(s));
+}
+
+TEST(EmulatorRuntime, DeferredKernelFaultSurfacesAtSynchronization) {
+  StreamMode deferred(true);
+  DeviceBuffer<float> y(10);
+  QuietEmulator quiet;
+  EXPECT_EQ(CULAYERS_LAUNCH(add_kernel, 1, 32, 0, nullptr, y.get(), 1.0f, 11),
+            cudaSuccess); // planted: n = 11
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaErrorLaunchFailure);
+  EXPECT_NE(culayers_emu::last_error_message().find("add_kernel"), std::string::npos);
+  (void)cudaGetLastError();
+}
+
+TEST(EmulatorRuntime, GraphCaptureRecordsArgumentsByValueAndReplays) {
+  const int n = 200;
+  DeviceBuffer<float> y(n);
+  std::vector<float> h(n, 0.0f);
+  y.upload(h);
+  cudaStream_t s;
+  CULAYERS_ASSERT_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  cudaGraph_t graph = nullptr;
+  const auto launches_before = culayers_emu::stats().launches;
+  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  cudaStreamCaptureStatus status;
+  CULAYERS_ASSERT_CUDA(cudaStreamIsCapturing(s, &status));
+  EXPECT_EQ(status, cudaStreamCaptureStatusActive);
+  float value = 1.0f;
+  CULAYERS_ASSERT_CUDA(CULAYERS_LAUNCH(add_kernel, 2, 128, 0, s, y.get(), value, n));
+  value = 100.0f; // captured by value: the graph keeps 1.0
+  CULAYERS_ASSERT_CUDA(CULAYERS_LAUNCH(add_kernel, 2, 128, 0, s, y.get(), 0.5f, n));
+  CULAYERS_ASSERT_CUDA(cudaStreamEndCapture(s, &graph));
+  EXPECT_EQ(culayers_emu::stats().launches, launches_before); // capture runs nothing
+  std::size_t nodes = 0;
+  CULAYERS_ASSERT_CUDA(cudaGraphGetNodes(graph, nullptr, &nodes));
+  EXPECT_EQ(nodes, 2u);
+  cudaGraphExec_t exec;
+  CULAYERS_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  for (int r = 0; r < 10; ++r) {
+    CULAYERS_ASSERT_CUDA(cudaGraphLaunch(exec, s));
+  }
+  CULAYERS_ASSERT_CUDA(cudaStreamSynchronize(s));
+  h = y.download();
+  for (float v : h) {
+    EXPECT_EQ(v, 15.0f);
+  }
+  CULAYERS_ASSERT_CUDA(cudaGraphExecDestroy(exec));
+  CULAYERS_ASSERT_CUDA(cudaGraphDestroy(graph));
+  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(s));
+}
+
+TEST(EmulatorRuntime, UnsafeCallsDuringCaptureInvalidateIt) {
+  cudaStream_t s;
+  CULAYERS_ASSERT_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  QuietEmulator quiet;
+  for (int which = 0; which < 3; ++which) {
+    CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    void* p = nullptr;
+    switch (which) {
+    case 0:
+      EXPECT_EQ(cudaMalloc(&p, 16), cudaErrorStreamCaptureUnsupported);
+      break;
+    case 1:
+      EXPECT_EQ(cudaStreamSynchronize(s), cudaErrorStreamCaptureUnsupported);
+      break;
+    case 2:
+      EXPECT_EQ(cudaDeviceSynchronize(), cudaErrorStreamCaptureUnsupported);
+      break;
+    }
+    cudaGraph_t graph = reinterpret_cast<cudaGraph_t>(0x1);
+    EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated) << "case " << which;
+    EXPECT_EQ(graph, nullptr);
+    (void)cudaGetLastError();
+  }
+  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(s));
+}
+
+TEST(EmulatorRuntime, FakeDeviceProperties) {
+  int count = 0;
+  CULAYERS_ASSERT_CUDA(cudaGetDeviceCount(&count));
+  EXPECT_EQ(count, 1);
+  cudaDeviceProp prop{};
+  CULAYERS_ASSERT_CUDA(cudaGetDeviceProperties(&prop, 0));
+  EXPECT_STREQ(prop.name, "culayers emulated device");
+  EXPECT_EQ(prop.major, 9);
+  EXPECT_EQ(prop.warpSize, 32);
+  EXPECT_EQ(prop.maxThreadsPerBlock, 1024);
+  EXPECT_EQ(prop.sharedMemPerBlock, 48u * 1024u);
+  int sms = 0;
+  CULAYERS_ASSERT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  EXPECT_EQ(sms, prop.multiProcessorCount);
+  int blocks = 0;
+  CULAYERS_ASSERT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, add_kernel, 256, 0));
+  EXPECT_EQ(blocks, 8); // 2048 threads per SM / 256
+  QuietEmulator quiet;
+  EXPECT_EQ(cudaGetDeviceProperties(&prop, 1), cudaErrorInvalidDevice);
+  (void)cudaGetLastError();
+}
+
+} // namespace
+} // namespace culayers::test

@@ -1,0 +1,102 @@
+// Helpers shared by the tests of both backends: device buffers, seeded random inputs, CUDA checks.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#if defined(CULAYERS_EMULATED) && CULAYERS_EMULATED
+#  define CULAYERS_TEST_EMULATED 1
+#  include "culayers_emu/runtime.hpp"
+#else
+#  define CULAYERS_TEST_EMULATED 0
+#endif
+
+#define CULAYERS_ASSERT_CUDA(expr)                                                                           \
+  do {                                                                                                       \
+    const cudaError_t culayers_e_ = (expr);                                                                  \
+    ASSERT_EQ(culayers_e_, cudaSuccess)                                                                      \
+        << #expr << ": " << cudaGetErrorName(culayers_e_) << " " << cudaGetErrorString(culayers_e_);         \
+  } while (0)
+
+namespace culayers::test {
+
+/// The run's base seed: CULAYERS_TEST_SEED if set, else drawn fresh (and printed by main).
+inline std::uint64_t base_seed() {
+  static const std::uint64_t seed = [] {
+    if (const char* env = std::getenv("CULAYERS_TEST_SEED")) {
+      return static_cast<std::uint64_t>(std::strtoull(env, nullptr, 0));
+    }
+    return static_cast<std::uint64_t>(std::random_device{}()) << 32 ^ std::random_device{}();
+  }();
+  return seed;
+}
+
+/// A generator per test, derived from the base seed and the test's name (reproducible in isolation).
+inline std::mt19937_64 rng_for_test() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::uint64_t h = base_seed();
+  if (info != nullptr) {
+    for (const char* s : {info->test_suite_name(), info->name()}) {
+      for (; *s != '\0'; ++s) {
+        h = (h ^ static_cast<unsigned char>(*s)) * 0x100000001B3ull;
+      }
+    }
+  }
+  return std::mt19937_64(h);
+}
+
+/// Owning device buffer of n elements of T (test-only RAII; the library never allocates).
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(std::size_t n) : n_(n) {
+    if (n > 0 && cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)) != cudaSuccess) {
+      p_ = nullptr;
+      n_ = 0;
+      ADD_FAILURE() << "cudaMalloc of " << n * sizeof(T) << " bytes failed";
+    }
+  }
+  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_), n_(o.n_) {
+    o.p_ = nullptr;
+    o.n_ = 0;
+  }
+  ~DeviceBuffer() {
+    if (p_ != nullptr) {
+      (void)cudaFree(p_);
+    }
+  }
+
+  T* get() const { return p_; }
+  std::size_t size() const { return n_; }
+  std::size_t bytes() const { return n_ * sizeof(T); }
+
+  void upload(const std::vector<T>& host) {
+    ASSERT_LE(host.size(), n_);
+    ASSERT_EQ(cudaMemcpy(p_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  std::vector<T> download() const {
+    std::vector<T> host(n_);
+    if (n_ > 0) {
+      EXPECT_EQ(cudaMemcpy(host.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+    }
+    return host;
+  }
+  void fill_bytes(int value) { EXPECT_EQ(cudaMemset(p_, value, bytes()), cudaSuccess); }
+
+ private:
+  T* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+} // namespace culayers::test
