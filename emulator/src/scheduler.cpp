@@ -124,6 +124,8 @@ class Block {
   explicit Block(std::vector<Worker*>& workers) : workers_(workers) {}
 
   std::uint64_t run(const LaunchRecord& launch, uint3 block_idx, unsigned char* smem, LaunchState& state);
+  std::uint64_t run_threads(const LaunchRecord& launch, uint3 block_idx, unsigned char* smem,
+                            LaunchState& state);
   Thread& thread(unsigned i) { return threads_[i]; }
   const LaunchRecord& launch() const { return *state_->launch; }
   LaunchState& state() { return *state_; }
@@ -133,6 +135,14 @@ class Block {
 #if CULAYERS_EMU_TSAN_ON
   void* barrier_sync_object() {
     return &tsan_block_sync_;
+  }
+  // Orders the scheduler's work (shared-memory poisoning, host code around the launch) before a block's
+  // threads start, and their work before whatever follows the block.
+  void* start_sync_object() {
+    return &tsan_start_sync_;
+  }
+  void* end_sync_object() {
+    return &tsan_end_sync_;
   }
   void* warp_sync_object(unsigned warp) {
     return &tsan_warp_sync_[warp];
@@ -157,6 +167,8 @@ class Block {
   std::mt19937_64 rng_;
 #if CULAYERS_EMU_TSAN_ON
   char tsan_block_sync_ = 0;
+  char tsan_start_sync_ = 0;
+  char tsan_end_sync_ = 0;
   char tsan_warp_sync_[kMaxThreads / kWarpSize] = {};
 #endif
 };
@@ -199,11 +211,17 @@ void Worker::yield() {
 
 void Worker::body() {
   for (;;) {
+#if CULAYERS_EMU_TSAN_ON
+    __tsan_acquire(block->start_sync_object());
+#endif
     try {
       block->launch().body();
     } catch (const AbortLaunch&) {
       // The launch failed elsewhere; this thread stops where it was.
     }
+#if CULAYERS_EMU_TSAN_ON
+    __tsan_release(block->end_sync_object());
+#endif
     block->thread(index).wait = Wait::kExited;
     try {
       yield();
@@ -511,6 +529,18 @@ bool Block::resolve_barrier(bool& all_exited) {
 
 std::uint64_t Block::run(const LaunchRecord& launch, uint3 block_idx, unsigned char* smem,
                          LaunchState& state) {
+#if CULAYERS_EMU_TSAN_ON
+  __tsan_release(start_sync_object());
+#endif
+  const std::uint64_t switches = run_threads(launch, block_idx, smem, state);
+#if CULAYERS_EMU_TSAN_ON
+  __tsan_acquire(end_sync_object());
+#endif
+  return switches;
+}
+
+std::uint64_t Block::run_threads(const LaunchRecord& launch, uint3 block_idx, unsigned char* smem,
+                                 LaunchState& state) {
   state_ = &state;
   smem_ = smem;
   n_ = launch.block.x * launch.block.y * launch.block.z;

@@ -41,10 +41,7 @@ CULAYERS_GLOBAL void off_by_one_helper_kernel(const float* x, float* y, int n) {
 [[maybe_unused]] CULAYERS_GLOBAL void off_by_one_raw_kernel(const float* x, float* y, int n) {
   const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
   if (i <= n) { // planted: <= instead of <; a raw read only ASan can see
-    const float v = x[i];
-    if (i < n) {
-      y[i] = v;
-    }
+    y[i < n ? i : 0] += x[i];
   }
 }
 
