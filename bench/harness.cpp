@@ -1,0 +1,390 @@
+#include "bench/harness.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+namespace culayers {
+namespace bench {
+namespace {
+
+// Untimed runs before the first timed iteration of every repetition: first-launch costs (module load,
+// page mapping of fresh allocations) stay out of the numbers.
+constexpr int kWarmupRuns = 3;
+// Runs behind each copy-reference number (the median is kept).
+constexpr int kCopyReferenceRuns = 21;
+
+std::string cuda_error_text(cudaError_t err) {
+  return std::string(cudaGetErrorName(err)) + " (" + cudaGetErrorString(err) + ")";
+}
+
+struct Events {
+  cudaEvent_t start = nullptr;
+  cudaEvent_t stop = nullptr;
+  cudaError_t error = cudaSuccess;
+};
+
+const Events& events() {
+  static const Events e = [] {
+    Events ev;
+    ev.error = cudaEventCreate(&ev.start);
+    if (ev.error == cudaSuccess) {
+      ev.error = cudaEventCreate(&ev.stop);
+    }
+    return ev;
+  }();
+  return e;
+}
+
+// Times one enqueue of `op` between the two events (after an L2 flush); returns milliseconds in *ms.
+cudaError_t time_once(const TimedOp& op, cudaStream_t stream, float* ms, Status* status) {
+  const Events& ev = events();
+  if (ev.error != cudaSuccess) {
+    return ev.error;
+  }
+  cudaError_t err = flush_l2(stream);
+  if (err != cudaSuccess) {
+    return err;
+  }
+  err = cudaEventRecord(ev.start, stream);
+  if (err != cudaSuccess) {
+    return err;
+  }
+  *status = op(stream);
+  err = cudaEventRecord(ev.stop, stream);
+  if (err != cudaSuccess) {
+    return err;
+  }
+  err = cudaEventSynchronize(ev.stop);
+  if (err != cudaSuccess) {
+    return err;
+  }
+  return cudaEventElapsedTime(ms, ev.start, ev.stop);
+}
+
+} // namespace
+
+const DeviceInfo& device_info() {
+  static const DeviceInfo info = [] {
+    DeviceInfo d;
+    std::string reason;
+    if (!gpu_visible(&reason)) {
+      d.error = reason;
+      return d;
+    }
+    cudaError_t err = cudaGetDevice(&d.device);
+    if (err == cudaSuccess) {
+      err = cudaGetDeviceProperties(&d.prop, d.device);
+    }
+    if (err != cudaSuccess) {
+      d.error = "cudaGetDeviceProperties: " + cuda_error_text(err);
+      return d;
+    }
+    // Best effort: a missing attribute leaves 0, which add_context reports as unknown.
+    (void)cudaDriverGetVersion(&d.driver_version);
+    (void)cudaRuntimeGetVersion(&d.runtime_version);
+    (void)cudaDeviceGetAttribute(&d.sm_clock_khz, cudaDevAttrClockRate, d.device);
+    (void)cudaDeviceGetAttribute(&d.mem_clock_khz, cudaDevAttrMemoryClockRate, d.device);
+    (void)cudaDeviceGetAttribute(&d.bus_width_bits, cudaDevAttrGlobalMemoryBusWidth, d.device);
+    (void)cudaGetLastError();
+    d.ok = true;
+    return d;
+  }();
+  return info;
+}
+
+std::string cuda_version_string(int version) {
+  if (version <= 0) {
+    return "unknown";
+  }
+  return std::to_string(version / 1000) + "." + std::to_string((version % 1000) / 10);
+}
+
+bool gpu_visible(std::string* reason) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    if (reason != nullptr) {
+      *reason = "cudaGetDeviceCount: " + cuda_error_text(err);
+    }
+    (void)cudaGetLastError();
+    return false;
+  }
+  if (count == 0) {
+    if (reason != nullptr) {
+      *reason = "cudaGetDeviceCount reports 0 devices";
+    }
+    return false;
+  }
+  return true;
+}
+
+int max_blocks(int blocks_per_sm) {
+  const DeviceInfo& d = device_info();
+  const int sms = d.ok ? d.prop.multiProcessorCount : 1;
+  return std::max(1, sms * blocks_per_sm);
+}
+
+cudaStream_t bench_stream() {
+  static cudaStream_t stream = [] {
+    cudaStream_t s = nullptr;
+    if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess) {
+      (void)cudaGetLastError();
+      s = nullptr; // the legacy default stream still works
+    }
+    return s;
+  }();
+  return stream;
+}
+
+DeviceBuffer::DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
+  if (bytes > 0) {
+    error_ = cudaMalloc(&ptr_, bytes);
+    if (error_ != cudaSuccess) {
+      ptr_ = nullptr;
+      (void)cudaGetLastError();
+    }
+  }
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  reset();
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
+    : ptr_(std::exchange(other.ptr_, nullptr)), bytes_(std::exchange(other.bytes_, 0)),
+      error_(std::exchange(other.error_, cudaSuccess)) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  if (this != &other) {
+    reset();
+    ptr_ = std::exchange(other.ptr_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+    error_ = std::exchange(other.error_, cudaSuccess);
+  }
+  return *this;
+}
+
+void DeviceBuffer::reset() {
+  if (ptr_ != nullptr) {
+    (void)cudaFree(ptr_);
+  }
+  ptr_ = nullptr;
+  bytes_ = 0;
+  error_ = cudaSuccess;
+}
+
+bool check_cuda(benchmark::State& state, cudaError_t err, const char* what) {
+  if (err == cudaSuccess) {
+    return true;
+  }
+  const std::string msg = std::string(what) + ": " + cuda_error_text(err);
+  (void)cudaGetLastError();
+  state.SkipWithError(msg.c_str());
+  return false;
+}
+
+bool check_status(benchmark::State& state, Status status, const char* what) {
+  if (status == Status::kSuccess) {
+    return true;
+  }
+  const std::string msg = std::string(what) + ": " + status_string(status) + ": " + last_error_message();
+  state.SkipWithError(msg.c_str());
+  return false;
+}
+
+bool check_buffer(benchmark::State& state, const DeviceBuffer& buffer, const char* what) {
+  if (buffer.ok()) {
+    return true;
+  }
+  const std::string msg = std::string("cudaMalloc(") + std::to_string(buffer.bytes()) + " bytes) for " +
+                          what + ": " + cuda_error_text(buffer.error());
+  state.SkipWithError(msg.c_str());
+  return false;
+}
+
+bool verify_once(benchmark::State& state, const std::string& key,
+                 const std::function<std::string()>& verify) {
+  static std::mutex mutex;
+  static std::map<std::string, std::string> results;
+  std::string result;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = results.find(key);
+    if (it == results.end()) {
+      it = results.emplace(key, verify()).first;
+      if (!it->second.empty()) {
+        std::fprintf(stderr, "verification FAILED for %s: %s\n", key.c_str(), it->second.c_str());
+      }
+    }
+    result = it->second;
+  }
+  if (result.empty()) {
+    return true;
+  }
+  const std::string msg = "verification failed: " + result;
+  state.SkipWithError(msg.c_str());
+  return false;
+}
+
+std::size_t l2_flush_bytes() {
+  const DeviceInfo& d = device_info();
+  const std::size_t l2 =
+      d.ok && d.prop.l2CacheSize > 0 ? static_cast<std::size_t>(d.prop.l2CacheSize) : std::size_t{64} << 20;
+  return 2 * l2;
+}
+
+cudaError_t flush_l2(cudaStream_t stream) {
+  static DeviceBuffer buffer(l2_flush_bytes());
+  static unsigned char value = 0;
+  if (!buffer.ok()) {
+    return buffer.error();
+  }
+  // A different byte each time, so no layer can skip the writes as redundant.
+  ++value;
+  return cudaMemsetAsync(buffer.data(), value, buffer.bytes(), stream);
+}
+
+double copy_reference_gbps(std::uint64_t bytes_moved) {
+  static std::mutex mutex;
+  static std::map<std::uint64_t, double> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto it = cache.find(bytes_moved);
+  if (it != cache.end()) {
+    return it->second;
+  }
+  double gbps = 0.0;
+  const std::size_t half = static_cast<std::size_t>((bytes_moved + 1) / 2);
+  DeviceBuffer src(half);
+  DeviceBuffer dst(half);
+  if (half > 0 && src.ok() && dst.ok()) {
+    cudaStream_t stream = bench_stream();
+    const TimedOp copy = [&](cudaStream_t s) {
+      return cudaMemcpyAsync(dst.data(), src.data(), half, cudaMemcpyDeviceToDevice, s) == cudaSuccess
+                 ? Status::kSuccess
+                 : Status::kErrorCudaRuntime;
+    };
+    bool ok = cudaMemsetAsync(src.data(), 0x5a, half, stream) == cudaSuccess;
+    std::vector<float> ms;
+    for (int i = 0; ok && i < kWarmupRuns + kCopyReferenceRuns; ++i) {
+      float t = 0.0f;
+      Status status = Status::kSuccess;
+      ok = time_once(copy, stream, &t, &status) == cudaSuccess && status == Status::kSuccess;
+      if (ok && i >= kWarmupRuns) {
+        ms.push_back(t);
+      }
+    }
+    if (ok && !ms.empty()) {
+      std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+      const double median_s = ms[ms.size() / 2] * 1e-3;
+      if (median_s > 0.0) {
+        gbps = 2.0 * static_cast<double>(half) / median_s * 1e-9;
+      }
+    }
+  }
+  (void)cudaGetLastError();
+  cache.emplace(bytes_moved, gbps);
+  return gbps;
+}
+
+void run_timed(benchmark::State& state, std::uint64_t bytes_moved, const TimedOp& op) {
+  cudaStream_t stream = bench_stream();
+  // Measured first, so its allocations and runs never overlap the op's timed region.
+  const double copy_gbps = copy_reference_gbps(bytes_moved);
+
+  for (int i = 0; i < kWarmupRuns; ++i) {
+    if (!check_status(state, op(stream), "warm-up run")) {
+      return;
+    }
+  }
+  if (!check_cuda(state, cudaStreamSynchronize(stream), "warm-up synchronize")) {
+    return;
+  }
+
+  double total_s = 0.0;
+  std::int64_t iterations = 0;
+  for (auto _ : state) {
+    float ms = 0.0f;
+    Status status = Status::kSuccess;
+    const cudaError_t err = time_once(op, stream, &ms, &status);
+    if (!check_status(state, status, "timed run") || !check_cuda(state, err, "timed run")) {
+      break;
+    }
+    const double s = static_cast<double>(ms) * 1e-3;
+    state.SetIterationTime(s);
+    total_s += s;
+    ++iterations;
+  }
+  if (state.error_occurred() || iterations == 0 || total_s <= 0.0) {
+    return;
+  }
+  const double mean_s = total_s / static_cast<double>(iterations);
+  const double gbps = static_cast<double>(bytes_moved) / mean_s * 1e-9;
+  state.counters["bytes"] = benchmark::Counter(static_cast<double>(bytes_moved));
+  // Computed here, not with Counter::kIsRate: the library divides rates by CPU time, which under
+  // manual (GPU event) timing is host time, not device time.
+  state.counters["GB/s"] = benchmark::Counter(gbps);
+  if (copy_gbps > 0.0) {
+    state.counters["pct_of_copy"] = benchmark::Counter(100.0 * gbps / copy_gbps);
+  }
+}
+
+void add_context() {
+  const DeviceInfo& d = device_info();
+  if (!d.ok) {
+    benchmark::AddCustomContext("culayers_device", "unavailable: " + d.error);
+    return;
+  }
+  const auto mib = [](double bytes) { return std::to_string(static_cast<long long>(bytes / 1048576.0)); };
+  benchmark::AddCustomContext("culayers_card", d.prop.name);
+  benchmark::AddCustomContext("culayers_compute_capability",
+                              std::to_string(d.prop.major) + "." + std::to_string(d.prop.minor));
+  benchmark::AddCustomContext("culayers_driver_cuda_version", cuda_version_string(d.driver_version));
+  benchmark::AddCustomContext("culayers_runtime_version", cuda_version_string(d.runtime_version));
+  benchmark::AddCustomContext("culayers_sm_count", std::to_string(d.prop.multiProcessorCount));
+  benchmark::AddCustomContext("culayers_l2_bytes", std::to_string(d.prop.l2CacheSize));
+  benchmark::AddCustomContext("culayers_global_memory_mib", mib(static_cast<double>(d.prop.totalGlobalMem)));
+  benchmark::AddCustomContext("culayers_memory_bus_bits", std::to_string(d.bus_width_bits));
+  const auto mhz = [](int khz) {
+    return khz > 0 ? std::to_string(khz / 1000) + " MHz" : std::string("unknown");
+  };
+  benchmark::AddCustomContext("culayers_clocks",
+                              "peak SM " + mhz(d.sm_clock_khz) + ", peak memory " + mhz(d.mem_clock_khz) +
+                                  " (device attributes); clocks are neither locked nor changed by this "
+                                  "benchmark: the card runs as found (scripts/gpu_check.sh records "
+                                  "nvidia-smi -q -d CLOCK with the results)");
+  benchmark::AddCustomContext("culayers_l2_flush",
+                              "cudaMemsetAsync over " + mib(static_cast<double>(l2_flush_bytes())) +
+                                  " MiB (2 x L2) before every timed iteration, outside the timed region");
+  benchmark::AddCustomContext(
+      "culayers_timing", "CUDA events around each iteration (manual time), " + std::to_string(kWarmupRuns) +
+                             " untimed warm-up runs per repetition; report the median over repetitions");
+  benchmark::AddCustomContext(
+      "culayers_counters",
+      "bytes = byte model (inputs read once, outputs written once); GB/s = 1e9 bytes/s from the mean "
+      "iteration time of a repetition; pct_of_copy = GB/s as % of a cudaMemcpyAsync device-to-device copy "
+      "moving the same bytes (read + write), median of " +
+          std::to_string(kCopyReferenceRuns) + " L2-flushed runs in this process");
+}
+
+void configure(benchmark::internal::Benchmark* b) {
+  b->UseManualTime();
+  b->Unit(benchmark::kMicrosecond);
+  b->ReportAggregatesOnly(true);
+}
+
+void roofline_sizes(benchmark::internal::Benchmark* b) {
+  b->ArgName("bytes");
+  for (const std::int64_t mib : {64, 256, 1024}) {
+    b->Arg(mib << 20);
+  }
+}
+
+} // namespace bench
+} // namespace culayers

@@ -1,0 +1,119 @@
+// Benchmark harness shared by every culayers benchmark (Google Benchmark + CUDA events).
+//
+// Method (bench/results/README.md explains it next to the results):
+// - Time with CUDA events around each iteration (UseManualTime + SetIterationTime), after a few
+//   untimed warm-up runs.
+// - Flush L2 before every timed iteration by writing a buffer of twice the L2 size (cudaMemsetAsync,
+//   outside the timed region), so no iteration reads a previous iteration's data from cache.
+// - Verify every configuration against a CPU reference once, before timing it; a mismatch skips the
+//   benchmark with an error (state.SkipWithError).
+// - Counters: bytes (the op's byte model: each input read once, each output written once), GB/s
+//   (1e9 bytes per second) and pct_of_copy (GB/s as a percentage of a cudaMemcpyAsync device-to-device
+//   copy that moves the same number of bytes, measured once per byte count in the same process).
+// - Repetitions with aggregates only (median, mean, stddev, cv); the median is the number to quote.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include <benchmark/benchmark.h>
+#include <cuda_runtime_api.h>
+
+#include <culayers/status.hpp>
+
+namespace culayers {
+namespace bench {
+
+// Device 0's properties, queried once. ok == false when no device is usable (error says why).
+struct DeviceInfo {
+  bool ok = false;
+  std::string error;
+  int device = 0;
+  cudaDeviceProp prop{};
+  int driver_version = 0;  // cudaDriverGetVersion: 1000 * major + 10 * minor
+  int runtime_version = 0; // cudaRuntimeGetVersion
+  int sm_clock_khz = 0;    // peak SM clock (cudaDevAttrClockRate)
+  int mem_clock_khz = 0;   // peak memory clock (cudaDevAttrMemoryClockRate)
+  int bus_width_bits = 0;
+};
+const DeviceInfo& device_info();
+
+// "13.0" from 13000.
+std::string cuda_version_string(int version);
+
+// True when cudaGetDeviceCount succeeds with at least one device; otherwise *reason says why.
+bool gpu_visible(std::string* reason);
+
+// Grid cap for grid-stride kernels: blocks_per_sm blocks on each SM of device 0.
+int max_blocks(int blocks_per_sm = 8);
+
+// The stream every benchmark enqueues on (created once, non-blocking).
+cudaStream_t bench_stream();
+
+// Owns one cudaMalloc allocation. Never throws: check ok() (error() has the CUDA error).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(std::size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& other) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+
+  bool ok() const { return error_ == cudaSuccess && (ptr_ != nullptr || bytes_ == 0); }
+  cudaError_t error() const { return error_; }
+  std::size_t bytes() const { return bytes_; }
+  void* data() const { return ptr_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  void reset();
+
+ private:
+  void* ptr_ = nullptr;
+  std::size_t bytes_ = 0;
+  cudaError_t error_ = cudaSuccess;
+};
+
+// Each returns true on success; otherwise calls state.SkipWithError with "<what>: <reason>" and returns
+// false (the benchmark function should return).
+bool check_cuda(benchmark::State& state, cudaError_t err, const char* what);
+bool check_status(benchmark::State& state, Status status, const char* what);
+bool check_buffer(benchmark::State& state, const DeviceBuffer& buffer, const char* what);
+
+// Runs `verify` the first time `key` is seen in this process and remembers its result: an empty string
+// means the configuration matches its CPU reference; anything else is the mismatch description. Returns
+// false (after state.SkipWithError) for a configuration that failed, now or earlier.
+bool verify_once(benchmark::State& state, const std::string& key, const std::function<std::string()>& verify);
+
+// Writes 2 x L2 bytes (cudaMemsetAsync) on `stream`, evicting whatever the previous iteration left in L2.
+cudaError_t flush_l2(cudaStream_t stream);
+std::size_t l2_flush_bytes();
+
+// One timed run of the op under test, enqueued on the given stream.
+using TimedOp = std::function<Status(cudaStream_t)>;
+
+// The benchmark loop: warm-up runs, then per iteration an L2 flush, a start event, op, a stop event and
+// SetIterationTime(elapsed). Sets the counters bytes, GB/s and pct_of_copy for bytes_moved bytes.
+void run_timed(benchmark::State& state, std::uint64_t bytes_moved, const TimedOp& op);
+
+// GB/s of a cudaMemcpyAsync device-to-device copy moving `bytes_moved` bytes in total (bytes_moved / 2
+// read plus bytes_moved / 2 written), median of several L2-flushed runs, cached per byte count.
+// Returns 0 when it cannot be measured (e.g. out of memory).
+double copy_reference_gbps(std::uint64_t bytes_moved);
+
+// Adds the run's context (card, driver, runtime, SMs, L2, clocks, method) to the benchmark output.
+void add_context();
+
+// Per-benchmark defaults: manual time, microseconds, aggregates only. Use with ->Apply(configure).
+void configure(benchmark::internal::Benchmark* b);
+
+// Byte sizes used by the roofline cases: 64 MiB, 256 MiB, 1 GiB (of input).
+void roofline_sizes(benchmark::internal::Benchmark* b);
+
+} // namespace bench
+} // namespace culayers
