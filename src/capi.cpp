@@ -6,6 +6,10 @@
 #include "culayers/types.hpp"
 #include "culayers/version.hpp"
 
+#include <cuda_runtime_api.h>
+
+#include <type_traits>
+
 namespace {
 
 using culayers::DType;
@@ -16,6 +20,9 @@ template <class CEnum, class CppEnum>
 constexpr bool same_value(CEnum c, CppEnum cpp) {
   return static_cast<int>(c) == static_cast<int>(cpp);
 }
+
+// C callers pass their stream as culayersStream_t; it must be cudaStream_t itself.
+static_assert(std::is_same_v<culayersStream_t, cudaStream_t>);
 
 static_assert(same_value(CULAYERS_STATUS_SUCCESS, Status::kSuccess));
 static_assert(same_value(CULAYERS_STATUS_NULL_POINTER, Status::kErrorNullPointer));

@@ -493,7 +493,8 @@ bool Block::resolve_barrier(bool& all_exited) {
     }
     for (unsigned i = 0; i < n_; ++i) {
       const Thread& t = threads_[i];
-      if (t.bar_line != f.bar_line || t.bar_kind != f.bar_kind || std::strcmp(t.bar_file, f.bar_file) != 0) {
+      if (t.bar_line != f.bar_line || t.bar_kind != f.bar_kind ||
+          (t.bar_file != f.bar_file && std::strcmp(t.bar_file, f.bar_file) != 0)) {
         fail(i, t.bar_file, t.bar_line,
              format("threads wait at different barriers: this one here, %s at %s:%d",
                     describe_thread(static_cast<unsigned>(first)).c_str(), f.bar_file, f.bar_line));

@@ -68,6 +68,13 @@ typedef enum culayersDType_t {
   CULAYERS_DTYPE_INT64 = 5
 } culayersDType_t;
 
+/* The caller's CUDA stream: the same type as cudaStream_t, declared here so that C callers need no
+ * CUDA header. Ops enqueue work on it and never synchronize it. */
+#ifndef CULAYERS_STREAM_T_DEFINED
+#  define CULAYERS_STREAM_T_DEFINED
+typedef struct CUstream_st* culayersStream_t;
+#endif
+
 /* Position of the channel axis; see culayers::Layout. */
 typedef enum culayersLayout_t {
   CULAYERS_LAYOUT_CHANNELS_FIRST = 0, /* [N, C, *spatial] */
