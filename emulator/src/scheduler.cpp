@@ -41,7 +41,7 @@ extern "C" const int warpSize = 32;
 
 namespace culayers_emu::detail {
 
-thread_local ThreadInfo* tls_thread = nullptr;
+__thread ThreadInfo* tls_thread = nullptr;
 
 namespace {
 

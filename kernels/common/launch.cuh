@@ -43,8 +43,11 @@ cudaError_t launch(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, 
 #  endif
   return e;
 #else
-  return ::culayers_emu::launch_kernel(::culayers_emu::LaunchSite{site.kernel, site.file, site.line}, kernel,
-                                       grid, block, smem, stream, std::forward<Args>(args)...);
+  const cudaError_t e =
+      ::culayers_emu::launch_kernel(::culayers_emu::LaunchSite{site.kernel, site.file, site.line}, kernel,
+                                    grid, block, smem, stream, std::forward<Args>(args)...);
+  (void)cudaGetLastError(); // as after a real launch: the error is returned, not left pending
+  return e;
 #endif
 }
 

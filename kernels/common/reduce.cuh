@@ -10,6 +10,8 @@
 
 #include "culayers/version.hpp"
 
+#include <type_traits>
+
 CULAYERS_NAMESPACE_BEGIN
 namespace kernels {
 
@@ -27,11 +29,35 @@ struct SumOp {
   }
 };
 
+namespace detail {
+
+// Equal operands with different bits (+0/-0) and NaNs with different payloads must give every lane the
+// same bits however the operands are ordered: ties pick by sign, any NaN gives one canonical NaN.
+template <class T>
+constexpr bool kIsFloatLike =
+    std::is_floating_point_v<T> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+
+template <class T>
+CULAYERS_HD T pick_extremum(T a, T b, bool want_max) {
+  if constexpr (kIsFloatLike<T>) {
+    if (a != a || b != b) {
+      return static_cast<T>(__builtin_nanf(""));
+    }
+    if (a == b) {
+      const bool a_negative = __builtin_signbit(static_cast<float>(a)) != 0;
+      return (a_negative == want_max) ? b : a;
+    }
+  }
+  return ((a > b) == want_max) ? a : b;
+}
+
+} // namespace detail
+
 // NaN propagates (as torch.max): a NaN on either side wins.
 struct MaxOp {
   template <class T>
   CULAYERS_HD T operator()(T a, T b) const {
-    return (a != a || a > b) ? a : b;
+    return detail::pick_extremum(a, b, true);
   }
   template <class T>
   static CULAYERS_HD T identity() {
@@ -42,7 +68,7 @@ struct MaxOp {
 struct MinOp {
   template <class T>
   CULAYERS_HD T operator()(T a, T b) const {
-    return (a != a || a < b) ? a : b;
+    return detail::pick_extremum(a, b, false);
   }
   template <class T>
   static CULAYERS_HD T identity() {

@@ -22,7 +22,9 @@ struct ThreadInfo {
   unsigned warp;
 };
 
-extern thread_local ThreadInfo* tls_thread;
+// __thread rather than thread_local: a trivially initialized pointer needs no TLS init function, whose
+// weak-symbol check g++ would otherwise fold into UBSan's null check (a false report under -fsanitize).
+extern __thread ThreadInfo* tls_thread;
 
 inline ThreadInfo& current_thread() {
   return *tls_thread;

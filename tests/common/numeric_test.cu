@@ -1,0 +1,243 @@
+// Tests of kernels/common/numeric.cuh: to_float / from_float for half and bfloat16 on the device, against
+// the CUDA headers' host conversions (integer-exact: compared bit for bit, NaNs only as NaN), over every
+// bit pattern, random floats, and exact rounding ties (round to nearest even).
+#include "kernels/common/common.cuh"
+#include "tests/common/common_test_helpers.hpp"
+#include "tests/support/test_support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+namespace ck = culayers::kernels;
+using culayers::test::DeviceBuffer;
+using culayers::test::rng_for_test;
+using culayers::test::common::bits_of;
+using culayers::test::common::DTypeTraits;
+using culayers::test::common::seed_trace;
+
+template <class T>
+CULAYERS_GLOBAL void convert_kernel(const T* narrow, const float* wide, float* widened, T* narrowed,
+                                    T* round_trip, int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i >= n) {
+    return;
+  }
+  const float f = ck::to_float(ck::load(narrow + i));
+  ck::store(widened + i, f);
+  ck::store(round_trip + i, ck::from_float<T>(f));
+  ck::store(narrowed + i, ck::from_float<T>(ck::load(wide + i)));
+}
+
+float float_from_bits(std::uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, sizeof(f));
+  return f;
+}
+
+std::uint16_t bits16(__half h) {
+  return static_cast<std::uint16_t>(bits_of(h));
+}
+std::uint16_t bits16(__nv_bfloat16 h) {
+  return static_cast<std::uint16_t>(bits_of(h));
+}
+
+template <class T>
+T from_bits16(std::uint16_t b) {
+  T v;
+  std::memcpy(static_cast<void*>(&v), &b, sizeof(v));
+  return v;
+}
+
+// The CUDA headers' host conversions: the reference.
+float host_to_float(__half h) {
+  return __half2float(h);
+}
+float host_to_float(__nv_bfloat16 h) {
+  return __bfloat162float(h);
+}
+template <class T>
+T host_from_float(float f);
+template <>
+__half host_from_float<__half>(float f) {
+  return __float2half_rn(f);
+}
+template <>
+__nv_bfloat16 host_from_float<__nv_bfloat16>(float f) {
+  return __float2bfloat16_rn(f);
+}
+
+// Number of explicit mantissa bits of T (10 for half, 7 for bfloat16): where float's extra bits start.
+template <class T>
+constexpr int kMantissaBits = std::is_same<T, __half>::value ? 10 : 7;
+
+template <class T>
+void check_conversions(std::mt19937_64& rng) {
+  SCOPED_TRACE(DTypeTraits<T>::kName);
+  constexpr int kN = 1 << 16; // every 16-bit pattern
+  std::vector<T> narrow(kN);
+  for (int i = 0; i < kN; ++i) {
+    narrow[static_cast<std::size_t>(i)] = from_bits16<T>(static_cast<std::uint16_t>(i));
+  }
+
+  // Floats to narrow: a quarter arbitrary bit patterns (overflow, underflow, subnormals), a quarter
+  // exact ties halfway between two neighbouring T values (round to nearest even decides), a quarter
+  // just above/below ties, a quarter exactly representable.
+  std::uniform_int_distribution<std::uint32_t> any_bits;
+  std::uniform_int_distribution<int> pattern(0, kN - 1);
+  std::vector<float> wide(kN);
+  for (int i = 0; i < kN; ++i) {
+    float f;
+    do {
+      const int category = i % 4;
+      if (category == 0) {
+        f = float_from_bits(any_bits(rng));
+      } else {
+        const float base = host_to_float(from_bits16<T>(static_cast<std::uint16_t>(pattern(rng))));
+        std::uint32_t b;
+        std::memcpy(&b, &base, sizeof(b));
+        const std::uint32_t half_ulp = 1u << (22 - kMantissaBits<T>); // below T's last mantissa bit
+        // Only normal T values: their float image has the T-precision mantissa in the top bits.
+        // (half's smallest normal is 2^-14; bfloat16 shares float's exponent range).
+        const bool normal = std::fpclassify(base) == FP_NORMAL &&
+                            (std::is_same<T, __nv_bfloat16>::value || std::fabs(base) >= 0x1p-14f);
+        if (category == 1 && normal) {
+          b |= half_ulp;
+        } else if (category == 2 && normal) {
+          b |= half_ulp;
+          b += (any_bits(rng) & 1u) ? 1u : static_cast<std::uint32_t>(-1);
+        }
+        f = float_from_bits(b);
+      }
+    } while (std::isnan(f));
+    wide[static_cast<std::size_t>(i)] = f;
+  }
+
+  DeviceBuffer<T> d_narrow(narrow);
+  DeviceBuffer<float> d_wide(wide);
+  DeviceBuffer<float> d_widened(kN);
+  DeviceBuffer<T> d_narrowed(kN);
+  DeviceBuffer<T> d_round_trip(kN);
+  CULAYERS_ASSERT_CUDA(CULAYERS_LAUNCH((convert_kernel<T>), dim3(kN / 256), dim3(256), 0, nullptr,
+                                       d_narrow.get(), d_wide.get(), d_widened.get(), d_narrowed.get(),
+                                       d_round_trip.get(), kN));
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  const std::vector<float> widened = d_widened.download();
+  const std::vector<T> narrowed = d_narrowed.download();
+  const std::vector<T> round_trip = d_round_trip.download();
+
+  int failures = 0;
+  for (int i = 0; i < kN && failures < 5; ++i) {
+    const std::size_t k = static_cast<std::size_t>(i);
+    const float expected_wide = host_to_float(narrow[k]);
+    if (std::isnan(expected_wide)) {
+      if (!std::isnan(widened[k]) || !std::isnan(ck::to_float(round_trip[k]))) {
+        ADD_FAILURE() << "pattern 0x" << std::hex << i << std::dec << ": NaN must stay NaN";
+        ++failures;
+      }
+    } else {
+      // Widening is exact, and narrowing the result again gives back the same bits (-0, subnormals and
+      // infinities included).
+      if (bits_of(widened[k]) != bits_of(expected_wide)) {
+        ADD_FAILURE() << "to_float(0x" << std::hex << i << ") = " << std::dec << widened[k] << ", host says "
+                      << expected_wide;
+        ++failures;
+      }
+      if (bits16(round_trip[k]) != static_cast<std::uint16_t>(i)) {
+        ADD_FAILURE() << "round trip of 0x" << std::hex << i << " gave 0x" << bits16(round_trip[k])
+                      << std::dec;
+        ++failures;
+      }
+    }
+    const T expected_narrow = host_from_float<T>(wide[k]);
+    if (bits16(narrowed[k]) != bits16(expected_narrow)) {
+      ADD_FAILURE() << "from_float(" << wide[k] << " = 0x" << std::hex << bits_of(wide[k]) << ") = 0x"
+                    << bits16(narrowed[k]) << ", host says 0x" << bits16(expected_narrow) << std::dec;
+      ++failures;
+    }
+  }
+}
+
+TEST(CommonNumeric, HalfConversionsMatchHostOnEveryPattern) {
+  SCOPED_TRACE(seed_trace());
+  auto rng = rng_for_test();
+  check_conversions<__half>(rng);
+}
+
+TEST(CommonNumeric, BFloat16ConversionsMatchHostOnEveryPattern) {
+  SCOPED_TRACE(seed_trace());
+  auto rng = rng_for_test();
+  check_conversions<__nv_bfloat16>(rng);
+}
+
+// Known answers, independent of the host conversion functions: ties go to the even neighbour, the
+// largest finite values round up to infinity past the last tie.
+TEST(CommonNumeric, RoundToNearestEvenKnownAnswers) {
+  struct Case {
+    float in;
+    std::uint16_t half_bits;
+    std::uint16_t bf16_bits;
+  };
+  const Case cases[] = {
+      {1.0f, 0x3C00, 0x3F80},
+      {1.0f + 0x1p-11f, 0x3C00, 0x3F80},           // half: tie between 1 and 1+2^-10 -> 1 (even)
+      {1.0f + 3 * 0x1p-11f, 0x3C02, 0x3F80},       // half: tie -> 1+2^-9 (even)
+      {-(1.0f + 0x1p-11f), 0xBC00, 0xBF80},        // sign symmetric
+      {1.0f + 0x1p-8f, 0x3C04, 0x3F80},            // bf16: tie between 1 and 1+2^-7 -> 1 (even)
+      {1.0f + 3 * 0x1p-8f, 0x3C0C, 0x3F82},        // bf16: tie -> 1+2^-6 (even)
+      {1.0f + 0x1p-8f + 0x1p-20f, 0x3C04, 0x3F81}, // bf16: just above the tie -> up
+      {65504.0f, 0x7BFF, 0x4780},                  // half max
+      {65519.0f, 0x7BFF, 0x4780},                  // below the tie to 65536: half max
+      {65520.0f, 0x7C00, 0x4780},                  // half: tie with an odd max -> infinity
+      {0x1p-24f, 0x0001, 0x3380},                  // half: smallest subnormal
+      {0x1p-25f, 0x0000, 0x3300},                  // half: tie between 0 and 2^-24 -> 0 (even)
+      {3 * 0x1p-25f, 0x0002, 0x33C0},              // half: tie -> 2^-23 (even)
+      {-0.0f, 0x8000, 0x8000},
+      {std::numeric_limits<float>::max(), 0x7C00, 0x7F80}, // bf16: rounds up to infinity
+      {std::numeric_limits<float>::infinity(), 0x7C00, 0x7F80},
+  };
+  constexpr int kN = static_cast<int>(sizeof(cases) / sizeof(cases[0]));
+  std::vector<float> wide;
+  for (const Case& c : cases) {
+    wide.push_back(c.in);
+  }
+  std::vector<__half> narrow_h(kN, from_bits16<__half>(0));
+  std::vector<__nv_bfloat16> narrow_b(kN, from_bits16<__nv_bfloat16>(0));
+  DeviceBuffer<float> d_wide(wide);
+  DeviceBuffer<__half> d_h(narrow_h);
+  DeviceBuffer<__nv_bfloat16> d_b(narrow_b);
+  DeviceBuffer<float> scratch_f(kN);
+  DeviceBuffer<__half> out_h(kN);
+  DeviceBuffer<__half> trip_h(kN);
+  DeviceBuffer<__nv_bfloat16> out_b(kN);
+  DeviceBuffer<__nv_bfloat16> trip_b(kN);
+  CULAYERS_ASSERT_CUDA(CULAYERS_LAUNCH((convert_kernel<__half>), dim3(1), dim3(32), 0, nullptr, d_h.get(),
+                                       d_wide.get(), scratch_f.get(), out_h.get(), trip_h.get(), kN));
+  CULAYERS_ASSERT_CUDA(CULAYERS_LAUNCH((convert_kernel<__nv_bfloat16>), dim3(1), dim3(32), 0, nullptr,
+                                       d_b.get(), d_wide.get(), scratch_f.get(), out_b.get(), trip_b.get(),
+                                       kN));
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  const std::vector<__half> got_h = out_h.download();
+  const std::vector<__nv_bfloat16> got_b = out_b.download();
+  for (int i = 0; i < kN; ++i) {
+    const Case& c = cases[i];
+    SCOPED_TRACE(testing::Message() << "input " << c.in << " (0x" << std::hex << bits_of(c.in) << std::dec
+                                    << ")");
+    EXPECT_EQ(bits16(got_h[static_cast<std::size_t>(i)]), c.half_bits) << "device half";
+    EXPECT_EQ(bits16(got_b[static_cast<std::size_t>(i)]), c.bf16_bits) << "device bfloat16";
+    EXPECT_EQ(bits16(ck::from_float<__half>(c.in)), c.half_bits) << "host half";
+    EXPECT_EQ(bits16(ck::from_float<__nv_bfloat16>(c.in)), c.bf16_bits) << "host bfloat16";
+  }
+  EXPECT_EQ(ck::to_float(1.5f), 1.5f);
+  EXPECT_EQ(ck::from_float<float>(-2.25f), -2.25f);
+}
+
+} // namespace
