@@ -107,4 +107,7 @@ CULAYERS_API const char* culayersGetDTypeName(culayersDType_t dtype);
 } /* extern "C" */
 #endif
 
+/* The op families (each header declares its own extern "C" block). */
+#include "culayers/c/dropout.h"
+
 #endif /* CULAYERS_CULAYERS_H_ */
