@@ -14,6 +14,15 @@ set(CULAYERS_DEFAULT_CUDA_ARCHITECTURES "80-real;86-real;89-real;90")
 macro(culayers_enable_cuda)
   set(CULAYERS_HAS_CUDA OFF)
   if(CULAYERS_ENABLE_CUDA)
+    # nvcc is often not on PATH (/usr/local/cuda/bin): point CMake at the usual places before it looks.
+    if(NOT DEFINED CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX})
+      find_program(_culayers_nvcc nvcc
+                   HINTS ENV CUDA_PATH ENV CUDA_HOME "${CUDAToolkit_ROOT}" PATH_SUFFIXES bin
+                   PATHS /usr/local/cuda/bin)
+      if(_culayers_nvcc)
+        set(ENV{CUDACXX} "${_culayers_nvcc}")
+      endif()
+    endif()
     check_language(CUDA)
     if(CMAKE_CUDA_COMPILER)
       if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)

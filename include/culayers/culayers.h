@@ -109,5 +109,6 @@ CULAYERS_API const char* culayersGetDTypeName(culayersDType_t dtype);
 
 /* The op families (each header declares its own extern "C" block). */
 #include "culayers/c/dropout.h"
+#include "culayers/c/masked_reduce.h"
 
 #endif /* CULAYERS_CULAYERS_H_ */

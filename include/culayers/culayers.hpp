@@ -5,5 +5,7 @@
 #include "culayers/version.hpp"
 #include "culayers/status.hpp"
 #include "culayers/types.hpp"
+#include "culayers/dropout.hpp"
+#include "culayers/masked_reduce.hpp"
 
 #endif // CULAYERS_CULAYERS_HPP_

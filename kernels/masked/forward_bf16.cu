@@ -1,0 +1,13 @@
+// Forward masked-reduction kernels instantiated for __nv_bfloat16 (one dtype per file: parallel builds).
+#include "kernels/masked/forward_kernels.cuh"
+
+CULAYERS_NAMESPACE_BEGIN
+namespace kernels {
+namespace masked {
+
+template Status launch_forward<__nv_bfloat16>(AccKind kind, const ForwardLaunch& launch,
+                                              const ForwardParams& params, cudaStream_t stream);
+
+} // namespace masked
+} // namespace kernels
+CULAYERS_NAMESPACE_END

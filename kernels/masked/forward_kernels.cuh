@@ -1,0 +1,423 @@
+// Forward masked-reduction kernels (narrow, wide/split, combine) and their per-dtype launcher; each
+// forward_<dtype>.cu instantiates launch_forward<T> once so the three dtypes compile in parallel.
+//
+// Determinism: every accumulator sees its elements in a fixed order (increasing r per thread), partials
+// merge in an order fixed by the launch layout (shared-memory tree over the block's R lanes, butterfly
+// over lane groups, chunks in increasing r in the combine kernel), and no float atomics are used, so the
+// same arguments on the same device give the same bits. Which block runs which item does not matter.
+#pragma once
+
+#include "kernels/masked/masked_reduce_device.cuh"
+
+#include <cstdint>
+
+CULAYERS_NAMESPACE_BEGIN
+namespace kernels {
+namespace masked {
+
+/// One thread's partial for N columns, as staged in shared memory by the wide kernel's tree.
+template <AccKind K, int N>
+struct Slot {
+  typename AccTraits<K>::State a[N];
+  std::int32_t cnt;
+};
+static_assert(sizeof(Slot<AccKind::kMoments, 8>) == 8 * acc_bytes(AccKind::kMoments) + 4, "slot layout");
+static_assert(sizeof(Slot<AccKind::kMax, 4>) == 4 * acc_bytes(AccKind::kMax) + 4, "slot layout");
+static_assert(sizeof(Slot<AccKind::kSum, 2>) == 2 * acc_bytes(AccKind::kSum) + 4, "slot layout");
+
+/// Accumulates steps r = first, first + stride, ... < end of the N columns at `xcol` (x + row base +
+/// column) into acc; `flags` (mask tiles, indexed by r - flag_base) gates each step when kMasked.
+/// kUnroll loads are issued before any is consumed.
+template <class T, AccKind K, int N, bool kMasked>
+CULAYERS_DEVICE void accumulate_steps(const T* xcol, std::int64_t inner, std::int64_t first, std::int64_t end,
+                                      std::int64_t stride, const std::uint8_t* flags, std::int64_t flag_base,
+                                      typename AccTraits<K>::State (&acc)[N], std::int32_t& cnt) {
+  using Tr = AccTraits<K>;
+  std::int64_t r = first;
+  for (; r + (kUnroll - 1) * stride < end; r += kUnroll * stride) {
+    bool f[kUnroll];
+    Vec<T, N> v[kUnroll];
+    CULAYERS_PRAGMA_UNROLL
+    for (int u = 0; u < kUnroll; ++u) {
+      f[u] = !kMasked || flags[r + u * stride - flag_base] != 0;
+    }
+    CULAYERS_PRAGMA_UNROLL
+    for (int u = 0; u < kUnroll; ++u) {
+      if (f[u]) {
+        v[u] = load_vec<N, CacheHint::kStreaming>(xcol + (r + u * stride) * inner);
+      } else {
+        v[u] = Vec<T, N>{};
+      }
+    }
+    CULAYERS_PRAGMA_UNROLL
+    for (int u = 0; u < kUnroll; ++u) {
+      if (f[u]) {
+        ++cnt;
+        CULAYERS_PRAGMA_UNROLL
+        for (int j = 0; j < N; ++j) {
+          Tr::push(acc[j], to_float(v[u][j]), static_cast<std::int32_t>(r + u * stride));
+        }
+      }
+    }
+  }
+  for (; r < end; r += stride) {
+    if (!kMasked || flags[r - flag_base] != 0) {
+      const Vec<T, N> v = load_vec<N, CacheHint::kStreaming>(xcol + r * inner);
+      ++cnt;
+      CULAYERS_PRAGMA_UNROLL
+      for (int j = 0; j < N; ++j) {
+        Tr::push(acc[j], to_float(v[j]), static_cast<std::int32_t>(r));
+      }
+    }
+  }
+}
+
+/// Wide and split paths. Block = tx column vectors x ty lanes of R (threads beyond tx * ty only help with
+/// the mask tiles and barriers). Item = (outer row o, column block cb, chunk s of R); the grid strides
+/// over items. Each thread walks its steps of the chunk, the ty partials of a column merge through a
+/// shared-memory tree (lower lane first), and lane 0 writes the final outputs (wide path) or the
+/// chunk's partial (split path: p.partials, combined by combine_kernel).
+/// Dynamic shared memory: blockDim.x Slots, kMaskTile mask flags, one int64 (the row's length).
+template <class T, AccKind K, int N>
+CULAYERS_GLOBAL void __launch_bounds__(kWideMaxThreads) wide_kernel(const ForwardParams p) {
+  using Tr = AccTraits<K>;
+  using State = typename Tr::State;
+  using SlotT = Slot<K, N>;
+  CULAYERS_DYNAMIC_SMEM(unsigned char, smem);
+  const int threads = static_cast<int>(blockDim.x);
+  SlotT* slots = reinterpret_cast<SlotT*>(smem);
+  std::uint8_t* flags = smem + static_cast<std::size_t>(threads) * sizeof(SlotT);
+  // The row length after the flags, 8-byte aligned (the host sizes the buffer the same way).
+  const std::size_t slot_bytes = static_cast<std::size_t>(threads) * sizeof(SlotT);
+  std::int64_t* row_length = reinterpret_cast<std::int64_t*>(smem + (slot_bytes + 7) / 8 * 8 + kMaskTile);
+
+  const T* x = static_cast<const T*>(p.x);
+  const int tid = static_cast<int>(threadIdx.x);
+  const int cx = tid % p.tx;
+  const int cy = tid / p.tx;
+  const bool in_layout = cy < p.ty;
+  const std::int64_t vecs = p.inner / N;
+  const std::int64_t items = p.outer * p.col_blocks * p.splits;
+  int levels_half = 1;
+  while (levels_half < p.ty) {
+    levels_half *= 2;
+  }
+  levels_half /= 2; // largest power of two below ty (0 when ty == 1)
+
+  for (std::int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    const std::int64_t s = item % p.splits;
+    const std::int64_t rest = item / p.splits;
+    const std::int64_t cb = rest % p.col_blocks;
+    const std::int64_t o = rest / p.col_blocks;
+    const std::int64_t v = cb * p.tx + cx;
+    const bool active = in_layout && v < vecs;
+    const std::int64_t col = v * N;
+    const std::int64_t r_begin = s * p.rows_per_split;
+    std::int64_t r_end = r_begin + p.rows_per_split < p.reduce ? r_begin + p.rows_per_split : p.reduce;
+
+    if (p.validity == kValidLengths) {
+      if (tid == 0) {
+        *row_length = read_length(p.lengths, p.length_errors, o, p.reduce, cb == 0 && s == 0);
+      }
+      __syncthreads();
+      r_end = r_end < *row_length ? r_end : *row_length;
+    }
+
+    State acc[N];
+    CULAYERS_PRAGMA_UNROLL
+    for (int j = 0; j < N; ++j) {
+      acc[j] = Tr::empty();
+    }
+    std::int32_t cnt = 0;
+    const T* xcol = x + o * p.reduce * p.inner + col;
+    if (p.validity == kValidMask) {
+      const std::uint8_t* mask_row = p.mask + o * p.reduce;
+      for (std::int64_t t0 = r_begin; t0 < r_end; t0 += kMaskTile) {
+        const std::int64_t tile_end = t0 + kMaskTile < r_end ? t0 + kMaskTile : r_end;
+        for (std::int64_t i = tid; i < tile_end - t0; i += threads) {
+          flags[i] = load<CacheHint::kReadOnly>(mask_row + t0 + i);
+        }
+        __syncthreads();
+        if (active) {
+          accumulate_steps<T, K, N, true>(xcol, p.inner, t0 + cy, tile_end, p.ty, flags, t0, acc, cnt);
+        }
+        __syncthreads();
+      }
+    } else if (active) {
+      accumulate_steps<T, K, N, false>(xcol, p.inner, r_begin + cy, r_end, p.ty, nullptr, 0, acc, cnt);
+    }
+
+    // Merge the ty partials of each column: level h merges lane cy + h into lane cy for cy < h.
+    if (levels_half > 0) {
+      if (in_layout) {
+        CULAYERS_PRAGMA_UNROLL
+        for (int j = 0; j < N; ++j) {
+          slots[tid].a[j] = acc[j];
+        }
+        slots[tid].cnt = cnt;
+      }
+      __syncthreads();
+      for (int half = levels_half; half >= 1; half /= 2) {
+        if (in_layout && cy < half && cy + half < p.ty) {
+          const SlotT& other = slots[tid + half * p.tx];
+          CULAYERS_PRAGMA_UNROLL
+          for (int j = 0; j < N; ++j) {
+            acc[j] = Tr::merge(acc[j], other.a[j]);
+            slots[tid].a[j] = acc[j];
+          }
+          cnt += other.cnt;
+          slots[tid].cnt = cnt;
+        }
+        __syncthreads();
+      }
+    }
+
+    if (active && cy == 0) {
+      if (!p.partials) {
+        write_outputs<T, K, N>(p, o, col, acc, cnt);
+        if (cb == 0 && cx == 0 && p.counts != nullptr) {
+          store(p.counts + o, cnt);
+        }
+      } else {
+        const std::int64_t at = (o * p.splits + s) * p.inner + col;
+        Array<float, N> a;
+        if constexpr (K == AccKind::kSum) {
+          CULAYERS_PRAGMA_UNROLL
+          for (int j = 0; j < N; ++j) {
+            a[j] = acc[j].s;
+          }
+        } else if constexpr (K == AccKind::kMoments) {
+          Array<float, N> b;
+          CULAYERS_PRAGMA_UNROLL
+          for (int j = 0; j < N; ++j) {
+            a[j] = acc[j].mean;
+            b[j] = acc[j].m2;
+          }
+          store_span<N>(p.part_b + at, b, true);
+        } else {
+          Array<std::int32_t, N> idx;
+          CULAYERS_PRAGMA_UNROLL
+          for (int j = 0; j < N; ++j) {
+            a[j] = acc[j].v;
+            idx[j] = acc[j].idx;
+          }
+          store_span<N>(p.part_idx + at, idx, true);
+        }
+        store_span<N>(p.part_a + at, a, true);
+        if (cb == 0 && cx == 0) {
+          store(p.part_count + o * p.splits + s, cnt);
+        }
+      }
+    }
+    __syncthreads(); // shared memory (slots, row length) is reused by the next item
+  }
+}
+
+/// Split path, second kernel: a block per outer row merges the row's chunks in increasing r for every
+/// column and writes the final outputs. Dynamic shared memory: `splits` int32 chunk counts.
+template <class T, AccKind K>
+CULAYERS_GLOBAL void __launch_bounds__(kCombineThreads) combine_kernel(const ForwardParams p) {
+  using Tr = AccTraits<K>;
+  using State = typename Tr::State;
+  CULAYERS_DYNAMIC_SMEM(std::int32_t, chunk_counts);
+  const std::int64_t tid = threadIdx.x;
+  for (std::int64_t o = blockIdx.x; o < p.outer; o += gridDim.x) {
+    for (std::int64_t s = tid; s < p.splits; s += blockDim.x) {
+      chunk_counts[s] = load(p.part_count + o * p.splits + s);
+    }
+    __syncthreads();
+    for (std::int64_t col = tid; col < p.inner; col += blockDim.x) {
+      State acc[1] = {Tr::empty()};
+      std::int32_t cnt = 0;
+      for (std::int64_t s = 0; s < p.splits; ++s) {
+        const std::int64_t at = (o * p.splits + s) * p.inner + col;
+        const std::int32_t c = chunk_counts[s];
+        State part;
+        if constexpr (K == AccKind::kSum) {
+          part = State{load(p.part_a + at)};
+        } else if constexpr (K == AccKind::kMoments) {
+          part = Welford{load(p.part_a + at), load(p.part_b + at), static_cast<float>(c)};
+        } else {
+          part = State{load(p.part_a + at), load(p.part_idx + at)};
+        }
+        acc[0] = Tr::merge(acc[0], part);
+        cnt += c;
+      }
+      write_outputs<T, K, 1>(p, o, col, acc, cnt);
+      if (col == 0 && p.counts != nullptr) {
+        store(p.counts + o, cnt);
+      }
+    }
+    __syncthreads(); // chunk_counts is reused by the next row
+  }
+}
+
+/// Narrow path: one warp per outer row (the grid strides over rows). The 32 lanes form tx groups (a power
+/// of two) of `inner` lanes; lane (g, c) owns column c and steps r = g * N + k * tx * N (+ N - 1), so a
+/// warp reads tx * N consecutive steps (contiguous memory) at a time. N > 1 only when inner == 1 (a
+/// lane's vector then holds N consecutive steps of the one column). Groups merge with a butterfly of
+/// shfl_down (lower group first) and group 0 writes the outputs.
+// The minimum of 1 block per SM lifts ptxas's default register target, under which the moments variants
+// spilled a few bytes; they use at most 96 registers.
+template <class T, AccKind K, int N>
+CULAYERS_GLOBAL void __launch_bounds__(kNarrowThreads, 1) narrow_kernel(const ForwardParams p) {
+  using Tr = AccTraits<K>;
+  using State = typename Tr::State;
+  const T* x = static_cast<const T*>(p.x);
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int inner = static_cast<int>(p.inner);
+  const int groups = p.tx;
+  const int g = lane / inner;
+  const int c = lane % inner;
+  const bool lane_in = g < groups;
+  const int mask_src = lane_in ? g * inner : lane; // the lane of this group that reads the mask byte
+  const std::int64_t warps_per_block = blockDim.x / kWarpSize;
+  const std::int64_t first_row =
+      static_cast<std::int64_t>(blockIdx.x) * warps_per_block + threadIdx.x / kWarpSize;
+  const std::int64_t row_stride = static_cast<std::int64_t>(gridDim.x) * warps_per_block;
+  const std::int64_t step_rows = static_cast<std::int64_t>(groups) * N;
+
+  for (std::int64_t o = first_row; o < p.outer; o += row_stride) {
+    std::int64_t r_end = p.reduce;
+    if (p.validity == kValidLengths) {
+      std::int64_t len = 0;
+      if (lane == 0) {
+        len = read_length(p.lengths, p.length_errors, o, p.reduce, true);
+      }
+      r_end = __shfl_sync(kFullMask, len, 0);
+    }
+    const T* xrow = x + o * p.reduce * p.inner;
+    const std::uint8_t* mask_row = p.validity == kValidMask ? p.mask + o * p.reduce : nullptr;
+    State acc = Tr::empty();
+    std::int32_t cnt = 0;
+    // r_end is warp-uniform, so every lane runs the same iterations (the mask shuffle needs all lanes).
+    for (std::int64_t r0 = 0; r0 < r_end; r0 += kUnroll * step_rows) {
+      bool f[kUnroll][N];
+      Vec<T, N> v[kUnroll];
+      CULAYERS_PRAGMA_UNROLL
+      for (int u = 0; u < kUnroll; ++u) {
+        const std::int64_t rb = r0 + u * step_rows + static_cast<std::int64_t>(g) * N;
+        if (p.validity == kValidMask) {
+          if constexpr (N == 1) {
+            std::uint32_t m = 0;
+            if (lane_in && c == 0 && rb < r_end) {
+              m = load<CacheHint::kReadOnly>(mask_row + rb);
+            }
+            m = __shfl_sync(kFullMask, m, mask_src);
+            f[u][0] = lane_in && rb < r_end && m != 0;
+          } else {
+            CULAYERS_PRAGMA_UNROLL
+            for (int j = 0; j < N; ++j) {
+              f[u][j] = lane_in && rb + j < r_end && load<CacheHint::kReadOnly>(mask_row + rb + j) != 0;
+            }
+          }
+        } else {
+          CULAYERS_PRAGMA_UNROLL
+          for (int j = 0; j < N; ++j) {
+            f[u][j] = lane_in && rb + j < r_end;
+          }
+        }
+      }
+      CULAYERS_PRAGMA_UNROLL
+      for (int u = 0; u < kUnroll; ++u) {
+        bool any = false;
+        CULAYERS_PRAGMA_UNROLL
+        for (int j = 0; j < N; ++j) {
+          any = any || f[u][j];
+        }
+        const std::int64_t rb = r0 + u * step_rows + static_cast<std::int64_t>(g) * N;
+        if (any) {
+          v[u] = load_vec<N, CacheHint::kStreaming>(xrow + rb * inner + c);
+        } else {
+          v[u] = Vec<T, N>{};
+        }
+      }
+      CULAYERS_PRAGMA_UNROLL
+      for (int u = 0; u < kUnroll; ++u) {
+        const std::int64_t rb = r0 + u * step_rows + static_cast<std::int64_t>(g) * N;
+        CULAYERS_PRAGMA_UNROLL
+        for (int j = 0; j < N; ++j) {
+          if (f[u][j]) {
+            ++cnt;
+            Tr::push(acc, to_float(v[u][j]), static_cast<std::int32_t>(rb + j));
+          }
+        }
+      }
+    }
+    // Butterfly over groups: group g merges group g + half (same column, interleaved steps) as the left
+    // operand; the order depends only on the layout, so the bits are reproducible.
+    for (int half = groups / 2; half >= 1; half /= 2) {
+      const State other = Tr::shfl_down(acc, static_cast<unsigned>(half * inner));
+      const std::int32_t other_cnt = __shfl_down_sync(kFullMask, cnt, static_cast<unsigned>(half * inner));
+      if (g < half) {
+        acc = Tr::merge(acc, other);
+        cnt += other_cnt;
+      }
+    }
+    if (lane < inner) {
+      const State out[1] = {acc};
+      write_outputs<T, K, 1>(p, o, c, out, cnt);
+      if (lane == 0 && p.counts != nullptr) {
+        store(p.counts + o, cnt);
+      }
+    }
+  }
+}
+
+template <class T, AccKind K, int N>
+Status launch_forward_n(const ForwardLaunch& l, const ForwardParams& p, cudaStream_t stream) {
+  const char* op = "masked_reduce";
+  if (l.path == masked_reduce::Path::kNarrow) {
+    return check_launch(
+        CULAYERS_LAUNCH((narrow_kernel<T, K, N>), dim3(l.grid), dim3(l.threads), 0, stream, p), op);
+  }
+  Status st = check_launch(
+      CULAYERS_LAUNCH((wide_kernel<T, K, N>), dim3(l.grid), dim3(l.threads), l.smem, stream, p), op);
+  if (!ok(st) || l.path != masked_reduce::Path::kSplit) {
+    return st;
+  }
+  return check_launch(CULAYERS_LAUNCH((combine_kernel<T, K>), dim3(l.combine_grid), dim3(kCombineThreads),
+                                      l.combine_smem, stream, p),
+                      op);
+}
+
+template <class T, AccKind K>
+Status launch_forward_kind(const ForwardLaunch& l, const ForwardParams& p, cudaStream_t stream) {
+  constexpr int kMaxVec = static_cast<int>(16 / sizeof(T));
+  switch (l.vec) {
+  case 1:
+    return launch_forward_n<T, K, 1>(l, p, stream);
+  case 2:
+    return launch_forward_n<T, K, 2>(l, p, stream);
+  case 4:
+    return launch_forward_n<T, K, 4>(l, p, stream);
+  default:
+    if constexpr (kMaxVec >= 8) {
+      if (l.vec == 8) {
+        return launch_forward_n<T, K, 8>(l, p, stream);
+      }
+    }
+    return ::culayers::detail::set_error(Status::kErrorInternal,
+                                         "masked_reduce: vector width %d not instantiated", l.vec);
+  }
+}
+
+template <class T>
+Status launch_forward(AccKind kind, const ForwardLaunch& l, const ForwardParams& p, cudaStream_t stream) {
+  switch (kind) {
+  case AccKind::kSum:
+    return launch_forward_kind<T, AccKind::kSum>(l, p, stream);
+  case AccKind::kMax:
+    return launch_forward_kind<T, AccKind::kMax>(l, p, stream);
+  case AccKind::kMin:
+    return launch_forward_kind<T, AccKind::kMin>(l, p, stream);
+  case AccKind::kMoments:
+    return launch_forward_kind<T, AccKind::kMoments>(l, p, stream);
+  }
+  return ::culayers::detail::set_error(Status::kErrorInternal, "masked_reduce: unknown accumulator %d",
+                                       static_cast<int>(kind));
+}
+
+} // namespace masked
+} // namespace kernels
+CULAYERS_NAMESPACE_END
