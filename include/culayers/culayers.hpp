@@ -6,6 +6,7 @@
 #include "culayers/status.hpp"
 #include "culayers/types.hpp"
 #include "culayers/dropout.hpp"
+#include "culayers/group_norm.hpp"
 #include "culayers/masked_reduce.hpp"
 
 #endif // CULAYERS_CULAYERS_HPP_

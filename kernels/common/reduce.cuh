@@ -101,6 +101,17 @@ CULAYERS_DEVICE T warp_reduce_min(T v) {
   return warp_reduce<Width>(v, MinOp{});
 }
 
+/// Sums v over the lanes reached by XOR offsets hi, hi / 2, ..., lo (powers of two, lo <= hi < 32; nothing
+/// when hi < lo): with lo = 1 that is a group of 2 * hi consecutive lanes, with hi = 16 and lo = k it is the
+/// lanes congruent modulo k. Every lane of a group gets the same bits (a butterfly of commutative adds).
+/// Offsets are runtime values; all lanes of the warp must call it with the same hi and lo (full mask).
+CULAYERS_DEVICE float warp_xor_sum(float v, int hi, int lo) {
+  for (int offset = hi; offset >= lo && offset > 0; offset /= 2) {
+    v += __shfl_xor_sync(kFullMask, v, offset);
+  }
+  return v;
+}
+
 CULAYERS_DEVICE unsigned linear_thread_index() {
   return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
 }
@@ -167,6 +178,10 @@ CULAYERS_HD void welford_push(Welford& w, float x) {
 }
 
 /// Chan's parallel merge. Not commutative bit for bit: callers fix the order (lower index first).
+/// kFastDivide: the merge weight through __fdividef (reciprocal-multiply, ~2 ulp on the weight, far below
+/// the data's own rounding) instead of the IEEE division, whose slow path is a called subroutine; kernels
+/// with high register pressure use it to avoid spills around that call.
+template <bool kFastDivide = false>
 CULAYERS_HD Welford welford_merge(const Welford& a, const Welford& b) {
   if (b.count == 0.0f) {
     return a;
@@ -176,7 +191,16 @@ CULAYERS_HD Welford welford_merge(const Welford& a, const Welford& b) {
   }
   Welford out;
   out.count = a.count + b.count;
-  const float wb = b.count / out.count;
+  float wb = 0.0f;
+#if defined(__CUDA_ARCH__)
+  if constexpr (kFastDivide) {
+    wb = __fdividef(b.count, out.count);
+  } else {
+    wb = b.count / out.count;
+  }
+#else
+  wb = b.count / out.count; // host and emulated builds: an exact division either way
+#endif
   const float delta = b.mean - a.mean;
   out.mean = a.mean + delta * wb;
   out.m2 = a.m2 + b.m2 + delta * delta * a.count * wb;
@@ -190,7 +214,7 @@ CULAYERS_HD float welford_variance(const Welford& w) {
 
 /// Merges Welford partials over groups of `Width` lanes; every lane gets the same bits (the lower lane's
 /// partial is always the left operand).
-template <int Width = kWarpSize>
+template <int Width = kWarpSize, bool kFastDivide = false>
 CULAYERS_DEVICE Welford warp_welford(Welford w) {
   const unsigned lane = linear_thread_index() % kWarpSize;
   CULAYERS_PRAGMA_UNROLL
@@ -199,25 +223,27 @@ CULAYERS_DEVICE Welford warp_welford(Welford w) {
     o.mean = __shfl_xor_sync(kFullMask, w.mean, offset, Width);
     o.m2 = __shfl_xor_sync(kFullMask, w.m2, offset, Width);
     o.count = __shfl_xor_sync(kFullMask, w.count, offset, Width);
-    w = (lane & static_cast<unsigned>(offset)) ? welford_merge(o, w) : welford_merge(w, o);
+    w = (lane & static_cast<unsigned>(offset)) ? welford_merge<kFastDivide>(o, w)
+                                               : welford_merge<kFastDivide>(w, o);
   }
   return w;
 }
 
 /// Block-wide Welford merge; same preconditions as block_reduce (`scratch`: 32 Welford in shared memory).
+template <bool kFastDivide = false>
 CULAYERS_DEVICE Welford block_welford(Welford w, Welford* scratch) {
   const unsigned tid = linear_thread_index();
   const unsigned lane = tid % kWarpSize;
   const unsigned warp = tid / kWarpSize;
   const unsigned warps = block_thread_count() / kWarpSize;
-  w = warp_welford(w);
+  w = warp_welford<kWarpSize, kFastDivide>(w);
   if (lane == 0) {
     scratch[warp] = w;
   }
   __syncthreads();
   if (warp == 0) {
     Welford v = lane < warps ? scratch[lane] : Welford{};
-    v = warp_welford(v);
+    v = warp_welford<kWarpSize, kFastDivide>(v);
     if (lane == 0) {
       scratch[0] = v;
     }

@@ -1,0 +1,65 @@
+// Host side: the device properties launch heuristics need, queried once per device and cached (the launch
+// path must not query the runtime on every call, and must stay valid under graph capture).
+#pragma once
+
+#include "kernels/common/portability.cuh"
+
+#include "culayers/status.hpp"
+
+#include <atomic>
+#include <cstdint>
+
+CULAYERS_NAMESPACE_BEGIN
+namespace kernels {
+
+struct DeviceInfo {
+  int sm_count;             ///< multiprocessors
+  int threads_per_sm;       ///< max resident threads per multiprocessor
+  int smem_per_sm;          ///< shared memory per multiprocessor (bytes)
+  int smem_per_block_optin; ///< max dynamic shared memory per block with the opt-in attribute (bytes)
+};
+
+/// The current device's DeviceInfo. Status kErrorCudaRuntime (message naming `op`) when the runtime
+/// cannot answer (no device). Thread-safe: racing first queries store the same values.
+inline Status device_info(DeviceInfo* out, const char* op) {
+  constexpr int kCachedDevices = 64;
+  struct Slot {
+    std::atomic<int> ready;
+    std::atomic<int> values[4];
+  };
+  static Slot cache[kCachedDevices] = {};
+  int device = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e != cudaSuccess) {
+    return detail::set_error(Status::kErrorCudaRuntime, "%s: cudaGetDevice: %s", op, cudaGetErrorString(e));
+  }
+  Slot* slot = device >= 0 && device < kCachedDevices ? &cache[device] : nullptr;
+  if (slot != nullptr && slot->ready.load(std::memory_order_acquire) != 0) {
+    *out = DeviceInfo{
+        slot->values[0].load(std::memory_order_relaxed), slot->values[1].load(std::memory_order_relaxed),
+        slot->values[2].load(std::memory_order_relaxed), slot->values[3].load(std::memory_order_relaxed)};
+    return Status::kSuccess;
+  }
+  const cudaDeviceAttr attrs[4] = {cudaDevAttrMultiProcessorCount, cudaDevAttrMaxThreadsPerMultiProcessor,
+                                   cudaDevAttrMaxSharedMemoryPerMultiprocessor,
+                                   cudaDevAttrMaxSharedMemoryPerBlockOptin};
+  int values[4] = {};
+  for (int i = 0; i < 4; ++i) {
+    e = cudaDeviceGetAttribute(&values[i], attrs[i], device);
+    if (e != cudaSuccess || values[i] <= 0) {
+      return detail::set_error(Status::kErrorCudaRuntime, "%s: cudaDeviceGetAttribute(%d): %s", op,
+                               static_cast<int>(attrs[i]), cudaGetErrorString(e));
+    }
+  }
+  if (slot != nullptr) {
+    for (int i = 0; i < 4; ++i) {
+      slot->values[i].store(values[i], std::memory_order_relaxed);
+    }
+    slot->ready.store(1, std::memory_order_release);
+  }
+  *out = DeviceInfo{values[0], values[1], values[2], values[3]};
+  return Status::kSuccess;
+}
+
+} // namespace kernels
+CULAYERS_NAMESPACE_END

@@ -1,0 +1,14 @@
+// Group-normalization backward kernels instantiated for __nv_bfloat16 (one dtype and direction per file:
+// parallel builds).
+#include "kernels/group_norm/group_norm_kernels.cuh"
+
+CULAYERS_NAMESPACE_BEGIN
+namespace kernels {
+namespace group_norm {
+
+template Status launch_backward<__nv_bfloat16>(const Plan& plan, const BackwardParams& params,
+                                               cudaStream_t stream);
+
+} // namespace group_norm
+} // namespace kernels
+CULAYERS_NAMESPACE_END

@@ -1,0 +1,13 @@
+// Group-normalization backward kernels instantiated for float (one dtype and direction per file: parallel
+// builds).
+#include "kernels/group_norm/group_norm_kernels.cuh"
+
+CULAYERS_NAMESPACE_BEGIN
+namespace kernels {
+namespace group_norm {
+
+template Status launch_backward<float>(const Plan& plan, const BackwardParams& params, cudaStream_t stream);
+
+} // namespace group_norm
+} // namespace kernels
+CULAYERS_NAMESPACE_END

@@ -1,0 +1,639 @@
+// Host side of group normalization: argument validation, the dispatch heuristic (path, vector width,
+// thread shape, splits), workspace carving, and the dgamma/dbeta kernel shared by every dtype.
+#include "kernels/common/device_info.cuh"
+#include "kernels/group_norm/group_norm_internal.cuh"
+
+#include "culayers/group_norm.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+CULAYERS_NAMESPACE_BEGIN
+namespace kernels {
+namespace group_norm {
+
+/// dgamma / dbeta: a block covers kFinalThreadsX channels; its kFinalThreadsY warps sum the partial rows
+/// y, y + kFinalThreadsY, ... (coalesced across channels) and thread row 0 adds the warps' sums in order.
+CULAYERS_GLOBAL void __launch_bounds__(kFinalThreadsX* kFinalThreadsY)
+    channel_sums_kernel(const BackwardParams p, const std::int64_t rows) {
+  CULAYERS_DYNAMIC_SMEM(float, smem);
+  const int tx = static_cast<int>(threadIdx.x) % kFinalThreadsX;
+  const int ty = static_cast<int>(threadIdx.x) / kFinalThreadsX;
+  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * kFinalThreadsX + tx;
+  const std::int64_t channels = p.geo.channels;
+  float sg = 0.0f;
+  float sb = 0.0f;
+  if (c < channels) {
+    for (std::int64_t r = ty; r < rows; r += kFinalThreadsY) {
+      sg += load(p.channel_partials + r * channels + c);
+      sb += load(p.channel_partials + (rows + r) * channels + c);
+    }
+  }
+  smem[ty * kFinalThreadsX + tx] = sg;
+  smem[(kFinalThreadsY + ty) * kFinalThreadsX + tx] = sb;
+  __syncthreads();
+  if (ty == 0 && c < channels) {
+    float tg = 0.0f;
+    float tb = 0.0f;
+    for (int k = 0; k < kFinalThreadsY; ++k) {
+      tg += smem[k * kFinalThreadsX + tx];
+      tb += smem[(kFinalThreadsY + k) * kFinalThreadsX + tx];
+    }
+    if (p.dgamma != nullptr) {
+      store(p.dgamma + c, tg);
+    }
+    if (p.dbeta != nullptr) {
+      store(p.dbeta + c, tb);
+    }
+  }
+}
+
+Status launch_channel_sums(const BackwardParams& params, std::int64_t rows, cudaStream_t stream) {
+  const std::int64_t grid = (params.geo.channels + kFinalThreadsX - 1) / kFinalThreadsX;
+  return check_launch(CULAYERS_LAUNCH(channel_sums_kernel, dim3(static_cast<unsigned>(grid)),
+                                      dim3(kFinalThreadsX * kFinalThreadsY),
+                                      2 * kFinalThreadsX * kFinalThreadsY * sizeof(float), stream, params,
+                                      rows),
+                      "group_norm_backward");
+}
+
+} // namespace group_norm
+} // namespace kernels
+
+namespace group_norm {
+namespace {
+
+using ::culayers::detail::set_error;
+namespace k = ::culayers::kernels::group_norm;
+using ::culayers::kernels::kWarpSize;
+
+constexpr const char* kForwardOp = "group_norm";
+constexpr const char* kBackwardOp = "group_norm_backward";
+constexpr std::size_t kWorkspaceAlign = 256;
+constexpr std::int64_t kMaxGrid = std::numeric_limits<std::int32_t>::max();
+constexpr std::size_t kNoOptinSmem = 48 * 1024;
+
+// Defaults of the injectable thresholds (Tuning documents the heuristic).
+constexpr std::int64_t kDefaultWarpMaxElements = 1024;
+constexpr std::int64_t kDefaultMinSplitElements = 8192;
+
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
+  return (a + b - 1) / b;
+}
+std::size_t align_up(std::size_t a, std::size_t b) {
+  return (a + b - 1) / b * b;
+}
+int pow2_ceil(std::int64_t v) {
+  int p = 1;
+  while (p < v && p < (1 << 30)) {
+    p *= 2;
+  }
+  return p;
+}
+std::size_t dtype_bytes(DType d) {
+  return d == DType::kFloat32 ? 4 : 2;
+}
+bool float_dtype(DType d) {
+  return d == DType::kFloat32 || d == DType::kFloat16 || d == DType::kBFloat16;
+}
+bool overlaps(const void* a, std::size_t abytes, const void* b, std::size_t bbytes) {
+  if (a == nullptr || b == nullptr || abytes == 0 || bbytes == 0) {
+    return false;
+  }
+  const auto pa = reinterpret_cast<std::uintptr_t>(a);
+  const auto pb = reinterpret_cast<std::uintptr_t>(b);
+  return pa < pb + bbytes && pb < pa + abytes;
+}
+bool misaligned(const void* p, std::size_t bytes) {
+  return reinterpret_cast<std::uintptr_t>(p) % bytes != 0;
+}
+
+/// What forward and backward share.
+struct Common {
+  const char* op;
+  bool backward;
+  DType dtype;
+  Layout layout;
+  std::int64_t batch;
+  std::int64_t channels;
+  std::int64_t spatial;
+  std::int64_t groups;
+  Activation activation;
+  const std::uint8_t* mask;
+  const void* data[3]; // x, y / x, dy, dx: vector alignment
+  int data_count;
+  Tuning tuning;
+};
+
+Status validate_common(const Common& c) {
+  const char* op = c.op;
+  if (!float_dtype(c.dtype)) {
+    return set_error(Status::kErrorInvalidDType, "%s: dtype: %d is not float32, float16 or bfloat16", op,
+                     static_cast<int>(c.dtype));
+  }
+  if (c.layout != Layout::kChannelsFirst && c.layout != Layout::kChannelsLast) {
+    return set_error(Status::kErrorInvalidLayout, "%s: layout: %d is not channels-first or channels-last", op,
+                     static_cast<int>(c.layout));
+  }
+  if (c.batch < 0 || c.channels < 0 || c.spatial < 0) {
+    return set_error(Status::kErrorInvalidShape,
+                     "%s: shape: negative size (batch %lld, channels %lld, spatial %lld)", op,
+                     static_cast<long long>(c.batch), static_cast<long long>(c.channels),
+                     static_cast<long long>(c.spatial));
+  }
+  if (c.groups < 1) {
+    return set_error(Status::kErrorInvalidShape, "%s: groups: %lld, must be at least 1", op,
+                     static_cast<long long>(c.groups));
+  }
+  if (c.channels < c.groups) {
+    return set_error(Status::kErrorInvalidShape,
+                     "%s: groups: %lld groups for %lld channels (fewer channels than groups)", op,
+                     static_cast<long long>(c.groups), static_cast<long long>(c.channels));
+  }
+  if (c.channels % c.groups != 0) {
+    return set_error(Status::kErrorInvalidShape, "%s: groups: %lld channels are not divisible by %lld groups",
+                     op, static_cast<long long>(c.channels), static_cast<long long>(c.groups));
+  }
+  const std::int64_t cpg = c.channels / c.groups;
+  if (c.spatial > 0 && cpg > (std::numeric_limits<std::int32_t>::max)() / c.spatial) {
+    return set_error(Status::kErrorSizeLimit, "%s: shape: a group of %lld x %lld elements exceeds 2^31 - 1",
+                     op, static_cast<long long>(cpg), static_cast<long long>(c.spatial));
+  }
+  if (c.batch > 0 && c.groups > (std::numeric_limits<std::int32_t>::max)() / c.batch) {
+    return set_error(Status::kErrorSizeLimit, "%s: shape: batch x groups exceeds 2^31 - 1", op);
+  }
+  if (c.batch > 0 && c.channels * c.spatial > (std::numeric_limits<std::int64_t>::max)() / 16 / c.batch) {
+    return set_error(Status::kErrorSizeLimit, "%s: shape: too many elements", op);
+  }
+  if (c.activation != Activation::kNone && c.activation != Activation::kSiLU &&
+      c.activation != Activation::kReLU) {
+    return set_error(Status::kErrorInvalidValue, "%s: activation: %d is not none, SiLU or ReLU", op,
+                     static_cast<int>(c.activation));
+  }
+  if (c.mask != nullptr && c.layout != Layout::kChannelsLast) {
+    return set_error(Status::kErrorInvalidLayout,
+                     "%s: mask: a mask [batch, spatial] needs the channels-last layout", op);
+  }
+  const Tuning& t = c.tuning;
+  if (t.path != Path::kAuto && t.path != Path::kWarp && t.path != Path::kBlock && t.path != Path::kSplit) {
+    return set_error(Status::kErrorInvalidValue, "%s: tuning.path: %d is not a path", op,
+                     static_cast<int>(t.path));
+  }
+  if (t.vector_width != 0 && t.vector_width != 1 && t.vector_width != 2 && t.vector_width != 4 &&
+      t.vector_width != 8) {
+    return set_error(Status::kErrorInvalidValue, "%s: tuning.vector_width: %d is not 0, 1, 2, 4 or 8", op,
+                     t.vector_width);
+  }
+  if (t.warp_max_elements < 0 || t.block_max_bytes < 0 || t.min_split_elements < 0 || t.target_blocks < 0 ||
+      t.splits < 0) {
+    return set_error(Status::kErrorInvalidValue, "%s: tuning: negative threshold", op);
+  }
+  if (t.splits > k::kMaxSplits) {
+    return set_error(Status::kErrorInvalidValue, "%s: tuning.splits: %lld exceeds %lld", op,
+                     static_cast<long long>(t.splits), static_cast<long long>(k::kMaxSplits));
+  }
+  for (int i = 0; i < c.data_count; ++i) {
+    if (c.data[i] != nullptr && misaligned(c.data[i], dtype_bytes(c.dtype))) {
+      return set_error(Status::kErrorMisaligned, "%s: a tensor pointer is not aligned to its element size",
+                       op);
+    }
+  }
+  return Status::kSuccess;
+}
+
+struct Planned {
+  k::Plan plan;
+  k::Geometry geo;
+  std::int64_t units; // batch * groups
+};
+
+/// The path and launch shape for these (valid) arguments on the current device.
+Status make_plan(const Common& c, Planned* out) {
+  const char* op = c.op;
+  kernels::DeviceInfo info{};
+  if (Status s = kernels::device_info(&info, op); !ok(s)) {
+    return s;
+  }
+  const Tuning& t = c.tuning;
+  const std::size_t elem = dtype_bytes(c.dtype);
+  k::Geometry geo{};
+  geo.batch = c.batch;
+  geo.channels = c.channels;
+  geo.groups = c.groups;
+  geo.cpg = c.channels / c.groups;
+  geo.spatial = c.spatial;
+  geo.n_stride = c.channels * c.spatial;
+  geo.cl = (c.layout == Layout::kChannelsLast || c.spatial == 1) ? 1 : 0;
+  if (geo.cl) {
+    geo.rows = c.spatial;
+    geo.cols = geo.cpg;
+    geo.row_stride = c.channels;
+    geo.group_offset = geo.cpg;
+  } else {
+    geo.rows = geo.cpg;
+    geo.cols = c.spatial;
+    geo.row_stride = c.spatial;
+    geo.group_offset = geo.cpg * c.spatial;
+  }
+
+  // 1. Vector width.
+  int vec = static_cast<int>(16 / elem);
+  if (t.vector_width > 0 && t.vector_width < vec) {
+    vec = t.vector_width;
+  }
+  for (; vec > 1; vec /= 2) {
+    bool fits = geo.cols % vec == 0 && geo.row_stride % vec == 0 && geo.group_offset % vec == 0;
+    for (int i = 0; i < c.data_count && fits; ++i) {
+      fits = c.data[i] == nullptr || !misaligned(c.data[i], elem * static_cast<std::size_t>(vec));
+    }
+    if (fits) {
+      break;
+    }
+  }
+  geo.colvecs = geo.cols / vec;
+
+  const std::int64_t elements = geo.cpg * c.spatial;
+  const std::int64_t vecs = geo.rows * geo.colvecs;
+  const std::size_t planes = c.backward ? 2 : 1;
+  const std::size_t cache =
+      align_up(static_cast<std::size_t>(vecs) * elem * static_cast<std::size_t>(vec), 16);
+  const std::size_t warp_team = planes * cache + k::team_scratch_bytes(kWarpSize, vec);
+  const std::size_t warp_block_smem = warp_team * k::kWarpTeamsPerBlock;
+  const int block_threads = vecs >= 4096 ? k::kMaxBlockThreads : (vecs >= 1024 ? 256 : 128);
+  const std::size_t block_smem = planes * cache + k::team_scratch_bytes(block_threads, vec);
+  const std::size_t optin = static_cast<std::size_t>(info.smem_per_block_optin);
+  const std::size_t block_cap = t.block_max_bytes > 0 ? static_cast<std::size_t>(t.block_max_bytes) : optin;
+  const bool warp_fits = warp_block_smem <= optin;
+  const bool block_fits = block_smem <= block_cap && block_smem <= optin;
+  const std::int64_t warp_max = t.warp_max_elements > 0 ? t.warp_max_elements : kDefaultWarpMaxElements;
+  const std::int64_t min_split = t.min_split_elements > 0 ? t.min_split_elements : kDefaultMinSplitElements;
+  const std::int64_t units = c.batch * c.groups;
+  const std::int64_t half_residency = static_cast<std::int64_t>(info.sm_count) * info.threads_per_sm / 2;
+
+  // 2-4. Path.
+  Path path = t.path;
+  if (path == Path::kAuto) {
+    if (t.splits > 0) {
+      path = Path::kSplit;
+    } else if (elements <= warp_max && warp_fits) {
+      path = Path::kWarp;
+    } else if (block_fits && (units * block_threads >= half_residency || elements < 2 * min_split)) {
+      path = Path::kBlock;
+    } else {
+      path = Path::kSplit;
+    }
+  } else if (path == Path::kWarp && !warp_fits) {
+    return set_error(Status::kErrorInvalidValue,
+                     "%s: tuning.path: a group of %lld elements does not fit a warp's shared memory", op,
+                     static_cast<long long>(elements));
+  } else if (path == Path::kBlock && !block_fits) {
+    return set_error(Status::kErrorInvalidValue,
+                     "%s: tuning.path: a group of %lld elements does not fit a block's shared memory", op,
+                     static_cast<long long>(elements));
+  }
+
+  k::Plan plan{};
+  plan.path = path;
+  plan.vec = vec;
+  geo.splits = 1;
+  geo.chunk = geo.cl ? geo.rows : geo.colvecs;
+  int team = kWarpSize;
+  if (path == Path::kWarp) {
+    plan.threads = static_cast<unsigned>(kWarpSize * k::kWarpTeamsPerBlock);
+    plan.smem = warp_block_smem;
+    plan.grid =
+        static_cast<unsigned>(std::min<std::int64_t>(ceil_div(units, k::kWarpTeamsPerBlock), kMaxGrid));
+  } else if (path == Path::kBlock) {
+    team = block_threads;
+    plan.threads = static_cast<unsigned>(block_threads);
+    plan.smem = block_smem;
+    plan.grid = static_cast<unsigned>(std::min<std::int64_t>(units, kMaxGrid));
+  } else {
+    team = k::kSplitThreads;
+    const std::int64_t axis = geo.cl ? geo.rows : geo.colvecs; // the split axis, in its units
+    std::int64_t splits = t.splits;
+    if (splits == 0) {
+      const std::int64_t target = t.target_blocks > 0 ? t.target_blocks
+                                                      : 2 * static_cast<std::int64_t>(info.sm_count) *
+                                                            (info.threads_per_sm / k::kSplitThreads);
+      splits = units > 0 ? ceil_div(target, units) : 1;
+      splits = std::min(splits, std::max<std::int64_t>(1, elements / min_split));
+    }
+    const std::int64_t unit_cap = units > 0 ? kMaxGrid / units : 1; // keeps N * G * splits below 2^31
+    splits = std::max<std::int64_t>(1, std::min({splits, k::kMaxSplits, std::max<std::int64_t>(axis, 1),
+                                                 std::max<std::int64_t>(unit_cap, 1)}));
+    geo.chunk = std::max<std::int64_t>(1, ceil_div(axis, splits));
+    geo.splits = axis > 0 ? ceil_div(axis, geo.chunk) : 1;
+    plan.threads = static_cast<unsigned>(k::kSplitThreads);
+    plan.smem = k::team_scratch_bytes(k::kSplitThreads, vec);
+    plan.grid = static_cast<unsigned>(std::min<std::int64_t>(units * geo.splits, kMaxGrid));
+  }
+  plan.smem_optin = plan.smem > kNoOptinSmem;
+
+  // Thread shape inside a team.
+  if (geo.cl) {
+    geo.tx = std::min(pow2_ceil(std::max<std::int64_t>(geo.colvecs, 1)), team);
+  } else {
+    const std::int64_t cols_in_unit = geo.splits > 1 ? geo.chunk : geo.colvecs;
+    geo.tx = std::min(pow2_ceil(std::max<std::int64_t>(cols_in_unit, 1)), kWarpSize);
+  }
+  geo.ty = team / geo.tx;
+
+  out->plan = plan;
+  out->geo = geo;
+  out->units = units;
+  return Status::kSuccess;
+}
+
+Common forward_common(const GroupNormArgs& a) {
+  Common c{};
+  c.op = kForwardOp;
+  c.backward = false;
+  c.dtype = a.dtype;
+  c.layout = a.layout;
+  c.batch = a.batch;
+  c.channels = a.channels;
+  c.spatial = a.spatial;
+  c.groups = a.groups;
+  c.activation = a.activation;
+  c.mask = a.mask;
+  c.data[0] = a.x;
+  c.data[1] = a.y;
+  c.data_count = 2;
+  c.tuning = a.tuning;
+  return c;
+}
+
+Common backward_common(const GroupNormBackwardArgs& a) {
+  Common c{};
+  c.op = kBackwardOp;
+  c.backward = true;
+  c.dtype = a.dtype;
+  c.layout = a.layout;
+  c.batch = a.batch;
+  c.channels = a.channels;
+  c.spatial = a.spatial;
+  c.groups = a.groups;
+  c.activation = a.activation;
+  c.mask = a.mask;
+  c.data[0] = a.x;
+  c.data[1] = a.dy;
+  c.data[2] = a.dx;
+  c.data_count = 3;
+  c.tuning = a.tuning;
+  return c;
+}
+
+Status validate_forward(const GroupNormArgs& a) {
+  const Common c = forward_common(a);
+  if (Status s = validate_common(c); !ok(s)) {
+    return s;
+  }
+  const char* op = kForwardOp;
+  const std::int64_t elements = a.batch * a.channels * a.spatial;
+  if (elements > 0 && a.x == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s: x: null", op);
+  }
+  if (elements > 0 && a.y == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s: y: null", op);
+  }
+  if (!(a.epsilon > 0.0f) || !std::isfinite(a.epsilon)) {
+    return set_error(Status::kErrorInvalidValue, "%s: epsilon: %g, must be positive and finite", op,
+                     static_cast<double>(a.epsilon));
+  }
+  const std::size_t bytes = static_cast<std::size_t>(elements) * dtype_bytes(a.dtype);
+  if (a.x != a.y && overlaps(a.x, bytes, a.y, bytes)) {
+    return set_error(Status::kErrorInconsistentArguments, "%s: y: overlaps x without being x (in place)", op);
+  }
+  const std::size_t stat_bytes = static_cast<std::size_t>(a.batch * a.groups) * sizeof(float);
+  if (overlaps(a.mean, stat_bytes, a.rstd, stat_bytes)) {
+    return set_error(Status::kErrorInconsistentArguments, "%s: rstd: overlaps mean", op);
+  }
+  if (overlaps(a.mean, stat_bytes, a.y, bytes) || overlaps(a.rstd, stat_bytes, a.y, bytes)) {
+    return set_error(Status::kErrorInconsistentArguments, "%s: mean/rstd: overlap y", op);
+  }
+  return Status::kSuccess;
+}
+
+Status validate_backward(const GroupNormBackwardArgs& a) {
+  const Common c = backward_common(a);
+  if (Status s = validate_common(c); !ok(s)) {
+    return s;
+  }
+  const char* op = kBackwardOp;
+  const std::int64_t elements = a.batch * a.channels * a.spatial;
+  const struct {
+    const void* p;
+    const char* name;
+  } required[] = {{a.x, "x"}, {a.dy, "dy"}, {a.dx, "dx"}, {a.mean, "mean"}, {a.rstd, "rstd"}};
+  if (elements > 0) {
+    for (const auto& r : required) {
+      if (r.p == nullptr) {
+        return set_error(Status::kErrorNullPointer, "%s: %s: null", op, r.name);
+      }
+    }
+  }
+  const std::size_t bytes = static_cast<std::size_t>(elements) * dtype_bytes(a.dtype);
+  if (overlaps(a.dx, bytes, a.x, bytes) || overlaps(a.dx, bytes, a.dy, bytes)) {
+    return set_error(Status::kErrorInconsistentArguments, "%s: dx: overlaps x or dy", op);
+  }
+  const std::size_t cbytes = static_cast<std::size_t>(a.channels) * sizeof(float);
+  if (overlaps(a.dgamma, cbytes, a.dbeta, cbytes) || overlaps(a.dgamma, cbytes, a.dx, bytes) ||
+      overlaps(a.dbeta, cbytes, a.dx, bytes)) {
+    return set_error(Status::kErrorInconsistentArguments, "%s: dgamma/dbeta: overlap each other or dx", op);
+  }
+  return Status::kSuccess;
+}
+
+std::size_t forward_workspace(const Planned& pl) {
+  if (pl.plan.path != Path::kSplit || pl.units == 0) {
+    return 0;
+  }
+  return static_cast<std::size_t>(pl.units * pl.geo.splits) * 3 * sizeof(float) + kWorkspaceAlign;
+}
+
+struct BackwardCarve {
+  std::size_t group_bytes;
+  std::size_t channel_bytes;
+};
+
+BackwardCarve backward_carve(const GroupNormBackwardArgs& a, const Planned& pl) {
+  BackwardCarve b{0, 0};
+  if (pl.plan.path == Path::kSplit && pl.units > 0) {
+    b.group_bytes =
+        align_up(static_cast<std::size_t>(pl.units * pl.geo.splits) * 3 * sizeof(float), kWorkspaceAlign);
+  }
+  if ((a.dgamma != nullptr || a.dbeta != nullptr) && pl.units > 0) {
+    b.channel_bytes = align_up(
+        static_cast<std::size_t>(2 * a.batch * pl.geo.splits * a.channels) * sizeof(float), kWorkspaceAlign);
+  }
+  return b;
+}
+
+std::size_t backward_workspace(const GroupNormBackwardArgs& a, const Planned& pl) {
+  const BackwardCarve b = backward_carve(a, pl);
+  const std::size_t total = b.group_bytes + b.channel_bytes;
+  return total == 0 ? 0 : total + kWorkspaceAlign;
+}
+
+void* align_ptr(void* p) {
+  const auto v = reinterpret_cast<std::uintptr_t>(p);
+  return reinterpret_cast<void*>((v + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign);
+}
+
+template <class F>
+Status by_dtype(DType d, F&& f) {
+  switch (d) {
+  case DType::kFloat32:
+    return f(float{});
+  case DType::kFloat16:
+    return f(__half{});
+  default:
+    return f(__nv_bfloat16{});
+  }
+}
+
+} // namespace
+
+const char* path_name(Path path) noexcept {
+  switch (path) {
+  case Path::kAuto:
+    return "auto";
+  case Path::kWarp:
+    return "warp";
+  case Path::kBlock:
+    return "block";
+  case Path::kSplit:
+    return "split";
+  }
+  return "unknown path";
+}
+
+Status can_implement(const GroupNormArgs& args) {
+  if (Status s = validate_forward(args); !ok(s)) {
+    return s;
+  }
+  Planned pl{};
+  return make_plan(forward_common(args), &pl);
+}
+
+std::size_t workspace_size(const GroupNormArgs& args) {
+  Planned pl{};
+  if (!ok(validate_forward(args)) || !ok(make_plan(forward_common(args), &pl))) {
+    return 0;
+  }
+  return forward_workspace(pl);
+}
+
+Path selected_path(const GroupNormArgs& args) {
+  Planned pl{};
+  if (!ok(validate_forward(args)) || !ok(make_plan(forward_common(args), &pl)) || pl.units == 0) {
+    return Path::kAuto;
+  }
+  return pl.plan.path;
+}
+
+Status run(const GroupNormArgs& args, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
+  if (Status s = validate_forward(args); !ok(s)) {
+    return s;
+  }
+  Planned pl{};
+  if (Status s = make_plan(forward_common(args), &pl); !ok(s)) {
+    return s;
+  }
+  const std::size_t need = forward_workspace(pl);
+  if (workspace_bytes < need || (need > 0 && workspace == nullptr)) {
+    return set_error(Status::kErrorWorkspaceTooSmall, "%s: workspace: %zu bytes given, %zu needed",
+                     kForwardOp, workspace_bytes, need);
+  }
+  if (pl.units == 0) {
+    return Status::kSuccess;
+  }
+  k::ForwardParams p{};
+  p.geo = pl.geo;
+  p.x = args.x;
+  p.y = args.y;
+  p.gamma = args.gamma;
+  p.beta = args.beta;
+  p.mask = args.mask;
+  p.mean = args.mean;
+  p.rstd = args.rstd;
+  p.epsilon = args.epsilon;
+  p.act = static_cast<int>(args.activation);
+  p.partials = need > 0 ? static_cast<float*>(align_ptr(workspace)) : nullptr;
+  return by_dtype(args.dtype, [&](auto tag) { return k::launch_forward<decltype(tag)>(pl.plan, p, stream); });
+}
+
+Status can_implement(const GroupNormBackwardArgs& args) {
+  if (Status s = validate_backward(args); !ok(s)) {
+    return s;
+  }
+  Planned pl{};
+  return make_plan(backward_common(args), &pl);
+}
+
+std::size_t workspace_size(const GroupNormBackwardArgs& args) {
+  Planned pl{};
+  if (!ok(validate_backward(args)) || !ok(make_plan(backward_common(args), &pl))) {
+    return 0;
+  }
+  return backward_workspace(args, pl);
+}
+
+Path selected_path(const GroupNormBackwardArgs& args) {
+  Planned pl{};
+  if (!ok(validate_backward(args)) || !ok(make_plan(backward_common(args), &pl)) || pl.units == 0) {
+    return Path::kAuto;
+  }
+  return pl.plan.path;
+}
+
+Status run(const GroupNormBackwardArgs& args, void* workspace, std::size_t workspace_bytes,
+           cudaStream_t stream) {
+  if (Status s = validate_backward(args); !ok(s)) {
+    return s;
+  }
+  Planned pl{};
+  if (Status s = make_plan(backward_common(args), &pl); !ok(s)) {
+    return s;
+  }
+  const std::size_t need = backward_workspace(args, pl);
+  if (workspace_bytes < need || (need > 0 && workspace == nullptr)) {
+    return set_error(Status::kErrorWorkspaceTooSmall, "%s: workspace: %zu bytes given, %zu needed",
+                     kBackwardOp, workspace_bytes, need);
+  }
+  const BackwardCarve carve = backward_carve(args, pl);
+  unsigned char* base = need > 0 ? static_cast<unsigned char*>(align_ptr(workspace)) : nullptr;
+  k::BackwardParams p{};
+  p.geo = pl.geo;
+  p.x = args.x;
+  p.dy = args.dy;
+  p.dx = args.dx;
+  p.mean = args.mean;
+  p.rstd = args.rstd;
+  p.gamma = args.gamma;
+  p.beta = args.beta;
+  p.mask = args.mask;
+  p.act = static_cast<int>(args.activation);
+  p.group_partials = carve.group_bytes > 0 ? reinterpret_cast<float*>(base) : nullptr;
+  p.channel_partials = carve.channel_bytes > 0 ? reinterpret_cast<float*>(base + carve.group_bytes) : nullptr;
+  p.dgamma = args.dgamma;
+  p.dbeta = args.dbeta;
+  if (pl.units > 0) {
+    if (Status s = by_dtype(args.dtype,
+                            [&](auto tag) { return k::launch_backward<decltype(tag)>(pl.plan, p, stream); });
+        !ok(s)) {
+      return s;
+    }
+  }
+  if ((args.dgamma != nullptr || args.dbeta != nullptr) && args.channels > 0) {
+    const std::int64_t rows = pl.units > 0 ? args.batch * pl.geo.splits : 0;
+    return k::launch_channel_sums(p, rows, stream);
+  }
+  return Status::kSuccess;
+}
+
+} // namespace group_norm
+CULAYERS_NAMESPACE_END

@@ -1,0 +1,133 @@
+// Internal interface of the group-normalization family: the kernel parameter block, the launch plan the
+// host side (group_norm_api.cu) computes, and the per-dtype launchers (forward_<dtype>.cu and
+// backward_<dtype>.cu instantiate them so the dtypes compile in parallel). Not a public header.
+//
+// The group view. Group g of sample n is a 2-D array [rows, cols] with contiguous rows `row_stride` apart:
+//   channels first: rows = C/G channels, cols = spatial positions, row_stride = spatial  (channel = row)
+//   channels last:  rows = spatial positions, cols = C/G channels, row_stride = C         (channel = col)
+// (channels first with spatial == 1 has the memory of channels last with one position and uses that view).
+// Element (n, g, r, col) lives at n * C * spatial + g * group_offset + r * row_stride + col. Accesses are
+// vectors of N elements along a row (N divides cols and row_stride; pointers N-aligned).
+//
+// A unit of work is (n, g, chunk): the group itself (splits == 1) or one of `splits` chunks of it cut
+// along the spatial axis (channels last: rows; channels first: column vectors). A team (a warp, or the
+// whole block) processes one unit at a time and strides over units. Inside a team the threads form
+// tx x ty (x fastest): along the channel axis and the other axis; the host picks the shape:
+//   channels last:  tx threads over column vectors (a power of two), ty over rows
+//   channels first: tx lanes over column vectors (a power of two <= 32), ty over rows (channels)
+// so per-channel sums reduce across ty (channels last: shuffles then shared memory) or across tx lanes
+// (channels first: shuffles), always in a fixed order.
+#pragma once
+
+#include "kernels/common/common.cuh"
+
+#include "culayers/group_norm.hpp"
+#include "culayers/status.hpp"
+
+#include <cstddef>
+#include <cstdint>
+
+CULAYERS_NAMESPACE_BEGIN
+namespace kernels {
+namespace group_norm {
+
+using ::culayers::kernels::kWarpSize;
+
+// ---- tuning constants (where they come from) -------------------------------------------------------------
+//  - kSplitThreads = 256: 8 warps, the usual block of memory-bound kernels; 8 such blocks fill an sm_90 SM.
+//  - kMaxBlockThreads = 512: a block-path block; with 100+ KB of staged group only 1-2 blocks fit an SM, so
+//    a block needs many threads (and kUnroll loads each) to keep enough bytes in flight: 512 x 4 x 16 B =
+//    32 KB per SM, above HBM3's bandwidth x latency per SM (3.35 TB/s x ~0.7 us / 132 SMs ~ 18 KB).
+//  - kWarpTeamsPerBlock = 4: warp-path blocks of 128 threads, so 16 blocks share an SM and the per-warp
+//    shared-memory slices stay under the 48 KB that needs no opt-in.
+//  - kUnroll = 4 independent vector loads in flight per thread (see kMaxBlockThreads).
+//  - kMaxSplits = 1024: the merge loops stage at most this many partials per group.
+//  - kFinalThreadsX/Y = 32 x 8: the dgamma/dbeta kernel; 32 channels per warp (coalesced), 8 warps over the
+//    partial rows, merged in order in shared memory.
+constexpr int kSplitThreads = 256;
+constexpr int kMaxBlockThreads = 512;
+constexpr int kWarpTeamsPerBlock = 4;
+constexpr int kUnroll = 4;
+constexpr std::int64_t kMaxSplits = 1024;
+constexpr int kFinalThreadsX = 32;
+constexpr int kFinalThreadsY = 8;
+
+enum class Act : int { kNone = 0, kSiLU = 1, kReLU = 2 };
+
+struct Geometry {
+  std::int64_t batch;
+  std::int64_t channels;
+  std::int64_t groups;
+  std::int64_t cpg; // channels per group
+  std::int64_t rows;
+  std::int64_t cols;
+  std::int64_t colvecs; // cols / N
+  std::int64_t row_stride;
+  std::int64_t n_stride; // C * spatial
+  std::int64_t group_offset;
+  std::int64_t spatial; // mask row length
+  int cl;               // 1: the channel axis is cols (channels last view)
+  int tx;
+  int ty;
+  std::int64_t splits;
+  std::int64_t chunk; // rows (cl) or column vectors (!cl) per chunk
+};
+
+struct ForwardParams {
+  Geometry geo;
+  const void* x;
+  void* y;
+  const float* gamma;
+  const float* beta;
+  const std::uint8_t* mask;
+  float* mean;
+  float* rstd;
+  float epsilon;
+  int act;
+  float* partials; // split path: [N * G * splits] Welford triples (mean, m2, count)
+};
+
+struct BackwardParams {
+  Geometry geo;
+  const void* x;
+  const void* dy;
+  void* dx;
+  const float* mean;
+  const float* rstd;
+  const float* gamma;
+  const float* beta;
+  const std::uint8_t* mask;
+  int act;
+  float* group_partials;   // split path: [N * G * splits] triples (sum g, sum g * xhat, valid rows)
+  float* channel_partials; // [N * splits, C] pairs (dgamma, dbeta) as two planes; null: not wanted
+  float* dgamma;
+  float* dbeta;
+};
+
+/// The path and launch shape the host chose.
+struct Plan {
+  ::culayers::group_norm::Path path;
+  int vec;          // N
+  unsigned grid;    // blocks of the main kernel(s)
+  unsigned threads; // block size
+  std::size_t smem; // dynamic shared memory of the main (warp/block) or both split kernels
+  bool smem_optin;  // smem > 48 KB: set the attribute before launching
+};
+
+template <class T>
+Status launch_forward(const Plan& plan, const ForwardParams& params, cudaStream_t stream);
+
+template <class T>
+Status launch_backward(const Plan& plan, const BackwardParams& params, cudaStream_t stream);
+
+/// dgamma[c], dbeta[c] = sums over the `rows` partial rows in order (shared by every dtype).
+Status launch_channel_sums(const BackwardParams& params, std::int64_t rows, cudaStream_t stream);
+
+/// Shared-memory bytes of one team's scratch for per-channel sums and reductions (host and device agree).
+constexpr std::size_t team_scratch_bytes(int threads, int vec) {
+  return static_cast<std::size_t>(threads) * 2 * static_cast<std::size_t>(vec) * sizeof(float) + 32 * 16;
+}
+
+} // namespace group_norm
+} // namespace kernels
+CULAYERS_NAMESPACE_END

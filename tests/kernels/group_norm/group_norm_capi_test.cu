@@ -1,0 +1,342 @@
+// The group-normalization C API (culayers/c/group_norm.h) on both backends: enum numbers and defaults, the
+// same bits and workspace sizes as the C++ API, and statuses for bad arguments (with nothing written).
+#include "culayers/c/group_norm.h"
+
+#include "culayers/group_norm.hpp"
+
+#include "tests/support/test_support.hpp"
+
+#include <cuda_fp16.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace gn = culayers::group_norm;
+using culayers::Status;
+using culayers::test::DeviceBuffer;
+using culayers::test::rng_for_test;
+
+template <class T>
+bool same_bytes(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+bool starts_with_group_norm() {
+  return std::string(culayersGetLastErrorMessage()).rfind("group_norm", 0) == 0;
+}
+
+TEST(GroupNormCapi, EnumsAndDefaultsMatchCpp) {
+  EXPECT_EQ(CULAYERS_ACTIVATION_NONE, static_cast<int>(gn::Activation::kNone));
+  EXPECT_EQ(CULAYERS_ACTIVATION_SILU, static_cast<int>(gn::Activation::kSiLU));
+  EXPECT_EQ(CULAYERS_ACTIVATION_RELU, static_cast<int>(gn::Activation::kReLU));
+  EXPECT_EQ(CULAYERS_GROUP_NORM_PATH_AUTO, static_cast<int>(gn::Path::kAuto));
+  EXPECT_EQ(CULAYERS_GROUP_NORM_PATH_WARP, static_cast<int>(gn::Path::kWarp));
+  EXPECT_EQ(CULAYERS_GROUP_NORM_PATH_BLOCK, static_cast<int>(gn::Path::kBlock));
+  EXPECT_EQ(CULAYERS_GROUP_NORM_PATH_SPLIT, static_cast<int>(gn::Path::kSplit));
+
+  culayersGroupNormArgs_t c;
+  std::memset(&c, 0x5a, sizeof(c));
+  culayersGroupNormArgsInit(&c);
+  const gn::GroupNormArgs cpp;
+  EXPECT_EQ(static_cast<int>(c.dtype), static_cast<int>(cpp.dtype));
+  EXPECT_EQ(static_cast<int>(c.layout), static_cast<int>(cpp.layout));
+  EXPECT_EQ(c.spatial, cpp.spatial);
+  EXPECT_EQ(c.batch, 0);
+  EXPECT_EQ(c.groups, 0);
+  EXPECT_EQ(c.epsilon, cpp.epsilon);
+  EXPECT_EQ(static_cast<int>(c.activation), CULAYERS_ACTIVATION_NONE);
+  EXPECT_EQ(c.x, nullptr);
+  EXPECT_EQ(c.y, nullptr);
+  EXPECT_EQ(c.mask, nullptr);
+  EXPECT_EQ(c.rstd, nullptr);
+  EXPECT_EQ(static_cast<int>(c.tuning.path), CULAYERS_GROUP_NORM_PATH_AUTO);
+  EXPECT_EQ(c.tuning.vector_width, 0);
+  EXPECT_EQ(c.tuning.splits, 0);
+
+  culayersGroupNormBackwardArgs_t b;
+  std::memset(&b, 0x5a, sizeof(b));
+  culayersGroupNormBackwardArgsInit(&b);
+  const gn::GroupNormBackwardArgs bcpp;
+  EXPECT_EQ(b.spatial, bcpp.spatial);
+  EXPECT_EQ(b.dy, nullptr);
+  EXPECT_EQ(b.dx, nullptr);
+  EXPECT_EQ(b.dbeta, nullptr);
+  EXPECT_EQ(b.tuning.target_blocks, 0);
+  culayersGroupNormArgsInit(nullptr); // ignored
+  culayersGroupNormBackwardArgsInit(nullptr);
+}
+
+TEST(GroupNormCapi, NullArgs) {
+  EXPECT_EQ(culayersGroupNorm(nullptr, nullptr, 0, nullptr), CULAYERS_STATUS_NULL_POINTER);
+  EXPECT_STREQ(culayersGetLastErrorMessage(), "group_norm: args: is null");
+  EXPECT_EQ(culayersGroupNormBackward(nullptr, nullptr, 0, nullptr), CULAYERS_STATUS_NULL_POINTER);
+  EXPECT_STREQ(culayersGetLastErrorMessage(), "group_norm_backward: args: is null");
+  EXPECT_EQ(culayersGroupNormCanImplement(nullptr), CULAYERS_STATUS_NULL_POINTER);
+  EXPECT_EQ(culayersGroupNormBackwardCanImplement(nullptr), CULAYERS_STATUS_NULL_POINTER);
+  EXPECT_EQ(culayersGroupNormWorkspaceSize(nullptr), 0u);
+  EXPECT_EQ(culayersGroupNormBackwardWorkspaceSize(nullptr), 0u);
+  EXPECT_EQ(culayersGroupNormSelectedPath(nullptr), CULAYERS_GROUP_NORM_PATH_AUTO);
+  EXPECT_EQ(culayersGroupNormBackwardSelectedPath(nullptr), CULAYERS_GROUP_NORM_PATH_AUTO);
+}
+
+// A small channels-last float16 problem with a mask, gamma/beta, SiLU and a forced split (so the workspace
+// is used): forward and backward through the C API give the C++ API's bits, paths and workspace sizes.
+struct Problem {
+  static constexpr std::int64_t kN = 2, kSpatial = 24, kC = 16, kG = 4;
+  static constexpr std::size_t kElems = kN * kSpatial * kC;
+  DeviceBuffer<__half> x, dy;
+  DeviceBuffer<float> gamma, beta;
+  DeviceBuffer<std::uint8_t> mask;
+
+  explicit Problem(std::mt19937_64& rng) : x(kElems), dy(kElems), gamma(kC), beta(kC), mask(kN * kSpatial) {
+    std::normal_distribution<float> normal(0.5f, 2.0f);
+    std::vector<__half> hx(kElems), hdy(kElems);
+    for (std::size_t i = 0; i < kElems; ++i) {
+      hx[i] = __float2half(normal(rng));
+      hdy[i] = __float2half(normal(rng));
+    }
+    std::vector<float> hg(kC), hb(kC);
+    for (std::size_t i = 0; i < static_cast<std::size_t>(kC); ++i) {
+      hg[i] = normal(rng);
+      hb[i] = normal(rng);
+    }
+    std::vector<std::uint8_t> hm(kN * kSpatial);
+    for (std::size_t i = 0; i < hm.size(); ++i) {
+      hm[i] = static_cast<std::uint8_t>(i % 5 != 3); // a few masked positions in every sample
+    }
+    x.upload(hx);
+    dy.upload(hdy);
+    gamma.upload(hg);
+    beta.upload(hb);
+    mask.upload(hm);
+  }
+
+  culayersGroupNormArgs_t forward_c() const {
+    culayersGroupNormArgs_t c;
+    culayersGroupNormArgsInit(&c);
+    c.dtype = CULAYERS_DTYPE_FLOAT16;
+    c.layout = CULAYERS_LAYOUT_CHANNELS_LAST;
+    c.x = x.get();
+    c.batch = kN;
+    c.channels = kC;
+    c.spatial = kSpatial;
+    c.groups = kG;
+    c.epsilon = 1e-4f;
+    c.gamma = gamma.get();
+    c.beta = beta.get();
+    c.activation = CULAYERS_ACTIVATION_SILU;
+    c.mask = mask.get();
+    c.tuning.splits = 2;
+    return c;
+  }
+  gn::GroupNormArgs forward_cpp() const {
+    gn::GroupNormArgs a;
+    a.dtype = culayers::DType::kFloat16;
+    a.layout = culayers::Layout::kChannelsLast;
+    a.x = x.get();
+    a.batch = kN;
+    a.channels = kC;
+    a.spatial = kSpatial;
+    a.groups = kG;
+    a.epsilon = 1e-4f;
+    a.gamma = gamma.get();
+    a.beta = beta.get();
+    a.activation = gn::Activation::kSiLU;
+    a.mask = mask.get();
+    a.tuning.splits = 2;
+    return a;
+  }
+};
+
+TEST(GroupNormCapi, SameBitsAsCpp) {
+  auto rng = rng_for_test();
+  const Problem p(rng);
+  const std::size_t stats = static_cast<std::size_t>(Problem::kN * Problem::kG);
+  DeviceBuffer<__half> y_c(Problem::kElems), y_cpp(Problem::kElems);
+  DeviceBuffer<float> mean_c(stats), mean_cpp(stats), rstd_c(stats), rstd_cpp(stats);
+
+  culayersGroupNormArgs_t c = p.forward_c();
+  c.y = y_c.get();
+  c.mean = mean_c.get();
+  c.rstd = rstd_c.get();
+  gn::GroupNormArgs a = p.forward_cpp();
+  a.y = y_cpp.get();
+  a.mean = mean_cpp.get();
+  a.rstd = rstd_cpp.get();
+  // Different initial bytes on the two sides: equal results mean both were written.
+  y_c.fill_bytes(0xff);
+  mean_c.fill_bytes(0xff);
+  rstd_c.fill_bytes(0xff);
+  y_cpp.fill_bytes(0);
+  mean_cpp.fill_bytes(0);
+  rstd_cpp.fill_bytes(0);
+  ASSERT_EQ(culayersGroupNormCanImplement(&c), CULAYERS_STATUS_SUCCESS) << culayersGetLastErrorMessage();
+  EXPECT_EQ(culayersGroupNormSelectedPath(&c), CULAYERS_GROUP_NORM_PATH_SPLIT);
+  EXPECT_EQ(static_cast<int>(culayersGroupNormSelectedPath(&c)), static_cast<int>(gn::selected_path(a)));
+  const size_t ws_bytes = culayersGroupNormWorkspaceSize(&c);
+  EXPECT_GT(ws_bytes, 0u);
+  EXPECT_EQ(ws_bytes, gn::workspace_size(a));
+  DeviceBuffer<unsigned char> ws(ws_bytes);
+  ASSERT_EQ(culayersGroupNorm(&c, ws.get(), ws_bytes, nullptr), CULAYERS_STATUS_SUCCESS);
+  ASSERT_EQ(gn::run(a, ws.get(), ws_bytes, nullptr), Status::kSuccess);
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_TRUE(same_bytes(y_c.download(), y_cpp.download()));
+  EXPECT_TRUE(same_bytes(mean_c.download(), mean_cpp.download()));
+  EXPECT_TRUE(same_bytes(rstd_c.download(), rstd_cpp.download()));
+
+  DeviceBuffer<__half> dx_c(Problem::kElems), dx_cpp(Problem::kElems);
+  DeviceBuffer<float> dg_c(Problem::kC), dg_cpp(Problem::kC), db_c(Problem::kC), db_cpp(Problem::kC);
+  culayersGroupNormBackwardArgs_t bc;
+  culayersGroupNormBackwardArgsInit(&bc);
+  bc.dtype = c.dtype;
+  bc.layout = c.layout;
+  bc.x = c.x;
+  bc.dy = p.dy.get();
+  bc.batch = c.batch;
+  bc.channels = c.channels;
+  bc.spatial = c.spatial;
+  bc.groups = c.groups;
+  bc.mean = mean_c.get();
+  bc.rstd = rstd_c.get();
+  bc.gamma = c.gamma;
+  bc.beta = c.beta;
+  bc.activation = c.activation;
+  bc.mask = c.mask;
+  bc.dx = dx_c.get();
+  bc.dgamma = dg_c.get();
+  bc.dbeta = db_c.get();
+  bc.tuning = c.tuning;
+  gn::GroupNormBackwardArgs ba;
+  ba.dtype = a.dtype;
+  ba.layout = a.layout;
+  ba.x = a.x;
+  ba.dy = p.dy.get();
+  ba.batch = a.batch;
+  ba.channels = a.channels;
+  ba.spatial = a.spatial;
+  ba.groups = a.groups;
+  ba.mean = mean_cpp.get();
+  ba.rstd = rstd_cpp.get();
+  ba.gamma = a.gamma;
+  ba.beta = a.beta;
+  ba.activation = a.activation;
+  ba.mask = a.mask;
+  ba.dx = dx_cpp.get();
+  ba.dgamma = dg_cpp.get();
+  ba.dbeta = db_cpp.get();
+  ba.tuning = a.tuning;
+  dx_c.fill_bytes(0xff);
+  dg_c.fill_bytes(0xff);
+  db_c.fill_bytes(0xff);
+  dx_cpp.fill_bytes(0);
+  dg_cpp.fill_bytes(0);
+  db_cpp.fill_bytes(0);
+  ASSERT_EQ(culayersGroupNormBackwardCanImplement(&bc), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  EXPECT_EQ(culayersGroupNormBackwardSelectedPath(&bc), CULAYERS_GROUP_NORM_PATH_SPLIT);
+  EXPECT_EQ(static_cast<int>(culayersGroupNormBackwardSelectedPath(&bc)),
+            static_cast<int>(gn::selected_path(ba)));
+  const size_t bws_bytes = culayersGroupNormBackwardWorkspaceSize(&bc);
+  EXPECT_GT(bws_bytes, 0u);
+  EXPECT_EQ(bws_bytes, gn::workspace_size(ba));
+  DeviceBuffer<unsigned char> bws(bws_bytes);
+  ASSERT_EQ(culayersGroupNormBackward(&bc, bws.get(), bws_bytes, nullptr), CULAYERS_STATUS_SUCCESS);
+  ASSERT_EQ(gn::run(ba, bws.get(), bws_bytes, nullptr), Status::kSuccess);
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_TRUE(same_bytes(dx_c.download(), dx_cpp.download()));
+  EXPECT_TRUE(same_bytes(dg_c.download(), dg_cpp.download()));
+  EXPECT_TRUE(same_bytes(db_c.download(), db_cpp.download()));
+}
+
+// Bad arguments: the C status is the C++ one (and the expected one), and the outputs keep their sentinel.
+TEST(GroupNormCapi, InvalidArgumentsWriteNothing) {
+  auto rng = rng_for_test();
+  const Problem p(rng);
+  const std::size_t stats = static_cast<std::size_t>(Problem::kN * Problem::kG);
+  DeviceBuffer<__half> y(Problem::kElems), dx(Problem::kElems);
+  DeviceBuffer<float> mean(stats), rstd(stats), dgamma(Problem::kC);
+  for (auto* b : {&mean, &rstd, &dgamma}) {
+    b->fill_bytes(0x7b);
+  }
+  y.fill_bytes(0x7b);
+  dx.fill_bytes(0x7b);
+  culayersGroupNormArgs_t good = p.forward_c();
+  good.y = y.get();
+  const size_t ws_bytes = 4096 + culayersGroupNormWorkspaceSize(&good);
+  DeviceBuffer<unsigned char> ws(ws_bytes);
+
+  const auto forward = [&](auto&& edit, culayersStatus_t want) {
+    culayersGroupNormArgs_t c = p.forward_c();
+    c.y = y.get();
+    c.mean = mean.get();
+    c.rstd = rstd.get();
+    edit(c);
+    EXPECT_EQ(culayersGroupNormCanImplement(&c), want);
+    EXPECT_TRUE(starts_with_group_norm()) << culayersGetLastErrorMessage();
+    EXPECT_EQ(culayersGroupNorm(&c, ws.get(), ws_bytes, nullptr), want);
+    EXPECT_EQ(culayersGroupNormWorkspaceSize(&c), 0u);
+  };
+  forward([](culayersGroupNormArgs_t& c) { c.x = nullptr; }, CULAYERS_STATUS_NULL_POINTER);
+  forward([](culayersGroupNormArgs_t& c) { c.y = nullptr; }, CULAYERS_STATUS_NULL_POINTER);
+  forward([](culayersGroupNormArgs_t& c) { c.dtype = CULAYERS_DTYPE_INT32; }, CULAYERS_STATUS_INVALID_DTYPE);
+  forward([](culayersGroupNormArgs_t& c) { c.groups = 5; }, CULAYERS_STATUS_INVALID_SHAPE);
+  forward([](culayersGroupNormArgs_t& c) { c.epsilon = 0.0f; }, CULAYERS_STATUS_INVALID_VALUE);
+  forward([](culayersGroupNormArgs_t& c) { c.activation = static_cast<culayersActivation_t>(3); },
+          CULAYERS_STATUS_INVALID_VALUE);
+
+  // Too small a workspace for the split path (the arguments themselves are fine).
+  const culayersGroupNormArgs_t& c = good;
+  ASSERT_GT(culayersGroupNormWorkspaceSize(&c), 0u);
+  EXPECT_EQ(culayersGroupNorm(&c, ws.get(), culayersGroupNormWorkspaceSize(&c) - 1, nullptr),
+            CULAYERS_STATUS_WORKSPACE_TOO_SMALL);
+  EXPECT_TRUE(starts_with_group_norm()) << culayersGetLastErrorMessage();
+
+  culayersGroupNormBackwardArgs_t b;
+  culayersGroupNormBackwardArgsInit(&b);
+  b.dtype = c.dtype;
+  b.layout = c.layout;
+  b.x = c.x;
+  b.dy = p.dy.get();
+  b.batch = c.batch;
+  b.channels = c.channels;
+  b.spatial = c.spatial;
+  b.groups = c.groups;
+  b.mean = mean.get();
+  b.rstd = nullptr; // required
+  b.dx = dx.get();
+  b.dgamma = dgamma.get();
+  EXPECT_EQ(culayersGroupNormBackwardCanImplement(&b), CULAYERS_STATUS_NULL_POINTER);
+  EXPECT_TRUE(starts_with_group_norm()) << culayersGetLastErrorMessage();
+  EXPECT_EQ(culayersGroupNormBackward(&b, ws.get(), ws_bytes, nullptr), CULAYERS_STATUS_NULL_POINTER);
+  EXPECT_EQ(culayersGroupNormBackwardWorkspaceSize(&b), 0u);
+  b.rstd = rstd.get();
+  b.layout = CULAYERS_LAYOUT_CHANNELS_FIRST; // a mask needs channels last
+  b.mask = p.mask.get();
+  EXPECT_EQ(culayersGroupNormBackward(&b, ws.get(), ws_bytes, nullptr), CULAYERS_STATUS_INVALID_LAYOUT);
+  EXPECT_EQ(culayersGroupNormBackwardCanImplement(&b), CULAYERS_STATUS_INVALID_LAYOUT);
+
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  for (const auto* buf : {&y, &dx}) {
+    for (const __half h : buf->download()) {
+      std::uint16_t bits = 0;
+      std::memcpy(&bits, &h, sizeof(bits));
+      ASSERT_EQ(bits, 0x7b7bu);
+    }
+  }
+  for (const auto* buf : {&mean, &rstd, &dgamma}) {
+    for (const float f : buf->download()) {
+      std::uint32_t bits = 0;
+      std::memcpy(&bits, &f, sizeof(bits));
+      ASSERT_EQ(bits, 0x7b7b7b7bu);
+    }
+  }
+}
+
+} // namespace
