@@ -97,7 +97,8 @@ struct GroupNormArgs {
   const void* x = nullptr;
   std::int64_t batch = 0;       ///< N
   std::int64_t channels = 0;    ///< C
-  std::int64_t spatial = 1;     ///< product of the spatial sizes (1 with none); 0 = empty tensor
+  std::int64_t spatial = 1;     ///< product of the spatial sizes (1 with none); with 0 every group is
+                                ///< empty and behaves as fully masked (mean 0, rstd 1/sqrt(eps) written)
   std::int64_t groups = 0;      ///< G: divides C; C/G x spatial < 2^31
   float epsilon = 1e-3f;        ///< > 0 and finite
   const float* gamma = nullptr; ///< optional [C] (scale)
@@ -141,8 +142,8 @@ struct GroupNormBackwardArgs {
   Activation activation = Activation::kNone;
   const std::uint8_t* mask = nullptr; ///< the forward's mask, channels last only
   void* dx = nullptr;
-  float* dgamma = nullptr; ///< optional [C]
-  float* dbeta = nullptr;  ///< optional [C]
+  float* dgamma = nullptr; ///< optional [C]; written (+0) even when the tensor has no element
+  float* dbeta = nullptr;  ///< optional [C]; as dgamma
   Tuning tuning{};
 };
 

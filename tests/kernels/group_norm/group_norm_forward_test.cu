@@ -1,0 +1,829 @@
+// Group normalization forward (culayers/group_norm.hpp) on both backends: layouts x dtypes x activations x
+// affine x mask against the double-precision reference on shapes that reach every path (automatically and
+// forced through Tuning), fully masked groups, numerical stability with a large mean, bit-identical
+// repeated runs, misaligned and in-place views, empty tensors and (emulated build) the byte model.
+#include "culayers/group_norm.hpp"
+
+#include "tests/reference/group_norm_reference.hpp"
+#include "tests/support/test_support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace gnk = culayers::group_norm;
+namespace gn = culayers::test::gn;
+using culayers::Layout;
+using culayers::Status;
+using culayers::test::DeviceBuffer;
+using culayers::test::rng_for_test;
+using gn::Dtype;
+using gnk::Activation;
+using gnk::Path;
+using gnk::Tuning;
+
+constexpr Activation kActivations[] = {Activation::kNone, Activation::kSiLU, Activation::kReLU};
+constexpr Layout kLayouts[] = {Layout::kChannelsFirst, Layout::kChannelsLast};
+
+enum class Affine { kNone, kGamma, kBeta, kBoth };
+
+const char* act_name(Activation a) {
+  return a == Activation::kNone ? "none" : (a == Activation::kSiLU ? "silu" : "relu");
+}
+const char* affine_name(Affine a) {
+  static const char* const names[] = {"none", "gamma", "beta", "gamma+beta"};
+  return names[static_cast<int>(a)];
+}
+std::string seed_note() {
+  return "base seed " + std::to_string(culayers::test::base_seed()) + " (CULAYERS_TEST_SEED)";
+}
+
+// ---- one forward run -------------------------------------------------------------------------------------
+
+struct Config {
+  Layout layout = Layout::kChannelsFirst;
+  std::int64_t batch = 1;
+  std::int64_t channels = 1;
+  std::int64_t spatial = 1;
+  std::int64_t groups = 1;
+  Activation act = Activation::kNone;
+  Affine affine = Affine::kNone;
+  bool mask = false;
+  int stats = 3; // optional outputs given: 1 = mean, 2 = rstd, 3 = both, 0 = neither
+  float epsilon = 1e-3f;
+  Tuning tuning{};
+  Path expect = Path::kAuto; // what selected_path must return (kAuto: not checked)
+  int x_offset = 0;          // elements: misaligned views
+  int y_offset = 0;
+  bool in_place = false; // y == x
+};
+
+std::string describe(const Config& c) {
+  std::string s = std::string(c.layout == Layout::kChannelsFirst ? "NC*S" : "N*SC") +
+                  " N=" + std::to_string(c.batch) + " C=" + std::to_string(c.channels) +
+                  " S=" + std::to_string(c.spatial) + " G=" + std::to_string(c.groups) +
+                  " act=" + act_name(c.act) + " affine=" + affine_name(c.affine) + (c.mask ? " mask" : "") +
+                  (c.stats == 3 ? "" : " stats=" + std::to_string(c.stats)) +
+                  " path=" + gnk::path_name(c.tuning.path);
+  if (c.tuning.splits != 0) {
+    s += " splits=" + std::to_string(c.tuning.splits);
+  }
+  if (c.tuning.vector_width != 0) {
+    s += " vw<=" + std::to_string(c.tuning.vector_width);
+  }
+  if (c.x_offset != 0 || c.y_offset != 0) {
+    s += " offsets=" + std::to_string(c.x_offset) + "/" + std::to_string(c.y_offset);
+  }
+  if (c.in_place) {
+    s += " in-place";
+  }
+  return s;
+}
+
+template <class T>
+struct Inputs {
+  std::vector<T> x;
+  std::vector<float> gamma; // empty: not passed
+  std::vector<float> beta;
+  std::vector<std::uint8_t> mask;
+};
+
+template <class T>
+Inputs<T> make_inputs(const Config& c, std::mt19937_64& rng, double mean = 0.5, double stddev = 2.0) {
+  Inputs<T> in;
+  in.x = gn::normal_values<T>(rng, static_cast<std::size_t>(c.batch * c.channels * c.spatial), mean, stddev);
+  if (c.affine == Affine::kGamma || c.affine == Affine::kBoth) {
+    in.gamma = gn::float_values(rng, c.channels, 1.0, 0.5);
+  }
+  if (c.affine == Affine::kBeta || c.affine == Affine::kBoth) {
+    in.beta = gn::float_values(rng, c.channels, 0.0, 0.5);
+  }
+  if (c.mask) {
+    in.mask = gn::make_mask(rng, c.batch, c.spatial);
+  }
+  return in;
+}
+
+template <class T>
+gn::Problem problem_of(const Config& c, const Inputs<T>& in) {
+  gn::Problem p;
+  p.layout = c.layout;
+  p.batch = c.batch;
+  p.channels = c.channels;
+  p.spatial = c.spatial;
+  p.groups = c.groups;
+  p.epsilon = static_cast<double>(c.epsilon);
+  p.gamma = gn::widen(in.gamma);
+  p.beta = gn::widen(in.beta);
+  p.activation = c.act;
+  p.mask = in.mask;
+  return p;
+}
+
+template <class T>
+struct Result {
+  Status status = Status::kSuccess;
+  Path path = Path::kAuto;
+  std::vector<T> y;
+  std::vector<float> mean;
+  std::vector<float> rstd;
+  bool guards_intact = true; // the elements around y (and x) were not written
+};
+
+/// Runs the forward with y (and mean / rstd) poisoned with 0xFF bytes (NaN), synchronizes and downloads.
+/// x sits x_offset elements into its buffer and y y_offset elements into its own (or y == x in place);
+/// one guard element follows each, and the elements before the offset are guards too.
+template <class T>
+Result<T> run_forward(const Config& c, const Inputs<T>& in) {
+  Result<T> res;
+  const std::size_t n = in.x.size();
+  const std::size_t ng = static_cast<std::size_t>(c.batch * c.groups);
+  std::vector<T> x_host(static_cast<std::size_t>(c.x_offset) + n + 1, Dtype<T>::from_double(7.0));
+  std::copy(in.x.begin(), in.x.end(), x_host.begin() + c.x_offset);
+  DeviceBuffer<T> d_x(x_host);
+  DeviceBuffer<T> d_y(static_cast<std::size_t>(c.y_offset) + n + 1);
+  DeviceBuffer<float> d_gamma(in.gamma.empty() ? std::vector<float>{0.0f} : in.gamma);
+  DeviceBuffer<float> d_beta(in.beta.empty() ? std::vector<float>{0.0f} : in.beta);
+  DeviceBuffer<std::uint8_t> d_mask(in.mask.empty() ? std::vector<std::uint8_t>{0} : in.mask);
+  DeviceBuffer<float> d_mean(ng + 1);
+  DeviceBuffer<float> d_rstd(ng + 1);
+  d_y.fill_bytes(0xff);
+  d_mean.fill_bytes(0xff);
+  d_rstd.fill_bytes(0xff);
+
+  gnk::GroupNormArgs a;
+  a.dtype = Dtype<T>::kDType;
+  a.layout = c.layout;
+  a.x = d_x.get() + c.x_offset;
+  a.batch = c.batch;
+  a.channels = c.channels;
+  a.spatial = c.spatial;
+  a.groups = c.groups;
+  a.epsilon = c.epsilon;
+  a.gamma = in.gamma.empty() ? nullptr : d_gamma.get();
+  a.beta = in.beta.empty() ? nullptr : d_beta.get();
+  a.activation = c.act;
+  a.mask = in.mask.empty() ? nullptr : d_mask.get();
+  a.y = c.in_place ? static_cast<void*>(d_x.get() + c.x_offset) : static_cast<void*>(d_y.get() + c.y_offset);
+  a.mean = (c.stats & 1) != 0 ? d_mean.get() : nullptr;
+  a.rstd = (c.stats & 2) != 0 ? d_rstd.get() : nullptr;
+  a.tuning = c.tuning;
+
+  res.path = gnk::selected_path(a);
+  const std::size_t ws_bytes = gnk::workspace_size(a);
+  DeviceBuffer<unsigned char> ws(ws_bytes);
+  res.status = gnk::run(a, ws_bytes > 0 ? ws.get() : nullptr, ws_bytes, nullptr);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << describe(c);
+  if (res.status != Status::kSuccess) {
+    return res;
+  }
+  const std::vector<T> x_after = d_x.download();
+  const std::vector<T> y_all = d_y.download();
+  if (c.in_place) {
+    res.y.assign(x_after.begin() + c.x_offset, x_after.begin() + c.x_offset + static_cast<std::ptrdiff_t>(n));
+  } else {
+    res.y.assign(y_all.begin() + c.y_offset, y_all.begin() + c.y_offset + static_cast<std::ptrdiff_t>(n));
+    for (std::size_t i = 0; i < x_after.size(); ++i) { // x is read-only
+      res.guards_intact = res.guards_intact && gn::bits(x_after[i]) == gn::bits(x_host[i]);
+    }
+    for (std::size_t i = 0; i < y_all.size(); ++i) {
+      const bool inside =
+          i >= static_cast<std::size_t>(c.y_offset) && i < static_cast<std::size_t>(c.y_offset) + n;
+      res.guards_intact =
+          res.guards_intact && (inside || gn::bits(y_all[i]) == (sizeof(T) == 4 ? 0xffffffffu : 0xffffu));
+    }
+  }
+  if (c.in_place) {
+    for (std::size_t i = 0; i < x_after.size(); ++i) {
+      const bool inside =
+          i >= static_cast<std::size_t>(c.x_offset) && i < static_cast<std::size_t>(c.x_offset) + n;
+      res.guards_intact = res.guards_intact && (inside || gn::bits(x_after[i]) == gn::bits(x_host[i]));
+    }
+  }
+  res.mean = d_mean.download();
+  res.rstd = d_rstd.download();
+  // The guard after each, and the whole buffer when that output was not requested, keep their poison.
+  for (std::size_t k = 0; k <= ng; ++k) {
+    const bool mean_written = (c.stats & 1) != 0 && k < ng;
+    const bool rstd_written = (c.stats & 2) != 0 && k < ng;
+    res.guards_intact = res.guards_intact && (mean_written || gn::bits(res.mean[k]) == 0xffffffffu) &&
+                        (rstd_written || gn::bits(res.rstd[k]) == 0xffffffffu);
+  }
+  res.mean.resize(ng);
+  res.rstd.resize(ng);
+  return res;
+}
+
+/// Compares a run with the double reference (see the error model in group_norm_reference.hpp); returns
+/// the number of mismatches (the first few are reported).
+///
+/// Tolerances. Inputs are generated in T (exactly representable) and gamma / beta in float, so the
+/// reference computes the exact answer for exactly the kernel's inputs. The kernel's float32 error is
+/// bounded by gn::forward_group_error (statistics: sqrt(M) u accumulation, relative to max|x|, plus the
+/// variance's condition number) and gn::pre_error / gn::activation_error (a few roundings of the epilogue,
+/// fast exp for SiLU). The output is then rounded once to T: half an ulp of T, counted as a full ulp of T
+/// at |want| + tol because the float32 result may sit on the other side of a rounding boundary than the
+/// exact value (float32 outputs: one float32 ulp for the final rounding).
+template <class T>
+int check_forward(const Config& c, const Inputs<T>& in, const Result<T>& got) {
+  const gn::Problem p = problem_of(c, in);
+  const std::vector<double> x = gn::to_double(in.x);
+  const gn::Stats st = gn::statistics(p, x);
+  const gn::Normalized want = gn::normalize(p, x, st.mean, st.rstd);
+  int failures = 0;
+  auto fail = [&](const std::string& what) {
+    if (failures++ < 5) {
+      ADD_FAILURE() << describe(c) << " " << Dtype<T>::kName << " (path " << gnk::path_name(got.path)
+                    << "): " << what << " (" << seed_note() << ")";
+    }
+  };
+  if (!got.guards_intact) {
+    fail("wrote outside y / mean / rstd (or into x)");
+  }
+  std::vector<gn::GroupError> err(p.num_groups());
+  for (std::size_t k = 0; k < err.size(); ++k) {
+    err[k] = gn::forward_group_error(st.count[k], st.max_abs[k], st.max_dev[k], st.rstd[k]);
+    const std::string where = "[" + std::to_string(k / static_cast<std::size_t>(c.groups)) + ", " +
+                              std::to_string(k % static_cast<std::size_t>(c.groups)) + "]";
+    const double m = got.mean[k];
+    const double r = got.rstd[k];
+    if ((c.stats & 1) != 0 && st.count[k] == 0 && m != 0.0) {
+      fail("fully masked group: mean" + where + " = " + std::to_string(m) + ", want exactly 0");
+    }
+    if ((c.stats & 1) != 0 &&
+        !(std::fabs(m - st.mean[k]) <= err[k].mean_abs + gn::kU32 * std::fabs(st.mean[k]))) {
+      fail("mean" + where + " = " + std::to_string(m) + ", want " + std::to_string(st.mean[k]) + " (tol " +
+           std::to_string(err[k].mean_abs) + ")");
+    }
+    if ((c.stats & 2) != 0 && !(std::fabs(r - st.rstd[k]) <= err[k].rstd_rel * st.rstd[k])) {
+      fail("rstd" + where + " = " + std::to_string(r) + ", want " + std::to_string(st.rstd[k]) +
+           " (rel tol " + std::to_string(err[k].rstd_rel) + ")");
+    }
+  }
+  p.for_each([&](std::int64_t n, std::int64_t g, std::int64_t ch, std::int64_t s, std::size_t i) {
+    if (failures >= 5) {
+      return;
+    }
+    const std::size_t k = static_cast<std::size_t>(n * c.groups + g);
+    const double pre_tol = gn::pre_error(err[k], want.xhat[i], p.gamma_at(ch), p.beta_at(ch));
+    const double tol_f = gn::activation_error(c.act, want.pre[i], want.y[i], pre_tol);
+    const double tol = tol_f + gn::ulp<T>(std::fabs(want.y[i]) + tol_f);
+    const double y = Dtype<T>::to_double(got.y[i]);
+    if (!(std::fabs(y - want.y[i]) <= tol)) {
+      fail("y[n=" + std::to_string(n) + " c=" + std::to_string(ch) + " s=" + std::to_string(s) +
+           "] = " + std::to_string(y) + ", want " + std::to_string(want.y[i]) + " (tol " +
+           std::to_string(tol) + ", x " + std::to_string(x[i]) + ")");
+    }
+  });
+  return failures;
+}
+
+template <class T>
+int run_and_check(const Config& c, const Inputs<T>& in) {
+  const Result<T> got = run_forward(c, in);
+  EXPECT_EQ(got.status, Status::kSuccess) << describe(c) << ": " << culayers::last_error_message();
+  if (got.status != Status::kSuccess) {
+    return 1;
+  }
+  if (c.expect != Path::kAuto) {
+    EXPECT_EQ(got.path, c.expect) << describe(c) << ": selected " << gnk::path_name(got.path) << ", expected "
+                                  << gnk::path_name(c.expect);
+  }
+  return check_forward(c, in, got);
+}
+
+template <class T>
+int run_and_check(const Config& c, std::mt19937_64& rng) {
+  return run_and_check(c, make_inputs<T>(c, rng));
+}
+
+// ---- tunings ---------------------------------------------------------------------------------------------
+
+/// target_blocks pinned so the split count does not depend on the device (the emulator has 4 SMs, an H100
+/// 132). The block-or-split choice also looks at the device's resident blocks, so the automatic cases below
+/// use either E < 2 x min_split_elements (block whatever the device) or N x G <= 3 (never fills a GPU).
+Tuning pinned(Tuning t = {}) {
+  t.target_blocks = 64;
+  return t;
+}
+Tuning forced(Path p) {
+  Tuning t = pinned();
+  t.path = p;
+  return t;
+}
+Tuning with_splits(std::int64_t s, Path p = Path::kAuto) {
+  Tuning t = pinned();
+  t.path = p;
+  t.splits = s;
+  return t;
+}
+
+struct ShapeCase {
+  std::int64_t batch, channels, groups, spatial;
+  Tuning tuning;
+  Path expect;
+};
+
+Tuning auto_split() {
+  Tuning t = pinned();
+  t.min_split_elements = 512; // E = 4000 >= 2 x 512 and N x G = 3: split in about 7 chunks
+  return t;
+}
+
+// C = G, C/G = 1, spatial 1 and 7x7, G = 1, N x G from 1 to 96 (thousands: ThousandsOfGroups); every
+// automatic path. Small enough that the whole matrix runs in a fraction of a second per dtype on the
+// emulator.
+const ShapeCase kShapes[] = {
+    {2, 8, 8, 49, pinned(), Path::kWarp},    // C = G (one channel per group), 7x7
+    {3, 12, 4, 1, pinned(), Path::kWarp},    // no spatial dims
+    {4, 6, 3, 7, pinned(), Path::kWarp},     // odd sizes: scalar accesses
+    {3, 32, 1, 9, pinned(), Path::kWarp},    // G = 1
+    {3, 64, 4, 49, pinned(), Path::kWarp},   // E = 784, vectors in both layouts
+    {2, 16, 2, 300, pinned(), Path::kBlock}, // E = 2400 > warp_max_elements, < 2 x min_split_elements
+    {3, 32, 32, 1, pinned(), Path::kWarp},   // E = 1: variance 0
+    {1, 16, 1, 20, pinned(), Path::kWarp},   // N x G = 1
+    {3, 4, 1, 1000, auto_split(), Path::kSplit},
+};
+
+template <class T>
+class GroupNormForwardTyped : public ::testing::Test {};
+using DTypes = ::testing::Types<float, __half, __nv_bfloat16>;
+TYPED_TEST_SUITE(GroupNormForwardTyped, DTypes);
+
+// Every layout x activation, the affine variants and mean/rstd given or not in rotation, channels last
+// with and without a mask, on every shape above.
+TYPED_TEST(GroupNormForwardTyped, MatrixAgainstReference) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  int k = 0;
+  int failures = 0;
+  for (const ShapeCase& s : kShapes) {
+    for (Layout layout : kLayouts) {
+      for (bool mask : {false, true}) {
+        if (mask && layout == Layout::kChannelsFirst) {
+          continue;
+        }
+        for (Activation act : kActivations) {
+          Config c;
+          c.layout = layout;
+          c.batch = s.batch;
+          c.channels = s.channels;
+          c.groups = s.groups;
+          c.spatial = s.spatial;
+          c.act = act;
+          c.affine = static_cast<Affine>(k % 4);
+          c.stats = 3 - (k % 5) % 4; // both, rstd only, mean only, neither, both, ...
+          c.mask = mask;
+          c.tuning = s.tuning;
+          c.expect = s.expect;
+          ++k;
+          failures += run_and_check<T>(c, rng);
+          if (failures > 20) {
+            FAIL() << "too many failures";
+          }
+        }
+      }
+    }
+  }
+}
+
+// Small shapes forced down each path (selected_path must report the forced one): warp, block, split with
+// 3 and 7 chunks, split with the automatic chunk count, splits without a path, and more chunks than
+// elements (empty chunks must merge as nothing).
+TYPED_TEST(GroupNormForwardTyped, ForcedPaths) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  struct Forcing {
+    Tuning tuning;
+    Path expect;
+  };
+  const Forcing forcings[] = {
+      {forced(Path::kWarp), Path::kWarp},           {forced(Path::kBlock), Path::kBlock},
+      {with_splits(3, Path::kSplit), Path::kSplit}, {with_splits(7, Path::kSplit), Path::kSplit},
+      {forced(Path::kSplit), Path::kSplit},         {with_splits(3), Path::kSplit},
+  };
+  struct Shape {
+    std::int64_t batch, channels, groups, spatial;
+  };
+  // E = 100 with odd rows (scalar), E = 32 with 8-element rows (vectors), E = 2 (fewer elements than chunks).
+  const Shape shapes[] = {{3, 12, 3, 25}, {3, 32, 4, 16}, {3, 4, 2, 1}};
+  int k = 0;
+  int failures = 0;
+  for (const Shape& s : shapes) {
+    for (const Forcing& f : forcings) {
+      for (Layout layout : kLayouts) {
+        for (bool mask : {false, true}) {
+          if (mask && layout == Layout::kChannelsFirst) {
+            continue;
+          }
+          Config c;
+          c.layout = layout;
+          c.batch = s.batch;
+          c.channels = s.channels;
+          c.groups = s.groups;
+          c.spatial = s.spatial;
+          c.act = kActivations[k % 3];
+          c.affine = static_cast<Affine>((k / 3) % 4);
+          c.mask = mask;
+          c.tuning = f.tuning;
+          c.expect = f.expect;
+          ++k;
+          failures += run_and_check<T>(c, rng);
+          if (failures > 20) {
+            FAIL() << "too many failures";
+          }
+        }
+      }
+    }
+  }
+}
+
+// x and y one element past an aligned address: no vector access is legal (the emulator reports any
+// misaligned vector access), so every path must fall back to scalars and still give the right answer.
+// Also the vector width capped by Tuning.
+TYPED_TEST(GroupNormForwardTyped, MisalignedViewsAndVectorWidths) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  const Tuning tunings[] = {forced(Path::kWarp), forced(Path::kBlock), with_splits(3)};
+  int failures = 0;
+  for (Layout layout : kLayouts) {
+    for (const Tuning& t : tunings) {
+      for (int which = 0; which < 3; ++which) {
+        Config c;
+        c.layout = layout;
+        c.batch = 3;
+        c.channels = 32;
+        c.groups = 4;
+        c.spatial = 16; // rows of 8 channels / 16 positions: the widest vectors when aligned
+        c.act = Activation::kSiLU;
+        c.affine = Affine::kBoth;
+        c.mask = layout == Layout::kChannelsLast;
+        c.tuning = t;
+        c.x_offset = which == 0 ? 1 : 0;
+        c.y_offset = which == 1 ? 1 : 0;
+        if (which == 2) {
+          c.x_offset = 1;
+          c.y_offset = 1;
+        }
+        failures += run_and_check<T>(c, rng);
+      }
+      for (int vw : {1, 2, 4, 8}) {
+        Config c;
+        c.layout = layout;
+        c.batch = 2;
+        c.channels = 32;
+        c.groups = 4;
+        c.spatial = 16;
+        c.affine = Affine::kGamma;
+        c.tuning = t;
+        c.tuning.vector_width = vw;
+        failures += run_and_check<T>(c, rng);
+      }
+    }
+    if (failures > 10) {
+      FAIL() << "too many failures";
+    }
+  }
+}
+
+// y == x: every path reads each element before it overwrites it (the split path reads x twice).
+TYPED_TEST(GroupNormForwardTyped, InPlace) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  const Tuning tunings[] = {forced(Path::kWarp), forced(Path::kBlock), with_splits(3), with_splits(7)};
+  for (Layout layout : kLayouts) {
+    for (const Tuning& t : tunings) {
+      Config c;
+      c.layout = layout;
+      c.batch = 3;
+      c.channels = 12;
+      c.groups = 3;
+      c.spatial = 25;
+      c.act = Activation::kReLU;
+      c.affine = Affine::kBoth;
+      c.mask = layout == Layout::kChannelsLast;
+      c.tuning = t;
+      c.in_place = true;
+      run_and_check<T>(c, rng);
+    }
+  }
+}
+
+// N x G in the thousands (2048 groups of 2 elements): both layouts, one configuration each.
+TEST(GroupNormForward, ThousandsOfGroups) {
+  auto rng = rng_for_test();
+  for (Layout layout : kLayouts) {
+    Config c;
+    c.layout = layout;
+    c.batch = 512;
+    c.channels = 8;
+    c.groups = 4;
+    c.spatial = 1;
+    c.act = layout == Layout::kChannelsLast ? Activation::kSiLU : Activation::kReLU;
+    c.affine = layout == Layout::kChannelsLast ? Affine::kBoth : Affine::kGamma;
+    c.mask = layout == Layout::kChannelsLast;
+    c.tuning = pinned();
+    c.expect = Path::kWarp;
+    if (layout == Layout::kChannelsLast) {
+      run_and_check<__half>(c, rng);
+    } else {
+      run_and_check<float>(c, rng);
+    }
+  }
+}
+
+// ---- fully masked groups ----------------------------------------------------------------------------------
+
+// A fully masked group (every position of its sample masked) has mean exactly 0 and rstd 1 / sqrt(eps),
+// and every position is still normalized with those: y = act(x * rstd * gamma + beta). Each path, two
+// epsilons; the other samples are all valid or partly masked.
+TEST(GroupNormForward, FullyMaskedGroupEveryPath) {
+  auto rng = rng_for_test();
+  const Tuning tunings[] = {forced(Path::kWarp), forced(Path::kBlock), with_splits(3), with_splits(7)};
+  for (const float eps : {1e-3f, 1e-5f}) {
+    for (const Tuning& t : tunings) {
+      Config c;
+      c.layout = Layout::kChannelsLast;
+      c.batch = 3;
+      c.channels = 8;
+      c.groups = 2;
+      c.spatial = 20;
+      c.epsilon = eps;
+      c.act = Activation::kSiLU;
+      c.affine = Affine::kBoth;
+      c.mask = true;
+      c.tuning = t;
+      Inputs<float> in = make_inputs<float>(c, rng);
+      std::fill(in.mask.begin(), in.mask.begin() + 20, std::uint8_t{0}); // sample 0 fully masked too
+      const Result<float> got = run_forward(c, in);
+      ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
+      const double want_rstd = 1.0 / std::sqrt(static_cast<double>(eps));
+      for (std::size_t k : {std::size_t{0}, std::size_t{1}, std::size_t{2}, std::size_t{3}}) {
+        EXPECT_EQ(got.mean[k], 0.0f) << describe(c) << " group " << k;
+        // rsqrtf (2 ulp on the GPU) or 1 / sqrtf: within 4 float32 ulps.
+        EXPECT_NEAR(got.rstd[k], want_rstd, 4.0 * gn::kU32 * want_rstd) << describe(c) << " group " << k;
+      }
+      check_forward(c, in, got);
+    }
+  }
+}
+
+// ---- numerical stability ---------------------------------------------------------------------------------
+
+// x = 1e4 + N(0, 1) in float32, groups of 2048 elements, every path: the normalized output stays within
+// 5e-3 of the exact one. Reason for the bound: float32's spacing at 1e4 is 2^-10 ~ 9.8e-4, so even a
+// perfectly computed mean rounds to within ~4.9e-4 of the exact one; sums split over lanes, threads or chunks
+// (and Welford / Chan merges) add a few such roundings; with unit variance that is a few 1e-4 of error in
+// xhat, and 5e-3 leaves a 10x margin. E[x^2] - E[x]^2 would give errors of order 1: E[x^2] ~ 1e8 has a
+// float32 spacing of 8, far larger than the variance itself.
+TEST(GroupNormForward, StableWithLargeMean) {
+  auto rng = rng_for_test();
+  Tuning warp = pinned();
+  warp.warp_max_elements = 2048; // the warp path for a group of 2048 (64 elements per lane)
+  const struct {
+    Tuning tuning;
+    Path expect;
+  } cases[] = {{warp, Path::kWarp},
+               {forced(Path::kBlock), Path::kBlock},
+               {with_splits(4), Path::kSplit},
+               {with_splits(7), Path::kSplit}};
+  for (Layout layout : kLayouts) {
+    for (const auto& k : cases) {
+      Config c;
+      c.layout = layout;
+      c.batch = 2;
+      c.channels = 8;
+      c.groups = 2;
+      c.spatial = 512; // E = 4 x 512 = 2048
+      c.tuning = k.tuning;
+      c.expect = k.expect;
+      const Inputs<float> in = make_inputs<float>(c, rng, 1e4, 1.0);
+      const Result<float> got = run_forward(c, in);
+      ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
+      EXPECT_EQ(got.path, k.expect) << describe(c);
+      const gn::Problem p = problem_of(c, in);
+      const std::vector<double> x = gn::to_double(in.x);
+      const gn::Stats st = gn::statistics(p, x);
+      const gn::Normalized want = gn::normalize(p, x, st.mean, st.rstd);
+      double worst = 0.0;
+      for (std::size_t i = 0; i < want.y.size(); ++i) {
+        worst = std::max(worst, std::fabs(static_cast<double>(got.y[i]) - want.y[i]));
+      }
+      EXPECT_LE(worst, 5e-3) << describe(c) << ": max |y - exact| (" << seed_note() << ")";
+      for (std::size_t g = 0; g < st.mean.size(); ++g) {
+        // The same 5e-3 for the mean (unit standard deviation), and 1e-3 relative for rstd: the deviations
+        // x - mean are exact in float32 (Sterbenz) and their squares sum with relative error ~ sqrt(E) u.
+        EXPECT_NEAR(got.mean[g], st.mean[g], 5e-3) << describe(c) << " group " << g;
+        EXPECT_NEAR(got.rstd[g], st.rstd[g], 1e-3 * st.rstd[g]) << describe(c) << " group " << g;
+      }
+    }
+  }
+}
+
+// ---- determinism ------------------------------------------------------------------------------------------
+
+// Inexact data, every path: repeated runs give the same bits (y, mean, rstd). In the emulated build the
+// second run permutes the order of lanes and warps between sync points (schedule seed), so a result that
+// depends on thread timing (atomics, races) shows up as different bits.
+template <class T>
+void check_repeatable(std::mt19937_64& rng) {
+  const Tuning tunings[] = {forced(Path::kWarp), forced(Path::kBlock), with_splits(5), auto_split()};
+  for (Layout layout : kLayouts) {
+    for (const Tuning& t : tunings) {
+      Config c;
+      c.layout = layout;
+      c.batch = 3;
+      c.channels = 8;
+      c.groups = 2;
+      c.spatial = 250; // E = 1000
+      c.act = Activation::kSiLU;
+      c.affine = Affine::kBoth;
+      c.mask = layout == Layout::kChannelsLast;
+      c.tuning = t;
+      const Inputs<T> in = make_inputs<T>(c, rng, 1.0, 3.0);
+#if CULAYERS_TEST_EMULATED
+      const std::uint64_t saved = culayers_emu::schedule_seed();
+      culayers_emu::set_schedule_seed(0);
+#endif
+      const Result<T> a = run_forward(c, in);
+#if CULAYERS_TEST_EMULATED
+      culayers_emu::set_schedule_seed(0x5eed1234);
+#endif
+      const Result<T> b = run_forward(c, in);
+#if CULAYERS_TEST_EMULATED
+      culayers_emu::set_schedule_seed(saved);
+#endif
+      ASSERT_EQ(a.status, Status::kSuccess) << culayers::last_error_message();
+      ASSERT_EQ(b.status, Status::kSuccess) << culayers::last_error_message();
+      for (std::size_t i = 0; i < a.y.size(); ++i) {
+        ASSERT_EQ(gn::bits(a.y[i]), gn::bits(b.y[i]))
+            << describe(c) << " " << Dtype<T>::kName << ": y[" << i << "] differs between runs";
+      }
+      for (std::size_t k = 0; k < a.mean.size(); ++k) {
+        ASSERT_EQ(gn::bits(a.mean[k]), gn::bits(b.mean[k])) << describe(c) << ": mean[" << k << "]";
+        ASSERT_EQ(gn::bits(a.rstd[k]), gn::bits(b.rstd[k])) << describe(c) << ": rstd[" << k << "]";
+      }
+      check_forward(c, in, a);
+    }
+  }
+}
+
+TEST(GroupNormForward, RepeatedRunsAreBitIdentical) {
+  auto rng = rng_for_test();
+  check_repeatable<float>(rng);
+  check_repeatable<__nv_bfloat16>(rng);
+}
+
+// ---- empty tensors ---------------------------------------------------------------------------------------
+
+// batch 0 or spatial 0: success, automatic path, no workspace, nothing written (y, mean and rstd keep
+// their poison), with every path forced.
+// batch 0: nothing is launched and nothing is written. spatial 0 (batch > 0): the groups exist but hold no
+// position, so they behave as fully masked groups: mean 0 and rstd 1/sqrt(eps) are written (a caller reading
+// the statistics gets defined values), y has no element and stays untouched.
+TEST(GroupNormForward, EmptyTensor) {
+  DeviceBuffer<float> x(64);
+  DeviceBuffer<float> y(64);
+  DeviceBuffer<float> mean(16);
+  DeviceBuffer<float> rstd(16);
+  for (const Path path : {Path::kAuto, Path::kWarp, Path::kBlock, Path::kSplit}) {
+    for (const Layout layout : kLayouts) {
+      for (int which = 0; which < 2; ++which) {
+        y.fill_bytes(0xa5);
+        mean.fill_bytes(0xa5);
+        rstd.fill_bytes(0xa5);
+        gnk::GroupNormArgs a;
+        a.layout = layout;
+        a.x = x.get();
+        a.y = y.get();
+        a.mean = mean.get();
+        a.rstd = rstd.get();
+        a.batch = which == 0 ? 0 : 2;
+        a.channels = 8;
+        a.spatial = which == 0 ? 5 : 0;
+        a.groups = 4;
+        a.tuning = forced(path);
+        const std::string what =
+            std::string(which == 0 ? "batch 0" : "spatial 0") + " path " + gnk::path_name(path);
+        EXPECT_EQ(gnk::can_implement(a), Status::kSuccess) << what << ": " << culayers::last_error_message();
+        if (which == 0) {
+          EXPECT_EQ(gnk::selected_path(a), Path::kAuto) << what;
+          EXPECT_EQ(gnk::workspace_size(a), 0u) << what;
+        } else if (path != Path::kAuto) {
+          EXPECT_EQ(gnk::selected_path(a), path) << what;
+        }
+        DeviceBuffer<unsigned char> ws(gnk::workspace_size(a));
+        EXPECT_EQ(gnk::run(a, ws.get(), ws.size(), nullptr), Status::kSuccess)
+            << what << ": " << culayers::last_error_message();
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        for (float v : y.download()) {
+          ASSERT_EQ(gn::bits(v), 0xa5a5a5a5u) << what << ": y was written";
+        }
+        const std::vector<float> m = mean.download();
+        const std::vector<float> r = rstd.download();
+        for (std::size_t i = 0; i < m.size(); ++i) {
+          if (which == 0 || i >= 8) { // batch 0, or beyond the N * G = 8 groups
+            ASSERT_EQ(gn::bits(m[i]), 0xa5a5a5a5u) << what << ": mean[" << i << "] was written";
+            ASSERT_EQ(gn::bits(r[i]), 0xa5a5a5a5u) << what << ": rstd[" << i << "] was written";
+          } else {
+            EXPECT_EQ(m[i], 0.0f) << what << ": mean[" << i << "]";
+            // rstd = rsqrtf(eps): ~2 ulp on a GPU (the kernel's documented choice); 4 ulp of margin.
+            const double want = 1.0 / std::sqrt(static_cast<double>(a.epsilon));
+            EXPECT_NEAR(r[i], want, 4 * want * 0x1p-24) << what << ": rstd[" << i << "]";
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---- byte model (emulated build) -------------------------------------------------------------------------
+
+#if CULAYERS_TEST_EMULATED
+struct Bytes {
+  std::uint64_t read;
+  std::uint64_t written;
+};
+
+template <class T>
+Bytes measure(const Config& c, const Inputs<T>& in) {
+  // Uploads, downloads and the poison fills go through the runtime, not the kernels' load/store helpers,
+  // so only the op's own global accesses are counted.
+  culayers_emu::reset_byte_counters();
+  const Result<T> got = run_forward(c, in);
+  const culayers_emu::ByteCounters b = culayers_emu::byte_counters();
+  EXPECT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
+  EXPECT_EQ(got.path, c.expect) << describe(c);
+  check_forward(c, in, got);
+  return Bytes{b.read, b.written};
+}
+
+// The minimal byte model. Warp and block paths stage the group on chip, so x is read exactly once: with no
+// gamma / beta / mask, the loads are exactly the bytes of x (anything more is a second pass over x); the
+// stores are y once plus mean and rstd (4 bytes each per group). gamma, beta and the mask go through the
+// same counted load helpers, and a kernel may re-read them per thread and row (L1 hits on a GPU, not DRAM
+// traffic), so with them the counters cannot separate x from the parameters: that run only checks that
+// they are read at all and that the stores are unchanged; x's loads are the same code with or without
+// parameters. The split path reads x twice (statistics, then normalization), plus its partials.
+TEST(GroupNormForward, ByteModel) {
+  auto rng = rng_for_test();
+  using T = __nv_bfloat16;
+  const struct {
+    Tuning tuning;
+    Path expect;
+  } cached[] = {{forced(Path::kWarp), Path::kWarp}, {forced(Path::kBlock), Path::kBlock}};
+  for (Layout layout : kLayouts) {
+    for (const auto& k : cached) {
+      for (bool params : {false, true}) {
+        Config c;
+        c.layout = layout;
+        c.batch = 2;
+        c.channels = 64;
+        c.groups = 4;
+        c.spatial = 49; // E = 784
+        c.affine = params ? Affine::kBoth : Affine::kNone;
+        c.mask = params && layout == Layout::kChannelsLast;
+        c.act = params ? Activation::kSiLU : Activation::kNone;
+        c.tuning = k.tuning;
+        c.expect = k.expect;
+        const Inputs<T> in = make_inputs<T>(c, rng);
+        const std::uint64_t x_bytes = in.x.size() * sizeof(T);
+        const std::uint64_t stats_bytes = 8u * static_cast<std::uint64_t>(c.batch * c.groups);
+        const Bytes b = measure(c, in);
+        if (params) {
+          EXPECT_GE(b.read, x_bytes + 8u * static_cast<std::uint64_t>(c.channels)) << describe(c);
+        } else {
+          EXPECT_EQ(b.read, x_bytes) << describe(c) << ": x must be read exactly once";
+        }
+        EXPECT_EQ(b.written, x_bytes + stats_bytes) << describe(c) << ": y once, mean and rstd once";
+      }
+    }
+    // Split: x twice; the partials (written once, read back by the merge) come out of the workspace.
+    Config c;
+    c.layout = layout;
+    c.batch = 2;
+    c.channels = 64;
+    c.groups = 4;
+    c.spatial = 49;
+    c.tuning = with_splits(4);
+    c.expect = Path::kSplit;
+    const Inputs<T> in = make_inputs<T>(c, rng);
+    const std::uint64_t x_bytes = in.x.size() * sizeof(T);
+    const Bytes b = measure(c, in);
+    EXPECT_GE(b.read, 2 * x_bytes) << describe(c) << ": statistics pass + normalization pass";
+    EXPECT_LT(b.read, 2 * x_bytes + x_bytes / 4) << describe(c) << ": x read more than twice?";
+    EXPECT_GE(b.written, x_bytes + 8u * 8u) << describe(c);
+    EXPECT_LT(b.written, x_bytes + x_bytes / 4) << describe(c);
+  }
+}
+#endif
+
+} // namespace

@@ -1,0 +1,409 @@
+// Double-precision CPU oracle of group normalization (culayers/group_norm.hpp) and the float32 error model
+// its tests share: statistics over the valid positions of each group, the normalized (and activated)
+// forward, the backward (dx, dgamma, dbeta) with the header's formula, both layouts, optional gamma/beta
+// and mask. Host-only: no device code, no CUDA runtime calls. The dtype helpers (Dtype<T>, ulp, round_to,
+// bits, kU32) are the masked-reduction reference's.
+#pragma once
+
+#include "culayers/group_norm.hpp"
+
+#include "tests/reference/masked_reduce_reference.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace culayers::test::gn {
+
+using culayers::group_norm::Activation;
+using masked::bits;
+using masked::Dtype;
+using masked::kU32;
+using masked::round_to;
+using masked::ulp;
+
+// ---- the problem ------------------------------------------------------------------------------------------
+
+/// One group-normalization problem in double: shape, layout, parameters (empty = absent) and mask.
+struct Problem {
+  Layout layout = Layout::kChannelsFirst;
+  std::int64_t batch = 1;
+  std::int64_t channels = 1;
+  std::int64_t spatial = 1;
+  std::int64_t groups = 1;
+  double epsilon = static_cast<double>(1e-3f); // the float the kernel gets, exactly
+  std::vector<double> gamma;                   // [C] or empty (scale 1)
+  std::vector<double> beta;                    // [C] or empty (center 0)
+  Activation activation = Activation::kNone;
+  std::vector<std::uint8_t> mask; // [N, spatial] (channels last) or empty; nonzero = valid
+
+  std::int64_t channels_per_group() const { return channels / groups; }
+  std::size_t numel() const { return static_cast<std::size_t>(batch * channels * spatial); }
+  std::size_t num_groups() const { return static_cast<std::size_t>(batch * groups); }
+  /// Offset of element (n, c, s) in x / y / dy / dx.
+  std::size_t index(std::int64_t n, std::int64_t c, std::int64_t s) const {
+    return static_cast<std::size_t>(layout == Layout::kChannelsFirst ? (n * channels + c) * spatial + s
+                                                                     : (n * spatial + s) * channels + c);
+  }
+  bool valid(std::int64_t n, std::int64_t s) const {
+    return mask.empty() || mask[static_cast<std::size_t>(n * spatial + s)] != 0;
+  }
+  double gamma_at(std::int64_t c) const { return gamma.empty() ? 1.0 : gamma[static_cast<std::size_t>(c)]; }
+  double beta_at(std::int64_t c) const { return beta.empty() ? 0.0 : beta[static_cast<std::size_t>(c)]; }
+  /// Calls f(n, g, c, s, index) for every element, group by group.
+  template <class F>
+  void for_each(F&& f) const {
+    const std::int64_t cpg = channels_per_group();
+    for (std::int64_t n = 0; n < batch; ++n) {
+      for (std::int64_t g = 0; g < groups; ++g) {
+        for (std::int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+          for (std::int64_t s = 0; s < spatial; ++s) {
+            f(n, g, c, s, index(n, c, s));
+          }
+        }
+      }
+    }
+  }
+};
+
+/// A mask [N, spatial]: sample 1 fully masked, sample 2 with exactly one valid position (when they exist),
+/// the others about 60% valid; valid bytes are any nonzero value.
+inline std::vector<std::uint8_t> make_mask(std::mt19937_64& rng, std::int64_t batch, std::int64_t spatial) {
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(batch * spatial), 0);
+  std::bernoulli_distribution keep(0.6);
+  std::uniform_int_distribution<int> value(1, 255);
+  std::uniform_int_distribution<std::int64_t> pick(0, spatial > 0 ? spatial - 1 : 0);
+  for (std::int64_t n = 0; n < batch; ++n) {
+    const std::int64_t only = pick(rng);
+    for (std::int64_t s = 0; s < spatial; ++s) {
+      bool on = keep(rng);
+      if (n == 1) {
+        on = false;
+      } else if (n == 2) {
+        on = s == only;
+      }
+      mask[static_cast<std::size_t>(n * spatial + s)] = on ? static_cast<std::uint8_t>(value(rng)) : 0;
+    }
+  }
+  return mask;
+}
+
+// ---- activations ------------------------------------------------------------------------------------------
+
+inline double sigmoid(double v) {
+  return 1.0 / (1.0 + std::exp(-v));
+}
+inline double activate(Activation act, double pre) {
+  switch (act) {
+  case Activation::kSiLU:
+    return pre * sigmoid(pre);
+  case Activation::kReLU:
+    return pre > 0.0 ? pre : 0.0;
+  default:
+    return pre;
+  }
+}
+/// d act / d pre; ReLU passes the gradient where pre > 0 only (the header's convention at 0).
+inline double activate_grad(Activation act, double pre) {
+  switch (act) {
+  case Activation::kSiLU: {
+    const double s = sigmoid(pre);
+    return s * (1.0 + pre * (1.0 - s));
+  }
+  case Activation::kReLU:
+    return pre > 0.0 ? 1.0 : 0.0;
+  default:
+    return 1.0;
+  }
+}
+
+// ---- forward ---------------------------------------------------------------------------------------------
+
+/// Per (n, g): mean and biased variance over the valid positions (two passes in double), rstd, the number
+/// of valid elements M and the largest |x| and |x - mean| among them (for the error model). A fully masked
+/// group has mean 0, variance 0, rstd 1 / sqrt(epsilon).
+struct Stats {
+  std::vector<double> mean;
+  std::vector<double> var;
+  std::vector<double> rstd;
+  std::vector<std::int64_t> count;
+  std::vector<double> max_abs;
+  std::vector<double> max_dev;
+};
+
+inline Stats statistics(const Problem& p, const std::vector<double>& x) {
+  const std::size_t ng = p.num_groups();
+  Stats st;
+  st.mean.assign(ng, 0.0);
+  st.var.assign(ng, 0.0);
+  st.rstd.assign(ng, 0.0);
+  st.count.assign(ng, 0);
+  st.max_abs.assign(ng, 0.0);
+  st.max_dev.assign(ng, 0.0);
+  std::vector<double> sum(ng, 0.0);
+  p.for_each([&](std::int64_t n, std::int64_t g, std::int64_t, std::int64_t s, std::size_t i) {
+    if (p.valid(n, s)) {
+      const std::size_t k = static_cast<std::size_t>(n * p.groups + g);
+      sum[k] += x[i];
+      st.count[k] += 1;
+      st.max_abs[k] = std::max(st.max_abs[k], std::fabs(x[i]));
+    }
+  });
+  for (std::size_t k = 0; k < ng; ++k) {
+    st.mean[k] = st.count[k] > 0 ? sum[k] / static_cast<double>(st.count[k]) : 0.0;
+  }
+  std::vector<double> m2(ng, 0.0);
+  p.for_each([&](std::int64_t n, std::int64_t g, std::int64_t, std::int64_t s, std::size_t i) {
+    if (p.valid(n, s)) {
+      const std::size_t k = static_cast<std::size_t>(n * p.groups + g);
+      const double d = x[i] - st.mean[k];
+      m2[k] += d * d;
+      st.max_dev[k] = std::max(st.max_dev[k], std::fabs(d));
+    }
+  });
+  for (std::size_t k = 0; k < ng; ++k) {
+    st.var[k] = st.count[k] > 0 ? m2[k] / static_cast<double>(st.count[k]) : 0.0;
+    st.rstd[k] = 1.0 / std::sqrt(st.var[k] + p.epsilon);
+  }
+  return st;
+}
+
+/// xhat, pre-activation and y of every element for the given statistics ([N, G] each).
+struct Normalized {
+  std::vector<double> xhat;
+  std::vector<double> pre;
+  std::vector<double> y;
+};
+
+inline Normalized normalize(const Problem& p, const std::vector<double>& x, const std::vector<double>& mean,
+                            const std::vector<double>& rstd) {
+  Normalized out;
+  out.xhat.assign(p.numel(), 0.0);
+  out.pre.assign(p.numel(), 0.0);
+  out.y.assign(p.numel(), 0.0);
+  p.for_each([&](std::int64_t n, std::int64_t g, std::int64_t c, std::int64_t, std::size_t i) {
+    const std::size_t k = static_cast<std::size_t>(n * p.groups + g);
+    out.xhat[i] = (x[i] - mean[k]) * rstd[k];
+    out.pre[i] = out.xhat[i] * p.gamma_at(c) + p.beta_at(c);
+    out.y[i] = activate(p.activation, out.pre[i]);
+  });
+  return out;
+}
+
+// ---- backward --------------------------------------------------------------------------------------------
+
+/// The header's backward, in double, for the given statistics (the forward's outputs):
+///   g = dy * act'(pre) * gamma, dx = rstd * (g - w / M * (sum(g) + xhat * sum(g * xhat))),
+///   dgamma = sum dpre * xhat, dbeta = sum dpre,
+/// plus, when `tolerances`, the float32 error bound of each output (see backward_error below).
+struct Gradients {
+  std::vector<double> dx;
+  std::vector<double> dgamma;
+  std::vector<double> dbeta;
+  std::vector<double> tol_dx;
+  std::vector<double> tol_dgamma;
+  std::vector<double> tol_dbeta;
+};
+
+/// Bound on the float32 error of a sum of n terms, relative to the sum of their magnitudes. Rounding
+/// errors of round-to-nearest behave as independent zero-mean variables (Higham and Mary, "A new approach
+/// to probabilistic rounding error analysis", SISC 2019): a sum of n terms errs by at most
+/// lambda * sqrt(n) * u * sum|t| except with probability about 2 exp(-lambda^2 / 2); lambda = 4, plus 16 u
+/// for the levels of the tree / shuffle / chunk merges. The kernels' chains are far shorter than n (n / 32
+/// per lane at most), so this is loose in practice; worst-case n * u would make float32 tests toothless for
+/// groups of thousands of elements.
+inline double accumulation_bound(double n) {
+  return 4.0 * (std::sqrt(n) + 16.0) * kU32;
+}
+
+/// Error model of the float32 statistics of one group (M valid elements, largest |x| and |x - mean|),
+/// in the units the tests compare: mean (absolute), rstd (relative) and the mean's error after
+/// normalization (absolute, in units of xhat).
+struct GroupError {
+  double mean_abs = 0.0;
+  double rstd_rel = 0.0;
+  double xhat_abs = 0.0;
+};
+
+inline GroupError forward_group_error(std::int64_t count, double max_abs, double max_dev, double rstd) {
+  GroupError e;
+  if (count == 0) {
+    // Fully masked: mean exactly 0, variance exactly 0; rstd = 1 / sqrt(eps) within the square root's
+    // rounding (rsqrtf: 2 ulp on the GPU).
+    e.rstd_rel = 4.0 * kU32;
+    return e;
+  }
+  const double acc = accumulation_bound(static_cast<double>(count));
+  // Mean: a float32 sum (or Welford updates) of M terms of magnitude <= max|x|, then a division.
+  e.mean_abs = acc * max_abs + kU32 * max_abs;
+  // Variance: sum of (x - mean)^2 (each difference correctly rounded: relative error u); Welford's and
+  // Chan's merges also carry the mean's error into the cross terms, which is relative error acc times the
+  // condition number (1 + max|x| / max|x - mean|) (Chan, Golub and LeVeque 1983). rstd = 1 / sqrt(var +
+  // eps) halves the variance's relative error; the factor 2 is kept as margin, plus 4 u for var + eps and
+  // the (reciprocal) square root.
+  const double kappa = max_dev > 0.0 ? max_abs / max_dev : 1.0;
+  e.rstd_rel = acc * (2.0 + kappa) + 4.0 * kU32;
+  e.xhat_abs = e.mean_abs * rstd;
+  return e;
+}
+
+/// Error bound of pre = (x - mean) * rstd * gamma + beta in float32 given the group's statistics error:
+/// the mean's error scaled by rstd, xhat times rstd's relative error, and four roundings (subtract,
+/// two multiplies or an FMA, add).
+inline double pre_error(const GroupError& e, double xhat, double gamma, double beta) {
+  return std::fabs(gamma) * (e.xhat_abs + std::fabs(xhat) * e.rstd_rel) +
+         4.0 * kU32 * (std::fabs(xhat * gamma) + std::fabs(beta));
+}
+
+/// Error bound of act(pre) given pre's error: none and ReLU are 1-Lipschitz and exact; SiLU's slope is at
+/// most 1.1 in magnitude, and pre / (1 + exp(-pre)) in float32 with a fast exp (__expf: 2 + 1.2 |pre| ulp)
+/// adds a relative (8 + 2 |pre|) u of the result.
+inline double activation_error(Activation act, double pre, double y, double pre_err) {
+  if (act == Activation::kSiLU) {
+    return 1.1 * pre_err + (8.0 + 2.0 * std::fabs(pre)) * kU32 * std::fabs(y);
+  }
+  return pre_err;
+}
+
+/// Absolute error bound of act'(pre) computed in float32 from a pre with error pre_err: SiLU's derivative
+/// s (1 + pre (1 - s)) through a fast exp (relative (8 + 2 |pre|) u on each factor, so absolute
+/// (8 + 2 |pre|) u (1 + |pre|)) plus |silu''| <= 0.5 times pre's error; none and ReLU are exact (the tests
+/// zero dy where ReLU's pre is too close to 0 for its sign to be certain).
+inline double activation_grad_error(Activation act, double pre, double pre_err) {
+  if (act == Activation::kSiLU) {
+    return (8.0 + 2.0 * std::fabs(pre)) * kU32 * (1.0 + std::fabs(pre)) + 0.5 * pre_err;
+  }
+  return 0.0;
+}
+
+inline Gradients backward_reference(const Problem& p, const std::vector<double>& x,
+                                    const std::vector<double>& dy, const std::vector<double>& mean,
+                                    const std::vector<double>& rstd, bool tolerances = true) {
+  const Normalized f = normalize(p, x, mean, rstd);
+  const std::size_t ng = p.num_groups();
+  const std::size_t nel = p.numel();
+  const std::int64_t cpg = p.channels_per_group();
+  Gradients out;
+  std::vector<double> dpre(nel, 0.0);
+  std::vector<double> g(nel, 0.0);
+  std::vector<double> err_dpre(nel, 0.0); // float32 error of dpre (recomputed pre, act', product)
+  std::vector<double> sum_g(ng, 0.0);
+  std::vector<double> sum_gx(ng, 0.0);
+  std::vector<double> abs_g(ng, 0.0);
+  std::vector<double> abs_gx(ng, 0.0);
+  std::vector<double> err_g(ng, 0.0);  // sum of the terms' own errors
+  std::vector<double> err_gx(ng, 0.0); // ditto for g * xhat
+  std::vector<std::int64_t> valid_count(ng, 0);
+  const GroupError exact_stats{}; // mean and rstd are inputs: exact for both sides
+  p.for_each([&](std::int64_t n, std::int64_t gi, std::int64_t c, std::int64_t s, std::size_t i) {
+    const std::size_t k = static_cast<std::size_t>(n * p.groups + gi);
+    const double a = activate_grad(p.activation, f.pre[i]);
+    dpre[i] = dy[i] * a;
+    g[i] = dpre[i] * p.gamma_at(c);
+    sum_g[k] += g[i];
+    sum_gx[k] += g[i] * f.xhat[i];
+    valid_count[k] += p.valid(n, s) ? 1 : 0; // one per valid element: M = valid positions x C/G
+    if (tolerances) {
+      const double pe = pre_error(exact_stats, f.xhat[i], p.gamma_at(c), p.beta_at(c));
+      // dy * act' * gamma: two roundings of the products plus act's own error.
+      err_dpre[i] =
+          std::fabs(dy[i]) * (activation_grad_error(p.activation, f.pre[i], pe) + 3.0 * kU32 * std::fabs(a));
+      const double eg = err_dpre[i] * std::fabs(p.gamma_at(c)) + kU32 * std::fabs(g[i]);
+      abs_g[k] += std::fabs(g[i]);
+      abs_gx[k] += std::fabs(g[i] * f.xhat[i]);
+      err_g[k] += eg;
+      // xhat recomputed in float32: x - mean and the product by rstd, 2 u relative (3 u with margin).
+      err_gx[k] += eg * std::fabs(f.xhat[i]) + 4.0 * kU32 * std::fabs(g[i] * f.xhat[i]);
+    }
+  });
+  out.dx.assign(nel, 0.0);
+  if (tolerances) {
+    out.tol_dx.assign(nel, 0.0);
+  }
+  const double group_size = static_cast<double>(cpg * p.spatial);
+  p.for_each([&](std::int64_t n, std::int64_t gi, std::int64_t c, std::int64_t s, std::size_t i) {
+    const std::size_t k = static_cast<std::size_t>(n * p.groups + gi);
+    const double m = static_cast<double>(valid_count[k]);
+    const double w = (m > 0.0 && p.valid(n, s)) ? 1.0 : 0.0;
+    const double inv_m = m > 0.0 ? 1.0 / m : 0.0;
+    out.dx[i] = rstd[k] * (g[i] - w * inv_m * (sum_g[k] + f.xhat[i] * sum_gx[k]));
+    if (tolerances) {
+      // dx = rstd * (g - w/M (S1 + xhat S2)): the sums' accumulation errors (accumulation_bound over the
+      // group's elements) and their terms' own errors, xhat's recomputation error times |S2|, and six
+      // roundings of the final expression.
+      const double acc = accumulation_bound(group_size);
+      const double d_s1 = acc * abs_g[k] + err_g[k];
+      const double d_s2 = acc * abs_gx[k] + err_gx[k];
+      const double eg = err_dpre[i] * std::fabs(p.gamma_at(c)) + kU32 * std::fabs(g[i]);
+      const double xh = std::fabs(f.xhat[i]);
+      out.tol_dx[i] =
+          rstd[k] * (eg + w * inv_m * (d_s1 + xh * d_s2 + 4.0 * kU32 * xh * std::fabs(sum_gx[k]))) +
+          6.0 * kU32 * rstd[k] *
+              (std::fabs(g[i]) + w * inv_m * (std::fabs(sum_g[k]) + xh * std::fabs(sum_gx[k])));
+    }
+  });
+  const std::size_t nc = static_cast<std::size_t>(p.channels);
+  out.dgamma.assign(nc, 0.0);
+  out.dbeta.assign(nc, 0.0);
+  std::vector<double> abs_dg(nc, 0.0);
+  std::vector<double> abs_db(nc, 0.0);
+  std::vector<double> err_dg(nc, 0.0);
+  std::vector<double> err_db(nc, 0.0);
+  p.for_each([&](std::int64_t, std::int64_t, std::int64_t c, std::int64_t, std::size_t i) {
+    const std::size_t cc = static_cast<std::size_t>(c);
+    out.dgamma[cc] += dpre[i] * f.xhat[i];
+    out.dbeta[cc] += dpre[i];
+    if (tolerances) {
+      abs_dg[cc] += std::fabs(dpre[i] * f.xhat[i]);
+      abs_db[cc] += std::fabs(dpre[i]);
+      err_dg[cc] += err_dpre[i] * std::fabs(f.xhat[i]) + 4.0 * kU32 * std::fabs(dpre[i] * f.xhat[i]);
+      err_db[cc] += err_dpre[i];
+    }
+  });
+  if (tolerances) {
+    // Per channel: N * spatial terms, accumulated in float32 in whatever fixed order.
+    const double acc = accumulation_bound(static_cast<double>(p.batch * p.spatial));
+    out.tol_dgamma.assign(nc, 0.0);
+    out.tol_dbeta.assign(nc, 0.0);
+    for (std::size_t c = 0; c < nc; ++c) {
+      out.tol_dgamma[c] = acc * abs_dg[c] + err_dg[c];
+      out.tol_dbeta[c] = acc * abs_db[c] + err_db[c];
+    }
+  }
+  return out;
+}
+
+// ---- conversions ------------------------------------------------------------------------------------------
+
+template <class T>
+std::vector<double> to_double(const std::vector<T>& v) {
+  std::vector<double> d(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    d[i] = Dtype<T>::to_double(v[i]);
+  }
+  return d;
+}
+
+/// Normally distributed values rounded to T (exactly representable inputs for the double reference).
+template <class T>
+std::vector<T> normal_values(std::mt19937_64& rng, std::size_t n, double mean = 0.0, double stddev = 1.0) {
+  return masked::normal_values<T>(rng, n, mean, stddev);
+}
+
+/// A [C] float parameter drawn from N(mean, stddev), as the kernel's float and the reference's double.
+inline std::vector<float> float_values(std::mt19937_64& rng, std::int64_t n, double mean, double stddev) {
+  std::normal_distribution<double> d(mean, stddev);
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (auto& e : v) {
+    e = static_cast<float>(d(rng));
+  }
+  return v;
+}
+
+inline std::vector<double> widen(const std::vector<float>& v) {
+  return std::vector<double>(v.begin(), v.end());
+}
+
+} // namespace culayers::test::gn
