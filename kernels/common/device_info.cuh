@@ -19,8 +19,9 @@ struct DeviceInfo {
   int smem_per_block_optin; ///< max dynamic shared memory per block with the opt-in attribute (bytes)
 };
 
-/// The current device's DeviceInfo. Status kErrorCudaRuntime (message naming `op`) when the runtime
-/// cannot answer (no device). Thread-safe: racing first queries store the same values.
+/// The current device's DeviceInfo. Status kErrorCudaRuntime when the runtime cannot answer (no device),
+/// with a message naming `op` (no message when `op` is null: callers with a fallback). Thread-safe: racing
+/// first queries store the same values.
 inline Status device_info(DeviceInfo* out, const char* op) {
   constexpr int kCachedDevices = 64;
   struct Slot {
@@ -31,7 +32,9 @@ inline Status device_info(DeviceInfo* out, const char* op) {
   int device = 0;
   cudaError_t e = cudaGetDevice(&device);
   if (e != cudaSuccess) {
-    return detail::set_error(Status::kErrorCudaRuntime, "%s: cudaGetDevice: %s", op, cudaGetErrorString(e));
+    return op == nullptr ? Status::kErrorCudaRuntime
+                         : detail::set_error(Status::kErrorCudaRuntime, "%s: cudaGetDevice: %s", op,
+                                             cudaGetErrorString(e));
   }
   Slot* slot = device >= 0 && device < kCachedDevices ? &cache[device] : nullptr;
   if (slot != nullptr && slot->ready.load(std::memory_order_acquire) != 0) {
@@ -47,8 +50,10 @@ inline Status device_info(DeviceInfo* out, const char* op) {
   for (int i = 0; i < 4; ++i) {
     e = cudaDeviceGetAttribute(&values[i], attrs[i], device);
     if (e != cudaSuccess || values[i] <= 0) {
-      return detail::set_error(Status::kErrorCudaRuntime, "%s: cudaDeviceGetAttribute(%d): %s", op,
-                               static_cast<int>(attrs[i]), cudaGetErrorString(e));
+      return op == nullptr
+                 ? Status::kErrorCudaRuntime
+                 : detail::set_error(Status::kErrorCudaRuntime, "%s: cudaDeviceGetAttribute(%d): %s", op,
+                                     static_cast<int>(attrs[i]), cudaGetErrorString(e));
     }
   }
   if (slot != nullptr) {

@@ -1,12 +1,12 @@
 // Dropout ops (include/culayers/dropout.hpp): validation, planning (noise-shape canonicalization,
 // path and vector width), the state's init and update kernels, and the launches.
+#include "kernels/common/device_info.cuh"
 #include "kernels/dropout/dropout_kernels.cuh"
 
 #include "culayers/dropout.hpp"
 #include "culayers/status.hpp"
 #include "culayers/types.hpp"
 
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -362,35 +362,14 @@ Status plan_dropout(const TensorOp& t, LaunchPlan* plan) {
   return Status::kSuccess;
 }
 
-/// Multiprocessor count of the current device, queried once per device and cached (the launch path
-/// must not query device properties on every call).
+/// Multiprocessor count of the current device (kernels/common/device_info.cuh caches it per device: the
+/// launch path must not query device properties on every call).
 Status sm_count(int* out, const char* op) {
-  constexpr int kCachedDevices = 64;
-  static std::atomic<int> cache[kCachedDevices] = {};
-  int device = 0;
-  cudaError_t e = cudaGetDevice(&device);
-  if (e != cudaSuccess) {
-    return culayers::detail::set_error(Status::kErrorCudaRuntime, "%s: cudaGetDevice: %s", op,
-                                       cudaGetErrorString(e));
+  kernels::DeviceInfo info{};
+  if (Status s = kernels::device_info(&info, op); !ok(s)) {
+    return s;
   }
-  if (device >= 0 && device < kCachedDevices) {
-    const int cached = cache[device].load(std::memory_order_relaxed);
-    if (cached > 0) {
-      *out = cached;
-      return Status::kSuccess;
-    }
-  }
-  int count = 0;
-  e = cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device);
-  if (e != cudaSuccess || count <= 0) {
-    return culayers::detail::set_error(Status::kErrorCudaRuntime,
-                                       "%s: cudaDeviceGetAttribute(multiProcessorCount): %s", op,
-                                       cudaGetErrorString(e));
-  }
-  if (device >= 0 && device < kCachedDevices) {
-    cache[device].store(count, std::memory_order_relaxed);
-  }
-  *out = count;
+  *out = info.sm_count;
   return Status::kSuccess;
 }
 

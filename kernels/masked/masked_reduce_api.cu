@@ -3,10 +3,10 @@
 // forward_<dtype>.cu, backward.cu and masking.cu.
 #include "culayers/masked_reduce.hpp"
 
+#include "kernels/common/device_info.cuh"
 #include "kernels/masked/masked_reduce_internal.cuh"
 
 #include <algorithm>
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -36,36 +36,12 @@ struct DeviceLimits {
 
 // Used when the runtime cannot answer (no device): H100 SXM's numbers; the launch then fails anyway.
 constexpr DeviceLimits kFallbackLimits{132, 2048};
-constexpr int kMaxCachedDevices = 64;
-
 DeviceLimits device_limits() {
-  // Packed sm_count << 32 | threads_per_sm; 0 = not queried yet. Two threads racing on the first query
-  // store the same value.
-  static std::atomic<std::uint64_t> cache[kMaxCachedDevices] = {};
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0) {
+  kernels::DeviceInfo info{};
+  if (kernels::device_info(&info, nullptr) != Status::kSuccess) {
     return kFallbackLimits;
   }
-  std::atomic<std::uint64_t>* slot = device < kMaxCachedDevices ? &cache[device] : nullptr;
-  if (slot != nullptr) {
-    const std::uint64_t packed = slot->load(std::memory_order_relaxed);
-    if (packed != 0) {
-      return DeviceLimits{static_cast<std::int64_t>(packed >> 32),
-                          static_cast<std::int64_t>(packed & 0xffffffffu)};
-    }
-  }
-  int sms = 0;
-  int threads = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&threads, cudaDevAttrMaxThreadsPerMultiProcessor, device) != cudaSuccess ||
-      sms <= 0 || threads <= 0) {
-    return kFallbackLimits;
-  }
-  if (slot != nullptr) {
-    slot->store(static_cast<std::uint64_t>(sms) << 32 | static_cast<std::uint32_t>(threads),
-                std::memory_order_relaxed);
-  }
-  return DeviceLimits{sms, threads};
+  return DeviceLimits{info.sm_count, info.threads_per_sm};
 }
 
 // ---- small helpers -------------------------------------------------------------------------------
