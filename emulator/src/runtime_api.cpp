@@ -793,6 +793,25 @@ cudaError_t cudaMallocAsync(void** ptr, size_t size, cudaStream_t stream) {
   return (size == 0 || *ptr != nullptr) ? cudaSuccess : emu::set_error(cudaErrorMemoryAllocation);
 }
 
+// Memory pools: the emulator serves cudaMallocAsync from its allocation registry (no pooling), so the
+// default pool is a fixed handle whose attributes are accepted and ignored.
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
+  if (pool == nullptr) {
+    return emu::set_error(cudaErrorInvalidValue);
+  }
+  if (device != 0) {
+    return emu::set_error(cudaErrorInvalidDevice);
+  }
+  static int default_pool_tag = 0;
+  *pool = reinterpret_cast<cudaMemPool_t>(&default_pool_tag);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value) {
+  (void)attr;
+  return (pool == nullptr || value == nullptr) ? emu::set_error(cudaErrorInvalidValue) : cudaSuccess;
+}
+
 cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
   Lock lock(rt().mutex);
   CUstream_st* s = emu::resolve(stream);
