@@ -541,16 +541,18 @@ TYPED_TEST(GroupNormBackwardTyped, MisalignedViews) {
 
 // Forward kernel -> backward kernel: the statistics the backward gets are the forward's float32 outputs;
 // the reference uses the same floats.
-TEST(GroupNormBackward, ChainedWithForwardKernel) {
-  auto rng = rng_for_test();
+/// Runs the forward kernel (float16, SiLU, affine, a mask in channels last) and checks the backward chained
+/// on its statistics.
+void chained_forward_backward(std::mt19937_64& rng, Layout layout, const Tuning& t, std::int64_t channels,
+                              std::int64_t groups) {
   using T = __half;
-  for (Layout layout : kLayouts) {
-    for (const Tuning& t : {forced(Path::kWarp), forced(Path::kBlock), with_splits(5)}) {
+  {
+    {
       Config c;
       c.layout = layout;
       c.batch = 3;
-      c.channels = 16;
-      c.groups = 4;
+      c.channels = channels;
+      c.groups = groups;
       c.spatial = 30;
       c.act = Activation::kSiLU;
       c.gamma = true;
@@ -591,6 +593,30 @@ TEST(GroupNormBackward, ChainedWithForwardKernel) {
       const Result<T> got = run_backward(c, in);
       ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
       check_backward(c, in, got);
+    }
+  }
+}
+
+TEST(GroupNormBackward, ChainedWithForwardKernel) {
+  auto rng = rng_for_test();
+  for (Layout layout : kLayouts) {
+    for (const Tuning& t : {forced(Path::kWarp), forced(Path::kBlock), with_splits(5)}) {
+      chained_forward_backward(rng, layout, t, 16, 4);
+    }
+  }
+}
+
+// For the TSan preset (which runs only *Tsan* tests): every path of both directions with small grids, and
+// both shapes of the channels-last per-channel merge (tx < 32: shuffles then one slot row per warp; tx >= 32:
+// one slot row per ty, with vector width 1 and 40 channels per group), so a missing barrier or __syncwarp
+// around the shared-memory slots or the staged group shows up as a data race.
+TEST(GroupNormTsan, ForwardAndBackwardEveryPath) {
+  auto rng = rng_for_test();
+  for (Layout layout : kLayouts) {
+    for (Tuning t : {forced(Path::kWarp), forced(Path::kBlock), with_splits(3)}) {
+      chained_forward_backward(rng, layout, t, 16, 4);
+      t.vector_width = 1;
+      chained_forward_backward(rng, layout, t, 40, 1);
     }
   }
 }
