@@ -238,6 +238,10 @@ Status make_plan(const Common& c, Planned* out) {
     geo.group_offset = geo.cpg * c.spatial;
   }
 
+  if (c.spatial == 0) {
+    geo.group_offset = 0; // no element: every group starts at offset 0 (no arithmetic on a null x)
+  }
+
   // 1. Vector width.
   int vec = static_cast<int>(16 / elem);
   if (t.vector_width > 0 && t.vector_width < vec) {
@@ -621,7 +625,10 @@ Status run(const GroupNormBackwardArgs& args, void* workspace, std::size_t works
   p.channel_partials = carve.channel_bytes > 0 ? reinterpret_cast<float*>(base + carve.group_bytes) : nullptr;
   p.dgamma = args.dgamma;
   p.dbeta = args.dbeta;
-  if (pl.units > 0) {
+  // Without elements (batch or spatial 0) nothing is read: mean / rstd may be null. dgamma / dbeta are
+  // still written, as sums over no partial rows (+0).
+  const bool has_elements = pl.units > 0 && args.spatial > 0;
+  if (has_elements) {
     if (Status s = by_dtype(args.dtype,
                             [&](auto tag) { return k::launch_backward<decltype(tag)>(pl.plan, p, stream); });
         !ok(s)) {
@@ -629,7 +636,7 @@ Status run(const GroupNormBackwardArgs& args, void* workspace, std::size_t works
     }
   }
   if ((args.dgamma != nullptr || args.dbeta != nullptr) && args.channels > 0) {
-    const std::int64_t rows = pl.units > 0 ? args.batch * pl.geo.splits : 0;
+    const std::int64_t rows = has_elements ? args.batch * pl.geo.splits : 0;
     return k::launch_channel_sums(p, rows, stream);
   }
   return Status::kSuccess;
