@@ -1,0 +1,164 @@
+// The Keras-like Layer base (Keras 2 semantics, C++ idioms; see SEMANTICS.md "The Layer contract"):
+//
+//  - build(input_shape) runs once and creates the weights through add_weight(name, shape, dtype,
+//    initializer, trainable); a later call whose input does not match the built shape is a clear error.
+//  - call(ctx, x, mask) builds on first use, then only enqueues work on ctx.stream: outputs live in
+//    buffers the layer owns (reallocated only when the output shape changes, so a warmed-up call
+//    allocates nothing and never synchronizes, and can be captured in a CUDA graph).
+//  - A mask arriving at a layer that does not support masking is an error (Keras 2); a layer that
+//    supports masking passes it through unless it computes its own (compute_mask).
+//  - Update ops registered with add_update run on the stream right after a training-phase call of a
+//    trainable layer, in registration order; never in inference.
+//  - get_config() uses Keras's keys; layer_from_json / layer_to_json use Keras's
+//    {"class_name": ..., "config": {...}} layout through a registry of layer classes.
+#ifndef CULAYERS_NN_LAYER_HPP_
+#define CULAYERS_NN_LAYER_HPP_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "culayers/nn/initializer.hpp"
+#include "culayers/nn/tensor.hpp"
+#include "culayers/status.hpp"
+#include "culayers/types.hpp"
+#include "culayers/version.hpp"
+
+CULAYERS_NAMESPACE_BEGIN
+namespace nn {
+
+/// A layer's weight: its device value and how it was made.
+struct Weight {
+  std::string name; ///< unique within the layer ("gamma", "moving_mean", ...)
+  Tensor value;
+  bool trainable = true;
+  Initializer initializer{};
+};
+
+/// What a call produces. Views stay valid until the layer's next call (or the input's lifetime, for a
+/// passed-through mask). An absent mask has a null data pointer.
+struct LayerOutput {
+  ConstTensorView y{};
+  ConstTensorView mask{};
+};
+
+class Layer {
+ public:
+  /// `class_name` as Keras spells it ("GroupNormalization"); an empty `name` becomes a unique default
+  /// (the class name in snake case plus a counter, as Keras names layers).
+  Layer(std::string class_name, std::string name);
+  virtual ~Layer();
+  Layer(const Layer&) = delete;
+  Layer& operator=(const Layer&) = delete;
+
+  const std::string& class_name() const noexcept { return class_name_; }
+  const std::string& name() const noexcept { return name_; }
+  bool trainable() const noexcept { return trainable_; }
+  void set_trainable(bool trainable) noexcept { trainable_ = trainable; }
+  /// The layer's compute dtype (Keras "dtype"): of its inputs and outputs.
+  DType dtype() const noexcept { return dtype_; }
+  bool built() const noexcept { return built_; }
+  /// The input shape build() saw (batch first).
+  const Shape& built_shape() const noexcept { return built_shape_; }
+
+  /// Creates the weights for inputs of `input_shape` (batch first); once. Weights are initialized on
+  /// `stream` (which is synchronized: build is a setup step, not a hot-path call). kErrorInvalidValue if
+  /// already built.
+  [[nodiscard]] Status build(const Shape& input_shape, cudaStream_t stream = nullptr);
+
+  /// The output shape for inputs of `input_shape`.
+  [[nodiscard]] virtual Status compute_output_shape(const Shape& input_shape, Shape* out) const;
+
+  /// Whether the layer accepts a mask (Keras's supports_masking).
+  virtual bool supports_masking() const noexcept { return false; }
+
+  /// Enqueues the layer on ctx.stream (see the file comment). x must be contiguous and of dtype();
+  /// mask (optional) uint8 [batch, steps].
+  [[nodiscard]] Status call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
+                            LayerOutput* out);
+
+  const std::vector<std::unique_ptr<Weight>>& weights() const noexcept { return weights_; }
+  std::vector<const Weight*> trainable_weights() const;
+  std::vector<const Weight*> non_trainable_weights() const;
+  /// The weight called `name`, or null.
+  Weight* find_weight(const std::string& name) noexcept;
+  const Weight* find_weight(const std::string& name) const noexcept;
+  /// Elements over all weights (Keras's count_params).
+  std::int64_t count_params() const noexcept;
+  /// Registered update ops.
+  std::size_t update_count() const noexcept { return updates_.size(); }
+
+  /// {"name", "trainable", "dtype"} plus the layer's own keys (Keras's names).
+  Json get_config() const;
+
+ protected:
+  /// Creates weights (add_weight) and update ops (add_update). Called once by build().
+  [[nodiscard]] virtual Status do_build(const Shape& input_shape, cudaStream_t stream);
+  /// Whether inputs of `shape` can follow a build with `built`. Default: same rank and the same extent on
+  /// every axis but the batch axis (0).
+  [[nodiscard]] virtual Status check_input_shape(const Shape& built, const Shape& shape) const;
+  /// The call itself (inputs validated, layer built).
+  [[nodiscard]] virtual Status do_call(const CallContext& ctx, const ConstTensorView& x,
+                                       const ConstTensorView& mask, LayerOutput* out) = 0;
+  /// Adds the layer's own config keys.
+  virtual void add_config(Json& config) const { (void)config; }
+
+  void set_dtype(DType dtype) noexcept { dtype_ = dtype; }
+
+  /// Creates a weight initialized on `stream` (enqueued; build() synchronizes). Names must be unique.
+  [[nodiscard]] Status add_weight(const std::string& name, const Shape& shape, DType dtype,
+                                  const Initializer& initializer, bool trainable, cudaStream_t stream,
+                                  Weight** out = nullptr);
+
+  using UpdateOp = std::function<Status(const CallContext& ctx)>;
+  /// Registers an update op (an iteration counter, a moving average): run after every training-phase
+  /// call of the layer while it is trainable.
+  void add_update(std::string name, UpdateOp op);
+
+  /// A layer-owned device buffer for output `slot`: kept while shape and dtype stay the same, otherwise
+  /// reallocated from ctx's allocator (the only allocation a call may make).
+  [[nodiscard]] Status output_buffer(const CallContext& ctx, int slot, const Shape& shape, DType dtype,
+                                     Tensor** out);
+
+ private:
+  std::string class_name_;
+  std::string name_;
+  bool trainable_ = true;
+  DType dtype_ = DType::kFloat32;
+  bool built_ = false;
+  Shape built_shape_{};
+  std::vector<std::unique_ptr<Weight>> weights_;
+  struct Update {
+    std::string name;
+    UpdateOp op;
+  };
+  std::vector<Update> updates_;
+  std::vector<Tensor> outputs_;
+};
+
+/// Makes a layer from its config ({"name", "trainable", "dtype", ...}); the factory of a layer class.
+using LayerFactory = std::function<Status(const Json& config, std::unique_ptr<Layer>* out)>;
+
+/// Adds (or replaces) a layer class in the process-wide registry.
+[[nodiscard]] Status register_layer_class(const std::string& class_name, LayerFactory factory);
+/// Whether `class_name` is registered.
+bool is_layer_class_registered(const std::string& class_name);
+/// {"class_name": ..., "config": ...} -> a new layer (not built). kErrorUnknownClass names the class;
+/// kErrorParse for a malformed document.
+[[nodiscard]] Status layer_from_json(const Json& json, std::unique_ptr<Layer>* out);
+/// The layer as {"class_name": ..., "config": get_config()}.
+Json layer_to_json(const Layer& layer);
+
+/// Reads the base keys ("name", "trainable", "dtype") of a layer config; absent keys leave the outputs
+/// unchanged (for factories). kErrorParse for a key of the wrong type or an unknown dtype.
+[[nodiscard]] Status read_base_config(const Json& config, std::string* name, bool* trainable, DType* dtype);
+
+} // namespace nn
+CULAYERS_NAMESPACE_END
+
+#endif // CULAYERS_NN_LAYER_HPP_

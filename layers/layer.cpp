@@ -1,0 +1,419 @@
+// The Layer base and the layer-class registry (include/culayers/nn/layer.hpp).
+#include "culayers/nn/layer.hpp"
+
+#include <atomic>
+#include <cctype>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+CULAYERS_NAMESPACE_BEGIN
+namespace nn {
+
+using ::culayers::detail::set_error;
+
+namespace {
+
+/// "GroupNormalization" -> "group_normalization" (Keras's default-name rule).
+std::string snake_case(const std::string& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (std::isupper(c) != 0) {
+      if (i > 0 && (std::islower(static_cast<unsigned char>(s[i - 1])) != 0 ||
+                    (i + 1 < s.size() && std::islower(static_cast<unsigned char>(s[i + 1])) != 0))) {
+        out += '_';
+      }
+      out += static_cast<char>(std::tolower(c));
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+std::string default_name(const std::string& class_name) {
+  static std::mutex mutex;
+  static std::map<std::string, int> counters;
+  const std::string base = snake_case(class_name);
+  std::lock_guard<std::mutex> lock(mutex);
+  const int n = counters[base]++;
+  return n == 0 ? base : base + "_" + std::to_string(n);
+}
+
+/// Host values converted once to `dtype` (round to nearest even).
+Status encode(const std::vector<double>& values, DType dtype, std::vector<unsigned char>* out) {
+  const std::size_t size = dtype_size(dtype);
+  out->resize(values.size() * size);
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    unsigned char* p = out->data() + i * size;
+    switch (dtype) {
+    case DType::kFloat32: {
+      const float v = static_cast<float>(values[i]);
+      std::memcpy(p, &v, size);
+      break;
+    }
+    case DType::kFloat16: {
+      const __half v = __double2half(values[i]);
+      std::memcpy(p, &v, size);
+      break;
+    }
+    case DType::kBFloat16: {
+      const __nv_bfloat16 v = __double2bfloat16(values[i]);
+      std::memcpy(p, &v, size);
+      break;
+    }
+    case DType::kInt32: {
+      const std::int32_t v = static_cast<std::int32_t>(values[i]);
+      std::memcpy(p, &v, size);
+      break;
+    }
+    case DType::kUInt8: {
+      const std::uint8_t v = static_cast<std::uint8_t>(values[i]);
+      std::memcpy(p, &v, size);
+      break;
+    }
+    default:
+      return set_error(Status::kErrorInvalidDType, "layer: add_weight: dtype %d", static_cast<int>(dtype));
+    }
+  }
+  return Status::kSuccess;
+}
+
+struct Registry {
+  std::mutex mutex;
+  std::map<std::string, LayerFactory> factories;
+};
+
+Registry& registry() {
+  static Registry r;
+  return r;
+}
+
+} // namespace
+
+Layer::Layer(std::string class_name, std::string name)
+    : class_name_(std::move(class_name)), name_(name.empty() ? default_name(class_name_) : std::move(name)) {}
+
+Layer::~Layer() = default;
+
+Status Layer::build(const Shape& input_shape, cudaStream_t stream) {
+  if (built_) {
+    return set_error(Status::kErrorInvalidValue, "%s: build: the layer is already built", name_.c_str());
+  }
+  if (Status s = input_shape.validate(name_.c_str(), "input_shape"); !ok(s)) {
+    return s;
+  }
+  if (Status s = do_build(input_shape, stream); !ok(s)) {
+    weights_.clear();
+    updates_.clear();
+    return s;
+  }
+  // Weight initialization was enqueued from host buffers that go away now: wait for it.
+  if (const cudaError_t e = cudaStreamSynchronize(stream); e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return set_error(Status::kErrorCudaRuntime, "%s: build: %s", name_.c_str(), cudaGetErrorString(e));
+  }
+  built_ = true;
+  built_shape_ = input_shape;
+  return Status::kSuccess;
+}
+
+Status Layer::do_build(const Shape& input_shape, cudaStream_t stream) {
+  (void)input_shape;
+  (void)stream;
+  return Status::kSuccess;
+}
+
+Status Layer::compute_output_shape(const Shape& input_shape, Shape* out) const {
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s: compute_output_shape: out: is null", name_.c_str());
+  }
+  *out = input_shape;
+  return Status::kSuccess;
+}
+
+Status Layer::check_input_shape(const Shape& built, const Shape& shape) const {
+  bool same = built.rank() == shape.rank();
+  for (int i = 1; same && i < shape.rank(); ++i) {
+    same = built.dim(i) == shape.dim(i);
+  }
+  if (!same) {
+    std::string b = "(";
+    std::string s = "(";
+    for (int i = 0; i < built.rank(); ++i) {
+      b += (i > 0 ? ", " : "") + std::to_string(built.dim(i));
+    }
+    for (int i = 0; i < shape.rank(); ++i) {
+      s += (i > 0 ? ", " : "") + std::to_string(shape.dim(i));
+    }
+    return set_error(Status::kErrorInvalidShape,
+                     "%s: input: shape %s) is incompatible with the built shape %s)", name_.c_str(),
+                     s.c_str(), b.c_str());
+  }
+  return Status::kSuccess;
+}
+
+Status Layer::call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
+                   LayerOutput* out) {
+  const char* n = name_.c_str();
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s: out: is null", n);
+  }
+  if (x.data() == nullptr && x.shape().numel() != 0) {
+    return set_error(Status::kErrorNullPointer, "%s: x: is null", n);
+  }
+  if (x.dtype() != dtype_) {
+    return set_error(Status::kErrorInvalidDType, "%s: x: dtype %s, the layer computes in %s", n,
+                     dtype_name(x.dtype()), dtype_name(dtype_));
+  }
+  if (!x.is_contiguous()) {
+    return set_error(Status::kErrorInvalidLayout, "%s: x: must be contiguous", n);
+  }
+  if (mask.data() != nullptr) {
+    if (!supports_masking()) {
+      return set_error(Status::kErrorNotSupported,
+                       "%s: mask: layer %s does not support masking, but was passed an input mask", n,
+                       class_name_.c_str());
+    }
+    if (mask.dtype() != DType::kUInt8 || mask.shape().rank() != 2 || x.shape().rank() < 2 ||
+        mask.shape().dim(0) != x.shape().dim(0) || mask.shape().dim(1) != x.shape().dim(1) ||
+        !mask.is_contiguous()) {
+      return set_error(Status::kErrorInconsistentArguments,
+                       "%s: mask: expected contiguous uint8 [batch, steps] matching x's first two axes", n);
+    }
+  }
+  if (!built_) {
+    if (Status s = build(x.shape(), ctx.stream); !ok(s)) {
+      return s;
+    }
+  } else if (Status s = check_input_shape(built_shape_, x.shape()); !ok(s)) {
+    return s;
+  }
+  LayerOutput result{};
+  if (supports_masking()) {
+    result.mask = mask; // passed through unless do_call computes its own
+  }
+  if (Status s = do_call(ctx, x, mask, &result); !ok(s)) {
+    return s;
+  }
+  if (ctx.phase == Phase::kTraining && trainable_) {
+    for (const Update& u : updates_) {
+      if (Status s = u.op(ctx); !ok(s)) {
+        return s;
+      }
+    }
+  }
+  *out = result;
+  return Status::kSuccess;
+}
+
+std::vector<const Weight*> Layer::trainable_weights() const {
+  std::vector<const Weight*> out;
+  for (const auto& w : weights_) {
+    if (w->trainable && trainable_) {
+      out.push_back(w.get());
+    }
+  }
+  return out;
+}
+
+std::vector<const Weight*> Layer::non_trainable_weights() const {
+  std::vector<const Weight*> out;
+  for (const auto& w : weights_) {
+    if (!w->trainable || !trainable_) {
+      out.push_back(w.get());
+    }
+  }
+  return out;
+}
+
+Weight* Layer::find_weight(const std::string& name) noexcept {
+  for (const auto& w : weights_) {
+    if (w->name == name) {
+      return w.get();
+    }
+  }
+  return nullptr;
+}
+
+const Weight* Layer::find_weight(const std::string& name) const noexcept {
+  return const_cast<Layer*>(this)->find_weight(name);
+}
+
+std::int64_t Layer::count_params() const noexcept {
+  std::int64_t n = 0;
+  for (const auto& w : weights_) {
+    n += w->value.numel();
+  }
+  return n;
+}
+
+Json Layer::get_config() const {
+  Json config = {{"name", name_}, {"trainable", trainable_}, {"dtype", dtype_name(dtype_)}};
+  add_config(config);
+  return config;
+}
+
+Status Layer::add_weight(const std::string& name, const Shape& shape, DType dtype,
+                         const Initializer& initializer, bool trainable, cudaStream_t stream, Weight** out) {
+  const char* n = name_.c_str();
+  if (name.empty() || find_weight(name) != nullptr) {
+    return set_error(Status::kErrorInvalidValue, "%s: add_weight: name \"%s\" is empty or already used", n,
+                     name.c_str());
+  }
+  std::vector<double> values;
+  if (Status s = initializer.generate(shape, &values); !ok(s)) {
+    return s;
+  }
+  std::vector<unsigned char> bytes;
+  if (Status s = encode(values, dtype, &bytes); !ok(s)) {
+    return s;
+  }
+  auto w = std::make_unique<Weight>();
+  w->name = name;
+  w->trainable = trainable;
+  w->initializer = initializer;
+  if (Status s = Tensor::empty(shape, dtype, &w->value, stream); !ok(s)) {
+    return s;
+  }
+  if (Status s = w->value.copy_from_host(bytes.data(), bytes.size(), stream); !ok(s)) {
+    return s;
+  }
+  // The host bytes must outlive the copy: synchronize here (build time only).
+  if (const cudaError_t e = cudaStreamSynchronize(stream); e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return set_error(Status::kErrorCudaRuntime, "%s: add_weight: %s", n, cudaGetErrorString(e));
+  }
+  if (out != nullptr) {
+    *out = w.get();
+  }
+  weights_.push_back(std::move(w));
+  return Status::kSuccess;
+}
+
+void Layer::add_update(std::string name, UpdateOp op) {
+  updates_.push_back(Update{std::move(name), std::move(op)});
+}
+
+Status Layer::output_buffer(const CallContext& ctx, int slot, const Shape& shape, DType dtype, Tensor** out) {
+  if (slot < 0 || out == nullptr) {
+    return set_error(Status::kErrorInvalidValue, "%s: output_buffer: bad slot or null out", name_.c_str());
+  }
+  if (static_cast<std::size_t>(slot) >= outputs_.size()) {
+    outputs_.resize(static_cast<std::size_t>(slot) + 1);
+  }
+  Tensor& t = outputs_[static_cast<std::size_t>(slot)];
+  if (!t.defined() || t.shape() != shape || t.dtype() != dtype) {
+    Tensor fresh;
+    if (Status s = Tensor::empty(shape, dtype, &fresh, ctx.stream, &ctx.alloc()); !ok(s)) {
+      return s;
+    }
+    t = std::move(fresh);
+  }
+  *out = &t;
+  return Status::kSuccess;
+}
+
+Status register_layer_class(const std::string& class_name, LayerFactory factory) {
+  if (class_name.empty() || !factory) {
+    return set_error(Status::kErrorInvalidValue, "layer registry: empty class name or factory");
+  }
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  r.factories[class_name] = std::move(factory);
+  return Status::kSuccess;
+}
+
+bool is_layer_class_registered(const std::string& class_name) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  return r.factories.count(class_name) != 0;
+}
+
+Status layer_from_json(const Json& json, std::unique_ptr<Layer>* out) {
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "layer_from_json: out: is null");
+  }
+  if (!json.is_object() || !json.contains("class_name") || !json["class_name"].is_string()) {
+    return set_error(Status::kErrorParse,
+                     "layer_from_json: expected {\"class_name\": ..., \"config\": {...}}");
+  }
+  const std::string class_name = json["class_name"].get<std::string>();
+  const Json config = json.contains("config") ? json["config"] : Json::object();
+  if (!config.is_object()) {
+    return set_error(Status::kErrorParse, "layer_from_json: %s: \"config\" is not an object",
+                     class_name.c_str());
+  }
+  LayerFactory factory;
+  {
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    const auto it = r.factories.find(class_name);
+    if (it == r.factories.end()) {
+      return set_error(Status::kErrorUnknownClass, "layer_from_json: unknown layer class \"%s\"",
+                       class_name.c_str());
+    }
+    factory = it->second;
+  }
+  std::unique_ptr<Layer> layer;
+  if (Status s = factory(config, &layer); !ok(s)) {
+    return s;
+  }
+  if (!layer) {
+    return set_error(Status::kErrorInternal, "layer_from_json: the %s factory made no layer",
+                     class_name.c_str());
+  }
+  *out = std::move(layer);
+  return Status::kSuccess;
+}
+
+Json layer_to_json(const Layer& layer) {
+  return Json{{"class_name", layer.class_name()}, {"config", layer.get_config()}};
+}
+
+Status read_base_config(const Json& config, std::string* name, bool* trainable, DType* dtype) {
+  if (!config.is_object()) {
+    return set_error(Status::kErrorParse, "layer config: not an object");
+  }
+  if (const auto it = config.find("name"); it != config.end()) {
+    if (!it->is_string()) {
+      return set_error(Status::kErrorParse, "layer config: \"name\" is not a string");
+    }
+    *name = it->get<std::string>();
+  }
+  if (const auto it = config.find("trainable"); it != config.end()) {
+    if (!it->is_boolean()) {
+      return set_error(Status::kErrorParse, "layer config: \"trainable\" is not a boolean");
+    }
+    *trainable = it->get<bool>();
+  }
+  if (const auto it = config.find("dtype"); it != config.end() && !it->is_null()) {
+    if (!it->is_string()) {
+      return set_error(Status::kErrorParse, "layer config: \"dtype\" is not a string");
+    }
+    const std::string d = it->get<std::string>();
+    bool found = false;
+    for (DType t : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+      if (d == dtype_name(t)) {
+        *dtype = t;
+        found = true;
+      }
+    }
+    if (!found) {
+      return set_error(Status::kErrorParse,
+                       "layer config: \"dtype\" \"%s\" is not float32, float16 or bfloat16", d.c_str());
+    }
+  }
+  return Status::kSuccess;
+}
+
+} // namespace nn
+CULAYERS_NAMESPACE_END

@@ -1,0 +1,242 @@
+// The Layer base (culayers/nn/layer.hpp) through a small test layer: build once with initialized
+// weights, shape checks, output buffers reused across warmed-up calls, Keras 2 mask rules, update ops
+// gated by phase and trainable, configs and the class registry.
+#include "culayers/nn/layer.hpp"
+
+#include "tests/support/test_support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace nn = culayers::nn;
+using culayers::ConstTensorView;
+using culayers::DType;
+using culayers::Shape;
+using culayers::Status;
+using nn::Json;
+
+/// y = x (a device copy); weights "scale" [features] (trainable) and "iterations" [1] int32
+/// (non-trainable); one update op that records its calls.
+class CopyLayer final : public nn::Layer {
+ public:
+  CopyLayer(std::string name, bool masking, nn::Initializer init = nn::Initializer::ones())
+      : Layer("CopyLayer", std::move(name)), masking_(masking), init_(init) {}
+
+  bool supports_masking() const noexcept override { return masking_; }
+  std::vector<std::string> log;
+
+ protected:
+  Status do_build(const Shape& input_shape, cudaStream_t stream) override {
+    if (Status s = add_weight("scale", Shape{input_shape.dim(-1)}, DType::kFloat32, init_, true, stream);
+        !culayers::ok(s)) {
+      return s;
+    }
+    if (Status s = add_weight("iterations", Shape{1}, DType::kInt32, nn::Initializer::zeros(), false, stream);
+        !culayers::ok(s)) {
+      return s;
+    }
+    add_update("first", [this](const nn::CallContext&) {
+      log.push_back("first");
+      return Status::kSuccess;
+    });
+    add_update("second", [this](const nn::CallContext&) {
+      log.push_back("second");
+      return Status::kSuccess;
+    });
+    return Status::kSuccess;
+  }
+  Status do_call(const nn::CallContext& ctx, const ConstTensorView& x, const ConstTensorView&,
+                 nn::LayerOutput* out) override {
+    nn::Tensor* y = nullptr;
+    if (Status s = output_buffer(ctx, 0, x.shape(), x.dtype(), &y); !culayers::ok(s)) {
+      return s;
+    }
+    if (y->bytes() > 0 && cudaMemcpyAsync(y->data(), x.data(), y->bytes(), cudaMemcpyDeviceToDevice,
+                                          ctx.stream) != cudaSuccess) {
+      return Status::kErrorCudaRuntime;
+    }
+    out->y = y->view();
+    return Status::kSuccess;
+  }
+  void add_config(Json& config) const override {
+    config["masking"] = masking_;
+    config["scale_initializer"] = init_.to_json();
+  }
+
+ private:
+  bool masking_;
+  nn::Initializer init_;
+};
+
+Status make_copy_layer(const Json& config, std::unique_ptr<nn::Layer>* out) {
+  std::string name;
+  bool trainable = true;
+  DType dtype = DType::kFloat32;
+  if (Status s = nn::read_base_config(config, &name, &trainable, &dtype); !culayers::ok(s)) {
+    return s;
+  }
+  nn::Initializer init = nn::Initializer::ones();
+  if (config.contains("scale_initializer")) {
+    if (Status s = nn::Initializer::from_json(config["scale_initializer"], &init); !culayers::ok(s)) {
+      return s;
+    }
+  }
+  auto layer = std::make_unique<CopyLayer>(name, config.value("masking", false), init);
+  layer->set_trainable(trainable);
+  *out = std::move(layer);
+  return Status::kSuccess;
+}
+
+std::vector<float> download_floats(const nn::Tensor& t) {
+  std::vector<float> v(static_cast<std::size_t>(t.numel()));
+  EXPECT_EQ(t.copy_to_host(v.data(), v.size() * sizeof(float), nullptr), Status::kSuccess);
+  EXPECT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
+  return v;
+}
+
+TEST(NnLayer, DefaultNamesAreKerasLike) {
+  CopyLayer a("", false);
+  CopyLayer b("", false);
+  CopyLayer c("mine", false);
+  EXPECT_EQ(a.name().rfind("copy_layer", 0), 0u) << a.name();
+  EXPECT_NE(a.name(), b.name());
+  EXPECT_EQ(c.name(), "mine");
+  EXPECT_EQ(c.class_name(), "CopyLayer");
+}
+
+TEST(NnLayer, BuildCreatesInitializedWeightsOnce) {
+  CopyLayer layer("copy", false, nn::Initializer::constant(0.5));
+  EXPECT_FALSE(layer.built());
+  ASSERT_EQ(layer.build(Shape{4, 7, 6}), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_TRUE(layer.built());
+  EXPECT_EQ(layer.built_shape(), (Shape{4, 7, 6}));
+  ASSERT_EQ(layer.weights().size(), 2u);
+  const nn::Weight* scale = layer.find_weight("scale");
+  ASSERT_NE(scale, nullptr);
+  EXPECT_EQ(scale->value.shape(), (Shape{6}));
+  for (float v : download_floats(scale->value)) {
+    EXPECT_EQ(v, 0.5f);
+  }
+  EXPECT_EQ(layer.count_params(), 7);
+  EXPECT_EQ(layer.trainable_weights().size(), 1u);
+  EXPECT_EQ(layer.non_trainable_weights().size(), 1u);
+  EXPECT_EQ(layer.update_count(), 2u);
+  layer.set_trainable(false); // Keras: every weight of a frozen layer is non-trainable
+  EXPECT_EQ(layer.trainable_weights().size(), 0u);
+  EXPECT_EQ(layer.non_trainable_weights().size(), 2u);
+  EXPECT_EQ(layer.build(Shape{4, 7, 6}), Status::kErrorInvalidValue); // once
+  EXPECT_EQ(layer.find_weight("missing"), nullptr);
+}
+
+TEST(NnLayer, CallBuildsCopiesAndReusesItsOutputBuffer) {
+  auto rng = culayers::test::rng_for_test();
+  std::vector<float> host(3 * 5 * 4);
+  for (float& v : host) {
+    v = std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng);
+  }
+  culayers::test::DeviceBuffer<float> x(host);
+  CopyLayer layer("copy", false);
+  nn::CallContext ctx;
+  nn::LayerOutput out;
+  const ConstTensorView xv = ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{3, 5, 4});
+  ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_TRUE(layer.built());
+  std::vector<float> back(host.size());
+  ASSERT_EQ(cudaMemcpy(back.data(), out.y.data(), back.size() * sizeof(float), cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  EXPECT_EQ(back, host);
+  EXPECT_EQ(out.mask.data(), nullptr);
+  const void* first = out.y.data();
+  ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess);
+  EXPECT_EQ(out.y.data(), first) << "a warmed-up call must reuse its output buffer";
+  // Another batch size is compatible (a new buffer); another feature size is not.
+  const ConstTensorView smaller = ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{2, 5, 4});
+  ASSERT_EQ(layer.call(ctx, smaller, {}, &out), Status::kSuccess);
+  EXPECT_EQ(out.y.shape(), (Shape{2, 5, 4}));
+  const ConstTensorView wrong = ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{3, 4, 5});
+  EXPECT_EQ(layer.call(ctx, wrong, {}, &out), Status::kErrorInvalidShape);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("copy: input"), std::string::npos);
+  const ConstTensorView half = ConstTensorView::contiguous(x.get(), DType::kFloat16, Shape{3, 5, 4});
+  EXPECT_EQ(layer.call(ctx, half, {}, &out), Status::kErrorInvalidDType);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+TEST(NnLayer, MasksFollowKeras2Rules) {
+  culayers::test::DeviceBuffer<float> x(2 * 3 * 4);
+  culayers::test::DeviceBuffer<std::uint8_t> mask(std::vector<std::uint8_t>{1, 1, 0, 1, 0, 0});
+  const ConstTensorView xv = ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{2, 3, 4});
+  const ConstTensorView mv = ConstTensorView::contiguous(mask.get(), DType::kUInt8, Shape{2, 3});
+  nn::CallContext ctx;
+  nn::LayerOutput out;
+  CopyLayer plain("plain", false);
+  EXPECT_EQ(plain.call(ctx, xv, mv, &out), Status::kErrorNotSupported);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("does not support masking"), std::string::npos);
+  CopyLayer masking("masking", true);
+  ASSERT_EQ(masking.call(ctx, xv, mv, &out), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_EQ(out.mask.data(), mask.get()); // passed through
+  const ConstTensorView bad = ConstTensorView::contiguous(mask.get(), DType::kUInt8, Shape{3, 2});
+  EXPECT_EQ(masking.call(ctx, xv, bad, &out), Status::kErrorInconsistentArguments);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+TEST(NnLayer, UpdatesRunAfterTrainingCallsOfTrainableLayersOnly) {
+  culayers::test::DeviceBuffer<float> x(2 * 4);
+  const ConstTensorView xv = ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{2, 4});
+  CopyLayer layer("copy", false);
+  nn::CallContext ctx;
+  nn::LayerOutput out;
+  ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess); // inference
+  EXPECT_TRUE(layer.log.empty());
+  ctx.phase = nn::Phase::kTraining;
+  ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess);
+  EXPECT_EQ(layer.log, (std::vector<std::string>{"first", "second"}));
+  layer.set_trainable(false);
+  ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess);
+  EXPECT_EQ(layer.log.size(), 2u) << "a frozen layer runs no update";
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+TEST(NnLayer, ConfigsRoundTripThroughTheRegistry) {
+  ASSERT_EQ(nn::register_layer_class("CopyLayer", make_copy_layer), Status::kSuccess);
+  EXPECT_TRUE(nn::is_layer_class_registered("CopyLayer"));
+  CopyLayer layer("copy_a", true, nn::Initializer::random_normal(0.0, 0.1, 4));
+  layer.set_trainable(false);
+  const Json j = nn::layer_to_json(layer);
+  EXPECT_EQ(j["class_name"], "CopyLayer");
+  EXPECT_EQ(j["config"]["name"], "copy_a");
+  EXPECT_EQ(j["config"]["trainable"], false);
+  EXPECT_EQ(j["config"]["dtype"], "float32");
+  std::unique_ptr<nn::Layer> back;
+  ASSERT_EQ(nn::layer_from_json(Json::parse(j.dump()), &back), Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_EQ(nn::layer_to_json(*back), j);
+  EXPECT_FALSE(back->trainable());
+}
+
+TEST(NnLayer, BadConfigsAreClearErrors) {
+  ASSERT_EQ(nn::register_layer_class("CopyLayer", make_copy_layer), Status::kSuccess);
+  std::unique_ptr<nn::Layer> out;
+  EXPECT_EQ(nn::layer_from_json(Json::parse(R"({"class_name": "Dense", "config": {}})"), &out),
+            Status::kErrorUnknownClass);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("\"Dense\""), std::string::npos);
+  EXPECT_EQ(nn::layer_from_json(Json::parse(R"({"config": {}})"), &out), Status::kErrorParse);
+  EXPECT_EQ(nn::layer_from_json(Json::parse(R"({"class_name": "CopyLayer", "config": 3})"), &out),
+            Status::kErrorParse);
+  EXPECT_EQ(nn::layer_from_json(Json::parse(R"({"class_name": "CopyLayer", "config": {"trainable": "yes"}})"),
+                                &out),
+            Status::kErrorParse);
+  EXPECT_EQ(
+      nn::layer_from_json(Json::parse(R"({"class_name": "CopyLayer", "config": {"dtype": "int8"}})"), &out),
+      Status::kErrorParse);
+  EXPECT_TRUE(out == nullptr);
+  EXPECT_EQ(nn::register_layer_class("", make_copy_layer), Status::kErrorInvalidValue);
+}
+
+} // namespace
