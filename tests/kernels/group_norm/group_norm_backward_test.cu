@@ -597,6 +597,25 @@ void chained_forward_backward(std::mt19937_64& rng, Layout layout, const Tuning&
   }
 }
 
+// The backward's block path staging x and dy beyond the 48 KB available without the opt-in attribute
+// (float32, E = 8 x 1024 = 8192 elements, 2 x 32 KB staged): run() sets the attribute; results match.
+TEST(GroupNormBackward, BlockPathAboveDefaultSharedMemory) {
+  auto rng = rng_for_test();
+  for (Layout layout : kLayouts) {
+    Config c;
+    c.layout = layout;
+    c.batch = 2;
+    c.channels = 16;
+    c.groups = 2;
+    c.spatial = 1024;
+    c.gamma = true;
+    c.beta = true;
+    c.tuning = forced(Path::kBlock);
+    c.expect = Path::kBlock;
+    EXPECT_EQ(run_and_check<float>(c, rng), 0) << describe(c);
+  }
+}
+
 TEST(GroupNormBackward, ChainedWithForwardKernel) {
   auto rng = rng_for_test();
   for (Layout layout : kLayouts) {

@@ -578,6 +578,25 @@ TEST(GroupNormForward, FullyMaskedGroupEveryPath) {
 
 // ---- numerical stability ---------------------------------------------------------------------------------
 
+// A block-path group larger than the 48 KB of shared memory a kernel gets without the opt-in attribute
+// (float32, E = 8 x 2048 = 16384 elements = 64 KB staged): run() must set the attribute before launching
+// (the emulator rejects the launch otherwise, as CUDA does) and the results match the reference.
+TEST(GroupNormForward, BlockPathAboveDefaultSharedMemory) {
+  auto rng = rng_for_test();
+  for (Layout layout : kLayouts) {
+    Config c;
+    c.layout = layout;
+    c.batch = 2;
+    c.channels = 16;
+    c.groups = 2;
+    c.spatial = 2048;
+    c.affine = Affine::kBoth;
+    c.tuning = forced(Path::kBlock);
+    c.expect = Path::kBlock;
+    EXPECT_EQ(run_and_check<float>(c, rng), 0) << describe(c);
+  }
+}
+
 // x = 1e4 + N(0, 1) in float32, groups of 2048 elements, every path: the normalized output stays within
 // 5e-3 of the exact one. Reason for the bound: float32's spacing at 1e4 is 2^-10 ~ 9.8e-4, so even a
 // perfectly computed mean rounds to within ~4.9e-4 of the exact one; sums split over lanes, threads or chunks
