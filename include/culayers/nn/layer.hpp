@@ -96,6 +96,19 @@ class Layer {
   /// {"name", "trainable", "dtype"} plus the layer's own keys (Keras's names).
   Json get_config() const;
 
+  /// Brings the weights up to date with device state kept elsewhere (DecayingDropout's counter lives in
+  /// its dropout state): called before weights are read out (saved). Enqueued on `stream`; default: none.
+  [[nodiscard]] virtual Status sync_weights(cudaStream_t stream) {
+    (void)stream;
+    return Status::kSuccess;
+  }
+  /// The reverse: called after weights were written from outside (loaded), so derived device state
+  /// follows them. May synchronize `stream` (a setup step); default: none.
+  [[nodiscard]] virtual Status weights_loaded(cudaStream_t stream) {
+    (void)stream;
+    return Status::kSuccess;
+  }
+
  protected:
   /// Creates weights (add_weight) and update ops (add_update). Called once by build().
   [[nodiscard]] virtual Status do_build(const Shape& input_shape, cudaStream_t stream);
