@@ -1,6 +1,8 @@
 // The Layer base and the layer-class registry (include/culayers/nn/layer.hpp).
 #include "culayers/nn/layer.hpp"
 
+#include "culayers/nn/sequential.hpp" // register_builtin_layers
+
 #include <atomic>
 #include <cctype>
 #include <cstdint>
@@ -39,7 +41,9 @@ std::string snake_case(const std::string& s) {
   return out;
 }
 
-std::string default_name(const std::string& class_name) {
+} // namespace
+
+std::string detail::default_layer_name(const std::string& class_name) {
   static std::mutex mutex;
   static std::map<std::string, int> counters;
   const std::string base = snake_case(class_name);
@@ -47,6 +51,8 @@ std::string default_name(const std::string& class_name) {
   const int n = counters[base]++;
   return n == 0 ? base : base + "_" + std::to_string(n);
 }
+
+namespace {
 
 /// Host values converted once to `dtype` (round to nearest even).
 Status encode(const std::vector<double>& values, DType dtype, std::vector<unsigned char>* out) {
@@ -80,6 +86,11 @@ Status encode(const std::vector<double>& values, DType dtype, std::vector<unsign
       std::memcpy(p, &v, size);
       break;
     }
+    case DType::kInt64: {
+      const std::int64_t v = static_cast<std::int64_t>(values[i]);
+      std::memcpy(p, &v, size);
+      break;
+    }
     default:
       return set_error(Status::kErrorInvalidDType, "layer: add_weight: dtype %d", static_cast<int>(dtype));
     }
@@ -100,7 +111,8 @@ Registry& registry() {
 } // namespace
 
 Layer::Layer(std::string class_name, std::string name)
-    : class_name_(std::move(class_name)), name_(name.empty() ? default_name(class_name_) : std::move(name)) {}
+    : class_name_(std::move(class_name)),
+      name_(name.empty() ? detail::default_layer_name(class_name_) : std::move(name)) {}
 
 Layer::~Layer() = default;
 
@@ -346,6 +358,7 @@ Status layer_from_json(const Json& json, std::unique_ptr<Layer>* out) {
     return set_error(Status::kErrorParse,
                      "layer_from_json: expected {\"class_name\": ..., \"config\": {...}}");
   }
+  register_builtin_layers();
   const std::string class_name = json["class_name"].get<std::string>();
   const Json config = json.contains("config") ? json["config"] : Json::object();
   if (!config.is_object()) {

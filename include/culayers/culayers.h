@@ -111,5 +111,6 @@ CULAYERS_API const char* culayersGetDTypeName(culayersDType_t dtype);
 #include "culayers/c/dropout.h"
 #include "culayers/c/group_norm.h"
 #include "culayers/c/masked_reduce.h"
+#include "culayers/c/model.h"
 
 #endif /* CULAYERS_CULAYERS_H_ */

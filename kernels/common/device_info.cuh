@@ -33,8 +33,8 @@ inline Status device_info(DeviceInfo* out, const char* op) {
   cudaError_t e = cudaGetDevice(&device);
   if (e != cudaSuccess) {
     return op == nullptr ? Status::kErrorCudaRuntime
-                         : detail::set_error(Status::kErrorCudaRuntime, "%s: cudaGetDevice: %s", op,
-                                             cudaGetErrorString(e));
+                         : ::culayers::detail::set_error(Status::kErrorCudaRuntime, "%s: cudaGetDevice: %s",
+                                                         op, cudaGetErrorString(e));
   }
   Slot* slot = device >= 0 && device < kCachedDevices ? &cache[device] : nullptr;
   if (slot != nullptr && slot->ready.load(std::memory_order_acquire) != 0) {
@@ -50,10 +50,10 @@ inline Status device_info(DeviceInfo* out, const char* op) {
   for (int i = 0; i < 4; ++i) {
     e = cudaDeviceGetAttribute(&values[i], attrs[i], device);
     if (e != cudaSuccess || values[i] <= 0) {
-      return op == nullptr
-                 ? Status::kErrorCudaRuntime
-                 : detail::set_error(Status::kErrorCudaRuntime, "%s: cudaDeviceGetAttribute(%d): %s", op,
-                                     static_cast<int>(attrs[i]), cudaGetErrorString(e));
+      return op == nullptr ? Status::kErrorCudaRuntime
+                           : ::culayers::detail::set_error(Status::kErrorCudaRuntime,
+                                                           "%s: cudaDeviceGetAttribute(%d): %s", op,
+                                                           static_cast<int>(attrs[i]), cudaGetErrorString(e));
     }
   }
   if (slot != nullptr) {

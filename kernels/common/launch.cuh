@@ -8,6 +8,8 @@
 #include "culayers/status.hpp"
 
 #include <cstddef>
+#include <map>
+#include <mutex>
 #include <utility>
 
 #ifndef CULAYERS_DEBUG_SYNC
@@ -60,12 +62,30 @@ cudaError_t launch(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, 
                            cudaGetErrorName(e), cudaGetErrorString(e));
 }
 
-/// Allows `kernel` to use up to `bytes` of dynamic shared memory (needed above 48 KB). Host side;
-/// call it once per kernel instantiation, outside the launch hot path where possible.
+/// Allows `kernel` to use up to `bytes` of dynamic shared memory on the current device (needed above
+/// 48 KB). Host side and cheap after the first call: the attribute is set only when a launch needs more
+/// than any earlier one on that device, and it never shrinks, so a thread launching with less cannot
+/// undercut a concurrent launch that needs more (which a plain cudaFuncSetAttribute per launch could).
 template <class... KArgs>
 cudaError_t set_max_dynamic_smem(void (*kernel)(KArgs...), std::size_t bytes) {
-  return cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
-                              cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, std::size_t> granted;
+  int device = 0;
+  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) {
+    return e;
+  }
+  const void* key = reinterpret_cast<const void*>(kernel);
+  std::lock_guard<std::mutex> lock(mutex);
+  std::size_t& current = granted[{key, device}];
+  if (bytes <= current) {
+    return cudaSuccess;
+  }
+  const cudaError_t e =
+      cudaFuncSetAttribute(key, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (e == cudaSuccess) {
+    current = bytes;
+  }
+  return e;
 }
 
 } // namespace kernels

@@ -188,11 +188,18 @@ TEST(CommonLaunch, DynamicSharedMemoryAbove48KBNeedsOptIn) {
 #if CULAYERS_TEST_EMULATED
     culayers::test::common::QuietEmulatorFaults quiet;
 #endif
-    CULAYERS_ASSERT_CUDA(ck::set_max_dynamic_smem(smem_reverse_kernel<2>, 48 * 1024));
+    // (set_max_dynamic_smem never lowers the limit, so lower it with the runtime call; restored below.)
+    const void* k = reinterpret_cast<const void*>(&smem_reverse_kernel<2>);
+    CULAYERS_ASSERT_CUDA(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, 48 * 1024));
     const cudaError_t e = launch_reverse<2>(in.get(), out.get(), kN);
     EXPECT_EQ(e, cudaErrorInvalidValue) << cudaGetErrorName(e);
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    CULAYERS_ASSERT_CUDA(
+        cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kBytes)));
   }
+  // The limit only grows: asking for less later leaves the larger grant in place.
+  CULAYERS_ASSERT_CUDA(ck::set_max_dynamic_smem(smem_reverse_kernel<2>, 48 * 1024));
+  check_reverse(rng, &launch_reverse<2>, kN);
 }
 
 // Launches on a created stream are ordered with the copies on it; results are read after synchronizing.

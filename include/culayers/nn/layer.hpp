@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -134,7 +135,9 @@ class Layer {
   void add_update(std::string name, UpdateOp op);
 
   /// A layer-owned device buffer for output `slot`: kept while shape and dtype stay the same, otherwise
-  /// reallocated from ctx's allocator (the only allocation a call may make).
+  /// reallocated from ctx's allocator (the only allocation a call may make). The returned Tensor* stays
+  /// valid for the layer's lifetime (asking for other slots never moves it); its memory changes only
+  /// when the same slot is asked for with another shape or dtype.
   [[nodiscard]] Status output_buffer(const CallContext& ctx, int slot, const Shape& shape, DType dtype,
                                      Tensor** out);
 
@@ -151,8 +154,14 @@ class Layer {
     UpdateOp op;
   };
   std::vector<Update> updates_;
-  std::vector<Tensor> outputs_;
+  std::deque<Tensor> outputs_; // a deque: growing it never moves the buffers handed out earlier
 };
+
+namespace detail {
+/// Keras's default name for an object of `class_name`: snake case, then "_1", "_2", ... for later ones
+/// (one counter per class in the process; thread-safe).
+std::string default_layer_name(const std::string& class_name);
+} // namespace detail
 
 /// Makes a layer from its config ({"name", "trainable", "dtype", ...}); the factory of a layer class.
 using LayerFactory = std::function<Status(const Json& config, std::unique_ptr<Layer>* out)>;
@@ -161,7 +170,8 @@ using LayerFactory = std::function<Status(const Json& config, std::unique_ptr<La
 [[nodiscard]] Status register_layer_class(const std::string& class_name, LayerFactory factory);
 /// Whether `class_name` is registered.
 bool is_layer_class_registered(const std::string& class_name);
-/// {"class_name": ..., "config": ...} -> a new layer (not built). kErrorUnknownClass names the class;
+/// {"class_name": ..., "config": ...} -> a new layer (not built); the built-in classes are registered on
+/// first use (register_builtin_layers() in culayers/nn/sequential.hpp). kErrorUnknownClass names the class;
 /// kErrorParse for a malformed document.
 [[nodiscard]] Status layer_from_json(const Json& json, std::unique_ptr<Layer>* out);
 /// The layer as {"class_name": ..., "config": get_config()}.

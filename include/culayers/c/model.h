@@ -1,0 +1,89 @@
+/* culayers C API: models. Loads a Sequential model (culayers/nn/sequential.hpp) from its Keras-layout
+ * JSON config and a safetensors weights file, and runs it on caller-owned device buffers and a stream, so
+ * an engine can use the layer front end without C++.
+ *
+ * Pure C99 (also valid C++). Every function validates its arguments first; on failure it returns the
+ * status and writes nothing (culayersGetLastErrorMessage() says what was wrong: "<model or layer name>:
+ * <argument>: <reason>"). A model handle may be used by one thread at a time. */
+#ifndef CULAYERS_C_MODEL_H_
+#define CULAYERS_C_MODEL_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "culayers/culayers.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Keras's learning phase; mirrors culayers::nn::Phase. */
+typedef enum culayersPhase_t {
+  CULAYERS_PHASE_INFERENCE = 0, /* dropout is the identity, normalization uses moving statistics */
+  CULAYERS_PHASE_TRAINING = 1   /* dropout drops, batch statistics, update ops run after each layer */
+} culayersPhase_t;
+
+typedef struct culayersModel_st* culayersModel_t;
+
+/* Creates a model from the JSON text of its config ({"class_name": "Sequential", "config": {...}}; it
+ * must carry "build_input_shape", as configs saved by culayers do) and, unless `weights_path` is NULL,
+ * loads its weights from that safetensors file (every weight present with its dtype and shape, nothing
+ * else). Weights are created and loaded on `stream`, which is synchronized. *model is written only on
+ * success. */
+CULAYERS_API culayersStatus_t culayersModelCreate(culayersModel_t* model, const char* config_json,
+                                                  const char* weights_path, culayersStream_t stream);
+/* As culayersModelCreate with the config read from the file `config_path`. */
+CULAYERS_API culayersStatus_t culayersModelCreateFromFile(culayersModel_t* model, const char* config_path,
+                                                          const char* weights_path, culayersStream_t stream);
+/* Frees the model and its device memory (stream-ordered on the streams that allocated it). NULL is a
+ * no-op. */
+CULAYERS_API void culayersModelDestroy(culayersModel_t model);
+
+/* The input dtype the model computes in (its first layer's dtype). */
+CULAYERS_API culayersStatus_t culayersModelGetInputDType(culayersModel_t model, culayersDType_t* dtype);
+
+/* The output shape for an input of `input_rank` dimensions `input_dims` (batch first): writes
+ * *output_rank and output_dims[0 .. *output_rank) (room for CULAYERS_MAX_RANK). */
+CULAYERS_API culayersStatus_t culayersModelGetOutputShape(culayersModel_t model, int input_rank,
+                                                          const int64_t* input_dims, int* output_rank,
+                                                          int64_t* output_dims);
+
+/* One call of the model. */
+typedef struct culayersModelRunArgs_t {
+  const void* x;         /* device, contiguous [dims], the model's input dtype */
+  culayersDType_t dtype; /* must equal the model's input dtype */
+  int rank;              /* 1 .. CULAYERS_MAX_RANK */
+  int64_t dims[CULAYERS_MAX_RANK];
+  const uint8_t* mask;   /* optional device uint8 [dims[0], dims[1]] (nonzero = valid step), or NULL */
+  void* y;               /* device output, contiguous in the output shape and the last layer's dtype */
+  size_t y_bytes;        /* capacity of y in bytes: at least the output's size */
+  uint8_t* y_mask;       /* optional device uint8 output mask, written when the model produces one */
+  size_t y_mask_bytes;   /* capacity of y_mask in bytes */
+  culayersPhase_t phase; /* training runs the update ops (counters, moving statistics) */
+} culayersModelRunArgs_t;
+
+/* Zeroes every field (inference phase, float32, no mask). */
+CULAYERS_API void culayersModelRunArgsInit(culayersModelRunArgs_t* args);
+
+/* Enqueues the model on `stream` and copies its output (and output mask, if there is one and y_mask is
+ * not NULL) into the caller's buffers; *wrote_mask (optional) says whether a mask was written. After the
+ * first call for a shape, a call allocates nothing and never synchronizes (it can be captured in a CUDA
+ * graph). */
+CULAYERS_API culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunArgs_t* args,
+                                               int* wrote_mask, culayersStream_t stream);
+
+/* Writes the model's weights to a safetensors file ("<layer>/<weight>"), e.g. after training-phase calls
+ * moved its statistics. Synchronizes `stream`. */
+CULAYERS_API culayersStatus_t culayersModelSaveWeights(culayersModel_t model, const char* path,
+                                                       culayersStream_t stream);
+
+/* Keras's summary() table into `buffer` (NUL-terminated, truncated to `capacity`); *length (optional)
+ * receives the full length without the NUL. */
+CULAYERS_API culayersStatus_t culayersModelGetSummary(culayersModel_t model, char* buffer, size_t capacity,
+                                                      size_t* length);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* CULAYERS_C_MODEL_H_ */

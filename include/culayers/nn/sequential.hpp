@@ -1,0 +1,126 @@
+// Sequential: a stack of layers called in order with mask propagation (Keras's Sequential model).
+//
+//  - add() appends a layer (names must be unique; "<layer name>/<weight name>" names the weights in a
+//    safetensors file). build(input_shape) builds every layer in turn from the previous output shape.
+//  - call(ctx, x, mask) runs the layers on ctx.stream in ctx.phase: each layer's output and output mask
+//    feed the next one (a layer that does not support masking rejects a mask, as Keras 2). After
+//    warm-up a call allocates nothing and never synchronizes, so a training-phase call can be captured
+//    in a CUDA graph; each replay runs the update ops (counters, moving averages) like an eager call.
+//  - summary() prints Keras's table (layer (type), output shape, parameter counts).
+//  - to_json()/from_json() use Keras's layout {"class_name": "Sequential", "config": {"name": ...,
+//    "layers": [{"class_name": ..., "config": ...}, ...]}} plus "build_input_shape" once built (batch
+//    axis null), so a loaded model is built and ready for load_weights().
+//  - save_weights()/load_weights() write and read every layer's weights as safetensors tensors named
+//    "<layer name>/<weight name>"; loading checks every name, dtype and shape before writing anything.
+#ifndef CULAYERS_NN_SEQUENTIAL_HPP_
+#define CULAYERS_NN_SEQUENTIAL_HPP_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "culayers/nn/layer.hpp"
+#include "culayers/nn/safetensors.hpp"
+#include "culayers/nn/tensor.hpp"
+#include "culayers/status.hpp"
+#include "culayers/types.hpp"
+#include "culayers/version.hpp"
+
+CULAYERS_NAMESPACE_BEGIN
+namespace nn {
+
+/// Registers the built-in layer classes (Masking, Dropout, DecayingDropout, GroupNormalization,
+/// BatchNormalization, MaskedGlobalPooling1D, MaskedFlatten) with the registry. Idempotent and
+/// thread-safe; from_json() and layer_from_json() call it, so users need it only to replace a class.
+void register_builtin_layers();
+
+/// Time one layer took in a profiled call.
+struct LayerTiming {
+  std::string name;
+  std::string class_name;
+  float milliseconds = 0.0f;
+};
+
+class Sequential {
+ public:
+  /// An empty `name` becomes "sequential" plus a counter, as Keras names models.
+  explicit Sequential(std::string name = "");
+  ~Sequential();
+  Sequential(const Sequential&) = delete;
+  Sequential& operator=(const Sequential&) = delete;
+
+  const std::string& name() const noexcept { return name_; }
+
+  /// Appends a layer. kErrorInvalidValue for a null layer, a duplicate name, or after build().
+  [[nodiscard]] Status add(std::unique_ptr<Layer> layer);
+
+  std::size_t size() const noexcept { return layers_.size(); }
+  Layer& layer(std::size_t i) { return *layers_.at(i); }
+  const Layer& layer(std::size_t i) const { return *layers_.at(i); }
+  /// The layer called `name`, or null.
+  Layer* find_layer(const std::string& name) noexcept;
+
+  /// Builds every layer for inputs of `input_shape` (batch first; the batch extent is not part of the
+  /// model: later calls may use any batch size). Synchronizes `stream` (weights are initialized there).
+  [[nodiscard]] Status build(const Shape& input_shape, cudaStream_t stream = nullptr);
+  bool built() const noexcept { return built_; }
+  /// The shape build() saw.
+  const Shape& input_shape() const noexcept { return input_shape_; }
+  /// Each layer's output shape for a model input of `input_shape` (the last one is the model's).
+  [[nodiscard]] Status compute_output_shapes(const Shape& input_shape, std::vector<Shape>* out) const;
+  [[nodiscard]] Status compute_output_shape(const Shape& input_shape, Shape* out) const;
+
+  /// The phase call(stream, ...) uses (Keras's learning phase default): inference.
+  Phase default_phase() const noexcept { return default_phase_; }
+  void set_default_phase(Phase phase) noexcept { default_phase_ = phase; }
+
+  /// Runs every layer (builds on first use). `out` views the last layer's output and output mask (valid
+  /// until the next call). kErrorInvalidValue for an empty model.
+  [[nodiscard]] Status call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
+                            LayerOutput* out);
+  /// As above in default_phase() with the default allocator.
+  [[nodiscard]] Status call(cudaStream_t stream, const ConstTensorView& x, const ConstTensorView& mask,
+                            LayerOutput* out);
+  /// A call that also measures each layer with CUDA events (synchronizes at the end: a diagnostic, not a
+  /// hot-path call; the update ops are part of their layer's time).
+  [[nodiscard]] Status profile(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
+                               LayerOutput* out, std::vector<LayerTiming>* timings);
+
+  std::int64_t count_params() const noexcept;
+  std::int64_t count_trainable_params() const noexcept;
+  /// Keras's model.summary() table. Output shapes need a built model ("?" otherwise); the batch axis
+  /// prints as None.
+  std::string summary(int line_length = 80) const;
+
+  /// {"class_name": "Sequential", "config": {"name", "layers", ["build_input_shape"]}}.
+  Json to_json() const;
+  /// A new model from to_json()'s layout; built when the config has "build_input_shape". kErrorParse for
+  /// a malformed document, kErrorUnknownClass naming an unknown layer class.
+  [[nodiscard]] static Status from_json(const Json& json, std::unique_ptr<Sequential>* out,
+                                        cudaStream_t stream = nullptr);
+  /// from_json() on a JSON text (kErrorParse with the parser's message when it is not JSON).
+  [[nodiscard]] static Status from_json_string(const std::string& text, std::unique_ptr<Sequential>* out,
+                                               cudaStream_t stream = nullptr);
+
+  /// Every weight as "<layer>/<weight>" host tensors (synchronizes `stream`). Needs a built model.
+  [[nodiscard]] Status get_weights(SafetensorsFile* out, cudaStream_t stream = nullptr);
+  /// Writes every weight from `file`: each model weight must be present with its dtype and shape and the
+  /// file must hold no other tensor; all of it is checked before anything is written. Synchronizes.
+  [[nodiscard]] Status set_weights(const SafetensorsFile& file, cudaStream_t stream = nullptr);
+  [[nodiscard]] Status save_weights(const std::string& path, cudaStream_t stream = nullptr);
+  [[nodiscard]] Status load_weights(const std::string& path, cudaStream_t stream = nullptr);
+
+ private:
+  std::string name_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  bool built_ = false;
+  Shape input_shape_{};
+  Phase default_phase_ = Phase::kInference;
+};
+
+} // namespace nn
+CULAYERS_NAMESPACE_END
+
+#endif // CULAYERS_NN_SEQUENTIAL_HPP_

@@ -1,0 +1,313 @@
+// Host side of the batch-normalization ops (include/culayers/batch_norm.hpp): validation, the apply
+// kernel's plan (vector width, shared staging, grid), and the moving-statistics update kernel.
+// device_info.cuh first: its unqualified detail::set_error must not see kernels::detail (vector_io.cuh).
+#include "kernels/common/device_info.cuh"
+#include "kernels/batch_norm/batch_norm_kernels.cuh"
+
+#include "culayers/batch_norm.hpp"
+#include "culayers/status.hpp"
+#include "culayers/types.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+
+CULAYERS_NAMESPACE_BEGIN
+namespace kernels {
+namespace batch_norm {
+namespace {
+
+constexpr int kUpdateThreads = 256;
+constexpr std::int64_t kMaxUpdateBlocks = 1024;
+
+struct UpdateParams {
+  const float* mean;
+  const float* variance;
+  const std::int32_t* count;
+  float* moving_mean;
+  float* moving_variance;
+  std::int64_t channels;
+  float momentum;
+  float one_minus_momentum;
+};
+
+// Explicit roundings (__fmul_rn / __fmaf_rn): no contraction choice by the compiler, so every backend
+// computes the same bits (the header documents the formula).
+CULAYERS_GLOBAL void __launch_bounds__(kUpdateThreads) batch_norm_moving_update_kernel(const UpdateParams p) {
+  const std::int32_t n = load(p.count);
+  if (n < 2) {
+    return;
+  }
+  const float unbias = static_cast<float>(static_cast<double>(n) / static_cast<double>(n - 1));
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < p.channels;
+       c += stride) {
+    const float mm = load(p.moving_mean + c);
+    const float mv = load(p.moving_variance + c);
+    const float unbiased = __fmul_rn(load(p.variance + c), unbias);
+    store(p.moving_mean + c, __fmaf_rn(load(p.mean + c), p.one_minus_momentum, __fmul_rn(mm, p.momentum)));
+    store(p.moving_variance + c, __fmaf_rn(unbiased, p.one_minus_momentum, __fmul_rn(mv, p.momentum)));
+  }
+}
+
+} // namespace
+} // namespace batch_norm
+} // namespace kernels
+
+namespace batch_norm {
+namespace {
+
+using ::culayers::detail::set_error;
+namespace kb = ::culayers::kernels::batch_norm;
+
+constexpr const char* kApplyOp = "batch_norm_apply";
+constexpr const char* kUpdateOp = "batch_norm_moving_update";
+
+bool misaligned(const void* p, std::size_t bytes) {
+  return reinterpret_cast<std::uintptr_t>(p) % bytes != 0;
+}
+
+bool overlaps(const void* a, std::size_t a_bytes, const void* b, std::size_t b_bytes) {
+  const auto pa = reinterpret_cast<std::uintptr_t>(a);
+  const auto pb = reinterpret_cast<std::uintptr_t>(b);
+  return a != nullptr && b != nullptr && a_bytes > 0 && b_bytes > 0 && pa < pb + b_bytes && pb < pa + a_bytes;
+}
+
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
+  return (a + b - 1) / b;
+}
+
+/// Widest V (power of two, V * elem <= 16, V <= cap when cap > 0) with x and y aligned to V * elem bytes.
+int widest_vector(std::size_t elem, const void* x, const void* y, int cap) {
+  int v = static_cast<int>(16 / elem);
+  if (cap > 0) {
+    v = std::min(v, cap);
+  }
+  while (v > 1 && (misaligned(x, static_cast<std::size_t>(v) * elem) ||
+                   misaligned(y, static_cast<std::size_t>(v) * elem))) {
+    v /= 2;
+  }
+  return v;
+}
+
+Status check_apply(const BatchNormApplyArgs& a) {
+  const char* op = kApplyOp;
+  if (!is_floating_point(a.dtype)) {
+    return set_error(Status::kErrorInvalidDType, "%s: dtype: %s (%d) is not float32, float16 or bfloat16", op,
+                     dtype_name(a.dtype), static_cast<int>(a.dtype));
+  }
+  if (a.rows < 0 || a.channels < 0) {
+    return set_error(Status::kErrorInvalidShape, "%s: sizes: rows %lld and channels %lld must be >= 0", op,
+                     static_cast<long long>(a.rows), static_cast<long long>(a.channels));
+  }
+  const std::size_t elem = dtype_size(a.dtype);
+  std::int64_t n = 0;
+  std::int64_t bytes = 0;
+  if (!culayers::detail::checked_mul(a.rows, a.channels, &n) ||
+      !culayers::detail::checked_mul(n, 16, &bytes)) {
+    return set_error(Status::kErrorSizeLimit, "%s: sizes: rows x channels overflows 64-bit byte offsets", op);
+  }
+  if (!(a.epsilon > 0.0f) || !std::isfinite(a.epsilon)) {
+    return set_error(Status::kErrorInvalidValue, "%s: epsilon: %g, must be positive and finite", op,
+                     static_cast<double>(a.epsilon));
+  }
+  const int vw = a.vector_width;
+  if (vw != 0 && ((vw != 1 && vw != 2 && vw != 4 && vw != 8) || static_cast<std::size_t>(vw) * elem > 16)) {
+    return set_error(Status::kErrorInvalidValue,
+                     "%s: vector_width: %d is not 0, or 1, 2, 4, 8 with at most 16 bytes of %s", op, vw,
+                     dtype_name(a.dtype));
+  }
+  if (a.max_blocks < 0) {
+    return set_error(Status::kErrorInvalidValue, "%s: max_blocks: %d is negative", op, a.max_blocks);
+  }
+  if (n > 0) {
+    const struct {
+      const void* p;
+      const char* name;
+    } required[] = {{a.x, "x"}, {a.y, "y"}, {a.mean, "mean"}, {a.variance, "variance"}};
+    for (const auto& r : required) {
+      if (r.p == nullptr) {
+        return set_error(Status::kErrorNullPointer, "%s: %s: is null", op, r.name);
+      }
+    }
+  }
+  if (misaligned(a.x, elem) || misaligned(a.y, elem)) {
+    return set_error(Status::kErrorMisaligned, "%s: %s: not aligned to its %zu-byte elements", op,
+                     misaligned(a.x, elem) ? "x" : "y", elem);
+  }
+  if (misaligned(a.mean, 4) || misaligned(a.variance, 4) || misaligned(a.gamma, 4) || misaligned(a.beta, 4)) {
+    return set_error(Status::kErrorMisaligned, "%s: mean, variance, gamma or beta: not aligned to 4 bytes",
+                     op);
+  }
+  const std::size_t nb = static_cast<std::size_t>(n) * elem;
+  const std::size_t cb = static_cast<std::size_t>(a.channels) * 4;
+  if (a.x != a.y && overlaps(a.x, nb, a.y, nb)) {
+    return set_error(Status::kErrorInconsistentArguments,
+                     "%s: y: overlaps x without being equal to it (only exact in-place is allowed)", op);
+  }
+  for (const float* param : {a.mean, a.variance, a.gamma, a.beta}) {
+    if (overlaps(a.y, nb, param, cb)) {
+      return set_error(Status::kErrorInconsistentArguments,
+                       "%s: y: overlaps mean, variance, gamma or beta (they would be overwritten)", op);
+    }
+  }
+  return Status::kSuccess;
+}
+
+/// Precondition: check_apply(a) succeeded and rows * channels > 0.
+Status plan_apply(const BatchNormApplyArgs& a, kb::ApplyPlan* plan, kb::ApplyParams* params) {
+  const std::size_t elem = dtype_size(a.dtype);
+  const std::int64_t n = a.rows * a.channels;
+  const int vec = widest_vector(elem, a.x, a.y, a.vector_width);
+  const bool shared = a.channels <= kb::kSharedChannels;
+  const std::size_t smem = shared ? static_cast<std::size_t>(a.channels) * 3 * sizeof(float) : 0;
+  std::int64_t blocks = std::max<std::int64_t>(1, ceil_div(n / vec, kb::kThreads));
+  std::int64_t cap = a.max_blocks;
+  if (cap == 0) {
+    kernels::DeviceInfo info{};
+    if (Status s = kernels::device_info(&info, kApplyOp); !ok(s)) {
+      return s;
+    }
+    std::int64_t per_sm = std::max(1, info.threads_per_sm / kb::kThreads);
+    if (smem > 0) {
+      per_sm = std::clamp<std::int64_t>(static_cast<std::int64_t>(info.smem_per_sm) / smem, 1, per_sm);
+    }
+    cap = per_sm * info.sm_count;
+  }
+  blocks = std::min(blocks, cap);
+  plan->vec = vec;
+  plan->shared = shared ? 1 : 0;
+  plan->blocks = static_cast<unsigned>(blocks);
+  plan->smem = smem;
+  params->x = a.x;
+  params->y = a.y;
+  params->mean = a.mean;
+  params->variance = a.variance;
+  params->gamma = a.gamma;
+  params->beta = a.beta;
+  params->n = n;
+  params->channels = a.channels;
+  params->step = (blocks * kb::kThreads * vec) % a.channels;
+  params->epsilon = a.epsilon;
+  return Status::kSuccess;
+}
+
+} // namespace
+
+Status can_implement(const BatchNormApplyArgs& args) {
+  return check_apply(args);
+}
+
+std::size_t workspace_size(const BatchNormApplyArgs&) {
+  return 0;
+}
+
+int selected_vector_width(const BatchNormApplyArgs& args) {
+  if (!ok(check_apply(args))) {
+    return 0;
+  }
+  return widest_vector(dtype_size(args.dtype), args.x, args.y, args.vector_width);
+}
+
+Status run(const BatchNormApplyArgs& args, void*, std::size_t, cudaStream_t stream) {
+  if (Status s = check_apply(args); !ok(s)) {
+    return s;
+  }
+  if (args.rows * args.channels == 0) {
+    return Status::kSuccess;
+  }
+  kb::ApplyPlan plan{};
+  kb::ApplyParams params{};
+  if (Status s = plan_apply(args, &plan, &params); !ok(s)) {
+    return s;
+  }
+  switch (args.dtype) {
+  case DType::kFloat16:
+    return kb::launch_apply<__half>(plan, params, stream);
+  case DType::kBFloat16:
+    return kb::launch_apply<__nv_bfloat16>(plan, params, stream);
+  default:
+    return kb::launch_apply<float>(plan, params, stream);
+  }
+}
+
+Status can_implement(const BatchNormMovingUpdateArgs& a) {
+  const char* op = kUpdateOp;
+  if (a.channels < 0) {
+    return set_error(Status::kErrorInvalidShape, "%s: channels: %lld must be >= 0", op,
+                     static_cast<long long>(a.channels));
+  }
+  if (a.channels > INT64_MAX / 4) {
+    return set_error(Status::kErrorSizeLimit, "%s: channels: %lld overflows 64-bit byte offsets", op,
+                     static_cast<long long>(a.channels));
+  }
+  if (!(a.momentum >= 0.0f && a.momentum <= 1.0f)) {
+    return set_error(Status::kErrorInvalidValue, "%s: momentum: %g is not in [0, 1]", op,
+                     static_cast<double>(a.momentum));
+  }
+  if (a.channels == 0) {
+    return Status::kSuccess;
+  }
+  const struct {
+    const void* p;
+    const char* name;
+  } required[] = {{a.mean, "mean"},
+                  {a.variance, "variance"},
+                  {a.count, "count"},
+                  {a.moving_mean, "moving_mean"},
+                  {a.moving_variance, "moving_variance"}};
+  for (const auto& r : required) {
+    if (r.p == nullptr) {
+      return set_error(Status::kErrorNullPointer, "%s: %s: is null", op, r.name);
+    }
+    if (misaligned(r.p, 4)) {
+      return set_error(Status::kErrorMisaligned, "%s: %s: not aligned to 4 bytes", op, r.name);
+    }
+  }
+  const std::size_t cb = static_cast<std::size_t>(a.channels) * 4;
+  if (overlaps(a.moving_mean, cb, a.moving_variance, cb)) {
+    return set_error(Status::kErrorInconsistentArguments, "%s: moving_variance: overlaps moving_mean", op);
+  }
+  const struct {
+    const void* p;
+    std::size_t bytes;
+  } inputs[] = {{a.mean, cb}, {a.variance, cb}, {a.count, 4}};
+  for (const auto& in : inputs) {
+    if (overlaps(a.moving_mean, cb, in.p, in.bytes) || overlaps(a.moving_variance, cb, in.p, in.bytes)) {
+      return set_error(Status::kErrorInconsistentArguments,
+                       "%s: moving_mean or moving_variance: overlaps mean, variance or count", op);
+    }
+  }
+  return Status::kSuccess;
+}
+
+std::size_t workspace_size(const BatchNormMovingUpdateArgs&) {
+  return 0;
+}
+
+Status run(const BatchNormMovingUpdateArgs& a, void*, std::size_t, cudaStream_t stream) {
+  if (Status s = can_implement(a); !ok(s)) {
+    return s;
+  }
+  if (a.channels == 0) {
+    return Status::kSuccess;
+  }
+  const kb::UpdateParams p{a.mean,
+                           a.variance,
+                           a.count,
+                           a.moving_mean,
+                           a.moving_variance,
+                           a.channels,
+                           a.momentum,
+                           static_cast<float>(1.0 - static_cast<double>(a.momentum))};
+  const std::int64_t blocks = std::min(ceil_div(a.channels, kb::kUpdateThreads), kb::kMaxUpdateBlocks);
+  return kernels::check_launch(CULAYERS_LAUNCH(kb::batch_norm_moving_update_kernel,
+                                               dim3(static_cast<unsigned>(blocks)), dim3(kb::kUpdateThreads),
+                                               0, stream, p),
+                               kUpdateOp);
+}
+
+} // namespace batch_norm
+CULAYERS_NAMESPACE_END

@@ -1,0 +1,338 @@
+// BatchNormalization (include/culayers/nn/normalization.hpp) on masked_reduce's moments and the
+// batch_norm ops.
+#include "culayers/batch_norm.hpp"
+#include "culayers/masked_reduce.hpp"
+#include "culayers/nn/normalization.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+CULAYERS_NAMESPACE_BEGIN
+namespace nn {
+
+using ::culayers::detail::set_error;
+
+namespace {
+
+constexpr const char* kClassName = "BatchNormalization";
+
+// Output slots: the output, the batch statistics (written by every training-phase call, read by the update
+// op that follows it) and the moments workspace.
+constexpr int kSlotY = 0;
+constexpr int kSlotMean = 1;
+constexpr int kSlotVariance = 2;
+constexpr int kSlotCount = 3;
+constexpr int kSlotWorkspace = 4;
+
+// ---- config helpers ------------------------------------------------------------------------------
+
+Status bad_key(const char* key, const char* what) {
+  return set_error(Status::kErrorParse, "%s config: \"%s\": %s", kClassName, key, what);
+}
+
+Status read_bool(const Json& config, const char* key, bool* out) {
+  if (const auto it = config.find(key); it != config.end()) {
+    if (!it->is_boolean()) {
+      return bad_key(key, "is not a boolean");
+    }
+    *out = it->get<bool>();
+  }
+  return Status::kSuccess;
+}
+
+Status read_initializer(const Json& config, const char* key, Initializer* out) {
+  if (const auto it = config.find(key); it != config.end()) {
+    if (Status s = Initializer::from_json(*it, out); !ok(s)) {
+      return set_error(s, "%s config: \"%s\": %s", kClassName, key, last_error_message());
+    }
+  }
+  return Status::kSuccess;
+}
+
+bool valid_epsilon(double e) {
+  return e > 0.0 && std::isfinite(e) && static_cast<float>(e) > 0.0f && std::isfinite(static_cast<float>(e));
+}
+
+bool valid_momentum(double m) {
+  return m >= 0.0 && m <= 1.0;
+}
+
+/// "(2, 3, 8)".
+std::string shape_string(const Shape& s) {
+  std::string out = "(";
+  for (int i = 0; i < s.rank(); ++i) {
+    out += (i > 0 ? ", " : "") + std::to_string(s.dim(i));
+  }
+  return out + ")";
+}
+
+} // namespace
+
+BatchNormalization::BatchNormalization(const BatchNormalizationOptions& options, std::string name,
+                                       DType dtype)
+    : Layer(kClassName, std::move(name)), options_(options) {
+  set_dtype(dtype);
+}
+
+Status BatchNormalization::do_build(const Shape& input_shape, cudaStream_t stream) {
+  const char* n = this->name().c_str();
+  const int rank = input_shape.rank();
+  if (rank < 2) {
+    return set_error(Status::kErrorInvalidShape,
+                     "%s: input: rank %d; BatchNormalization needs rank >= 2 (batch, ..., channels)", n,
+                     rank);
+  }
+  if (!valid_epsilon(options_.epsilon)) {
+    return set_error(Status::kErrorInvalidValue, "%s: epsilon: %g, must be positive and finite in float32", n,
+                     options_.epsilon);
+  }
+  if (!valid_momentum(options_.momentum)) {
+    return set_error(Status::kErrorInvalidValue, "%s: momentum: %g is not in [0, 1]", n, options_.momentum);
+  }
+  const int axis = options_.axis < 0 ? options_.axis + rank : options_.axis;
+  if (axis < 0 || axis >= rank) {
+    return set_error(Status::kErrorInvalidValue, "%s: axis: %d is out of range for an input of rank %d", n,
+                     options_.axis, rank);
+  }
+  if (axis != rank - 1) {
+    return set_error(Status::kErrorNotSupported,
+                     "%s: axis: %d; only the last axis (channels last) is supported: channels-first "
+                     "statistics would need a second reduction implementation",
+                     n, options_.axis);
+  }
+  const std::int64_t channels = input_shape.dim(-1);
+  if (channels < 1) {
+    return set_error(Status::kErrorInvalidShape, "%s: input: the channel axis has %lld elements", n,
+                     static_cast<long long>(channels));
+  }
+  channels_ = channels;
+  const Shape shape{channels};
+  if (options_.scale) {
+    if (Status s = add_weight("gamma", shape, DType::kFloat32, options_.gamma_initializer, true, stream);
+        !ok(s)) {
+      return s;
+    }
+  }
+  if (options_.center) {
+    if (Status s = add_weight("beta", shape, DType::kFloat32, options_.beta_initializer, true, stream);
+        !ok(s)) {
+      return s;
+    }
+  }
+  if (Status s =
+          add_weight("moving_mean", shape, DType::kFloat32, options_.moving_mean_initializer, false, stream);
+      !ok(s)) {
+    return s;
+  }
+  if (Status s = add_weight("moving_variance", shape, DType::kFloat32, options_.moving_variance_initializer,
+                            false, stream);
+      !ok(s)) {
+    return s;
+  }
+  add_update("moving_statistics", [this](const CallContext& ctx) { return update_moving_statistics(ctx); });
+  return Status::kSuccess;
+}
+
+Status BatchNormalization::check_input_shape(const Shape& built, const Shape& shape) const {
+  const int rank = built.rank();
+  const int axis = rank - 1;
+  if (shape.rank() != rank || shape.dim(axis) != built.dim(axis)) {
+    return set_error(Status::kErrorInvalidShape,
+                     "%s: input: shape %s is incompatible with the built shape %s (rank %d, %lld channels on "
+                     "axis %d)",
+                     name().c_str(), shape_string(shape).c_str(), shape_string(built).c_str(), rank,
+                     static_cast<long long>(built.dim(axis)), axis);
+  }
+  return Status::kSuccess;
+}
+
+Status BatchNormalization::do_call(const CallContext& ctx, const ConstTensorView& x,
+                                   const ConstTensorView& mask, LayerOutput* out) {
+  const char* n = this->name().c_str();
+  const Shape& shape = x.shape();
+  const int rank = shape.rank();
+  if (mask.data() != nullptr && rank != 3) {
+    return set_error(Status::kErrorNotSupported,
+                     "%s: mask: a [batch, steps] mask is supported only for input of rank 3 (batch, steps, "
+                     "channels); this input has rank %d",
+                     n, rank);
+  }
+  const std::int64_t rows = shape.product(0, rank - 1);
+  const Shape stats_shape{channels_};
+  // Every buffer of both phases, so a warmed-up call of either phase allocates nothing. Raw pointers only:
+  // a later output_buffer call may move the Tensor objects (not their memory).
+  void* buffers[4] = {};
+  const struct {
+    int slot;
+    Shape shape;
+    DType dtype;
+  } wanted[] = {{kSlotY, shape, x.dtype()},
+                {kSlotMean, stats_shape, DType::kFloat32},
+                {kSlotVariance, stats_shape, DType::kFloat32},
+                {kSlotCount, Shape{1}, DType::kInt32}};
+  for (const auto& w : wanted) {
+    Tensor* t = nullptr;
+    if (Status s = output_buffer(ctx, w.slot, w.shape, w.dtype, &t); !ok(s)) {
+      return s;
+    }
+    buffers[w.slot] = t->data();
+  }
+  void* const y = buffers[kSlotY];
+
+  // Statistics over every axis but the last: x as [1, rows, C]; the [B, T] mask of a (B, T, C) input is
+  // [1, B * T] in the same row order.
+  masked_reduce::MaskedReduceArgs m;
+  m.op = masked_reduce::ReduceOp::kMoments;
+  m.dtype = x.dtype();
+  m.x = x.data();
+  m.outer = 1;
+  m.reduce = rows;
+  m.inner = channels_;
+  if (mask.data() != nullptr) {
+    m.validity = masked_reduce::Validity::kMask;
+    m.mask = static_cast<const std::uint8_t*>(mask.data());
+  }
+  m.mean = static_cast<float*>(buffers[kSlotMean]);
+  m.variance = static_cast<float*>(buffers[kSlotVariance]);
+  m.counts = static_cast<std::int32_t*>(buffers[kSlotCount]);
+  // Keras: a frozen layer normalizes with its moving statistics even in the training phase.
+  const bool batch_statistics = ctx.phase == Phase::kTraining && trainable();
+  const Status moments_ok = masked_reduce::can_implement(m);
+  if (batch_statistics && !ok(moments_ok)) { // (e.g. more than 2^31 - 1 rows); inference does not need them
+    return set_error(moments_ok, "%s: %s", n, last_error_message());
+  }
+  // The workspace slot only grows: its size depends on the device and on x's alignment, not only on the
+  // shape, and a warmed-up call must not reallocate.
+  const auto needed = ok(moments_ok) ? static_cast<std::int64_t>(masked_reduce::workspace_size(m)) : 0;
+  void* workspace = nullptr;
+  if (needed > 0 || workspace_capacity_ > 0) {
+    const std::int64_t bytes = needed > workspace_capacity_ ? needed : workspace_capacity_;
+    Tensor* t = nullptr;
+    if (Status s = output_buffer(ctx, kSlotWorkspace, Shape{bytes}, DType::kUInt8, &t); !ok(s)) {
+      return s;
+    }
+    workspace = t->data();
+    workspace_capacity_ = bytes;
+  }
+
+  const Weight* gamma = find_weight("gamma");
+  const Weight* beta = find_weight("beta");
+  batch_norm::BatchNormApplyArgs a;
+  a.dtype = x.dtype();
+  a.x = x.data();
+  a.rows = rows;
+  a.channels = channels_;
+  a.gamma = gamma != nullptr ? static_cast<const float*>(gamma->value.data()) : nullptr;
+  a.beta = beta != nullptr ? static_cast<const float*>(beta->value.data()) : nullptr;
+  a.epsilon = static_cast<float>(options_.epsilon);
+  a.y = y;
+  if (batch_statistics) {
+    if (Status s =
+            masked_reduce::run(m, workspace, static_cast<std::size_t>(workspace_capacity_), ctx.stream);
+        !ok(s)) {
+      return set_error(s, "%s: %s", n, last_error_message());
+    }
+    a.mean = m.mean;
+    a.variance = m.variance;
+    batch_mean_ = m.mean;
+    batch_variance_ = m.variance;
+    batch_count_ = m.counts;
+  } else {
+    a.mean = static_cast<const float*>(find_weight("moving_mean")->value.data());
+    a.variance = static_cast<const float*>(find_weight("moving_variance")->value.data());
+  }
+  if (Status s = batch_norm::run(a, nullptr, 0, ctx.stream); !ok(s)) {
+    return set_error(s, "%s: %s", n, last_error_message());
+  }
+  out->y = ConstTensorView::contiguous(y, x.dtype(), shape);
+  return Status::kSuccess;
+}
+
+Status BatchNormalization::update_moving_statistics(const CallContext& ctx) {
+  const char* n = this->name().c_str();
+  if (batch_mean_ == nullptr) {
+    return set_error(Status::kErrorInternal, "%s: update: no training-phase statistics to update from", n);
+  }
+  batch_norm::BatchNormMovingUpdateArgs u;
+  u.channels = channels_;
+  u.momentum = static_cast<float>(options_.momentum);
+  u.mean = batch_mean_;
+  u.variance = batch_variance_;
+  u.count = batch_count_;
+  u.moving_mean = static_cast<float*>(find_weight("moving_mean")->value.data());
+  u.moving_variance = static_cast<float*>(find_weight("moving_variance")->value.data());
+  if (Status s = batch_norm::run(u, nullptr, 0, ctx.stream); !ok(s)) {
+    return set_error(s, "%s: %s", n, last_error_message());
+  }
+  return Status::kSuccess;
+}
+
+void BatchNormalization::add_config(Json& config) const {
+  config["axis"] = options_.axis;
+  config["momentum"] = options_.momentum;
+  config["epsilon"] = options_.epsilon;
+  config["center"] = options_.center;
+  config["scale"] = options_.scale;
+  config["beta_initializer"] = options_.beta_initializer.to_json();
+  config["gamma_initializer"] = options_.gamma_initializer.to_json();
+  config["moving_mean_initializer"] = options_.moving_mean_initializer.to_json();
+  config["moving_variance_initializer"] = options_.moving_variance_initializer.to_json();
+}
+
+Status BatchNormalization::from_config(const Json& config, std::unique_ptr<Layer>* out) {
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s config: out: is null", kClassName);
+  }
+  std::string name;
+  bool trainable = true;
+  DType dtype = DType::kFloat32;
+  if (Status s = read_base_config(config, &name, &trainable, &dtype); !ok(s)) {
+    return s;
+  }
+  BatchNormalizationOptions o;
+  if (const auto it = config.find("axis"); it != config.end()) {
+    // tf.keras 2 writes the axis as a list after build: accept one element.
+    const Json& v = it->is_array() && it->size() == 1 ? (*it)[0] : *it;
+    if (!v.is_number_integer() || v.get<std::int64_t>() < -kMaxRank || v.get<std::int64_t>() >= kMaxRank) {
+      return bad_key("axis", "is not an integer axis (or a list of one)");
+    }
+    o.axis = static_cast<int>(v.get<std::int64_t>());
+  }
+  if (const auto it = config.find("momentum"); it != config.end()) {
+    if (!it->is_number() || !valid_momentum(it->get<double>())) {
+      return bad_key("momentum", "is not a number in [0, 1]");
+    }
+    o.momentum = it->get<double>();
+  }
+  if (const auto it = config.find("epsilon"); it != config.end()) {
+    if (!it->is_number() || !valid_epsilon(it->get<double>())) {
+      return bad_key("epsilon", "is not a positive finite number");
+    }
+    o.epsilon = it->get<double>();
+  }
+  if (Status s = read_bool(config, "center", &o.center); !ok(s)) {
+    return s;
+  }
+  if (Status s = read_bool(config, "scale", &o.scale); !ok(s)) {
+    return s;
+  }
+  for (const auto& [key, init] :
+       {std::pair<const char*, Initializer*>{"beta_initializer", &o.beta_initializer},
+        {"gamma_initializer", &o.gamma_initializer},
+        {"moving_mean_initializer", &o.moving_mean_initializer},
+        {"moving_variance_initializer", &o.moving_variance_initializer}}) {
+    if (Status s = read_initializer(config, key, init); !ok(s)) {
+      return s;
+    }
+  }
+  auto layer = std::make_unique<BatchNormalization>(o, name, dtype);
+  layer->set_trainable(trainable);
+  *out = std::move(layer);
+  return Status::kSuccess;
+}
+
+} // namespace nn
+CULAYERS_NAMESPACE_END

@@ -1,0 +1,39 @@
+// The built-in layer classes in the layer registry (register_builtin_layers, culayers/nn/sequential.hpp).
+// Registration is explicit and lazy rather than done by static objects: a static library drops object
+// files nothing references, and with them their registrations.
+#include "culayers/nn/core_layers.hpp"
+#include "culayers/nn/layer.hpp"
+#include "culayers/nn/normalization.hpp"
+#include "culayers/nn/sequential.hpp"
+
+#include <mutex>
+
+CULAYERS_NAMESPACE_BEGIN
+namespace nn {
+
+void register_builtin_layers() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const struct {
+      const char* name;
+      LayerFactory factory;
+    } classes[] = {
+        {"Masking", &Masking::from_config},
+        {"Dropout", &Dropout::from_config},
+        {"DecayingDropout", &DecayingDropout::from_config},
+        {"GroupNormalization", &GroupNormalization::from_config},
+        {"BatchNormalization", &BatchNormalization::from_config},
+        {"MaskedGlobalPooling1D", &MaskedGlobalPooling1D::from_config},
+        {"MaskedFlatten", &MaskedFlatten::from_config},
+    };
+    for (const auto& c : classes) {
+      // A class the user registered first (a replacement) is kept.
+      if (!is_layer_class_registered(c.name)) {
+        (void)register_layer_class(c.name, c.factory);
+      }
+    }
+  });
+}
+
+} // namespace nn
+CULAYERS_NAMESPACE_END

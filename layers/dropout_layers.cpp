@@ -1,0 +1,544 @@
+// Dropout and DecayingDropout on the dropout ops and their device-resident DropoutState
+// (include/culayers/nn/core_layers.hpp).
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <utility>
+
+#include "culayers/dropout.hpp"
+#include "culayers/nn/core_layers.hpp"
+
+CULAYERS_NAMESPACE_BEGIN
+namespace nn {
+
+using ::culayers::detail::set_error;
+
+namespace {
+
+Status as_parse_error() {
+  return set_error(Status::kErrorParse, "%s", last_error_message());
+}
+
+std::uint64_t random_seed() {
+  std::random_device rd;
+  return static_cast<std::uint64_t>(rd()) << 32 ^ rd();
+}
+
+Status check_float_dtype(const std::string& name, DType dtype) {
+  if (!is_floating_point(dtype)) {
+    return set_error(Status::kErrorInvalidDType, "%s: dtype: %s is not float32, float16 or bfloat16",
+                     name.c_str(), dtype_name(dtype));
+  }
+  return Status::kSuccess;
+}
+
+Status check_noise_shape_option(const std::string& name, const NoiseShape& noise_shape) {
+  if (!noise_shape) {
+    return Status::kSuccess;
+  }
+  if (noise_shape->size() > static_cast<std::size_t>(kMaxRank)) {
+    return set_error(Status::kErrorInvalidValue, "%s: noise_shape: %zu entries exceed the maximum rank %d",
+                     name.c_str(), noise_shape->size(), kMaxRank);
+  }
+  for (std::size_t i = 0; i < noise_shape->size(); ++i) {
+    const auto& e = (*noise_shape)[i];
+    if (e && *e < 1) {
+      return set_error(Status::kErrorInvalidValue,
+                       "%s: noise_shape: entry %zu is %lld; it must be null or >= 1", name.c_str(), i,
+                       static_cast<long long>(*e));
+    }
+  }
+  return Status::kSuccess;
+}
+
+/// Keras's _get_noise_shape: null entries take x's extent. A rank-0 result means x's shape.
+Status resolve_noise_shape(const std::string& name, const NoiseShape& noise_shape, const Shape& x,
+                           Shape* out) {
+  if (!noise_shape) {
+    *out = Shape{};
+    return Status::kSuccess;
+  }
+  const int rank = static_cast<int>(noise_shape->size());
+  if (rank != x.rank()) {
+    return set_error(Status::kErrorInvalidShape, "%s: noise_shape: %d entries for an input of rank %d",
+                     name.c_str(), rank, x.rank());
+  }
+  std::int64_t dims[kMaxRank] = {};
+  for (int i = 0; i < rank; ++i) {
+    const auto& e = (*noise_shape)[static_cast<std::size_t>(i)];
+    dims[i] = e ? *e : x.dim(i);
+    if (dims[i] != 1 && dims[i] != x.dim(i)) {
+      return set_error(Status::kErrorInvalidShape,
+                       "%s: noise_shape: entry %d is %lld; it must be null, 1 or the input's %lld",
+                       name.c_str(), i, static_cast<long long>(dims[i]), static_cast<long long>(x.dim(i)));
+    }
+  }
+  return Shape::make(dims, rank, out);
+}
+
+Json noise_shape_to_json(const NoiseShape& noise_shape) {
+  if (!noise_shape) {
+    return nullptr;
+  }
+  Json list = Json::array();
+  for (const auto& e : *noise_shape) {
+    list.push_back(e ? Json(*e) : Json(nullptr));
+  }
+  return list;
+}
+
+Json seed_to_json(const std::optional<std::uint64_t>& seed) {
+  return seed ? Json(*seed) : Json(nullptr);
+}
+
+/// A non-negative JSON integer (as int64 or uint64 in nlohmann's types).
+bool read_count(const Json& v, std::uint64_t* out) {
+  if (v.is_number_unsigned()) {
+    *out = v.get<std::uint64_t>();
+    return true;
+  }
+  if (v.is_number_integer() && v.get<std::int64_t>() >= 0) {
+    *out = static_cast<std::uint64_t>(v.get<std::int64_t>());
+    return true;
+  }
+  return false;
+}
+
+Status read_noise_shape(const char* cls, const Json& config, NoiseShape* out) {
+  const auto it = config.find("noise_shape");
+  if (it == config.end() || it->is_null()) {
+    return Status::kSuccess;
+  }
+  if (!it->is_array()) {
+    return set_error(Status::kErrorParse, "%s config: \"noise_shape\": is not null or a list", cls);
+  }
+  std::vector<std::optional<std::int64_t>> dims;
+  for (const Json& e : *it) {
+    std::uint64_t d = 0;
+    if (e.is_null()) {
+      dims.emplace_back();
+    } else if (read_count(e, &d) && d <= static_cast<std::uint64_t>(INT64_MAX)) {
+      dims.emplace_back(static_cast<std::int64_t>(d));
+    } else {
+      return set_error(Status::kErrorParse,
+                       "%s config: \"noise_shape\": entries must be null or non-negative integers", cls);
+    }
+  }
+  *out = std::move(dims);
+  return Status::kSuccess;
+}
+
+Status read_seed(const char* cls, const Json& config, std::optional<std::uint64_t>* out) {
+  const auto it = config.find("seed");
+  if (it == config.end() || it->is_null()) {
+    return Status::kSuccess;
+  }
+  std::uint64_t seed = 0;
+  if (!read_count(*it, &seed)) {
+    return set_error(Status::kErrorParse, "%s config: \"seed\": is not null or a non-negative integer", cls);
+  }
+  *out = seed;
+  return Status::kSuccess;
+}
+
+Status read_double(const char* cls, const Json& config, const char* key, double* out) {
+  const auto it = config.find(key);
+  if (it == config.end()) {
+    return Status::kSuccess;
+  }
+  if (!it->is_number()) {
+    return set_error(Status::kErrorParse, "%s config: \"%s\": is not a number", cls, key);
+  }
+  *out = it->get<double>();
+  return Status::kSuccess;
+}
+
+/// One DropoutState in device memory, allocated at build (a setup step).
+Status allocate_state(const std::string& name, Tensor* state, cudaStream_t stream) {
+  if (Status s = Tensor::empty(Shape{static_cast<std::int64_t>(sizeof(dropout::DropoutState))}, DType::kUInt8,
+                               state, stream);
+      !ok(s)) {
+    return set_error(s, "%s: dropout state: %s", name.c_str(), last_error_message());
+  }
+  return Status::kSuccess;
+}
+
+dropout::DropoutState* state_ptr(Tensor& state) {
+  return static_cast<dropout::DropoutState*>(state.data());
+}
+
+Status init_dropout_state(const std::string& name, Tensor& state, std::uint64_t seed,
+                          double initial_keep_rate, double decay_rate, std::int64_t decay_interval,
+                          std::int64_t iterations, cudaStream_t stream) {
+  dropout::DropoutInitArgs init;
+  init.state = state_ptr(state);
+  init.seed = seed;
+  init.initial_keep_rate = initial_keep_rate;
+  init.decay_rate = decay_rate;
+  init.decay_interval = decay_interval;
+  init.iterations = iterations;
+  if (Status s = dropout::run(init, nullptr, 0, stream); !ok(s)) {
+    return set_error(s, "%s: %s", name.c_str(), last_error_message());
+  }
+  return Status::kSuccess;
+}
+
+/// The training-phase forward: y = dropout(x) with the state's current call (`noise` resolved).
+Status dropout_forward(const std::string& name, const Shape& noise, Tensor& state, const CallContext& ctx,
+                       const ConstTensorView& x, Tensor* y) {
+  dropout::DropoutForwardArgs f;
+  f.x = x.data();
+  f.y = y->data();
+  f.dtype = x.dtype();
+  f.shape = x.shape();
+  f.noise_shape = noise;
+  f.state = state_ptr(state);
+  if (Status s = dropout::run(f, nullptr, 0, ctx.stream); !ok(s)) {
+    return set_error(s, "%s: %s", name.c_str(), last_error_message());
+  }
+  return Status::kSuccess;
+}
+
+Status dropout_update(const std::string& name, Tensor& state, cudaStream_t stream) {
+  dropout::DropoutUpdateArgs u;
+  u.state = state_ptr(state);
+  if (Status s = dropout::run(u, nullptr, 0, stream); !ok(s)) {
+    return set_error(s, "%s: %s", name.c_str(), last_error_message());
+  }
+  return Status::kSuccess;
+}
+
+Status read_dropout_state(const std::string& name, const Tensor& state, dropout::DropoutState* host,
+                          cudaStream_t stream) {
+  if (host == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s: read_state: host: is null", name.c_str());
+  }
+  if (!state.defined()) {
+    return set_error(Status::kErrorInvalidValue, "%s: read_state: the layer is not built", name.c_str());
+  }
+  cudaError_t e =
+      cudaMemcpyAsync(host, state.data(), sizeof(dropout::DropoutState), cudaMemcpyDeviceToHost, stream);
+  if (e == cudaSuccess) {
+    e = cudaStreamSynchronize(stream);
+  }
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return set_error(Status::kErrorCudaRuntime, "%s: read_state: %s", name.c_str(), cudaGetErrorString(e));
+  }
+  return Status::kSuccess;
+}
+
+/// Output shape of both dropout layers (the input's), with the noise shape's rank checked when known.
+Status dropout_output_shape(const std::string& name, const NoiseShape& noise_shape, const Shape& input_shape,
+                            Shape* out) {
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s: compute_output_shape: out: is null", name.c_str());
+  }
+  Shape unused;
+  if (Status s = resolve_noise_shape(name, noise_shape, input_shape, &unused); !ok(s)) {
+    return s;
+  }
+  *out = input_shape;
+  return Status::kSuccess;
+}
+
+} // namespace
+
+// ---- Dropout ----------------------------------------------------------------------------------------------
+
+Dropout::Dropout(DropoutOptions options, std::string name, DType dtype)
+    : Layer("Dropout", std::move(name)), options_(std::move(options)),
+      effective_seed_(options_.seed ? *options_.seed : random_seed()) {
+  set_dtype(dtype);
+}
+
+Status Dropout::check_options() const {
+  if (Status s = check_float_dtype(name(), dtype()); !ok(s)) {
+    return s;
+  }
+  if (!(options_.rate >= 0.0 && options_.rate < 1.0)) {
+    return set_error(Status::kErrorInvalidValue, "%s: rate: %g is not in [0, 1)", name().c_str(),
+                     options_.rate);
+  }
+  return check_noise_shape_option(name(), options_.noise_shape);
+}
+
+Status Dropout::compute_output_shape(const Shape& input_shape, Shape* out) const {
+  return dropout_output_shape(name(), options_.noise_shape, input_shape, out);
+}
+
+Status Dropout::do_build(const Shape& input_shape, cudaStream_t stream) {
+  if (Status s = check_options(); !ok(s)) {
+    return s;
+  }
+  Shape unused;
+  if (Status s = compute_output_shape(input_shape, &unused); !ok(s)) {
+    return s;
+  }
+  if (Status s = allocate_state(name(), &state_, stream); !ok(s)) {
+    return s;
+  }
+  return init_dropout_state(name(), state_, effective_seed_, 1.0 - options_.rate, 1.0, 1, 0, stream);
+}
+
+Status Dropout::do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
+                        LayerOutput* out) {
+  (void)mask; // passed through by the base
+  if (ctx.phase != Phase::kTraining || options_.rate == 0.0) {
+    out->y = x; // identity: no kernel, the output aliases the input
+    return Status::kSuccess;
+  }
+  Shape noise;
+  if (Status s = resolve_noise_shape(name(), options_.noise_shape, x.shape(), &noise); !ok(s)) {
+    return s;
+  }
+  Tensor* y = nullptr;
+  if (Status s = output_buffer(ctx, 0, x.shape(), dtype(), &y); !ok(s)) {
+    return s;
+  }
+  if (Status s = dropout_forward(name(), noise, state_, ctx, x, y); !ok(s)) {
+    return s;
+  }
+  // Part of the call, not an update op: Keras's Dropout draws new randomness on every training call,
+  // trainable or not. The next call uses the next Philox stream.
+  if (Status s = dropout_update(name(), state_, ctx.stream); !ok(s)) {
+    return s;
+  }
+  out->y = y->view();
+  return Status::kSuccess;
+}
+
+Status Dropout::read_state(dropout::DropoutState* host, cudaStream_t stream) const {
+  return read_dropout_state(name(), state_, host, stream);
+}
+
+void Dropout::add_config(Json& config) const {
+  config["rate"] = options_.rate;
+  config["noise_shape"] = noise_shape_to_json(options_.noise_shape);
+  config["seed"] = seed_to_json(options_.seed);
+}
+
+Status Dropout::from_config(const Json& config, std::unique_ptr<Layer>* out) {
+  const char* cls = "Dropout";
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s config: out: is null", cls);
+  }
+  std::string name;
+  bool trainable = true;
+  DType dtype = DType::kFloat32;
+  if (Status s = read_base_config(config, &name, &trainable, &dtype); !ok(s)) {
+    return s;
+  }
+  DropoutOptions options;
+  if (Status s = read_double(cls, config, "rate", &options.rate); !ok(s)) {
+    return s;
+  }
+  if (Status s = read_noise_shape(cls, config, &options.noise_shape); !ok(s)) {
+    return s;
+  }
+  if (Status s = read_seed(cls, config, &options.seed); !ok(s)) {
+    return s;
+  }
+  auto layer = std::make_unique<Dropout>(std::move(options), name, dtype);
+  layer->set_trainable(trainable);
+  if (Status s = layer->check_options(); !ok(s)) {
+    return as_parse_error();
+  }
+  *out = std::move(layer);
+  return Status::kSuccess;
+}
+
+// ---- DecayingDropout --------------------------------------------------------------------------------------
+
+DecayingDropout::DecayingDropout(DecayingDropoutOptions options, std::string name, DType dtype)
+    : Layer("DecayingDropout", std::move(name)), options_(std::move(options)),
+      effective_seed_(options_.seed ? *options_.seed : random_seed()) {
+  set_dtype(dtype);
+  // As the original layer: the decay rate is clamped into [0, 1] (NaN stays NaN: check_options rejects it).
+  if (!std::isnan(options_.decay_rate)) {
+    options_.decay_rate = std::min(1.0, std::max(0.0, options_.decay_rate));
+  }
+}
+
+Status DecayingDropout::check_options() const {
+  const char* n = name().c_str();
+  if (Status s = check_float_dtype(name(), dtype()); !ok(s)) {
+    return s;
+  }
+  if (!(options_.initial_keep_rate > 0.0 && options_.initial_keep_rate <= 1.0)) {
+    return set_error(Status::kErrorInvalidValue, "%s: initial_keep_rate: %g is not in (0, 1]", n,
+                     options_.initial_keep_rate);
+  }
+  if (options_.decay_interval <= 0) {
+    return set_error(Status::kErrorInvalidValue, "%s: decay_interval: %lld is not positive", n,
+                     static_cast<long long>(options_.decay_interval));
+  }
+  if (std::isnan(options_.decay_rate)) {
+    return set_error(Status::kErrorInvalidValue, "%s: decay_rate: is NaN", n);
+  }
+  return check_noise_shape_option(name(), options_.noise_shape);
+}
+
+Status DecayingDropout::compute_output_shape(const Shape& input_shape, Shape* out) const {
+  return dropout_output_shape(name(), options_.noise_shape, input_shape, out);
+}
+
+Status DecayingDropout::init_state(std::int64_t iterations, cudaStream_t stream) {
+  return init_dropout_state(name(), state_, effective_seed_, options_.initial_keep_rate, options_.decay_rate,
+                            options_.decay_interval, iterations, stream);
+}
+
+Status DecayingDropout::do_build(const Shape& input_shape, cudaStream_t stream) {
+  if (Status s = check_options(); !ok(s)) {
+    return s;
+  }
+  Shape unused;
+  if (Status s = compute_output_shape(input_shape, &unused); !ok(s)) {
+    return s;
+  }
+  if (Status s = add_weight("iterations", Shape{}, DType::kInt64, Initializer::zeros(), false, stream);
+      !ok(s)) {
+    return s;
+  }
+  if (Status s = allocate_state(name(), &state_, stream); !ok(s)) {
+    return s;
+  }
+  if (Status s = init_state(0, stream); !ok(s)) {
+    return s;
+  }
+  // iterations += 1 on the device, after each training-phase call of the trainable layer.
+  add_update("iterations",
+             [this](const CallContext& ctx) { return dropout_update(name(), state_, ctx.stream); });
+  return Status::kSuccess;
+}
+
+Status DecayingDropout::do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
+                                LayerOutput* out) {
+  (void)mask; // passed through by the base
+  if (ctx.phase != Phase::kTraining) {
+    out->y = x;
+    return Status::kSuccess;
+  }
+  Shape noise;
+  if (Status s = resolve_noise_shape(name(), options_.noise_shape, x.shape(), &noise); !ok(s)) {
+    return s;
+  }
+  Tensor* y = nullptr;
+  if (Status s = output_buffer(ctx, 0, x.shape(), dtype(), &y); !ok(s)) {
+    return s;
+  }
+  if (Status s = dropout_forward(name(), noise, state_, ctx, x, y); !ok(s)) {
+    return s;
+  }
+  out->y = y->view();
+  return Status::kSuccess;
+}
+
+Status DecayingDropout::sync_weights(cudaStream_t stream) {
+  Weight* w = find_weight("iterations");
+  if (!built() || w == nullptr) {
+    return Status::kSuccess;
+  }
+  const auto* src =
+      static_cast<const unsigned char*>(state_.data()) + offsetof(dropout::DropoutState, iterations);
+  if (const cudaError_t e =
+          cudaMemcpyAsync(w->value.data(), src, sizeof(std::int64_t), cudaMemcpyDeviceToDevice, stream);
+      e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return set_error(Status::kErrorCudaRuntime, "%s: sync_weights: %s", name().c_str(),
+                     cudaGetErrorString(e));
+  }
+  return Status::kSuccess;
+}
+
+Status DecayingDropout::weights_loaded(cudaStream_t stream) {
+  const Weight* w = find_weight("iterations");
+  if (!built() || w == nullptr) {
+    return Status::kSuccess;
+  }
+  if (w->value.dtype() != DType::kInt64 || w->value.numel() != 1) {
+    return set_error(Status::kErrorInvalidValue, "%s: iterations: expected one int64 value", name().c_str());
+  }
+  std::int64_t iterations = 0;
+  if (Status s = w->value.copy_to_host(&iterations, sizeof(iterations), stream); !ok(s)) {
+    return set_error(s, "%s: weights_loaded: %s", name().c_str(), last_error_message());
+  }
+  if (const cudaError_t e = cudaStreamSynchronize(stream); e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return set_error(Status::kErrorCudaRuntime, "%s: weights_loaded: %s", name().c_str(),
+                     cudaGetErrorString(e));
+  }
+  if (iterations < 0) {
+    return set_error(Status::kErrorInvalidValue, "%s: iterations: %lld is negative", name().c_str(),
+                     static_cast<long long>(iterations));
+  }
+  if (Status s = init_state(iterations, stream); !ok(s)) {
+    return s;
+  }
+  // A setup step: later calls may come on another stream, so the new state must be in place.
+  if (const cudaError_t e = cudaStreamSynchronize(stream); e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return set_error(Status::kErrorCudaRuntime, "%s: weights_loaded: %s", name().c_str(),
+                     cudaGetErrorString(e));
+  }
+  return Status::kSuccess;
+}
+
+Status DecayingDropout::read_state(dropout::DropoutState* host, cudaStream_t stream) const {
+  return read_dropout_state(name(), state_, host, stream);
+}
+
+void DecayingDropout::add_config(Json& config) const {
+  config["initial_keep_rate"] = options_.initial_keep_rate;
+  config["decay_interval"] = options_.decay_interval;
+  config["decay_rate"] = options_.decay_rate;
+  config["noise_shape"] = noise_shape_to_json(options_.noise_shape);
+  config["seed"] = seed_to_json(options_.seed);
+}
+
+Status DecayingDropout::from_config(const Json& config, std::unique_ptr<Layer>* out) {
+  const char* cls = "DecayingDropout";
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s config: out: is null", cls);
+  }
+  std::string name;
+  bool trainable = true;
+  DType dtype = DType::kFloat32;
+  if (Status s = read_base_config(config, &name, &trainable, &dtype); !ok(s)) {
+    return s;
+  }
+  DecayingDropoutOptions options;
+  if (Status s = read_double(cls, config, "initial_keep_rate", &options.initial_keep_rate); !ok(s)) {
+    return s;
+  }
+  if (Status s = read_double(cls, config, "decay_rate", &options.decay_rate); !ok(s)) {
+    return s;
+  }
+  if (const auto it = config.find("decay_interval"); it != config.end()) {
+    if (!it->is_number_integer() ||
+        (it->is_number_unsigned() && it->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))) {
+      return set_error(Status::kErrorParse, "%s config: \"decay_interval\": is not an integer", cls);
+    }
+    options.decay_interval = it->get<std::int64_t>();
+  }
+  if (Status s = read_noise_shape(cls, config, &options.noise_shape); !ok(s)) {
+    return s;
+  }
+  if (Status s = read_seed(cls, config, &options.seed); !ok(s)) {
+    return s;
+  }
+  auto layer = std::make_unique<DecayingDropout>(std::move(options), name, dtype);
+  layer->set_trainable(trainable);
+  if (Status s = layer->check_options(); !ok(s)) {
+    return as_parse_error();
+  }
+  *out = std::move(layer);
+  return Status::kSuccess;
+}
+
+} // namespace nn
+CULAYERS_NAMESPACE_END

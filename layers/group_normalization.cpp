@@ -1,0 +1,287 @@
+// GroupNormalization (include/culayers/nn/normalization.hpp) on the group_norm op.
+#include "culayers/group_norm.hpp"
+#include "culayers/nn/normalization.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+CULAYERS_NAMESPACE_BEGIN
+namespace nn {
+
+using ::culayers::detail::set_error;
+
+namespace {
+
+constexpr const char* kClassName = "GroupNormalization";
+
+// ---- config helpers ------------------------------------------------------------------------------
+
+Status bad_key(const char* key, const char* what) {
+  return set_error(Status::kErrorParse, "%s config: \"%s\": %s", kClassName, key, what);
+}
+
+Status read_bool(const Json& config, const char* key, bool* out) {
+  if (const auto it = config.find(key); it != config.end()) {
+    if (!it->is_boolean()) {
+      return bad_key(key, "is not a boolean");
+    }
+    *out = it->get<bool>();
+  }
+  return Status::kSuccess;
+}
+
+Status read_initializer(const Json& config, const char* key, Initializer* out) {
+  if (const auto it = config.find(key); it != config.end()) {
+    if (Status s = Initializer::from_json(*it, out); !ok(s)) {
+      return set_error(s, "%s config: \"%s\": %s", kClassName, key, last_error_message());
+    }
+  }
+  return Status::kSuccess;
+}
+
+const char* activation_name(group_norm::Activation a) {
+  switch (a) {
+  case group_norm::Activation::kSiLU:
+    return "silu";
+  case group_norm::Activation::kReLU:
+    return "relu";
+  default:
+    return "linear";
+  }
+}
+
+/// epsilon > 0 and finite, also once rounded to float32 (what the op gets).
+bool valid_epsilon(double e) {
+  return e > 0.0 && std::isfinite(e) && static_cast<float>(e) > 0.0f && std::isfinite(static_cast<float>(e));
+}
+
+/// "(2, 3, 8)".
+std::string shape_string(const Shape& s) {
+  std::string out = "(";
+  for (int i = 0; i < s.rank(); ++i) {
+    out += (i > 0 ? ", " : "") + std::to_string(s.dim(i));
+  }
+  return out + ")";
+}
+
+} // namespace
+
+GroupNormalization::GroupNormalization(const GroupNormalizationOptions& options, std::string name,
+                                       DType dtype)
+    : Layer(kClassName, std::move(name)), options_(options) {
+  set_dtype(dtype);
+}
+
+Status GroupNormalization::do_build(const Shape& input_shape, cudaStream_t stream) {
+  const char* n = this->name().c_str();
+  const int rank = input_shape.rank();
+  if (rank < 2) {
+    return set_error(Status::kErrorInvalidShape,
+                     "%s: input: rank %d; GroupNormalization needs rank >= 2 (batch, ..., channels)", n,
+                     rank);
+  }
+  if (!valid_epsilon(options_.epsilon)) {
+    return set_error(Status::kErrorInvalidValue, "%s: epsilon: %g, must be positive and finite in float32", n,
+                     options_.epsilon);
+  }
+  const int axis = options_.axis < 0 ? options_.axis + rank : options_.axis;
+  if (axis < 0 || axis >= rank) {
+    return set_error(Status::kErrorInvalidValue, "%s: axis: %d is out of range for an input of rank %d", n,
+                     options_.axis, rank);
+  }
+  if (axis == rank - 1) {
+    layout_ = Layout::kChannelsLast; // for rank 2, axis 1 is also the last axis: the same memory
+  } else if (axis == 1) {
+    layout_ = Layout::kChannelsFirst;
+  } else {
+    return set_error(
+        Status::kErrorNotSupported,
+        "%s: axis: %d; only the last axis (channels last) or axis 1 (channels first) is supported", n,
+        options_.axis);
+  }
+  const std::int64_t channels = input_shape.dim(axis);
+  if (channels < 1) {
+    return set_error(Status::kErrorInvalidShape, "%s: input: the channel axis has %lld elements", n,
+                     static_cast<long long>(channels));
+  }
+  const std::int64_t groups = options_.groups == -1 ? channels : options_.groups;
+  if (groups < 1) {
+    return set_error(Status::kErrorInvalidValue, "%s: groups: %lld; must be >= 1, or -1 (one per channel)", n,
+                     static_cast<long long>(options_.groups));
+  }
+  if (groups > channels) {
+    return set_error(Status::kErrorInvalidShape, "%s: groups: %lld groups is more than the %lld channels", n,
+                     static_cast<long long>(groups), static_cast<long long>(channels));
+  }
+  if (channels % groups != 0) {
+    return set_error(Status::kErrorInvalidShape, "%s: groups: %lld channels are not divisible by %lld groups",
+                     n, static_cast<long long>(channels), static_cast<long long>(groups));
+  }
+  groups_ = groups;
+  if (options_.scale) {
+    if (Status s =
+            add_weight("gamma", Shape{channels}, DType::kFloat32, options_.gamma_initializer, true, stream);
+        !ok(s)) {
+      return s;
+    }
+  }
+  if (options_.center) {
+    if (Status s =
+            add_weight("beta", Shape{channels}, DType::kFloat32, options_.beta_initializer, true, stream);
+        !ok(s)) {
+      return s;
+    }
+  }
+  return Status::kSuccess;
+}
+
+Status GroupNormalization::check_input_shape(const Shape& built, const Shape& shape) const {
+  const int rank = built.rank();
+  const int axis = layout_ == Layout::kChannelsLast ? rank - 1 : 1;
+  if (shape.rank() != rank || shape.dim(axis) != built.dim(axis)) {
+    return set_error(Status::kErrorInvalidShape,
+                     "%s: input: shape %s is incompatible with the built shape %s (rank %d, %lld channels on "
+                     "axis %d)",
+                     name().c_str(), shape_string(shape).c_str(), shape_string(built).c_str(), rank,
+                     static_cast<long long>(built.dim(axis)), axis);
+  }
+  return Status::kSuccess;
+}
+
+Status GroupNormalization::do_call(const CallContext& ctx, const ConstTensorView& x,
+                                   const ConstTensorView& mask, LayerOutput* out) {
+  const char* n = this->name().c_str();
+  const Shape& shape = x.shape();
+  const int rank = shape.rank();
+  const bool last = layout_ == Layout::kChannelsLast;
+  if (mask.data() != nullptr && (!last || rank != 3)) {
+    return set_error(Status::kErrorNotSupported,
+                     "%s: mask: a [batch, steps] mask is supported only for channels-last input of rank 3 "
+                     "(batch, steps, channels); this input is %s of rank %d",
+                     n, last ? "channels last" : "channels first", rank);
+  }
+  // Raw pointers only: a later output_buffer call may move the Tensor objects (not their memory).
+  void* y = nullptr;
+  {
+    Tensor* t = nullptr;
+    if (Status s = output_buffer(ctx, 0, shape, x.dtype(), &t); !ok(s)) {
+      return s;
+    }
+    y = t->data();
+  }
+  group_norm::GroupNormArgs a;
+  a.dtype = x.dtype();
+  a.layout = layout_;
+  a.x = x.data();
+  a.batch = shape.dim(0);
+  a.channels = last ? shape.dim(rank - 1) : shape.dim(1);
+  a.spatial = last ? shape.product(1, rank - 1) : shape.product(2, rank);
+  a.groups = groups_;
+  a.epsilon = static_cast<float>(options_.epsilon);
+  const Weight* gamma = find_weight("gamma");
+  const Weight* beta = find_weight("beta");
+  a.gamma = gamma != nullptr ? static_cast<const float*>(gamma->value.data()) : nullptr;
+  a.beta = beta != nullptr ? static_cast<const float*>(beta->value.data()) : nullptr;
+  a.activation = options_.activation;
+  a.mask = mask.data() != nullptr ? static_cast<const std::uint8_t*>(mask.data()) : nullptr;
+  a.y = y;
+  if (Status s = group_norm::can_implement(a); !ok(s)) {
+    return set_error(s, "%s: %s", n, last_error_message());
+  }
+  // The workspace slot only grows, so a warmed-up call never reallocates it (the size depends on the
+  // device and on the pointers' alignment, not only on the shape).
+  const auto needed = static_cast<std::int64_t>(group_norm::workspace_size(a));
+  void* workspace = nullptr;
+  if (needed > 0 || workspace_capacity_ > 0) {
+    const std::int64_t bytes = needed > workspace_capacity_ ? needed : workspace_capacity_;
+    Tensor* t = nullptr;
+    if (Status s = output_buffer(ctx, 1, Shape{bytes}, DType::kUInt8, &t); !ok(s)) {
+      return s;
+    }
+    workspace = t->data();
+    workspace_capacity_ = bytes;
+  }
+  if (Status s = group_norm::run(a, workspace, static_cast<std::size_t>(workspace_capacity_), ctx.stream);
+      !ok(s)) {
+    return set_error(s, "%s: %s", n, last_error_message());
+  }
+  out->y = ConstTensorView::contiguous(y, x.dtype(), shape);
+  return Status::kSuccess;
+}
+
+void GroupNormalization::add_config(Json& config) const {
+  config["groups"] = options_.groups;
+  config["axis"] = options_.axis;
+  config["epsilon"] = options_.epsilon;
+  config["center"] = options_.center;
+  config["scale"] = options_.scale;
+  config["beta_initializer"] = options_.beta_initializer.to_json();
+  config["gamma_initializer"] = options_.gamma_initializer.to_json();
+  config["activation"] = activation_name(options_.activation);
+}
+
+Status GroupNormalization::from_config(const Json& config, std::unique_ptr<Layer>* out) {
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s config: out: is null", kClassName);
+  }
+  std::string name;
+  bool trainable = true;
+  DType dtype = DType::kFloat32;
+  if (Status s = read_base_config(config, &name, &trainable, &dtype); !ok(s)) {
+    return s;
+  }
+  GroupNormalizationOptions o;
+  if (const auto it = config.find("groups"); it != config.end()) {
+    if (!it->is_number_integer() || (it->get<std::int64_t>() < 1 && it->get<std::int64_t>() != -1)) {
+      return bad_key("groups", "is not an integer >= 1 or -1");
+    }
+    o.groups = it->get<std::int64_t>();
+  }
+  if (const auto it = config.find("axis"); it != config.end()) {
+    if (!it->is_number_integer() || it->get<std::int64_t>() < -kMaxRank ||
+        it->get<std::int64_t>() >= kMaxRank) {
+      return bad_key("axis", "is not an integer axis");
+    }
+    o.axis = static_cast<int>(it->get<std::int64_t>());
+  }
+  if (const auto it = config.find("epsilon"); it != config.end()) {
+    if (!it->is_number() || !valid_epsilon(it->get<double>())) {
+      return bad_key("epsilon", "is not a positive finite number");
+    }
+    o.epsilon = it->get<double>();
+  }
+  if (Status s = read_bool(config, "center", &o.center); !ok(s)) {
+    return s;
+  }
+  if (Status s = read_bool(config, "scale", &o.scale); !ok(s)) {
+    return s;
+  }
+  if (Status s = read_initializer(config, "beta_initializer", &o.beta_initializer); !ok(s)) {
+    return s;
+  }
+  if (Status s = read_initializer(config, "gamma_initializer", &o.gamma_initializer); !ok(s)) {
+    return s;
+  }
+  if (const auto it = config.find("activation"); it != config.end() && !it->is_null()) {
+    const std::string act = it->is_string() ? it->get<std::string>() : std::string();
+    if (act == "linear") {
+      o.activation = group_norm::Activation::kNone;
+    } else if (act == "silu" || act == "swish") {
+      o.activation = group_norm::Activation::kSiLU;
+    } else if (act == "relu") {
+      o.activation = group_norm::Activation::kReLU;
+    } else {
+      return bad_key("activation", "is not \"linear\", \"silu\" (\"swish\") or \"relu\"");
+    }
+  }
+  auto layer = std::make_unique<GroupNormalization>(o, name, dtype);
+  layer->set_trainable(trainable);
+  *out = std::move(layer);
+  return Status::kSuccess;
+}
+
+} // namespace nn
+CULAYERS_NAMESPACE_END

@@ -1,0 +1,130 @@
+// Keras Masking on the Masking op of the masked-reduction family (include/culayers/nn/core_layers.hpp).
+#include <cfloat>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "culayers/masked_reduce.hpp"
+#include "culayers/nn/core_layers.hpp"
+
+CULAYERS_NAMESPACE_BEGIN
+namespace nn {
+
+using ::culayers::detail::set_error;
+
+namespace {
+
+constexpr const char* kClassName = "Masking";
+
+/// The layer's own message, now with kErrorParse (from_config reports bad option values as parse errors).
+Status as_parse_error() {
+  return set_error(Status::kErrorParse, "%s", last_error_message());
+}
+
+} // namespace
+
+Masking::Masking(MaskingOptions options, std::string name, DType dtype)
+    : Layer(kClassName, std::move(name)), options_(options) {
+  set_dtype(dtype);
+}
+
+Status Masking::check_options() const {
+  const char* n = name().c_str();
+  if (!is_floating_point(dtype())) {
+    return set_error(Status::kErrorInvalidDType, "%s: dtype: %s is not float32, float16 or bfloat16", n,
+                     dtype_name(dtype()));
+  }
+  const double v = options_.mask_value;
+  if (std::isfinite(v) && std::fabs(v) > static_cast<double>(FLT_MAX)) {
+    return set_error(Status::kErrorInvalidValue, "%s: mask_value: %g is outside float32's range", n, v);
+  }
+  return Status::kSuccess;
+}
+
+Status Masking::compute_output_shape(const Shape& input_shape, Shape* out) const {
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s: compute_output_shape: out: is null", name().c_str());
+  }
+  if (input_shape.rank() < 2) {
+    return set_error(Status::kErrorInvalidShape,
+                     "%s: input_shape: rank %d; Masking needs (batch, steps, features...) or (batch, steps)",
+                     name().c_str(), input_shape.rank());
+  }
+  *out = input_shape;
+  return Status::kSuccess;
+}
+
+Status Masking::do_build(const Shape& input_shape, cudaStream_t stream) {
+  (void)stream;
+  if (Status s = check_options(); !ok(s)) {
+    return s;
+  }
+  Shape unused;
+  return compute_output_shape(input_shape, &unused);
+}
+
+Status Masking::do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
+                        LayerOutput* out) {
+  (void)mask; // Keras's Masking ignores the incoming mask and computes its own
+  const Shape& shape = x.shape();
+  const std::int64_t batch = shape.dim(0);
+  const std::int64_t steps = shape.dim(1);
+  // Slot 1 first: a later, higher slot may move the tensors behind earlier slots' pointers.
+  Tensor* m = nullptr;
+  if (Status s = output_buffer(ctx, 1, Shape{batch, steps}, DType::kUInt8, &m); !ok(s)) {
+    return s;
+  }
+  Tensor* y = nullptr;
+  if (Status s = output_buffer(ctx, 0, shape, dtype(), &y); !ok(s)) {
+    return s;
+  }
+  masked_reduce::MaskingArgs args;
+  args.dtype = dtype();
+  args.x = x.data();
+  args.outer = batch;
+  args.reduce = steps;
+  args.inner = shape.product(2, shape.rank()); // 1 for rank 2: every value is a step
+  args.mask_value = static_cast<float>(options_.mask_value);
+  args.mask = static_cast<std::uint8_t*>(m->data());
+  args.y = y->data();
+  if (Status s = masked_reduce::run(args, nullptr, 0, ctx.stream); !ok(s)) {
+    return set_error(s, "%s: %s", name().c_str(), last_error_message());
+  }
+  out->y = y->view();
+  out->mask = m->view();
+  return Status::kSuccess;
+}
+
+void Masking::add_config(Json& config) const {
+  config["mask_value"] = options_.mask_value;
+}
+
+Status Masking::from_config(const Json& config, std::unique_ptr<Layer>* out) {
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s config: out: is null", kClassName);
+  }
+  std::string name;
+  bool trainable = true;
+  DType dtype = DType::kFloat32;
+  if (Status s = read_base_config(config, &name, &trainable, &dtype); !ok(s)) {
+    return s;
+  }
+  MaskingOptions options;
+  if (const auto it = config.find("mask_value"); it != config.end()) {
+    if (!it->is_number()) {
+      return set_error(Status::kErrorParse, "%s config: \"mask_value\": is not a number", kClassName);
+    }
+    options.mask_value = it->get<double>();
+  }
+  auto layer = std::make_unique<Masking>(options, name, dtype);
+  layer->set_trainable(trainable);
+  if (Status s = layer->check_options(); !ok(s)) {
+    return as_parse_error();
+  }
+  *out = std::move(layer);
+  return Status::kSuccess;
+}
+
+} // namespace nn
+CULAYERS_NAMESPACE_END

@@ -1,0 +1,522 @@
+// Sequential (include/culayers/nn/sequential.hpp): layer stack, mask propagation, summary, JSON config,
+// safetensors weights.
+#include "culayers/nn/sequential.hpp"
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <set>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+CULAYERS_NAMESPACE_BEGIN
+namespace nn {
+
+using ::culayers::detail::set_error;
+
+namespace {
+
+Status cuda_error(const char* what, cudaError_t e) {
+  return set_error(Status::kErrorCudaRuntime, "sequential: %s: %s", what, cudaGetErrorString(e));
+}
+
+/// "(None, 8, 16)": the batch axis prints as None (it is not part of the model).
+std::string shape_text(const Shape& shape) {
+  std::string s = "(";
+  for (int i = 0; i < shape.rank(); ++i) {
+    if (i > 0) {
+      s += ", ";
+    }
+    s += i == 0 ? std::string("None") : std::to_string(shape.dim(i));
+  }
+  if (shape.rank() == 1) {
+    s += ",";
+  }
+  return s + ")";
+}
+
+/// 1234567 -> "1,234,567" (Keras prints parameter counts with thousands separators).
+std::string grouped(std::int64_t n) {
+  std::string digits = std::to_string(n < 0 ? -n : n);
+  std::string out;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) {
+      out += ',';
+    }
+    out += digits[i];
+  }
+  return n < 0 ? "-" + out : out;
+}
+
+/// Left-aligned cells in fixed columns; a cell wider than its column pushes the rest right.
+std::string row(const std::vector<std::string>& cells, const std::vector<int>& widths) {
+  std::string line;
+  int column = 0;
+  for (std::size_t i = 0; i < cells.size(); ++i) {
+    line += " " + cells[i];
+    column += widths[i];
+    if (line.size() < static_cast<std::size_t>(column)) {
+      line.resize(static_cast<std::size_t>(column), ' ');
+    } else {
+      line += ' ';
+    }
+  }
+  while (!line.empty() && line.back() == ' ') {
+    line.pop_back();
+  }
+  return line + "\n";
+}
+
+} // namespace
+
+Sequential::Sequential(std::string name)
+    : name_(name.empty() ? detail::default_layer_name("Sequential") : std::move(name)) {}
+
+Sequential::~Sequential() = default;
+
+Status Sequential::add(std::unique_ptr<Layer> layer) {
+  if (!layer) {
+    return set_error(Status::kErrorNullPointer, "%s: add: layer: is null", name_.c_str());
+  }
+  if (built_) {
+    return set_error(Status::kErrorInvalidValue, "%s: add: %s: the model is already built", name_.c_str(),
+                     layer->name().c_str());
+  }
+  if (find_layer(layer->name()) != nullptr) {
+    return set_error(
+        Status::kErrorInvalidValue,
+        "%s: add: a layer named \"%s\" is already in the model (weight names need unique layer names)",
+        name_.c_str(), layer->name().c_str());
+  }
+  layers_.push_back(std::move(layer));
+  return Status::kSuccess;
+}
+
+Layer* Sequential::find_layer(const std::string& name) noexcept {
+  for (const auto& l : layers_) {
+    if (l->name() == name) {
+      return l.get();
+    }
+  }
+  return nullptr;
+}
+
+Status Sequential::compute_output_shapes(const Shape& input_shape, std::vector<Shape>* out) const {
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s: compute_output_shapes: out: is null", name_.c_str());
+  }
+  std::vector<Shape> shapes;
+  Shape shape = input_shape;
+  for (const auto& l : layers_) {
+    Shape next{};
+    if (Status s = l->compute_output_shape(shape, &next); !ok(s)) {
+      return s;
+    }
+    shapes.push_back(next);
+    shape = next;
+  }
+  *out = std::move(shapes);
+  return Status::kSuccess;
+}
+
+Status Sequential::compute_output_shape(const Shape& input_shape, Shape* out) const {
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s: compute_output_shape: out: is null", name_.c_str());
+  }
+  std::vector<Shape> shapes;
+  if (Status s = compute_output_shapes(input_shape, &shapes); !ok(s)) {
+    return s;
+  }
+  *out = shapes.empty() ? input_shape : shapes.back();
+  return Status::kSuccess;
+}
+
+Status Sequential::build(const Shape& input_shape, cudaStream_t stream) {
+  if (built_) {
+    return set_error(Status::kErrorInvalidValue, "%s: build: already built", name_.c_str());
+  }
+  if (layers_.empty()) {
+    return set_error(Status::kErrorInvalidValue, "%s: build: the model has no layers", name_.c_str());
+  }
+  if (Status s = input_shape.validate(name_.c_str(), "input_shape"); !ok(s)) {
+    return s;
+  }
+  Shape shape = input_shape;
+  for (const auto& l : layers_) {
+    if (!l->built()) {
+      if (Status s = l->build(shape, stream); !ok(s)) {
+        return s;
+      }
+    }
+    Shape next{};
+    if (Status s = l->compute_output_shape(shape, &next); !ok(s)) {
+      return s;
+    }
+    shape = next;
+  }
+  built_ = true;
+  input_shape_ = input_shape;
+  return Status::kSuccess;
+}
+
+Status Sequential::call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
+                        LayerOutput* out) {
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s: out: is null", name_.c_str());
+  }
+  if (layers_.empty()) {
+    return set_error(Status::kErrorInvalidValue, "%s: call: the model has no layers", name_.c_str());
+  }
+  if (!built_) {
+    if (Status s = build(x.shape(), ctx.stream); !ok(s)) {
+      return s;
+    }
+  }
+  LayerOutput current{x, mask};
+  for (const auto& l : layers_) {
+    LayerOutput next{};
+    if (Status s = l->call(ctx, current.y, current.mask, &next); !ok(s)) {
+      return s;
+    }
+    current = next;
+  }
+  *out = current;
+  return Status::kSuccess;
+}
+
+Status Sequential::call(cudaStream_t stream, const ConstTensorView& x, const ConstTensorView& mask,
+                        LayerOutput* out) {
+  CallContext ctx{};
+  ctx.stream = stream;
+  ctx.phase = default_phase_;
+  return call(ctx, x, mask, out);
+}
+
+Status Sequential::profile(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
+                           LayerOutput* out, std::vector<LayerTiming>* timings) {
+  if (out == nullptr || timings == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s: profile: %s: is null", name_.c_str(),
+                     out == nullptr ? "out" : "timings");
+  }
+  if (layers_.empty()) {
+    return set_error(Status::kErrorInvalidValue, "%s: profile: the model has no layers", name_.c_str());
+  }
+  if (!built_) {
+    if (Status s = build(x.shape(), ctx.stream); !ok(s)) {
+      return s;
+    }
+  }
+  std::vector<cudaEvent_t> events(layers_.size() + 1, nullptr);
+  Status result = Status::kSuccess;
+  for (auto& e : events) {
+    if (cudaError_t err = cudaEventCreate(&e); err != cudaSuccess) {
+      result = cuda_error("cudaEventCreate", err);
+      break;
+    }
+  }
+  LayerOutput current{x, mask};
+  if (ok(result)) {
+    if (cudaError_t err = cudaEventRecord(events[0], ctx.stream); err != cudaSuccess) {
+      result = cuda_error("cudaEventRecord", err);
+    }
+  }
+  for (std::size_t i = 0; ok(result) && i < layers_.size(); ++i) {
+    LayerOutput next{};
+    result = layers_[i]->call(ctx, current.y, current.mask, &next);
+    if (ok(result)) {
+      current = next;
+      if (cudaError_t err = cudaEventRecord(events[i + 1], ctx.stream); err != cudaSuccess) {
+        result = cuda_error("cudaEventRecord", err);
+      }
+    }
+  }
+  std::vector<LayerTiming> t;
+  if (ok(result)) {
+    if (cudaError_t err = cudaEventSynchronize(events.back()); err != cudaSuccess) {
+      result = cuda_error("cudaEventSynchronize", err);
+    }
+  }
+  for (std::size_t i = 0; ok(result) && i < layers_.size(); ++i) {
+    float ms = 0.0f;
+    if (cudaError_t err = cudaEventElapsedTime(&ms, events[i], events[i + 1]); err != cudaSuccess) {
+      result = cuda_error("cudaEventElapsedTime", err);
+    }
+    t.push_back(LayerTiming{layers_[i]->name(), layers_[i]->class_name(), ms});
+  }
+  for (cudaEvent_t e : events) {
+    if (e != nullptr) {
+      (void)cudaEventDestroy(e);
+    }
+  }
+  if (ok(result)) {
+    *out = current;
+    *timings = std::move(t);
+  }
+  return result;
+}
+
+std::int64_t Sequential::count_params() const noexcept {
+  std::int64_t n = 0;
+  for (const auto& l : layers_) {
+    n += l->count_params();
+  }
+  return n;
+}
+
+std::int64_t Sequential::count_trainable_params() const noexcept {
+  std::int64_t n = 0;
+  for (const auto& l : layers_) {
+    for (const Weight* w : l->trainable_weights()) {
+      n += w->value.numel();
+    }
+  }
+  return n;
+}
+
+std::string Sequential::summary(int line_length) const {
+  if (line_length < 40) {
+    line_length = 40;
+  }
+  // Keras's column positions (.33, .55, .67, 1.0 of the line) for the three columns.
+  const std::vector<int> widths = {line_length * 45 / 100, line_length * 33 / 100,
+                                   line_length - line_length * 45 / 100 - line_length * 33 / 100};
+  std::vector<Shape> shapes;
+  const bool have_shapes = built_ && ok(compute_output_shapes(input_shape_, &shapes));
+  std::string s = "Model: \"" + name_ + "\"\n";
+  const std::string thin(static_cast<std::size_t>(line_length), '_');
+  const std::string thick(static_cast<std::size_t>(line_length), '=');
+  s += thin + "\n";
+  s += row({"Layer (type)", "Output Shape", "Param #"}, widths);
+  s += thick + "\n";
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = *layers_[i];
+    const std::string shape =
+        have_shapes ? shape_text(shapes[i]) : std::string(l.built() ? "?" : "(unbuilt)");
+    s += row({l.name() + " (" + l.class_name() + ")", shape, grouped(l.count_params())}, widths);
+    s += (i + 1 < layers_.size() ? "\n" : "");
+  }
+  s += thick + "\n";
+  const std::int64_t total = count_params();
+  const std::int64_t trainable = count_trainable_params();
+  s += "Total params: " + grouped(total) + "\n";
+  s += "Trainable params: " + grouped(trainable) + "\n";
+  s += "Non-trainable params: " + grouped(total - trainable) + "\n";
+  s += thin + "\n";
+  return s;
+}
+
+Json Sequential::to_json() const {
+  Json layers = Json::array();
+  for (const auto& l : layers_) {
+    layers.push_back(layer_to_json(*l));
+  }
+  Json config = {{"name", name_}, {"layers", layers}};
+  if (built_) {
+    Json shape = Json::array();
+    for (int i = 0; i < input_shape_.rank(); ++i) {
+      if (i == 0) {
+        shape.push_back(nullptr);
+      } else {
+        shape.push_back(input_shape_.dim(i));
+      }
+    }
+    config["build_input_shape"] = shape;
+  }
+  return Json{{"class_name", "Sequential"}, {"config", config}};
+}
+
+Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out, cudaStream_t stream) {
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "sequential from_json: out: is null");
+  }
+  if (!json.is_object() || !json.contains("class_name") || !json["class_name"].is_string()) {
+    return set_error(Status::kErrorParse,
+                     "sequential from_json: expected {\"class_name\": \"Sequential\", \"config\": {...}}");
+  }
+  if (json["class_name"].get<std::string>() != "Sequential") {
+    return set_error(Status::kErrorUnknownClass,
+                     "sequential from_json: class_name is \"%s\", not \"Sequential\"",
+                     json["class_name"].get<std::string>().c_str());
+  }
+  if (!json.contains("config") || !json["config"].is_object()) {
+    return set_error(Status::kErrorParse, "sequential from_json: \"config\" is missing or not an object");
+  }
+  const Json& config = json["config"];
+  std::string name;
+  if (const auto it = config.find("name"); it != config.end() && !it->is_null()) {
+    if (!it->is_string()) {
+      return set_error(Status::kErrorParse, "sequential from_json: \"name\" is not a string");
+    }
+    name = it->get<std::string>();
+  }
+  const auto layers_it = config.find("layers");
+  if (layers_it == config.end() || !layers_it->is_array()) {
+    return set_error(Status::kErrorParse, "sequential from_json: \"layers\" is missing or not an array");
+  }
+  auto model = std::make_unique<Sequential>(name);
+  for (const Json& lj : *layers_it) {
+    std::unique_ptr<Layer> layer;
+    if (Status s = layer_from_json(lj, &layer); !ok(s)) {
+      return s;
+    }
+    if (Status s = model->add(std::move(layer)); !ok(s)) {
+      return s;
+    }
+  }
+  if (const auto it = config.find("build_input_shape"); it != config.end() && !it->is_null()) {
+    if (!it->is_array() || it->empty() || it->size() > static_cast<std::size_t>(kMaxRank)) {
+      return set_error(Status::kErrorParse,
+                       "sequential from_json: \"build_input_shape\" is not a list of 1 to %d dimensions",
+                       kMaxRank);
+    }
+    std::vector<std::int64_t> dims;
+    for (std::size_t i = 0; i < it->size(); ++i) {
+      const Json& d = (*it)[i];
+      if (i == 0 && d.is_null()) {
+        dims.push_back(1); // the batch axis is not part of the model
+      } else if (d.is_number_integer() && d.get<std::int64_t>() >= 0) {
+        dims.push_back(d.get<std::int64_t>());
+      } else {
+        return set_error(Status::kErrorParse,
+                         "sequential from_json: \"build_input_shape\"[%zu] is not a non-negative integer%s",
+                         i, i == 0 ? " or null" : "");
+      }
+    }
+    Shape shape{};
+    if (Status s = Shape::make(dims.data(), static_cast<int>(dims.size()), &shape); !ok(s)) {
+      return set_error(s, "sequential from_json: \"build_input_shape\": invalid shape");
+    }
+    if (Status s = model->build(shape, stream); !ok(s)) {
+      return s;
+    }
+  }
+  *out = std::move(model);
+  return Status::kSuccess;
+}
+
+Status Sequential::from_json_string(const std::string& text, std::unique_ptr<Sequential>* out,
+                                    cudaStream_t stream) {
+  Json json = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) {
+    return set_error(Status::kErrorParse, "sequential from_json: the text is not valid JSON");
+  }
+  return from_json(json, out, stream);
+}
+
+Status Sequential::get_weights(SafetensorsFile* out, cudaStream_t stream) {
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s: get_weights: out: is null", name_.c_str());
+  }
+  if (!built_) {
+    return set_error(Status::kErrorInvalidValue, "%s: get_weights: the model is not built", name_.c_str());
+  }
+  SafetensorsFile file;
+  file.metadata["format"] = "culayers";
+  file.metadata["model"] = name_;
+  for (const auto& l : layers_) {
+    if (Status s = l->sync_weights(stream); !ok(s)) {
+      return s;
+    }
+  }
+  for (const auto& l : layers_) {
+    for (const auto& w : l->weights()) {
+      SafetensorsTensor t;
+      t.name = l->name() + "/" + w->name;
+      t.dtype = w->value.dtype();
+      t.shape = w->value.shape();
+      t.data.resize(w->value.bytes());
+      if (Status s = w->value.copy_to_host(t.data.data(), t.data.size(), stream); !ok(s)) {
+        return s;
+      }
+      file.tensors.push_back(std::move(t));
+    }
+  }
+  if (cudaError_t e = cudaStreamSynchronize(stream); e != cudaSuccess) {
+    return cuda_error("cudaStreamSynchronize", e);
+  }
+  *out = std::move(file);
+  return Status::kSuccess;
+}
+
+Status Sequential::set_weights(const SafetensorsFile& file, cudaStream_t stream) {
+  if (!built_) {
+    return set_error(Status::kErrorInvalidValue,
+                     "%s: set_weights: the model is not built (build it or load a config with "
+                     "\"build_input_shape\" first)",
+                     name_.c_str());
+  }
+  // Check everything before writing anything.
+  std::set<std::string> expected;
+  std::vector<std::pair<Weight*, const SafetensorsTensor*>> plan;
+  for (const auto& l : layers_) {
+    for (const auto& w : l->weights()) {
+      const std::string key = l->name() + "/" + w->name;
+      expected.insert(key);
+      const SafetensorsTensor* t = file.find(key);
+      if (t == nullptr) {
+        return set_error(Status::kErrorInvalidValue, "%s: set_weights: weight \"%s\" is missing",
+                         name_.c_str(), key.c_str());
+      }
+      if (t->dtype != w->value.dtype()) {
+        return set_error(Status::kErrorInvalidDType, "%s: set_weights: \"%s\": dtype %s, the model has %s",
+                         name_.c_str(), key.c_str(), dtype_name(t->dtype), dtype_name(w->value.dtype()));
+      }
+      if (t->shape != w->value.shape() || t->data.size() != w->value.bytes()) {
+        std::ostringstream got;
+        std::ostringstream want;
+        got << t->shape;
+        want << w->value.shape();
+        return set_error(Status::kErrorInvalidShape, "%s: set_weights: \"%s\": shape %s, the model has %s",
+                         name_.c_str(), key.c_str(), got.str().c_str(), want.str().c_str());
+      }
+      plan.emplace_back(w.get(), t);
+    }
+  }
+  for (const SafetensorsTensor& t : file.tensors) {
+    if (expected.count(t.name) == 0) {
+      return set_error(Status::kErrorInvalidValue, "%s: set_weights: \"%s\" is not a weight of this model",
+                       name_.c_str(), t.name.c_str());
+    }
+  }
+  for (const auto& [w, t] : plan) {
+    if (Status s = w->value.copy_from_host(t->data.data(), t->data.size(), stream); !ok(s)) {
+      return s;
+    }
+  }
+  // The host bytes belong to the caller: wait for the copies before returning.
+  if (cudaError_t e = cudaStreamSynchronize(stream); e != cudaSuccess) {
+    return cuda_error("cudaStreamSynchronize", e);
+  }
+  for (const auto& l : layers_) {
+    if (Status s = l->weights_loaded(stream); !ok(s)) {
+      return s;
+    }
+  }
+  return Status::kSuccess;
+}
+
+Status Sequential::save_weights(const std::string& path, cudaStream_t stream) {
+  SafetensorsFile file;
+  if (Status s = get_weights(&file, stream); !ok(s)) {
+    return s;
+  }
+  return write_safetensors(path, file);
+}
+
+Status Sequential::load_weights(const std::string& path, cudaStream_t stream) {
+  if (!built_) {
+    return set_error(Status::kErrorInvalidValue, "%s: load_weights: the model is not built", name_.c_str());
+  }
+  SafetensorsFile file;
+  if (Status s = read_safetensors(path, &file); !ok(s)) {
+    return s;
+  }
+  return set_weights(file, stream);
+}
+
+} // namespace nn
+CULAYERS_NAMESPACE_END

@@ -1,0 +1,290 @@
+// C API of models (include/culayers/c/model.h): a handle around nn::Sequential. No C++ exception crosses
+// the C boundary: allocation failures become CULAYERS_STATUS_OUT_OF_MEMORY.
+#include "culayers/c/model.h"
+
+#include "culayers/nn/sequential.hpp"
+#include "culayers/status.hpp"
+#include "culayers/types.hpp"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <new>
+#include <sstream>
+#include <string>
+#include <type_traits>
+
+struct culayersModel_st {
+  std::unique_ptr<culayers::nn::Sequential> model;
+};
+
+namespace {
+
+namespace nn = culayers::nn;
+using culayers::Status;
+using culayers::detail::set_error;
+
+static_assert(static_cast<int>(CULAYERS_PHASE_INFERENCE) == static_cast<int>(nn::Phase::kInference));
+static_assert(static_cast<int>(CULAYERS_PHASE_TRAINING) == static_cast<int>(nn::Phase::kTraining));
+static_assert(std::is_same_v<culayersStream_t, cudaStream_t>, "culayersStream_t must be cudaStream_t");
+
+culayersStatus_t to_c(Status s) {
+  return static_cast<culayersStatus_t>(static_cast<int>(s));
+}
+
+culayersStatus_t out_of_memory(const char* fn) {
+  return to_c(set_error(Status::kErrorOutOfMemory, "%s: host allocation failed", fn));
+}
+
+Status create(culayersModel_t* model, const std::string& config, const char* weights_path,
+              cudaStream_t stream) {
+  std::unique_ptr<nn::Sequential> seq;
+  if (Status s = nn::Sequential::from_json_string(config, &seq, stream); !culayers::ok(s)) {
+    return s;
+  }
+  if (!seq->built()) {
+    return set_error(Status::kErrorInvalidValue,
+                     "culayersModelCreate: config: the model has no \"build_input_shape\" (save it after "
+                     "building the model)");
+  }
+  if (weights_path != nullptr) {
+    if (Status s = seq->load_weights(weights_path, stream); !culayers::ok(s)) {
+      return s;
+    }
+  }
+  auto handle = std::make_unique<culayersModel_st>();
+  handle->model = std::move(seq);
+  *model = handle.release();
+  return Status::kSuccess;
+}
+
+Status make_shape(const char* fn, const char* arg, int rank, const int64_t* dims, culayers::Shape* out) {
+  if (rank < 1 || rank > CULAYERS_MAX_RANK) {
+    return set_error(Status::kErrorInvalidShape, "%s: %s: rank %d is not in [1, %d]", fn, arg, rank,
+                     CULAYERS_MAX_RANK);
+  }
+  return culayers::Shape::make(dims, rank, out);
+}
+
+} // namespace
+
+extern "C" {
+
+culayersStatus_t culayersModelCreate(culayersModel_t* model, const char* config_json,
+                                     const char* weights_path, culayersStream_t stream) {
+  if (model == nullptr || config_json == nullptr) {
+    return to_c(set_error(Status::kErrorNullPointer, "culayersModelCreate: %s: is null",
+                          model == nullptr ? "model" : "config_json"));
+  }
+  try {
+    return to_c(create(model, config_json, weights_path, stream));
+  } catch (const std::bad_alloc&) {
+    return out_of_memory("culayersModelCreate");
+  } catch (const std::exception& e) {
+    return to_c(set_error(Status::kErrorInternal, "culayersModelCreate: %s", e.what()));
+  }
+}
+
+culayersStatus_t culayersModelCreateFromFile(culayersModel_t* model, const char* config_path,
+                                             const char* weights_path, culayersStream_t stream) {
+  if (model == nullptr || config_path == nullptr) {
+    return to_c(set_error(Status::kErrorNullPointer, "culayersModelCreateFromFile: %s: is null",
+                          model == nullptr ? "model" : "config_path"));
+  }
+  try {
+    std::ifstream in(config_path, std::ios::binary);
+    if (!in) {
+      return to_c(
+          set_error(Status::kErrorIO, "culayersModelCreateFromFile: cannot open \"%s\"", config_path));
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (in.bad()) {
+      return to_c(
+          set_error(Status::kErrorIO, "culayersModelCreateFromFile: cannot read \"%s\"", config_path));
+    }
+    return to_c(create(model, text.str(), weights_path, stream));
+  } catch (const std::bad_alloc&) {
+    return out_of_memory("culayersModelCreateFromFile");
+  } catch (const std::exception& e) {
+    return to_c(set_error(Status::kErrorInternal, "culayersModelCreateFromFile: %s", e.what()));
+  }
+}
+
+void culayersModelDestroy(culayersModel_t model) {
+  delete model;
+}
+
+culayersStatus_t culayersModelGetInputDType(culayersModel_t model, culayersDType_t* dtype) {
+  if (model == nullptr || dtype == nullptr) {
+    return to_c(set_error(Status::kErrorNullPointer, "culayersModelGetInputDType: %s: is null",
+                          model == nullptr ? "model" : "dtype"));
+  }
+  *dtype = static_cast<culayersDType_t>(static_cast<int>(model->model->layer(0).dtype()));
+  return CULAYERS_STATUS_SUCCESS;
+}
+
+culayersStatus_t culayersModelGetOutputShape(culayersModel_t model, int input_rank, const int64_t* input_dims,
+                                             int* output_rank, int64_t* output_dims) {
+  constexpr const char* fn = "culayersModelGetOutputShape";
+  if (model == nullptr || input_dims == nullptr || output_rank == nullptr || output_dims == nullptr) {
+    return to_c(set_error(Status::kErrorNullPointer, "%s: %s: is null", fn,
+                          model == nullptr         ? "model"
+                          : input_dims == nullptr  ? "input_dims"
+                          : output_rank == nullptr ? "output_rank"
+                                                   : "output_dims"));
+  }
+  try {
+    culayers::Shape in{};
+    if (Status s = make_shape(fn, "input_dims", input_rank, input_dims, &in); !culayers::ok(s)) {
+      return to_c(s);
+    }
+    culayers::Shape out{};
+    if (Status s = model->model->compute_output_shape(in, &out); !culayers::ok(s)) {
+      return to_c(s);
+    }
+    *output_rank = out.rank();
+    for (int i = 0; i < out.rank(); ++i) {
+      output_dims[i] = out.dim(i);
+    }
+    return CULAYERS_STATUS_SUCCESS;
+  } catch (const std::bad_alloc&) {
+    return out_of_memory(fn);
+  }
+}
+
+void culayersModelRunArgsInit(culayersModelRunArgs_t* args) {
+  if (args != nullptr) {
+    std::memset(args, 0, sizeof(*args));
+    args->dtype = CULAYERS_DTYPE_FLOAT32;
+    args->phase = CULAYERS_PHASE_INFERENCE;
+  }
+}
+
+culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunArgs_t* args, int* wrote_mask,
+                                  culayersStream_t stream) {
+  constexpr const char* fn = "culayersModelRun";
+  if (model == nullptr || args == nullptr) {
+    return to_c(
+        set_error(Status::kErrorNullPointer, "%s: %s: is null", fn, model == nullptr ? "model" : "args"));
+  }
+  if (args->phase != CULAYERS_PHASE_INFERENCE && args->phase != CULAYERS_PHASE_TRAINING) {
+    return to_c(set_error(Status::kErrorInvalidValue, "%s: phase: %d is not a culayersPhase_t", fn,
+                          static_cast<int>(args->phase)));
+  }
+  const auto dtype = static_cast<culayers::DType>(static_cast<int>(args->dtype));
+  if (!culayers::is_valid(dtype)) {
+    return to_c(set_error(Status::kErrorInvalidDType, "%s: dtype: %d is not a culayersDType_t", fn,
+                          static_cast<int>(args->dtype)));
+  }
+  try {
+    nn::Sequential& seq = *model->model;
+    culayers::Shape in{};
+    if (Status s = make_shape(fn, "dims", args->rank, args->dims, &in); !culayers::ok(s)) {
+      return to_c(s);
+    }
+    culayers::Shape out_shape{};
+    if (Status s = seq.compute_output_shape(in, &out_shape); !culayers::ok(s)) {
+      return to_c(s);
+    }
+    const culayers::DType out_dtype = seq.layer(seq.size() - 1).dtype();
+    const std::size_t y_need = static_cast<std::size_t>(out_shape.numel()) * culayers::dtype_size(out_dtype);
+    if (args->y == nullptr && y_need != 0) {
+      return to_c(set_error(Status::kErrorNullPointer, "%s: y: is null", fn));
+    }
+    if (args->y_bytes < y_need) {
+      return to_c(set_error(Status::kErrorInvalidValue, "%s: y_bytes: %zu, the output needs %zu", fn,
+                            args->y_bytes, y_need));
+    }
+    const culayers::ConstTensorView x = culayers::ConstTensorView::contiguous(args->x, dtype, in);
+    culayers::ConstTensorView mask{};
+    if (args->mask != nullptr) {
+      if (args->rank < 2) {
+        return to_c(
+            set_error(Status::kErrorInconsistentArguments, "%s: mask: needs an input of rank >= 2", fn));
+      }
+      mask = culayers::ConstTensorView::contiguous(args->mask, culayers::DType::kUInt8,
+                                                   culayers::Shape{args->dims[0], args->dims[1]});
+    }
+    nn::CallContext ctx{};
+    ctx.stream = stream;
+    ctx.phase = static_cast<nn::Phase>(static_cast<int>(args->phase));
+    // A mask output is [batch, steps] of the output: check y_mask's capacity before anything runs.
+    const std::size_t m_need =
+        out_shape.rank() >= 2 ? static_cast<std::size_t>(out_shape.dim(0) * out_shape.dim(1)) : 0;
+    if (args->y_mask != nullptr && args->y_mask_bytes < m_need) {
+      return to_c(set_error(Status::kErrorInvalidValue, "%s: y_mask_bytes: %zu, an output mask needs %zu", fn,
+                            args->y_mask_bytes, m_need));
+    }
+    nn::LayerOutput out{};
+    if (Status s = seq.call(ctx, x, mask, &out); !culayers::ok(s)) {
+      return to_c(s);
+    }
+    if (y_need != 0) {
+      if (cudaError_t e = cudaMemcpyAsync(args->y, out.y.data(), y_need, cudaMemcpyDeviceToDevice, stream);
+          e != cudaSuccess) {
+        return to_c(
+            set_error(Status::kErrorCudaRuntime, "%s: copying the output: %s", fn, cudaGetErrorString(e)));
+      }
+    }
+    int wrote = 0;
+    if (args->y_mask != nullptr && out.mask.data() != nullptr) {
+      if (static_cast<std::size_t>(out.mask.shape().numel()) != m_need) {
+        return to_c(
+            set_error(Status::kErrorInternal, "%s: the output mask is not [batch, steps] of the output", fn));
+      }
+      if (cudaError_t e =
+              cudaMemcpyAsync(args->y_mask, out.mask.data(), m_need, cudaMemcpyDeviceToDevice, stream);
+          e != cudaSuccess) {
+        return to_c(set_error(Status::kErrorCudaRuntime, "%s: copying the output mask: %s", fn,
+                              cudaGetErrorString(e)));
+      }
+      wrote = 1;
+    }
+    if (wrote_mask != nullptr) {
+      *wrote_mask = wrote;
+    }
+    return CULAYERS_STATUS_SUCCESS;
+  } catch (const std::bad_alloc&) {
+    return out_of_memory(fn);
+  }
+}
+
+culayersStatus_t culayersModelSaveWeights(culayersModel_t model, const char* path, culayersStream_t stream) {
+  if (model == nullptr || path == nullptr) {
+    return to_c(set_error(Status::kErrorNullPointer, "culayersModelSaveWeights: %s: is null",
+                          model == nullptr ? "model" : "path"));
+  }
+  try {
+    return to_c(model->model->save_weights(path, stream));
+  } catch (const std::bad_alloc&) {
+    return out_of_memory("culayersModelSaveWeights");
+  }
+}
+
+culayersStatus_t culayersModelGetSummary(culayersModel_t model, char* buffer, size_t capacity,
+                                         size_t* length) {
+  if (model == nullptr || (buffer == nullptr && capacity != 0)) {
+    return to_c(set_error(Status::kErrorNullPointer, "culayersModelGetSummary: %s: is null",
+                          model == nullptr ? "model" : "buffer"));
+  }
+  try {
+    const std::string s = model->model->summary();
+    if (capacity != 0) {
+      const std::size_t n = std::min(s.size(), capacity - 1);
+      std::memcpy(buffer, s.data(), n);
+      buffer[n] = '\0';
+    }
+    if (length != nullptr) {
+      *length = s.size();
+    }
+    return CULAYERS_STATUS_SUCCESS;
+  } catch (const std::bad_alloc&) {
+    return out_of_memory("culayersModelGetSummary");
+  }
+}
+
+} // extern "C"

@@ -1,0 +1,538 @@
+// Sequential (culayers/nn/sequential.hpp) and the model C API (culayers/c/model.h): mask propagation,
+// summary, JSON configs and safetensors weights round trips, phase and trainable rules, and the graph
+// capture equivalence of a whole training-phase call (N replays == N eager calls).
+#include "culayers/nn/sequential.hpp"
+
+#include "culayers/c/model.h"
+#include "culayers/nn/layer.hpp"
+#include "culayers/nn/safetensors.hpp"
+
+#include "tests/support/test_support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+namespace {
+
+namespace nn = culayers::nn;
+using culayers::ConstTensorView;
+using culayers::DType;
+using culayers::Shape;
+using culayers::Status;
+using culayers::test::DeviceBuffer;
+using nn::Json;
+
+constexpr int kB = 3;
+constexpr int kT = 6;
+constexpr int kF = 8;
+
+/// The demo's stack: Masking -> GroupNormalization(SiLU) -> DecayingDropout -> BatchNormalization ->
+/// MaskedGlobalPooling1D, as a Keras-layout config. Names are fixed so two models share weight names.
+Json demo_config(const std::string& name = "demo") {
+  Json layers = Json::array();
+  layers.push_back({{"class_name", "Masking"}, {"config", {{"name", "masking"}, {"mask_value", 0.0}}}});
+  layers.push_back({{"class_name", "GroupNormalization"},
+                    {"config", {{"name", "gn"}, {"groups", 4}, {"activation", "silu"}, {"epsilon", 1e-3}}}});
+  layers.push_back({{"class_name", "DecayingDropout"},
+                    {"config",
+                     {{"name", "dd"},
+                      {"initial_keep_rate", 0.9},
+                      {"decay_interval", 4},
+                      {"decay_rate", 0.5},
+                      {"seed", 1234}}}});
+  layers.push_back({{"class_name", "BatchNormalization"}, {"config", {{"name", "bn"}, {"momentum", 0.8}}}});
+  layers.push_back(
+      {{"class_name", "MaskedGlobalPooling1D"}, {"config", {{"name", "pool"}, {"mode", "mean"}}}});
+  return Json{{"class_name", "Sequential"}, {"config", {{"name", name}, {"layers", layers}}}};
+}
+
+Json with_build_shape(Json config) {
+  config["config"]["build_input_shape"] = Json::array({nullptr, kT, kF});
+  return config;
+}
+
+/// A padded batch: row b has lengths[b] valid steps of N(0, 1) + 2 values; padded steps are exactly 0
+/// (Masking's mask_value).
+std::vector<float> padded_batch(std::mt19937_64& rng, const std::vector<int>& lengths) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<std::size_t>(kB) * kT * kF, 0.0f);
+  for (int b = 0; b < kB; ++b) {
+    for (int t = 0; t < lengths[static_cast<std::size_t>(b)]; ++t) {
+      for (int f = 0; f < kF; ++f) {
+        x[(static_cast<std::size_t>(b) * kT + t) * kF + f] = normal(rng) + 2.0f;
+      }
+    }
+  }
+  return x;
+}
+
+std::unique_ptr<nn::Sequential> make_model(const Json& config) {
+  std::unique_ptr<nn::Sequential> model;
+  const Status s = nn::Sequential::from_json(config, &model);
+  EXPECT_EQ(s, Status::kSuccess) << culayers::last_error_message();
+  return model;
+}
+
+std::vector<std::uint8_t> read_back(const ConstTensorView& v) {
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(v.shape().numel()) *
+                                culayers::dtype_size(v.dtype()));
+  if (!out.empty()) {
+    EXPECT_EQ(cudaMemcpy(out.data(), v.data(), out.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+  }
+  return out;
+}
+
+std::vector<std::uint8_t> weight_bytes(nn::Sequential& model, const std::string& layer,
+                                       const std::string& weight) {
+  nn::Layer* l = model.find_layer(layer);
+  EXPECT_NE(l, nullptr) << layer;
+  if (l == nullptr) {
+    return {};
+  }
+  EXPECT_EQ(l->sync_weights(nullptr), Status::kSuccess);
+  const nn::Weight* w = l->find_weight(weight);
+  EXPECT_NE(w, nullptr) << layer << "/" << weight;
+  if (w == nullptr) {
+    return {};
+  }
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  return read_back(w->value.view());
+}
+
+std::string temp_path(const std::string& leaf) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("culayers_seq_" + std::to_string(::getpid()) + "_" + info->name());
+  std::filesystem::create_directories(dir);
+  return (dir / leaf).string();
+}
+
+struct Inputs {
+  std::vector<float> host;
+  DeviceBuffer<float> x;
+  ConstTensorView view;
+};
+
+Inputs make_inputs(std::mt19937_64& rng, const std::vector<int>& lengths = {kT, 4, 1}) {
+  Inputs in{padded_batch(rng, lengths), DeviceBuffer<float>(static_cast<std::size_t>(kB) * kT * kF), {}};
+  in.x.upload(in.host);
+  in.view = ConstTensorView::contiguous(in.x.get(), DType::kFloat32, Shape{kB, kT, kF});
+  return in;
+}
+
+TEST(Sequential, AddRejectsNullDuplicatesAndLateLayers) {
+  nn::Sequential model("m");
+  EXPECT_EQ(model.add(nullptr), Status::kErrorNullPointer);
+  std::unique_ptr<nn::Layer> a;
+  ASSERT_EQ(nn::layer_from_json({{"class_name", "MaskedFlatten"}, {"config", {{"name", "flat"}}}}, &a),
+            Status::kSuccess);
+  ASSERT_EQ(model.add(std::move(a)), Status::kSuccess);
+  std::unique_ptr<nn::Layer> b;
+  ASSERT_EQ(nn::layer_from_json({{"class_name", "MaskedFlatten"}, {"config", {{"name", "flat"}}}}, &b),
+            Status::kSuccess);
+  EXPECT_EQ(model.add(std::move(b)), Status::kErrorInvalidValue);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("\"flat\""), std::string::npos);
+  ASSERT_EQ(model.build(Shape{2, 3, 4}), Status::kSuccess);
+  std::unique_ptr<nn::Layer> c;
+  ASSERT_EQ(nn::layer_from_json({{"class_name", "MaskedFlatten"}, {"config", {{"name", "flat2"}}}}, &c),
+            Status::kSuccess);
+  EXPECT_EQ(model.add(std::move(c)), Status::kErrorInvalidValue);
+  EXPECT_EQ(model.size(), 1u);
+
+  nn::Sequential empty("empty");
+  nn::LayerOutput out{};
+  DeviceBuffer<float> x(8);
+  EXPECT_EQ(empty.call(nullptr, ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{2, 4}), {}, &out),
+            Status::kErrorInvalidValue);
+  EXPECT_EQ(empty.build(Shape{2, 4}), Status::kErrorInvalidValue);
+}
+
+TEST(Sequential, DefaultNamesFollowKeras) {
+  nn::Sequential a;
+  nn::Sequential b;
+  EXPECT_EQ(a.name().rfind("sequential", 0), 0u);
+  EXPECT_NE(a.name(), b.name());
+}
+
+TEST(Sequential, SummaryListsLayersShapesAndParameterCounts) {
+  auto model = make_model(with_build_shape(demo_config()));
+  ASSERT_TRUE(model && model->built());
+  // GroupNormalization: gamma + beta (8 + 8); BatchNormalization: gamma, beta, moving mean/variance (4 x 8);
+  // DecayingDropout: its iterations counter (1).
+  EXPECT_EQ(model->count_params(), 16 + 32 + 1);
+  EXPECT_EQ(model->count_trainable_params(), 16 + 16);
+  const std::string s = model->summary();
+  for (const char* needle :
+       {"Model: \"demo\"", "masking (Masking)", "gn (GroupNormalization)", "dd (DecayingDropout)",
+        "bn (BatchNormalization)", "pool (MaskedGlobalPooling1D)", "(None, 6, 8)", "(None, 8)",
+        "Total params: 49", "Trainable params: 32", "Non-trainable params: 17", "Layer (type)",
+        "Output Shape", "Param #"}) {
+    EXPECT_NE(s.find(needle), std::string::npos) << needle << "\n" << s;
+  }
+  std::vector<Shape> shapes;
+  ASSERT_EQ(model->compute_output_shapes(Shape{5, kT, kF}, &shapes), Status::kSuccess);
+  ASSERT_EQ(shapes.size(), 5u);
+  EXPECT_EQ(shapes.back(), (Shape{5, kF}));
+}
+
+TEST(Sequential, MaskPropagatesAndPaddedStepsDoNotMatter) {
+  // Masking -> MaskedGlobalPooling1D(mean): Masking's mask reaches the pooling, which averages only the
+  // valid steps (a row with none gives the fill value 0) and consumes the mask.
+  Json cfg = {
+      {"class_name", "Sequential"},
+      {"config",
+       {{"name", "pool_only"},
+        {"layers",
+         {{{"class_name", "Masking"}, {"config", {{"name", "m"}}}},
+          {{"class_name", "MaskedGlobalPooling1D"}, {"config", {{"name", "p"}, {"mode", "mean"}}}}}}}}};
+  auto model = make_model(cfg);
+  ASSERT_TRUE(model);
+  auto rng = culayers::test::rng_for_test();
+  const std::vector<int> lengths = {kT, 4, 0};
+  Inputs in = make_inputs(rng, lengths);
+  nn::LayerOutput out{};
+  ASSERT_EQ(model->call(nullptr, in.view, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_EQ(out.mask.data(), nullptr); // the pooling consumed the mask
+  ASSERT_EQ(out.y.shape(), (Shape{kB, kF}));
+  std::vector<float> y(static_cast<std::size_t>(kB) * kF);
+  ASSERT_EQ(cudaMemcpy(y.data(), out.y.data(), y.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int b = 0; b < kB; ++b) {
+    for (int f = 0; f < kF; ++f) {
+      double sum = 0;
+      for (int t = 0; t < lengths[static_cast<std::size_t>(b)]; ++t) {
+        sum += in.host[(static_cast<std::size_t>(b) * kT + t) * kF + f];
+      }
+      const int n = lengths[static_cast<std::size_t>(b)];
+      const double want = n == 0 ? 0.0 : sum / n; // an empty row gives the fill value 0
+      EXPECT_NEAR(y[static_cast<std::size_t>(b) * kF + f], want, 1e-5) << b << "," << f;
+    }
+  }
+}
+
+TEST(Sequential, ConfigAndWeightsRoundTripGiveIdenticalOutputs) {
+  auto model = make_model(demo_config("original"));
+  ASSERT_TRUE(model);
+  auto rng = culayers::test::rng_for_test();
+  Inputs in = make_inputs(rng);
+  nn::CallContext train{};
+  train.phase = nn::Phase::kTraining;
+  nn::LayerOutput out{};
+  for (int i = 0; i < 3; ++i) { // moves the counter and the moving statistics away from their initial values
+    ASSERT_EQ(model->call(train, in.view, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  }
+  ASSERT_EQ(model->call(nullptr, in.view, {}, &out), Status::kSuccess);
+  const std::vector<std::uint8_t> want = read_back(out.y);
+
+  const Json saved = model->to_json();
+  EXPECT_EQ(saved["class_name"], "Sequential");
+  EXPECT_EQ(saved["config"]["build_input_shape"], Json::array({nullptr, kT, kF}));
+  const std::string weights = temp_path("w.safetensors");
+  ASSERT_EQ(model->save_weights(weights), Status::kSuccess) << culayers::last_error_message();
+
+  std::unique_ptr<nn::Sequential> loaded;
+  ASSERT_EQ(nn::Sequential::from_json_string(saved.dump(2), &loaded), Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_EQ(loaded->to_json(), saved); // the config round-trips exactly
+  ASSERT_EQ(loaded->load_weights(weights), Status::kSuccess) << culayers::last_error_message();
+  for (const char* w : {"moving_mean", "moving_variance", "gamma", "beta"}) {
+    EXPECT_EQ(weight_bytes(*loaded, "bn", w), weight_bytes(*model, "bn", w)) << w;
+  }
+  EXPECT_EQ(weight_bytes(*loaded, "dd", "iterations"), weight_bytes(*model, "dd", "iterations"));
+  nn::LayerOutput out2{};
+  ASSERT_EQ(loaded->call(nullptr, in.view, {}, &out2), Status::kSuccess);
+  EXPECT_EQ(read_back(out2.y), want);
+
+  // Training continues from the loaded counter: the next training call of both models draws the same
+  // dropout mask and moves the statistics identically.
+  ASSERT_EQ(model->call(train, in.view, {}, &out), Status::kSuccess);
+  ASSERT_EQ(loaded->call(train, in.view, {}, &out2), Status::kSuccess);
+  EXPECT_EQ(read_back(out2.y), read_back(out.y));
+  EXPECT_EQ(weight_bytes(*loaded, "bn", "moving_mean"), weight_bytes(*model, "bn", "moving_mean"));
+}
+
+TEST(Sequential, LoadWeightsChecksEverythingBeforeWriting) {
+  auto model = make_model(with_build_shape(demo_config()));
+  ASSERT_TRUE(model);
+  nn::SafetensorsFile good;
+  ASSERT_EQ(model->get_weights(&good), Status::kSuccess);
+  ASSERT_NE(good.find("bn/moving_variance"), nullptr);
+  ASSERT_NE(good.find("gn/gamma"), nullptr);
+  ASSERT_NE(good.find("dd/iterations"), nullptr);
+  const std::vector<std::uint8_t> before = weight_bytes(*model, "gn", "gamma");
+
+  auto expect_rejected = [&](nn::SafetensorsFile file, Status want, const char* needle) {
+    // Make gn/gamma different so a partial write would show.
+    if (auto* t = const_cast<nn::SafetensorsTensor*>(file.find("gn/gamma"));
+        t != nullptr && t->dtype == DType::kFloat32) {
+      for (auto& byte : t->data) {
+        byte = 0x3f;
+      }
+    }
+    EXPECT_EQ(model->set_weights(file), want) << needle;
+    EXPECT_NE(std::string(culayers::last_error_message()).find(needle), std::string::npos)
+        << culayers::last_error_message();
+    EXPECT_EQ(weight_bytes(*model, "gn", "gamma"), before) << needle;
+  };
+  {
+    nn::SafetensorsFile f = good;
+    f.tensors.erase(f.tensors.begin() + static_cast<std::ptrdiff_t>(f.find("bn/beta") - f.tensors.data()));
+    expect_rejected(f, Status::kErrorInvalidValue, "bn/beta");
+  }
+  {
+    nn::SafetensorsFile f = good;
+    auto* t = const_cast<nn::SafetensorsTensor*>(f.find("bn/beta"));
+    t->dtype = DType::kFloat16;
+    t->data.resize(t->data.size() / 2);
+    expect_rejected(f, Status::kErrorInvalidDType, "bn/beta");
+  }
+  {
+    nn::SafetensorsFile f = good;
+    auto* t = const_cast<nn::SafetensorsTensor*>(f.find("bn/beta"));
+    t->shape = Shape{kF / 2, 2};
+    expect_rejected(f, Status::kErrorInvalidShape, "bn/beta");
+  }
+  {
+    nn::SafetensorsFile f = good;
+    nn::SafetensorsTensor extra;
+    extra.name = "bn/unexpected";
+    extra.dtype = DType::kFloat32;
+    extra.shape = Shape{1};
+    extra.data.resize(4);
+    f.tensors.push_back(extra);
+    expect_rejected(f, Status::kErrorInvalidValue, "bn/unexpected");
+  }
+  // A file that is not safetensors at all.
+  const std::string bad = temp_path("bad.safetensors");
+  {
+    std::ofstream o(bad, std::ios::binary);
+    o << "this is not a safetensors file";
+  }
+  EXPECT_EQ(model->load_weights(bad), Status::kErrorParse);
+  EXPECT_EQ(model->load_weights(temp_path("missing.safetensors")), Status::kErrorIO);
+  EXPECT_EQ(weight_bytes(*model, "gn", "gamma"), before);
+
+  nn::Sequential unbuilt("unbuilt");
+  EXPECT_EQ(unbuilt.set_weights(good), Status::kErrorInvalidValue);
+}
+
+TEST(Sequential, BadConfigsAreClearErrors) {
+  std::unique_ptr<nn::Sequential> model;
+  EXPECT_EQ(nn::Sequential::from_json_string("{not json", &model), Status::kErrorParse);
+  EXPECT_EQ(nn::Sequential::from_json(Json::array(), &model), Status::kErrorParse);
+  EXPECT_EQ(nn::Sequential::from_json({{"class_name", "Functional"}, {"config", Json::object()}}, &model),
+            Status::kErrorUnknownClass);
+  EXPECT_EQ(nn::Sequential::from_json({{"class_name", "Sequential"}, {"config", {{"layers", 3}}}}, &model),
+            Status::kErrorParse);
+  Json unknown = demo_config();
+  unknown["config"]["layers"][1]["class_name"] = "LayerNormalization";
+  EXPECT_EQ(nn::Sequential::from_json(unknown, &model), Status::kErrorUnknownClass);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("LayerNormalization"), std::string::npos);
+  Json bad_shape = with_build_shape(demo_config());
+  bad_shape["config"]["build_input_shape"] = Json::array({nullptr, -1, kF});
+  EXPECT_EQ(nn::Sequential::from_json(bad_shape, &model), Status::kErrorParse);
+  Json bad_groups = with_build_shape(demo_config());
+  bad_groups["config"]["layers"][1]["config"]["groups"] = 3; // 8 channels are not divisible by 3
+  EXPECT_NE(nn::Sequential::from_json(bad_groups, &model), Status::kSuccess);
+  EXPECT_EQ(model, nullptr);
+}
+
+TEST(Sequential, InferenceRunsNoUpdateAndDropoutIsIdentity) {
+  auto model = make_model(with_build_shape(demo_config()));
+  ASSERT_TRUE(model);
+  auto rng = culayers::test::rng_for_test();
+  Inputs in = make_inputs(rng);
+  const auto mean0 = weight_bytes(*model, "bn", "moving_mean");
+  const auto it0 = weight_bytes(*model, "dd", "iterations");
+  nn::LayerOutput out{};
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(model->call(nullptr, in.view, {}, &out), Status::kSuccess);
+  }
+  EXPECT_EQ(weight_bytes(*model, "bn", "moving_mean"), mean0);
+  EXPECT_EQ(weight_bytes(*model, "dd", "iterations"), it0);
+
+  // trainable = false on the model's layers: training-phase calls run no update either.
+  for (std::size_t i = 0; i < model->size(); ++i) {
+    model->layer(i).set_trainable(false);
+  }
+  nn::CallContext train{};
+  train.phase = nn::Phase::kTraining;
+  ASSERT_EQ(model->call(train, in.view, {}, &out), Status::kSuccess);
+  EXPECT_EQ(weight_bytes(*model, "bn", "moving_mean"), mean0);
+  EXPECT_EQ(weight_bytes(*model, "dd", "iterations"), it0);
+}
+
+// A whole training-phase call captured in a CUDA graph and replayed N times advances DecayingDropout's
+// counter and keep rate and BatchNormalization's moving statistics exactly as N eager calls.
+TEST(Sequential, GraphReplaysEqualEagerTrainingCalls) {
+  auto eager = make_model(with_build_shape(demo_config("eager")));
+  auto graphed = make_model(with_build_shape(demo_config("graphed")));
+  ASSERT_TRUE(eager && graphed);
+  auto rng = culayers::test::rng_for_test();
+  Inputs in = make_inputs(rng);
+  cudaStream_t stream = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  nn::CallContext train{};
+  train.stream = stream;
+  train.phase = nn::Phase::kTraining;
+  nn::LayerOutput eo{};
+  nn::LayerOutput go{};
+  // Warm-up: the first call allocates the layers' buffers; both models take it eagerly.
+  ASSERT_EQ(eager->call(train, in.view, {}, &eo), Status::kSuccess) << culayers::last_error_message();
+  ASSERT_EQ(graphed->call(train, in.view, {}, &go), Status::kSuccess) << culayers::last_error_message();
+
+  cudaGraph_t graph = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  const Status captured = graphed->call(train, in.view, {}, &go);
+  CULAYERS_ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
+  ASSERT_EQ(captured, Status::kSuccess) << culayers::last_error_message();
+  cudaGraphExec_t exec = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+
+  constexpr int kReplays = 9; // crosses two decay intervals (4)
+  for (int i = 0; i < kReplays; ++i) {
+    ASSERT_EQ(eager->call(train, in.view, {}, &eo), Status::kSuccess);
+    CULAYERS_ASSERT_CUDA(cudaGraphLaunch(exec, stream));
+    CULAYERS_ASSERT_CUDA(cudaStreamSynchronize(stream));
+    EXPECT_EQ(read_back(go.y), read_back(eo.y)) << "replay " << i;
+  }
+  for (const char* w : {"moving_mean", "moving_variance"}) {
+    EXPECT_EQ(weight_bytes(*graphed, "bn", w), weight_bytes(*eager, "bn", w)) << w;
+  }
+  const auto iterations = weight_bytes(*graphed, "dd", "iterations");
+  EXPECT_EQ(iterations, weight_bytes(*eager, "dd", "iterations"));
+  std::int64_t k = -1;
+  ASSERT_EQ(iterations.size(), sizeof(k));
+  std::memcpy(&k, iterations.data(), sizeof(k));
+  EXPECT_EQ(k, 1 + kReplays);
+  // The moving statistics did move (the test would pass trivially otherwise).
+  auto fresh = make_model(with_build_shape(demo_config("fresh")));
+  EXPECT_NE(weight_bytes(*graphed, "bn", "moving_mean"), weight_bytes(*fresh, "bn", "moving_mean"));
+
+  CULAYERS_ASSERT_CUDA(cudaGraphExecDestroy(exec));
+  CULAYERS_ASSERT_CUDA(cudaGraphDestroy(graph));
+  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(stream));
+}
+
+TEST(Sequential, ProfileTimesEveryLayer) {
+  auto model = make_model(with_build_shape(demo_config()));
+  ASSERT_TRUE(model);
+  auto rng = culayers::test::rng_for_test();
+  Inputs in = make_inputs(rng);
+  nn::CallContext ctx{};
+  nn::LayerOutput out{};
+  std::vector<nn::LayerTiming> timings;
+  ASSERT_EQ(model->profile(ctx, in.view, {}, &out, &timings), Status::kSuccess)
+      << culayers::last_error_message();
+  ASSERT_EQ(timings.size(), model->size());
+  for (std::size_t i = 0; i < timings.size(); ++i) {
+    EXPECT_EQ(timings[i].name, model->layer(i).name());
+    EXPECT_GE(timings[i].milliseconds, 0.0f);
+  }
+}
+
+// The C API loads the same model from files and computes the same bits as the C++ model.
+TEST(ModelCApi, LoadsRunsAndMatchesCpp) {
+  auto model = make_model(with_build_shape(demo_config("capi")));
+  ASSERT_TRUE(model);
+  auto rng = culayers::test::rng_for_test();
+  Inputs in = make_inputs(rng);
+  nn::CallContext train{};
+  train.phase = nn::Phase::kTraining;
+  nn::LayerOutput out{};
+  ASSERT_EQ(model->call(train, in.view, {}, &out), Status::kSuccess);
+  const std::string config_path = temp_path("model.json");
+  const std::string weights_path = temp_path("model.safetensors");
+  {
+    std::ofstream o(config_path);
+    o << model->to_json().dump(2);
+  }
+  ASSERT_EQ(model->save_weights(weights_path), Status::kSuccess);
+  ASSERT_EQ(model->call(nullptr, in.view, {}, &out), Status::kSuccess);
+  const auto want = read_back(out.y);
+
+  culayersModel_t handle = nullptr;
+  ASSERT_EQ(culayersModelCreateFromFile(&handle, config_path.c_str(), weights_path.c_str(), nullptr),
+            CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  culayersDType_t dtype = CULAYERS_DTYPE_INT32;
+  ASSERT_EQ(culayersModelGetInputDType(handle, &dtype), CULAYERS_STATUS_SUCCESS);
+  EXPECT_EQ(dtype, CULAYERS_DTYPE_FLOAT32);
+  const std::int64_t dims[3] = {kB, kT, kF};
+  int out_rank = 0;
+  std::int64_t out_dims[CULAYERS_MAX_RANK] = {};
+  ASSERT_EQ(culayersModelGetOutputShape(handle, 3, dims, &out_rank, out_dims), CULAYERS_STATUS_SUCCESS);
+  ASSERT_EQ(out_rank, 2);
+  EXPECT_EQ(out_dims[0], kB);
+  EXPECT_EQ(out_dims[1], kF);
+
+  DeviceBuffer<float> y(static_cast<std::size_t>(kB) * kF);
+  culayersModelRunArgs_t args;
+  culayersModelRunArgsInit(&args);
+  args.x = in.x.get();
+  args.rank = 3;
+  std::memcpy(args.dims, dims, sizeof(dims));
+  args.y = y.get();
+  args.y_bytes = y.size() * sizeof(float);
+  int wrote_mask = -1;
+  ASSERT_EQ(culayersModelRun(handle, &args, &wrote_mask, nullptr), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_EQ(wrote_mask, 0);
+  std::vector<std::uint8_t> got(want.size());
+  ASSERT_EQ(cudaMemcpy(got.data(), y.get(), got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(got, want);
+
+  // Errors write nothing: a too-small output, a bad phase, a wrong dtype.
+  const std::vector<float> sentinel(y.size(), -7.0f);
+  y.upload(sentinel);
+  culayersModelRunArgs_t bad = args;
+  bad.y_bytes = 4;
+  EXPECT_EQ(culayersModelRun(handle, &bad, nullptr, nullptr), CULAYERS_STATUS_INVALID_VALUE);
+  bad = args;
+  bad.phase = static_cast<culayersPhase_t>(7);
+  EXPECT_EQ(culayersModelRun(handle, &bad, nullptr, nullptr), CULAYERS_STATUS_INVALID_VALUE);
+  bad = args;
+  bad.dtype = CULAYERS_DTYPE_FLOAT16;
+  EXPECT_NE(culayersModelRun(handle, &bad, nullptr, nullptr), CULAYERS_STATUS_SUCCESS);
+  bad = args;
+  bad.rank = 0;
+  EXPECT_EQ(culayersModelRun(handle, &bad, nullptr, nullptr), CULAYERS_STATUS_INVALID_SHAPE);
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_EQ(y.download(), sentinel);
+  EXPECT_EQ(culayersModelRun(nullptr, &args, nullptr, nullptr), CULAYERS_STATUS_NULL_POINTER);
+
+  size_t length = 0;
+  ASSERT_EQ(culayersModelGetSummary(handle, nullptr, 0, &length), CULAYERS_STATUS_SUCCESS);
+  std::string summary(length + 1, '\0');
+  ASSERT_EQ(culayersModelGetSummary(handle, summary.data(), summary.size(), nullptr),
+            CULAYERS_STATUS_SUCCESS);
+  EXPECT_NE(summary.find("bn (BatchNormalization)"), std::string::npos);
+  culayersModelDestroy(handle);
+  culayersModelDestroy(nullptr);
+
+  // Creation errors leave *model alone.
+  culayersModel_t none = nullptr;
+  EXPECT_EQ(culayersModelCreate(&none, "{\"class_name\": 1}", nullptr, nullptr), CULAYERS_STATUS_PARSE);
+  EXPECT_EQ(culayersModelCreate(&none, demo_config().dump().c_str(), nullptr, nullptr),
+            CULAYERS_STATUS_INVALID_VALUE); // no build_input_shape
+  EXPECT_EQ(culayersModelCreateFromFile(&none, temp_path("nope.json").c_str(), nullptr, nullptr),
+            CULAYERS_STATUS_IO);
+  EXPECT_EQ(culayersModelCreate(&none, with_build_shape(demo_config()).dump().c_str(),
+                                temp_path("nope.safetensors").c_str(), nullptr),
+            CULAYERS_STATUS_IO);
+  EXPECT_EQ(none, nullptr);
+}
+
+} // namespace
