@@ -3,6 +3,7 @@
 #include "culayers/batch_norm.hpp"
 #include "culayers/masked_reduce.hpp"
 #include "culayers/nn/normalization.hpp"
+#include "layers/config_util.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -27,46 +28,8 @@ constexpr int kSlotVariance = 2;
 constexpr int kSlotCount = 3;
 constexpr int kSlotWorkspace = 4;
 
-// ---- config helpers ------------------------------------------------------------------------------
-
-Status bad_key(const char* key, const char* what) {
-  return set_error(Status::kErrorParse, "%s config: \"%s\": %s", kClassName, key, what);
-}
-
-Status read_bool(const Json& config, const char* key, bool* out) {
-  if (const auto it = config.find(key); it != config.end()) {
-    if (!it->is_boolean()) {
-      return bad_key(key, "is not a boolean");
-    }
-    *out = it->get<bool>();
-  }
-  return Status::kSuccess;
-}
-
-Status read_initializer(const Json& config, const char* key, Initializer* out) {
-  if (const auto it = config.find(key); it != config.end()) {
-    if (Status s = Initializer::from_json(*it, out); !ok(s)) {
-      return set_error(s, "%s config: \"%s\": %s", kClassName, key, last_error_message());
-    }
-  }
-  return Status::kSuccess;
-}
-
-bool valid_epsilon(double e) {
-  return e > 0.0 && std::isfinite(e) && static_cast<float>(e) > 0.0f && std::isfinite(static_cast<float>(e));
-}
-
 bool valid_momentum(double m) {
   return m >= 0.0 && m <= 1.0;
-}
-
-/// "(2, 3, 8)".
-std::string shape_string(const Shape& s) {
-  std::string out = "(";
-  for (int i = 0; i < s.rank(); ++i) {
-    out += (i > 0 ? ", " : "") + std::to_string(s.dim(i));
-  }
-  return out + ")";
 }
 
 } // namespace
@@ -85,7 +48,7 @@ Status BatchNormalization::do_build(const Shape& input_shape, cudaStream_t strea
                      "%s: input: rank %d; BatchNormalization needs rank >= 2 (batch, ..., channels)", n,
                      rank);
   }
-  if (!valid_epsilon(options_.epsilon)) {
+  if (!config_util::valid_epsilon(options_.epsilon)) {
     return set_error(Status::kErrorInvalidValue, "%s: epsilon: %g, must be positive and finite in float32", n,
                      options_.epsilon);
   }
@@ -143,8 +106,9 @@ Status BatchNormalization::check_input_shape(const Shape& built, const Shape& sh
     return set_error(Status::kErrorInvalidShape,
                      "%s: input: shape %s is incompatible with the built shape %s (rank %d, %lld channels on "
                      "axis %d)",
-                     name().c_str(), shape_string(shape).c_str(), shape_string(built).c_str(), rank,
-                     static_cast<long long>(built.dim(axis)), axis);
+                     name().c_str(), config_util::shape_string(shape).c_str(),
+                     config_util::shape_string(built).c_str(), rank, static_cast<long long>(built.dim(axis)),
+                     axis);
   }
   return Status::kSuccess;
 }
@@ -297,26 +261,26 @@ Status BatchNormalization::from_config(const Json& config, std::unique_ptr<Layer
     // tf.keras 2 writes the axis as a list after build: accept one element.
     const Json& v = it->is_array() && it->size() == 1 ? (*it)[0] : *it;
     if (!v.is_number_integer() || v.get<std::int64_t>() < -kMaxRank || v.get<std::int64_t>() >= kMaxRank) {
-      return bad_key("axis", "is not an integer axis (or a list of one)");
+      return config_util::bad_key(kClassName, "axis", "is not an integer axis (or a list of one)");
     }
     o.axis = static_cast<int>(v.get<std::int64_t>());
   }
   if (const auto it = config.find("momentum"); it != config.end()) {
     if (!it->is_number() || !valid_momentum(it->get<double>())) {
-      return bad_key("momentum", "is not a number in [0, 1]");
+      return config_util::bad_key(kClassName, "momentum", "is not a number in [0, 1]");
     }
     o.momentum = it->get<double>();
   }
   if (const auto it = config.find("epsilon"); it != config.end()) {
-    if (!it->is_number() || !valid_epsilon(it->get<double>())) {
-      return bad_key("epsilon", "is not a positive finite number");
+    if (!it->is_number() || !config_util::valid_epsilon(it->get<double>())) {
+      return config_util::bad_key(kClassName, "epsilon", "is not a positive finite number");
     }
     o.epsilon = it->get<double>();
   }
-  if (Status s = read_bool(config, "center", &o.center); !ok(s)) {
+  if (Status s = config_util::read_bool(kClassName, config, "center", &o.center); !ok(s)) {
     return s;
   }
-  if (Status s = read_bool(config, "scale", &o.scale); !ok(s)) {
+  if (Status s = config_util::read_bool(kClassName, config, "scale", &o.scale); !ok(s)) {
     return s;
   }
   for (const auto& [key, init] :
@@ -324,7 +288,7 @@ Status BatchNormalization::from_config(const Json& config, std::unique_ptr<Layer
         {"gamma_initializer", &o.gamma_initializer},
         {"moving_mean_initializer", &o.moving_mean_initializer},
         {"moving_variance_initializer", &o.moving_variance_initializer}}) {
-    if (Status s = read_initializer(config, key, init); !ok(s)) {
+    if (Status s = config_util::read_initializer(kClassName, config, key, init); !ok(s)) {
       return s;
     }
   }

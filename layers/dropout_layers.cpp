@@ -11,6 +11,7 @@
 
 #include "culayers/dropout.hpp"
 #include "culayers/nn/core_layers.hpp"
+#include "layers/config_util.hpp"
 
 CULAYERS_NAMESPACE_BEGIN
 namespace nn {
@@ -19,21 +20,9 @@ using ::culayers::detail::set_error;
 
 namespace {
 
-Status as_parse_error() {
-  return set_error(Status::kErrorParse, "%s", last_error_message());
-}
-
 std::uint64_t random_seed() {
   std::random_device rd;
   return static_cast<std::uint64_t>(rd()) << 32 ^ rd();
-}
-
-Status check_float_dtype(const std::string& name, DType dtype) {
-  if (!is_floating_point(dtype)) {
-    return set_error(Status::kErrorInvalidDType, "%s: dtype: %s is not float32, float16 or bfloat16",
-                     name.c_str(), dtype_name(dtype));
-  }
-  return Status::kSuccess;
 }
 
 Status check_noise_shape_option(const std::string& name, const NoiseShape& noise_shape) {
@@ -145,18 +134,6 @@ Status read_seed(const char* cls, const Json& config, std::optional<std::uint64_
   return Status::kSuccess;
 }
 
-Status read_double(const char* cls, const Json& config, const char* key, double* out) {
-  const auto it = config.find(key);
-  if (it == config.end()) {
-    return Status::kSuccess;
-  }
-  if (!it->is_number()) {
-    return set_error(Status::kErrorParse, "%s config: \"%s\": is not a number", cls, key);
-  }
-  *out = it->get<double>();
-  return Status::kSuccess;
-}
-
 /// One DropoutState in device memory, allocated at build (a setup step).
 Status allocate_state(const std::string& name, Tensor* state, cudaStream_t stream) {
   if (Status s = Tensor::empty(Shape{static_cast<std::int64_t>(sizeof(dropout::DropoutState))}, DType::kUInt8,
@@ -257,7 +234,7 @@ Dropout::Dropout(DropoutOptions options, std::string name, DType dtype)
 }
 
 Status Dropout::check_options() const {
-  if (Status s = check_float_dtype(name(), dtype()); !ok(s)) {
+  if (Status s = config_util::check_float_dtype(name(), dtype()); !ok(s)) {
     return s;
   }
   if (!(options_.rate >= 0.0 && options_.rate < 1.0)) {
@@ -334,7 +311,7 @@ Status Dropout::from_config(const Json& config, std::unique_ptr<Layer>* out) {
     return s;
   }
   DropoutOptions options;
-  if (Status s = read_double(cls, config, "rate", &options.rate); !ok(s)) {
+  if (Status s = config_util::read_double(cls, config, "rate", &options.rate); !ok(s)) {
     return s;
   }
   if (Status s = read_noise_shape(cls, config, &options.noise_shape); !ok(s)) {
@@ -346,7 +323,7 @@ Status Dropout::from_config(const Json& config, std::unique_ptr<Layer>* out) {
   auto layer = std::make_unique<Dropout>(std::move(options), name, dtype);
   layer->set_trainable(trainable);
   if (Status s = layer->check_options(); !ok(s)) {
-    return as_parse_error();
+    return config_util::as_parse_error();
   }
   *out = std::move(layer);
   return Status::kSuccess;
@@ -366,7 +343,7 @@ DecayingDropout::DecayingDropout(DecayingDropoutOptions options, std::string nam
 
 Status DecayingDropout::check_options() const {
   const char* n = name().c_str();
-  if (Status s = check_float_dtype(name(), dtype()); !ok(s)) {
+  if (Status s = config_util::check_float_dtype(name(), dtype()); !ok(s)) {
     return s;
   }
   if (!(options_.initial_keep_rate > 0.0 && options_.initial_keep_rate <= 1.0)) {
@@ -512,10 +489,11 @@ Status DecayingDropout::from_config(const Json& config, std::unique_ptr<Layer>* 
     return s;
   }
   DecayingDropoutOptions options;
-  if (Status s = read_double(cls, config, "initial_keep_rate", &options.initial_keep_rate); !ok(s)) {
+  if (Status s = config_util::read_double(cls, config, "initial_keep_rate", &options.initial_keep_rate);
+      !ok(s)) {
     return s;
   }
-  if (Status s = read_double(cls, config, "decay_rate", &options.decay_rate); !ok(s)) {
+  if (Status s = config_util::read_double(cls, config, "decay_rate", &options.decay_rate); !ok(s)) {
     return s;
   }
   if (const auto it = config.find("decay_interval"); it != config.end()) {
@@ -534,7 +512,7 @@ Status DecayingDropout::from_config(const Json& config, std::unique_ptr<Layer>* 
   auto layer = std::make_unique<DecayingDropout>(std::move(options), name, dtype);
   layer->set_trainable(trainable);
   if (Status s = layer->check_options(); !ok(s)) {
-    return as_parse_error();
+    return config_util::as_parse_error();
   }
   *out = std::move(layer);
   return Status::kSuccess;

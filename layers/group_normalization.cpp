@@ -1,6 +1,7 @@
 // GroupNormalization (include/culayers/nn/normalization.hpp) on the group_norm op.
 #include "culayers/group_norm.hpp"
 #include "culayers/nn/normalization.hpp"
+#include "layers/config_util.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -17,31 +18,6 @@ namespace {
 
 constexpr const char* kClassName = "GroupNormalization";
 
-// ---- config helpers ------------------------------------------------------------------------------
-
-Status bad_key(const char* key, const char* what) {
-  return set_error(Status::kErrorParse, "%s config: \"%s\": %s", kClassName, key, what);
-}
-
-Status read_bool(const Json& config, const char* key, bool* out) {
-  if (const auto it = config.find(key); it != config.end()) {
-    if (!it->is_boolean()) {
-      return bad_key(key, "is not a boolean");
-    }
-    *out = it->get<bool>();
-  }
-  return Status::kSuccess;
-}
-
-Status read_initializer(const Json& config, const char* key, Initializer* out) {
-  if (const auto it = config.find(key); it != config.end()) {
-    if (Status s = Initializer::from_json(*it, out); !ok(s)) {
-      return set_error(s, "%s config: \"%s\": %s", kClassName, key, last_error_message());
-    }
-  }
-  return Status::kSuccess;
-}
-
 const char* activation_name(group_norm::Activation a) {
   switch (a) {
   case group_norm::Activation::kSiLU:
@@ -51,20 +27,6 @@ const char* activation_name(group_norm::Activation a) {
   default:
     return "linear";
   }
-}
-
-/// epsilon > 0 and finite, also once rounded to float32 (what the op gets).
-bool valid_epsilon(double e) {
-  return e > 0.0 && std::isfinite(e) && static_cast<float>(e) > 0.0f && std::isfinite(static_cast<float>(e));
-}
-
-/// "(2, 3, 8)".
-std::string shape_string(const Shape& s) {
-  std::string out = "(";
-  for (int i = 0; i < s.rank(); ++i) {
-    out += (i > 0 ? ", " : "") + std::to_string(s.dim(i));
-  }
-  return out + ")";
 }
 
 } // namespace
@@ -83,7 +45,7 @@ Status GroupNormalization::do_build(const Shape& input_shape, cudaStream_t strea
                      "%s: input: rank %d; GroupNormalization needs rank >= 2 (batch, ..., channels)", n,
                      rank);
   }
-  if (!valid_epsilon(options_.epsilon)) {
+  if (!config_util::valid_epsilon(options_.epsilon)) {
     return set_error(Status::kErrorInvalidValue, "%s: epsilon: %g, must be positive and finite in float32", n,
                      options_.epsilon);
   }
@@ -145,8 +107,9 @@ Status GroupNormalization::check_input_shape(const Shape& built, const Shape& sh
     return set_error(Status::kErrorInvalidShape,
                      "%s: input: shape %s is incompatible with the built shape %s (rank %d, %lld channels on "
                      "axis %d)",
-                     name().c_str(), shape_string(shape).c_str(), shape_string(built).c_str(), rank,
-                     static_cast<long long>(built.dim(axis)), axis);
+                     name().c_str(), config_util::shape_string(shape).c_str(),
+                     config_util::shape_string(built).c_str(), rank, static_cast<long long>(built.dim(axis)),
+                     axis);
   }
   return Status::kSuccess;
 }
@@ -236,33 +199,35 @@ Status GroupNormalization::from_config(const Json& config, std::unique_ptr<Layer
   GroupNormalizationOptions o;
   if (const auto it = config.find("groups"); it != config.end()) {
     if (!it->is_number_integer() || (it->get<std::int64_t>() < 1 && it->get<std::int64_t>() != -1)) {
-      return bad_key("groups", "is not an integer >= 1 or -1");
+      return config_util::bad_key(kClassName, "groups", "is not an integer >= 1 or -1");
     }
     o.groups = it->get<std::int64_t>();
   }
   if (const auto it = config.find("axis"); it != config.end()) {
     if (!it->is_number_integer() || it->get<std::int64_t>() < -kMaxRank ||
         it->get<std::int64_t>() >= kMaxRank) {
-      return bad_key("axis", "is not an integer axis");
+      return config_util::bad_key(kClassName, "axis", "is not an integer axis");
     }
     o.axis = static_cast<int>(it->get<std::int64_t>());
   }
   if (const auto it = config.find("epsilon"); it != config.end()) {
-    if (!it->is_number() || !valid_epsilon(it->get<double>())) {
-      return bad_key("epsilon", "is not a positive finite number");
+    if (!it->is_number() || !config_util::valid_epsilon(it->get<double>())) {
+      return config_util::bad_key(kClassName, "epsilon", "is not a positive finite number");
     }
     o.epsilon = it->get<double>();
   }
-  if (Status s = read_bool(config, "center", &o.center); !ok(s)) {
+  if (Status s = config_util::read_bool(kClassName, config, "center", &o.center); !ok(s)) {
     return s;
   }
-  if (Status s = read_bool(config, "scale", &o.scale); !ok(s)) {
+  if (Status s = config_util::read_bool(kClassName, config, "scale", &o.scale); !ok(s)) {
     return s;
   }
-  if (Status s = read_initializer(config, "beta_initializer", &o.beta_initializer); !ok(s)) {
+  if (Status s = config_util::read_initializer(kClassName, config, "beta_initializer", &o.beta_initializer);
+      !ok(s)) {
     return s;
   }
-  if (Status s = read_initializer(config, "gamma_initializer", &o.gamma_initializer); !ok(s)) {
+  if (Status s = config_util::read_initializer(kClassName, config, "gamma_initializer", &o.gamma_initializer);
+      !ok(s)) {
     return s;
   }
   if (const auto it = config.find("activation"); it != config.end() && !it->is_null()) {
@@ -274,7 +239,8 @@ Status GroupNormalization::from_config(const Json& config, std::unique_ptr<Layer
     } else if (act == "relu") {
       o.activation = group_norm::Activation::kReLU;
     } else {
-      return bad_key("activation", "is not \"linear\", \"silu\" (\"swish\") or \"relu\"");
+      return config_util::bad_key(kClassName, "activation",
+                                  "is not \"linear\", \"silu\" (\"swish\") or \"relu\"");
     }
   }
   auto layer = std::make_unique<GroupNormalization>(o, name, dtype);

@@ -7,6 +7,7 @@
 
 #include "culayers/masked_reduce.hpp"
 #include "culayers/nn/core_layers.hpp"
+#include "layers/config_util.hpp"
 
 CULAYERS_NAMESPACE_BEGIN
 namespace nn {
@@ -16,11 +17,6 @@ using ::culayers::detail::set_error;
 namespace {
 
 constexpr const char* kClassName = "Masking";
-
-/// The layer's own message, now with kErrorParse (from_config reports bad option values as parse errors).
-Status as_parse_error() {
-  return set_error(Status::kErrorParse, "%s", last_error_message());
-}
 
 } // namespace
 
@@ -120,7 +116,7 @@ Status Masking::from_config(const Json& config, std::unique_ptr<Layer>* out) {
   auto layer = std::make_unique<Masking>(options, name, dtype);
   layer->set_trainable(trainable);
   if (Status s = layer->check_options(); !ok(s)) {
-    return as_parse_error();
+    return config_util::as_parse_error();
   }
   *out = std::move(layer);
   return Status::kSuccess;

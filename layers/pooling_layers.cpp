@@ -8,6 +8,7 @@
 
 #include "culayers/masked_reduce.hpp"
 #include "culayers/nn/core_layers.hpp"
+#include "layers/config_util.hpp"
 
 CULAYERS_NAMESPACE_BEGIN
 namespace nn {
@@ -18,18 +19,6 @@ namespace {
 
 constexpr PoolingMode kModes[] = {PoolingMode::kMean, PoolingMode::kSum, PoolingMode::kMax,
                                   PoolingMode::kMin};
-
-Status as_parse_error() {
-  return set_error(Status::kErrorParse, "%s", last_error_message());
-}
-
-Status check_float_dtype(const std::string& name, DType dtype) {
-  if (!is_floating_point(dtype)) {
-    return set_error(Status::kErrorInvalidDType, "%s: dtype: %s is not float32, float16 or bfloat16",
-                     name.c_str(), dtype_name(dtype));
-  }
-  return Status::kSuccess;
-}
 
 masked_reduce::ReduceOp reduce_op(PoolingMode mode) {
   switch (mode) {
@@ -71,7 +60,7 @@ MaskedGlobalPooling1D::MaskedGlobalPooling1D(MaskedGlobalPooling1DOptions option
 
 Status MaskedGlobalPooling1D::check_options() const {
   const char* n = name().c_str();
-  if (Status s = check_float_dtype(name(), dtype()); !ok(s)) {
+  if (Status s = config_util::check_float_dtype(name(), dtype()); !ok(s)) {
     return s;
   }
   bool known = false;
@@ -208,7 +197,7 @@ Status MaskedGlobalPooling1D::from_config(const Json& config, std::unique_ptr<La
   auto layer = std::make_unique<MaskedGlobalPooling1D>(options, name, dtype);
   layer->set_trainable(trainable);
   if (Status s = layer->check_options(); !ok(s)) {
-    return as_parse_error();
+    return config_util::as_parse_error();
   }
   *out = std::move(layer);
   return Status::kSuccess;
@@ -222,7 +211,7 @@ MaskedFlatten::MaskedFlatten(MaskedFlattenOptions options, std::string name, DTy
 }
 
 Status MaskedFlatten::check_options() const {
-  return check_float_dtype(name(), dtype());
+  return config_util::check_float_dtype(name(), dtype());
 }
 
 Status MaskedFlatten::compute_output_shape(const Shape& input_shape, Shape* out) const {
@@ -298,7 +287,7 @@ Status MaskedFlatten::from_config(const Json& config, std::unique_ptr<Layer>* ou
   auto layer = std::make_unique<MaskedFlatten>(MaskedFlattenOptions{}, name, dtype);
   layer->set_trainable(trainable);
   if (Status s = layer->check_options(); !ok(s)) {
-    return as_parse_error();
+    return config_util::as_parse_error();
   }
   *out = std::move(layer);
   return Status::kSuccess;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the CUDA binaries that scripts/gpu_check.sh runs on a GPU machine. Runs HERE (no GPU needed:
 # nvcc compiles without one): configures the `gpu` preset (build/gpu: CUDA backend only, sm_90, Release,
-# GoogleTest and cudart linked statically), builds culayers_tests_cuda and culayers_bench, puts the
+# GoogleTest and cudart linked statically), builds culayers_tests_cuda, culayers_bench, the demo
+# (culayers_demo) and the engine example (culayers_engine_example_cuda), puts the
 # shared Google Benchmark library beside culayers_bench (its RUNPATH is $ORIGIN; the GPU machine has no
 # Google Benchmark), and checks that what must travel to the GPU machine stays well under 64 MiB.
 #
@@ -20,12 +21,14 @@ budget_mib=48
 echo "== configure (preset gpu -> $build_dir)"
 cmake --preset gpu
 
-echo "== build culayers_tests_cuda culayers_bench"
-cmake --build "$build_dir" --target culayers_tests_cuda culayers_bench
+echo "== build culayers_tests_cuda culayers_bench culayers_demo culayers_engine_example_cuda"
+cmake --build "$build_dir" --target culayers_tests_cuda culayers_bench culayers_demo culayers_engine_example_cuda
 
 tests_bin="$build_dir/tests/culayers_tests_cuda"
 bench_bin="$build_dir/bench/culayers_bench"
-for bin in "$tests_bin" "$bench_bin"; do
+demo_bin="$build_dir/examples/demo/culayers_demo"
+engine_bin="$build_dir/examples/engine/culayers_engine_example_cuda"
+for bin in "$tests_bin" "$bench_bin" "$demo_bin" "$engine_bin"; do
   if [[ ! -x "$bin" ]]; then
     echo "gpu_build: expected binary $bin is missing" >&2
     exit 1
@@ -48,7 +51,7 @@ if [[ ${#ship[@]} -eq 0 ]]; then
 fi
 
 # The binaries must not need libcudart.so, GoogleTest or Boost at run time.
-for bin in "$tests_bin" "$bench_bin"; do
+for bin in "$tests_bin" "$bench_bin" "$demo_bin" "$engine_bin"; do
   if ldd "$bin" | grep -E 'libcudart|libgtest|libboost' >/dev/null; then
     echo "gpu_build: $bin links a shared library the GPU machine lacks:" >&2
     ldd "$bin" | grep -E 'libcudart|libgtest|libboost' >&2
@@ -61,7 +64,7 @@ readelf -d "$bench_bin" | grep -E 'RUNPATH|RPATH' | grep -qF '$ORIGIN' || {
   exit 1
 }
 
-carry=("$tests_bin" "$bench_bin" "${ship[@]}")
+carry=("$tests_bin" "$bench_bin" "$demo_bin" "$engine_bin" "${ship[@]}")
 total=$(du -cb "${carry[@]}" | tail -n1 | cut -f1)
 total_mib=$(( (total + 1048575) / 1048576 ))
 echo

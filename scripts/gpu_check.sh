@@ -7,8 +7,10 @@
 #      the GPU itself are never changed or reset);
 #   2. runs the CUDA test binary;
 #   3. runs it again under compute-sanitizer memcheck, racecheck and synccheck (--error-exitcode);
-#   4. runs culayers_bench with JSON output;
-#   5. writes bench/results/<card-slug>-<YYYY-MM-DD>.md with the JSON beside it, and copies both (plus
+#   4. runs the demo (culayers_demo) and the engine example (culayers_engine_example_cuda), which check
+#      their own results;
+#   5. runs culayers_bench with JSON output;
+#   6. writes bench/results/<card-slug>-<YYYY-MM-DD>.md with the JSON beside it, and copies both (plus
 #      the full logs) into $OUT when that variable is set.
 #
 # Without a GPU (nvidia-smi -L fails) it says so and exits 0. Otherwise it exits 1 if any step failed.
@@ -33,6 +35,8 @@ fi
 build_dir="${CULAYERS_GPU_BUILD_DIR:-build/gpu}"
 tests_bin="$build_dir/tests/culayers_tests_cuda"
 bench_bin="$build_dir/bench/culayers_bench"
+demo_bin="$build_dir/examples/demo/culayers_demo"
+engine_bin="$build_dir/examples/engine/culayers_engine_example_cuda"
 step_timeout="${CULAYERS_STEP_TIMEOUT:-300}"
 sanitizer_filter="${CULAYERS_SANITIZER_FILTER:-}"
 
@@ -156,6 +160,19 @@ else
   for t in memcheck racecheck synccheck; do skip_step "$t" "no test binary"; done
 fi
 
+for example in "$demo_bin" "$engine_bin"; do
+  name="$(basename "$example")"
+  if [[ -x "$example" ]]; then
+    if [[ "$name" == culayers_demo ]]; then
+      run_step "$name" "$logs/$name.log" "$example" "$logs/demo_output"
+    else
+      run_step "$name" "$logs/$name.log" "$example"
+    fi
+  else
+    skip_step "$name" "$example missing (build it with scripts/gpu_build.sh and carry it)"
+  fi
+done
+
 rm -f "$json" # never report an earlier run's numbers as this run's
 if [[ -x "$bench_bin" ]]; then
   # shellcheck disable=SC2086  # CULAYERS_BENCH_ARGS is a list of flags
@@ -228,8 +245,8 @@ PY
   bench_table
   echo
   [[ -f "$logs/bench.log" ]] && { echo "Console output:"; echo; fence "$logs/bench.log"; echo; }
-  echo "## Tests and compute-sanitizer (last lines of each log)"
-  for name in tests memcheck racecheck synccheck; do
+  echo "## Tests, compute-sanitizer and examples (last lines of each log)"
+  for name in tests memcheck racecheck synccheck culayers_demo culayers_engine_example_cuda; do
     [[ -f "$logs/$name.log" ]] || continue
     echo
     echo "### $name"
@@ -258,7 +275,7 @@ if [[ -n "${OUT:-}" ]]; then
   mkdir -p "$OUT"
   cp "$report" "$OUT/"
   [[ -s "$json" ]] && cp "$json" "$OUT/"
-  for name in tests memcheck racecheck synccheck bench; do
+  for name in tests memcheck racecheck synccheck bench culayers_demo culayers_engine_example_cuda; do
     [[ -f "$logs/$name.log" ]] && cp "$logs/$name.log" "$OUT/$name.log"
   done
   echo "gpu_check: copied the report, JSON and logs to \$OUT"

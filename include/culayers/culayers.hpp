@@ -5,6 +5,7 @@
 #include "culayers/version.hpp"
 #include "culayers/status.hpp"
 #include "culayers/types.hpp"
+#include "culayers/batch_norm.hpp"
 #include "culayers/dropout.hpp"
 #include "culayers/group_norm.hpp"
 #include "culayers/masked_reduce.hpp"
