@@ -9,6 +9,7 @@
 
 #include "tests/reference/batch_norm_reference.hpp"
 #include "tests/reference/group_norm_reference.hpp"
+#include "tests/nn/nn_test_util.hpp"
 #include "tests/support/test_support.hpp"
 
 #include <gtest/gtest.h>
@@ -28,56 +29,23 @@ namespace {
 namespace nn = culayers::nn;
 namespace bn = culayers::test::bn;
 namespace gn = culayers::test::gn;
+namespace nn_util = culayers::test::nn_util;
 using culayers::ConstTensorView;
 using culayers::DType;
 using culayers::Shape;
 using culayers::Status;
 using culayers::test::DeviceBuffer;
 using culayers::test::rng_for_test;
+using culayers::test::nn_util::download;
+using culayers::test::nn_util::seed_note;
+using culayers::test::nn_util::shape_str;
+using culayers::test::nn_util::view_of;
+using culayers::test::nn_util::weight_floats;
 using gn::Dtype;
 using nn::Json;
 
-std::string seed_note() {
-  return "base seed " + std::to_string(culayers::test::base_seed()) + " (CULAYERS_TEST_SEED)";
-}
-
-std::string shape_str(const Shape& s) {
-  std::string out = "(";
-  for (int i = 0; i < s.rank(); ++i) {
-    out += (i > 0 ? ", " : "") + std::to_string(s.dim(i));
-  }
-  return out + ")";
-}
-
-template <class T>
-std::vector<T> download(const ConstTensorView& v) {
-  std::vector<T> host(static_cast<std::size_t>(v.numel()));
-  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  if (!host.empty()) {
-    EXPECT_EQ(cudaMemcpy(host.data(), v.data(), host.size() * sizeof(T), cudaMemcpyDeviceToHost),
-              cudaSuccess);
-  }
-  return host;
-}
-
-std::vector<float> weight_floats(const nn::Layer& layer, const char* name) {
-  const nn::Weight* w = layer.find_weight(name);
-  if (w == nullptr) {
-    return {};
-  }
-  std::vector<float> v(static_cast<std::size_t>(w->value.numel()));
-  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  EXPECT_EQ(w->value.copy_to_host(v.data(), v.size() * sizeof(float), nullptr), Status::kSuccess);
-  EXPECT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
-  return v;
-}
-
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
-ConstTensorView view_of(const void* p, DType dtype, const Shape& shape) {
-  return ConstTensorView::contiguous(p, dtype, shape);
 }
 
 // ---- hand-worked ------------------------------------------------------------------------------------------

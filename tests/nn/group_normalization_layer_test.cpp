@@ -5,6 +5,7 @@
 #include "culayers/nn/normalization.hpp"
 
 #include "tests/reference/group_norm_reference.hpp"
+#include "tests/nn/nn_test_util.hpp"
 #include "tests/support/test_support.hpp"
 
 #include <gtest/gtest.h>
@@ -21,6 +22,7 @@ namespace {
 
 namespace nn = culayers::nn;
 namespace gn = culayers::test::gn;
+namespace nn_util = culayers::test::nn_util;
 using culayers::ConstTensorView;
 using culayers::DType;
 using culayers::Layout;
@@ -29,49 +31,19 @@ using culayers::Status;
 using culayers::group_norm::Activation;
 using culayers::test::DeviceBuffer;
 using culayers::test::rng_for_test;
+using culayers::test::nn_util::download;
+using culayers::test::nn_util::seed_note;
+using culayers::test::nn_util::shape_str;
+using culayers::test::nn_util::view_of;
 using gn::Dtype;
 using nn::Json;
-
-std::string seed_note() {
-  return "base seed " + std::to_string(culayers::test::base_seed()) + " (CULAYERS_TEST_SEED)";
-}
 
 const char* act_name(Activation a) {
   return a == Activation::kNone ? "linear" : (a == Activation::kSiLU ? "silu" : "relu");
 }
 
-std::string shape_str(const Shape& s) {
-  std::string out = "(";
-  for (int i = 0; i < s.rank(); ++i) {
-    out += (i > 0 ? ", " : "") + std::to_string(s.dim(i));
-  }
-  return out + ")";
-}
-
-template <class T>
-std::vector<T> download(const ConstTensorView& v) {
-  std::vector<T> host(static_cast<std::size_t>(v.numel()));
-  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  if (!host.empty()) {
-    EXPECT_EQ(cudaMemcpy(host.data(), v.data(), host.size() * sizeof(T), cudaMemcpyDeviceToHost),
-              cudaSuccess);
-  }
-  return host;
-}
-
 std::vector<double> weight_values(const nn::Layer& layer, const char* name) {
-  const nn::Weight* w = layer.find_weight(name);
-  if (w == nullptr) {
-    return {};
-  }
-  std::vector<float> v(static_cast<std::size_t>(w->value.numel()));
-  EXPECT_EQ(w->value.copy_to_host(v.data(), v.size() * sizeof(float), nullptr), Status::kSuccess);
-  EXPECT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
-  return gn::widen(v);
-}
-
-ConstTensorView view_of(const void* p, DType dtype, const Shape& shape) {
-  return ConstTensorView::contiguous(p, dtype, shape);
+  return gn::widen(nn_util::weight_floats(layer, name));
 }
 
 // ---- hand-worked ------------------------------------------------------------------------------------------
