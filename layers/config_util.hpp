@@ -4,6 +4,7 @@
 #define CULAYERS_LAYERS_CONFIG_UTIL_HPP_
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "culayers/nn/initializer.hpp"
@@ -16,9 +17,45 @@ CULAYERS_NAMESPACE_BEGIN
 namespace nn {
 namespace config_util {
 
+/// Parses JSON text with the nesting depth bounded (configs nest a few levels; a hostile document nested
+/// thousands deep would otherwise make copying or destroying the value recurse off the stack).
+/// kErrorParse "<what>: ..." when the text is not JSON or nests deeper than `max_depth`.
+inline Status parse_json(const std::string& text, const char* what, Json* out, int max_depth = 64) {
+  struct TooDeep {};
+  int depth = 0;
+  const Json::parser_callback_t bound = [&](int, Json::parse_event_t event, Json&) {
+    if (event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) {
+      if (++depth > max_depth) {
+        throw TooDeep{};
+      }
+    } else if (event == Json::parse_event_t::object_end || event == Json::parse_event_t::array_end) {
+      --depth;
+    }
+    return true;
+  };
+  try {
+    *out = Json::parse(text, bound);
+  } catch (const Json::parse_error& e) {
+    return ::culayers::detail::set_error(Status::kErrorParse, "%s: not valid JSON: %s", what, e.what());
+  } catch (const TooDeep&) {
+    return ::culayers::detail::set_error(Status::kErrorParse, "%s: the JSON nests deeper than %d levels",
+                                         what, max_depth);
+  }
+  return Status::kSuccess;
+}
+
 /// The most recent error again, as kErrorParse (an option check failing inside from_config).
 inline Status as_parse_error() {
   return ::culayers::detail::set_error(Status::kErrorParse, "%s", last_error_message());
+}
+
+/// "(2, 3, 8)".
+inline std::string shape_string(const Shape& s) {
+  std::string out = "(";
+  for (int i = 0; i < s.rank(); ++i) {
+    out += (i > 0 ? ", " : "") + std::to_string(s.dim(i));
+  }
+  return out + ")";
 }
 
 /// kErrorParse "<cls> config: \"<key>\": <what>".
@@ -67,18 +104,27 @@ inline Status check_float_dtype(const std::string& name, DType dtype) {
   return Status::kSuccess;
 }
 
+/// The input-shape check of layers whose extents may change between calls: the same rank as the built
+/// shape, and the same extent on every axis from `first_fixed_axis` on (rank or more: none fixed).
+inline Status check_fixed_axes(const std::string& name, const Shape& built, const Shape& shape,
+                               int first_fixed_axis) {
+  bool same = built.rank() == shape.rank();
+  for (int i = first_fixed_axis; same && i < shape.rank(); ++i) {
+    same = built.dim(i) == shape.dim(i);
+  }
+  if (!same) {
+    return ::culayers::detail::set_error(
+        Status::kErrorInvalidShape, "%s: input: shape %s is incompatible with the built shape %s%s",
+        name.c_str(), shape_string(shape).c_str(), shape_string(built).c_str(),
+        first_fixed_axis < built.rank() ? " (only the batch and step extents may change)"
+                                        : " (the rank differs)");
+  }
+  return Status::kSuccess;
+}
+
 /// epsilon > 0 and finite, also once rounded to float32 (what the ops get).
 inline bool valid_epsilon(double e) {
   return e > 0.0 && std::isfinite(e) && static_cast<float>(e) > 0.0f && std::isfinite(static_cast<float>(e));
-}
-
-/// "(2, 3, 8)".
-inline std::string shape_string(const Shape& s) {
-  std::string out = "(";
-  for (int i = 0; i < s.rank(); ++i) {
-    out += (i > 0 ? ", " : "") + std::to_string(s.dim(i));
-  }
-  return out + ")";
 }
 
 } // namespace config_util

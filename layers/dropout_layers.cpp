@@ -2,6 +2,9 @@
 // (include/culayers/nn/core_layers.hpp).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <chrono>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -20,9 +23,22 @@ using ::culayers::detail::set_error;
 
 namespace {
 
+/// A nondeterministic seed (Keras's seed=None). std::random_device may throw where the platform has no
+/// entropy source: then the clock, a process-wide counter and an address are mixed (SplitMix64's finalizer).
 std::uint64_t random_seed() {
-  std::random_device rd;
-  return static_cast<std::uint64_t>(rd()) << 32 ^ rd();
+  try {
+    std::random_device rd;
+    return static_cast<std::uint64_t>(rd()) << 32 ^ rd();
+  } catch (...) {
+    static std::atomic<std::uint64_t> counter{0};
+    int local = 0;
+    std::uint64_t z =
+        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+        (counter.fetch_add(1) * 0x9e3779b97f4a7c15ull) ^ reinterpret_cast<std::uintptr_t>(&local);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
 }
 
 Status check_noise_shape_option(const std::string& name, const NoiseShape& noise_shape) {
@@ -45,8 +61,10 @@ Status check_noise_shape_option(const std::string& name, const NoiseShape& noise
 }
 
 /// Keras's _get_noise_shape: null entries take x's extent. A rank-0 result means x's shape.
-Status resolve_noise_shape(const std::string& name, const NoiseShape& noise_shape, const Shape& x,
-                           Shape* out) {
+/// The noise shape for an input of shape `x`. With `check_batch` false (shape inference and build, where
+/// the batch extent is a placeholder) an explicit batch entry is not compared with x's; calls check it.
+Status resolve_noise_shape(const std::string& name, const NoiseShape& noise_shape, const Shape& x, Shape* out,
+                           bool check_batch = true) {
   if (!noise_shape) {
     *out = Shape{};
     return Status::kSuccess;
@@ -60,6 +78,9 @@ Status resolve_noise_shape(const std::string& name, const NoiseShape& noise_shap
   for (int i = 0; i < rank; ++i) {
     const auto& e = (*noise_shape)[static_cast<std::size_t>(i)];
     dims[i] = e ? *e : x.dim(i);
+    if (i == 0 && !check_batch) {
+      dims[i] = x.dim(i);
+    }
     if (dims[i] != 1 && dims[i] != x.dim(i)) {
       return set_error(Status::kErrorInvalidShape,
                        "%s: noise_shape: entry %d is %lld; it must be null, 1 or the input's %lld",
@@ -216,7 +237,8 @@ Status dropout_output_shape(const std::string& name, const NoiseShape& noise_sha
     return set_error(Status::kErrorNullPointer, "%s: compute_output_shape: out: is null", name.c_str());
   }
   Shape unused;
-  if (Status s = resolve_noise_shape(name, noise_shape, input_shape, &unused); !ok(s)) {
+  if (Status s = resolve_noise_shape(name, noise_shape, input_shape, &unused, /*check_batch=*/false);
+      !ok(s)) {
     return s;
   }
   *out = input_shape;
@@ -248,6 +270,10 @@ Status Dropout::compute_output_shape(const Shape& input_shape, Shape* out) const
   return dropout_output_shape(name(), options_.noise_shape, input_shape, out);
 }
 
+Status Dropout::check_input_shape(const Shape& built, const Shape& shape) const {
+  return config_util::check_fixed_axes(name(), built, shape, built.rank());
+}
+
 Status Dropout::do_build(const Shape& input_shape, cudaStream_t stream) {
   if (Status s = check_options(); !ok(s)) {
     return s;
@@ -265,17 +291,22 @@ Status Dropout::do_build(const Shape& input_shape, cudaStream_t stream) {
 Status Dropout::do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                         LayerOutput* out) {
   (void)mask; // passed through by the base
-  if (ctx.phase != Phase::kTraining || options_.rate == 0.0) {
-    out->y = x; // identity: no kernel, the output aliases the input
-    return Status::kSuccess;
-  }
+  // The training-phase output buffer is taken in either phase, so a model warmed up by inference calls
+  // allocates nothing in a later training call either (which may be under graph capture).
+  const bool identity = ctx.phase != Phase::kTraining || options_.rate == 0.0;
   Shape noise;
-  if (Status s = resolve_noise_shape(name(), options_.noise_shape, x.shape(), &noise); !ok(s)) {
-    return s;
+  if (!identity) { // checked before the buffer is taken: a failing call leaves the previous output alone
+    if (Status s = resolve_noise_shape(name(), options_.noise_shape, x.shape(), &noise); !ok(s)) {
+      return s;
+    }
   }
   Tensor* y = nullptr;
   if (Status s = output_buffer(ctx, 0, x.shape(), dtype(), &y); !ok(s)) {
     return s;
+  }
+  if (identity) {
+    out->y = x; // no kernel, the output aliases the input
+    return Status::kSuccess;
   }
   if (Status s = dropout_forward(name(), noise, state_, ctx, x, y); !ok(s)) {
     return s;
@@ -369,6 +400,28 @@ Status DecayingDropout::init_state(std::int64_t iterations, cudaStream_t stream)
                             options_.decay_interval, iterations, stream);
 }
 
+Status DecayingDropout::check_input_shape(const Shape& built, const Shape& shape) const {
+  return config_util::check_fixed_axes(name(), built, shape, built.rank());
+}
+
+Status DecayingDropout::check_weight_data(const std::string& weight_name, const void* data,
+                                          std::size_t bytes) const {
+  if (weight_name != "iterations") {
+    return Status::kSuccess;
+  }
+  std::int64_t iterations = 0;
+  if (data == nullptr || bytes != sizeof(iterations)) {
+    return set_error(Status::kErrorInvalidValue, "%s: iterations: expected one int64 value (%zu bytes given)",
+                     name().c_str(), bytes);
+  }
+  std::memcpy(&iterations, data, sizeof(iterations));
+  if (iterations < 0) {
+    return set_error(Status::kErrorInvalidValue, "%s: iterations: %lld is negative", name().c_str(),
+                     static_cast<long long>(iterations));
+  }
+  return Status::kSuccess;
+}
+
 Status DecayingDropout::do_build(const Shape& input_shape, cudaStream_t stream) {
   if (Status s = check_options(); !ok(s)) {
     return s;
@@ -396,17 +449,20 @@ Status DecayingDropout::do_build(const Shape& input_shape, cudaStream_t stream) 
 Status DecayingDropout::do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                                 LayerOutput* out) {
   (void)mask; // passed through by the base
-  if (ctx.phase != Phase::kTraining) {
-    out->y = x;
-    return Status::kSuccess;
-  }
+  const bool identity = ctx.phase != Phase::kTraining;
   Shape noise;
-  if (Status s = resolve_noise_shape(name(), options_.noise_shape, x.shape(), &noise); !ok(s)) {
-    return s;
+  if (!identity) {
+    if (Status s = resolve_noise_shape(name(), options_.noise_shape, x.shape(), &noise); !ok(s)) {
+      return s;
+    }
   }
-  Tensor* y = nullptr;
+  Tensor* y = nullptr; // taken in either phase (see Dropout::do_call)
   if (Status s = output_buffer(ctx, 0, x.shape(), dtype(), &y); !ok(s)) {
     return s;
+  }
+  if (identity) {
+    out->y = x;
+    return Status::kSuccess;
   }
   if (Status s = dropout_forward(name(), noise, state_, ctx, x, y); !ok(s)) {
     return s;

@@ -173,6 +173,31 @@ Status Layer::check_input_shape(const Shape& built, const Shape& shape) const {
   return Status::kSuccess;
 }
 
+Status Layer::check_call(const Shape& shape, DType dtype, bool has_mask) const {
+  const char* n = name_.c_str();
+  if (dtype != dtype_) {
+    return set_error(Status::kErrorInvalidDType, "%s: x: dtype %s, the layer computes in %s", n,
+                     dtype_name(dtype), dtype_name(dtype_));
+  }
+  if (has_mask) {
+    if (!supports_masking()) {
+      return set_error(Status::kErrorNotSupported,
+                       "%s: mask: layer %s does not support masking, but was passed an input mask", n,
+                       class_name_.c_str());
+    }
+    if (shape.rank() < 2) {
+      return set_error(Status::kErrorInconsistentArguments,
+                       "%s: mask: the input has rank %d; a mask needs "
+                       "[batch, steps, ...]",
+                       n, shape.rank());
+    }
+  }
+  if (built_) {
+    return check_input_shape(built_shape_, shape);
+  }
+  return Status::kSuccess;
+}
+
 Status Layer::call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                    LayerOutput* out) {
   const char* n = name_.c_str();
@@ -182,32 +207,23 @@ Status Layer::call(const CallContext& ctx, const ConstTensorView& x, const Const
   if (x.data() == nullptr && x.shape().numel() != 0) {
     return set_error(Status::kErrorNullPointer, "%s: x: is null", n);
   }
-  if (x.dtype() != dtype_) {
-    return set_error(Status::kErrorInvalidDType, "%s: x: dtype %s, the layer computes in %s", n,
-                     dtype_name(x.dtype()), dtype_name(dtype_));
-  }
   if (!x.is_contiguous()) {
     return set_error(Status::kErrorInvalidLayout, "%s: x: must be contiguous", n);
   }
-  if (mask.data() != nullptr) {
-    if (!supports_masking()) {
-      return set_error(Status::kErrorNotSupported,
-                       "%s: mask: layer %s does not support masking, but was passed an input mask", n,
-                       class_name_.c_str());
-    }
-    if (mask.dtype() != DType::kUInt8 || mask.shape().rank() != 2 || x.shape().rank() < 2 ||
-        mask.shape().dim(0) != x.shape().dim(0) || mask.shape().dim(1) != x.shape().dim(1) ||
-        !mask.is_contiguous()) {
-      return set_error(Status::kErrorInconsistentArguments,
-                       "%s: mask: expected contiguous uint8 [batch, steps] matching x's first two axes", n);
-    }
+  const bool has_mask = mask.data() != nullptr;
+  if (Status s = check_call(x.shape(), x.dtype(), has_mask); !ok(s)) {
+    return s;
+  }
+  if (has_mask &&
+      (mask.dtype() != DType::kUInt8 || mask.shape().rank() != 2 || mask.shape().dim(0) != x.shape().dim(0) ||
+       mask.shape().dim(1) != x.shape().dim(1) || !mask.is_contiguous())) {
+    return set_error(Status::kErrorInconsistentArguments,
+                     "%s: mask: expected contiguous uint8 [batch, steps] matching x's first two axes", n);
   }
   if (!built_) {
     if (Status s = build(x.shape(), ctx.stream); !ok(s)) {
       return s;
     }
-  } else if (Status s = check_input_shape(built_shape_, x.shape()); !ok(s)) {
-    return s;
   }
   LayerOutput result{};
   if (supports_masking()) {
@@ -360,7 +376,8 @@ Status layer_from_json(const Json& json, std::unique_ptr<Layer>* out) {
   }
   register_builtin_layers();
   const std::string class_name = json["class_name"].get<std::string>();
-  const Json config = json.contains("config") ? json["config"] : Json::object();
+  static const Json empty_config = Json::object();
+  const Json& config = json.contains("config") ? json["config"] : empty_config;
   if (!config.is_object()) {
     return set_error(Status::kErrorParse, "layer_from_json: %s: \"config\" is not an object",
                      class_name.c_str());

@@ -51,6 +51,10 @@ Status Masking::compute_output_shape(const Shape& input_shape, Shape* out) const
   return Status::kSuccess;
 }
 
+Status Masking::check_input_shape(const Shape& built, const Shape& shape) const {
+  return config_util::check_fixed_axes(name(), built, shape, built.rank());
+}
+
 Status Masking::do_build(const Shape& input_shape, cudaStream_t stream) {
   (void)stream;
   if (Status s = check_options(); !ok(s)) {

@@ -97,6 +97,10 @@ Status MaskedGlobalPooling1D::compute_output_shape(const Shape& input_shape, Sha
   return Shape::make(dims, rank - 1, out);
 }
 
+Status MaskedGlobalPooling1D::check_input_shape(const Shape& built, const Shape& shape) const {
+  return config_util::check_fixed_axes(name(), built, shape, 2);
+}
+
 Status MaskedGlobalPooling1D::do_build(const Shape& input_shape, cudaStream_t stream) {
   (void)stream;
   if (Status s = check_options(); !ok(s)) {
@@ -228,6 +232,10 @@ Status MaskedFlatten::compute_output_shape(const Shape& input_shape, Shape* out)
   }
   *out = Shape{input_shape.dim(0), features};
   return Status::kSuccess;
+}
+
+Status MaskedFlatten::check_input_shape(const Shape& built, const Shape& shape) const {
+  return config_util::check_fixed_axes(name(), built, shape, built.rank());
 }
 
 Status MaskedFlatten::do_build(const Shape& input_shape, cudaStream_t stream) {

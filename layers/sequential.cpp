@@ -1,6 +1,7 @@
 // Sequential (include/culayers/nn/sequential.hpp): layer stack, mask propagation, summary, JSON config,
 // safetensors weights.
 #include "culayers/nn/sequential.hpp"
+#include "layers/config_util.hpp"
 
 #include <cinttypes>
 #include <cstdio>
@@ -163,6 +164,23 @@ Status Sequential::build(const Shape& input_shape, cudaStream_t stream) {
   return Status::kSuccess;
 }
 
+Status Sequential::check_chain(const Shape& input_shape, DType dtype, bool has_mask) const {
+  Shape shape = input_shape;
+  for (const auto& l : layers_) {
+    if (Status s = l->check_call(shape, dtype, has_mask); !ok(s)) {
+      return s;
+    }
+    Shape next{};
+    if (Status s = l->compute_output_shape(shape, &next); !ok(s)) {
+      return s;
+    }
+    shape = next;
+    dtype = l->dtype(); // every layer computes and writes in its dtype
+    has_mask = l->compute_mask(has_mask);
+  }
+  return Status::kSuccess;
+}
+
 Status Sequential::call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                         LayerOutput* out) {
   if (out == nullptr) {
@@ -175,6 +193,10 @@ Status Sequential::call(const CallContext& ctx, const ConstTensorView& x, const 
     if (Status s = build(x.shape(), ctx.stream); !ok(s)) {
       return s;
     }
+  }
+  // Check the whole chain before enqueuing anything, so a call that fails runs no layer and no update op.
+  if (Status s = check_chain(x.shape(), x.dtype(), mask.data() != nullptr); !ok(s)) {
+    return s;
   }
   LayerOutput current{x, mask};
   for (const auto& l : layers_) {
@@ -209,6 +231,9 @@ Status Sequential::profile(const CallContext& ctx, const ConstTensorView& x, con
     if (Status s = build(x.shape(), ctx.stream); !ok(s)) {
       return s;
     }
+  }
+  if (Status s = check_chain(x.shape(), x.dtype(), mask.data() != nullptr); !ok(s)) {
+    return s;
   }
   std::vector<cudaEvent_t> events(layers_.size() + 1, nullptr);
   Status result = Status::kSuccess;
@@ -400,9 +425,9 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
 
 Status Sequential::from_json_string(const std::string& text, std::unique_ptr<Sequential>* out,
                                     cudaStream_t stream) {
-  Json json = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded()) {
-    return set_error(Status::kErrorParse, "sequential from_json: the text is not valid JSON");
+  Json json;
+  if (Status s = config_util::parse_json(text, "sequential from_json", &json); !ok(s)) {
+    return s;
   }
   return from_json(json, out, stream);
 }
@@ -472,6 +497,9 @@ Status Sequential::set_weights(const SafetensorsFile& file, cudaStream_t stream)
         want << w->value.shape();
         return set_error(Status::kErrorInvalidShape, "%s: set_weights: \"%s\": shape %s, the model has %s",
                          name_.c_str(), key.c_str(), got.str().c_str(), want.str().c_str());
+      }
+      if (Status s = l->check_weight_data(w->name, t->data.data(), t->data.size()); !ok(s)) {
+        return s;
       }
       plan.emplace_back(w.get(), t);
     }

@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -191,7 +192,14 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
       return to_c(s);
     }
     const culayers::DType out_dtype = seq.layer(seq.size() - 1).dtype();
-    const std::size_t y_need = static_cast<std::size_t>(out_shape.numel()) * culayers::dtype_size(out_dtype);
+    // numel() of a valid Shape is at most INT64_MAX; times up to 8 bytes it could still wrap.
+    const auto numel = static_cast<std::size_t>(out_shape.numel());
+    const std::size_t elem = culayers::dtype_size(out_dtype);
+    if (elem != 0 && numel > SIZE_MAX / elem) {
+      return to_c(
+          set_error(Status::kErrorSizeLimit, "%s: the output has %zu elements: too many bytes", fn, numel));
+    }
+    const std::size_t y_need = numel * elem;
     if (args->y == nullptr && y_need != 0) {
       return to_c(set_error(Status::kErrorNullPointer, "%s: y: is null", fn));
     }
@@ -223,6 +231,11 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
     if (Status s = seq.call(ctx, x, mask, &out); !culayers::ok(s)) {
       return to_c(s);
     }
+    const bool copy_mask = args->y_mask != nullptr && out.mask.data() != nullptr;
+    if (copy_mask && static_cast<std::size_t>(out.mask.shape().numel()) != m_need) {
+      return to_c(
+          set_error(Status::kErrorInternal, "%s: the output mask is not [batch, steps] of the output", fn));
+    }
     if (y_need != 0) {
       if (cudaError_t e = cudaMemcpyAsync(args->y, out.y.data(), y_need, cudaMemcpyDeviceToDevice, stream);
           e != cudaSuccess) {
@@ -231,11 +244,7 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
       }
     }
     int wrote = 0;
-    if (args->y_mask != nullptr && out.mask.data() != nullptr) {
-      if (static_cast<std::size_t>(out.mask.shape().numel()) != m_need) {
-        return to_c(
-            set_error(Status::kErrorInternal, "%s: the output mask is not [batch, steps] of the output", fn));
-      }
+    if (copy_mask) {
       if (cudaError_t e =
               cudaMemcpyAsync(args->y_mask, out.mask.data(), m_need, cudaMemcpyDeviceToDevice, stream);
           e != cudaSuccess) {

@@ -145,12 +145,16 @@ TEST(MaskingLayer, WarmedUpCallsReuseTheirBuffers) {
   ASSERT_EQ(layer.call(nn::CallContext{}, xv, {}, &second), Status::kSuccess);
   EXPECT_EQ(first.y.data(), second.y.data());
   EXPECT_EQ(first.mask.data(), second.mask.data());
-  // A smaller batch is compatible; another step count is not.
+  // A smaller batch and another step count are compatible (Keras gives Masking no input spec); another
+  // rank is not.
   const ConstTensorView smaller = ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{2, 5, 3});
   ASSERT_EQ(layer.call(nn::CallContext{}, smaller, {}, &second), Status::kSuccess);
   EXPECT_EQ(second.mask.shape(), (Shape{2, 5}));
   const ConstTensorView other = ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{4, 3, 5});
-  EXPECT_EQ(layer.call(nn::CallContext{}, other, {}, &second), Status::kErrorInvalidShape);
+  ASSERT_EQ(layer.call(nn::CallContext{}, other, {}, &second), Status::kSuccess);
+  EXPECT_EQ(second.mask.shape(), (Shape{4, 3}));
+  const ConstTensorView rank2 = ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{4, 15});
+  EXPECT_EQ(layer.call(nn::CallContext{}, rank2, {}, &second), Status::kErrorInvalidShape);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 

@@ -313,6 +313,14 @@ TEST(Sequential, LoadWeightsChecksEverythingBeforeWriting) {
     f.tensors.push_back(extra);
     expect_rejected(f, Status::kErrorInvalidValue, "bn/unexpected");
   }
+  {
+    // A negative counter is rejected before anything is written (DecayingDropout's check_weight_data).
+    nn::SafetensorsFile f = good;
+    auto* t = const_cast<nn::SafetensorsTensor*>(f.find("dd/iterations"));
+    const std::int64_t negative = -3;
+    std::memcpy(t->data.data(), &negative, sizeof(negative));
+    expect_rejected(f, Status::kErrorInvalidValue, "iterations");
+  }
   // A file that is not safetensors at all.
   const std::string bad = temp_path("bad.safetensors");
   {
@@ -388,9 +396,12 @@ TEST(Sequential, GraphReplaysEqualEagerTrainingCalls) {
   train.phase = nn::Phase::kTraining;
   nn::LayerOutput eo{};
   nn::LayerOutput go{};
-  // Warm-up: the first call allocates the layers' buffers; both models take it eagerly.
-  ASSERT_EQ(eager->call(train, in.view, {}, &eo), Status::kSuccess) << culayers::last_error_message();
-  ASSERT_EQ(graphed->call(train, in.view, {}, &go), Status::kSuccess) << culayers::last_error_message();
+  // Warm-up: the first call allocates the layers' buffers — for both phases, so an inference-phase
+  // warm-up is enough for a training-phase call to allocate nothing (and be capturable).
+  nn::CallContext infer = train;
+  infer.phase = nn::Phase::kInference;
+  ASSERT_EQ(eager->call(infer, in.view, {}, &eo), Status::kSuccess) << culayers::last_error_message();
+  ASSERT_EQ(graphed->call(infer, in.view, {}, &go), Status::kSuccess) << culayers::last_error_message();
 
   cudaGraph_t graph = nullptr;
   CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
@@ -415,7 +426,7 @@ TEST(Sequential, GraphReplaysEqualEagerTrainingCalls) {
   std::int64_t k = -1;
   ASSERT_EQ(iterations.size(), sizeof(k));
   std::memcpy(&k, iterations.data(), sizeof(k));
-  EXPECT_EQ(k, 1 + kReplays);
+  EXPECT_EQ(k, kReplays);
   // The moving statistics did move (the test would pass trivially otherwise).
   auto fresh = make_model(with_build_shape(demo_config("fresh")));
   EXPECT_NE(weight_bytes(*graphed, "bn", "moving_mean"), weight_bytes(*fresh, "bn", "moving_mean"));
@@ -440,6 +451,101 @@ TEST(Sequential, ProfileTimesEveryLayer) {
     EXPECT_EQ(timings[i].name, model->layer(i).name());
     EXPECT_GE(timings[i].milliseconds, 0.0f);
   }
+}
+
+TEST(Sequential, DeeplyNestedJsonIsAParseErrorNotACrash) {
+  std::string deep(100000, '[');
+  deep += std::string(100000, ']');
+  std::unique_ptr<nn::Sequential> model;
+  EXPECT_EQ(nn::Sequential::from_json_string(deep, &model), Status::kErrorParse);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("deeper"), std::string::npos)
+      << culayers::last_error_message();
+  culayersModel_t handle = nullptr;
+  EXPECT_EQ(culayersModelCreate(&handle, deep.c_str(), nullptr, nullptr), CULAYERS_STATUS_PARSE);
+  EXPECT_EQ(handle, nullptr);
+}
+
+TEST(Sequential, StepCountMayChangeBetweenCalls) {
+  // Built for T steps, called with fewer: padded batches of another length run through every layer.
+  auto model = make_model(with_build_shape(demo_config()));
+  ASSERT_TRUE(model);
+  constexpr int kShortT = kT - 2;
+  auto rng = culayers::test::rng_for_test();
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> host(static_cast<std::size_t>(kB) * kShortT * kF);
+  for (auto& v : host) {
+    v = normal(rng) + 2.0f;
+  }
+  DeviceBuffer<float> x(host.size());
+  x.upload(host);
+  nn::LayerOutput out{};
+  nn::CallContext train{};
+  train.phase = nn::Phase::kTraining;
+  ASSERT_EQ(model->call(train, ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{kB, kShortT, kF}),
+                        {}, &out),
+            Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_EQ(out.y.shape(), (Shape{kB, kF}));
+  // The feature axis stays fixed.
+  EXPECT_EQ(model->call(train,
+                        ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{kB, kShortT * 2, kF / 2}),
+                        {}, &out),
+            Status::kErrorInvalidShape);
+}
+
+TEST(Sequential, ExplicitBatchInANoiseShapeRoundTrips) {
+  Json cfg = {
+      {"class_name", "Sequential"},
+      {"config",
+       {{"name", "noise"},
+        {"layers",
+         {{{"class_name", "Dropout"},
+           {"config", {{"name", "drop"}, {"rate", 0.5}, {"seed", 7}, {"noise_shape", {kB, 1, nullptr}}}}}}},
+        {"build_input_shape", {nullptr, kT, kF}}}}};
+  auto model = make_model(cfg);
+  ASSERT_TRUE(model && model->built());
+  std::unique_ptr<nn::Sequential> again;
+  ASSERT_EQ(nn::Sequential::from_json(model->to_json(), &again), Status::kSuccess)
+      << culayers::last_error_message();
+  auto rng = culayers::test::rng_for_test();
+  Inputs in = make_inputs(rng);
+  nn::CallContext train{};
+  train.phase = nn::Phase::kTraining;
+  nn::LayerOutput a{};
+  nn::LayerOutput b{};
+  ASSERT_EQ(model->call(train, in.view, {}, &a), Status::kSuccess) << culayers::last_error_message();
+  ASSERT_EQ(again->call(train, in.view, {}, &b), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_EQ(read_back(a.y), read_back(b.y));
+  // The batch entry is checked when the layer is called: another batch size does not broadcast.
+  EXPECT_EQ(
+      model->call(train, ConstTensorView::contiguous(in.x.get(), DType::kFloat32, Shape{1, kT, kF}), {}, &a),
+      Status::kErrorInvalidShape);
+}
+
+TEST(Sequential, AFailingCallRunsNoLayerAndNoUpdate) {
+  // Masking and DecayingDropout compute in float32, BatchNormalization in float16: the chain check stops
+  // the call at the dtype mismatch before DecayingDropout's update op could advance its counter.
+  Json cfg = demo_config("mixed");
+  cfg["config"]["layers"][3]["config"]["dtype"] = "float16";
+  cfg = with_build_shape(cfg);
+  auto model = make_model(cfg);
+  ASSERT_TRUE(model);
+  auto rng = culayers::test::rng_for_test();
+  Inputs in = make_inputs(rng);
+  const auto it0 = weight_bytes(*model, "dd", "iterations");
+  nn::CallContext train{};
+  train.phase = nn::Phase::kTraining;
+  nn::LayerOutput out{};
+  EXPECT_EQ(model->call(train, in.view, {}, &out), Status::kErrorInvalidDType);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("bn"), std::string::npos)
+      << culayers::last_error_message();
+  EXPECT_EQ(weight_bytes(*model, "dd", "iterations"), it0);
+  // A mask given to a chain whose first layer produces its own is fine; one with the wrong shape is not.
+  DeviceBuffer<std::uint8_t> mask(static_cast<std::size_t>(kB) * (kT + 1));
+  EXPECT_NE(model->call(train, in.view,
+                        ConstTensorView::contiguous(mask.get(), DType::kUInt8, Shape{kB, kT + 1}), &out),
+            Status::kSuccess);
+  EXPECT_EQ(weight_bytes(*model, "dd", "iterations"), it0);
 }
 
 // The C API loads the same model from files and computes the same bits as the C++ model.

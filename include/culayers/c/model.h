@@ -35,8 +35,9 @@ CULAYERS_API culayersStatus_t culayersModelCreate(culayersModel_t* model, const 
 /* As culayersModelCreate with the config read from the file `config_path`. */
 CULAYERS_API culayersStatus_t culayersModelCreateFromFile(culayersModel_t* model, const char* config_path,
                                                           const char* weights_path, culayersStream_t stream);
-/* Frees the model and its device memory (stream-ordered on the streams that allocated it). NULL is a
- * no-op. */
+/* Frees the model and its device memory. The memory goes back stream-ordered on the streams that
+ * allocated it (the creation stream for weights, the run streams for layer buffers), so destroy the model
+ * before destroying those streams. NULL is a no-op. */
 CULAYERS_API void culayersModelDestroy(culayersModel_t model);
 
 /* The input dtype the model computes in (its first layer's dtype). */

@@ -59,6 +59,11 @@ class Masking final : public Layer {
   double mask_value() const noexcept { return options_.mask_value; }
 
   bool supports_masking() const noexcept override { return true; }
+  /// Masking produces its own mask, whatever comes in.
+  bool compute_mask(bool input_has_mask) const noexcept override {
+    (void)input_has_mask;
+    return true;
+  }
   /// The input shape (rank >= 2).
   [[nodiscard]] Status compute_output_shape(const Shape& input_shape, Shape* out) const override;
   /// mask_value must be NaN, infinite or within float32's range; the dtype a float type.
@@ -68,6 +73,9 @@ class Masking final : public Layer {
 
  protected:
   [[nodiscard]] Status do_build(const Shape& input_shape, cudaStream_t stream) override;
+  /// Same rank as the built input; every extent may change between calls (Keras gives the layer no
+  /// input spec), e.g. the number of steps of a padded batch.
+  [[nodiscard]] Status check_input_shape(const Shape& built, const Shape& shape) const override;
   [[nodiscard]] Status do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                                LayerOutput* out) override;
   void add_config(Json& config) const override;
@@ -128,6 +136,9 @@ class Dropout final : public Layer {
 
  protected:
   [[nodiscard]] Status do_build(const Shape& input_shape, cudaStream_t stream) override;
+  /// Same rank as the built input; every extent may change between calls (Keras gives the layer no
+  /// input spec), e.g. the number of steps of a padded batch.
+  [[nodiscard]] Status check_input_shape(const Shape& built, const Shape& shape) const override;
   [[nodiscard]] Status do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                                LayerOutput* out) override;
   void add_config(Json& config) const override;
@@ -189,6 +200,9 @@ class DecayingDropout final : public Layer {
   /// uses keep rate and stream of that iteration); synchronizes `stream`. kErrorInvalidValue for a
   /// negative count (the state is left as it was). Nothing to do before the layer is built.
   [[nodiscard]] Status weights_loaded(cudaStream_t stream) override;
+  /// "iterations" must hold one non-negative int64 (checked before Sequential::set_weights writes anything).
+  [[nodiscard]] Status check_weight_data(const std::string& weight_name, const void* data,
+                                         std::size_t bytes) const override;
   /// As Dropout::read_state.
   [[nodiscard]] Status read_state(dropout::DropoutState* host, cudaStream_t stream) const;
 
@@ -196,6 +210,9 @@ class DecayingDropout final : public Layer {
 
  protected:
   [[nodiscard]] Status do_build(const Shape& input_shape, cudaStream_t stream) override;
+  /// Same rank as the built input; every extent may change between calls (Keras gives the layer no
+  /// input spec), e.g. the number of steps of a padded batch.
+  [[nodiscard]] Status check_input_shape(const Shape& built, const Shape& shape) const override;
   [[nodiscard]] Status do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                                LayerOutput* out) override;
   void add_config(Json& config) const override;
@@ -238,6 +255,11 @@ class MaskedGlobalPooling1D final : public Layer {
   int axis() const noexcept { return options_.axis; }
 
   bool supports_masking() const noexcept override { return true; }
+  /// The mask is consumed: the output has none.
+  bool compute_mask(bool input_has_mask) const noexcept override {
+    (void)input_has_mask;
+    return false;
+  }
   [[nodiscard]] Status compute_output_shape(const Shape& input_shape, Shape* out) const override;
   [[nodiscard]] Status check_options() const;
 
@@ -245,6 +267,8 @@ class MaskedGlobalPooling1D final : public Layer {
 
  protected:
   [[nodiscard]] Status do_build(const Shape& input_shape, cudaStream_t stream) override;
+  /// Same rank and features as the built input; batch and steps may change between calls.
+  [[nodiscard]] Status check_input_shape(const Shape& built, const Shape& shape) const override;
   [[nodiscard]] Status do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                                LayerOutput* out) override;
   void add_config(Json& config) const override;
@@ -277,6 +301,9 @@ class MaskedFlatten final : public Layer {
 
  protected:
   [[nodiscard]] Status do_build(const Shape& input_shape, cudaStream_t stream) override;
+  /// Same rank as the built input; every extent may change between calls (Keras gives the layer no
+  /// input spec), e.g. the number of steps of a padded batch.
+  [[nodiscard]] Status check_input_shape(const Shape& built, const Shape& shape) const override;
   [[nodiscard]] Status do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                                LayerOutput* out) override;
 

@@ -78,6 +78,28 @@ class Layer {
   /// Whether the layer accepts a mask (Keras's supports_masking).
   virtual bool supports_masking() const noexcept { return false; }
 
+  /// Whether the output carries a mask, given whether the input does (Keras's compute_mask, at the level
+  /// of shapes: the mask itself is computed on the device by the call). Default: a layer that supports
+  /// masking passes the mask through; one that does not never produces one.
+  virtual bool compute_mask(bool input_has_mask) const noexcept {
+    return supports_masking() && input_has_mask;
+  }
+
+  /// Every check call() makes before it enqueues anything, for an input of `shape` and `dtype` with or
+  /// without a mask: the dtype, the Keras 2 mask rule, and, once built, the input shape against the built
+  /// one. Lets a model check a whole chain of layers before running any of them.
+  [[nodiscard]] Status check_call(const Shape& shape, DType dtype, bool has_mask) const;
+
+  /// Checks host bytes about to be written into weight `weight_name` (loading weights), beyond dtype and
+  /// shape: e.g. a counter must not be negative. Default: anything goes.
+  [[nodiscard]] virtual Status check_weight_data(const std::string& weight_name, const void* data,
+                                                 std::size_t bytes) const {
+    (void)weight_name;
+    (void)data;
+    (void)bytes;
+    return Status::kSuccess;
+  }
+
   /// Enqueues the layer on ctx.stream (see the file comment). x must be contiguous and of dtype();
   /// mask (optional) uint8 [batch, steps].
   [[nodiscard]] Status call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,

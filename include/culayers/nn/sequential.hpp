@@ -100,7 +100,8 @@ class Sequential {
   /// a malformed document, kErrorUnknownClass naming an unknown layer class.
   [[nodiscard]] static Status from_json(const Json& json, std::unique_ptr<Sequential>* out,
                                         cudaStream_t stream = nullptr);
-  /// from_json() on a JSON text (kErrorParse with the parser's message when it is not JSON).
+  /// from_json() on a JSON text (kErrorParse with the parser's message when it is not JSON, or nests
+  /// deeper than 64 levels).
   [[nodiscard]] static Status from_json_string(const std::string& text, std::unique_ptr<Sequential>* out,
                                                cudaStream_t stream = nullptr);
 
@@ -113,6 +114,9 @@ class Sequential {
   [[nodiscard]] Status load_weights(const std::string& path, cudaStream_t stream = nullptr);
 
  private:
+  /// Every check each layer's call would make, along the chain of output shapes, dtypes and masks.
+  [[nodiscard]] Status check_chain(const Shape& input_shape, DType dtype, bool has_mask) const;
+
   std::string name_;
   std::vector<std::unique_ptr<Layer>> layers_;
   bool built_ = false;
