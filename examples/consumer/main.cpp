@@ -6,6 +6,7 @@
 #include <cstring>
 
 extern "C" int consumer_check_c_api(void);
+int consumer_check_model();
 
 int main() {
   std::printf("linked %s\n", CULAYERS_CONSUMER_TARGET);
@@ -13,6 +14,7 @@ int main() {
   std::printf("C++ API: culayers::version() = %d (\"%s\"), Status %d = \"%s\"\n", culayers::version(),
               culayers::version_string(), static_cast<int>(status), culayers::status_string(status));
   int failures = consumer_check_c_api();
+  failures += consumer_check_model();
   if (culayers::version() != culayers::kHeaderVersion) {
     std::fprintf(stderr, "header/library version mismatch\n");
     ++failures;
