@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -107,7 +108,8 @@ void check_apply(std::mt19937_64& rng, const ApplyCase& c) {
   // One allocation holds x (at x_offset) and, unless in place, a separate one holds y with guards.
   const T poison = Dtype<T>::from_double(-12345.0);
   std::vector<T> x_host(n + static_cast<std::size_t>(c.x_offset));
-  std::memcpy(x_host.data() + c.x_offset, x.data(), n * sizeof(T));
+  std::copy(x.begin(), x.end(),
+            x_host.begin() + c.x_offset); // (memcpy from an empty vector's null data is UB)
   DeviceBuffer<T> d_x(x_host);
   std::vector<T> y_host(n + static_cast<std::size_t>(2 * kGuard + c.y_offset), poison);
   DeviceBuffer<T> d_y(y_host);
