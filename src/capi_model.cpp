@@ -172,14 +172,21 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
     return to_c(
         set_error(Status::kErrorNullPointer, "%s: %s: is null", fn, model == nullptr ? "model" : "args"));
   }
-  if (args->phase != CULAYERS_PHASE_INFERENCE && args->phase != CULAYERS_PHASE_TRAINING) {
-    return to_c(set_error(Status::kErrorInvalidValue, "%s: phase: %d is not a culayersPhase_t", fn,
-                          static_cast<int>(args->phase)));
+  // A C caller may store any int in the enum; reading an out-of-range value as culayersPhase_t would be
+  // undefined in C++, so its bytes are read as the int they are.
+  static_assert(sizeof(culayersPhase_t) == sizeof(int), "culayersPhase_t is int-sized");
+  int phase = 0;
+  std::memcpy(&phase, &args->phase, sizeof(phase));
+  if (phase != CULAYERS_PHASE_INFERENCE && phase != CULAYERS_PHASE_TRAINING) {
+    return to_c(set_error(Status::kErrorInvalidValue, "%s: phase: %d is not a culayersPhase_t", fn, phase));
   }
-  const auto dtype = static_cast<culayers::DType>(static_cast<int>(args->dtype));
+  static_assert(sizeof(culayersDType_t) == sizeof(int), "culayersDType_t is int-sized");
+  int dtype_raw = 0;
+  std::memcpy(&dtype_raw, &args->dtype, sizeof(dtype_raw));
+  const auto dtype = static_cast<culayers::DType>(dtype_raw);
   if (!culayers::is_valid(dtype)) {
-    return to_c(set_error(Status::kErrorInvalidDType, "%s: dtype: %d is not a culayersDType_t", fn,
-                          static_cast<int>(args->dtype)));
+    return to_c(
+        set_error(Status::kErrorInvalidDType, "%s: dtype: %d is not a culayersDType_t", fn, dtype_raw));
   }
   try {
     nn::Sequential& seq = *model->model;
@@ -219,7 +226,7 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
     }
     nn::CallContext ctx{};
     ctx.stream = stream;
-    ctx.phase = static_cast<nn::Phase>(static_cast<int>(args->phase));
+    ctx.phase = static_cast<nn::Phase>(phase);
     // A mask output is [batch, steps] of the output: check y_mask's capacity before anything runs.
     const std::size_t m_need =
         out_shape.rank() >= 2 ? static_cast<std::size_t>(out_shape.dim(0) * out_shape.dim(1)) : 0;

@@ -607,7 +607,8 @@ TEST(ModelCApi, LoadsRunsAndMatchesCpp) {
   bad.y_bytes = 4;
   EXPECT_EQ(culayersModelRun(handle, &bad, nullptr, nullptr), CULAYERS_STATUS_INVALID_VALUE);
   bad = args;
-  bad.phase = static_cast<culayersPhase_t>(7);
+  const int seven = 7; // what a C caller could store; a C++ cast to the enum would be out of its range
+  std::memcpy(&bad.phase, &seven, sizeof(seven));
   EXPECT_EQ(culayersModelRun(handle, &bad, nullptr, nullptr), CULAYERS_STATUS_INVALID_VALUE);
   bad = args;
   bad.dtype = CULAYERS_DTYPE_FLOAT16;
