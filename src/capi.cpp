@@ -1,5 +1,6 @@
 // The C API is a thin shim over the C++ API; the static_asserts pin the C enums to the C++ ones so
 // casting between them is exact.
+#include "src/capi_enum.hpp"
 #include "culayers/culayers.h"
 
 #include "culayers/status.hpp"
@@ -78,11 +79,11 @@ const char* culayersGetLastErrorMessage(void) {
 }
 
 size_t culayersGetDTypeSize(culayersDType_t dtype) {
-  return culayers::dtype_size(static_cast<DType>(dtype));
+  return culayers::dtype_size(static_cast<DType>(culayers::capi::enum_value(dtype)));
 }
 
 const char* culayersGetDTypeName(culayersDType_t dtype) {
-  return culayers::dtype_name(static_cast<DType>(dtype));
+  return culayers::dtype_name(static_cast<DType>(culayers::capi::enum_value(dtype)));
 }
 
 } // extern "C"

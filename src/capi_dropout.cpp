@@ -1,6 +1,7 @@
 // C API of the dropout ops: converts the plain C structs to the C++ argument structs and forwards. The
 // static_asserts pin the C state layout to the C++ one, so a culayersDropoutState_t* is passed through
 // as a DropoutState*.
+#include "src/capi_enum.hpp"
 #include "culayers/c/dropout.h"
 
 #include "culayers/dropout.hpp"
@@ -111,7 +112,7 @@ Status convert(const culayersDropoutForwardArgs_t& a, cd::DropoutForwardArgs* r)
   }
   r->x = a.x;
   r->y = a.y;
-  r->dtype = static_cast<DType>(a.dtype);
+  r->dtype = static_cast<DType>(culayers::capi::enum_value(a.dtype));
   r->state = to_cpp(a.state);
   r->offset = a.offset;
   r->mask = a.mask;
@@ -131,7 +132,7 @@ Status convert(const culayersDropoutBackwardArgs_t& a, cd::DropoutBackwardArgs* 
   }
   r->dy = a.dy;
   r->dx = a.dx;
-  r->dtype = static_cast<DType>(a.dtype);
+  r->dtype = static_cast<DType>(culayers::capi::enum_value(a.dtype));
   r->state = to_cpp(a.state);
   r->offset = a.offset;
   r->max_blocks = a.max_blocks;

@@ -1,6 +1,7 @@
 // C API of group normalization: the plain C structs are converted to the C++ argument structs
 // (culayers/group_norm.hpp) and forwarded. The fields the forward and backward share are copied by one
 // helper; the static_asserts pin the C enums to the C++ ones, so casting between them is exact.
+#include "src/capi_enum.hpp"
 #include "culayers/c/group_norm.h"
 
 #include "culayers/group_norm.hpp"
@@ -69,7 +70,7 @@ culayersStatus_t null_args(const char* op) {
 
 gn::Tuning to_cpp(const culayersGroupNormTuning_t& c) {
   gn::Tuning t;
-  t.path = static_cast<gn::Path>(c.path);
+  t.path = static_cast<gn::Path>(culayers::capi::enum_value(c.path));
   t.vector_width = c.vector_width;
   t.warp_max_elements = c.warp_max_elements;
   t.block_max_bytes = c.block_max_bytes;
@@ -98,8 +99,8 @@ void copy_shared(const From& from, To& to) {
   using ToDType = std::remove_reference_t<decltype(to.dtype)>;
   using ToLayout = std::remove_reference_t<decltype(to.layout)>;
   using ToActivation = std::remove_reference_t<decltype(to.activation)>;
-  to.dtype = static_cast<ToDType>(from.dtype);
-  to.layout = static_cast<ToLayout>(from.layout);
+  to.dtype = static_cast<ToDType>(culayers::capi::enum_value(from.dtype));
+  to.layout = static_cast<ToLayout>(culayers::capi::enum_value(from.layout));
   to.x = from.x;
   to.batch = from.batch;
   to.channels = from.channels;
@@ -107,7 +108,7 @@ void copy_shared(const From& from, To& to) {
   to.groups = from.groups;
   to.gamma = from.gamma;
   to.beta = from.beta;
-  to.activation = static_cast<ToActivation>(from.activation);
+  to.activation = static_cast<ToActivation>(culayers::capi::enum_value(from.activation));
   to.mask = from.mask;
 }
 

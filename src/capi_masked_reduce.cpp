@@ -1,5 +1,6 @@
 // C API of the masked-reduction family: plain structs copied field by field into the C++ argument structs
 // (culayers/masked_reduce.hpp). The static_asserts pin the C enums to the C++ ones.
+#include "src/capi_enum.hpp"
 #include "culayers/c/masked_reduce.h"
 
 #include "culayers/masked_reduce.hpp"
@@ -45,13 +46,13 @@ culayersStatus_t null_args(const char* op) {
 
 mr::MaskedReduceArgs to_cpp(const culayersMaskedReduceArgs_t& c) {
   mr::MaskedReduceArgs a;
-  a.op = static_cast<mr::ReduceOp>(c.op);
-  a.dtype = static_cast<DType>(c.dtype);
+  a.op = static_cast<mr::ReduceOp>(culayers::capi::enum_value(c.op));
+  a.dtype = static_cast<DType>(culayers::capi::enum_value(c.dtype));
   a.x = c.x;
   a.outer = c.outer;
   a.reduce = c.reduce;
   a.inner = c.inner;
-  a.validity = static_cast<mr::Validity>(c.validity);
+  a.validity = static_cast<mr::Validity>(culayers::capi::enum_value(c.validity));
   a.mask = c.mask;
   a.lengths = c.lengths;
   a.length_errors = c.length_errors;
@@ -61,7 +62,7 @@ mr::MaskedReduceArgs to_cpp(const culayersMaskedReduceArgs_t& c) {
   a.fill_value = c.fill_value;
   a.counts = c.counts;
   a.indices = c.indices;
-  a.tuning.path = static_cast<mr::Path>(c.tuning.path);
+  a.tuning.path = static_cast<mr::Path>(culayers::capi::enum_value(c.tuning.path));
   a.tuning.vector_width = c.tuning.vector_width;
   a.tuning.target_threads = c.tuning.target_threads;
   a.tuning.narrow_max_inner = c.tuning.narrow_max_inner;
@@ -73,12 +74,12 @@ mr::MaskedReduceArgs to_cpp(const culayersMaskedReduceArgs_t& c) {
 
 mr::MaskedReduceBackwardArgs to_cpp(const culayersMaskedReduceBackwardArgs_t& c) {
   mr::MaskedReduceBackwardArgs a;
-  a.op = static_cast<mr::ReduceOp>(c.op);
-  a.dtype = static_cast<DType>(c.dtype);
+  a.op = static_cast<mr::ReduceOp>(culayers::capi::enum_value(c.op));
+  a.dtype = static_cast<DType>(culayers::capi::enum_value(c.dtype));
   a.outer = c.outer;
   a.reduce = c.reduce;
   a.inner = c.inner;
-  a.validity = static_cast<mr::Validity>(c.validity);
+  a.validity = static_cast<mr::Validity>(culayers::capi::enum_value(c.validity));
   a.mask = c.mask;
   a.lengths = c.lengths;
   a.length_errors = c.length_errors;
@@ -97,7 +98,7 @@ mr::MaskedReduceBackwardArgs to_cpp(const culayersMaskedReduceBackwardArgs_t& c)
 
 mr::MaskingArgs to_cpp(const culayersMaskingArgs_t& c) {
   mr::MaskingArgs a;
-  a.dtype = static_cast<DType>(c.dtype);
+  a.dtype = static_cast<DType>(culayers::capi::enum_value(c.dtype));
   a.x = c.x;
   a.outer = c.outer;
   a.reduce = c.reduce;

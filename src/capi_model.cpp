@@ -1,5 +1,6 @@
 // C API of models (include/culayers/c/model.h): a handle around nn::Sequential. No C++ exception crosses
 // the C boundary: allocation failures become CULAYERS_STATUS_OUT_OF_MEMORY.
+#include "src/capi_enum.hpp"
 #include "culayers/c/model.h"
 
 #include "culayers/nn/sequential.hpp"
@@ -172,17 +173,11 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
     return to_c(
         set_error(Status::kErrorNullPointer, "%s: %s: is null", fn, model == nullptr ? "model" : "args"));
   }
-  // A C caller may store any int in the enum; reading an out-of-range value as culayersPhase_t would be
-  // undefined in C++, so its bytes are read as the int they are.
-  static_assert(sizeof(culayersPhase_t) == sizeof(int), "culayersPhase_t is int-sized");
-  int phase = 0;
-  std::memcpy(&phase, &args->phase, sizeof(phase));
+  const int phase = culayers::capi::enum_value(args->phase); // any int a C caller stored
   if (phase != CULAYERS_PHASE_INFERENCE && phase != CULAYERS_PHASE_TRAINING) {
     return to_c(set_error(Status::kErrorInvalidValue, "%s: phase: %d is not a culayersPhase_t", fn, phase));
   }
-  static_assert(sizeof(culayersDType_t) == sizeof(int), "culayersDType_t is int-sized");
-  int dtype_raw = 0;
-  std::memcpy(&dtype_raw, &args->dtype, sizeof(dtype_raw));
+  const int dtype_raw = culayers::capi::enum_value(args->dtype);
   const auto dtype = static_cast<culayers::DType>(dtype_raw);
   if (!culayers::is_valid(dtype)) {
     return to_c(

@@ -64,6 +64,30 @@ TEST(MaskedReduceCApi, NullArgs) {
 
 // Forward (max with indices and counts, mask validity, split path), backward, Masking and expansion through
 // the C API give the same bits as the C++ API.
+// A C caller may store any int in an enum field; the shim reads it as an int (loading it as the C++ view
+// of the C enum would be undefined, which UBSan reports) and validation names the field.
+TEST(MaskedReduceCApi, OutOfRangeEnumValuesAreRejected) {
+  DeviceBuffer<float> x(8), out(2);
+  const int bad = 1000;
+  for (int field = 0; field < 3; ++field) {
+    culayersMaskedReduceArgs_t c;
+    culayersMaskedReduceArgsInit(&c);
+    c.x = x.get();
+    c.out = out.get();
+    c.outer = 2;
+    c.reduce = 4;
+    c.inner = 1;
+    ASSERT_EQ(culayersMaskedReduceCanImplement(&c), CULAYERS_STATUS_SUCCESS) << culayersGetLastErrorMessage();
+    const char* name = field == 0 ? "op" : (field == 1 ? "dtype" : "validity");
+    void* target = field == 0 ? static_cast<void*>(&c.op)
+                              : (field == 1 ? static_cast<void*>(&c.dtype) : static_cast<void*>(&c.validity));
+    std::memcpy(target, &bad, sizeof(bad));
+    EXPECT_NE(culayersMaskedReduceCanImplement(&c), CULAYERS_STATUS_SUCCESS) << name;
+    EXPECT_NE(std::string(culayersGetLastErrorMessage()).find(name), std::string::npos)
+        << name << ": " << culayersGetLastErrorMessage();
+  }
+}
+
 TEST(MaskedReduceCApi, SameBitsAsCpp) {
   auto rng = rng_for_test();
   const std::int64_t outer = 3;
