@@ -1,5 +1,10 @@
 // One kernel source, two builds: nvcc (the CUDA library) and g++ against the emulator (tests without a
 // GPU). This header is the only place that tells them apart.
+//
+// A third, host-only use: a file compiled by the host compiler in a CUDA build (neither __CUDACC__ nor
+// CULAYERS_EMULATED) may include the headers whose code is all __host__ __device__ (numeric.cuh,
+// dropout/philox.cuh) to run that code on the host, e.g. a test's CPU reference. cuda_runtime.h then
+// gives __host__/__device__/__forceinline__ their host meaning; device-only code does not compile there.
 #pragma once
 
 #if defined(__CUDACC__)
@@ -7,9 +12,14 @@
 #  include <cuda_fp16.h>
 #  include <cuda_bf16.h>
 #  define CULAYERS_EMULATED_BUILD 0
-#else
+#elif defined(CULAYERS_EMULATED)
 #  include "culayers_emu/device.hpp"
 #  define CULAYERS_EMULATED_BUILD 1
+#else
+#  include <cuda_runtime.h>
+#  include <cuda_fp16.h>
+#  include <cuda_bf16.h>
+#  define CULAYERS_EMULATED_BUILD 0
 #endif
 
 #define CULAYERS_GLOBAL __global__

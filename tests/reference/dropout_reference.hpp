@@ -7,7 +7,7 @@
 // rounding) is written here again, plainly, without the kernels' index maps.
 #pragma once
 
-#include "kernels/common/common.cuh"
+#include "kernels/common/numeric.cuh"
 #include "kernels/dropout/philox.cuh"
 
 #include <cmath>

@@ -1,11 +1,11 @@
-// Helpers shared by the dropout tests (tests/kernels/dropout/*.cu): dtype lists, device state setup,
-// seeded inputs, and bit-exact comparisons that print the first mismatches and the seed.
+// Helpers shared by the dropout tests (tests/kernels/dropout/, tests/nn/dropout_layer_test.cpp): dtype lists,
+// device state setup, seeded inputs, and bit-exact comparisons that print the first mismatches and the seed.
 #pragma once
 
 #include "culayers/dropout.hpp"
 #include "culayers/status.hpp"
 #include "culayers/types.hpp"
-#include "kernels/common/common.cuh"
+#include "kernels/common/numeric.cuh"
 #include "tests/reference/dropout_reference.hpp"
 #include "tests/support/test_support.hpp"
 
