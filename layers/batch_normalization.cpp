@@ -27,6 +27,9 @@ constexpr int kSlotMean = 1;
 constexpr int kSlotVariance = 2;
 constexpr int kSlotCount = 3;
 constexpr int kSlotWorkspace = 4;
+// Channels first (inner > 1): the per-(row, channel) moments merged into kSlotMean / kSlotVariance.
+constexpr int kSlotPlaneMean = 5;
+constexpr int kSlotPlaneVariance = 6;
 
 bool valid_momentum(double m) {
   return m >= 0.0 && m <= 1.0;
@@ -60,13 +63,13 @@ Status BatchNormalization::do_build(const Shape& input_shape, cudaStream_t strea
     return set_error(Status::kErrorInvalidValue, "%s: axis: %d is out of range for an input of rank %d", n,
                      options_.axis, rank);
   }
-  if (axis != rank - 1) {
-    return set_error(Status::kErrorNotSupported,
-                     "%s: axis: %d; only the last axis (channels last) is supported: channels-first "
-                     "statistics would need a second reduction implementation",
-                     n, options_.axis);
+  if (axis == 0) {
+    return set_error(Status::kErrorInvalidValue,
+                     "%s: axis: %d is the batch axis; the channel axis is one of 1 .. %d (or -1)", n,
+                     options_.axis, rank - 1);
   }
-  const std::int64_t channels = input_shape.dim(-1);
+  axis_ = axis;
+  const std::int64_t channels = input_shape.dim(axis);
   if (channels < 1) {
     return set_error(Status::kErrorInvalidShape, "%s: input: the channel axis has %lld elements", n,
                      static_cast<long long>(channels));
@@ -101,14 +104,27 @@ Status BatchNormalization::do_build(const Shape& input_shape, cudaStream_t strea
 
 Status BatchNormalization::check_input_shape(const Shape& built, const Shape& shape) const {
   const int rank = built.rank();
-  const int axis = rank - 1;
-  if (shape.rank() != rank || shape.dim(axis) != built.dim(axis)) {
+  if (shape.rank() != rank || shape.dim(axis_) != built.dim(axis_)) {
     return set_error(Status::kErrorInvalidShape,
                      "%s: input: shape %s is incompatible with the built shape %s (rank %d, %lld channels on "
                      "axis %d)",
                      name().c_str(), config_util::shape_string(shape).c_str(),
-                     config_util::shape_string(built).c_str(), rank, static_cast<long long>(built.dim(axis)),
-                     axis);
+                     config_util::shape_string(built).c_str(), rank, static_cast<long long>(built.dim(axis_)),
+                     axis_);
+  }
+  return Status::kSuccess;
+}
+
+Status BatchNormalization::check_mask(const Shape& shape) const {
+  const int rank = shape.rank();
+  // The axis as do_build resolves it (the layer may not be built yet).
+  const bool last = options_.axis == -1 || options_.axis == rank - 1;
+  if (!last || rank != 3) {
+    return set_error(
+        Status::kErrorNotSupported,
+        "%s: mask: a [batch, steps] mask is supported only for input of rank 3 with the channels "
+        "last (batch, steps, channels); this input has rank %d and axis %d",
+        name().c_str(), rank, options_.axis);
   }
   return Status::kSuccess;
 }
@@ -118,26 +134,31 @@ Status BatchNormalization::do_call(const CallContext& ctx, const ConstTensorView
   const char* n = this->name().c_str();
   const Shape& shape = x.shape();
   const int rank = shape.rank();
-  if (mask.data() != nullptr && rank != 3) {
-    return set_error(Status::kErrorNotSupported,
-                     "%s: mask: a [batch, steps] mask is supported only for input of rank 3 (batch, steps, "
-                     "channels); this input has rank %d",
-                     n, rank);
-  }
-  const std::int64_t rows = shape.product(0, rank - 1);
+  // x as [rows, C, inner]: inner = 1 is channels last. inner = 0 (an empty spatial axis) also takes the
+  // planes path: empty planes, merged into mean 0, variance 0, count 0.
+  const std::int64_t rows = shape.product(0, axis_);
+  const std::int64_t inner = shape.product(axis_ + 1, rank);
+  const bool planes = inner != 1;
   const Shape stats_shape{channels_};
+  const Shape plane_shape{rows * channels_};
   // Every buffer of both phases, so a warmed-up call of either phase allocates nothing. Raw pointers only:
   // a later output_buffer call may move the Tensor objects (not their memory).
-  void* buffers[4] = {};
+  void* buffers[7] = {};
   const struct {
     int slot;
     Shape shape;
     DType dtype;
-  } wanted[] = {{kSlotY, shape, x.dtype()},
-                {kSlotMean, stats_shape, DType::kFloat32},
-                {kSlotVariance, stats_shape, DType::kFloat32},
-                {kSlotCount, Shape{1}, DType::kInt32}};
+    bool used;
+  } wanted[] = {{kSlotY, shape, x.dtype(), true},
+                {kSlotMean, stats_shape, DType::kFloat32, true},
+                {kSlotVariance, stats_shape, DType::kFloat32, true},
+                {kSlotCount, Shape{1}, DType::kInt32, true},
+                {kSlotPlaneMean, plane_shape, DType::kFloat32, planes},
+                {kSlotPlaneVariance, plane_shape, DType::kFloat32, planes}};
   for (const auto& w : wanted) {
+    if (!w.used) {
+      continue;
+    }
     Tensor* t = nullptr;
     if (Status s = output_buffer(ctx, w.slot, w.shape, w.dtype, &t); !ok(s)) {
       return s;
@@ -146,22 +167,31 @@ Status BatchNormalization::do_call(const CallContext& ctx, const ConstTensorView
   }
   void* const y = buffers[kSlotY];
 
-  // Statistics over every axis but the last: x as [1, rows, C]; the [B, T] mask of a (B, T, C) input is
-  // [1, B * T] in the same row order.
+  // Statistics over every axis but the channel axis. Channels last: x as [1, rows, C]; the [B, T] mask of
+  // a (B, T, C) input is [1, B * T] in the same row order. Otherwise one moment per (row, channel) plane:
+  // x as [rows * C, inner, 1], merged per channel below.
   masked_reduce::MaskedReduceArgs m;
   m.op = masked_reduce::ReduceOp::kMoments;
   m.dtype = x.dtype();
   m.x = x.data();
-  m.outer = 1;
-  m.reduce = rows;
-  m.inner = channels_;
-  if (mask.data() != nullptr) {
-    m.validity = masked_reduce::Validity::kMask;
-    m.mask = static_cast<const std::uint8_t*>(mask.data());
+  if (planes) {
+    m.outer = rows * channels_;
+    m.reduce = inner;
+    m.inner = 1;
+    m.mean = static_cast<float*>(buffers[kSlotPlaneMean]);
+    m.variance = static_cast<float*>(buffers[kSlotPlaneVariance]);
+  } else {
+    m.outer = 1;
+    m.reduce = rows;
+    m.inner = channels_;
+    if (mask.data() != nullptr) {
+      m.validity = masked_reduce::Validity::kMask;
+      m.mask = static_cast<const std::uint8_t*>(mask.data());
+    }
+    m.mean = static_cast<float*>(buffers[kSlotMean]);
+    m.variance = static_cast<float*>(buffers[kSlotVariance]);
+    m.counts = static_cast<std::int32_t*>(buffers[kSlotCount]);
   }
-  m.mean = static_cast<float*>(buffers[kSlotMean]);
-  m.variance = static_cast<float*>(buffers[kSlotVariance]);
-  m.counts = static_cast<std::int32_t*>(buffers[kSlotCount]);
   // Keras: a frozen layer normalizes with its moving statistics even in the training phase.
   const bool batch_statistics = ctx.phase == Phase::kTraining && trainable();
   const Status moments_ok = masked_reduce::can_implement(m);
@@ -189,6 +219,7 @@ Status BatchNormalization::do_call(const CallContext& ctx, const ConstTensorView
   a.x = x.data();
   a.rows = rows;
   a.channels = channels_;
+  a.inner = inner;
   a.gamma = gamma != nullptr ? static_cast<const float*>(gamma->value.data()) : nullptr;
   a.beta = beta != nullptr ? static_cast<const float*>(beta->value.data()) : nullptr;
   a.epsilon = static_cast<float>(options_.epsilon);
@@ -199,11 +230,25 @@ Status BatchNormalization::do_call(const CallContext& ctx, const ConstTensorView
         !ok(s)) {
       return set_error(s, "%s: %s", n, last_error_message());
     }
-    a.mean = m.mean;
-    a.variance = m.variance;
-    batch_mean_ = m.mean;
-    batch_variance_ = m.variance;
-    batch_count_ = m.counts;
+    a.mean = static_cast<const float*>(buffers[kSlotMean]);
+    a.variance = static_cast<const float*>(buffers[kSlotVariance]);
+    if (planes) {
+      batch_norm::BatchNormMergeMomentsArgs g;
+      g.rows = rows;
+      g.channels = channels_;
+      g.count_per_row = inner;
+      g.mean = m.mean;
+      g.variance = m.variance;
+      g.mean_out = static_cast<float*>(buffers[kSlotMean]);
+      g.variance_out = static_cast<float*>(buffers[kSlotVariance]);
+      g.count_out = static_cast<std::int32_t*>(buffers[kSlotCount]);
+      if (Status s = batch_norm::run(g, nullptr, 0, ctx.stream); !ok(s)) {
+        return set_error(s, "%s: %s", n, last_error_message());
+      }
+    }
+    batch_mean_ = static_cast<float*>(buffers[kSlotMean]);
+    batch_variance_ = static_cast<float*>(buffers[kSlotVariance]);
+    batch_count_ = static_cast<std::int32_t*>(buffers[kSlotCount]);
   } else {
     a.mean = static_cast<const float*>(find_weight("moving_mean")->value.data());
     a.variance = static_cast<const float*>(find_weight("moving_variance")->value.data());

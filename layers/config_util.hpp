@@ -116,8 +116,9 @@ inline Status check_fixed_axes(const std::string& name, const Shape& built, cons
     return ::culayers::detail::set_error(
         Status::kErrorInvalidShape, "%s: input: shape %s is incompatible with the built shape %s%s",
         name.c_str(), shape_string(shape).c_str(), shape_string(built).c_str(),
-        first_fixed_axis < built.rank() ? " (only the batch and step extents may change)"
-                                        : " (the rank differs)");
+        first_fixed_axis >= built.rank() ? " (the rank differs)"
+        : first_fixed_axis == 1          ? " (only the batch extent may change)"
+                                         : " (only the batch and step extents may change)");
   }
   return Status::kSuccess;
 }

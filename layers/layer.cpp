@@ -2,6 +2,7 @@
 #include "culayers/nn/layer.hpp"
 
 #include "culayers/nn/sequential.hpp" // register_builtin_layers
+#include "layers/config_util.hpp"
 
 #include <atomic>
 #include <cctype>
@@ -153,24 +154,7 @@ Status Layer::compute_output_shape(const Shape& input_shape, Shape* out) const {
 }
 
 Status Layer::check_input_shape(const Shape& built, const Shape& shape) const {
-  bool same = built.rank() == shape.rank();
-  for (int i = 1; same && i < shape.rank(); ++i) {
-    same = built.dim(i) == shape.dim(i);
-  }
-  if (!same) {
-    std::string b = "(";
-    std::string s = "(";
-    for (int i = 0; i < built.rank(); ++i) {
-      b += (i > 0 ? ", " : "") + std::to_string(built.dim(i));
-    }
-    for (int i = 0; i < shape.rank(); ++i) {
-      s += (i > 0 ? ", " : "") + std::to_string(shape.dim(i));
-    }
-    return set_error(Status::kErrorInvalidShape,
-                     "%s: input: shape %s) is incompatible with the built shape %s)", name_.c_str(),
-                     s.c_str(), b.c_str());
-  }
-  return Status::kSuccess;
+  return config_util::check_fixed_axes(name_, built, shape, 1);
 }
 
 Status Layer::check_call(const Shape& shape, DType dtype, bool has_mask) const {
@@ -190,6 +174,9 @@ Status Layer::check_call(const Shape& shape, DType dtype, bool has_mask) const {
                        "%s: mask: the input has rank %d; a mask needs "
                        "[batch, steps, ...]",
                        n, shape.rank());
+    }
+    if (Status s = check_mask(shape); !ok(s)) {
+      return s;
     }
   }
   if (built_) {

@@ -1,5 +1,6 @@
 // Host side of the batch-normalization ops (include/culayers/batch_norm.hpp): validation, the apply
-// kernel's plan (vector width, shared staging, grid), and the moving-statistics update kernel.
+// kernel's plan (vector width, shared staging, grid), the moments merge kernel (channels first) and the
+// moving-statistics update kernel.
 // device_info.cuh first: its unqualified detail::set_error must not see kernels::detail (vector_io.cuh).
 #include "kernels/common/device_info.cuh"
 #include "kernels/batch_norm/batch_norm_kernels.cuh"
@@ -52,6 +53,66 @@ CULAYERS_GLOBAL void __launch_bounds__(kUpdateThreads) batch_norm_moving_update_
   }
 }
 
+// A warp per channel, 4 channels per block of 128 threads, grid-stride over the channels; up to 1024
+// blocks (4096 channels in flight: the merge reads only rows x C floats, so more parallelism buys nothing).
+constexpr int kMergeThreads = 128;
+constexpr int kMergeChannelsPerBlock = kMergeThreads / kWarpSize;
+constexpr std::int64_t kMaxMergeBlocks = 1024;
+
+struct MergeParams {
+  const float* mean;     // [rows, channels]
+  const float* variance; // [rows, channels]
+  float* mean_out;
+  float* variance_out;
+  std::int32_t* count_out; // optional
+  std::int64_t rows;
+  std::int64_t channels;
+  std::int32_t count; // rows * count_per_row, saturated
+  int empty;          // rows * count_per_row == 0: zeros, nothing read
+};
+
+// The lanes of a channel's warp stride over the rows accumulating in double, then a warp butterfly whose
+// order is fixed (deterministic). Two passes over the channel's column: the mean, then the spread of the
+// row means around it.
+CULAYERS_GLOBAL void __launch_bounds__(kMergeThreads) batch_norm_merge_moments_kernel(const MergeParams p) {
+  const std::int64_t C = p.channels;
+  const unsigned lane = threadIdx.x % kWarpSize;
+  if (blockIdx.x == 0 && threadIdx.x == 0 && p.count_out != nullptr) {
+    store(p.count_out, p.count);
+  }
+  const std::int64_t first =
+      static_cast<std::int64_t>(blockIdx.x) * kMergeChannelsPerBlock + threadIdx.x / kWarpSize;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kMergeChannelsPerBlock;
+  for (std::int64_t c = first; c < C; c += stride) {
+    if (p.empty != 0) {
+      if (lane == 0) {
+        store(p.mean_out + c, 0.0f);
+        store(p.variance_out + c, 0.0f);
+      }
+      continue;
+    }
+    const double inv_rows = 1.0 / static_cast<double>(p.rows);
+    double sum = 0.0;
+    for (std::int64_t r = lane; r < p.rows; r += kWarpSize) {
+      sum += static_cast<double>(load(p.mean + r * C + c));
+    }
+    const double mean = warp_reduce_sum(sum) * inv_rows;
+    double within = 0.0;
+    double between = 0.0;
+    for (std::int64_t r = lane; r < p.rows; r += kWarpSize) {
+      within += static_cast<double>(load(p.variance + r * C + c));
+      const double d = static_cast<double>(load(p.mean + r * C + c)) - mean;
+      between += d * d;
+    }
+    within = warp_reduce_sum(within);
+    between = warp_reduce_sum(between);
+    if (lane == 0) {
+      store(p.mean_out + c, static_cast<float>(mean));
+      store(p.variance_out + c, static_cast<float>((within + between) * inv_rows));
+    }
+  }
+}
+
 } // namespace
 } // namespace batch_norm
 } // namespace kernels
@@ -64,6 +125,7 @@ namespace kb = ::culayers::kernels::batch_norm;
 
 constexpr const char* kApplyOp = "batch_norm_apply";
 constexpr const char* kUpdateOp = "batch_norm_moving_update";
+constexpr const char* kMergeOp = "batch_norm_merge_moments";
 
 bool misaligned(const void* p, std::size_t bytes) {
   return reinterpret_cast<std::uintptr_t>(p) % bytes != 0;
@@ -98,16 +160,19 @@ Status check_apply(const BatchNormApplyArgs& a) {
     return set_error(Status::kErrorInvalidDType, "%s: dtype: %s (%d) is not float32, float16 or bfloat16", op,
                      dtype_name(a.dtype), static_cast<int>(a.dtype));
   }
-  if (a.rows < 0 || a.channels < 0) {
-    return set_error(Status::kErrorInvalidShape, "%s: sizes: rows %lld and channels %lld must be >= 0", op,
-                     static_cast<long long>(a.rows), static_cast<long long>(a.channels));
+  if (a.rows < 0 || a.channels < 0 || a.inner < 0) {
+    return set_error(
+        Status::kErrorInvalidShape, "%s: sizes: rows %lld, channels %lld and inner %lld must be >= 0", op,
+        static_cast<long long>(a.rows), static_cast<long long>(a.channels), static_cast<long long>(a.inner));
   }
   const std::size_t elem = dtype_size(a.dtype);
+  std::int64_t planes = 0;
   std::int64_t n = 0;
   std::int64_t bytes = 0;
-  if (!culayers::detail::checked_mul(a.rows, a.channels, &n) ||
-      !culayers::detail::checked_mul(n, 16, &bytes)) {
-    return set_error(Status::kErrorSizeLimit, "%s: sizes: rows x channels overflows 64-bit byte offsets", op);
+  if (!culayers::detail::checked_mul(a.rows, a.channels, &planes) ||
+      !culayers::detail::checked_mul(planes, a.inner, &n) || !culayers::detail::checked_mul(n, 16, &bytes)) {
+    return set_error(Status::kErrorSizeLimit,
+                     "%s: sizes: rows x channels x inner overflows 64-bit byte offsets", op);
   }
   if (!(a.epsilon > 0.0f) || !std::isfinite(a.epsilon)) {
     return set_error(Status::kErrorInvalidValue, "%s: epsilon: %g, must be positive and finite", op,
@@ -156,10 +221,10 @@ Status check_apply(const BatchNormApplyArgs& a) {
   return Status::kSuccess;
 }
 
-/// Precondition: check_apply(a) succeeded and rows * channels > 0.
+/// Precondition: check_apply(a) succeeded and rows * channels * inner > 0.
 Status plan_apply(const BatchNormApplyArgs& a, kb::ApplyPlan* plan, kb::ApplyParams* params) {
   const std::size_t elem = dtype_size(a.dtype);
-  const std::int64_t n = a.rows * a.channels;
+  const std::int64_t n = a.rows * a.channels * a.inner;
   const int vec = widest_vector(elem, a.x, a.y, a.vector_width);
   const bool shared = a.channels <= kb::kSharedChannels;
   const std::size_t smem = shared ? static_cast<std::size_t>(a.channels) * 3 * sizeof(float) : 0;
@@ -179,6 +244,7 @@ Status plan_apply(const BatchNormApplyArgs& a, kb::ApplyPlan* plan, kb::ApplyPar
   blocks = std::min(blocks, cap);
   plan->vec = vec;
   plan->shared = shared ? 1 : 0;
+  plan->planes = a.inner > 1 ? 1 : 0;
   plan->blocks = static_cast<unsigned>(blocks);
   plan->smem = smem;
   params->x = a.x;
@@ -189,7 +255,10 @@ Status plan_apply(const BatchNormApplyArgs& a, kb::ApplyPlan* plan, kb::ApplyPar
   params->beta = a.beta;
   params->n = n;
   params->channels = a.channels;
-  params->step = (blocks * kb::kThreads * vec) % a.channels;
+  params->inner = a.inner;
+  const std::int64_t grid_elements = blocks * kb::kThreads * vec;
+  params->step = (grid_elements / a.inner) % a.channels;
+  params->step_j = grid_elements % a.inner;
   params->epsilon = a.epsilon;
   return Status::kSuccess;
 }
@@ -215,7 +284,7 @@ Status run(const BatchNormApplyArgs& args, void*, std::size_t, cudaStream_t stre
   if (Status s = check_apply(args); !ok(s)) {
     return s;
   }
-  if (args.rows * args.channels == 0) {
+  if (args.rows * args.channels * args.inner == 0) {
     return Status::kSuccess;
   }
   kb::ApplyPlan plan{};
@@ -231,6 +300,101 @@ Status run(const BatchNormApplyArgs& args, void*, std::size_t, cudaStream_t stre
   default:
     return kb::launch_apply<float>(plan, params, stream);
   }
+}
+
+Status can_implement(const BatchNormMergeMomentsArgs& a) {
+  const char* op = kMergeOp;
+  if (a.rows < 0 || a.channels < 0 || a.count_per_row < 0) {
+    return set_error(Status::kErrorInvalidShape,
+                     "%s: sizes: rows %lld, channels %lld and count_per_row %lld must be >= 0", op,
+                     static_cast<long long>(a.rows), static_cast<long long>(a.channels),
+                     static_cast<long long>(a.count_per_row));
+  }
+  std::int64_t n = 0;
+  std::int64_t bytes = 0;
+  if (!culayers::detail::checked_mul(a.rows, a.channels, &n) ||
+      !culayers::detail::checked_mul(n, 4, &bytes)) {
+    return set_error(Status::kErrorSizeLimit, "%s: sizes: rows x channels overflows 64-bit byte offsets", op);
+  }
+  if (a.max_blocks < 0) {
+    return set_error(Status::kErrorInvalidValue, "%s: max_blocks: %d is negative", op, a.max_blocks);
+  }
+  if (a.channels == 0) {
+    return Status::kSuccess;
+  }
+  const bool reads = a.rows > 0 && a.count_per_row > 0;
+  const struct {
+    const void* p;
+    const char* name;
+    bool required;
+  } ptrs[] = {{a.mean, "mean", reads},
+              {a.variance, "variance", reads},
+              {a.mean_out, "mean_out", true},
+              {a.variance_out, "variance_out", true},
+              {a.count_out, "count_out", false}};
+  for (const auto& r : ptrs) {
+    if (r.required && r.p == nullptr) {
+      return set_error(Status::kErrorNullPointer, "%s: %s: is null", op, r.name);
+    }
+    if (misaligned(r.p, 4)) {
+      return set_error(Status::kErrorMisaligned, "%s: %s: not aligned to 4 bytes", op, r.name);
+    }
+  }
+  const std::size_t cb = static_cast<std::size_t>(a.channels) * 4;
+  const std::size_t ib = reads ? static_cast<std::size_t>(n) * 4 : 0;
+  const struct {
+    const void* p;
+    std::size_t bytes;
+    const char* name;
+  } outs[] = {
+      {a.mean_out, cb, "mean_out"}, {a.variance_out, cb, "variance_out"}, {a.count_out, 4, "count_out"}};
+  for (std::size_t i = 0; i < 3; ++i) {
+    for (std::size_t k = i + 1; k < 3; ++k) {
+      if (overlaps(outs[i].p, outs[i].bytes, outs[k].p, outs[k].bytes)) {
+        return set_error(Status::kErrorInconsistentArguments, "%s: %s: overlaps %s", op, outs[k].name,
+                         outs[i].name);
+      }
+    }
+    if (overlaps(outs[i].p, outs[i].bytes, a.mean, ib) ||
+        overlaps(outs[i].p, outs[i].bytes, a.variance, ib)) {
+      return set_error(Status::kErrorInconsistentArguments, "%s: %s: overlaps mean or variance", op,
+                       outs[i].name);
+    }
+  }
+  return Status::kSuccess;
+}
+
+std::size_t workspace_size(const BatchNormMergeMomentsArgs&) {
+  return 0;
+}
+
+Status run(const BatchNormMergeMomentsArgs& a, void*, std::size_t, cudaStream_t stream) {
+  if (Status s = can_implement(a); !ok(s)) {
+    return s;
+  }
+  if (a.channels == 0) {
+    return Status::kSuccess;
+  }
+  std::int64_t total = 0;
+  const bool fits = culayers::detail::checked_mul(a.rows, a.count_per_row, &total) && total <= INT32_MAX;
+  kb::MergeParams p{};
+  p.mean = a.mean;
+  p.variance = a.variance;
+  p.mean_out = a.mean_out;
+  p.variance_out = a.variance_out;
+  p.count_out = a.count_out;
+  p.rows = a.rows;
+  p.channels = a.channels;
+  p.count = fits ? static_cast<std::int32_t>(total) : INT32_MAX;
+  p.empty = a.rows == 0 || a.count_per_row == 0 ? 1 : 0;
+  std::int64_t blocks = std::min(ceil_div(a.channels, kb::kMergeChannelsPerBlock), kb::kMaxMergeBlocks);
+  if (a.max_blocks > 0) {
+    blocks = std::min<std::int64_t>(blocks, a.max_blocks);
+  }
+  return kernels::check_launch(CULAYERS_LAUNCH(kb::batch_norm_merge_moments_kernel,
+                                               dim3(static_cast<unsigned>(blocks)), dim3(kb::kMergeThreads),
+                                               0, stream, p),
+                               kMergeOp);
 }
 
 Status can_implement(const BatchNormMovingUpdateArgs& a) {

@@ -1,4 +1,4 @@
-// Definition of launch_apply<T>: the runtime (vector width, shared staging) -> kernel instantiation
+// Definition of launch_apply<T>: the runtime (vector width, shared staging, planes) -> kernel instantiation
 // switch. Included only by apply_f32.cu, apply_f16.cu and apply_bf16.cu, one dtype each, so that the
 // instantiations of the three dtypes compile in parallel.
 #pragma once
@@ -13,10 +13,18 @@ template <class T, int V>
 cudaError_t launch_apply_width(const ApplyPlan& plan, const ApplyParams& params, cudaStream_t stream) {
   const dim3 grid(plan.blocks);
   const dim3 block(kThreads);
-  if (plan.shared != 0) {
-    return CULAYERS_LAUNCH((batch_norm_apply_kernel<T, V, true>), grid, block, plan.smem, stream, params);
+  if (plan.planes != 0) {
+    if (plan.shared != 0) {
+      return CULAYERS_LAUNCH((batch_norm_apply_kernel<T, V, true, true>), grid, block, plan.smem, stream,
+                             params);
+    }
+    return CULAYERS_LAUNCH((batch_norm_apply_kernel<T, V, false, true>), grid, block, 0, stream, params);
   }
-  return CULAYERS_LAUNCH((batch_norm_apply_kernel<T, V, false>), grid, block, 0, stream, params);
+  if (plan.shared != 0) {
+    return CULAYERS_LAUNCH((batch_norm_apply_kernel<T, V, true, false>), grid, block, plan.smem, stream,
+                           params);
+  }
+  return CULAYERS_LAUNCH((batch_norm_apply_kernel<T, V, false, false>), grid, block, 0, stream, params);
 }
 
 template <class T>

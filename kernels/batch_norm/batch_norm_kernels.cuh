@@ -1,12 +1,16 @@
 // Batch-normalization apply kernel (private header): y = (x - mean[c]) * scale[c] + beta[c] with
-// scale[c] = rsqrt(variance[c] + epsilon) * gamma[c], over x viewed as [rows, C] (flat index i has channel
-// i % C). Included by apply_f32.cu, apply_f16.cu and apply_bf16.cu (one dtype each, compiled in parallel)
-// and by batch_norm_api.cu for the launch interface.
+// scale[c] = rsqrt(variance[c] + epsilon) * gamma[c], over x viewed as [rows, C, inner] (flat index i has
+// channel (i / inner) % C; channels last is inner = 1). Included by apply_f32.cu, apply_f16.cu and
+// apply_bf16.cu (one dtype each, compiled in parallel) and by batch_norm_api.cu for the launch interface.
 //
-// Each thread walks vectors of V elements with a grid-stride loop. The channel of a vector's first element
-// is computed once per thread with a 64-bit modulo and then advanced by `step` = (grid stride x V) mod C
-// per iteration (one add and one conditional subtract), and inside the vector by one with wrap-around, so V
-// never has to divide C. The last n % V elements are a scalar tail, one per thread.
+// Each thread walks vectors of V elements with a grid-stride loop and never divides inside it. Channels
+// last (kPlanes = false): the channel of a vector's first element is computed once per thread with a
+// 64-bit modulo and then advanced by `step` = (grid stride x V) mod C per iteration (one add and one
+// conditional subtract), and inside the vector by one with wrap-around, so V never has to divide C.
+// Channels first or any inner extent (kPlanes = true): the position is the pair (c, j), j the offset in
+// the current run of `inner` elements of channel c, advanced the same way with a carry from j into c; the
+// factors are fetched again only when the channel changes. The last n % V elements are a scalar tail, one
+// per thread.
 #pragma once
 
 #include "kernels/common/common.cuh"
@@ -36,15 +40,18 @@ struct ApplyParams {
   const float* variance;
   const float* gamma; // null: 1
   const float* beta;  // null: 0
-  std::int64_t n;     // rows * C
+  std::int64_t n;     // rows * C * inner
   std::int64_t channels;
-  std::int64_t step; // (gridDim.x * blockDim.x * V) % C
+  std::int64_t inner;  // elements per run of one channel (1: channels last)
+  std::int64_t step;   // inner == 1: (gridDim.x * blockDim.x * V) % C; else (that / inner) % C
+  std::int64_t step_j; // inner > 1: (gridDim.x * blockDim.x * V) % inner
   float epsilon;
 };
 
 struct ApplyPlan {
   int vec;
   int shared; // 1: per-channel factors staged in shared memory (C <= kSharedChannels)
+  int planes; // 1: inner > 1 (the kPlanes kernel)
   unsigned blocks;
   std::size_t smem;
 };
@@ -79,8 +86,8 @@ CULAYERS_DEVICE T normalize(T v, float mean, float scale, float shift) {
   return from_float<T>(__fmaf_rn(to_float(v) - mean, scale, shift));
 }
 
-template <class T, int V, bool kShared>
-CULAYERS_GLOBAL void __launch_bounds__(kThreads) batch_norm_apply_kernel(const ApplyParams p) {
+template <bool kShared>
+CULAYERS_DEVICE Factors<kShared> stage_factors(const ApplyParams& p) {
   Factors<kShared> f{nullptr};
   if constexpr (kShared) {
     CULAYERS_DYNAMIC_SMEM(float, smem);
@@ -96,28 +103,66 @@ CULAYERS_GLOBAL void __launch_bounds__(kThreads) batch_norm_apply_kernel(const A
     __syncthreads();
     f.smem = smem;
   }
+  return f;
+}
+
+template <class T, int V, bool kShared, bool kPlanes>
+CULAYERS_GLOBAL void __launch_bounds__(kThreads) batch_norm_apply_kernel(const ApplyParams p) {
+  const Factors<kShared> f = stage_factors<kShared>(p);
   const T* x = static_cast<const T*>(p.x);
   T* y = static_cast<T*>(p.y);
   const std::int64_t C = p.channels;
   const std::int64_t nvec = p.n / V;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   const std::int64_t tid = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  std::int64_t c0 = (tid * V) % C;
-  for (std::int64_t i = tid; i < nvec; i += stride) {
-    Vec<T, V> v = load_vec<V, CacheHint::kStreaming>(x + i * V);
-    std::int64_t c = c0;
-    CULAYERS_PRAGMA_UNROLL
-    for (int k = 0; k < V; ++k) {
+  if constexpr (!kPlanes) {
+    std::int64_t c0 = (tid * V) % C;
+    for (std::int64_t i = tid; i < nvec; i += stride) {
+      Vec<T, V> v = load_vec<V, CacheHint::kStreaming>(x + i * V);
+      std::int64_t c = c0;
+      CULAYERS_PRAGMA_UNROLL
+      for (int k = 0; k < V; ++k) {
+        float m;
+        float s;
+        float b;
+        f.get(p, c, &m, &s, &b);
+        v[k] = normalize(v[k], m, s, b);
+        c = c + 1 == C ? 0 : c + 1;
+      }
+      store_vec<V, CacheHint::kStreaming>(y + i * V, v);
+      c0 += p.step;
+      c0 = c0 >= C ? c0 - C : c0;
+    }
+  } else {
+    const std::int64_t inner = p.inner;
+    std::int64_t c0 = ((tid * V) / inner) % C;
+    std::int64_t j0 = (tid * V) % inner;
+    for (std::int64_t i = tid; i < nvec; i += stride) {
+      Vec<T, V> v = load_vec<V, CacheHint::kStreaming>(x + i * V);
+      std::int64_t c = c0;
+      std::int64_t j = j0;
       float m;
       float s;
       float b;
       f.get(p, c, &m, &s, &b);
-      v[k] = normalize(v[k], m, s, b);
-      c = c + 1 == C ? 0 : c + 1;
+      CULAYERS_PRAGMA_UNROLL
+      for (int k = 0; k < V; ++k) {
+        v[k] = normalize(v[k], m, s, b);
+        if (k + 1 < V && ++j == inner) {
+          j = 0;
+          c = c + 1 == C ? 0 : c + 1;
+          f.get(p, c, &m, &s, &b);
+        }
+      }
+      store_vec<V, CacheHint::kStreaming>(y + i * V, v);
+      j0 += p.step_j;
+      c0 += p.step;
+      if (j0 >= inner) {
+        j0 -= inner;
+        c0 += 1;
+      }
+      c0 = c0 >= C ? c0 - C : c0;
     }
-    store_vec<V, CacheHint::kStreaming>(y + i * V, v);
-    c0 += p.step;
-    c0 = c0 >= C ? c0 - C : c0;
   }
   if constexpr (V > 1) {
     const std::int64_t t = nvec * V + tid;
@@ -125,13 +170,14 @@ CULAYERS_GLOBAL void __launch_bounds__(kThreads) batch_norm_apply_kernel(const A
       float m;
       float s;
       float b;
-      f.get(p, t % C, &m, &s, &b);
+      f.get(p, (kPlanes ? t / p.inner : t) % C, &m, &s, &b);
       store(y + t, normalize(load(x + t), m, s, b));
     }
   }
 }
 
-/// Launches the instantiation for (plan.vec, plan.shared); defined per dtype in apply_<dtype>.cu.
+/// Launches the instantiation for (plan.vec, plan.shared, plan.planes); defined per dtype in
+/// apply_<dtype>.cu.
 template <class T>
 Status launch_apply(const ApplyPlan& plan, const ApplyParams& params, cudaStream_t stream);
 

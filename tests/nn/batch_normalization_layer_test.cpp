@@ -2,7 +2,8 @@
 // update, then inference), random training calls against the double reference with and without masks (NaN
 // in the padded steps), k training steps against the closed form of the moving averages, frozen layers and
 // the inference phase run no update, fewer than 2 valid positions leave the moving statistics alone, graph
-// capture of a training call with its update replayed N times, config round trips, bad configs, build
+// capture of a training call with its update replayed N times, channels-first and middle channel axes
+// (training against the reference, inference, empty planes), config round trips, bad configs, build
 // errors and incompatible inputs.
 #include "culayers/masked_reduce.hpp"
 #include "culayers/nn/normalization.hpp"
@@ -112,6 +113,7 @@ struct Batch {
   Shape shape;
   std::vector<std::uint8_t> mask; // [B * T] for rank 3, or empty
   bool nan_in_padding = true;     // NaN in every masked step
+  int axis = -1;                  // the channel axis (no mask unless it is the last)
 };
 
 /// Error bound of y for the layer's float32 statistics (the group-norm error model, per channel) and the
@@ -127,24 +129,31 @@ struct Expected {
   std::vector<gn::GroupError> err; // per channel
 };
 
+/// x as [rows, C, inner]; `valid` (a mask over rows) only with inner = 1. The error model is the group-norm
+/// one for a group of the channel's whole count: channels first, the layer's float32 statistics are per
+/// (row, channel) plane of inner elements, merged in double, so their error is at most a plane's, which is
+/// below that of one group of rows * inner elements.
 Expected expected_moments(const std::vector<double>& x, std::int64_t rows, std::int64_t channels,
-                          const std::vector<std::uint8_t>& valid, double epsilon) {
+                          std::int64_t inner, const std::vector<std::uint8_t>& valid, double epsilon) {
   Expected e;
-  e.m = bn::moments(x, rows, channels, valid);
+  e.m = inner == 1 ? bn::moments(x, rows, channels, valid)
+                   : bn::moments_channels_first(x, rows, channels, inner);
   const auto nc = static_cast<std::size_t>(channels);
+  const auto ni = static_cast<std::size_t>(inner);
+  std::vector<double> max_abs(nc, 0.0);
+  std::vector<double> max_dev(nc, 0.0);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const std::size_t r = i / (nc * ni);
+    const std::size_t c = (i / ni) % nc;
+    if (valid.empty() || valid[r] != 0) {
+      max_abs[c] = std::max(max_abs[c], std::fabs(x[i]));
+      max_dev[c] = std::max(max_dev[c], std::fabs(x[i] - e.m.mean[c]));
+    }
+  }
   e.err.resize(nc);
   for (std::size_t c = 0; c < nc; ++c) {
-    double max_abs = 0.0;
-    double max_dev = 0.0;
-    for (std::int64_t r = 0; r < rows; ++r) {
-      if (valid.empty() || valid[static_cast<std::size_t>(r)] != 0) {
-        const double v = x[static_cast<std::size_t>(r) * nc + c];
-        max_abs = std::max(max_abs, std::fabs(v));
-        max_dev = std::max(max_dev, std::fabs(v - e.m.mean[c]));
-      }
-    }
-    e.err[c] =
-        gn::forward_group_error(e.m.count, max_abs, max_dev, 1.0 / std::sqrt(e.m.variance[c] + epsilon));
+    e.err[c] = gn::forward_group_error(e.m.count, max_abs[c], max_dev[c],
+                                       1.0 / std::sqrt(e.m.variance[c] + epsilon));
   }
   return e;
 }
@@ -152,13 +161,17 @@ Expected expected_moments(const std::vector<double>& x, std::int64_t rows, std::
 template <class T>
 void check_training_call(std::mt19937_64& rng, const Batch& b) {
   const char* dt = Dtype<T>::kName;
-  const std::string what =
-      std::string(dt) + " " + shape_str(b.shape) + (b.mask.empty() ? "" : " mask") + "; " + seed_note();
+  const std::string what = std::string(dt) + " " + shape_str(b.shape) + " axis " + std::to_string(b.axis) +
+                           (b.mask.empty() ? "" : " mask") + "; " + seed_note();
   const int rank = b.shape.rank();
-  const std::int64_t channels = b.shape.dim(rank - 1);
-  const std::int64_t rows = b.shape.product(0, rank - 1);
+  const int axis = b.axis < 0 ? b.axis + rank : b.axis;
+  const std::int64_t channels = b.shape.dim(axis);
+  const std::int64_t rows = b.shape.product(0, axis);
+  const std::int64_t inner = b.shape.product(axis + 1, rank);
   const auto nc = static_cast<std::size_t>(channels);
+  const auto ni = static_cast<std::size_t>(inner);
   nn::BatchNormalizationOptions o;
+  o.axis = b.axis;
   o.momentum = 0.9;
   o.gamma_initializer = nn::Initializer::random_normal(1.0, 0.5, rng());
   o.beta_initializer = nn::Initializer::random_normal(0.0, 0.5, rng());
@@ -196,10 +209,10 @@ void check_training_call(std::mt19937_64& rng, const Batch& b) {
     xd[i] = Dtype<T>::to_double(x[i]);
   }
   const double eps = static_cast<double>(1e-3f);
-  const Expected e = expected_moments(xd, rows, channels, b.mask, eps);
+  const Expected e = expected_moments(xd, rows, channels, inner, b.mask, eps);
   int failures = 0;
   for (std::size_t i = 0; i < x.size() && failures < 5; ++i) {
-    const std::size_t c = i % nc;
+    const std::size_t c = (i / ni) % nc;
     const double got = Dtype<T>::to_double(y[i]);
     if (std::isnan(xd[i])) {
       if (!std::isnan(got)) {
@@ -264,6 +277,70 @@ TEST(BatchNormalizationLayer, TrainingCallsMatchReference) {
     check_training_call<float>(rng, Batch{s, random_mask(rng, s.dim(0), s.dim(1))});
     check_training_call<__nv_bfloat16>(rng, Batch{s, random_mask(rng, s.dim(0), s.dim(1))});
   }
+}
+
+TEST(BatchNormalizationLayer, ChannelsFirstAndMiddleAxesMatchReference) {
+  auto rng = rng_for_test();
+  // Channels first (axis 1) of rank 3 to 5, including planes shorter than a vector, one long plane per
+  // channel (the moments' split path), a middle axis of rank 4 (rows = B x 3), spatial 1 x 1 (inner 1:
+  // the channels-last path), and a batch of one.
+  const Batch batches[] = {{Shape{4, 3, 5}, {}, true, 1},    {Shape{2, 6, 4, 5}, {}, true, 1},
+                           {Shape{1, 3, 4099}, {}, true, 1}, {Shape{3, 2, 3, 2, 2}, {}, true, 1},
+                           {Shape{2, 3, 5, 4}, {}, true, 2}, {Shape{3, 5, 1, 1}, {}, true, 1},
+                           {Shape{1, 7, 2}, {}, true, 1},    {Shape{5, 33, 3}, {}, true, 1}};
+  for (const Batch& b : batches) {
+    check_training_call<float>(rng, b);
+    check_training_call<__nv_bfloat16>(rng, b);
+  }
+  check_training_call<__half>(rng, Batch{Shape{3, 4, 6, 6}, {}, true, 1});
+}
+
+TEST(BatchNormalizationLayer, ChannelsFirstInferenceUsesMovingStatisticsAndEmptyPlanes) {
+  // Inference of a channels-first layer: y = (x - moving_mean[c]) / sqrt(moving_variance[c] + eps) * gamma[c]
+  // + beta[c] with channel (i / HW) % C; then empty spatial axes (inner = 0) and an empty batch in training.
+  auto rng = rng_for_test();
+  nn::BatchNormalizationOptions o;
+  o.axis = 1;
+  o.gamma_initializer = nn::Initializer::random_normal(1.0, 0.5, rng());
+  o.beta_initializer = nn::Initializer::random_normal(0.0, 0.5, rng());
+  o.moving_mean_initializer = nn::Initializer::random_normal(0.0, 1.0, rng());
+  o.moving_variance_initializer = nn::Initializer::random_uniform(0.5, 2.0, rng());
+  nn::BatchNormalization layer(o, "bn_cf");
+  const Shape shape{2, 3, 7};
+  const std::vector<float> x = gn::normal_values<float>(rng, 42, 0.5, 2.0);
+  DeviceBuffer<float> d_x(x);
+  nn::CallContext ctx;
+  ctx.phase = nn::Phase::kInference;
+  nn::LayerOutput out;
+  ASSERT_EQ(layer.call(ctx, view_of(d_x.get(), DType::kFloat32, shape), {}, &out), Status::kSuccess)
+      << culayers::last_error_message();
+  const std::vector<float> y = download<float>(out.y);
+  bn::Params p;
+  for (const char* w : {"moving_mean", "moving_variance", "gamma", "beta"}) {
+    const std::vector<float> v = weight_floats(layer, w);
+    std::vector<double>& dst = std::string(w) == "moving_mean"       ? p.mean
+                               : std::string(w) == "moving_variance" ? p.variance
+                               : std::string(w) == "gamma"           ? p.gamma
+                                                                     : p.beta;
+    dst.assign(v.begin(), v.end());
+  }
+  std::vector<double> xd(x.begin(), x.end());
+  const std::vector<double> want = bn::apply(p, xd, 7);
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    EXPECT_NEAR(y[i], want[i], bn::apply_tolerance<float>(p, (i / 7) % 3, xd[i], want[i])) << i;
+  }
+  // Empty spatial axes and an empty batch (training: the call runs the update op): nothing to normalize,
+  // the batch statistics are over no element (count 0), so the moving statistics stay as they are.
+  ctx.phase = nn::Phase::kTraining;
+  const std::vector<float> mv0 = weight_floats(layer, "moving_variance");
+  const std::vector<float> mm0 = weight_floats(layer, "moving_mean");
+  ASSERT_EQ(layer.call(ctx, view_of(d_x.get(), DType::kFloat32, Shape{2, 3, 0}), {}, &out), Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_EQ(out.y.shape(), (Shape{2, 3, 0}));
+  ASSERT_EQ(layer.call(ctx, view_of(d_x.get(), DType::kFloat32, Shape{0, 3, 7}), {}, &out), Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_TRUE(same_bits(weight_floats(layer, "moving_variance"), mv0));
+  EXPECT_TRUE(same_bits(weight_floats(layer, "moving_mean"), mm0));
 }
 
 TEST(BatchNormalizationLayer, FewerThanTwoValidPositionsUpdateNothing) {
@@ -331,7 +408,7 @@ TEST(BatchNormalizationLayer, MovingStatisticsAfterKStepsMatchTheClosedFormThenI
     d_x.upload(x);
     d_mask.upload(mask);
     ASSERT_EQ(layer.call(ctx, xv, mv, &out), Status::kSuccess) << culayers::last_error_message();
-    const Expected e = expected_moments(gn::widen(x), rows, static_cast<std::int64_t>(nc), mask, 1e-3);
+    const Expected e = expected_moments(gn::widen(x), rows, static_cast<std::int64_t>(nc), 1, mask, 1e-3);
     if (e.m.count < 2) {
       continue;
     }
@@ -555,9 +632,8 @@ TEST(BatchNormalizationLayer, BadOptionsAndUnsupportedLayoutsAreClearErrors) {
     const char* arg;
   };
   const Bad bad[] = {
-      {1, 0.99, 1e-3, &x4, Status::kErrorNotSupported, "axis"}, // channels first
-      {1, 0.99, 1e-3, &x3, Status::kErrorNotSupported, "axis"},
-      {0, 0.99, 1e-3, &x2, Status::kErrorNotSupported, "axis"},
+      {0, 0.99, 1e-3, &x2, Status::kErrorInvalidValue, "axis"}, // the batch axis
+      {-3, 0.99, 1e-3, &x3, Status::kErrorInvalidValue, "axis"},
       {3, 0.99, 1e-3, &x3, Status::kErrorInvalidValue, "axis"},
       {-3, 0.99, 1e-3, &x2, Status::kErrorInvalidValue, "axis"},
       {-1, 1.5, 1e-3, &x3, Status::kErrorInvalidValue, "momentum"},
@@ -578,8 +654,10 @@ TEST(BatchNormalizationLayer, BadOptionsAndUnsupportedLayoutsAreClearErrors) {
     EXPECT_TRUE(layer.weights().empty()) << b.arg;
     EXPECT_EQ(layer.update_count(), 0u) << b.arg;
   }
-  // Rank 2 with axis 1 (its last axis) and rank 3 with axis 2 are channels last.
-  for (const auto& [axis, xv] : {std::pair<int, const ConstTensorView*>{1, &x2}, {2, &x3}}) {
+  // Rank 2 with axis 1 (its last axis) and rank 3 with axis 2 are channels last; axis 1 of rank 3 and 4 is
+  // channels first, axis 2 of rank 4 a middle axis.
+  for (const auto& [axis, xv] :
+       {std::pair<int, const ConstTensorView*>{1, &x2}, {2, &x3}, {1, &x3}, {1, &x4}, {2, &x4}, {-2, &x4}}) {
     nn::BatchNormalizationOptions o;
     o.axis = axis;
     nn::BatchNormalization layer(o);
@@ -599,6 +677,13 @@ TEST(BatchNormalizationLayer, MasksNeedRank3AndShapesMustMatch) {
   nn::BatchNormalization r4(nn::BatchNormalizationOptions{}, "bn_r4");
   expect_call_error(r4, view_of(x.get(), DType::kFloat32, Shape{2, 3, 4, 8}),
                     view_of(mask.get(), DType::kUInt8, Shape{2, 3}), Status::kErrorNotSupported, "mask");
+  nn::BatchNormalizationOptions first;
+  first.axis = 1;
+  nn::BatchNormalization cf(first, "bn_cf");
+  // The mask is rejected by check_call, so a model checks it before running any layer.
+  EXPECT_EQ(cf.check_call(Shape{2, 8, 3}, DType::kFloat32, true), Status::kErrorNotSupported);
+  expect_call_error(cf, view_of(x.get(), DType::kFloat32, Shape{2, 8, 3}),
+                    view_of(mask.get(), DType::kUInt8, Shape{2, 8}), Status::kErrorNotSupported, "mask");
   nn::BatchNormalization layer(nn::BatchNormalizationOptions{}, "bn_shape");
   nn::CallContext ctx;
   nn::LayerOutput out;

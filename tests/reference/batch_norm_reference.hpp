@@ -30,12 +30,13 @@ struct Params {
   double scale_at(std::size_t c) const { return gamma_at(c) / std::sqrt(variance[c] + epsilon); }
 };
 
-/// y = (x - mean[c]) / sqrt(variance[c] + epsilon) * gamma[c] + beta[c] over x as [rows, C] (channel i % C).
-inline std::vector<double> apply(const Params& p, const std::vector<double>& x) {
+/// y = (x - mean[c]) / sqrt(variance[c] + epsilon) * gamma[c] + beta[c] over x as [rows, C, inner]
+/// (channel (i / inner) % C; inner = 1: channels last).
+inline std::vector<double> apply(const Params& p, const std::vector<double>& x, std::size_t inner = 1) {
   const std::size_t channels = p.mean.size();
   std::vector<double> y(x.size());
   for (std::size_t i = 0; i < x.size(); ++i) {
-    const std::size_t c = i % channels;
+    const std::size_t c = (i / inner) % channels;
     y[i] = (x[i] - p.mean[c]) * p.scale_at(c) + p.beta_at(c);
   }
   return y;
@@ -87,6 +88,62 @@ inline Moments moments(const std::vector<double>& x, std::int64_t rows, std::int
         m.variance[c] += d * d;
       }
     }
+  }
+  for (double& v : m.variance) {
+    v /= static_cast<double>(m.count);
+  }
+  return m;
+}
+
+/// batch_norm_merge_moments: per-channel mean and biased variance of the union of rows equal-count parts
+/// given each part's mean and biased variance ([rows, C]), in double; zeros when there is no element.
+inline Moments merge_moments(const std::vector<double>& mean, const std::vector<double>& variance,
+                             std::int64_t rows, std::int64_t channels, std::int64_t count_per_row) {
+  Moments m;
+  const auto nc = static_cast<std::size_t>(channels);
+  m.mean.assign(nc, 0.0);
+  m.variance.assign(nc, 0.0);
+  m.count = rows * count_per_row;
+  if (m.count == 0) {
+    return m;
+  }
+  for (std::size_t c = 0; c < nc; ++c) {
+    double sum = 0.0;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      sum += mean[static_cast<std::size_t>(r) * nc + c];
+    }
+    m.mean[c] = sum / static_cast<double>(rows);
+    double m2 = 0.0;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const double d = mean[static_cast<std::size_t>(r) * nc + c] - m.mean[c];
+      m2 += variance[static_cast<std::size_t>(r) * nc + c] + d * d;
+    }
+    m.variance[c] = m2 / static_cast<double>(rows);
+  }
+  return m;
+}
+
+/// Mean and biased variance per channel of x viewed as [rows, C, inner] (channels first), in double.
+inline Moments moments_channels_first(const std::vector<double>& x, std::int64_t rows, std::int64_t channels,
+                                      std::int64_t inner) {
+  Moments m;
+  const auto nc = static_cast<std::size_t>(channels);
+  const auto ni = static_cast<std::size_t>(inner);
+  m.mean.assign(nc, 0.0);
+  m.variance.assign(nc, 0.0);
+  m.count = rows * inner;
+  if (m.count == 0) {
+    return m;
+  }
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    m.mean[(i / ni) % nc] += x[i];
+  }
+  for (double& v : m.mean) {
+    v /= static_cast<double>(m.count);
+  }
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double d = x[i] - m.mean[(i / ni) % nc];
+    m.variance[(i / ni) % nc] += d * d;
   }
   for (double& v : m.variance) {
     v /= static_cast<double>(m.count);

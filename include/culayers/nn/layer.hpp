@@ -138,6 +138,12 @@ class Layer {
   /// Whether inputs of `shape` can follow a build with `built`. Default: same rank and the same extent on
   /// every axis but the batch axis (0).
   [[nodiscard]] virtual Status check_input_shape(const Shape& built, const Shape& shape) const;
+  /// Whether an input of `shape` may come with a [batch, steps] mask (called by check_call for a layer
+  /// that supports masking, built or not). Default: yes.
+  [[nodiscard]] virtual Status check_mask(const Shape& shape) const {
+    (void)shape;
+    return Status::kSuccess;
+  }
   /// The call itself (inputs validated, layer built).
   [[nodiscard]] virtual Status do_call(const CallContext& ctx, const ConstTensorView& x,
                                        const ConstTensorView& mask, LayerOutput* out) = 0;

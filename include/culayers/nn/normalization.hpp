@@ -20,26 +20,34 @@
 // reported as configured (-1 stays -1).
 //
 // BatchNormalization(axis = -1, momentum = 0.99, epsilon = 1e-3, center, scale, beta / gamma /
-// moving_mean / moving_variance initializers): channels last only; input (B, ..., C) of rank >= 2 with
-// axis -1 (or its positive spelling rank - 1; for rank 2, axis 1 is that axis). Channels-first input
-// (axis 1 of a rank >= 3 input) is kErrorNotSupported naming "axis": its statistics reduce the batch and
-// spatial axes around the channel axis, which masked_reduce's [outer, R, inner] view cannot express in one
-// pass, and a second reduction implementation is out of scope. Weights, in Keras's order: "gamma"
-// (scale), "beta" (center) (trainable), "moving_mean" (zeros), "moving_variance" (ones) (non-trainable).
+// moving_mean / moving_variance initializers): input of rank >= 2 with the channels on any axis but the
+// batch axis (axis 0 is kErrorInvalidValue naming "axis"): -1 (channels last, (B, ..., C)), 1 (channels
+// first, (B, C, *spatial)) or any axis in between, no transpose copy. Weights, in Keras's order: "gamma"
+// (scale), "beta" (center) (trainable), "moving_mean" (zeros), "moving_variance" (ones) (non-trainable),
+// [C] float32.
 //  - Training phase of a trainable layer: per-channel mean and biased variance over every axis but the
-//    last (masked_reduce kMoments on x viewed as [1, rows, C], the mask [B, T] of a rank-3 input viewed as
-//    [1, B*T]), the input normalized with them, then the update op (device work, reading the number of
+//    channel axis, the input normalized with them, then the update op (device work, reading the number of
 //    valid positions on the device): moving = moving * momentum + batch * (1 - momentum), the moving
 //    variance fed the unbiased batch variance, and nothing when fewer than 2 positions are valid. A
 //    fully masked batch normalizes with mean 0 and variance 0 (as a fully masked group in group norm).
+//    With x viewed as [rows, C, inner] (rows: the axes before the channel axis, inner: those after it):
+//      * inner = 1 (channels last): one pass of masked_reduce kMoments on x viewed as [1, rows, C] (the
+//        mask [B, T] of a rank-3 input viewed as [1, B*T]);
+//      * inner > 1 (channels first or a middle axis): kMoments per (row, channel) plane on x viewed as
+//        [rows * C, inner, 1] (its narrow-row and split-R paths keep the GPU busy for few large planes
+//        and for many small ones), then batch_norm_merge_moments (Chan's merge in double, rows x C
+//        floats). Either way x is read once for the statistics and once by the apply.
 //  - Inference phase, and (as Keras does since TF 2.0) the training phase of a layer with trainable =
 //    false: normalized with the moving statistics; no update.
 //  - Masked steps are normalized like the others with the batch's statistics, which never include them:
 //    a NaN sitting in a masked step stays in that step's output and reaches nothing else.
-//  - A mask with input of rank other than 3 is kErrorNotSupported naming the mask (Keras requires a mask
-//    of rank input rank - 1; masks here are [B, T]).
-//  - The statistics reduce up to 2^31 - 1 rows (masked_reduce's limit on R): a larger training-phase batch
-//    fails with the moments op's error, prefixed with the layer's name; inference has no such limit.
+//  - A mask is supported for rank-3 input with the channels last only; any other input with a mask is
+//    kErrorNotSupported naming the mask (Keras requires a mask of rank input rank - 1; masks here are
+//    [B, T], which does not broadcast against (B, C, T)).
+//  - The statistics reduce up to 2^31 - 1 rows (channels last) or planes of up to 2^31 - 1 elements
+//    (channels first) -- masked_reduce's limit on R: a larger training-phase batch fails with the moments
+//    op's error, prefixed with the layer's name; inference has no such limit. The count the update op
+//    reads saturates at 2^31 - 1 (where n / (n - 1) is 1 in float anyway).
 // Config keys: Keras's ("axis", "momentum", "epsilon", "center", "scale", "beta_initializer",
 // "gamma_initializer", "moving_mean_initializer", "moving_variance_initializer"); "axis" may also be read
 // as a one-element list (tf.keras 2 writes a list).
@@ -95,6 +103,8 @@ class GroupNormalization final : public Layer {
   /// Keras's InputSpec of these layers: the same rank and the same number of channels; the batch and
   /// the spatial / time extents may change from call to call.
   [[nodiscard]] Status check_input_shape(const Shape& built, const Shape& shape) const override;
+  /// Masked statistics: channels-last input of rank 3 only (kErrorNotSupported naming "mask").
+  [[nodiscard]] Status check_mask(const Shape& shape) const override;
   [[nodiscard]] Status do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                                LayerOutput* out) override;
   void add_config(Json& config) const override;
@@ -107,7 +117,7 @@ class GroupNormalization final : public Layer {
 };
 
 struct BatchNormalizationOptions {
-  int axis = -1;          ///< the channel axis: the last one (-1, or rank - 1)
+  int axis = -1;          ///< the channel axis: any but the batch axis (-1: last, 1: channels first)
   double momentum = 0.99; ///< in [0, 1] (used as float32)
   double epsilon = 1e-3;  ///< > 0 and finite (used as float32)
   bool center = true;     ///< "beta" weight
@@ -136,6 +146,9 @@ class BatchNormalization final : public Layer {
   /// Keras's InputSpec of these layers: the same rank and the same number of channels; the batch and
   /// the spatial / time extents may change from call to call.
   [[nodiscard]] Status check_input_shape(const Shape& built, const Shape& shape) const override;
+  /// Masked statistics: rank-3 input with the channels on the last axis only (kErrorNotSupported naming
+  /// "mask"; Keras's mask of shape [batch, steps] does not broadcast against [batch, channels, steps]).
+  [[nodiscard]] Status check_mask(const Shape& shape) const override;
   [[nodiscard]] Status do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                                LayerOutput* out) override;
   void add_config(Json& config) const override;
@@ -144,6 +157,7 @@ class BatchNormalization final : public Layer {
   [[nodiscard]] Status update_moving_statistics(const CallContext& ctx);
 
   BatchNormalizationOptions options_;
+  int axis_ = 0; // resolved at build
   std::int64_t channels_ = 0;
   std::int64_t workspace_capacity_ = 0; // bytes of the moments workspace slot
   // The statistics of the last training-phase call (layer-owned buffers), read by the update op.

@@ -2,8 +2,9 @@
 // reference for every dtype over shapes with odd channel counts and tails, both parameter paths (shared
 // staging and per-element global reads), grid-stride loops that wrap the channel index, misaligned views
 // (narrower vectors down to the scalar path), in place, optional gamma / beta, nothing written outside y,
-// (emulated build) the byte model; the moving-statistics update bit-exact against the header's formula for
-// counts 0, 1, 2 and more; and every error case with nothing written.
+// (emulated build) the byte model, channels-first views ([rows, C, inner]); the moving-statistics update
+// bit-exact against the header's formula for counts 0, 1, 2 and more; the channels-first moments merge
+// against the double merge; and every error case with nothing written.
 #include "culayers/batch_norm.hpp"
 
 #include "tests/reference/batch_norm_reference.hpp"
@@ -61,6 +62,7 @@ std::vector<double> to_double(const std::vector<T>& v) {
 struct ApplyCase {
   std::int64_t rows = 1;
   std::int64_t channels = 1;
+  std::int64_t inner = 1; // > 1: channels first
   bool gamma = true;
   bool beta = true;
   int max_blocks = 0;
@@ -73,9 +75,10 @@ struct ApplyCase {
 
 std::string describe(const ApplyCase& c, const char* dtype) {
   return std::string(dtype) + " rows=" + std::to_string(c.rows) + " C=" + std::to_string(c.channels) +
-         (c.gamma ? " gamma" : "") + (c.beta ? " beta" : "") + " max_blocks=" + std::to_string(c.max_blocks) +
-         " vw<=" + std::to_string(c.vector_width) + " x+" + std::to_string(c.x_offset) + " y+" +
-         std::to_string(c.y_offset) + (c.in_place ? " in-place" : "") + "; " + seed_note();
+         " inner=" + std::to_string(c.inner) + (c.gamma ? " gamma" : "") + (c.beta ? " beta" : "") +
+         " max_blocks=" + std::to_string(c.max_blocks) + " vw<=" + std::to_string(c.vector_width) + " x+" +
+         std::to_string(c.x_offset) + " y+" + std::to_string(c.y_offset) + (c.in_place ? " in-place" : "") +
+         "; " + seed_note();
 }
 
 constexpr int kGuard = 16; // poisoned elements on each side of y
@@ -85,8 +88,9 @@ constexpr int kGuard = 16; // poisoned elements on each side of y
 template <class T>
 void check_apply(std::mt19937_64& rng, const ApplyCase& c) {
   const char* dt = Dtype<T>::kName;
-  const std::size_t n = static_cast<std::size_t>(c.rows * c.channels);
+  const std::size_t n = static_cast<std::size_t>(c.rows * c.channels * c.inner);
   const auto nc = static_cast<std::size_t>(c.channels);
+  const auto ni = static_cast<std::size_t>(c.inner);
   const std::vector<T> x = culayers::test::masked::normal_values<T>(rng, n, 0.5, 2.0);
   bn::Params p;
   const std::vector<float> mean = normal_floats(rng, nc, 0.5, 1.0);
@@ -123,6 +127,7 @@ void check_apply(std::mt19937_64& rng, const ApplyCase& c) {
   a.x = d_x.get() + c.x_offset;
   a.rows = c.rows;
   a.channels = c.channels;
+  a.inner = c.inner;
   a.mean = d_mean.get();
   a.variance = d_var.get();
   a.gamma = c.gamma ? d_gamma.get() : nullptr;
@@ -140,16 +145,17 @@ void check_apply(std::mt19937_64& rng, const ApplyCase& c) {
       << describe(c, dt) << ": " << culayers::last_error_message();
   CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
 
-  const std::vector<double> want = bn::apply(p, to_double(x));
+  const std::vector<double> want = bn::apply(p, to_double(x), ni);
   const std::vector<T> xb = d_x.download();
   const std::vector<T> yb = d_y.download();
   const T* got = c.in_place ? xb.data() + c.x_offset : yb.data() + kGuard + c.y_offset;
   int failures = 0;
   for (std::size_t i = 0; i < n && failures < 5; ++i) {
     const double g = Dtype<T>::to_double(got[i]);
-    const double tol = bn::apply_tolerance<T>(p, i % nc, Dtype<T>::to_double(x[i]), want[i]);
+    const std::size_t ch = (i / ni) % nc;
+    const double tol = bn::apply_tolerance<T>(p, ch, Dtype<T>::to_double(x[i]), want[i]);
     if (!(std::fabs(g - want[i]) <= tol)) {
-      ADD_FAILURE() << describe(c, dt) << ": y[" << i << "] (row " << i / nc << ", channel " << i % nc
+      ADD_FAILURE() << describe(c, dt) << ": y[" << i << "] (row " << i / (nc * ni) << ", channel " << ch
                     << ") = " << g << ", want " << want[i] << " +- " << tol;
       ++failures;
     }
@@ -197,6 +203,47 @@ void apply_sweep() {
       c.max_blocks = blocks;
       check_apply<T>(rng, c);
     }
+  }
+  // Channels first ([rows, C, inner], inner > 1): runs shorter than, equal to, not dividing and longer
+  // than a vector (a vector spans several channels when inner < V), C above the shared-memory limit, and
+  // few blocks so that the (channel, offset) pair advances with a carry many times.
+  const std::int64_t planes[][3] = {{1, 1, 2},     {2, 3, 5},  {3, 4, 7},    {2, 5, 8},
+                                    {4, 3, 64},    {2, 3, 65}, {1, 2, 4099}, {2, 2049, 3},
+                                    {3, 2050, 16}, {5, 1, 9},  {0, 3, 4},    {2, 0, 4}};
+  for (const auto& s : planes) {
+    for (int affine = 0; affine < 4; affine += 3) {
+      ApplyCase c;
+      c.rows = s[0];
+      c.channels = s[1];
+      c.inner = s[2];
+      c.gamma = affine != 0;
+      c.beta = affine != 0;
+      check_apply<T>(rng, c);
+    }
+  }
+  for (const std::int64_t inner : {2, 3, 5, 17, 49}) {
+    for (const int blocks : {1, 3}) {
+      for (const int vw : {0, 1}) {
+        ApplyCase c;
+        c.rows = 7;
+        c.channels = 5;
+        c.inner = inner;
+        c.max_blocks = blocks;
+        c.vector_width = vw;
+        check_apply<T>(rng, c);
+      }
+    }
+  }
+  for (const int off : {1, 2, 3}) {
+    ApplyCase c;
+    c.rows = 3;
+    c.channels = 6;
+    c.inner = 13;
+    c.x_offset = off;
+    c.y_offset = 4 - off;
+    check_apply<T>(rng, c);
+    c.in_place = true;
+    check_apply<T>(rng, c);
   }
 }
 
@@ -291,30 +338,36 @@ TEST(BatchNormApply, ByteModel) {
   auto rng = rng_for_test();
   const std::int64_t rows = 100;
   const std::int64_t channels = 33;
-  const std::size_t n = static_cast<std::size_t>(rows * channels);
-  DeviceBuffer<float> x(culayers::test::masked::normal_values<float>(rng, n));
-  DeviceBuffer<float> y(n);
+  const std::int64_t max_inner = 5;
+  const std::size_t n_max = static_cast<std::size_t>(rows * channels * max_inner);
+  DeviceBuffer<float> x(culayers::test::masked::normal_values<float>(rng, n_max));
+  DeviceBuffer<float> y(n_max);
   DeviceBuffer<float> mean(std::vector<float>(static_cast<std::size_t>(channels), 0.5f));
   DeviceBuffer<float> var(std::vector<float>(static_cast<std::size_t>(channels), 2.0f));
-  for (const int blocks : {1, 3}) {
-    for (const bool affine : {false, true}) {
-      bnk::BatchNormApplyArgs a;
-      a.x = x.get();
-      a.rows = rows;
-      a.channels = channels;
-      a.mean = mean.get();
-      a.variance = var.get();
-      a.gamma = affine ? mean.get() : nullptr;
-      a.beta = affine ? var.get() : nullptr;
-      a.y = y.get();
-      a.max_blocks = blocks; // 825 vectors of 4 need 4 blocks of 256 threads: the cap applies
-      culayers_emu::reset_byte_counters();
-      ASSERT_EQ(bnk::run(a, nullptr, 0, nullptr), Status::kSuccess) << culayers::last_error_message();
-      CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
-      const culayers_emu::ByteCounters b = culayers_emu::byte_counters();
-      const std::uint64_t params = static_cast<std::uint64_t>(blocks * channels) * 4u * (affine ? 4u : 2u);
-      EXPECT_EQ(b.read, n * 4u + params) << "blocks " << blocks << " affine " << affine;
-      EXPECT_EQ(b.written, n * 4u) << "blocks " << blocks << " affine " << affine;
+  for (const std::int64_t inner : {std::int64_t{1}, max_inner}) { // channels last and first
+    const std::size_t n = static_cast<std::size_t>(rows * channels * inner);
+    for (const int blocks : {1, 3}) {
+      for (const bool affine : {false, true}) {
+        bnk::BatchNormApplyArgs a;
+        a.x = x.get();
+        a.rows = rows;
+        a.channels = channels;
+        a.inner = inner;
+        a.mean = mean.get();
+        a.variance = var.get();
+        a.gamma = affine ? mean.get() : nullptr;
+        a.beta = affine ? var.get() : nullptr;
+        a.y = y.get();
+        a.max_blocks = blocks; // 825 vectors of 4 need 4 blocks of 256 threads: the cap applies
+        culayers_emu::reset_byte_counters();
+        ASSERT_EQ(bnk::run(a, nullptr, 0, nullptr), Status::kSuccess) << culayers::last_error_message();
+        CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+        const culayers_emu::ByteCounters b = culayers_emu::byte_counters();
+        const std::uint64_t params = static_cast<std::uint64_t>(blocks * channels) * 4u * (affine ? 4u : 2u);
+        EXPECT_EQ(b.read, n * 4u + params)
+            << "inner " << inner << " blocks " << blocks << " affine " << affine;
+        EXPECT_EQ(b.written, n * 4u) << "inner " << inner << " blocks " << blocks << " affine " << affine;
+      }
     }
   }
 }
@@ -374,7 +427,13 @@ TEST_F(BatchNormApplyErrors, BadArgumentsWriteNothing) {
   a.rows = -1;
   expect_error(a, Status::kErrorInvalidShape, "sizes");
   a = valid();
+  a.inner = -1;
+  expect_error(a, Status::kErrorInvalidShape, "sizes");
+  a = valid();
   a.rows = std::numeric_limits<std::int64_t>::max() / 2;
+  expect_error(a, Status::kErrorSizeLimit, "sizes");
+  a = valid();
+  a.inner = std::numeric_limits<std::int64_t>::max() / 16; // rows x channels x inner overflows
   expect_error(a, Status::kErrorSizeLimit, "sizes");
   for (const float eps : {0.0f, -1e-3f, std::numeric_limits<float>::infinity(), std::nanf("")}) {
     a = valid();
@@ -592,6 +651,180 @@ TEST(BatchNormMovingUpdate, BadArgumentsWriteNothing) {
   expect_error(a, Status::kErrorInconsistentArguments, "moving_mean or moving_variance");
   // Nothing to do: channels 0 needs no pointers.
   bnk::BatchNormMovingUpdateArgs empty;
+  EXPECT_EQ(bnk::run(empty, nullptr, 0, nullptr), Status::kSuccess) << culayers::last_error_message();
+}
+
+// ---- merge moments (channels-first statistics)
+// -------------------------------------------------------------------------------
+
+struct MergeRun {
+  std::vector<float> mean;
+  std::vector<float> variance;
+  std::int32_t count = -7; // poison: left alone unless count_out is written
+};
+
+MergeRun run_merge(const std::vector<float>& mean, const std::vector<float>& var, std::int64_t rows,
+                   std::int64_t channels, std::int64_t count_per_row, int max_blocks = 0) {
+  const auto nc = static_cast<std::size_t>(channels);
+  DeviceBuffer<float> d_mean(mean);
+  DeviceBuffer<float> d_var(var);
+  DeviceBuffer<float> out(std::vector<float>(2 * nc, -99.0f));
+  DeviceBuffer<std::int32_t> count(std::vector<std::int32_t>{-7});
+  bnk::BatchNormMergeMomentsArgs a;
+  a.rows = rows;
+  a.channels = channels;
+  a.count_per_row = count_per_row;
+  a.mean = d_mean.get();
+  a.variance = d_var.get();
+  a.mean_out = out.get();
+  a.variance_out = out.get() + nc;
+  a.count_out = count.get();
+  a.max_blocks = max_blocks;
+  EXPECT_EQ(bnk::workspace_size(a), 0u);
+  EXPECT_EQ(bnk::run(a, nullptr, 0, nullptr), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess); // (ASSERT_* needs a void function)
+  const std::vector<float> o = out.download();
+  MergeRun r;
+  r.mean.assign(o.begin(), o.begin() + static_cast<std::ptrdiff_t>(nc));
+  r.variance.assign(o.begin() + static_cast<std::ptrdiff_t>(nc), o.end());
+  r.count = count.download()[0];
+  return r;
+}
+
+TEST(BatchNormMergeMoments, MatchesTheDoubleMergeAndRepeatsBitForBit) {
+  auto rng = rng_for_test();
+  // rows above the block's 128 threads (each thread sums several rows), C above one block per channel
+  // being capped (4096 blocks: 5000 channels loop), empty inputs.
+  // {rows, C, count_per_row, max_blocks}: rows above a warp (each lane sums several rows), a grid capped
+  // below the channel count (the grid-stride loop: 2 blocks = 8 channels in flight), empty inputs.
+  const std::int64_t shapes[][4] = {{1, 1, 5, 0},  {3, 7, 4, 0}, {130, 5, 2, 0}, {8, 300, 1000, 0},
+                                    {2, 37, 3, 2}, {1, 3, 1, 0}, {257, 2, 9, 0}, {33, 21, 4, 1},
+                                    {0, 4, 3, 0},  {5, 3, 0, 0}};
+  for (const auto& s : shapes) {
+    const std::int64_t rows = s[0];
+    const std::int64_t channels = s[1];
+    const std::int64_t per_row = s[2];
+    const int max_blocks = static_cast<int>(s[3]);
+    const auto n = static_cast<std::size_t>(rows * channels);
+    const std::vector<float> mean = normal_floats(rng, n, 3.0, 2.0);
+    std::vector<float> var = normal_floats(rng, n, 0.0, 1.5);
+    for (float& v : var) {
+      v = v * v;
+    }
+    const MergeRun got = run_merge(mean, var, rows, channels, per_row, max_blocks);
+    const bn::Moments want = bn::merge_moments(widen(mean), widen(var), rows, channels, per_row);
+    const std::string what = "rows=" + std::to_string(rows) + " C=" + std::to_string(channels) +
+                             " per_row=" + std::to_string(per_row) +
+                             " max_blocks=" + std::to_string(max_blocks) + "; " + seed_note();
+    EXPECT_EQ(got.count, rows * per_row) << what;
+    for (std::size_t c = 0; c < static_cast<std::size_t>(channels); ++c) {
+      // Double sums rounded once to float: half an ulp of float, plus the double sums' own error (relative
+      // 2^-53 per term, far below) -- one float ulp of slack.
+      EXPECT_NEAR(got.mean[c], want.mean[c], bn::ulp<float>(want.mean[c])) << what << " channel " << c;
+      EXPECT_NEAR(got.variance[c], want.variance[c], bn::ulp<float>(want.variance[c]))
+          << what << " channel " << c;
+    }
+    const MergeRun again = run_merge(mean, var, rows, channels, per_row, max_blocks);
+    EXPECT_EQ(std::memcmp(again.mean.data(), got.mean.data(), got.mean.size() * 4), 0) << what;
+    EXPECT_EQ(std::memcmp(again.variance.data(), got.variance.data(), got.variance.size() * 4), 0) << what;
+  }
+}
+
+TEST(BatchNormMergeMoments, HandWorkedValuesAndSaturatedCount) {
+  // Two rows of one channel: parts {0, 2} (mean 1, variance 1) and {4, 6} (mean 5, variance 1); the union
+  // {0, 2, 4, 6} has mean 3 and biased variance (9 + 1 + 1 + 9) / 4 = 5 = 1 + ((1-3)^2 + (5-3)^2) / 2.
+  MergeRun r = run_merge({1.0f, 5.0f}, {1.0f, 1.0f}, 2, 1, 2);
+  EXPECT_EQ(r.mean, std::vector<float>{3.0f});
+  EXPECT_EQ(r.variance, std::vector<float>{5.0f});
+  EXPECT_EQ(r.count, 4);
+  // rows x count_per_row beyond int32: the count saturates (n / (n - 1) is 1 in float there).
+  r = run_merge({1.0f, 5.0f}, {1.0f, 1.0f}, 2, 1, std::numeric_limits<std::int32_t>::max());
+  EXPECT_EQ(r.count, std::numeric_limits<std::int32_t>::max());
+  EXPECT_EQ(r.mean, std::vector<float>{3.0f});
+}
+
+TEST(BatchNormMergeMoments, BadArgumentsWriteNothing) {
+  const std::size_t channels = 4;
+  const std::size_t rows = 3;
+  DeviceBuffer<float> in(std::vector<float>(2 * rows * channels, 1.0f));
+  DeviceBuffer<float> out(std::vector<float>(2 * channels + 1, 2.0f));
+  DeviceBuffer<std::int32_t> count(std::vector<std::int32_t>{-7});
+  auto valid = [&] {
+    bnk::BatchNormMergeMomentsArgs a;
+    a.rows = static_cast<std::int64_t>(rows);
+    a.channels = static_cast<std::int64_t>(channels);
+    a.count_per_row = 10;
+    a.mean = in.get();
+    a.variance = in.get() + rows * channels;
+    a.mean_out = out.get();
+    a.variance_out = out.get() + channels;
+    a.count_out = count.get();
+    return a;
+  };
+  auto expect_error = [&](const bnk::BatchNormMergeMomentsArgs& a, Status want, const char* arg) {
+    EXPECT_EQ(bnk::can_implement(a), want) << arg;
+    EXPECT_EQ(bnk::run(a, nullptr, 0, nullptr), want) << arg;
+    const std::string msg = culayers::last_error_message();
+    EXPECT_NE(msg.find(std::string("batch_norm_merge_moments: ") + arg), std::string::npos) << msg;
+    CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+    for (const float v : out.download()) {
+      ASSERT_EQ(v, 2.0f) << arg << ": an output was written";
+    }
+    ASSERT_EQ(count.download()[0], -7) << arg << ": count_out was written";
+    for (const float v : in.download()) {
+      ASSERT_EQ(v, 1.0f) << arg << ": an input was written";
+    }
+  };
+  EXPECT_EQ(bnk::can_implement(valid()), Status::kSuccess);
+  auto a = valid();
+  a.rows = -1;
+  expect_error(a, Status::kErrorInvalidShape, "sizes");
+  a = valid();
+  a.count_per_row = -2;
+  expect_error(a, Status::kErrorInvalidShape, "sizes");
+  a = valid();
+  a.channels = std::numeric_limits<std::int64_t>::max() / 2;
+  expect_error(a, Status::kErrorSizeLimit, "sizes");
+  a = valid();
+  a.max_blocks = -1;
+  expect_error(a, Status::kErrorInvalidValue, "max_blocks");
+  a = valid();
+  a.mean = nullptr;
+  expect_error(a, Status::kErrorNullPointer, "mean");
+  a = valid();
+  a.variance = nullptr;
+  expect_error(a, Status::kErrorNullPointer, "variance");
+  a = valid();
+  a.mean_out = nullptr;
+  expect_error(a, Status::kErrorNullPointer, "mean_out");
+  a = valid();
+  a.variance_out = nullptr;
+  expect_error(a, Status::kErrorNullPointer, "variance_out");
+  a = valid();
+  a.variance_out = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(out.get()) + 2);
+  expect_error(a, Status::kErrorMisaligned, "variance_out");
+  a = valid();
+  a.variance_out = out.get() + 1; // overlaps mean_out
+  expect_error(a, Status::kErrorInconsistentArguments, "variance_out");
+  a = valid();
+  a.count_out = reinterpret_cast<std::int32_t*>(out.get() + channels + 3); // inside variance_out
+  expect_error(a, Status::kErrorInconsistentArguments, "count_out");
+  a = valid();
+  a.mean_out = const_cast<float*>(a.variance); // over an input
+  expect_error(a, Status::kErrorInconsistentArguments, "mean_out");
+  // Nothing to read: null inputs are fine, zeros are written.
+  a = valid();
+  a.count_per_row = 0;
+  a.mean = nullptr;
+  a.variance = nullptr;
+  EXPECT_EQ(bnk::run(a, nullptr, 0, nullptr), Status::kSuccess) << culayers::last_error_message();
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_EQ(count.download()[0], 0);
+  const std::vector<float> o = out.download();
+  for (std::size_t c = 0; c < 2 * channels; ++c) {
+    EXPECT_EQ(o[c], 0.0f) << c;
+  }
+  bnk::BatchNormMergeMomentsArgs empty;
   EXPECT_EQ(bnk::run(empty, nullptr, 0, nullptr), Status::kSuccess) << culayers::last_error_message();
 }
 
