@@ -42,7 +42,8 @@
 // the device). Both ops are elementwise, so deterministic. Errors: "<op>: <argument>: <reason>" in
 // last_error_message(); on any error nothing is launched or written.
 //
-// There is no C API for these ops (culayers.h does not mirror this header).
+// C API: culayers/c/batch_norm.h (culayersBatchNormApply, culayersBatchNormMergeMoments,
+// culayersBatchNormMovingUpdate).
 #ifndef CULAYERS_BATCH_NORM_HPP_
 #define CULAYERS_BATCH_NORM_HPP_
 

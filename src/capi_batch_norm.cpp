@@ -1,0 +1,158 @@
+// C API of the batch-normalization ops: converts the plain C structs to the C++ argument structs and
+// forwards. The conversions cannot fail (the dtype is read as the int the caller stored and validated by
+// the op), so one body per entry point serves the three ops.
+#include "src/capi_enum.hpp"
+#include "culayers/c/batch_norm.h"
+
+#include "culayers/batch_norm.hpp"
+#include "culayers/status.hpp"
+#include "culayers/types.hpp"
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <type_traits>
+
+namespace {
+
+using culayers::DType;
+using culayers::Status;
+namespace cb = culayers::batch_norm;
+
+static_assert(std::is_same_v<culayersStream_t, cudaStream_t>, "culayersStream_t is cudaStream_t");
+
+culayersStatus_t to_c(Status s) {
+  return static_cast<culayersStatus_t>(s);
+}
+
+cb::BatchNormApplyArgs convert(const culayersBatchNormApplyArgs_t& a) {
+  cb::BatchNormApplyArgs r;
+  r.dtype = static_cast<DType>(culayers::capi::enum_value(a.dtype));
+  r.x = a.x;
+  r.rows = a.rows;
+  r.channels = a.channels;
+  r.inner = a.inner;
+  r.mean = a.mean;
+  r.variance = a.variance;
+  r.gamma = a.gamma;
+  r.beta = a.beta;
+  r.epsilon = a.epsilon;
+  r.y = a.y;
+  r.vector_width = a.vector_width;
+  r.max_blocks = a.max_blocks;
+  return r;
+}
+
+cb::BatchNormMergeMomentsArgs convert(const culayersBatchNormMergeMomentsArgs_t& a) {
+  cb::BatchNormMergeMomentsArgs r;
+  r.rows = a.rows;
+  r.channels = a.channels;
+  r.count_per_row = a.count_per_row;
+  r.mean = a.mean;
+  r.variance = a.variance;
+  r.mean_out = a.mean_out;
+  r.variance_out = a.variance_out;
+  r.count_out = a.count_out;
+  r.max_blocks = a.max_blocks;
+  return r;
+}
+
+cb::BatchNormMovingUpdateArgs convert(const culayersBatchNormMovingUpdateArgs_t& a) {
+  cb::BatchNormMovingUpdateArgs r;
+  r.channels = a.channels;
+  r.momentum = a.momentum;
+  r.mean = a.mean;
+  r.variance = a.variance;
+  r.count = a.count;
+  r.moving_mean = a.moving_mean;
+  r.moving_variance = a.moving_variance;
+  return r;
+}
+
+Status null_arg(const char* op, const char* name) {
+  return culayers::detail::set_error(Status::kErrorNullPointer, "%s: %s: is null", op, name);
+}
+
+template <class CArgs>
+culayersStatus_t can_implement(const CArgs* args, const char* op) {
+  if (args == nullptr) {
+    return to_c(null_arg(op, "args"));
+  }
+  return to_c(cb::can_implement(convert(*args)));
+}
+
+template <class CArgs>
+culayersStatus_t workspace(const CArgs* args, size_t* bytes, const char* op) {
+  if (args == nullptr || bytes == nullptr) {
+    return to_c(null_arg(op, args == nullptr ? "args" : "bytes"));
+  }
+  *bytes = cb::workspace_size(convert(*args));
+  return CULAYERS_STATUS_SUCCESS;
+}
+
+template <class CArgs>
+culayersStatus_t run(const CArgs* args, void* ws, size_t ws_bytes, culayersStream_t stream, const char* op) {
+  if (args == nullptr) {
+    return to_c(null_arg(op, "args"));
+  }
+  return to_c(cb::run(convert(*args), ws, ws_bytes, stream));
+}
+
+constexpr const char* kApply = "batch_norm_apply";
+constexpr const char* kMerge = "batch_norm_merge_moments";
+constexpr const char* kUpdate = "batch_norm_moving_update";
+
+} // namespace
+
+extern "C" {
+
+void culayersBatchNormApplyArgsInit(culayersBatchNormApplyArgs_t* args) {
+  if (args == nullptr) {
+    return;
+  }
+  const cb::BatchNormApplyArgs d;
+  *args = culayersBatchNormApplyArgs_t{};
+  args->dtype = static_cast<culayersDType_t>(d.dtype);
+  args->inner = d.inner;
+  args->epsilon = d.epsilon;
+}
+
+culayersStatus_t culayersBatchNormApplyCanImplement(const culayersBatchNormApplyArgs_t* args) {
+  return can_implement(args, kApply);
+}
+culayersStatus_t culayersBatchNormApplyWorkspaceSize(const culayersBatchNormApplyArgs_t* args,
+                                                     size_t* bytes) {
+  return workspace(args, bytes, kApply);
+}
+culayersStatus_t culayersBatchNormApply(const culayersBatchNormApplyArgs_t* args, void* workspace,
+                                        size_t workspace_bytes, culayersStream_t stream) {
+  return run(args, workspace, workspace_bytes, stream, kApply);
+}
+
+culayersStatus_t culayersBatchNormMergeMomentsCanImplement(const culayersBatchNormMergeMomentsArgs_t* args) {
+  return can_implement(args, kMerge);
+}
+culayersStatus_t culayersBatchNormMergeMomentsWorkspaceSize(const culayersBatchNormMergeMomentsArgs_t* args,
+                                                            size_t* bytes) {
+  return workspace(args, bytes, kMerge);
+}
+culayersStatus_t culayersBatchNormMergeMoments(const culayersBatchNormMergeMomentsArgs_t* args,
+                                               void* workspace, size_t workspace_bytes,
+                                               culayersStream_t stream) {
+  return run(args, workspace, workspace_bytes, stream, kMerge);
+}
+
+culayersStatus_t culayersBatchNormMovingUpdateCanImplement(const culayersBatchNormMovingUpdateArgs_t* args) {
+  return can_implement(args, kUpdate);
+}
+culayersStatus_t culayersBatchNormMovingUpdateWorkspaceSize(const culayersBatchNormMovingUpdateArgs_t* args,
+                                                            size_t* bytes) {
+  return workspace(args, bytes, kUpdate);
+}
+culayersStatus_t culayersBatchNormMovingUpdate(const culayersBatchNormMovingUpdateArgs_t* args,
+                                               void* workspace, size_t workspace_bytes,
+                                               culayersStream_t stream) {
+  return run(args, workspace, workspace_bytes, stream, kUpdate);
+}
+
+} // extern "C"
