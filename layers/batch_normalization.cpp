@@ -224,24 +224,41 @@ Status BatchNormalization::do_call(const CallContext& ctx, const ConstTensorView
   a.beta = beta != nullptr ? static_cast<const float*>(beta->value.data()) : nullptr;
   a.epsilon = static_cast<float>(options_.epsilon);
   a.y = y;
+  // Channels first: the per-plane moments merged per channel (count rows * inner for the update op).
+  batch_norm::BatchNormMergeMomentsArgs g;
+  g.rows = rows;
+  g.channels = channels_;
+  g.count_per_row = inner;
+  g.mean = m.mean;
+  g.variance = m.variance;
+  g.mean_out = static_cast<float*>(buffers[kSlotMean]);
+  g.variance_out = static_cast<float*>(buffers[kSlotVariance]);
+  g.count_out = static_cast<std::int32_t*>(buffers[kSlotCount]);
   if (batch_statistics) {
-    if (Status s =
-            masked_reduce::run(m, workspace, static_cast<std::size_t>(workspace_capacity_), ctx.stream);
-        !ok(s)) {
-      return set_error(s, "%s: %s", n, last_error_message());
-    }
     a.mean = static_cast<const float*>(buffers[kSlotMean]);
     a.variance = static_cast<const float*>(buffers[kSlotVariance]);
+  } else {
+    a.mean = static_cast<const float*>(find_weight("moving_mean")->value.data());
+    a.variance = static_cast<const float*>(find_weight("moving_variance")->value.data());
+  }
+  // Every op's arguments are checked before the first one is enqueued (they cannot fail for a checked
+  // input; a failure here would be a bug, reported without side effects).
+  for (const Status s : {batch_norm::can_implement(a),
+                         batch_statistics && planes ? batch_norm::can_implement(g) : Status::kSuccess}) {
+    if (!ok(s)) {
+      return set_error(s, "%s: %s", n, last_error_message());
+    }
+  }
+  if (batch_statistics) {
+    // inner = 0: no element; the merge alone writes mean 0, variance 0, count 0 without reading.
+    if (inner != 0) {
+      if (Status s =
+              masked_reduce::run(m, workspace, static_cast<std::size_t>(workspace_capacity_), ctx.stream);
+          !ok(s)) {
+        return set_error(s, "%s: %s", n, last_error_message());
+      }
+    }
     if (planes) {
-      batch_norm::BatchNormMergeMomentsArgs g;
-      g.rows = rows;
-      g.channels = channels_;
-      g.count_per_row = inner;
-      g.mean = m.mean;
-      g.variance = m.variance;
-      g.mean_out = static_cast<float*>(buffers[kSlotMean]);
-      g.variance_out = static_cast<float*>(buffers[kSlotVariance]);
-      g.count_out = static_cast<std::int32_t*>(buffers[kSlotCount]);
       if (Status s = batch_norm::run(g, nullptr, 0, ctx.stream); !ok(s)) {
         return set_error(s, "%s: %s", n, last_error_message());
       }
@@ -249,9 +266,6 @@ Status BatchNormalization::do_call(const CallContext& ctx, const ConstTensorView
     batch_mean_ = static_cast<float*>(buffers[kSlotMean]);
     batch_variance_ = static_cast<float*>(buffers[kSlotVariance]);
     batch_count_ = static_cast<std::int32_t*>(buffers[kSlotCount]);
-  } else {
-    a.mean = static_cast<const float*>(find_weight("moving_mean")->value.data());
-    a.variance = static_cast<const float*>(find_weight("moving_variance")->value.data());
   }
   if (Status s = batch_norm::run(a, nullptr, 0, ctx.stream); !ok(s)) {
     return set_error(s, "%s: %s", n, last_error_message());

@@ -117,6 +117,21 @@ void culayersBatchNormApplyArgsInit(culayersBatchNormApplyArgs_t* args) {
   args->epsilon = d.epsilon;
 }
 
+void culayersBatchNormMergeMomentsArgsInit(culayersBatchNormMergeMomentsArgs_t* args) {
+  if (args == nullptr) {
+    return;
+  }
+  *args = culayersBatchNormMergeMomentsArgs_t{};
+}
+
+void culayersBatchNormMovingUpdateArgsInit(culayersBatchNormMovingUpdateArgs_t* args) {
+  if (args == nullptr) {
+    return;
+  }
+  *args = culayersBatchNormMovingUpdateArgs_t{};
+  args->momentum = cb::BatchNormMovingUpdateArgs{}.momentum;
+}
+
 culayersStatus_t culayersBatchNormApplyCanImplement(const culayersBatchNormApplyArgs_t* args) {
   return can_implement(args, kApply);
 }

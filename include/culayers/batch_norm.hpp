@@ -23,7 +23,8 @@
 //        mean[c]     = sum_r mean[r, c] / rows
 //        variance[c] = sum_r variance[r, c] / rows + sum_r (mean[r, c] - mean[c])^2 / rows
 //    (the biased variance of the union), and the total count rows * inner for the moving update
-//    (saturated at INT32_MAX, where n / (n - 1) is 1 in float anyway). One read of 2 x rows x C floats.
+//    (saturated at INT32_MAX, where n / (n - 1) is 1 in float anyway). Reads 3 x rows x C floats
+//    (the means twice), coalesced: a block per 32 consecutive channels.
 //
 //  - batch_norm_moving_update: Keras's moving-average update with the unbiased batch variance, guarded
 //    by the number of valid positions n = *count, which lives in device memory (masked_reduce's counts
@@ -39,7 +40,8 @@
 //
 // Every run() enqueues on the caller's stream and returns; it never synchronizes or allocates, queries
 // device properties once per device (cached), and is safe under CUDA graph capture (all state is read on
-// the device). Both ops are elementwise, so deterministic. Errors: "<op>: <argument>: <reason>" in
+// the device). The apply and the update are elementwise and the merge adds in a fixed order, so all three are
+// deterministic. Errors: "<op>: <argument>: <reason>" in
 // last_error_message(); on any error nothing is launched or written.
 //
 // C API: culayers/c/batch_norm.h (culayersBatchNormApply, culayersBatchNormMergeMoments,
@@ -107,7 +109,7 @@ struct BatchNormMergeMomentsArgs {
   float* mean_out = nullptr;         ///< [channels]
   float* variance_out = nullptr;     ///< [channels], biased
   std::int32_t* count_out = nullptr; ///< optional, one int32: rows * count_per_row, saturated
-  int max_blocks = 0; ///< grid cap (tests: the grid-stride loop over channels); 0 = up to 1024 blocks
+  int max_blocks = 0; ///< grid cap (tests: the grid-stride loop over 32-channel tiles); 0 = automatic
 };
 
 [[nodiscard]] Status can_implement(const BatchNormMergeMomentsArgs& args);

@@ -53,10 +53,12 @@ CULAYERS_GLOBAL void __launch_bounds__(kUpdateThreads) batch_norm_moving_update_
   }
 }
 
-// A warp per channel, 4 channels per block of 128 threads, grid-stride over the channels; up to 1024
-// blocks (4096 channels in flight: the merge reads only rows x C floats, so more parallelism buys nothing).
-constexpr int kMergeThreads = 128;
-constexpr int kMergeChannelsPerBlock = kMergeThreads / kWarpSize;
+// A block of 8 warps per tile of 32 consecutive channels, grid-stride over the tiles: lane l owns channel
+// tile + l and warp w the rows w, w + 8, ..., so every warp-wide load reads 32 consecutive floats of one
+// row (coalesced). Up to 1024 blocks (32768 channels in flight: the merge reads only 3 x rows x C floats,
+// so more parallelism buys nothing).
+constexpr int kMergeWarps = 8;
+constexpr int kMergeThreads = kMergeWarps * kWarpSize;
 constexpr std::int64_t kMaxMergeBlocks = 1024;
 
 struct MergeParams {
@@ -71,45 +73,72 @@ struct MergeParams {
   int empty;          // rows * count_per_row == 0: zeros, nothing read
 };
 
-// The lanes of a channel's warp stride over the rows accumulating in double, then a warp butterfly whose
-// order is fixed (deterministic). Two passes over the channel's column: the mean, then the spread of the
-// row means around it.
+// Each thread accumulates its rows in double; the 8 warps' partials of a channel are then added in warp
+// order by warp 0 (deterministic: the order depends only on the block shape). Two passes over the tile:
+// the mean, then the within-part variances and the spread of the part means around it.
 CULAYERS_GLOBAL void __launch_bounds__(kMergeThreads) batch_norm_merge_moments_kernel(const MergeParams p) {
+  CULAYERS_DYNAMIC_SMEM(double, partial); // [2][kMergeWarps][32]
   const std::int64_t C = p.channels;
   const unsigned lane = threadIdx.x % kWarpSize;
+  const unsigned warp = threadIdx.x / kWarpSize;
   if (blockIdx.x == 0 && threadIdx.x == 0 && p.count_out != nullptr) {
     store(p.count_out, p.count);
   }
-  const std::int64_t first =
-      static_cast<std::int64_t>(blockIdx.x) * kMergeChannelsPerBlock + threadIdx.x / kWarpSize;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kMergeChannelsPerBlock;
-  for (std::int64_t c = first; c < C; c += stride) {
+  const double inv_rows = p.rows > 0 ? 1.0 / static_cast<double>(p.rows) : 0.0;
+  double* part0 = partial;
+  double* part1 = partial + kMergeWarps * kWarpSize;
+  for (std::int64_t tile = static_cast<std::int64_t>(blockIdx.x) * kWarpSize; tile < C;
+       tile += static_cast<std::int64_t>(gridDim.x) * kWarpSize) {
+    const std::int64_t c = tile + lane;
+    const bool active = c < C;
     if (p.empty != 0) {
-      if (lane == 0) {
+      if (warp == 0 && active) {
         store(p.mean_out + c, 0.0f);
         store(p.variance_out + c, 0.0f);
       }
       continue;
     }
-    const double inv_rows = 1.0 / static_cast<double>(p.rows);
     double sum = 0.0;
-    for (std::int64_t r = lane; r < p.rows; r += kWarpSize) {
-      sum += static_cast<double>(load(p.mean + r * C + c));
+    if (active) {
+      for (std::int64_t r = warp; r < p.rows; r += kMergeWarps) {
+        sum += static_cast<double>(load(p.mean + r * C + c));
+      }
     }
-    const double mean = warp_reduce_sum(sum) * inv_rows;
+    part0[warp * kWarpSize + lane] = sum;
+    __syncthreads();
+    if (warp == 0) {
+      double total = 0.0;
+      for (int w = 0; w < kMergeWarps; ++w) {
+        total += part0[w * kWarpSize + lane];
+      }
+      part1[lane] = total * inv_rows; // the mean, for every warp
+    }
+    __syncthreads();
+    const double mean = part1[lane];
+    __syncthreads(); // part1 is rewritten below
     double within = 0.0;
     double between = 0.0;
-    for (std::int64_t r = lane; r < p.rows; r += kWarpSize) {
-      within += static_cast<double>(load(p.variance + r * C + c));
-      const double d = static_cast<double>(load(p.mean + r * C + c)) - mean;
-      between += d * d;
+    if (active) {
+      for (std::int64_t r = warp; r < p.rows; r += kMergeWarps) {
+        within += static_cast<double>(load(p.variance + r * C + c));
+        const double d = static_cast<double>(load(p.mean + r * C + c)) - mean;
+        between += d * d;
+      }
     }
-    within = warp_reduce_sum(within);
-    between = warp_reduce_sum(between);
-    if (lane == 0) {
+    part0[warp * kWarpSize + lane] = within;
+    part1[warp * kWarpSize + lane] = between;
+    __syncthreads();
+    if (warp == 0 && active) {
+      double w_total = 0.0;
+      double b_total = 0.0;
+      for (int w = 0; w < kMergeWarps; ++w) {
+        w_total += part0[w * kWarpSize + lane];
+        b_total += part1[w * kWarpSize + lane];
+      }
       store(p.mean_out + c, static_cast<float>(mean));
-      store(p.variance_out + c, static_cast<float>((within + between) * inv_rows));
+      store(p.variance_out + c, static_cast<float>((w_total + b_total) * inv_rows));
     }
+    __syncthreads(); // the partials are rewritten by the next tile
   }
 }
 
@@ -387,13 +416,13 @@ Status run(const BatchNormMergeMomentsArgs& a, void*, std::size_t, cudaStream_t 
   p.channels = a.channels;
   p.count = fits ? static_cast<std::int32_t>(total) : INT32_MAX;
   p.empty = a.rows == 0 || a.count_per_row == 0 ? 1 : 0;
-  std::int64_t blocks = std::min(ceil_div(a.channels, kb::kMergeChannelsPerBlock), kb::kMaxMergeBlocks);
+  std::int64_t blocks = std::min(ceil_div(a.channels, kernels::kWarpSize), kb::kMaxMergeBlocks);
   if (a.max_blocks > 0) {
     blocks = std::min<std::int64_t>(blocks, a.max_blocks);
   }
   return kernels::check_launch(CULAYERS_LAUNCH(kb::batch_norm_merge_moments_kernel,
                                                dim3(static_cast<unsigned>(blocks)), dim3(kb::kMergeThreads),
-                                               0, stream, p),
+                                               2 * kb::kMergeThreads * sizeof(double), stream, p),
                                kMergeOp);
 }
 

@@ -75,8 +75,12 @@ typedef struct culayersBatchNormMovingUpdateArgs_t {
   float* moving_variance;
 } culayersBatchNormMovingUpdateArgs_t;
 
-/* Fills *args with the defaults. A NULL args does nothing. */
+/* Fill *args with the C++ defaults (apply: see above; merge: everything zero / NULL; moving update:
+ * momentum 0.99, everything else zero / NULL -- a zeroed struct would mean momentum 0, i.e. the moving
+ * statistics replaced by the batch's). A NULL args does nothing. */
 CULAYERS_API void culayersBatchNormApplyArgsInit(culayersBatchNormApplyArgs_t* args);
+CULAYERS_API void culayersBatchNormMergeMomentsArgsInit(culayersBatchNormMergeMomentsArgs_t* args);
+CULAYERS_API void culayersBatchNormMovingUpdateArgsInit(culayersBatchNormMovingUpdateArgs_t* args);
 
 /* For each op: CanImplement validates (no device access), WorkspaceSize stores the workspace bytes
  * (always 0) in *bytes, and the op itself validates and enqueues on `stream`. `workspace` may be NULL. */

@@ -38,7 +38,7 @@ std::vector<float> uniform_floats(std::mt19937_64& rng, std::size_t n, float lo,
   return v;
 }
 
-TEST(BatchNormCapi, ApplyDefaultsMatchCpp) {
+TEST(BatchNormCapi, DefaultsMatchCpp) {
   culayersBatchNormApplyArgs_t c;
   std::memset(&c, 0x5a, sizeof(c));
   culayersBatchNormApplyArgsInit(&c);
@@ -55,6 +55,28 @@ TEST(BatchNormCapi, ApplyDefaultsMatchCpp) {
   EXPECT_EQ(c.vector_width, 0);
   EXPECT_EQ(c.max_blocks, 0);
   culayersBatchNormApplyArgsInit(nullptr); // does nothing
+
+  culayersBatchNormMergeMomentsArgs_t cm;
+  std::memset(&cm, 0x5a, sizeof(cm));
+  culayersBatchNormMergeMomentsArgsInit(&cm);
+  EXPECT_EQ(cm.rows, 0);
+  EXPECT_EQ(cm.channels, 0);
+  EXPECT_EQ(cm.count_per_row, 0);
+  EXPECT_EQ(cm.mean, nullptr);
+  EXPECT_EQ(cm.mean_out, nullptr);
+  EXPECT_EQ(cm.count_out, nullptr);
+  EXPECT_EQ(cm.max_blocks, 0);
+  culayersBatchNormMergeMomentsArgsInit(nullptr);
+
+  culayersBatchNormMovingUpdateArgs_t cu;
+  std::memset(&cu, 0x5a, sizeof(cu));
+  culayersBatchNormMovingUpdateArgsInit(&cu);
+  const cb::BatchNormMovingUpdateArgs cpp_update;
+  EXPECT_EQ(cu.momentum, cpp_update.momentum); // 0.99, not the 0 of a zeroed struct
+  EXPECT_EQ(cu.channels, 0);
+  EXPECT_EQ(cu.count, nullptr);
+  EXPECT_EQ(cu.moving_variance, nullptr);
+  culayersBatchNormMovingUpdateArgsInit(nullptr);
 }
 
 TEST(BatchNormCapi, SameBitsAsCpp) {
@@ -84,7 +106,8 @@ TEST(BatchNormCapi, SameBitsAsCpp) {
   const std::vector<float> moving0 = uniform_floats(rng, 2 * nc, 0.5f, 1.0f);
   DeviceBuffer<float> moving[2] = {DeviceBuffer<float>(moving0), DeviceBuffer<float>(moving0)};
 
-  culayersBatchNormMergeMomentsArgs_t cm{};
+  culayersBatchNormMergeMomentsArgs_t cm;
+  culayersBatchNormMergeMomentsArgsInit(&cm);
   cm.rows = rows;
   cm.channels = channels;
   cm.count_per_row = inner;
@@ -93,6 +116,7 @@ TEST(BatchNormCapi, SameBitsAsCpp) {
   cm.mean_out = stats[0].get();
   cm.variance_out = stats[0].get() + nc;
   cm.count_out = count[0].get();
+  cm.max_blocks = 1;
   size_t bytes = 123;
   ASSERT_EQ(culayersBatchNormMergeMomentsWorkspaceSize(&cm, &bytes), CULAYERS_STATUS_SUCCESS);
   EXPECT_EQ(bytes, 0u);
@@ -108,6 +132,7 @@ TEST(BatchNormCapi, SameBitsAsCpp) {
   m.mean_out = stats[1].get();
   m.variance_out = stats[1].get() + nc;
   m.count_out = count[1].get();
+  m.max_blocks = 1;
   ASSERT_EQ(cb::run(m, nullptr, 0, nullptr), Status::kSuccess) << culayers::last_error_message();
 
   culayersBatchNormApplyArgs_t ca;
@@ -122,6 +147,9 @@ TEST(BatchNormCapi, SameBitsAsCpp) {
   ca.gamma = d_gamma.get();
   ca.beta = d_beta.get();
   ca.y = y[0].get();
+  ca.epsilon = 1e-2f; // non-default tuning and epsilon: the shim must pass them on
+  ca.vector_width = 2;
+  ca.max_blocks = 1;
   ASSERT_EQ(culayersBatchNormApplyWorkspaceSize(&ca, &bytes), CULAYERS_STATUS_SUCCESS);
   EXPECT_EQ(bytes, 0u);
   ASSERT_EQ(culayersBatchNormApplyCanImplement(&ca), CULAYERS_STATUS_SUCCESS);
@@ -138,9 +166,13 @@ TEST(BatchNormCapi, SameBitsAsCpp) {
   a.gamma = d_gamma.get();
   a.beta = d_beta.get();
   a.y = y[1].get();
+  a.epsilon = 1e-2f;
+  a.vector_width = 2;
+  a.max_blocks = 1;
   ASSERT_EQ(cb::run(a, nullptr, 0, nullptr), Status::kSuccess) << culayers::last_error_message();
 
-  culayersBatchNormMovingUpdateArgs_t cu{};
+  culayersBatchNormMovingUpdateArgs_t cu;
+  culayersBatchNormMovingUpdateArgsInit(&cu);
   cu.channels = channels;
   cu.momentum = 0.9f;
   cu.mean = stats[0].get();

@@ -234,6 +234,18 @@ void apply_sweep() {
       }
     }
   }
+  // C not dividing grid_elements / inner and inner not dividing grid_elements: both parts of the
+  // (channel, offset) advance are nonzero, with carries (one block: V = 1 gives step 5 and step_j 9, V = 4
+  // step 1 and step_j 10, V = 8 step 3 and step_j 7).
+  for (const int vw : {0, 4, 1}) {
+    ApplyCase c;
+    c.rows = 40;
+    c.channels = 7;
+    c.inner = 13;
+    c.max_blocks = 1;
+    c.vector_width = vw;
+    check_apply<T>(rng, c);
+  }
   for (const int off : {1, 2, 3}) {
     ApplyCase c;
     c.rows = 3;
@@ -693,13 +705,12 @@ MergeRun run_merge(const std::vector<float>& mean, const std::vector<float>& var
 
 TEST(BatchNormMergeMoments, MatchesTheDoubleMergeAndRepeatsBitForBit) {
   auto rng = rng_for_test();
-  // rows above the block's 128 threads (each thread sums several rows), C above one block per channel
-  // being capped (4096 blocks: 5000 channels loop), empty inputs.
-  // {rows, C, count_per_row, max_blocks}: rows above a warp (each lane sums several rows), a grid capped
-  // below the channel count (the grid-stride loop: 2 blocks = 8 channels in flight), empty inputs.
-  const std::int64_t shapes[][4] = {{1, 1, 5, 0},  {3, 7, 4, 0}, {130, 5, 2, 0}, {8, 300, 1000, 0},
-                                    {2, 37, 3, 2}, {1, 3, 1, 0}, {257, 2, 9, 0}, {33, 21, 4, 1},
-                                    {0, 4, 3, 0},  {5, 3, 0, 0}};
+  // {rows, C, count_per_row, max_blocks}: rows above the block's 8 warps (each thread sums several rows), C
+  // not a multiple of the 32-channel tile, grids capped below the tile count (the grid-stride loop over
+  // tiles: 100 channels = 4 tiles in 1 block, 70 = 3 tiles in 2 blocks), empty inputs.
+  const std::int64_t shapes[][4] = {{1, 1, 5, 0},   {3, 7, 4, 0}, {130, 5, 2, 0}, {8, 300, 1000, 0},
+                                    {2, 100, 3, 1}, {1, 3, 1, 0}, {257, 2, 9, 0}, {33, 70, 4, 2},
+                                    {9, 33, 2, 0},  {0, 4, 3, 0}, {5, 3, 0, 0}};
   for (const auto& s : shapes) {
     const std::int64_t rows = s[0];
     const std::int64_t channels = s[1];
