@@ -839,4 +839,36 @@ TEST(BatchNormMergeMoments, BadArgumentsWriteNothing) {
   EXPECT_EQ(bnk::run(empty, nullptr, 0, nullptr), Status::kSuccess) << culayers::last_error_message();
 }
 
+// ---- TSan subset -----------------------------------------------------------------------------------------
+
+// Small grids for the TSan preset (which runs only *Tsan* tests): the merge kernel's shared partials
+// (three barriers per tile, reused by the next tile of the grid-stride loop) and the apply kernel's
+// shared staging of the per-channel factors, channels last and first.
+TEST(BatchNormTsan, MergeAndApplySmallGrids) {
+  auto rng = rng_for_test();
+  const std::int64_t rows = 20;
+  const std::int64_t channels = 70; // 3 tiles of 32 channels in 1 block
+  const auto n = static_cast<std::size_t>(rows * channels);
+  const std::vector<float> mean = normal_floats(rng, n, 1.0, 2.0);
+  std::vector<float> var = normal_floats(rng, n, 0.0, 1.0);
+  for (float& v : var) {
+    v = v * v;
+  }
+  const MergeRun got = run_merge(mean, var, rows, channels, 6, 1);
+  const bn::Moments want = bn::merge_moments(widen(mean), widen(var), rows, channels, 6);
+  for (std::size_t c = 0; c < static_cast<std::size_t>(channels); ++c) {
+    EXPECT_NEAR(got.mean[c], want.mean[c], bn::ulp<float>(want.mean[c])) << c << "; " << seed_note();
+    EXPECT_NEAR(got.variance[c], want.variance[c], bn::ulp<float>(want.variance[c]))
+        << c << "; " << seed_note();
+  }
+  for (const std::int64_t inner : {std::int64_t{1}, std::int64_t{9}}) {
+    ApplyCase c;
+    c.rows = 6;
+    c.channels = 40;
+    c.inner = inner;
+    c.max_blocks = 2;
+    check_apply<float>(rng, c);
+  }
+}
+
 } // namespace
