@@ -116,17 +116,7 @@ Status BatchNormalization::check_input_shape(const Shape& built, const Shape& sh
 }
 
 Status BatchNormalization::check_mask(const Shape& shape) const {
-  const int rank = shape.rank();
-  // The axis as do_build resolves it (the layer may not be built yet).
-  const bool last = options_.axis == -1 || options_.axis == rank - 1;
-  if (!last || rank != 3) {
-    return set_error(
-        Status::kErrorNotSupported,
-        "%s: mask: a [batch, steps] mask is supported only for input of rank 3 with the channels "
-        "last (batch, steps, channels); this input has rank %d and axis %d",
-        name().c_str(), rank, options_.axis);
-  }
-  return Status::kSuccess;
+  return config_util::check_sequence_mask(name(), options_.axis, shape);
 }
 
 Status BatchNormalization::do_call(const CallContext& ctx, const ConstTensorView& x,

@@ -104,6 +104,22 @@ inline Status check_float_dtype(const std::string& name, DType dtype) {
   return Status::kSuccess;
 }
 
+/// The mask check of the normalization layers (Layer::check_mask): a [batch, steps] mask only for input of
+/// rank 3 with the channels last, `axis` being the layer's configured channel axis (resolved against this
+/// shape as do_build resolves it: the layer may not be built yet).
+inline Status check_sequence_mask(const std::string& name, int axis, const Shape& shape) {
+  const int rank = shape.rank();
+  const bool last = axis == -1 || axis == rank - 1;
+  if (!last || rank != 3) {
+    return ::culayers::detail::set_error(
+        Status::kErrorNotSupported,
+        "%s: mask: a [batch, steps] mask is supported only for channels-last input of rank 3 (batch, steps, "
+        "channels); this input has rank %d and channel axis %d",
+        name.c_str(), rank, axis);
+  }
+  return Status::kSuccess;
+}
+
 /// The input-shape check of layers whose extents may change between calls: the same rank as the built
 /// shape, and the same extent on every axis from `first_fixed_axis` on (rank or more: none fixed).
 inline Status check_fixed_axes(const std::string& name, const Shape& built, const Shape& shape,

@@ -115,16 +115,7 @@ Status GroupNormalization::check_input_shape(const Shape& built, const Shape& sh
 }
 
 Status GroupNormalization::check_mask(const Shape& shape) const {
-  // The layout as do_build resolves it (the layer may not be built yet).
-  const int rank = shape.rank();
-  const bool last = options_.axis == -1 || options_.axis == rank - 1;
-  if (!last || rank != 3) {
-    return set_error(Status::kErrorNotSupported,
-                     "%s: mask: a [batch, steps] mask is supported only for channels-last input of rank 3 "
-                     "(batch, steps, channels); this input is %s of rank %d",
-                     name().c_str(), last ? "channels last" : "channels first", rank);
-  }
-  return Status::kSuccess;
+  return config_util::check_sequence_mask(name(), options_.axis, shape);
 }
 
 Status GroupNormalization::do_call(const CallContext& ctx, const ConstTensorView& x,
