@@ -16,6 +16,10 @@
 #
 # Environment:
 #   CULAYERS_CUDA_ARCHITECTURES  CUDA architectures for the default build (CI: 90); default 80/86/89/90
+#   CULAYERS_CUDA_CHECK_ARCHITECTURES
+#                                more real architectures whose device code the default build compiles only
+#                                to check it: ptxas spills are errors (CI: 80;86;89, the default ones it
+#                                does not build)
 #   CULAYERS_JOBS                parallel build jobs (default: ninja's choice)
 #
 # Exits non-zero if any stage failed; a summary with timings is printed at the end.
@@ -44,6 +48,9 @@ fi
 configure_args=()
 if [[ -n "${CULAYERS_CUDA_ARCHITECTURES:-}" ]]; then
   configure_args+=("-DCMAKE_CUDA_ARCHITECTURES=${CULAYERS_CUDA_ARCHITECTURES}")
+fi
+if [[ -n "${CULAYERS_CUDA_CHECK_ARCHITECTURES:-}" ]]; then
+  configure_args+=("-DCULAYERS_CUDA_CHECK_ARCHITECTURES=${CULAYERS_CUDA_CHECK_ARCHITECTURES}")
 fi
 build_args=()
 if [[ -n "${CULAYERS_JOBS:-}" ]]; then
