@@ -3,28 +3,61 @@
 # scripts/gpu_build.sh (the GPU machines have nvcc, CMake, ninja and PyTorch, but no GoogleTest, Google
 # Benchmark or network, so nothing is built here).
 #
-#   1. records the card, driver, CUDA version and clocks (read only: clocks, power limits, modes and
-#      the GPU itself are never changed or reset);
-#   2. runs the CUDA test binary;
-#   3. runs it again under compute-sanitizer memcheck, racecheck and synccheck (--error-exitcode);
-#   4. runs the demo (culayers_demo) and the engine example (culayers_engine_example_cuda), which check
-#      their own results;
-#   5. runs culayers_bench with JSON output;
-#   6. writes bench/results/<card-slug>-<YYYY-MM-DD>.md with the JSON beside it, and copies both (plus
-#      the full logs) into $OUT when that variable is set.
+#   scripts/gpu_check.sh                    every step below, in this order, within the deadline
+#   scripts/gpu_check.sh bench tests        only the named steps (in the order given)
 #
-# Without a GPU (nvidia-smi -L fails) it says so and exits 0. Otherwise it exits 1 if any step failed.
+# Steps, most important first (a lent GPU machine gives one command 10 minutes and a session little more
+# device time in all, so the whole check runs against one deadline and keeps its report current):
+#   tests      the CUDA test binary (every test)
+#   bench      culayers_bench in parts, each with its own JSON: masked reductions, dropout, group norm
+#              shape 3, shape 2, shape 1, the roofline cases (a part cut off by the deadline loses only
+#              itself)
+#   examples   the demo (culayers_demo) and the engine example (culayers_engine_example_cuda), which check
+#              their own results
+#   memcheck   compute-sanitizer memcheck (with leak check) over CULAYERS_SANITIZER_FILTER (default: every
+#              test)
+#   racecheck  compute-sanitizer racecheck and synccheck over CULAYERS_RACE_FILTER (default *Tsan*: the
+#   synccheck  small-grid tests written to drive every shared-memory and barrier path of every kernel
+#              family through several blocks and grid-stride rounds)
+# The card, driver, CUDA version and clocks are recorded read-only: clocks, power limits, modes and the
+# GPU itself are never changed or reset.
+#
+# Writes bench/results/<card-slug>-<YYYY-MM-DD>.md (and .json: every benchmark part merged) after every
+# step, and copies both with the logs into $OUT when that is set, so a run cut off from outside still
+# leaves what it had finished. A step that would start with under 20 s left before the deadline is
+# reported NOT RUN.
+#
+# Without a GPU (nvidia-smi -L fails) it says so and exits 0. Otherwise it exits 1 if any step failed,
+# timed out or did not run.
 #
 # Environment (all optional):
 #   CULAYERS_GPU_BUILD_DIR        build folder holding tests/ and bench/ (default build/gpu)
-#   CULAYERS_SANITIZER_FILTER     gtest filter for the compute-sanitizer runs (default: all tests)
-#   CULAYERS_STEP_TIMEOUT         seconds each step may run (default 300; a lent GPU machine allows one
-#                                 command 10 minutes, so keep the sum of the steps under that)
-#   CULAYERS_BENCH_ARGS           extra arguments for culayers_bench (e.g. --benchmark_filter=copy)
+#   CULAYERS_GPU_DEADLINE         seconds the whole check may take (default 540, under the 600 s a lent
+#                                 machine allows one command, leaving time to bring the results back)
+#   CULAYERS_STEP_TIMEOUT         the most seconds one step (or benchmark part) may run (default 300)
+#   CULAYERS_SANITIZER_FILTER     gtest filter for memcheck (default: every test)
+#   CULAYERS_RACE_FILTER          gtest filter for racecheck and synccheck (default: *Tsan*)
+#   CULAYERS_BENCH_ARGS           extra arguments for every culayers_bench part (e.g.
+#                                 --benchmark_repetitions=3)
 set -uo pipefail
 
+script_start=$(date +%s)
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root" || exit 1
+
+all_steps=(tests bench examples memcheck racecheck synccheck)
+if (($# > 0)); then
+  steps=("$@")
+  for s in "${steps[@]}"; do
+    # shellcheck disable=SC2076  # a literal match of the whole word
+    if [[ ! " ${all_steps[*]} " =~ " $s " ]]; then
+      echo "gpu_check: unknown step '$s' (steps: ${all_steps[*]})" >&2
+      exit 2
+    fi
+  done
+else
+  steps=("${all_steps[@]}")
+fi
 
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
   echo "gpu_check: no CUDA GPU visible (nvidia-smi -L failed or nvidia-smi is missing); nothing to check."
@@ -37,8 +70,30 @@ tests_bin="$build_dir/tests/culayers_tests_cuda"
 bench_bin="$build_dir/bench/culayers_bench"
 demo_bin="$build_dir/examples/demo/culayers_demo"
 engine_bin="$build_dir/examples/engine/culayers_engine_example_cuda"
+deadline="${CULAYERS_GPU_DEADLINE:-540}"
 step_timeout="${CULAYERS_STEP_TIMEOUT:-300}"
 sanitizer_filter="${CULAYERS_SANITIZER_FILTER:-}"
+race_filter="${CULAYERS_RACE_FILTER:-*Tsan*}"
+for v in deadline step_timeout; do
+  if [[ ! "${!v}" =~ ^[0-9]+$ ]]; then
+    echo "gpu_check: $v must be a whole number of seconds (got '${!v}')" >&2
+    exit 2
+  fi
+done
+# Seconds kept back for the last report and the copy into $OUT; a step needs at least min_step to start.
+reserve=10
+min_step=20
+
+# The benchmark parts: name, then the --benchmark_filter regex. Issue targets first (shapes 3-7), then
+# the rest of group norm's shapes, then the roofline.
+bench_parts=(
+  "masked_reduce" "^masked_reduce/"
+  "dropout" "^dropout_"
+  "group_norm_s3" "^group_norm/s3_"
+  "group_norm_s2" "^group_norm/s2_"
+  "group_norm_s1" "^group_norm/s1_"
+  "roofline" "^BM_"
+)
 
 # ---- the card ---------------------------------------------------------------------------------------
 query() { nvidia-smi -i 0 --query-gpu="$1" --format=csv,noheader 2>/dev/null | head -n1; }
@@ -60,10 +115,11 @@ results_dir="$root/bench/results"
 mkdir -p "$results_dir"
 report="$results_dir/$slug-$day.md"
 json="$results_dir/$slug-$day.json"
+rm -f "$json" # never report an earlier run's numbers as this run's
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT
 
-echo "gpu_check: $card (driver $driver, CUDA $cuda_driver) -> $report"
+echo "gpu_check: $card (driver $driver, CUDA $cuda_driver) -> $report; steps: ${steps[*]}; deadline ${deadline}s"
 
 # cuDNN lives in the Python environment (nvidia/cudnn/lib); binaries that need it find it this way.
 cudnn_lib="$(python3 - <<'PY' 2>/dev/null
@@ -88,109 +144,41 @@ if [[ -n "$cudnn_lib" ]]; then
   export LD_LIBRARY_PATH="$cudnn_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
-# ---- steps ------------------------------------------------------------------------------------------
-declare -a step_names step_results step_seconds
-failed=0
-
-# run_step <name> <log> <command...>: runs under a timeout, records PASS/FAIL/TIMEOUT and the duration.
-run_step() {
-  local name="$1" log="$2"
-  shift 2
-  echo "== $name: $*"
-  local start end rc
-  start=$(date +%s)
-  { echo "\$ $*"; timeout "$step_timeout" "$@"; } >"$log" 2>&1
-  rc=$?
-  end=$(date +%s)
-  local result=PASS
-  if (( rc == 124 )); then
-    result="TIMEOUT after ${step_timeout}s"
-  elif (( rc != 0 )); then
-    result="FAIL (exit $rc)"
-  fi
-  [[ "$result" == PASS ]] || failed=1
-  step_names+=("$name")
-  step_results+=("$result")
-  step_seconds+=("$((end - start))")
-  echo "   $result in $((end - start)) s"
-}
-
-# mark_last_failed <reason>: a step that exited 0 but did not do its job (e.g. saw no GPU).
-mark_last_failed() {
-  local last=$((${#step_results[@]} - 1))
-  if [[ "${step_results[$last]}" == PASS ]]; then
-    step_results[last]="FAIL ($1)"
-    failed=1
-    echo "   but FAIL: $1"
-  fi
-}
-
-skip_step() {
-  step_names+=("$1")
-  step_results+=("NOT RUN: $2")
-  step_seconds+=("0")
-  failed=1
-  echo "== $1: NOT RUN: $2"
-}
-
 nvidia-smi -q -d CLOCK >"$logs/clocks_before.txt" 2>&1
 nvidia-smi -q -d PERFORMANCE >"$logs/performance.txt" 2>&1
 
-gtest_filter_args=()
-[[ -n "$sanitizer_filter" ]] && gtest_filter_args=("--gtest_filter=$sanitizer_filter")
+# ---- report (rewritten after every step) -------------------------------------------------------------
+declare -a step_names step_results step_seconds step_logs
+failed=0
 
-if [[ -x "$tests_bin" ]]; then
-  run_step "tests" "$logs/tests.log" "$tests_bin"
-  # nvidia-smi sees a GPU, so a test binary that skipped for want of one is a failure here.
-  if grep -q "no CUDA GPU visible" "$logs/tests.log"; then
-    mark_last_failed "the test binary saw no usable GPU"
-  fi
-  if command -v compute-sanitizer >/dev/null 2>&1; then
-    run_step "memcheck" "$logs/memcheck.log" compute-sanitizer --tool memcheck --leak-check full \
-      --error-exitcode 1 "$tests_bin" "${gtest_filter_args[@]}"
-    run_step "racecheck" "$logs/racecheck.log" compute-sanitizer --tool racecheck --error-exitcode 1 \
-      "$tests_bin" "${gtest_filter_args[@]}"
-    run_step "synccheck" "$logs/synccheck.log" compute-sanitizer --tool synccheck --error-exitcode 1 \
-      "$tests_bin" "${gtest_filter_args[@]}"
-  else
-    for t in memcheck racecheck synccheck; do skip_step "$t" "compute-sanitizer not found"; done
-  fi
-else
-  skip_step "tests" "$tests_bin missing (build it with scripts/gpu_build.sh and carry it)"
-  for t in memcheck racecheck synccheck; do skip_step "$t" "no test binary"; done
-fi
-
-for example in "$demo_bin" "$engine_bin"; do
-  name="$(basename "$example")"
-  if [[ -x "$example" ]]; then
-    if [[ "$name" == culayers_demo ]]; then
-      run_step "$name" "$logs/$name.log" "$example" "$logs/demo_output"
-    else
-      run_step "$name" "$logs/$name.log" "$example"
-    fi
-  else
-    skip_step "$name" "$example missing (build it with scripts/gpu_build.sh and carry it)"
-  fi
-done
-
-rm -f "$json" # never report an earlier run's numbers as this run's
-if [[ -x "$bench_bin" ]]; then
-  # shellcheck disable=SC2086  # CULAYERS_BENCH_ARGS is a list of flags
-  run_step "benchmarks" "$logs/bench.log" "$bench_bin" --benchmark_out="$json" --benchmark_out_format=json \
-    ${CULAYERS_BENCH_ARGS:-}
-  if grep -q "no CUDA GPU visible" "$logs/bench.log" || [[ ! -s "$json" ]]; then
-    mark_last_failed "no benchmark results: see the console output"
-  elif grep -q '"error_occurred": true' "$json"; then
-    mark_last_failed "some benchmarks failed verification or errored: see the table"
-  fi
-else
-  skip_step "benchmarks" "$bench_bin missing (build it with scripts/gpu_build.sh and carry it)"
-fi
-nvidia-smi -q -d CLOCK >"$logs/clocks_after.txt" 2>&1
-
-# ---- report -----------------------------------------------------------------------------------------
 fence() { echo '```'; cat "$1"; echo '```'; }
 tail_fence() { echo '```'; tail -n "$2" "$1"; echo '```'; }
+
+# Merges the benchmark parts' JSON files into $json (the first part's context, every part's benchmarks).
+merge_json() {
+  local parts=() i f
+  for ((i = 0; i < ${#bench_parts[@]}; i += 2)); do
+    f="$logs/bench-${bench_parts[$i]}.json"
+    [[ -s "$f" ]] && parts+=("$f")
+  done
+  ((${#parts[@]} > 0)) || return 0
+  python3 - "$json" "${parts[@]}" <<'PY' || echo "gpu_check: could not merge the benchmark JSON parts" >&2
+import json, sys
+out, merged = sys.argv[1], None
+for path in sys.argv[2:]:
+    try:
+        data = json.load(open(path))
+    except Exception as e:  # a part cut off mid-write: skip it, its console log is in the report
+        print(f"gpu_check: skipping {path}: {e}", file=sys.stderr)
+        continue
+    if merged is None:
+        merged = data
+    else:
+        merged.setdefault("benchmarks", []).extend(data.get("benchmarks", []))
+if merged is not None:
+    json.dump(merged, open(out, "w"), indent=1)
+PY
+}
 
 bench_table() {
   [[ -s "$json" ]] || { echo "(no benchmark JSON)"; return; }
@@ -222,67 +210,196 @@ for b in benchmarks:
 PY
 }
 
-{
-  echo "# culayers GPU check: $card, $day"
-  echo
-  echo "- card: $card (nvidia-smi -i 0)"
-  echo "- driver: $driver; CUDA version reported by the driver: ${cuda_driver:-unknown}; nvcc on the machine: ${nvcc_version:-none}"
-  echo "- culayers commit: $commit$dirty; binaries from $build_dir (built by scripts/gpu_build.sh, sm_90, Release)"
-  echo "- run at: $stamp on $(hostname 2>/dev/null || echo unknown)"
-  echo "- cuDNN library folder on LD_LIBRARY_PATH: ${cudnn_lib:-not found}"
-  echo "- clocks: not changed by this script (no locking, no power or mode changes); the card ran as found"
-  echo
-  echo "## Steps"
-  echo
-  echo "| step | result | seconds |"
-  echo "|---|---|---:|"
-  for i in "${!step_names[@]}"; do
-    echo "| ${step_names[$i]} | ${step_results[$i]} | ${step_seconds[$i]} |"
-  done
-  echo
-  echo "## Benchmarks"
-  echo
-  bench_table
-  echo
-  [[ -f "$logs/bench.log" ]] && { echo "Console output:"; echo; fence "$logs/bench.log"; echo; }
-  echo "## Tests, compute-sanitizer and examples (last lines of each log)"
-  for name in tests memcheck racecheck synccheck culayers_demo culayers_engine_example_cuda; do
-    [[ -f "$logs/$name.log" ]] || continue
+write_report() {
+  merge_json
+  nvidia-smi -q -d CLOCK >"$logs/clocks_after.txt" 2>&1
+  {
+    echo "# culayers GPU check: $card, $day"
     echo
-    echo "### $name"
+    echo "- card: $card (nvidia-smi -i 0)"
+    echo "- driver: $driver; CUDA version reported by the driver: ${cuda_driver:-unknown}; nvcc on the machine: ${nvcc_version:-none}"
+    echo "- culayers commit: $commit$dirty; binaries from $build_dir (built by scripts/gpu_build.sh, sm_90, Release)"
+    echo "- run at: $stamp on $(hostname 2>/dev/null || echo unknown); steps asked for: ${steps[*]}; deadline ${deadline} s"
+    echo "- cuDNN library folder on LD_LIBRARY_PATH: ${cudnn_lib:-not found}"
+    echo "- clocks: not changed by this script (no locking, no power or mode changes); the card ran as found"
+    echo "- memcheck filter: ${sanitizer_filter:-every test}; racecheck / synccheck filter: $race_filter"
     echo
-    tail_fence "$logs/$name.log" 25
+    echo "## Steps"
+    echo
+    echo "| step | result | seconds |"
+    echo "|---|---|---:|"
+    local i
+    for i in "${!step_names[@]}"; do
+      echo "| ${step_names[$i]} | ${step_results[$i]} | ${step_seconds[$i]} |"
+    done
+    echo
+    echo "## Benchmarks"
+    echo
+    bench_table
+    echo
+    for i in "${!step_names[@]}"; do
+      [[ "${step_names[$i]}" == bench/* && -f "${step_logs[$i]}" ]] || continue
+      echo "Console output of ${step_names[$i]}:"
+      echo
+      fence "${step_logs[$i]}"
+      echo
+    done
+    echo "## Tests, compute-sanitizer and examples (last lines of each log)"
+    for i in "${!step_names[@]}"; do
+      [[ "${step_names[$i]}" != bench/* && -f "${step_logs[$i]}" ]] || continue
+      echo
+      echo "### ${step_names[$i]}"
+      echo
+      tail_fence "${step_logs[$i]}" 25
+    done
+    echo
+    echo "## Clocks before the run (nvidia-smi -q -d CLOCK)"
+    echo
+    fence "$logs/clocks_before.txt"
+    echo
+    echo "## Clocks at the last report"
+    echo
+    fence "$logs/clocks_after.txt"
+    echo
+    echo "## Performance state and throttle reasons before the run (nvidia-smi -q -d PERFORMANCE)"
+    echo
+    fence "$logs/performance.txt"
+  } >"$report"
+  if [[ -n "${OUT:-}" ]]; then
+    mkdir -p "$OUT"
+    cp "$report" "$OUT/"
+    [[ -s "$json" ]] && cp "$json" "$OUT/"
+    cp "$logs"/*.log "$OUT/" 2>/dev/null
+  fi
+}
+
+# ---- steps ------------------------------------------------------------------------------------------
+record() { # record <name> <result> <seconds> <log>
+  step_names+=("$1")
+  step_results+=("$2")
+  step_seconds+=("$3")
+  step_logs+=("$4")
+  [[ "$2" == PASS ]] || failed=1
+  write_report
+}
+
+skip_step() { # skip_step <name> <why>
+  echo "== $1: NOT RUN: $2"
+  record "$1" "NOT RUN: $2" 0 ""
+}
+
+# run_step <name> <log> <command...>: runs under a timeout (the step cap, or the time left before the
+# deadline), records PASS / FAIL / TIMEOUT and the duration; returns the command's status.
+run_step() {
+  local name="$1" log="$2"
+  shift 2
+  local left=$((deadline - ($(date +%s) - script_start) - reserve))
+  if ((left < min_step)); then
+    skip_step "$name" "the ${deadline} s deadline was reached"
+    return 1
+  fi
+  local limit=$((left < step_timeout ? left : step_timeout))
+  echo "== $name (at most ${limit} s): $*"
+  local start rc
+  start=$(date +%s)
+  { echo "\$ $*"; timeout "$limit" "$@"; } >"$log" 2>&1
+  rc=$?
+  local secs=$(($(date +%s) - start))
+  local result=PASS
+  if ((rc == 124)); then
+    result="TIMEOUT after ${limit}s"
+  elif ((rc != 0)); then
+    result="FAIL (exit $rc)"
+  fi
+  # A binary that exited 0 without doing its job (it saw no GPU although nvidia-smi does) failed.
+  if [[ "$result" == PASS ]] && grep -q "no CUDA GPU visible" "$log"; then
+    result="FAIL (the binary saw no usable GPU)"
+  fi
+  echo "   $result in ${secs} s"
+  record "$name" "$result" "$secs" "$log"
+  return "$rc"
+}
+
+step_tests() {
+  [[ -x "$tests_bin" ]] || { skip_step tests "$tests_bin missing (build it with scripts/gpu_build.sh and carry it)"; return; }
+  run_step tests "$logs/tests.log" "$tests_bin"
+}
+
+step_bench() {
+  if [[ ! -x "$bench_bin" ]]; then
+    skip_step bench "$bench_bin missing (build it with scripts/gpu_build.sh and carry it)"
+    return
+  fi
+  local i name filter part_json last
+  for ((i = 0; i < ${#bench_parts[@]}; i += 2)); do
+    name="${bench_parts[$i]}"
+    filter="${bench_parts[$((i + 1))]}"
+    part_json="$logs/bench-$name.json"
+    # shellcheck disable=SC2086  # CULAYERS_BENCH_ARGS is a list of flags
+    run_step "bench/$name" "$logs/bench-$name.log" "$bench_bin" "--benchmark_filter=$filter" \
+      --benchmark_out="$part_json" --benchmark_out_format=json ${CULAYERS_BENCH_ARGS:-}
+    last=$((${#step_results[@]} - 1))
+    [[ "${step_results[$last]}" == PASS ]] || continue
+    if [[ ! -s "$part_json" ]]; then
+      step_results[last]="FAIL (no benchmark JSON: see the console output)"
+    elif grep -q '"error_occurred": true' "$part_json"; then
+      step_results[last]="FAIL (some benchmarks failed verification or errored: see the table)"
+    elif ! grep -q '"run_name"' "$part_json"; then
+      step_results[last]="FAIL (the filter matched no benchmark)"
+    else
+      continue
+    fi
+    failed=1
+    write_report
   done
-  echo
-  echo "## Clocks before the run (nvidia-smi -q -d CLOCK)"
-  echo
-  fence "$logs/clocks_before.txt"
-  echo
-  echo "## Clocks after the run"
-  echo
-  fence "$logs/clocks_after.txt"
-  echo
-  echo "## Performance state and throttle reasons before the run (nvidia-smi -q -d PERFORMANCE)"
-  echo
-  fence "$logs/performance.txt"
-} >"$report"
+}
+
+step_examples() {
+  if [[ -x "$demo_bin" ]]; then
+    run_step culayers_demo "$logs/culayers_demo.log" "$demo_bin" "$logs/demo_output"
+  else
+    skip_step culayers_demo "$demo_bin missing (build it with scripts/gpu_build.sh and carry it)"
+  fi
+  if [[ -x "$engine_bin" ]]; then
+    run_step culayers_engine_example_cuda "$logs/culayers_engine_example_cuda.log" "$engine_bin"
+  else
+    skip_step culayers_engine_example_cuda "$engine_bin missing (build it with scripts/gpu_build.sh and carry it)"
+  fi
+}
+
+step_sanitizer() { # step_sanitizer <tool> <filter> <extra compute-sanitizer flags...>
+  local tool="$1" filter="$2"
+  shift 2
+  if [[ ! -x "$tests_bin" ]]; then
+    skip_step "$tool" "no test binary"
+  elif ! command -v compute-sanitizer >/dev/null 2>&1; then
+    skip_step "$tool" "compute-sanitizer not found"
+  else
+    local args=()
+    [[ -n "$filter" ]] && args=("--gtest_filter=$filter")
+    run_step "$tool" "$logs/$tool.log" compute-sanitizer --tool "$tool" "$@" --error-exitcode 1 \
+      "$tests_bin" "${args[@]}"
+  fi
+}
+
+for step in "${steps[@]}"; do
+  case "$step" in
+    tests) step_tests ;;
+    bench) step_bench ;;
+    examples) step_examples ;;
+    memcheck) step_sanitizer memcheck "$sanitizer_filter" --leak-check full ;;
+    racecheck) step_sanitizer racecheck "$race_filter" ;;
+    synccheck) step_sanitizer synccheck "$race_filter" ;;
+  esac
+done
+write_report
 
 echo
-echo "gpu_check: wrote $report"
+echo "gpu_check: wrote $report after $(($(date +%s) - script_start)) s"
 [[ -s "$json" ]] && echo "gpu_check: wrote $json"
-
-if [[ -n "${OUT:-}" ]]; then
-  mkdir -p "$OUT"
-  cp "$report" "$OUT/"
-  [[ -s "$json" ]] && cp "$json" "$OUT/"
-  for name in tests memcheck racecheck synccheck bench culayers_demo culayers_engine_example_cuda; do
-    [[ -f "$logs/$name.log" ]] && cp "$logs/$name.log" "$OUT/$name.log"
-  done
-  echo "gpu_check: copied the report, JSON and logs to \$OUT"
-fi
-
+[[ -n "${OUT:-}" ]] && echo "gpu_check: copied the report, JSON and logs to \$OUT"
 echo
 for i in "${!step_names[@]}"; do
-  printf '%-12s %s (%ss)\n' "${step_names[$i]}" "${step_results[$i]}" "${step_seconds[$i]}"
+  printf '%-34s %s (%ss)\n' "${step_names[$i]}" "${step_results[$i]}" "${step_seconds[$i]}"
 done
 exit "$failed"
