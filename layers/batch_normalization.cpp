@@ -103,16 +103,7 @@ Status BatchNormalization::do_build(const Shape& input_shape, cudaStream_t strea
 }
 
 Status BatchNormalization::check_input_shape(const Shape& built, const Shape& shape) const {
-  const int rank = built.rank();
-  if (shape.rank() != rank || shape.dim(axis_) != built.dim(axis_)) {
-    return set_error(Status::kErrorInvalidShape,
-                     "%s: input: shape %s is incompatible with the built shape %s (rank %d, %lld channels on "
-                     "axis %d)",
-                     name().c_str(), config_util::shape_string(shape).c_str(),
-                     config_util::shape_string(built).c_str(), rank, static_cast<long long>(built.dim(axis_)),
-                     axis_);
-  }
-  return Status::kSuccess;
+  return config_util::check_channel_axis(name(), built, shape, axis_);
 }
 
 Status BatchNormalization::check_mask(const Shape& shape) const {

@@ -139,6 +139,20 @@ inline Status check_fixed_axes(const std::string& name, const Shape& built, cons
   return Status::kSuccess;
 }
 
+/// The input-shape check of the normalization layers: the same rank as the built shape and the same number
+/// of channels on `axis` (a resolved, non-negative axis); every other extent may change between calls.
+inline Status check_channel_axis(const std::string& name, const Shape& built, const Shape& shape, int axis) {
+  const int rank = built.rank();
+  if (shape.rank() != rank || shape.dim(axis) != built.dim(axis)) {
+    return ::culayers::detail::set_error(
+        Status::kErrorInvalidShape,
+        "%s: input: shape %s is incompatible with the built shape %s (rank %d, %lld channels on axis %d)",
+        name.c_str(), shape_string(shape).c_str(), shape_string(built).c_str(), rank,
+        static_cast<long long>(built.dim(axis)), axis);
+  }
+  return Status::kSuccess;
+}
+
 /// epsilon > 0 and finite, also once rounded to float32 (what the ops get).
 inline bool valid_epsilon(double e) {
   return e > 0.0 && std::isfinite(e) && static_cast<float>(e) > 0.0f && std::isfinite(static_cast<float>(e));

@@ -101,17 +101,8 @@ Status GroupNormalization::do_build(const Shape& input_shape, cudaStream_t strea
 }
 
 Status GroupNormalization::check_input_shape(const Shape& built, const Shape& shape) const {
-  const int rank = built.rank();
-  const int axis = layout_ == Layout::kChannelsLast ? rank - 1 : 1;
-  if (shape.rank() != rank || shape.dim(axis) != built.dim(axis)) {
-    return set_error(Status::kErrorInvalidShape,
-                     "%s: input: shape %s is incompatible with the built shape %s (rank %d, %lld channels on "
-                     "axis %d)",
-                     name().c_str(), config_util::shape_string(shape).c_str(),
-                     config_util::shape_string(built).c_str(), rank, static_cast<long long>(built.dim(axis)),
-                     axis);
-  }
-  return Status::kSuccess;
+  return config_util::check_channel_axis(name(), built, shape,
+                                         layout_ == Layout::kChannelsLast ? built.rank() - 1 : 1);
 }
 
 Status GroupNormalization::check_mask(const Shape& shape) const {
