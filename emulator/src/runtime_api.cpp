@@ -816,7 +816,11 @@ cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
   Lock lock(rt().mutex);
   CUstream_st* s = emu::resolve(stream);
   if (s == nullptr) {
-    return emu::set_error(cudaErrorInvalidResourceHandle);
+    // Undefined on a GPU, where it need not fail: say so (the memory stays allocated here).
+    return emu::fail_api(cudaErrorInvalidResourceHandle,
+                         emu::format("cudaFreeAsync(%p): stream %p is not a live stream (destroyed before "
+                                     "the memory freed on it?)",
+                                     ptr, static_cast<void*>(stream)));
   }
   if (s->capture != nullptr) {
     return emu::fail_api(cudaErrorStreamCaptureUnsupported,

@@ -115,9 +115,8 @@ TEST(CommonLaunch, InvalidConfigurationsAreRejected) {
   }
 }
 
-// On CUDA the launch helper consumes the launch error with cudaGetLastError(), so nothing is left pending
-// for an unrelated later check. Disabled: the emulated launch path leaves it pending (reported to the lead:
-// culayers_emu::launch() records it in the per-thread last error and launch.cuh does not consume it).
+// The launch helper consumes the launch error with cudaGetLastError() on both backends, so nothing is left
+// pending for an unrelated later check.
 TEST(CommonLaunch, FailedLaunchLeavesNoPendingError) {
 #if CULAYERS_TEST_EMULATED
   culayers::test::common::QuietEmulatorFaults quiet;

@@ -223,9 +223,8 @@ TEST(CommonWarpReduce, IntSumIsExact) {
 
 // Ties that compare equal but differ in bits: +0 / -0, and two NaNs with different payloads (the emulator
 // fills fresh allocations with 0xFF bytes, a NaN unlike the one arithmetic produces). reduce.cuh promises
-// bit-identical lanes, but MaxOp/MinOp return their left operand on such ties and the butterfly puts each
-// lane's own value on the left, so lanes disagree. Disabled until reduce.cuh breaks these ties by value
-// (reported to the lead); enable it with --gtest_also_run_disabled_tests.
+// bit-identical lanes: MaxOp/MinOp break such ties by value (the sign, one canonical NaN), so every lane
+// ends with the same bits whatever operand the butterfly puts on the left.
 CULAYERS_GLOBAL void warp_max_min_kernel(const float* in, float* out) {
   const unsigned i = threadIdx.x;
   const float v = ck::load(in + i);

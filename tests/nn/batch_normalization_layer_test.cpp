@@ -556,10 +556,10 @@ TEST(BatchNormalizationLayer, CapturedTrainingCallReplaysLikeEagerCalls) {
   nn::BatchNormalizationOptions o;
   o.momentum = 0.7;
   o.gamma_initializer = nn::Initializer::random_normal(1.0, 0.2, 11);
+  const culayers::test::Stream stream_owner; // before the layers: they free their buffers on it
   nn::BatchNormalization captured(o, "bn_graph");
   nn::BatchNormalization eager(o, "bn_eager");
-  cudaStream_t stream = nullptr;
-  CULAYERS_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const cudaStream_t stream = stream_owner.get();
   nn::CallContext ctx;
   ctx.stream = stream;
   nn::LayerOutput out;
@@ -599,7 +599,6 @@ TEST(BatchNormalizationLayer, CapturedTrainingCallReplaysLikeEagerCalls) {
   EXPECT_TRUE(same_bits(ya, yb)) << "outputs of the last replay and the last eager call";
   CULAYERS_ASSERT_CUDA(cudaGraphExecDestroy(exec));
   CULAYERS_ASSERT_CUDA(cudaGraphDestroy(graph));
-  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(stream));
 }
 
 // ---- errors -----------------------------------------------------------------------------------------------

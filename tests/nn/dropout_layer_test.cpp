@@ -33,6 +33,7 @@ using culayers::Shape;
 using culayers::Status;
 using culayers::test::DeviceBuffer;
 using culayers::test::rng_for_test;
+using culayers::test::Stream;
 using nn::Json;
 using nn::NoiseShape;
 
@@ -65,16 +66,6 @@ std::vector<std::int64_t> dims_of(const Shape& s) {
 bool message_has(const char* text) {
   return std::string(culayers::last_error_message()).find(text) != std::string::npos;
 }
-
-/// A non-blocking stream, destroyed last (declare it before the layers that use it).
-struct Stream {
-  cudaStream_t s = nullptr;
-  Stream() { EXPECT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess); }
-  ~Stream() {
-    EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess);
-    EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
-  }
-};
 
 template <class Layer>
 cd::DropoutState state_of(const Layer& layer, cudaStream_t stream = nullptr) {
@@ -208,7 +199,7 @@ TEST(DropoutLayer, GraphReplayEqualsEagerCalls) {
   nn::Dropout captured(nn::DropoutOptions{0.35, noise, seed}, "", DType::kFloat16);
   nn::Dropout eager(nn::DropoutOptions{0.35, noise, seed}, "", DType::kFloat16);
   nn::CallContext ctx;
-  ctx.stream = stream.s;
+  ctx.stream = stream.get();
   ctx.phase = nn::Phase::kTraining;
   nn::LayerOutput out_c;
   nn::LayerOutput out_e;
@@ -217,20 +208,20 @@ TEST(DropoutLayer, GraphReplayEqualsEagerCalls) {
   ASSERT_EQ(eager.call(ctx, xv, {}, &out_e), Status::kSuccess);
 
   cudaGraph_t graph = nullptr;
-  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(stream.s, cudaStreamCaptureModeGlobal));
+  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeGlobal));
   const Status cs = captured.call(ctx, xv, {}, &out_c);
-  CULAYERS_ASSERT_CUDA(cudaStreamEndCapture(stream.s, &graph));
+  CULAYERS_ASSERT_CUDA(cudaStreamEndCapture(stream.get(), &graph));
   ASSERT_EQ(cs, Status::kSuccess) << culayers::last_error_message();
   cudaGraphExec_t exec = nullptr;
   CULAYERS_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  EXPECT_EQ(state_of(captured, stream.s).iterations, 1) << "capture enqueued nothing";
+  EXPECT_EQ(state_of(captured, stream.get()).iterations, 1) << "capture enqueued nothing";
 
   for (int r = 0; r < 5; ++r) {
-    CULAYERS_ASSERT_CUDA(cudaGraphLaunch(exec, stream.s));
+    CULAYERS_ASSERT_CUDA(cudaGraphLaunch(exec, stream.get()));
     ASSERT_EQ(eager.call(ctx, xv, {}, &out_e), Status::kSuccess);
-    CULAYERS_ASSERT_CUDA(cudaStreamSynchronize(stream.s));
-    const cd::DropoutState sc = state_of(captured, stream.s);
-    const cd::DropoutState se = state_of(eager, stream.s);
+    CULAYERS_ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+    const cd::DropoutState sc = state_of(captured, stream.get());
+    const cd::DropoutState se = state_of(eager, stream.get());
     EXPECT_EQ(sc.iterations, r + 2);
     EXPECT_EQ(sc.iterations, se.iterations);
     EXPECT_EQ(sc.last_stream, se.last_stream);
@@ -582,7 +573,7 @@ TEST(DecayingDropoutLayer, GraphReplayEqualsEagerCalls) {
   nn::DecayingDropout captured(decaying(0.95, 2, 0.6, seed), "", DType::kBFloat16);
   nn::DecayingDropout eager(decaying(0.95, 2, 0.6, seed), "", DType::kBFloat16);
   nn::CallContext ctx;
-  ctx.stream = stream.s;
+  ctx.stream = stream.get();
   ctx.phase = nn::Phase::kTraining;
   nn::LayerOutput out_c;
   nn::LayerOutput out_e;
@@ -590,20 +581,20 @@ TEST(DecayingDropoutLayer, GraphReplayEqualsEagerCalls) {
   ASSERT_EQ(eager.call(ctx, xv, {}, &out_e), Status::kSuccess);
 
   cudaGraph_t graph = nullptr;
-  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(stream.s, cudaStreamCaptureModeGlobal));
+  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeGlobal));
   const Status cs = captured.call(ctx, xv, {}, &out_c); // forward + the update op
-  CULAYERS_ASSERT_CUDA(cudaStreamEndCapture(stream.s, &graph));
+  CULAYERS_ASSERT_CUDA(cudaStreamEndCapture(stream.get(), &graph));
   ASSERT_EQ(cs, Status::kSuccess) << culayers::last_error_message();
   cudaGraphExec_t exec = nullptr;
   CULAYERS_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  EXPECT_EQ(state_of(captured, stream.s).iterations, 1) << "capture enqueued nothing";
+  EXPECT_EQ(state_of(captured, stream.get()).iterations, 1) << "capture enqueued nothing";
 
   for (int r = 0; r < 6; ++r) {
-    CULAYERS_ASSERT_CUDA(cudaGraphLaunch(exec, stream.s));
+    CULAYERS_ASSERT_CUDA(cudaGraphLaunch(exec, stream.get()));
     ASSERT_EQ(eager.call(ctx, xv, {}, &out_e), Status::kSuccess);
-    CULAYERS_ASSERT_CUDA(cudaStreamSynchronize(stream.s));
-    const cd::DropoutState sc = state_of(captured, stream.s);
-    const cd::DropoutState se = state_of(eager, stream.s);
+    CULAYERS_ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+    const cd::DropoutState sc = state_of(captured, stream.get());
+    const cd::DropoutState se = state_of(eager, stream.get());
     EXPECT_EQ(sc.iterations, r + 2);
     EXPECT_EQ(sc.iterations, se.iterations);
     EXPECT_EQ(sc.last_stream, se.last_stream);
@@ -614,11 +605,11 @@ TEST(DecayingDropoutLayer, GraphReplayEqualsEagerCalls) {
     expect_reference(sc, x_host, yc, dims_of(shape), {});
   }
   // The counter reaches the weight through sync_weights, enqueued on the same stream.
-  ASSERT_EQ(captured.sync_weights(stream.s), Status::kSuccess);
+  ASSERT_EQ(captured.sync_weights(stream.get()), Status::kSuccess);
   std::int64_t value = -1;
-  ASSERT_EQ(captured.find_weight("iterations")->value.copy_to_host(&value, sizeof(value), stream.s),
+  ASSERT_EQ(captured.find_weight("iterations")->value.copy_to_host(&value, sizeof(value), stream.get()),
             Status::kSuccess);
-  CULAYERS_ASSERT_CUDA(cudaStreamSynchronize(stream.s));
+  CULAYERS_ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
   EXPECT_EQ(value, 7);
   CULAYERS_ASSERT_CUDA(cudaGraphExecDestroy(exec));
   CULAYERS_ASSERT_CUDA(cudaGraphDestroy(graph));

@@ -298,6 +298,7 @@ TEST(GroupNormalizationLayer, LargeGroupsUseTheWorkspaceSlotAndCapture) {
   nn::GroupNormalizationOptions o;
   o.groups = 1;
   o.activation = Activation::kSiLU;
+  const culayers::test::Stream stream_owner; // before the layers: they free their buffers on it
   nn::GroupNormalization layer(o, "gn_big");
   {
     culayers::group_norm::GroupNormArgs a;
@@ -311,8 +312,7 @@ TEST(GroupNormalizationLayer, LargeGroupsUseTheWorkspaceSlotAndCapture) {
     EXPECT_EQ(culayers::group_norm::selected_path(a), culayers::group_norm::Path::kSplit);
     EXPECT_GT(culayers::group_norm::workspace_size(a), 0u);
   }
-  cudaStream_t stream = nullptr;
-  CULAYERS_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const cudaStream_t stream = stream_owner.get();
   nn::CallContext ctx;
   ctx.stream = stream;
   nn::LayerOutput out;
@@ -339,7 +339,6 @@ TEST(GroupNormalizationLayer, LargeGroupsUseTheWorkspaceSlotAndCapture) {
   EXPECT_EQ(std::memcmp(replayed.data(), eager.data(), eager.size() * sizeof(float)), 0);
   CULAYERS_ASSERT_CUDA(cudaGraphExecDestroy(exec));
   CULAYERS_ASSERT_CUDA(cudaGraphDestroy(graph));
-  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(stream));
 }
 
 // ---- errors -----------------------------------------------------------------------------------------------

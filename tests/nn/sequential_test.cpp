@@ -384,13 +384,13 @@ TEST(Sequential, InferenceRunsNoUpdateAndDropoutIsIdentity) {
 // A whole training-phase call captured in a CUDA graph and replayed N times advances DecayingDropout's
 // counter and keep rate and BatchNormalization's moving statistics exactly as N eager calls.
 TEST(Sequential, GraphReplaysEqualEagerTrainingCalls) {
+  const culayers::test::Stream stream_owner; // before the models: their layers free their buffers on it
   auto eager = make_model(with_build_shape(demo_config("eager")));
   auto graphed = make_model(with_build_shape(demo_config("graphed")));
   ASSERT_TRUE(eager && graphed);
   auto rng = culayers::test::rng_for_test();
   Inputs in = make_inputs(rng);
-  cudaStream_t stream = nullptr;
-  CULAYERS_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const cudaStream_t stream = stream_owner.get();
   nn::CallContext train{};
   train.stream = stream;
   train.phase = nn::Phase::kTraining;
@@ -433,7 +433,6 @@ TEST(Sequential, GraphReplaysEqualEagerTrainingCalls) {
 
   CULAYERS_ASSERT_CUDA(cudaGraphExecDestroy(exec));
   CULAYERS_ASSERT_CUDA(cudaGraphDestroy(graph));
-  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(stream));
 }
 
 TEST(Sequential, ProfileTimesEveryLayer) {

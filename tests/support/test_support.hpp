@@ -81,9 +81,13 @@ class DeviceBuffer {
   std::size_t size() const { return n_; }
   std::size_t bytes() const { return n_ * sizeof(T); }
 
+  // upload and fill_bytes end with the device idle: a pageable cudaMemcpy to the device may return before
+  // its DMA lands, and cudaMemset is asynchronous, while work a test then enqueues on a non-blocking stream
+  // is not ordered after the legacy stream.
   void upload(const std::vector<T>& host) {
     ASSERT_LE(host.size(), n_);
     ASSERT_EQ(cudaMemcpy(p_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   }
   std::vector<T> download() const {
     std::vector<T> host(n_);
@@ -92,11 +96,32 @@ class DeviceBuffer {
     }
     return host;
   }
-  void fill_bytes(int value) { EXPECT_EQ(cudaMemset(p_, value, bytes()), cudaSuccess); }
+  void fill_bytes(int value) {
+    EXPECT_EQ(cudaMemset(p_, value, bytes()), cudaSuccess);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  }
 
  private:
   T* p_ = nullptr;
   std::size_t n_ = 0;
+};
+
+/// A non-blocking stream that outlives what is declared after it: declare it BEFORE the layers, models and
+/// tensors that use it, since they free their memory on it when destroyed (freeing on a destroyed stream is
+/// undefined on a GPU; the emulated test binary reports the leak it causes there).
+class Stream {
+ public:
+  Stream() { EXPECT_EQ(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), cudaSuccess); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  ~Stream() {
+    EXPECT_EQ(cudaStreamSynchronize(s_), cudaSuccess);
+    EXPECT_EQ(cudaStreamDestroy(s_), cudaSuccess);
+  }
+  cudaStream_t get() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
 };
 
 } // namespace culayers::test
