@@ -1,7 +1,8 @@
 // C API of the batch-normalization ops: converts the plain C structs to the C++ argument structs and
-// forwards. The conversions cannot fail (the dtype is read as the int the caller stored and validated by
-// the op), so one body per entry point serves the three ops.
+// forwards (src/capi_shim.hpp). The conversions cannot fail: the dtype is read as the int the caller stored
+// and validated by the op.
 #include "src/capi_enum.hpp"
+#include "src/capi_shim.hpp"
 #include "culayers/c/batch_norm.h"
 
 #include "culayers/batch_norm.hpp"
@@ -21,11 +22,7 @@ namespace cb = culayers::batch_norm;
 
 static_assert(std::is_same_v<culayersStream_t, cudaStream_t>, "culayersStream_t is cudaStream_t");
 
-culayersStatus_t to_c(Status s) {
-  return static_cast<culayersStatus_t>(s);
-}
-
-cb::BatchNormApplyArgs convert(const culayersBatchNormApplyArgs_t& a) {
+cb::BatchNormApplyArgs to_cpp(const culayersBatchNormApplyArgs_t& a) {
   cb::BatchNormApplyArgs r;
   r.dtype = static_cast<DType>(culayers::capi::enum_value(a.dtype));
   r.x = a.x;
@@ -43,7 +40,7 @@ cb::BatchNormApplyArgs convert(const culayersBatchNormApplyArgs_t& a) {
   return r;
 }
 
-cb::BatchNormMergeMomentsArgs convert(const culayersBatchNormMergeMomentsArgs_t& a) {
+cb::BatchNormMergeMomentsArgs to_cpp(const culayersBatchNormMergeMomentsArgs_t& a) {
   cb::BatchNormMergeMomentsArgs r;
   r.rows = a.rows;
   r.channels = a.channels;
@@ -57,7 +54,7 @@ cb::BatchNormMergeMomentsArgs convert(const culayersBatchNormMergeMomentsArgs_t&
   return r;
 }
 
-cb::BatchNormMovingUpdateArgs convert(const culayersBatchNormMovingUpdateArgs_t& a) {
+cb::BatchNormMovingUpdateArgs to_cpp(const culayersBatchNormMovingUpdateArgs_t& a) {
   cb::BatchNormMovingUpdateArgs r;
   r.channels = a.channels;
   r.momentum = a.momentum;
@@ -69,34 +66,8 @@ cb::BatchNormMovingUpdateArgs convert(const culayersBatchNormMovingUpdateArgs_t&
   return r;
 }
 
-Status null_arg(const char* op, const char* name) {
-  return culayers::detail::set_error(Status::kErrorNullPointer, "%s: %s: is null", op, name);
-}
-
-template <class CArgs>
-culayersStatus_t can_implement(const CArgs* args, const char* op) {
-  if (args == nullptr) {
-    return to_c(null_arg(op, "args"));
-  }
-  return to_c(cb::can_implement(convert(*args)));
-}
-
-template <class CArgs>
-culayersStatus_t workspace(const CArgs* args, size_t* bytes, const char* op) {
-  if (args == nullptr || bytes == nullptr) {
-    return to_c(null_arg(op, args == nullptr ? "args" : "bytes"));
-  }
-  *bytes = cb::workspace_size(convert(*args));
-  return CULAYERS_STATUS_SUCCESS;
-}
-
-template <class CArgs>
-culayersStatus_t run(const CArgs* args, void* ws, size_t ws_bytes, culayersStream_t stream, const char* op) {
-  if (args == nullptr) {
-    return to_c(null_arg(op, "args"));
-  }
-  return to_c(cb::run(convert(*args), ws, ws_bytes, stream));
-}
+// The conversions cannot fail.
+constexpr auto kConvert = [](const auto& c, Status*) { return to_cpp(c); };
 
 constexpr const char* kApply = "batch_norm_apply";
 constexpr const char* kMerge = "batch_norm_merge_moments";
@@ -133,41 +104,41 @@ void culayersBatchNormMovingUpdateArgsInit(culayersBatchNormMovingUpdateArgs_t* 
 }
 
 culayersStatus_t culayersBatchNormApplyCanImplement(const culayersBatchNormApplyArgs_t* args) {
-  return can_implement(args, kApply);
+  return culayers::capi::entry_can_implement(args, kApply, kConvert);
 }
 culayersStatus_t culayersBatchNormApplyWorkspaceSize(const culayersBatchNormApplyArgs_t* args,
                                                      size_t* bytes) {
-  return workspace(args, bytes, kApply);
+  return culayers::capi::entry_workspace_size(args, bytes, kApply, kConvert);
 }
 culayersStatus_t culayersBatchNormApply(const culayersBatchNormApplyArgs_t* args, void* workspace,
                                         size_t workspace_bytes, culayersStream_t stream) {
-  return run(args, workspace, workspace_bytes, stream, kApply);
+  return culayers::capi::entry_run(args, workspace, workspace_bytes, stream, kApply, kConvert);
 }
 
 culayersStatus_t culayersBatchNormMergeMomentsCanImplement(const culayersBatchNormMergeMomentsArgs_t* args) {
-  return can_implement(args, kMerge);
+  return culayers::capi::entry_can_implement(args, kMerge, kConvert);
 }
 culayersStatus_t culayersBatchNormMergeMomentsWorkspaceSize(const culayersBatchNormMergeMomentsArgs_t* args,
                                                             size_t* bytes) {
-  return workspace(args, bytes, kMerge);
+  return culayers::capi::entry_workspace_size(args, bytes, kMerge, kConvert);
 }
 culayersStatus_t culayersBatchNormMergeMoments(const culayersBatchNormMergeMomentsArgs_t* args,
                                                void* workspace, size_t workspace_bytes,
                                                culayersStream_t stream) {
-  return run(args, workspace, workspace_bytes, stream, kMerge);
+  return culayers::capi::entry_run(args, workspace, workspace_bytes, stream, kMerge, kConvert);
 }
 
 culayersStatus_t culayersBatchNormMovingUpdateCanImplement(const culayersBatchNormMovingUpdateArgs_t* args) {
-  return can_implement(args, kUpdate);
+  return culayers::capi::entry_can_implement(args, kUpdate, kConvert);
 }
 culayersStatus_t culayersBatchNormMovingUpdateWorkspaceSize(const culayersBatchNormMovingUpdateArgs_t* args,
                                                             size_t* bytes) {
-  return workspace(args, bytes, kUpdate);
+  return culayers::capi::entry_workspace_size(args, bytes, kUpdate, kConvert);
 }
 culayersStatus_t culayersBatchNormMovingUpdate(const culayersBatchNormMovingUpdateArgs_t* args,
                                                void* workspace, size_t workspace_bytes,
                                                culayersStream_t stream) {
-  return run(args, workspace, workspace_bytes, stream, kUpdate);
+  return culayers::capi::entry_run(args, workspace, workspace_bytes, stream, kUpdate, kConvert);
 }
 
 } // extern "C"

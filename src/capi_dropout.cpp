@@ -2,6 +2,7 @@
 // static_asserts pin the C state layout to the C++ one, so a culayersDropoutState_t* is passed through
 // as a DropoutState*.
 #include "src/capi_enum.hpp"
+#include "src/capi_shim.hpp"
 #include "culayers/c/dropout.h"
 
 #include "culayers/dropout.hpp"
@@ -59,14 +60,6 @@ const CppState* to_cpp(const CState* s) {
   return reinterpret_cast<const CppState*>(s);
 }
 
-culayersStatus_t to_c(Status s) {
-  return static_cast<culayersStatus_t>(s);
-}
-
-Status null_args(const char* op) {
-  return culayers::detail::set_error(Status::kErrorNullPointer, "%s: args: is null", op);
-}
-
 /// Builds a Shape from a C (rank, dims) pair, with the op's name in the messages.
 Status make_shape(int rank, const std::int64_t* dims, const char* op, const char* name, Shape* out) {
   if (rank < 0 || rank > culayers::kMaxRank) {
@@ -83,7 +76,7 @@ Status make_shape(int rank, const std::int64_t* dims, const char* op, const char
   return Shape::make(dims, rank, out);
 }
 
-cd::DropoutInitArgs convert(const culayersDropoutInitArgs_t& a) {
+cd::DropoutInitArgs to_cpp_args(const culayersDropoutInitArgs_t& a, Status*) {
   cd::DropoutInitArgs r;
   r.state = to_cpp(a.state);
   r.seed = a.seed;
@@ -95,20 +88,24 @@ cd::DropoutInitArgs convert(const culayersDropoutInitArgs_t& a) {
   return r;
 }
 
-cd::DropoutUpdateArgs convert(const culayersDropoutUpdateArgs_t& a) {
+cd::DropoutUpdateArgs to_cpp_args(const culayersDropoutUpdateArgs_t& a, Status*) {
   cd::DropoutUpdateArgs r;
   r.state = to_cpp(a.state);
   return r;
 }
 
-Status convert(const culayersDropoutForwardArgs_t& a, cd::DropoutForwardArgs* r) {
+cd::DropoutForwardArgs to_cpp_args(const culayersDropoutForwardArgs_t& a, Status* status) {
   const char* op = "dropout_forward";
+  cd::DropoutForwardArgs out;
+  cd::DropoutForwardArgs* r = &out;
   if (Status s = make_shape(a.rank, a.dims, op, "shape", &r->shape); !culayers::ok(s)) {
-    return s;
+    *status = s;
+    return out;
   }
   if (Status s = make_shape(a.noise_rank, a.noise_dims, op, "noise_shape", &r->noise_shape);
       !culayers::ok(s)) {
-    return s;
+    *status = s;
+    return out;
   }
   r->x = a.x;
   r->y = a.y;
@@ -118,17 +115,21 @@ Status convert(const culayersDropoutForwardArgs_t& a, cd::DropoutForwardArgs* r)
   r->mask = a.mask;
   r->max_blocks = a.max_blocks;
   r->force_vector_width = a.force_vector_width;
-  return Status::kSuccess;
+  return out;
 }
 
-Status convert(const culayersDropoutBackwardArgs_t& a, cd::DropoutBackwardArgs* r) {
+cd::DropoutBackwardArgs to_cpp_args(const culayersDropoutBackwardArgs_t& a, Status* status) {
   const char* op = "dropout_backward";
+  cd::DropoutBackwardArgs out;
+  cd::DropoutBackwardArgs* r = &out;
   if (Status s = make_shape(a.rank, a.dims, op, "shape", &r->shape); !culayers::ok(s)) {
-    return s;
+    *status = s;
+    return out;
   }
   if (Status s = make_shape(a.noise_rank, a.noise_dims, op, "noise_shape", &r->noise_shape);
       !culayers::ok(s)) {
-    return s;
+    *status = s;
+    return out;
   }
   r->dy = a.dy;
   r->dx = a.dx;
@@ -137,76 +138,11 @@ Status convert(const culayersDropoutBackwardArgs_t& a, cd::DropoutBackwardArgs* 
   r->offset = a.offset;
   r->max_blocks = a.max_blocks;
   r->force_vector_width = a.force_vector_width;
-  return Status::kSuccess;
+  return out;
 }
 
-// One body for the three entry points of ops whose C args convert without failing (init, update).
-template <class CArgs>
-culayersStatus_t can_implement_simple(const CArgs* args, const char* op) {
-  if (args == nullptr) {
-    return to_c(null_args(op));
-  }
-  return to_c(cd::can_implement(convert(*args)));
-}
-
-template <class CArgs>
-culayersStatus_t workspace_simple(const CArgs* args, size_t* bytes, const char* op) {
-  if (args == nullptr || bytes == nullptr) {
-    return to_c(culayers::detail::set_error(Status::kErrorNullPointer, "%s: %s: is null", op,
-                                            args == nullptr ? "args" : "bytes"));
-  }
-  *bytes = cd::workspace_size(convert(*args));
-  return CULAYERS_STATUS_SUCCESS;
-}
-
-template <class CArgs>
-culayersStatus_t run_simple(const CArgs* args, void* workspace, size_t workspace_bytes,
-                            culayersStream_t stream, const char* op) {
-  if (args == nullptr) {
-    return to_c(null_args(op));
-  }
-  return to_c(cd::run(convert(*args), workspace, workspace_bytes, stream));
-}
-
-// The same for the tensor ops, whose shapes are checked while converting.
-template <class CppArgs, class CArgs>
-culayersStatus_t can_implement_tensor(const CArgs* args, const char* op) {
-  if (args == nullptr) {
-    return to_c(null_args(op));
-  }
-  CppArgs a;
-  if (Status s = convert(*args, &a); !culayers::ok(s)) {
-    return to_c(s);
-  }
-  return to_c(cd::can_implement(a));
-}
-
-template <class CppArgs, class CArgs>
-culayersStatus_t workspace_tensor(const CArgs* args, size_t* bytes, const char* op) {
-  if (args == nullptr || bytes == nullptr) {
-    return to_c(culayers::detail::set_error(Status::kErrorNullPointer, "%s: %s: is null", op,
-                                            args == nullptr ? "args" : "bytes"));
-  }
-  CppArgs a;
-  if (Status s = convert(*args, &a); !culayers::ok(s)) {
-    return to_c(s);
-  }
-  *bytes = cd::workspace_size(a);
-  return CULAYERS_STATUS_SUCCESS;
-}
-
-template <class CppArgs, class CArgs>
-culayersStatus_t run_tensor(const CArgs* args, void* workspace, size_t workspace_bytes,
-                            culayersStream_t stream, const char* op) {
-  if (args == nullptr) {
-    return to_c(null_args(op));
-  }
-  CppArgs a;
-  if (Status s = convert(*args, &a); !culayers::ok(s)) {
-    return to_c(s);
-  }
-  return to_c(cd::run(a, workspace, workspace_bytes, stream));
-}
+// init and update convert without failing; forward and backward check their shapes while converting.
+constexpr auto kConvert = [](const auto& c, Status* status) { return to_cpp_args(c, status); };
 
 constexpr const char* kInit = "dropout_init";
 constexpr const char* kUpdate = "dropout_update";
@@ -232,49 +168,49 @@ void culayersDropoutInitArgsDefault(culayersDropoutInitArgs_t* args) {
 }
 
 culayersStatus_t culayersDropoutInitCanImplement(const culayersDropoutInitArgs_t* args) {
-  return can_implement_simple(args, kInit);
+  return culayers::capi::entry_can_implement(args, kInit, kConvert);
 }
 culayersStatus_t culayersDropoutInitWorkspaceSize(const culayersDropoutInitArgs_t* args, size_t* bytes) {
-  return workspace_simple(args, bytes, kInit);
+  return culayers::capi::entry_workspace_size(args, bytes, kInit, kConvert);
 }
 culayersStatus_t culayersDropoutInit(const culayersDropoutInitArgs_t* args, void* workspace,
                                      size_t workspace_bytes, culayersStream_t stream) {
-  return run_simple(args, workspace, workspace_bytes, stream, kInit);
+  return culayers::capi::entry_run(args, workspace, workspace_bytes, stream, kInit, kConvert);
 }
 
 culayersStatus_t culayersDropoutUpdateCanImplement(const culayersDropoutUpdateArgs_t* args) {
-  return can_implement_simple(args, kUpdate);
+  return culayers::capi::entry_can_implement(args, kUpdate, kConvert);
 }
 culayersStatus_t culayersDropoutUpdateWorkspaceSize(const culayersDropoutUpdateArgs_t* args, size_t* bytes) {
-  return workspace_simple(args, bytes, kUpdate);
+  return culayers::capi::entry_workspace_size(args, bytes, kUpdate, kConvert);
 }
 culayersStatus_t culayersDropoutUpdate(const culayersDropoutUpdateArgs_t* args, void* workspace,
                                        size_t workspace_bytes, culayersStream_t stream) {
-  return run_simple(args, workspace, workspace_bytes, stream, kUpdate);
+  return culayers::capi::entry_run(args, workspace, workspace_bytes, stream, kUpdate, kConvert);
 }
 
 culayersStatus_t culayersDropoutForwardCanImplement(const culayersDropoutForwardArgs_t* args) {
-  return can_implement_tensor<cd::DropoutForwardArgs>(args, kForward);
+  return culayers::capi::entry_can_implement(args, kForward, kConvert);
 }
 culayersStatus_t culayersDropoutForwardWorkspaceSize(const culayersDropoutForwardArgs_t* args,
                                                      size_t* bytes) {
-  return workspace_tensor<cd::DropoutForwardArgs>(args, bytes, kForward);
+  return culayers::capi::entry_workspace_size(args, bytes, kForward, kConvert);
 }
 culayersStatus_t culayersDropoutForward(const culayersDropoutForwardArgs_t* args, void* workspace,
                                         size_t workspace_bytes, culayersStream_t stream) {
-  return run_tensor<cd::DropoutForwardArgs>(args, workspace, workspace_bytes, stream, kForward);
+  return culayers::capi::entry_run(args, workspace, workspace_bytes, stream, kForward, kConvert);
 }
 
 culayersStatus_t culayersDropoutBackwardCanImplement(const culayersDropoutBackwardArgs_t* args) {
-  return can_implement_tensor<cd::DropoutBackwardArgs>(args, kBackward);
+  return culayers::capi::entry_can_implement(args, kBackward, kConvert);
 }
 culayersStatus_t culayersDropoutBackwardWorkspaceSize(const culayersDropoutBackwardArgs_t* args,
                                                       size_t* bytes) {
-  return workspace_tensor<cd::DropoutBackwardArgs>(args, bytes, kBackward);
+  return culayers::capi::entry_workspace_size(args, bytes, kBackward, kConvert);
 }
 culayersStatus_t culayersDropoutBackward(const culayersDropoutBackwardArgs_t* args, void* workspace,
                                          size_t workspace_bytes, culayersStream_t stream) {
-  return run_tensor<cd::DropoutBackwardArgs>(args, workspace, workspace_bytes, stream, kBackward);
+  return culayers::capi::entry_run(args, workspace, workspace_bytes, stream, kBackward, kConvert);
 }
 
 double culayersDropoutScheduledKeepRate(double initial_keep_rate, double decay_rate, int64_t decay_interval,

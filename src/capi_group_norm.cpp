@@ -2,6 +2,7 @@
 // (culayers/group_norm.hpp) and forwarded. The fields the forward and backward share are copied by one
 // helper; the static_asserts pin the C enums to the C++ ones, so casting between them is exact.
 #include "src/capi_enum.hpp"
+#include "src/capi_shim.hpp"
 #include "culayers/c/group_norm.h"
 
 #include "culayers/group_norm.hpp"
@@ -56,16 +57,8 @@ CULAYERS_SAME_TYPE(culayersGroupNormBackwardArgs_t, gn::GroupNormBackwardArgs, g
 constexpr const char* kForward = "group_norm";
 constexpr const char* kBackward = "group_norm_backward";
 
-culayersStatus_t to_c(Status s) {
-  return static_cast<culayersStatus_t>(static_cast<int>(s));
-}
-
 culayersGroupNormPath_t path_to_c(gn::Path p) {
   return static_cast<culayersGroupNormPath_t>(static_cast<int>(p));
-}
-
-culayersStatus_t null_args(const char* op) {
-  return to_c(culayers::detail::set_error(Status::kErrorNullPointer, "%s: args: is null", op));
 }
 
 gn::Tuning to_cpp(const culayersGroupNormTuning_t& c) {
@@ -161,26 +154,12 @@ culayersGroupNormBackwardArgs_t c_defaults(const gn::GroupNormBackwardArgs& d) {
   return c;
 }
 
-// One body per entry point for both directions.
-template <class CArgs>
-culayersStatus_t can_implement(const CArgs* args, const char* op) {
-  return args == nullptr ? null_args(op) : to_c(gn::can_implement(to_cpp(*args)));
-}
-
-template <class CArgs>
-size_t workspace_size(const CArgs* args) {
-  return args == nullptr ? 0 : gn::workspace_size(to_cpp(*args));
-}
+// The conversions cannot fail.
+constexpr auto kConvert = [](const auto& c, Status*) { return to_cpp(c); };
 
 template <class CArgs>
 culayersGroupNormPath_t selected_path(const CArgs* args) {
   return args == nullptr ? CULAYERS_GROUP_NORM_PATH_AUTO : path_to_c(gn::selected_path(to_cpp(*args)));
-}
-
-template <class CArgs>
-culayersStatus_t run(const CArgs* args, void* workspace, size_t workspace_bytes, culayersStream_t stream,
-                     const char* op) {
-  return args == nullptr ? null_args(op) : to_c(gn::run(to_cpp(*args), workspace, workspace_bytes, stream));
 }
 
 } // namespace
@@ -200,19 +179,20 @@ void culayersGroupNormBackwardArgsInit(culayersGroupNormBackwardArgs_t* args) {
 }
 
 culayersStatus_t culayersGroupNormCanImplement(const culayersGroupNormArgs_t* args) {
-  return can_implement(args, kForward);
+  return culayers::capi::entry_can_implement(args, kForward, kConvert);
 }
 
 culayersStatus_t culayersGroupNormBackwardCanImplement(const culayersGroupNormBackwardArgs_t* args) {
-  return can_implement(args, kBackward);
+  return culayers::capi::entry_can_implement(args, kBackward, kConvert);
 }
 
-size_t culayersGroupNormWorkspaceSize(const culayersGroupNormArgs_t* args) {
-  return workspace_size(args);
+culayersStatus_t culayersGroupNormWorkspaceSize(const culayersGroupNormArgs_t* args, size_t* bytes) {
+  return culayers::capi::entry_workspace_size(args, bytes, kForward, kConvert);
 }
 
-size_t culayersGroupNormBackwardWorkspaceSize(const culayersGroupNormBackwardArgs_t* args) {
-  return workspace_size(args);
+culayersStatus_t culayersGroupNormBackwardWorkspaceSize(const culayersGroupNormBackwardArgs_t* args,
+                                                        size_t* bytes) {
+  return culayers::capi::entry_workspace_size(args, bytes, kBackward, kConvert);
 }
 
 culayersGroupNormPath_t culayersGroupNormSelectedPath(const culayersGroupNormArgs_t* args) {
@@ -225,12 +205,12 @@ culayersGroupNormPath_t culayersGroupNormBackwardSelectedPath(const culayersGrou
 
 culayersStatus_t culayersGroupNorm(const culayersGroupNormArgs_t* args, void* workspace,
                                    size_t workspace_bytes, culayersStream_t stream) {
-  return run(args, workspace, workspace_bytes, stream, kForward);
+  return culayers::capi::entry_run(args, workspace, workspace_bytes, stream, kForward, kConvert);
 }
 
 culayersStatus_t culayersGroupNormBackward(const culayersGroupNormBackwardArgs_t* args, void* workspace,
                                            size_t workspace_bytes, culayersStream_t stream) {
-  return run(args, workspace, workspace_bytes, stream, kBackward);
+  return culayers::capi::entry_run(args, workspace, workspace_bytes, stream, kBackward, kConvert);
 }
 
 } // extern "C"

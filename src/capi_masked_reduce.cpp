@@ -1,6 +1,7 @@
 // C API of the masked-reduction family: plain structs copied field by field into the C++ argument structs
 // (culayers/masked_reduce.hpp). The static_asserts pin the C enums to the C++ ones.
 #include "src/capi_enum.hpp"
+#include "src/capi_shim.hpp"
 #include "culayers/c/masked_reduce.h"
 
 #include "culayers/masked_reduce.hpp"
@@ -35,14 +36,6 @@ static_assert(same_value(CULAYERS_MASKED_REDUCE_PATH_NARROW, mr::Path::kNarrow))
 static_assert(same_value(CULAYERS_MASKED_REDUCE_PATH_WIDE, mr::Path::kWide));
 static_assert(same_value(CULAYERS_MASKED_REDUCE_PATH_SPLIT, mr::Path::kSplit));
 static_assert(std::is_same_v<culayersStream_t, cudaStream_t>, "culayersStream_t must be cudaStream_t");
-
-culayersStatus_t to_c(Status s) {
-  return static_cast<culayersStatus_t>(static_cast<int>(s));
-}
-
-culayersStatus_t null_args(const char* op) {
-  return to_c(culayers::detail::set_error(Status::kErrorNullPointer, "%s: args: is null", op));
-}
 
 mr::MaskedReduceArgs to_cpp(const culayersMaskedReduceArgs_t& c) {
   mr::MaskedReduceArgs a;
@@ -119,6 +112,14 @@ mr::MaskExpandArgs to_cpp(const culayersMaskExpandArgs_t& c) {
   return a;
 }
 
+// The conversions cannot fail.
+constexpr auto kConvert = [](const auto& c, Status*) { return to_cpp(c); };
+
+constexpr const char* kReduce = "masked_reduce";
+constexpr const char* kBackward = "masked_reduce_backward";
+constexpr const char* kMasking = "masking";
+constexpr const char* kExpand = "mask_expand";
+
 } // namespace
 
 extern "C" {
@@ -162,27 +163,28 @@ void culayersMaskExpandArgsInit(culayersMaskExpandArgs_t* args) {
 }
 
 culayersStatus_t culayersMaskedReduceCanImplement(const culayersMaskedReduceArgs_t* args) {
-  return args == nullptr ? null_args("masked_reduce") : to_c(mr::can_implement(to_cpp(*args)));
+  return culayers::capi::entry_can_implement(args, kReduce, kConvert);
 }
 
 culayersStatus_t culayersMaskedReduceBackwardCanImplement(const culayersMaskedReduceBackwardArgs_t* args) {
-  return args == nullptr ? null_args("masked_reduce_backward") : to_c(mr::can_implement(to_cpp(*args)));
+  return culayers::capi::entry_can_implement(args, kBackward, kConvert);
 }
 
 culayersStatus_t culayersMaskingCanImplement(const culayersMaskingArgs_t* args) {
-  return args == nullptr ? null_args("masking") : to_c(mr::can_implement(to_cpp(*args)));
+  return culayers::capi::entry_can_implement(args, kMasking, kConvert);
 }
 
 culayersStatus_t culayersMaskExpandCanImplement(const culayersMaskExpandArgs_t* args) {
-  return args == nullptr ? null_args("mask_expand") : to_c(mr::can_implement(to_cpp(*args)));
+  return culayers::capi::entry_can_implement(args, kExpand, kConvert);
 }
 
-size_t culayersMaskedReduceWorkspaceSize(const culayersMaskedReduceArgs_t* args) {
-  return args == nullptr ? 0 : mr::workspace_size(to_cpp(*args));
+culayersStatus_t culayersMaskedReduceWorkspaceSize(const culayersMaskedReduceArgs_t* args, size_t* bytes) {
+  return culayers::capi::entry_workspace_size(args, bytes, kReduce, kConvert);
 }
 
-size_t culayersMaskedReduceBackwardWorkspaceSize(const culayersMaskedReduceBackwardArgs_t* args) {
-  return args == nullptr ? 0 : mr::workspace_size(to_cpp(*args));
+culayersStatus_t culayersMaskedReduceBackwardWorkspaceSize(const culayersMaskedReduceBackwardArgs_t* args,
+                                                           size_t* bytes) {
+  return culayers::capi::entry_workspace_size(args, bytes, kBackward, kConvert);
 }
 
 culayersMaskedReducePath_t culayersMaskedReduceSelectedPath(const culayersMaskedReduceArgs_t* args) {
@@ -194,32 +196,20 @@ culayersMaskedReducePath_t culayersMaskedReduceSelectedPath(const culayersMasked
 
 culayersStatus_t culayersMaskedReduce(const culayersMaskedReduceArgs_t* args, void* workspace,
                                       size_t workspace_bytes, culayersStream_t stream) {
-  if (args == nullptr) {
-    return null_args("masked_reduce");
-  }
-  return to_c(mr::run(to_cpp(*args), workspace, workspace_bytes, stream));
+  return culayers::capi::entry_run(args, workspace, workspace_bytes, stream, kReduce, kConvert);
 }
 
 culayersStatus_t culayersMaskedReduceBackward(const culayersMaskedReduceBackwardArgs_t* args, void* workspace,
                                               size_t workspace_bytes, culayersStream_t stream) {
-  if (args == nullptr) {
-    return null_args("masked_reduce_backward");
-  }
-  return to_c(mr::run(to_cpp(*args), workspace, workspace_bytes, stream));
+  return culayers::capi::entry_run(args, workspace, workspace_bytes, stream, kBackward, kConvert);
 }
 
 culayersStatus_t culayersMasking(const culayersMaskingArgs_t* args, culayersStream_t stream) {
-  if (args == nullptr) {
-    return null_args("masking");
-  }
-  return to_c(mr::run(to_cpp(*args), nullptr, 0, stream));
+  return culayers::capi::entry_run(args, nullptr, 0, stream, kMasking, kConvert);
 }
 
 culayersStatus_t culayersMaskExpand(const culayersMaskExpandArgs_t* args, culayersStream_t stream) {
-  if (args == nullptr) {
-    return null_args("mask_expand");
-  }
-  return to_c(mr::run(to_cpp(*args), nullptr, 0, stream));
+  return culayers::capi::entry_run(args, nullptr, 0, stream, kExpand, kConvert);
 }
 
 } // extern "C"

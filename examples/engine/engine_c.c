@@ -144,9 +144,9 @@ static int run_step(struct Device* d, cudaStream_t cuda_stream) {
       !status_ok(culayersDropoutUpdateCanImplement(&update), "culayersDropoutUpdateCanImplement")) {
     return 0;
   }
-  sizes[0] = culayersGroupNormWorkspaceSize(&norm);
-  sizes[1] = culayersMaskedReduceWorkspaceSize(&pool);
-  if (!status_ok(culayersDropoutInitWorkspaceSize(&init, &sizes[2]), "culayersDropoutInitWorkspaceSize") ||
+  if (!status_ok(culayersGroupNormWorkspaceSize(&norm, &sizes[0]), "culayersGroupNormWorkspaceSize") ||
+      !status_ok(culayersMaskedReduceWorkspaceSize(&pool, &sizes[1]), "culayersMaskedReduceWorkspaceSize") ||
+      !status_ok(culayersDropoutInitWorkspaceSize(&init, &sizes[2]), "culayersDropoutInitWorkspaceSize") ||
       !status_ok(culayersDropoutForwardWorkspaceSize(&drop, &sizes[3]),
                  "culayersDropoutForwardWorkspaceSize") ||
       !status_ok(culayersDropoutUpdateWorkspaceSize(&update, &sizes[4]),

@@ -99,9 +99,12 @@ CULAYERS_API culayersStatus_t culayersGroupNormCanImplement(const culayersGroupN
 CULAYERS_API culayersStatus_t
 culayersGroupNormBackwardCanImplement(const culayersGroupNormBackwardArgs_t* args);
 
-/* Workspace bytes the launch needs (0 when none, or for invalid arguments or a NULL args). */
-CULAYERS_API size_t culayersGroupNormWorkspaceSize(const culayersGroupNormArgs_t* args);
-CULAYERS_API size_t culayersGroupNormBackwardWorkspaceSize(const culayersGroupNormBackwardArgs_t* args);
+/* Stores the workspace bytes the launch needs in *bytes (0 when none, or for arguments the op would
+ * reject: CanImplement says why). A NULL args or bytes is CULAYERS_STATUS_NULL_POINTER, nothing stored. */
+CULAYERS_API culayersStatus_t culayersGroupNormWorkspaceSize(const culayersGroupNormArgs_t* args,
+                                                             size_t* bytes);
+CULAYERS_API culayersStatus_t
+culayersGroupNormBackwardWorkspaceSize(const culayersGroupNormBackwardArgs_t* args, size_t* bytes);
 
 /* The path the launch would take on the current device (AUTO for invalid arguments, an empty tensor or a
  * NULL args). */

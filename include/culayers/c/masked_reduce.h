@@ -131,9 +131,12 @@ culayersMaskedReduceBackwardCanImplement(const culayersMaskedReduceBackwardArgs_
 CULAYERS_API culayersStatus_t culayersMaskingCanImplement(const culayersMaskingArgs_t* args);
 CULAYERS_API culayersStatus_t culayersMaskExpandCanImplement(const culayersMaskExpandArgs_t* args);
 
-/* Workspace bytes the launch needs (0 when none, or for invalid arguments or a NULL args). */
-CULAYERS_API size_t culayersMaskedReduceWorkspaceSize(const culayersMaskedReduceArgs_t* args);
-CULAYERS_API size_t culayersMaskedReduceBackwardWorkspaceSize(const culayersMaskedReduceBackwardArgs_t* args);
+/* Stores the workspace bytes the launch needs in *bytes (0 when none, or for arguments the op would
+ * reject: CanImplement says why). A NULL args or bytes is CULAYERS_STATUS_NULL_POINTER, nothing stored. */
+CULAYERS_API culayersStatus_t culayersMaskedReduceWorkspaceSize(const culayersMaskedReduceArgs_t* args,
+                                                                size_t* bytes);
+CULAYERS_API culayersStatus_t
+culayersMaskedReduceBackwardWorkspaceSize(const culayersMaskedReduceBackwardArgs_t* args, size_t* bytes);
 
 /* The forward path the launch would take on the current device (AUTO for invalid arguments). */
 CULAYERS_API culayersMaskedReducePath_t

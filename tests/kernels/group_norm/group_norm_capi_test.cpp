@@ -4,6 +4,7 @@
 
 #include "culayers/group_norm.hpp"
 
+#include "tests/support/capi_support.hpp"
 #include "tests/support/test_support.hpp"
 
 #include <cuda_fp16.h>
@@ -80,8 +81,12 @@ TEST(GroupNormCapi, NullArgs) {
   EXPECT_STREQ(culayersGetLastErrorMessage(), "group_norm_backward: args: is null");
   EXPECT_EQ(culayersGroupNormCanImplement(nullptr), CULAYERS_STATUS_NULL_POINTER);
   EXPECT_EQ(culayersGroupNormBackwardCanImplement(nullptr), CULAYERS_STATUS_NULL_POINTER);
-  EXPECT_EQ(culayersGroupNormWorkspaceSize(nullptr), 0u);
-  EXPECT_EQ(culayersGroupNormBackwardWorkspaceSize(nullptr), 0u);
+  culayersGroupNormArgs_t fa;
+  culayersGroupNormArgsInit(&fa);
+  culayers::test::expect_workspace_null_checks(culayersGroupNormWorkspaceSize, &fa);
+  culayersGroupNormBackwardArgs_t ba;
+  culayersGroupNormBackwardArgsInit(&ba);
+  culayers::test::expect_workspace_null_checks(culayersGroupNormBackwardWorkspaceSize, &ba);
   EXPECT_EQ(culayersGroupNormSelectedPath(nullptr), CULAYERS_GROUP_NORM_PATH_AUTO);
   EXPECT_EQ(culayersGroupNormBackwardSelectedPath(nullptr), CULAYERS_GROUP_NORM_PATH_AUTO);
 }
@@ -180,7 +185,7 @@ TEST(GroupNormCapi, SameBitsAsCpp) {
   ASSERT_EQ(culayersGroupNormCanImplement(&c), CULAYERS_STATUS_SUCCESS) << culayersGetLastErrorMessage();
   EXPECT_EQ(culayersGroupNormSelectedPath(&c), CULAYERS_GROUP_NORM_PATH_SPLIT);
   EXPECT_EQ(static_cast<int>(culayersGroupNormSelectedPath(&c)), static_cast<int>(gn::selected_path(a)));
-  const size_t ws_bytes = culayersGroupNormWorkspaceSize(&c);
+  const size_t ws_bytes = culayers::test::c_workspace_bytes(culayersGroupNormWorkspaceSize, &c);
   EXPECT_GT(ws_bytes, 0u);
   EXPECT_EQ(ws_bytes, gn::workspace_size(a));
   DeviceBuffer<unsigned char> ws(ws_bytes);
@@ -243,7 +248,7 @@ TEST(GroupNormCapi, SameBitsAsCpp) {
   EXPECT_EQ(culayersGroupNormBackwardSelectedPath(&bc), CULAYERS_GROUP_NORM_PATH_SPLIT);
   EXPECT_EQ(static_cast<int>(culayersGroupNormBackwardSelectedPath(&bc)),
             static_cast<int>(gn::selected_path(ba)));
-  const size_t bws_bytes = culayersGroupNormBackwardWorkspaceSize(&bc);
+  const size_t bws_bytes = culayers::test::c_workspace_bytes(culayersGroupNormBackwardWorkspaceSize, &bc);
   EXPECT_GT(bws_bytes, 0u);
   EXPECT_EQ(bws_bytes, gn::workspace_size(ba));
   DeviceBuffer<unsigned char> bws(bws_bytes);
@@ -269,7 +274,7 @@ TEST(GroupNormCapi, InvalidArgumentsWriteNothing) {
   dx.fill_bytes(0x7b);
   culayersGroupNormArgs_t good = p.forward_c();
   good.y = y.get();
-  const size_t ws_bytes = 4096 + culayersGroupNormWorkspaceSize(&good);
+  const size_t ws_bytes = 4096 + culayers::test::c_workspace_bytes(culayersGroupNormWorkspaceSize, &good);
   DeviceBuffer<unsigned char> ws(ws_bytes);
 
   const auto forward = [&](auto&& edit, culayersStatus_t want) {
@@ -281,7 +286,7 @@ TEST(GroupNormCapi, InvalidArgumentsWriteNothing) {
     EXPECT_EQ(culayersGroupNormCanImplement(&c), want);
     EXPECT_TRUE(starts_with_group_norm()) << culayersGetLastErrorMessage();
     EXPECT_EQ(culayersGroupNorm(&c, ws.get(), ws_bytes, nullptr), want);
-    EXPECT_EQ(culayersGroupNormWorkspaceSize(&c), 0u);
+    EXPECT_EQ(culayers::test::c_workspace_bytes(culayersGroupNormWorkspaceSize, &c), 0u);
   };
   forward([](culayersGroupNormArgs_t& c) { c.x = nullptr; }, CULAYERS_STATUS_NULL_POINTER);
   forward([](culayersGroupNormArgs_t& c) { c.y = nullptr; }, CULAYERS_STATUS_NULL_POINTER);
@@ -293,8 +298,10 @@ TEST(GroupNormCapi, InvalidArgumentsWriteNothing) {
 
   // Too small a workspace for the split path (the arguments themselves are fine).
   const culayersGroupNormArgs_t& c = good;
-  ASSERT_GT(culayersGroupNormWorkspaceSize(&c), 0u);
-  EXPECT_EQ(culayersGroupNorm(&c, ws.get(), culayersGroupNormWorkspaceSize(&c) - 1, nullptr),
+  ASSERT_GT(culayers::test::c_workspace_bytes(culayersGroupNormWorkspaceSize, &c), 0u);
+  EXPECT_EQ(culayersGroupNorm(&c, ws.get(),
+                              culayers::test::c_workspace_bytes(culayersGroupNormWorkspaceSize, &c) - 1,
+                              nullptr),
             CULAYERS_STATUS_WORKSPACE_TOO_SMALL);
   EXPECT_TRUE(starts_with_group_norm()) << culayersGetLastErrorMessage();
 
@@ -315,7 +322,7 @@ TEST(GroupNormCapi, InvalidArgumentsWriteNothing) {
   EXPECT_EQ(culayersGroupNormBackwardCanImplement(&b), CULAYERS_STATUS_NULL_POINTER);
   EXPECT_TRUE(starts_with_group_norm()) << culayersGetLastErrorMessage();
   EXPECT_EQ(culayersGroupNormBackward(&b, ws.get(), ws_bytes, nullptr), CULAYERS_STATUS_NULL_POINTER);
-  EXPECT_EQ(culayersGroupNormBackwardWorkspaceSize(&b), 0u);
+  EXPECT_EQ(culayers::test::c_workspace_bytes(culayersGroupNormBackwardWorkspaceSize, &b), 0u);
   b.rstd = rstd.get();
   b.layout = CULAYERS_LAYOUT_CHANNELS_FIRST; // a mask needs channels last
   b.mask = p.mask.get();

@@ -5,6 +5,7 @@
 #include "culayers/masked_reduce.hpp"
 
 #include "tests/reference/masked_reduce_reference.hpp"
+#include "tests/support/capi_support.hpp"
 #include "tests/support/test_support.hpp"
 
 #include <gtest/gtest.h>
@@ -58,7 +59,12 @@ TEST(MaskedReduceCApi, NullArgs) {
   EXPECT_EQ(culayersMasking(nullptr, nullptr), CULAYERS_STATUS_NULL_POINTER);
   EXPECT_EQ(culayersMaskExpand(nullptr, nullptr), CULAYERS_STATUS_NULL_POINTER);
   EXPECT_EQ(culayersMaskedReduceCanImplement(nullptr), CULAYERS_STATUS_NULL_POINTER);
-  EXPECT_EQ(culayersMaskedReduceWorkspaceSize(nullptr), 0u);
+  culayersMaskedReduceArgs_t fa;
+  culayersMaskedReduceArgsInit(&fa);
+  culayers::test::expect_workspace_null_checks(culayersMaskedReduceWorkspaceSize, &fa);
+  culayersMaskedReduceBackwardArgs_t ba;
+  culayersMaskedReduceBackwardArgsInit(&ba);
+  culayers::test::expect_workspace_null_checks(culayersMaskedReduceBackwardWorkspaceSize, &ba);
   EXPECT_EQ(culayersMaskedReduceSelectedPath(nullptr), CULAYERS_MASKED_REDUCE_PATH_AUTO);
 }
 
@@ -119,7 +125,7 @@ TEST(MaskedReduceCApi, SameBitsAsCpp) {
   c.tuning.splits = 3;
   ASSERT_EQ(culayersMaskedReduceCanImplement(&c), CULAYERS_STATUS_SUCCESS);
   EXPECT_EQ(culayersMaskedReduceSelectedPath(&c), CULAYERS_MASKED_REDUCE_PATH_SPLIT);
-  const size_t ws_bytes = culayersMaskedReduceWorkspaceSize(&c);
+  const size_t ws_bytes = culayers::test::c_workspace_bytes(culayersMaskedReduceWorkspaceSize, &c);
   ASSERT_GT(ws_bytes, 0u);
   DeviceBuffer<unsigned char> ws(ws_bytes);
   ASSERT_EQ(culayersMaskedReduce(&c, ws.get(), ws_bytes, nullptr), CULAYERS_STATUS_SUCCESS);
@@ -163,7 +169,7 @@ TEST(MaskedReduceCApi, SameBitsAsCpp) {
   b.dy = out_c.get();
   b.indices = idx_c.get();
   b.dx = dx.get();
-  EXPECT_EQ(culayersMaskedReduceBackwardWorkspaceSize(&b), 0u);
+  EXPECT_EQ(culayers::test::c_workspace_bytes(culayersMaskedReduceBackwardWorkspaceSize, &b), 0u);
   ASSERT_EQ(culayersMaskedReduceBackward(&b, nullptr, 0, nullptr), CULAYERS_STATUS_SUCCESS);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   const std::vector<__half> g = dx.download();
