@@ -13,10 +13,7 @@
 
 namespace culayers::test::nn_util {
 
-/// "base seed N (CULAYERS_TEST_SEED)" for failure messages.
-inline std::string seed_note() {
-  return "base seed " + std::to_string(culayers::test::base_seed()) + " (CULAYERS_TEST_SEED)";
-}
+using culayers::test::seed_note; // "base seed N (CULAYERS_TEST_SEED)"
 
 /// "(2, 3, 8)".
 inline std::string shape_str(const culayers::Shape& s) {

@@ -406,4 +406,27 @@ inline std::vector<double> widen(const std::vector<float>& v) {
   return std::vector<double>(v.begin(), v.end());
 }
 
+/// "none", "silu" or "relu" (test names and messages).
+inline const char* activation_name(Activation a) {
+  return a == Activation::kNone ? "none" : (a == Activation::kSiLU ? "silu" : "relu");
+}
+
+/// The reference problem of a kernel test's configuration `c` (layout, extents, epsilon, activation) and
+/// inputs `in` (float gamma / beta, empty when not passed; the mask).
+template <class Config, class Inputs>
+Problem problem_of(const Config& c, const Inputs& in) {
+  Problem p;
+  p.layout = c.layout;
+  p.batch = c.batch;
+  p.channels = c.channels;
+  p.spatial = c.spatial;
+  p.groups = c.groups;
+  p.epsilon = static_cast<double>(c.epsilon);
+  p.gamma = widen(in.gamma);
+  p.beta = widen(in.beta);
+  p.activation = c.act;
+  p.mask = in.mask;
+  return p;
+}
+
 } // namespace culayers::test::gn

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #if defined(CULAYERS_EMULATED) && CULAYERS_EMULATED
@@ -36,6 +37,11 @@ inline std::uint64_t base_seed() {
     return static_cast<std::uint64_t>(std::random_device{}()) << 32 ^ std::random_device{}();
   }();
   return seed;
+}
+
+/// "base seed N (CULAYERS_TEST_SEED)" for failure messages.
+inline std::string seed_note() {
+  return "base seed " + std::to_string(base_seed()) + " (CULAYERS_TEST_SEED)";
 }
 
 /// A generator per test, derived from the base seed and the test's name (reproducible in isolation).

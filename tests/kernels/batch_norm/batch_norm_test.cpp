@@ -29,11 +29,8 @@ using culayers::DType;
 using culayers::Status;
 using culayers::test::DeviceBuffer;
 using culayers::test::rng_for_test;
+using culayers::test::seed_note;
 using culayers::test::masked::Dtype;
-
-std::string seed_note() {
-  return "base seed " + std::to_string(culayers::test::base_seed()) + " (CULAYERS_TEST_SEED)";
-}
 
 std::vector<float> normal_floats(std::mt19937_64& rng, std::size_t n, double mean, double stddev) {
   std::normal_distribution<double> d(mean, stddev);

@@ -27,6 +27,7 @@ using culayers::Layout;
 using culayers::Status;
 using culayers::test::DeviceBuffer;
 using culayers::test::rng_for_test;
+using culayers::test::seed_note;
 using gn::Dtype;
 using gnk::Activation;
 using gnk::Path;
@@ -34,13 +35,6 @@ using gnk::Tuning;
 
 constexpr Activation kActivations[] = {Activation::kNone, Activation::kSiLU, Activation::kReLU};
 constexpr Layout kLayouts[] = {Layout::kChannelsFirst, Layout::kChannelsLast};
-
-const char* act_name(Activation a) {
-  return a == Activation::kNone ? "none" : (a == Activation::kSiLU ? "silu" : "relu");
-}
-std::string seed_note() {
-  return "base seed " + std::to_string(culayers::test::base_seed()) + " (CULAYERS_TEST_SEED)";
-}
 
 Tuning pinned(Tuning t = {}) {
   t.target_blocks = 64; // split counts independent of the device
@@ -81,7 +75,7 @@ std::string describe(const Config& c) {
   std::string s = std::string(c.layout == Layout::kChannelsFirst ? "NC*S" : "N*SC") +
                   " N=" + std::to_string(c.batch) + " C=" + std::to_string(c.channels) +
                   " S=" + std::to_string(c.spatial) + " G=" + std::to_string(c.groups) +
-                  " act=" + act_name(c.act) + (c.gamma ? " gamma" : "") + (c.beta ? " beta" : "") +
+                  " act=" + gn::activation_name(c.act) + (c.gamma ? " gamma" : "") + (c.beta ? " beta" : "") +
                   (c.mask ? " mask" : "") + (c.dgamma ? " dgamma" : "") + (c.dbeta ? " dbeta" : "") +
                   " path=" + gnk::path_name(c.tuning.path);
   if (c.tuning.splits != 0) {
@@ -106,22 +100,6 @@ struct Inputs {
   std::vector<float> rstd;
 };
 
-template <class T>
-gn::Problem problem_of(const Config& c, const Inputs<T>& in) {
-  gn::Problem p;
-  p.layout = c.layout;
-  p.batch = c.batch;
-  p.channels = c.channels;
-  p.spatial = c.spatial;
-  p.groups = c.groups;
-  p.epsilon = static_cast<double>(c.epsilon);
-  p.gamma = gn::widen(in.gamma);
-  p.beta = gn::widen(in.beta);
-  p.activation = c.act;
-  p.mask = in.mask;
-  return p;
-}
-
 /// x ~ N(0.5, 2) and dy ~ N(0, 1) rounded to T; mean / rstd are the exact statistics rounded to float
 /// (what a correct forward returns, within its tolerance). With ReLU, dy is zeroed where pre is so close
 /// to 0 that float32 may see the other sign (the gradient would be ambiguous, not wrong).
@@ -140,7 +118,7 @@ Inputs<T> make_inputs(const Config& c, std::mt19937_64& rng) {
   if (c.mask) {
     in.mask = gn::make_mask(rng, c.batch, c.spatial);
   }
-  const gn::Problem p = problem_of(c, in);
+  const gn::Problem p = gn::problem_of(c, in);
   const gn::Stats st = gn::statistics(p, gn::to_double(in.x));
   for (std::size_t k = 0; k < st.mean.size(); ++k) {
     in.mean.push_back(static_cast<float>(st.mean[k]));
@@ -252,7 +230,7 @@ Result<T> run_backward(const Config& c, const Inputs<T>& in) {
 /// dgamma / dbeta to float32 (one float32 ulp).
 template <class T>
 int check_backward(const Config& c, const Inputs<T>& in, const Result<T>& got) {
-  const gn::Problem p = problem_of(c, in);
+  const gn::Problem p = gn::problem_of(c, in);
   const gn::Gradients want = gn::backward_reference(p, gn::to_double(in.x), gn::to_double(in.dy),
                                                     gn::widen(in.mean), gn::widen(in.rstd));
   int failures = 0;
@@ -369,8 +347,8 @@ TEST(GroupNormReference, BackwardMatchesFiniteDifferences) {
         }
         return false;
       };
-      const std::string what =
-          std::string(layout == Layout::kChannelsFirst ? "NC*S" : "N*SC mask") + " act " + act_name(act);
+      const std::string what = std::string(layout == Layout::kChannelsFirst ? "NC*S" : "N*SC mask") +
+                               " act " + gn::activation_name(act);
       int checked = 0;
       for (std::size_t i = 0; i < x.size(); ++i) {
         std::vector<double> xp = x;
@@ -663,7 +641,7 @@ TEST(GroupNormBackward, FullyMaskedGroupEveryPath) {
       ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
       check_backward(c, in, got);
       // Sample 1 directly: dx = rstd * dy * act'(pre) * gamma.
-      const gn::Problem p = problem_of(c, in);
+      const gn::Problem p = gn::problem_of(c, in);
       const double rstd = in.rstd[2];
       int bad = 0;
       for (std::int64_t ch = 0; ch < c.channels && bad < 3; ++ch) {

@@ -25,6 +25,7 @@ using culayers::Layout;
 using culayers::Status;
 using culayers::test::DeviceBuffer;
 using culayers::test::rng_for_test;
+using culayers::test::seed_note;
 using gn::Dtype;
 using gnk::Activation;
 using gnk::Path;
@@ -35,15 +36,9 @@ constexpr Layout kLayouts[] = {Layout::kChannelsFirst, Layout::kChannelsLast};
 
 enum class Affine { kNone, kGamma, kBeta, kBoth };
 
-const char* act_name(Activation a) {
-  return a == Activation::kNone ? "none" : (a == Activation::kSiLU ? "silu" : "relu");
-}
 const char* affine_name(Affine a) {
   static const char* const names[] = {"none", "gamma", "beta", "gamma+beta"};
   return names[static_cast<int>(a)];
-}
-std::string seed_note() {
-  return "base seed " + std::to_string(culayers::test::base_seed()) + " (CULAYERS_TEST_SEED)";
 }
 
 // ---- one forward run -------------------------------------------------------------------------------------
@@ -70,8 +65,8 @@ std::string describe(const Config& c) {
   std::string s = std::string(c.layout == Layout::kChannelsFirst ? "NC*S" : "N*SC") +
                   " N=" + std::to_string(c.batch) + " C=" + std::to_string(c.channels) +
                   " S=" + std::to_string(c.spatial) + " G=" + std::to_string(c.groups) +
-                  " act=" + act_name(c.act) + " affine=" + affine_name(c.affine) + (c.mask ? " mask" : "") +
-                  (c.stats == 3 ? "" : " stats=" + std::to_string(c.stats)) +
+                  " act=" + gn::activation_name(c.act) + " affine=" + affine_name(c.affine) +
+                  (c.mask ? " mask" : "") + (c.stats == 3 ? "" : " stats=" + std::to_string(c.stats)) +
                   " path=" + gnk::path_name(c.tuning.path);
   if (c.tuning.splits != 0) {
     s += " splits=" + std::to_string(c.tuning.splits);
@@ -110,22 +105,6 @@ Inputs<T> make_inputs(const Config& c, std::mt19937_64& rng, double mean = 0.5, 
     in.mask = gn::make_mask(rng, c.batch, c.spatial);
   }
   return in;
-}
-
-template <class T>
-gn::Problem problem_of(const Config& c, const Inputs<T>& in) {
-  gn::Problem p;
-  p.layout = c.layout;
-  p.batch = c.batch;
-  p.channels = c.channels;
-  p.spatial = c.spatial;
-  p.groups = c.groups;
-  p.epsilon = static_cast<double>(c.epsilon);
-  p.gamma = gn::widen(in.gamma);
-  p.beta = gn::widen(in.beta);
-  p.activation = c.act;
-  p.mask = in.mask;
-  return p;
 }
 
 template <class T>
@@ -234,7 +213,7 @@ Result<T> run_forward(const Config& c, const Inputs<T>& in) {
 /// exact value (float32 outputs: one float32 ulp for the final rounding).
 template <class T>
 int check_forward(const Config& c, const Inputs<T>& in, const Result<T>& got) {
-  const gn::Problem p = problem_of(c, in);
+  const gn::Problem p = gn::problem_of(c, in);
   const std::vector<double> x = gn::to_double(in.x);
   const gn::Stats st = gn::statistics(p, x);
   const gn::Normalized want = gn::normalize(p, x, st.mean, st.rstd);
@@ -628,7 +607,7 @@ TEST(GroupNormForward, StableWithLargeMean) {
       const Result<float> got = run_forward(c, in);
       ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
       EXPECT_EQ(got.path, k.expect) << describe(c);
-      const gn::Problem p = problem_of(c, in);
+      const gn::Problem p = gn::problem_of(c, in);
       const std::vector<double> x = gn::to_double(in.x);
       const gn::Stats st = gn::statistics(p, x);
       const gn::Normalized want = gn::normalize(p, x, st.mean, st.rstd);

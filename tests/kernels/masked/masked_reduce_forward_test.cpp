@@ -25,6 +25,7 @@ namespace tm = culayers::test::masked;
 using culayers::Status;
 using culayers::test::DeviceBuffer;
 using culayers::test::rng_for_test;
+using culayers::test::seed_note;
 using mr::Path;
 using mr::ReduceOp;
 using mr::Validity;
@@ -54,10 +55,6 @@ const char* validity_name(Validity v) {
 }
 bool is_extremum(ReduceOp op) {
   return op == ReduceOp::kMax || op == ReduceOp::kMin;
-}
-
-std::string seed_note() {
-  return "base seed " + std::to_string(culayers::test::base_seed()) + " (CULAYERS_TEST_SEED)";
 }
 
 // ---- one forward run -------------------------------------------------------------------------------------
