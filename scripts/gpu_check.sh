@@ -37,7 +37,7 @@
 #   CULAYERS_STEP_TIMEOUT         the most seconds one step (or benchmark part) may run (default 300)
 #   CULAYERS_SANITIZER_FILTER     gtest filter for memcheck (default: every test)
 #   CULAYERS_RACE_FILTER          gtest filter for racecheck and synccheck (default: *Tsan*)
-#   CULAYERS_BENCH_ARGS           extra arguments for every culayers_bench part (e.g.
+#   CULAYERS_BENCH_ARGS           extra arguments for every culayers_bench part, never a filter (e.g.
 #                                 --benchmark_repetitions=3)
 set -uo pipefail
 
@@ -49,9 +49,12 @@ all_steps=(tests bench examples memcheck racecheck synccheck)
 if (($# > 0)); then
   steps=("$@")
   for s in "${steps[@]}"; do
-    # shellcheck disable=SC2076  # a literal match of the whole word
-    if [[ ! " ${all_steps[*]} " =~ " $s " ]]; then
-      echo "gpu_check: unknown step '$s' (steps: ${all_steps[*]})" >&2
+    known=0
+    for k in "${all_steps[@]}"; do
+      [[ "$s" == "$k" ]] && known=1
+    done
+    if ((!known)); then
+      echo "gpu_check: unknown step '$s' (steps: ${all_steps[*]}; give them as separate arguments)" >&2
       exit 2
     fi
   done
@@ -80,6 +83,15 @@ for v in deadline step_timeout; do
     exit 2
   fi
 done
+deadline=$((10#$deadline)) # "08" is eight seconds, not a bad octal number
+step_timeout=$((10#$step_timeout))
+# Each benchmark part sets its own --benchmark_filter; one in CULAYERS_BENCH_ARGS would come later and win,
+# running the same set in every part.
+if [[ "${CULAYERS_BENCH_ARGS:-}" == *--benchmark_filter* ]]; then
+  echo "gpu_check: CULAYERS_BENCH_ARGS may not hold --benchmark_filter (the parts set their own); run" \
+    "build/gpu/bench/culayers_bench --benchmark_filter=... directly for a subset" >&2
+  exit 2
+fi
 # Seconds kept back for the last report and the copy into $OUT; a step needs at least min_step to start.
 reserve=10
 min_step=20
@@ -144,8 +156,8 @@ if [[ -n "$cudnn_lib" ]]; then
   export LD_LIBRARY_PATH="$cudnn_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
-nvidia-smi -q -d CLOCK >"$logs/clocks_before.txt" 2>&1
-nvidia-smi -q -d PERFORMANCE >"$logs/performance.txt" 2>&1
+timeout 20 nvidia-smi -q -d CLOCK >"$logs/clocks_before.txt" 2>&1
+timeout 20 nvidia-smi -q -d PERFORMANCE >"$logs/performance.txt" 2>&1
 
 # ---- report (rewritten after every step) -------------------------------------------------------------
 declare -a step_names step_results step_seconds step_logs
@@ -168,8 +180,7 @@ out, merged = sys.argv[1], None
 for path in sys.argv[2:]:
     try:
         data = json.load(open(path))
-    except Exception as e:  # a part cut off mid-write: skip it, its console log is in the report
-        print(f"gpu_check: skipping {path}: {e}", file=sys.stderr)
+    except Exception:  # a part cut off mid-write: skipped; its step is TIMEOUT and its console log is kept
         continue
     if merged is None:
         merged = data
@@ -212,7 +223,7 @@ PY
 
 write_report() {
   merge_json
-  nvidia-smi -q -d CLOCK >"$logs/clocks_after.txt" 2>&1
+  timeout 20 nvidia-smi -q -d CLOCK >"$logs/clocks_after.txt" 2>&1
   {
     echo "# culayers GPU check: $card, $day"
     echo
@@ -270,6 +281,7 @@ write_report() {
     cp "$report" "$OUT/"
     [[ -s "$json" ]] && cp "$json" "$OUT/"
     cp "$logs"/*.log "$OUT/" 2>/dev/null
+    cp "$logs"/bench-*.json "$OUT/" 2>/dev/null
   fi
 }
 
@@ -302,11 +314,11 @@ run_step() {
   echo "== $name (at most ${limit} s): $*"
   local start rc
   start=$(date +%s)
-  { echo "\$ $*"; timeout "$limit" "$@"; } >"$log" 2>&1
+  { echo "\$ $*"; timeout -k 10 "$limit" "$@"; } >"$log" 2>&1
   rc=$?
   local secs=$(($(date +%s) - start))
   local result=PASS
-  if ((rc == 124)); then
+  if ((rc == 124 || rc == 137)); then
     result="TIMEOUT after ${limit}s"
   elif ((rc != 0)); then
     result="FAIL (exit $rc)"
@@ -381,7 +393,10 @@ step_sanitizer() { # step_sanitizer <tool> <filter> <extra compute-sanitizer fla
     # limit) and check the returned error; the tools would count those as errors. The tests check every
     # API result themselves, so the tools look only at device code (when this compute-sanitizer has the
     # option).
-    if compute-sanitizer --help 2>/dev/null | grep -q -- '--report-api-errors'; then
+    # (The whole help text is read first: `--help | grep -q` under pipefail fails when grep stops early.)
+    local help
+    help="$(compute-sanitizer --help 2>&1 || true)"
+    if [[ "$help" == *--report-api-errors* ]]; then
       api=(--report-api-errors no)
     fi
     run_step "$tool" "$logs/$tool.log" compute-sanitizer --tool "$tool" "${api[@]}" "$@" --error-exitcode 1 \

@@ -34,8 +34,10 @@ class LeakListener : public ::testing::EmptyTestEventListener {
     const std::size_t after = live();
     if (after > before_) {
       const std::string name = std::string(info.test_suite_name()) + "." + info.name();
-      std::printf("[culayers] LEAK: %s ended with %zu more live device allocations than it started with\n",
-                  name.c_str(), after - before_);
+      std::printf(
+          "[culayers] LEAK: %s ended with %zu more live allocations (device, pinned or managed) than it "
+          "started with\n",
+          name.c_str(), after - before_);
       leaked_.push_back(name);
     }
   }
@@ -83,7 +85,7 @@ int main(int argc, char** argv) {
   ::testing::UnitTest::GetInstance()->listeners().Append(leaks);
   const int rc = RUN_ALL_TESTS();
   if (!leaks->leaked().empty()) {
-    std::printf("[culayers] FAILED: %zu test(s) leaked device memory:\n", leaks->leaked().size());
+    std::printf("[culayers] FAILED: %zu test(s) leaked emulator allocations:\n", leaks->leaked().size());
     for (const std::string& name : leaks->leaked()) {
       std::printf("[culayers]   %s\n", name.c_str());
     }
