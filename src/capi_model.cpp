@@ -1,6 +1,7 @@
 // C API of models (include/culayers/c/model.h): a handle around nn::Sequential. No C++ exception crosses
 // the C boundary: allocation failures become CULAYERS_STATUS_OUT_OF_MEMORY.
 #include "src/capi_enum.hpp"
+#include "src/capi_shim.hpp"
 #include "culayers/c/model.h"
 
 #include "culayers/nn/sequential.hpp"
@@ -33,9 +34,8 @@ static_assert(static_cast<int>(CULAYERS_PHASE_INFERENCE) == static_cast<int>(nn:
 static_assert(static_cast<int>(CULAYERS_PHASE_TRAINING) == static_cast<int>(nn::Phase::kTraining));
 static_assert(std::is_same_v<culayersStream_t, cudaStream_t>, "culayersStream_t must be cudaStream_t");
 
-culayersStatus_t to_c(Status s) {
-  return static_cast<culayersStatus_t>(static_cast<int>(s));
-}
+using culayers::capi::null_arg;
+using culayers::capi::to_c;
 
 culayersStatus_t out_of_memory(const char* fn) {
   return to_c(set_error(Status::kErrorOutOfMemory, "%s: host allocation failed", fn));
@@ -78,8 +78,7 @@ extern "C" {
 culayersStatus_t culayersModelCreate(culayersModel_t* model, const char* config_json,
                                      const char* weights_path, culayersStream_t stream) {
   if (model == nullptr || config_json == nullptr) {
-    return to_c(set_error(Status::kErrorNullPointer, "culayersModelCreate: %s: is null",
-                          model == nullptr ? "model" : "config_json"));
+    return null_arg("culayersModelCreate", model == nullptr ? "model" : "config_json");
   }
   try {
     return to_c(create(model, config_json, weights_path, stream));
@@ -93,8 +92,7 @@ culayersStatus_t culayersModelCreate(culayersModel_t* model, const char* config_
 culayersStatus_t culayersModelCreateFromFile(culayersModel_t* model, const char* config_path,
                                              const char* weights_path, culayersStream_t stream) {
   if (model == nullptr || config_path == nullptr) {
-    return to_c(set_error(Status::kErrorNullPointer, "culayersModelCreateFromFile: %s: is null",
-                          model == nullptr ? "model" : "config_path"));
+    return null_arg("culayersModelCreateFromFile", model == nullptr ? "model" : "config_path");
   }
   try {
     std::ifstream in(config_path, std::ios::binary);
@@ -122,8 +120,7 @@ void culayersModelDestroy(culayersModel_t model) {
 
 culayersStatus_t culayersModelGetInputDType(culayersModel_t model, culayersDType_t* dtype) {
   if (model == nullptr || dtype == nullptr) {
-    return to_c(set_error(Status::kErrorNullPointer, "culayersModelGetInputDType: %s: is null",
-                          model == nullptr ? "model" : "dtype"));
+    return null_arg("culayersModelGetInputDType", model == nullptr ? "model" : "dtype");
   }
   *dtype = static_cast<culayersDType_t>(static_cast<int>(model->model->layer(0).dtype()));
   return CULAYERS_STATUS_SUCCESS;
@@ -133,11 +130,10 @@ culayersStatus_t culayersModelGetOutputShape(culayersModel_t model, int input_ra
                                              int* output_rank, int64_t* output_dims) {
   constexpr const char* fn = "culayersModelGetOutputShape";
   if (model == nullptr || input_dims == nullptr || output_rank == nullptr || output_dims == nullptr) {
-    return to_c(set_error(Status::kErrorNullPointer, "%s: %s: is null", fn,
-                          model == nullptr         ? "model"
-                          : input_dims == nullptr  ? "input_dims"
-                          : output_rank == nullptr ? "output_rank"
-                                                   : "output_dims"));
+    return null_arg(fn, model == nullptr         ? "model"
+                        : input_dims == nullptr  ? "input_dims"
+                        : output_rank == nullptr ? "output_rank"
+                                                 : "output_dims");
   }
   try {
     culayers::Shape in{};
@@ -170,8 +166,7 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
                                   culayersStream_t stream) {
   constexpr const char* fn = "culayersModelRun";
   if (model == nullptr || args == nullptr) {
-    return to_c(
-        set_error(Status::kErrorNullPointer, "%s: %s: is null", fn, model == nullptr ? "model" : "args"));
+    return null_arg(fn, model == nullptr ? "model" : "args");
   }
   const int phase = culayers::capi::enum_value(args->phase); // any int a C caller stored
   if (phase != CULAYERS_PHASE_INFERENCE && phase != CULAYERS_PHASE_TRAINING) {
@@ -203,7 +198,7 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
     }
     const std::size_t y_need = numel * elem;
     if (args->y == nullptr && y_need != 0) {
-      return to_c(set_error(Status::kErrorNullPointer, "%s: y: is null", fn));
+      return null_arg(fn, "y");
     }
     if (args->y_bytes < y_need) {
       return to_c(set_error(Status::kErrorInvalidValue, "%s: y_bytes: %zu, the output needs %zu", fn,
@@ -266,8 +261,7 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
 
 culayersStatus_t culayersModelSaveWeights(culayersModel_t model, const char* path, culayersStream_t stream) {
   if (model == nullptr || path == nullptr) {
-    return to_c(set_error(Status::kErrorNullPointer, "culayersModelSaveWeights: %s: is null",
-                          model == nullptr ? "model" : "path"));
+    return null_arg("culayersModelSaveWeights", model == nullptr ? "model" : "path");
   }
   try {
     return to_c(model->model->save_weights(path, stream));
@@ -279,8 +273,7 @@ culayersStatus_t culayersModelSaveWeights(culayersModel_t model, const char* pat
 culayersStatus_t culayersModelGetSummary(culayersModel_t model, char* buffer, size_t capacity,
                                          size_t* length) {
   if (model == nullptr || (buffer == nullptr && capacity != 0)) {
-    return to_c(set_error(Status::kErrorNullPointer, "culayersModelGetSummary: %s: is null",
-                          model == nullptr ? "model" : "buffer"));
+    return null_arg("culayersModelGetSummary", model == nullptr ? "model" : "buffer");
   }
   try {
     const std::string s = model->model->summary();

@@ -499,14 +499,18 @@ CULAYERS_DEVICE void backward_sums(const BackwardParams& p, const Unit& un, cons
   const int iy = team.tid / geo.tx;
   float gam[N];
   float bet[N];
-  float dg[N];
-  float db[N];
+  // dgamma / dbeta partials: one pair per element channels last (N channels per vector); channels first the
+  // whole vector is one channel, so one pair serves it (with a pair per element the 16-bit, 8-wide block
+  // path spilled on sm_80).
+  constexpr int kPairs = kCL ? N : 1;
+  float dg[kPairs];
+  float db[kPairs];
   visit<kCL>(
       geo, un, team.tid,
       [&](std::int64_t outer, bool active) {
         channel_params<kCL, N>(geo, un, outer, active, p.gamma, p.beta, gam, bet);
         CULAYERS_PRAGMA_UNROLL
-        for (int j = 0; j < N; ++j) {
+        for (int j = 0; j < kPairs; ++j) {
           dg[j] = 0.0f;
           db[j] = 0.0f;
         }
@@ -525,11 +529,9 @@ CULAYERS_DEVICE void backward_sums(const BackwardParams& p, const Unit& un, cons
           const float g = dpre[j] * gam[j];
           sg += g;
           sgx += g * xhat[j];
-          // Channels first: the whole vector is one channel, so one accumulator pair serves it (N - 1 pairs
-          // of registers fewer; the 16-bit, 8-wide block path spilled on sm_80 with a pair per element).
-          const int jc = kCL ? j : 0;
-          dg[jc] += dpre[j] * xhat[j];
-          db[jc] += dpre[j];
+          const int k = kCL ? j : 0;
+          dg[k] += dpre[j] * xhat[j];
+          db[k] += dpre[j];
         }
       },
       [&](std::int64_t outer, bool active) {
