@@ -109,8 +109,9 @@ struct DropoutUpdateArgs {
 ///   Dropped values are +0.0 even for NaN or Inf inputs.
 /// - Element i (row-major index in x) uses draw q = state.offset + offset + j where j is the row-major
 ///   index in the noise shape of i's coordinates with the broadcast ones set to 0.
-/// - y may equal x (in place); any other overlap of x, y, mask and the state is rejected. No alignment
-///   is required: 16-byte aligned x, y (and 8-byte aligned mask) get 16-byte accesses, others narrower
+/// - y may equal x (in place); any other overlap of x, y, mask and the state is rejected. x and y must
+///   be aligned to their element size (kErrorMisaligned otherwise); beyond that no alignment is
+///   required: 16-byte aligned x, y (and 8-byte aligned mask) get 16-byte accesses, others narrower
 ///   ones, with the same bits.
 /// - Noise shapes are served by specialized kernels when the innermost dimension is broadcast
 ///   ((N, C, 1, 1) over (N, C, H, W)) or drawn with a multiple of 4 elements ((B, 1, F) over (B, T, F),
@@ -127,7 +128,8 @@ struct DropoutForwardArgs {
                                  ///< x, each dimension equal to x's or 1
   DropoutState* state = nullptr; ///< read, and its last_* fields written
   std::uint64_t offset = 0;      ///< extra Philox offset of this tensor (multiple of 4), e.g. when one
-                                 ///< (seed, stream) serves several tensors: advance by round_up(n, 4)
+                                 ///< (seed, stream) serves several tensors: advance by round_up(m, 4),
+                                 ///< m = the number of noise-shape elements (draws) of the tensor before
   std::uint8_t* mask = nullptr;  ///< optional uint8 output in x's shape: 1 kept, 0 dropped
   int max_blocks = 0;            ///< grid cap; 0 = automatic (4 blocks per SM). Tuning/test override
   int force_vector_width = 0;    ///< elements per global access: 0 = widest the alignment allows, or

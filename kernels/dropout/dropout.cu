@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <utility>
 
 CULAYERS_NAMESPACE_BEGIN
 namespace kernels {
@@ -246,6 +247,14 @@ Status plan_dropout(const TensorOp& t, LaunchPlan* plan) {
   }
   if (n > 0 && t.out == nullptr) {
     return culayers::detail::set_error(Status::kErrorNullPointer, "%s: %s: is null", op, t.out_name);
+  }
+  // Narrower alignment only narrows the vector width (pointer_width), down to one element per access;
+  // an element access itself must be aligned (a misaligned load faults on the GPU).
+  for (const auto& [p, name] : {std::pair<const void*, const char*>{t.in, t.in_name}, {t.out, t.out_name}}) {
+    if (n > 0 && misaligned(p, elem)) {
+      return culayers::detail::set_error(Status::kErrorMisaligned,
+                                         "%s: %s: not aligned to its %zu-byte elements", op, name, elem);
+    }
   }
   if (t.offset % 4 != 0) {
     return culayers::detail::set_error(Status::kErrorInvalidValue, "%s: offset: %llu is not a multiple of 4",

@@ -139,6 +139,18 @@ TEST(DropoutErrors, ForwardArguments) {
          a.x = fx.x.get() + 1;
        },
        Status::kErrorMisaligned, "force_vector_width"},
+      // An element access must be aligned (a misaligned load faults on a GPU): narrower alignment only
+      // narrows the vector width, down to one element.
+      {"x one byte off", [&](auto& a) { a.x = reinterpret_cast<const char*>(fx.x.get()) + 1; },
+       Status::kErrorMisaligned, "x"},
+      {"y two bytes off", [&](auto& a) { a.y = reinterpret_cast<char*>(fx.y.get()) + 2; },
+       Status::kErrorMisaligned, "y"},
+      {"bfloat16 x one byte off",
+       [&](auto& a) {
+         a.dtype = DType::kBFloat16;
+         a.x = reinterpret_cast<const char*>(fx.x.get()) + 1;
+       },
+       Status::kErrorMisaligned, "x"},
       {"partial overlap", [&](auto& a) { a.y = fx.x.get() + 1; }, Status::kErrorInconsistentArguments, "y"},
       {"mask overlaps y", [&](auto& a) { a.mask = reinterpret_cast<std::uint8_t*>(fx.y.get()); },
        Status::kErrorInconsistentArguments, "mask"},
@@ -171,6 +183,13 @@ TEST(DropoutErrors, BackwardArguments) {
   a = fx.backward();
   a.noise_shape = shape_of({3, 24});
   expect_rejected(fx, a, Status::kErrorInvalidShape, "dropout_backward", "noise_shape", "noise 3 over 4");
+  a = fx.backward();
+  a.dy = reinterpret_cast<const char*>(fx.x.get()) + 1;
+  expect_rejected(fx, a, Status::kErrorMisaligned, "dropout_backward", "dy", "dy one byte off");
+  a = fx.backward();
+  a.dtype = DType::kFloat16;
+  a.dx = reinterpret_cast<char*>(fx.y.get()) + 1;
+  expect_rejected(fx, a, Status::kErrorMisaligned, "dropout_backward", "dx", "float16 dx one byte off");
   a = fx.backward();
   a.dtype = DType::kUInt8;
   expect_rejected(fx, a, Status::kErrorInvalidDType, "dropout_backward", "dtype", "uint8");
