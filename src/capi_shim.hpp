@@ -13,6 +13,8 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <exception>
+#include <new>
 
 namespace culayers::capi {
 
@@ -25,14 +27,32 @@ inline culayersStatus_t null_arg(const char* op, const char* name) {
   return to_c(::culayers::detail::set_error(Status::kErrorNullPointer, "%s: %s: is null", op, name));
 }
 
+/// Runs `body` (which returns a culayersStatus_t) so that no C++ exception crosses the C boundary: a
+/// std::bad_alloc becomes CULAYERS_STATUS_OUT_OF_MEMORY, anything else CULAYERS_STATUS_INTERNAL, each with
+/// "op: ..." as the last error message. The ops return a Status rather than throw; this is the backstop.
+template <class Body>
+culayersStatus_t guarded(const char* op, Body&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return to_c(::culayers::detail::set_error(Status::kErrorOutOfMemory, "%s: out of host memory", op));
+  } catch (const std::exception& e) {
+    return to_c(::culayers::detail::set_error(Status::kErrorInternal, "%s: %s", op, e.what()));
+  } catch (...) {
+    return to_c(::culayers::detail::set_error(Status::kErrorInternal, "%s: unknown exception", op));
+  }
+}
+
 template <class CArgs, class Convert>
 culayersStatus_t entry_can_implement(const CArgs* args, const char* op, Convert convert) {
   if (args == nullptr) {
     return null_arg(op, "args");
   }
-  Status s = Status::kSuccess;
-  const auto a = convert(*args, &s);
-  return to_c(ok(s) ? can_implement(a) : s);
+  return guarded(op, [&] {
+    Status s = Status::kSuccess;
+    const auto a = convert(*args, &s);
+    return to_c(ok(s) ? can_implement(a) : s);
+  });
 }
 
 /// Stores the workspace bytes in *bytes (0 for arguments the op would reject: CanImplement says why);
@@ -43,13 +63,15 @@ culayersStatus_t entry_workspace_size(const CArgs* args, std::size_t* bytes, con
   if (args == nullptr || bytes == nullptr) {
     return null_arg(op, args == nullptr ? "args" : "bytes");
   }
-  Status s = Status::kSuccess;
-  const auto a = convert(*args, &s);
-  if (!ok(s)) {
-    return to_c(s);
-  }
-  *bytes = workspace_size(a);
-  return CULAYERS_STATUS_SUCCESS;
+  return guarded(op, [&] {
+    Status s = Status::kSuccess;
+    const auto a = convert(*args, &s);
+    if (!ok(s)) {
+      return to_c(s);
+    }
+    *bytes = workspace_size(a);
+    return CULAYERS_STATUS_SUCCESS;
+  });
 }
 
 template <class CArgs, class Convert>
@@ -58,9 +80,11 @@ culayersStatus_t entry_run(const CArgs* args, void* workspace, std::size_t works
   if (args == nullptr) {
     return null_arg(op, "args");
   }
-  Status s = Status::kSuccess;
-  const auto a = convert(*args, &s);
-  return to_c(ok(s) ? run(a, workspace, workspace_bytes, stream) : s);
+  return guarded(op, [&] {
+    Status s = Status::kSuccess;
+    const auto a = convert(*args, &s);
+    return to_c(ok(s) ? run(a, workspace, workspace_bytes, stream) : s);
+  });
 }
 
 } // namespace culayers::capi

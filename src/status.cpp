@@ -10,7 +10,7 @@ CULAYERS_NAMESPACE_BEGIN
 namespace {
 
 // A fixed buffer per thread rather than std::string: recording an error must not allocate or throw,
-// since it runs on failure paths (out-of-memory included) and behind the noexcept C API.
+// since it runs on failure paths (out-of-memory included) and behind the C API, which lets no exception out.
 thread_local char t_last_error[detail::kErrorMessageCapacity] = {};
 
 } // namespace

@@ -19,9 +19,16 @@ struct DeviceInfo {
   int smem_per_block_optin; ///< max dynamic shared memory per block with the opt-in attribute (bytes)
 };
 
-/// The current device's DeviceInfo. Status kErrorCudaRuntime when the runtime cannot answer (no device),
-/// with a message naming `op` (no message when `op` is null: callers with a fallback). Thread-safe: racing
-/// first queries store the same values.
+/// The status for a runtime query that failed with `e`: kErrorNoDevice when there is no usable device (none
+/// present, or a driver too old for this runtime), otherwise kErrorCudaRuntime.
+inline Status device_query_status(cudaError_t e) {
+  return e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ? Status::kErrorNoDevice
+                                                                    : Status::kErrorCudaRuntime;
+}
+
+/// The current device's DeviceInfo. kErrorNoDevice when there is no usable device, kErrorCudaRuntime when
+/// the runtime cannot answer otherwise, with a message naming `op` (no message when `op` is null: callers
+/// with a fallback). Thread-safe: racing first queries store the same values.
 inline Status device_info(DeviceInfo* out, const char* op) {
   constexpr int kCachedDevices = 64;
   struct Slot {
@@ -32,9 +39,9 @@ inline Status device_info(DeviceInfo* out, const char* op) {
   int device = 0;
   cudaError_t e = cudaGetDevice(&device);
   if (e != cudaSuccess) {
-    return op == nullptr ? Status::kErrorCudaRuntime
-                         : ::culayers::detail::set_error(Status::kErrorCudaRuntime, "%s: cudaGetDevice: %s",
-                                                         op, cudaGetErrorString(e));
+    return op == nullptr ? device_query_status(e)
+                         : ::culayers::detail::set_error(device_query_status(e), "%s: cudaGetDevice: %s", op,
+                                                         cudaGetErrorString(e));
   }
   Slot* slot = device >= 0 && device < kCachedDevices ? &cache[device] : nullptr;
   if (slot != nullptr && slot->ready.load(std::memory_order_acquire) != 0) {
@@ -49,11 +56,17 @@ inline Status device_info(DeviceInfo* out, const char* op) {
   int values[4] = {};
   for (int i = 0; i < 4; ++i) {
     e = cudaDeviceGetAttribute(&values[i], attrs[i], device);
-    if (e != cudaSuccess || values[i] <= 0) {
+    if (e != cudaSuccess) {
+      return op == nullptr
+                 ? device_query_status(e)
+                 : ::culayers::detail::set_error(device_query_status(e), "%s: cudaDeviceGetAttribute(%d): %s",
+                                                 op, static_cast<int>(attrs[i]), cudaGetErrorString(e));
+    }
+    if (values[i] <= 0) {
       return op == nullptr ? Status::kErrorCudaRuntime
                            : ::culayers::detail::set_error(Status::kErrorCudaRuntime,
-                                                           "%s: cudaDeviceGetAttribute(%d): %s", op,
-                                                           static_cast<int>(attrs[i]), cudaGetErrorString(e));
+                                                           "%s: cudaDeviceGetAttribute(%d): returned %d", op,
+                                                           static_cast<int>(attrs[i]), values[i]);
     }
   }
   if (slot != nullptr) {

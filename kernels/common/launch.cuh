@@ -53,21 +53,26 @@ cudaError_t launch(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, 
 #endif
 }
 
-/// Turns a launch error into a Status whose message names the op (last_error_message()).
+/// Turns a launch error into a Status whose message names the op (last_error_message()):
+/// kErrorNoDevice when there is no usable device (none present, or a driver too old for this runtime),
+/// kErrorCudaLaunch otherwise.
 [[nodiscard]] inline Status check_launch(cudaError_t e, const char* op) {
   if (e == cudaSuccess) {
     return Status::kSuccess;
   }
-  return detail::set_error(Status::kErrorCudaLaunch, "%s: kernel launch failed: %s (%s)", op,
-                           cudaGetErrorName(e), cudaGetErrorString(e));
+  const bool no_device = e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver;
+  return detail::set_error(no_device ? Status::kErrorNoDevice : Status::kErrorCudaLaunch,
+                           "%s: kernel launch failed: %s (%s)", op, cudaGetErrorName(e),
+                           cudaGetErrorString(e));
 }
 
 /// Allows `kernel` to use up to `bytes` of dynamic shared memory on the current device (needed above
 /// 48 KB). Host side and cheap after the first call: the attribute is set only when a launch needs more
 /// than any earlier one on that device, and it never shrinks, so a thread launching with less cannot
 /// undercut a concurrent launch that needs more (which a plain cudaFuncSetAttribute per launch could).
+/// Never throws: a failed allocation of the bookkeeping (or a failed lock) is cudaErrorMemoryAllocation.
 template <class... KArgs>
-cudaError_t set_max_dynamic_smem(void (*kernel)(KArgs...), std::size_t bytes) {
+cudaError_t set_max_dynamic_smem(void (*kernel)(KArgs...), std::size_t bytes) noexcept {
   static std::mutex mutex;
   static std::map<std::pair<const void*, int>, std::size_t> granted;
   int device = 0;
@@ -75,17 +80,21 @@ cudaError_t set_max_dynamic_smem(void (*kernel)(KArgs...), std::size_t bytes) {
     return e;
   }
   const void* key = reinterpret_cast<const void*>(kernel);
-  std::lock_guard<std::mutex> lock(mutex);
-  std::size_t& current = granted[{key, device}];
-  if (bytes <= current) {
-    return cudaSuccess;
+  try {
+    std::lock_guard<std::mutex> lock(mutex);
+    std::size_t& current = granted[{key, device}];
+    if (bytes <= current) {
+      return cudaSuccess;
+    }
+    const cudaError_t e =
+        cudaFuncSetAttribute(key, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+    if (e == cudaSuccess) {
+      current = bytes;
+    }
+    return e;
+  } catch (...) {
+    return cudaErrorMemoryAllocation;
   }
-  const cudaError_t e =
-      cudaFuncSetAttribute(key, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  if (e == cudaSuccess) {
-    current = bytes;
-  }
-  return e;
 }
 
 } // namespace kernels

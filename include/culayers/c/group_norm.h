@@ -23,7 +23,7 @@ extern "C" {
 typedef enum culayersActivation_t {
   CULAYERS_ACTIVATION_NONE = 0,
   CULAYERS_ACTIVATION_SILU = 1, /* pre * sigmoid(pre) */
-  CULAYERS_ACTIVATION_RELU = 2  /* max(pre, 0); the backward passes the gradient where pre > 0 */
+  CULAYERS_ACTIVATION_RELU = 2  /* pre where pre > 0 or NaN, else +0; gradient passed where pre > 0 */
 } culayersActivation_t;
 
 /* Kernel path; mirrors culayers::group_norm::Path. */
@@ -94,7 +94,9 @@ typedef struct culayersGroupNormBackwardArgs_t {
 CULAYERS_API void culayersGroupNormArgsInit(culayersGroupNormArgs_t* args);
 CULAYERS_API void culayersGroupNormBackwardArgsInit(culayersGroupNormBackwardArgs_t* args);
 
-/* Validation only (no device access). A NULL args is CULAYERS_STATUS_NULL_POINTER. */
+/* Validation only: never touches device memory, but plans with the device's limits (queried once per
+ * device, cached), so without a usable device it is CULAYERS_STATUS_NO_DEVICE. A NULL args is
+ * CULAYERS_STATUS_NULL_POINTER. */
 CULAYERS_API culayersStatus_t culayersGroupNormCanImplement(const culayersGroupNormArgs_t* args);
 CULAYERS_API culayersStatus_t
 culayersGroupNormBackwardCanImplement(const culayersGroupNormBackwardArgs_t* args);
