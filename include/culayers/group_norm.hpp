@@ -7,7 +7,7 @@
 // `spatial` is the product of the spatial sizes (1 when there are no spatial dimensions, e.g. [N, C]).
 // Group g of sample n holds channels [g * C/G, (g + 1) * C/G) at every spatial position.
 //
-// Forward (see SEMANTICS.md "Group normalization"):
+// Forward (see docs/semantics.md, "Group normalization"):
 //   mean, var = statistics of group (n, g) over its valid positions (biased variance, float32,
 //               numerically stable: two passes over on-chip data, or Welford partials merged with Chan's
 //               formula when a group is split across blocks; never E[x^2] - E[x]^2)
@@ -50,7 +50,7 @@ namespace group_norm {
 enum class Activation : int {
   kNone = 0,
   kSiLU = 1, ///< pre * sigmoid(pre)
-  kReLU = 2, ///< max(pre, 0); the backward passes the gradient where pre > 0
+  kReLU = 2, ///< pre where pre > 0 or NaN (NaN propagates), else +0; gradient passed where pre > 0
 };
 
 /// Kernel path (normally chosen automatically; see Tuning). Numbers are part of the ABI.
@@ -73,8 +73,12 @@ const char* path_name(Path path) noexcept;
 ///  2. Warp path when E <= `warp_max_elements` (default 1024: 32 elements per lane, on chip in a warp's
 ///     shared-memory slice; beyond that a warp's serial latency dominates).
 ///  3. Block path when the group's bytes fit `block_max_bytes` (default: the device's opt-in shared
-///     memory per block minus the reduction scratch) and either the groups alone fill the GPU
-///     (N * G >= SMs x resident blocks) or E is too small to split (< 2 x `min_split_elements`).
+///     memory per block minus the reduction scratch) and either the groups resident at once (N * G, at
+///     most SMs x the blocks per SM that threads and shared memory allow) keep enough bytes in flight to
+///     beat the split path, which reads x (and dy) twice (in flight >= 2/3, backward 3/5, of SMs x
+///     18 KB, an H100's HBM bandwidth x latency per SM; each active thread has 4 vector loads in flight),
+///     or E is too small to split (< 2 x `min_split_elements`). Channels first, a block has at most
+///     max(128, pow2_ceil(C/G) x 32) threads (more would idle).
 ///  4. Otherwise split: S = ceil(target blocks / (N * G)) chunks of at least `min_split_elements`
 ///     (default 8192: below that a chunk's partial and its merge are no longer small next to its data),
 ///     at most 1024 (the merge kernel stages the partials in shared memory). Target blocks = 2 x SMs x
@@ -112,7 +116,8 @@ struct GroupNormArgs {
 };
 
 /// Validates everything run() would use; on failure returns the status and sets last_error_message()
-/// ("group_norm: <argument>: <reason>"). Never touches device memory.
+/// ("group_norm: <argument>: <reason>"). Never touches device memory, but plans with the device's limits
+/// (queried once per device, cached): kErrorNoDevice without a usable device.
 [[nodiscard]] Status can_implement(const GroupNormArgs& args);
 /// Workspace bytes (0 unless the split path is taken; includes alignment slack). 0 for invalid arguments.
 std::size_t workspace_size(const GroupNormArgs& args);

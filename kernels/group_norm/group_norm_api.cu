@@ -265,7 +265,17 @@ Status make_plan(const Common& c, Planned* out) {
       align_up(static_cast<std::size_t>(vecs) * elem * static_cast<std::size_t>(vec), 16);
   const std::size_t warp_team = planes * cache + k::team_scratch_bytes(kWarpSize, vec);
   const std::size_t warp_block_smem = warp_team * k::kWarpTeamsPerBlock;
-  const int block_threads = vecs >= 4096 ? k::kMaxBlockThreads : (vecs >= 1024 ? 256 : 128);
+  // A block-path team is tx x ty (see "Thread shape" below). Channels first, tx <= 32 lanes walk a channel's
+  // column vectors and ty rows walk the group's channels, so rows beyond pow2_ceil(C/G) would idle: the
+  // block is capped there (the residency it frees serves other groups).
+  const std::int64_t block_tx_cap = geo.cl ? k::kMaxBlockThreads : kWarpSize;
+  const int block_tx_cols =
+      std::min<int>(pow2_ceil(std::max<std::int64_t>(geo.colvecs, 1)), static_cast<int>(block_tx_cap));
+  int block_threads = vecs >= 4096 ? k::kMaxBlockThreads : (vecs >= 1024 ? 256 : 128);
+  if (!geo.cl) {
+    block_threads = std::min<int>(
+        block_threads, std::max(128, pow2_ceil(std::max<std::int64_t>(geo.rows, 1)) * block_tx_cols));
+  }
   const std::size_t block_smem = planes * cache + k::team_scratch_bytes(block_threads, vec);
   const std::size_t optin = static_cast<std::size_t>(info.smem_per_block_optin);
   const std::size_t block_cap = t.block_max_bytes > 0 ? static_cast<std::size_t>(t.block_max_bytes) : optin;
@@ -274,7 +284,26 @@ Status make_plan(const Common& c, Planned* out) {
   const std::int64_t warp_max = t.warp_max_elements > 0 ? t.warp_max_elements : kDefaultWarpMaxElements;
   const std::int64_t min_split = t.min_split_elements > 0 ? t.min_split_elements : kDefaultMinSplitElements;
   const std::int64_t units = c.batch * c.groups;
-  const std::int64_t half_residency = static_cast<std::int64_t>(info.sm_count) * info.threads_per_sm / 2;
+  // The block path reads x (and dy) once; the split path twice, but with the whole GPU busy. The block path
+  // wins when the groups it can hold on chip at once keep enough bytes in flight (Little's law: bandwidth x
+  // latency, kInFlightBytesPerSm per SM) to stream at least at the fraction of full bandwidth that its
+  // smaller byte count allows: forward x + y against 2 x + y (2/3), backward x + dy + dx against
+  // 2 x + 2 dy + dx (3/5). Resident groups: SMs x blocks per SM (threads and shared memory; 1 KB per block
+  // is reserved by the hardware); bytes in flight: kUnroll vector loads per active thread.
+  const int block_tx = std::min<int>(block_tx_cols, block_threads);
+  const std::int64_t block_active = std::min<std::int64_t>(geo.colvecs, block_tx) *
+                                    std::min<std::int64_t>(geo.rows, block_threads / block_tx);
+  const std::int64_t blocks_per_sm = std::clamp<std::int64_t>(
+      std::min<std::int64_t>(info.threads_per_sm / block_threads,
+                             static_cast<std::int64_t>(info.smem_per_sm) /
+                                 static_cast<std::int64_t>(block_smem + k::kReservedSmemPerBlock)),
+      1, k::kMaxBlocksPerSm);
+  const double resident = static_cast<double>(std::min<std::int64_t>(units, info.sm_count * blocks_per_sm));
+  const double in_flight =
+      resident * static_cast<double>(block_active) * k::kUnroll * static_cast<double>(vec * elem);
+  const double needed = static_cast<double>(info.sm_count) * k::kInFlightBytesPerSm;
+  const double byte_ratio = c.backward ? 3.0 / 5.0 : 2.0 / 3.0;
+  const bool block_streams = in_flight >= byte_ratio * needed;
 
   // 2-4. Path.
   Path path = t.path;
@@ -283,7 +312,7 @@ Status make_plan(const Common& c, Planned* out) {
       path = Path::kSplit;
     } else if (elements <= warp_max && warp_fits) {
       path = Path::kWarp;
-    } else if (block_fits && (units * block_threads >= half_residency || elements < 2 * min_split)) {
+    } else if (block_fits && (block_streams || elements < 2 * min_split)) {
       path = Path::kBlock;
     } else {
       path = Path::kSplit;

@@ -41,6 +41,12 @@ using ::culayers::kernels::kWarpSize;
 //  - kWarpTeamsPerBlock = 4: warp-path blocks of 128 threads, so 16 blocks share an SM and the per-warp
 //    shared-memory slices stay under the 48 KB that needs no opt-in.
 //  - kUnroll = 4 independent vector loads in flight per thread (see kMaxBlockThreads).
+//  - kInFlightBytesPerSm = 18 KB: HBM3's bandwidth x latency per SM on an H100 SXM (3.35 TB/s x ~0.7 us /
+//    132 SMs); the block-or-split choice compares the block path's bytes in flight with it (an H200 needs
+//    about 25 KB per SM at 4.8 TB/s: there the choice is slightly optimistic for the block path).
+//  - kReservedSmemPerBlock = 1 KB: shared memory the hardware reserves per resident block (sm_80 on);
+//    kMaxBlocksPerSm = 32: the resident-block limit of sm_80 and sm_90 (sm_86 / sm_89: 16 / 24, where
+//    the thread limit, 1536 per SM, binds first for block-path blocks of 128 threads or more).
 //  - kMaxSplits = 1024: the merge loops stage at most this many partials per group.
 //  - kFinalThreadsX/Y = 32 x 8: the dgamma/dbeta kernel; 32 channels per warp (coalesced), 8 warps over the
 //    partial rows, merged in order in shared memory.
@@ -48,6 +54,9 @@ constexpr int kSplitThreads = 256;
 constexpr int kMaxBlockThreads = 512;
 constexpr int kWarpTeamsPerBlock = 4;
 constexpr int kUnroll = 4;
+constexpr double kInFlightBytesPerSm = 18.0 * 1024.0;
+constexpr std::size_t kReservedSmemPerBlock = 1024;
+constexpr std::int64_t kMaxBlocksPerSm = 32;
 constexpr std::int64_t kMaxSplits = 1024;
 constexpr int kFinalThreadsX = 32;
 constexpr int kFinalThreadsY = 8;
