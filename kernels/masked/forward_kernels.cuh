@@ -3,8 +3,9 @@
 //
 // Determinism: every accumulator sees its elements in a fixed order (increasing r per thread), partials
 // merge in an order fixed by the launch layout (shared-memory tree over the block's R lanes, butterfly
-// over lane groups, chunks in increasing r in the combine kernel), and no float atomics are used, so the
-// same arguments on the same device give the same bits. Which block runs which item does not matter.
+// over lane groups; in the combine kernel, runs of consecutive chunks in increasing r, then the runs in
+// order), and no float atomics are used, so the same arguments on the same device give the same bits.
+// Which block runs which item does not matter.
 #pragma once
 
 #include "kernels/masked/masked_reduce_device.cuh"
@@ -213,25 +214,40 @@ CULAYERS_GLOBAL void __launch_bounds__(kWideMaxThreads) wide_kernel(const Forwar
   }
 }
 
-/// Split path, second kernel: a block per outer row merges the row's chunks in increasing r for every
-/// column and writes the final outputs. Dynamic shared memory: `splits` int32 chunk counts.
+/// Split path, second kernel: merges every outer row's chunk partials column by column and writes the final
+/// outputs. A block takes kCombineCols columns of one row (items = outer x column blocks, grid-strided) with
+/// kCombineLanes lanes per column: lane q merges the q-th run of ceil(splits / kCombineLanes) consecutive
+/// chunks in increasing r, then lane 0 merges the lanes' results in q order through shared memory. The
+/// serial chain per thread is splits / kCombineLanes + kCombineLanes merges instead of splits, and the
+/// order depends on the split count alone, so the result is deterministic. No dynamic shared memory.
 template <class T, AccKind K>
 CULAYERS_GLOBAL void __launch_bounds__(kCombineThreads) combine_kernel(const ForwardParams p) {
+  static_assert(kCombineCols == kWarpSize, "a combine lane is one warp");
   using Tr = AccTraits<K>;
   using State = typename Tr::State;
-  CULAYERS_DYNAMIC_SMEM(std::int32_t, chunk_counts);
-  const std::int64_t tid = threadIdx.x;
-  for (std::int64_t o = blockIdx.x; o < p.outer; o += gridDim.x) {
-    for (std::int64_t s = tid; s < p.splits; s += blockDim.x) {
-      chunk_counts[s] = load(p.part_count + o * p.splits + s);
-    }
-    __syncthreads();
-    for (std::int64_t col = tid; col < p.inner; col += blockDim.x) {
-      State acc[1] = {Tr::empty()};
-      std::int32_t cnt = 0;
-      for (std::int64_t s = 0; s < p.splits; ++s) {
+  __shared__ State lane_acc[kCombineLanes][kCombineCols];
+  __shared__ std::int32_t lane_cnt[kCombineLanes][kCombineCols];
+  const int cx = static_cast<int>(threadIdx.x) % kCombineCols;
+  const int q = static_cast<int>(threadIdx.x) / kCombineCols;
+  const std::int64_t col_blocks = (p.inner + kCombineCols - 1) / kCombineCols;
+  const std::int64_t run = (p.splits + kCombineLanes - 1) / kCombineLanes;
+  const std::int64_t s_begin = q * run < p.splits ? q * run : p.splits;
+  const std::int64_t s_end = s_begin + run < p.splits ? s_begin + run : p.splits;
+  for (std::int64_t item = blockIdx.x; item < p.outer * col_blocks; item += gridDim.x) {
+    const std::int64_t o = item / col_blocks;
+    const std::int64_t col = (item % col_blocks) * kCombineCols + cx;
+    State acc = Tr::empty();
+    std::int32_t cnt = 0;
+    // Warp q is lane q of all 32 columns: every thread of it walks the same chunks, so lane 0 (whose column
+    // always exists) reads each chunk's count once and shuffles it to the others.
+    for (std::int64_t s = s_begin; s < s_end; ++s) {
+      std::int32_t c = 0;
+      if (cx == 0) {
+        c = load(p.part_count + o * p.splits + s);
+      }
+      c = __shfl_sync(kFullMask, c, 0);
+      if (col < p.inner) {
         const std::int64_t at = (o * p.splits + s) * p.inner + col;
-        const std::int32_t c = chunk_counts[s];
         State part;
         if constexpr (K == AccKind::kSum) {
           part = State{load(p.part_a + at)};
@@ -240,15 +256,26 @@ CULAYERS_GLOBAL void __launch_bounds__(kCombineThreads) combine_kernel(const For
         } else {
           part = State{load(p.part_a + at), load(p.part_idx + at)};
         }
-        acc[0] = Tr::merge(acc[0], part);
+        acc = Tr::merge(acc, part);
         cnt += c;
       }
-      write_outputs<T, K, 1>(p, o, col, acc, cnt);
+    }
+    lane_acc[q][cx] = acc;
+    lane_cnt[q][cx] = cnt;
+    __syncthreads();
+    if (q == 0 && col < p.inner) {
+      State total[1] = {lane_acc[0][cx]};
+      std::int32_t n = lane_cnt[0][cx];
+      for (int k = 1; k < kCombineLanes; ++k) {
+        total[0] = Tr::merge(total[0], lane_acc[k][cx]);
+        n += lane_cnt[k][cx];
+      }
+      write_outputs<T, K, 1>(p, o, col, total, n);
       if (col == 0 && p.counts != nullptr) {
-        store(p.counts + o, cnt);
+        store(p.counts + o, n);
       }
     }
-    __syncthreads(); // chunk_counts is reused by the next row
+    __syncthreads(); // lane_acc and lane_cnt are reused by the next item
   }
 }
 

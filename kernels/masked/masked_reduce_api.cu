@@ -285,8 +285,9 @@ ForwardPlan plan_forward(const MaskedReduceArgs& a) {
     plan.off_count = off;
     off = align_up(off + static_cast<std::size_t>(a.outer * splits) * 4, kWorkspaceAlign);
     plan.workspace = off + kWorkspaceAlign; // slack: any workspace pointer is aligned up inside it
-    plan.launch.combine_grid = static_cast<unsigned>(std::min(a.outer, kMaxGrid));
-    plan.launch.combine_smem = static_cast<std::size_t>(splits) * 4;
+    plan.launch.combine_grid =
+        static_cast<unsigned>(std::min(a.outer * ceil_div(a.inner, km::kCombineCols), kMaxGrid));
+    plan.launch.combine_smem = 0;
   }
   return plan;
 }

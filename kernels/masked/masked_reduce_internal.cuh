@@ -22,8 +22,10 @@ using ::culayers::kernels::kWarpSize;
 //  - kNarrowThreads / kBackwardThreads / kCombineThreads = 256: 8 warps, the usual block size of
 //    memory-bound elementwise/reduction kernels (OneFlow, PyTorch); 8 such blocks fill an sm_80/sm_90 SM
 //    (2048 resident threads) when registers allow, and it is a multiple of every warp-level layout here.
-//  - kWideMaxThreads = 1024: CUDA's block limit. A wide block grows its R lanes (ty) before R is split
-//    across blocks, because a split costs a second kernel and the partials' traffic.
+//  - kWideMaxThreads = 512: the wide kernel's __launch_bounds__, half of CUDA's block limit, so the
+//    compiler may give each thread up to 128 registers (64K per SM / 512) for its unrolled loads and
+//    partials without spilling. A wide block grows its R lanes (ty) up to this before R is split across
+//    blocks, because a split costs a second kernel and the partials' traffic.
 //  - kMaxTx = 256 column vectors per wide block: 4 KB of a row per step with 16-byte vectors, so a
 //    warp's 32 lanes read 512 contiguous bytes and several warps share each mask tile.
 //  - kMaskTile = 1024 mask bytes staged in shared memory per barrier pair: each mask byte is read once
@@ -33,10 +35,16 @@ using ::culayers::kernels::kWarpSize;
 //  - kUnroll = 4 independent loads in flight per thread: with half of an SM's threads resident that is
 //    64 KB in flight per SM for 16-byte vectors, several times HBM3's bandwidth x latency per SM
 //    (3.35 TB/s x ~0.7 us / 132 SMs ~ 18 KB on H100 SXM).
-//  - kMaxSplits = 4096: the combine kernel stages one count per chunk in shared memory (16 KB).
+//  - kMaxSplits = 4096: bounds the partials' workspace and each combine lane's serial run (512 merges).
+//  - kCombineCols = 32 columns x kCombineLanes = 8 lanes per combine block (kCombineThreads): a warp reads
+//    32 consecutive columns of a chunk (coalesced), and 8 lanes cut the serial chain of chunk merges per
+//    column about 8-fold; the grid (outer x column blocks) is no longer one block per row, which left all
+//    but `outer` SMs idle for few-output shapes (B = 2: 2 blocks merging 264 chunks each).
 constexpr int kNarrowThreads = 256;
 constexpr int kBackwardThreads = 256;
 constexpr int kCombineThreads = 256;
+constexpr int kCombineCols = 32;
+constexpr int kCombineLanes = kCombineThreads / kCombineCols;
 constexpr int kWideMaxThreads = 512;
 constexpr int kMaxTx = 256;
 constexpr int kMaskTile = 1024;

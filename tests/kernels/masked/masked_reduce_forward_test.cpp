@@ -323,6 +323,7 @@ const ShapeCase kShapes[] = {
     {130, 2, 768, Path::kWide, pinned()},          // many rows: ty = 1
     {3, 512, 7, Path::kSplit, with_min_rows(1)},   // 7 column lanes x 73 R lanes, 6 chunks
     {1, 4099, 3, Path::kSplit, pinned()},          // long R, few outputs: split by the heuristic
+    {2, 200, 33, Path::kSplit, with_splits(19)},   // combine: lanes of 3, 1 and 0 chunks; 33 = 32 + 1 columns
 };
 
 template <class T>
@@ -1005,7 +1006,8 @@ TEST(MaskedReduceForward, ByteModelReadsXOnce) {
     EXPECT_EQ(b.read, 256 * elem);
     EXPECT_EQ(b.written, 4 * elem);
   }
-  // Split: x (valid steps) and the mask once; the partials are written once and read once by the combine.
+  // Split: x (valid steps) and the mask once; the partials are written once; the combine reads the values
+  // once and each chunk's count once per 32-column block of the row (2 blocks per row here).
   {
     Config c;
     c.op = ReduceOp::kMoments;
@@ -1018,11 +1020,13 @@ TEST(MaskedReduceForward, ByteModelReadsXOnce) {
     const tm::ValidityData v = tm::make_validity(rng, Validity::kMask, 2, 100);
     const Bytes b = measure(c, x, v, Path::kSplit);
     const std::uint64_t x_bytes = static_cast<std::uint64_t>(v.count(0) + v.count(1)) * 64 * elem;
-    const std::uint64_t partials = b.read - x_bytes - 200;
     const std::uint64_t outputs = 2 * 64 * 8 + 2 * 4;
-    EXPECT_EQ(b.written - outputs, partials) << "partials written once and read once";
-    // mean and m2 per (row, chunk, column) plus one count per (row, chunk): 4 chunks of 25 steps.
-    EXPECT_EQ(partials, 2u * 4 * 64 * 8 + 2 * 4 * 4);
+    // mean and m2 per (row, chunk, column) and one count per (row, chunk): 4 chunks of 25 steps.
+    const std::uint64_t values = 2u * 4 * 64 * 8;
+    const std::uint64_t counts = 2u * 4 * 4;
+    EXPECT_EQ(b.written - outputs, values + counts) << "partials written once";
+    EXPECT_EQ(b.read - x_bytes - 200, values + 2 * counts)
+        << "values read once, counts once per column block";
   }
 }
 #endif
