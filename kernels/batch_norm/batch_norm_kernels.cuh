@@ -117,6 +117,32 @@ CULAYERS_GLOBAL void __launch_bounds__(kThreads) batch_norm_apply_kernel(const A
   const std::int64_t tid = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if constexpr (!kPlanes) {
     std::int64_t c0 = (tid * V) % C;
+    if constexpr (kShared && V >= 4) {
+      // C a multiple of V: a vector's V channels are consecutive and c0 is a multiple of V, so its factors
+      // are read as 16-byte vectors. Per-element reads would conflict: the lanes' channels are V apart, so
+      // with V = 8 a warp's 32 scalar reads land on 4 banks (8-way), 24 times per vector, which costs more
+      // shared-memory cycles than the vector's DRAM traffic; 16-byte reads with lanes 32 bytes apart are
+      // at most 2-way.
+      if (C % V == 0) {
+        for (std::int64_t i = tid; i < nvec; i += stride) {
+          Vec<T, V> v = load_vec<V, CacheHint::kStreaming>(x + i * V);
+          CULAYERS_PRAGMA_UNROLL
+          for (int q = 0; q < V / 4; ++q) {
+            const Vec<float, 4> m = *reinterpret_cast<const Vec<float, 4>*>(f.smem + c0 + 4 * q);
+            const Vec<float, 4> sc = *reinterpret_cast<const Vec<float, 4>*>(f.smem + C + c0 + 4 * q);
+            const Vec<float, 4> sh = *reinterpret_cast<const Vec<float, 4>*>(f.smem + 2 * C + c0 + 4 * q);
+            CULAYERS_PRAGMA_UNROLL
+            for (int k = 0; k < 4; ++k) {
+              v[4 * q + k] = normalize(v[4 * q + k], m[k], sc[k], sh[k]);
+            }
+          }
+          store_vec<V, CacheHint::kStreaming>(y + i * V, v);
+          c0 += p.step;
+          c0 = c0 >= C ? c0 - C : c0;
+        }
+        return; // no tail: C % V == 0 makes n a multiple of V
+      }
+    }
     for (std::int64_t i = tid; i < nvec; i += stride) {
       Vec<T, V> v = load_vec<V, CacheHint::kStreaming>(x + i * V);
       std::int64_t c = c0;
