@@ -1,4 +1,4 @@
-// Dropout on PERFORMANCE.md's shape 7 (8192x4096, 16384x16384 and 8191x4095 bf16; keep 0.9, 0.5 and
+// Dropout on docs/performance.md's shape 7 (8192x4096, 16384x16384 and 8191x4095 bf16; keep 0.9, 0.5 and
 // 0.8731; noise shapes (32, 1, 1024) over (32, 2048, 1024) and (32, 256, 1, 1) over (32, 256, 56, 56)),
 // forward and backward, and shape 8 (forward + update op captured in a CUDA graph and replayed), against
 //   - cuDNN's cudnnDropoutForward / cudnnDropoutBackward (plain shapes only: cuDNN has no noise shape),
@@ -14,12 +14,8 @@
 // (ours moves no mask; cuDNN also writes and reads its reserve space, which is not counted, so its GB/s
 // is an effective rate of the same job).
 //
-// cuDNN is loaded at run time (dlopen of libcudnn.so.9, as found on LD_LIBRARY_PATH; scripts/gpu_check.sh
-// puts the Python environment's nvidia/cudnn/lib there): no link-time dependency, and its cases are
-// skipped with a message when it is absent. cudnn.h supplies the types only; without it (no cuDNN
-// headers on the build machine) the cuDNN cases are registered but skip.
-#include <dlfcn.h>
-
+// cuDNN is loaded at run time (bench/cudnn_runtime.hpp): no link-time dependency; its cases skip with a
+// message when it is absent (or when cudnn.h was not there at build time).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -37,13 +33,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-#if __has_include(<cudnn.h>)
-#  include <cudnn.h>
-#  define CULAYERS_BENCH_HAVE_CUDNN 1
-#else
-#  define CULAYERS_BENCH_HAVE_CUDNN 0
-#endif
 
+#include "bench/cudnn_runtime.hpp"
 #include "bench/harness.hpp"
 #include "culayers/dropout.hpp"
 
@@ -428,75 +419,6 @@ void BM_copy(benchmark::State& st, Case c) {
 
 #if CULAYERS_BENCH_HAVE_CUDNN
 
-struct Cudnn {
-  std::string error; // empty when loaded
-  decltype(&cudnnCreate) create = nullptr;
-  decltype(&cudnnSetStream) set_stream = nullptr;
-  decltype(&cudnnGetErrorString) error_string = nullptr;
-  decltype(&cudnnCreateTensorDescriptor) create_tensor = nullptr;
-  decltype(&cudnnSetTensorNdDescriptor) set_tensor = nullptr;
-  decltype(&cudnnDestroyTensorDescriptor) destroy_tensor = nullptr;
-  decltype(&cudnnCreateDropoutDescriptor) create_dropout = nullptr;
-  decltype(&cudnnDestroyDropoutDescriptor) destroy_dropout = nullptr;
-  decltype(&cudnnDropoutGetStatesSize) states_size = nullptr;
-  decltype(&cudnnDropoutGetReserveSpaceSize) reserve_size = nullptr;
-  decltype(&cudnnSetDropoutDescriptor) set_dropout = nullptr;
-  decltype(&cudnnDropoutForward) forward = nullptr;
-  decltype(&cudnnDropoutBackward) backward = nullptr;
-  cudnnHandle_t handle = nullptr;
-};
-
-template <class F>
-bool resolve(void* lib, const char* name, F* out, std::string* error) {
-  *out = reinterpret_cast<F>(dlsym(lib, name));
-  if (*out == nullptr && error->empty()) {
-    *error = std::string("dlsym(") + name + ") failed";
-  }
-  return *out != nullptr;
-}
-
-const Cudnn& cudnn() {
-  static const Cudnn c = [] {
-    Cudnn r;
-    void* lib = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_LOCAL);
-    if (lib == nullptr) {
-      lib = dlopen("libcudnn.so", RTLD_NOW | RTLD_LOCAL);
-    }
-    if (lib == nullptr) {
-      const char* e = dlerror();
-      r.error = std::string("cuDNN not found (dlopen libcudnn.so.9: ") + (e != nullptr ? e : "?") + ")";
-      return r;
-    }
-    resolve(lib, "cudnnCreate", &r.create, &r.error);
-    resolve(lib, "cudnnSetStream", &r.set_stream, &r.error);
-    resolve(lib, "cudnnGetErrorString", &r.error_string, &r.error);
-    resolve(lib, "cudnnCreateTensorDescriptor", &r.create_tensor, &r.error);
-    resolve(lib, "cudnnSetTensorNdDescriptor", &r.set_tensor, &r.error);
-    resolve(lib, "cudnnDestroyTensorDescriptor", &r.destroy_tensor, &r.error);
-    resolve(lib, "cudnnCreateDropoutDescriptor", &r.create_dropout, &r.error);
-    resolve(lib, "cudnnDestroyDropoutDescriptor", &r.destroy_dropout, &r.error);
-    resolve(lib, "cudnnDropoutGetStatesSize", &r.states_size, &r.error);
-    resolve(lib, "cudnnDropoutGetReserveSpaceSize", &r.reserve_size, &r.error);
-    resolve(lib, "cudnnSetDropoutDescriptor", &r.set_dropout, &r.error);
-    resolve(lib, "cudnnDropoutForward", &r.forward, &r.error);
-    resolve(lib, "cudnnDropoutBackward", &r.backward, &r.error);
-    if (r.error.empty() && r.create(&r.handle) != CUDNN_STATUS_SUCCESS) {
-      r.error = "cudnnCreate failed";
-    }
-    return r;
-  }();
-  return c;
-}
-
-bool check_cudnn(benchmark::State& st, cudnnStatus_t s, const char* what) {
-  if (s == CUDNN_STATUS_SUCCESS) {
-    return true;
-  }
-  const std::string msg = std::string(what) + ": " + cudnn().error_string(s);
-  st.SkipWithError(msg.c_str());
-  return false;
-}
-
 /// One cuDNN dropout setup: states, descriptors, reserve space. Tries bf16, then fp16 over the same bytes
 /// if cuDNN's legacy dropout rejects bf16 (the byte traffic is the same).
 struct CudnnDropout {
@@ -539,7 +461,7 @@ void BM_cudnn(benchmark::State& st, Case c, bool backward) {
   if (!check_cudnn(st, dnn.set_stream(dnn.handle, stream), "cudnnSetStream") ||
       !check_cudnn(st, dnn.create_tensor(&d.desc), "cudnnCreateTensorDescriptor") ||
       !check_cudnn(st, dnn.create_dropout(&d.dropout), "cudnnCreateDropoutDescriptor") ||
-      !check_cudnn(st, dnn.states_size(dnn.handle, &states_bytes), "cudnnDropoutGetStatesSize")) {
+      !check_cudnn(st, dnn.dropout_states_size(dnn.handle, &states_bytes), "cudnnDropoutGetStatesSize")) {
     return;
   }
   d.states = DeviceBuffer(states_bytes);
@@ -552,14 +474,14 @@ void BM_cudnn(benchmark::State& st, Case c, bool backward) {
   }
   const auto setup = [&](cudnnDataType_t type) {
     d.type = type;
-    cudnnStatus_t s = dnn.set_tensor(d.desc, type, 4, dims, strides);
+    cudnnStatus_t s = dnn.set_tensor_nd(d.desc, type, 4, dims, strides);
     if (s == CUDNN_STATUS_SUCCESS) {
-      s = dnn.reserve_size(d.desc, &reserve_bytes);
+      s = dnn.dropout_reserve_size(d.desc, &reserve_bytes);
     }
     if (s == CUDNN_STATUS_SUCCESS) {
       d.reserve = DeviceBuffer(reserve_bytes);
-      s = dnn.forward(dnn.handle, d.dropout, d.desc, x.data(), d.desc, y.data(), d.reserve.data(),
-                      reserve_bytes);
+      s = dnn.dropout_forward(dnn.handle, d.dropout, d.desc, x.data(), d.desc, y.data(), d.reserve.data(),
+                              reserve_bytes);
     }
     return s;
   };
@@ -574,14 +496,14 @@ void BM_cudnn(benchmark::State& st, Case c, bool backward) {
     return d.type == CUDNN_DATA_BFLOAT16 ? bf16_value(bits) : half_value(bits);
   };
   const TimedOp fwd = [&](cudaStream_t) {
-    return dnn.forward(dnn.handle, d.dropout, d.desc, x.data(), d.desc, y.data(), d.reserve.data(),
-                       reserve_bytes) == CUDNN_STATUS_SUCCESS
+    return dnn.dropout_forward(dnn.handle, d.dropout, d.desc, x.data(), d.desc, y.data(), d.reserve.data(),
+                               reserve_bytes) == CUDNN_STATUS_SUCCESS
                ? Status::kSuccess
                : Status::kErrorCudaRuntime;
   };
   const TimedOp bwd = [&](cudaStream_t) {
-    return dnn.backward(dnn.handle, d.dropout, d.desc, x.data(), d.desc, dx.data(), d.reserve.data(),
-                        reserve_bytes) == CUDNN_STATUS_SUCCESS
+    return dnn.dropout_backward(dnn.handle, d.dropout, d.desc, x.data(), d.desc, dx.data(), d.reserve.data(),
+                                reserve_bytes) == CUDNN_STATUS_SUCCESS
                ? Status::kSuccess
                : Status::kErrorCudaRuntime;
   };
@@ -627,7 +549,7 @@ void BM_cudnn(benchmark::State& st, Case c, bool backward) {
 }
 #else
 void BM_cudnn(benchmark::State& st, Case, bool) {
-  st.SkipWithError("built without cudnn.h: the cuDNN baseline is not available");
+  st.SkipWithError((std::string(kBaselineUnavailable) + "built without cudnn.h").c_str());
 }
 #endif
 

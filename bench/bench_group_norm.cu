@@ -1,4 +1,4 @@
-// Group normalization on PERFORMANCE.md's shapes 1, 2 and 3, forward and backward, against
+// Group normalization on docs/performance.md's shapes 1, 2 and 3, forward and backward, against
 //   - "naive": a PyTorch-shaped unfused baseline written here. Forward, 3 kernels: per-(n, g) statistics
 //     with one block of 512 threads per group (Welford; N * G blocks), per-(n, c) scale/shift, an
 //     elementwise apply (vectorized, SiLU fused into it). Backward, 4 kernels: per-channel sums of
@@ -21,7 +21,7 @@
 //     shape, element size and direction; the harness's pct_of_copy counter compares every case with a copy
 //     of exactly its bytes as well).
 //
-// Byte model (counters "bytes", "GB/s", "pct_of_copy"; PERFORMANCE.md's minimal model, the same for
+// Byte model (counters "bytes", "GB/s", "pct_of_copy"; docs/performance.md's minimal model, the same for
 // every variant of a configuration so that GB/s compares times): forward: read x, write y, read gamma and
 // beta, write mean and rstd; backward: read x and dy, write dx, read mean, rstd, gamma (and beta with a
 // fused activation), write dgamma and dbeta. A path that reads x (and dy) twice by design — our split path
@@ -40,13 +40,11 @@
 // smallest shapes run for a few microseconds, and timing them until 0.1 s of device time accumulates
 // would take tens of thousands of flush + synchronize round trips per repetition.
 //
-// cuDNN is loaded at run time (dlopen of libcudnn.so.9, as bench_dropout.cpp does): no link-time
-// dependency; without it (or without cudnn.h at build time) the cuDNN cases skip with a message.
+// cuDNN is loaded at run time (bench/cudnn_runtime.hpp): no link-time dependency; without it (or without
+// cudnn.h at build time) the cuDNN cases skip with a message.
 //
 // CUDA source: the baseline kernels are here and launch through CULAYERS_LAUNCH like every kernel of
 // the project.
-#include <dlfcn.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -65,13 +63,8 @@
 
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
-#if __has_include(<cudnn.h>)
-#  include <cudnn.h>
-#  define CULAYERS_BENCH_HAVE_CUDNN 1
-#else
-#  define CULAYERS_BENCH_HAVE_CUDNN 0
-#endif
 
+#include "bench/cudnn_runtime.hpp"
 #include "bench/harness.hpp"
 #include "culayers/group_norm.hpp"
 #include "kernels/common/common.cuh"
@@ -511,7 +504,7 @@ std::string config_name(const Config& cfg, const char* variant) {
          variant;
 }
 
-// PERFORMANCE.md's minimal byte model (see the file comment).
+// docs/performance.md's minimal byte model (see the file comment).
 std::uint64_t model_bytes(const Config& cfg) {
   const std::uint64_t tensor = static_cast<std::uint64_t>(cfg.numel()) * dtype_size(cfg.dtype);
   const std::uint64_t stats = 2 * static_cast<std::uint64_t>(cfg.n * cfg.g) * 4;
@@ -1465,55 +1458,6 @@ class Copy final : public Variant {
 
 #if CULAYERS_BENCH_HAVE_CUDNN
 
-struct Cudnn {
-  std::string error; // empty when loaded
-  decltype(&cudnnCreate) create = nullptr;
-  decltype(&cudnnSetStream) set_stream = nullptr;
-  decltype(&cudnnGetErrorString) error_string = nullptr;
-  decltype(&cudnnCreateTensorDescriptor) create_tensor = nullptr;
-  decltype(&cudnnSetTensor4dDescriptor) set_tensor_4d = nullptr;
-  decltype(&cudnnDestroyTensorDescriptor) destroy_tensor = nullptr;
-  decltype(&cudnnBatchNormalizationForwardTraining) bn_forward = nullptr;
-  decltype(&cudnnBatchNormalizationBackward) bn_backward = nullptr;
-  cudnnHandle_t handle = nullptr;
-};
-
-template <class F>
-void resolve(void* lib, const char* name, F* out, std::string* error) {
-  *out = reinterpret_cast<F>(dlsym(lib, name));
-  if (*out == nullptr && error->empty()) {
-    *error = std::string("dlsym(") + name + ") failed";
-  }
-}
-
-const Cudnn& cudnn() {
-  static const Cudnn c = [] {
-    Cudnn r;
-    void* lib = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_LOCAL);
-    if (lib == nullptr) {
-      lib = dlopen("libcudnn.so", RTLD_NOW | RTLD_LOCAL);
-    }
-    if (lib == nullptr) {
-      const char* e = dlerror();
-      r.error = std::string("cuDNN not found (dlopen libcudnn.so.9: ") + (e != nullptr ? e : "?") + ")";
-      return r;
-    }
-    resolve(lib, "cudnnCreate", &r.create, &r.error);
-    resolve(lib, "cudnnSetStream", &r.set_stream, &r.error);
-    resolve(lib, "cudnnGetErrorString", &r.error_string, &r.error);
-    resolve(lib, "cudnnCreateTensorDescriptor", &r.create_tensor, &r.error);
-    resolve(lib, "cudnnSetTensor4dDescriptor", &r.set_tensor_4d, &r.error);
-    resolve(lib, "cudnnDestroyTensorDescriptor", &r.destroy_tensor, &r.error);
-    resolve(lib, "cudnnBatchNormalizationForwardTraining", &r.bn_forward, &r.error);
-    resolve(lib, "cudnnBatchNormalizationBackward", &r.bn_backward, &r.error);
-    if (r.error.empty() && r.create(&r.handle) != CUDNN_STATUS_SUCCESS) {
-      r.error = "cudnnCreate failed";
-    }
-    return r;
-  }();
-  return c;
-}
-
 template <class T>
 cudnnDataType_t cudnn_type() {
   if constexpr (std::is_same_v<T, float>) {
@@ -1727,9 +1671,9 @@ class CudnnComposite final : public Variant {
     const Cudnn& dnn = cudnn();
     const void* x = cfg_.channels_last() ? xt_.data() : t_.x.data();
     const cudnnStatus_t cs =
-        dnn.bn_forward(dnn.handle, mode_, &one, &zero, x_desc_, x, x_desc_, out, bn_desc_, ones_.data(),
-                       zeros_.data(), 0.0, running_mean_.data(), running_var_.data(),
-                       static_cast<double>(kEpsilon), t_.mean.data(), t_.rstd.data());
+        dnn.bn_forward_training(dnn.handle, mode_, &one, &zero, x_desc_, x, x_desc_, out, bn_desc_,
+                                ones_.data(), zeros_.data(), 0.0, running_mean_.data(), running_var_.data(),
+                                static_cast<double>(kEpsilon), t_.mean.data(), t_.rstd.data());
     if (cs != CUDNN_STATUS_SUCCESS) {
       return detail::set_error(Status::kErrorCudaRuntime,
                                "cudnnBatchNormalizationForwardTraining (%s, %s): %s", mode_name(),
@@ -1870,7 +1814,7 @@ void BM_cudnn(benchmark::State& st, Config cfg) {
 }
 #else
 void BM_cudnn(benchmark::State& st, Config) {
-  st.SkipWithError("built without cudnn.h: the cuDNN baseline is not available");
+  st.SkipWithError((std::string(kBaselineUnavailable) + "built without cudnn.h").c_str());
 }
 #endif
 

@@ -1,11 +1,12 @@
-// Masked reductions on PERFORMANCE.md's shapes 4, 5 and 6, against
+// Masked reductions on docs/performance.md's shapes 4, 5 and 6, against
 //   - "unfused": what a user writes, (x * mask).sum(1) / mask.sum(1): a multiply kernel writing a full
 //     float32 temporary (transposed to [B, F, T] so that CUB's segments are contiguous), CUB
 //     DeviceSegmentedReduce::Sum over it and over the mask rows, and a divide kernel (mean only);
 //   - "copy": cudaMemcpyAsync device to device moving the same number of bytes (the harness's
 //     pct_of_copy counter compares every case with it as well).
-// Every configuration is verified against a CPU reference (all outputs, or 2048 sampled outputs plus the
-// empty row for the 1 GB shape) before it is timed.
+// Every configuration is verified against a CPU reference (all outputs, or 2048 sampled outputs plus every
+// output of row 5 for the 1 GB shape) before it is timed, and ours also run to run for bit-identical
+// outputs. Shape 4 has ragged lengths with one empty row; shapes 5 and 6 have full rows.
 //
 // Byte model (counters "bytes", "GB/s"): the valid steps of x (masked steps need not be read), the mask
 // (B x T bytes) or lengths (4 B bytes), and the outputs, each once. The unfused baseline is charged the
@@ -55,9 +56,10 @@ CULAYERS_HD float value_at(std::int64_t e) {
   return static_cast<float>(k) * (1.0f / 64.0f);
 }
 
-// Ragged lengths in [1, T]; row 0 full, row 5 empty ("one empty row").
-std::int32_t length_of(std::int64_t o, std::int64_t t) {
-  if (o == 0) {
+// Shape 4's ragged lengths in [1, T], row 0 full and row 5 empty ("one empty row"); every row full for the
+// other shapes (shape 5 reads the whole 1 GB tensor; shape 6 measures the split path without idle chunks).
+std::int32_t length_of(std::int64_t o, std::int64_t t, bool ragged) {
+  if (o == 0 || !ragged) {
     return static_cast<std::int32_t>(t);
   }
   if (o == 5) {
@@ -133,16 +135,17 @@ struct Workload {
   std::int64_t f;
   DType dtype;
   mr::ReduceOp op;
+  bool ragged; // ragged lengths (shape 4) or full rows
 };
 
-// PERFORMANCE.md: 4. masked mean/max, sentence embeddings; 5. masked mean, long context (1 GB read);
+// docs/performance.md: 4. masked mean/max, sentence embeddings; 5. masked mean, long context (1 GB read);
 // 6. masked moments, and few outputs with a long reduced axis (needs R split across blocks).
 const Workload kWorkloads[] = {
-    {"s4_mean_bf16_B128_T512_F768", 128, 512, 768, DType::kBFloat16, mr::ReduceOp::kMean},
-    {"s4_max_bf16_B128_T512_F768", 128, 512, 768, DType::kBFloat16, mr::ReduceOp::kMax},
-    {"s5_mean_bf16_B16_T8192_F4096", 16, 8192, 4096, DType::kBFloat16, mr::ReduceOp::kMean},
-    {"s6_moments_f32_B128_T300_F1536", 128, 300, 1536, DType::kFloat32, mr::ReduceOp::kMoments},
-    {"s6_moments_f32_B2_T65536_F256", 2, 65536, 256, DType::kFloat32, mr::ReduceOp::kMoments},
+    {"s4_mean_bf16_B128_T512_F768", 128, 512, 768, DType::kBFloat16, mr::ReduceOp::kMean, true},
+    {"s4_max_bf16_B128_T512_F768", 128, 512, 768, DType::kBFloat16, mr::ReduceOp::kMax, true},
+    {"s5_mean_bf16_B16_T8192_F4096", 16, 8192, 4096, DType::kBFloat16, mr::ReduceOp::kMean, false},
+    {"s6_moments_f32_B128_T300_F1536", 128, 300, 1536, DType::kFloat32, mr::ReduceOp::kMoments, false},
+    {"s6_moments_f32_B2_T65536_F256", 2, 65536, 256, DType::kFloat32, mr::ReduceOp::kMoments, false},
 };
 
 enum class Variant { kOursLengths, kOursMask, kUnfused, kCopy };
@@ -184,7 +187,7 @@ bool make_inputs(benchmark::State& state, const Workload& w, Inputs* in) {
   std::vector<std::uint8_t> mask(static_cast<std::size_t>(w.b * w.t));
   in->valid_steps = 0;
   for (std::int64_t o = 0; o < w.b; ++o) {
-    const std::int32_t len = length_of(o, w.t);
+    const std::int32_t len = length_of(o, w.t, w.ragged);
     in->host_lengths[static_cast<std::size_t>(o)] = len;
     in->valid_steps += static_cast<std::uint64_t>(len);
     for (std::int64_t r = 0; r < w.t; ++r) {
@@ -294,7 +297,7 @@ std::string verify_outputs(const Workload& w, const Inputs& in, const void* out,
       picks.push_back(pick(rng));
     }
     for (std::int64_t i = 0; i < w.f && w.b > 5; ++i) {
-      picks.push_back(static_cast<std::size_t>(5 * w.f + i)); // the empty row
+      picks.push_back(static_cast<std::size_t>(5 * w.f + i)); // row 5 (empty with ragged lengths)
     }
   }
   const double u = std::ldexp(1.0, -24);
@@ -482,10 +485,15 @@ void run_workload(benchmark::State& state, const Workload& w, Variant variant) {
     return;
   }
   const TimedOp op = [&](cudaStream_t s) { return mr::run(a, workspace.data(), workspace.bytes(), s); };
-  const bool verified = verify_once(state, key, [&]() -> std::string {
-    (void)cudaMemset(out.data(), 0xff, out.bytes());
-    (void)cudaMemset(mean.data(), 0xff, mean.bytes());
-    (void)cudaMemset(var.data(), 0xff, var.bytes());
+  // One run into outputs poisoned with `fill` (the memsets run on the legacy stream, which does not order
+  // the non-blocking bench stream: synchronized first), then the outputs' bytes.
+  const auto run_into_poisoned = [&](int fill, std::vector<unsigned char>* bytes_out) -> std::string {
+    for (const DeviceBuffer* b : {&out, &mean, &var}) {
+      (void)cudaMemset(b->data(), fill, b->bytes());
+    }
+    if (cudaDeviceSynchronize() != cudaSuccess) {
+      return "poison fill failed";
+    }
     const Status st = op(stream);
     if (st != Status::kSuccess) {
       return std::string("masked_reduce: ") + last_error_message();
@@ -493,7 +501,34 @@ void run_workload(benchmark::State& state, const Workload& w, Variant variant) {
     if (cudaStreamSynchronize(stream) != cudaSuccess) {
       return "synchronize failed";
     }
-    return verify_outputs(w, in, out.data(), mean.as<float>(), var.as<float>());
+    bytes_out->clear();
+    const std::vector<const DeviceBuffer*> written = w.op == mr::ReduceOp::kMoments
+                                                         ? std::vector<const DeviceBuffer*>{&mean, &var}
+                                                         : std::vector<const DeviceBuffer*>{&out};
+    for (const DeviceBuffer* b : written) {
+      const std::size_t at = bytes_out->size();
+      bytes_out->resize(at + b->bytes());
+      if (b->bytes() > 0 &&
+          cudaMemcpy(bytes_out->data() + at, b->data(), b->bytes(), cudaMemcpyDeviceToHost) != cudaSuccess) {
+        return "download failed";
+      }
+    }
+    return {};
+  };
+  const bool verified = verify_once(state, key, [&]() -> std::string {
+    std::vector<unsigned char> first;
+    std::vector<unsigned char> second;
+    if (std::string e = run_into_poisoned(0xff, &first); !e.empty()) {
+      return e;
+    }
+    if (std::string e = verify_outputs(w, in, out.data(), mean.as<float>(), var.as<float>()); !e.empty()) {
+      return e;
+    }
+    // Deterministic: a second run (into differently poisoned outputs) gives the same bits.
+    if (std::string e = run_into_poisoned(0xa5, &second); !e.empty()) {
+      return e;
+    }
+    return first == second ? std::string() : std::string("a second run gave different output bits");
   });
   if (verified) {
     run_timed(state, bytes, op);

@@ -10,6 +10,8 @@
 
 #include <cuda_runtime.h>
 
+#include "bench/cudnn_runtime.hpp"
+
 namespace culayers {
 namespace bench {
 namespace {
@@ -359,6 +361,13 @@ void add_context() {
                                   " (device attributes); clocks are neither locked nor changed by this "
                                   "benchmark: the card runs as found (scripts/gpu_check.sh records "
                                   "nvidia-smi -q -d CLOCK with the results)");
+#if CULAYERS_BENCH_HAVE_CUDNN
+  const std::string cudnn_version = cudnn_version_string();
+  benchmark::AddCustomContext("culayers_cudnn",
+                              cudnn_version.empty() ? "not loaded: " + cudnn().error : cudnn_version);
+#else
+  benchmark::AddCustomContext("culayers_cudnn", "not built in (no cudnn.h at build time)");
+#endif
   benchmark::AddCustomContext("culayers_l2_flush",
                               "cudaMemsetAsync over " + mib(static_cast<double>(l2_flush_bytes())) +
                                   " MiB (2 x L2) before every timed iteration, outside the timed region");
