@@ -122,8 +122,8 @@ Status BatchNormalization::do_call(const CallContext& ctx, const ConstTensorView
   const bool planes = inner != 1;
   const Shape stats_shape{channels_};
   const Shape plane_shape{rows * channels_};
-  // Every buffer of both phases, so a warmed-up call of either phase allocates nothing. Raw pointers only:
-  // a later output_buffer call may move the Tensor objects (not their memory).
+  // Every buffer of both phases, so a warmed-up call of either phase allocates nothing (their data pointers
+  // are collected first: each slot's memory changes only when that slot's shape or dtype changes).
   void* buffers[7] = {};
   const struct {
     int slot;

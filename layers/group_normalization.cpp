@@ -115,7 +115,7 @@ Status GroupNormalization::do_call(const CallContext& ctx, const ConstTensorView
   const Shape& shape = x.shape();
   const int rank = shape.rank();
   const bool last = layout_ == Layout::kChannelsLast;
-  // Raw pointers only: a later output_buffer call may move the Tensor objects (not their memory).
+  // The output slot's data pointer (stable until this slot is asked for with another shape or dtype).
   void* y = nullptr;
   {
     Tensor* t = nullptr;

@@ -70,7 +70,7 @@ Status Masking::do_call(const CallContext& ctx, const ConstTensorView& x, const 
   const Shape& shape = x.shape();
   const std::int64_t batch = shape.dim(0);
   const std::int64_t steps = shape.dim(1);
-  // Slot 1 first: a later, higher slot may move the tensors behind earlier slots' pointers.
+  // The mask slot (1), then the output slot (0); asking for one slot never moves another's tensor.
   Tensor* m = nullptr;
   if (Status s = output_buffer(ctx, 1, Shape{batch, steps}, DType::kUInt8, &m); !ok(s)) {
     return s;

@@ -153,7 +153,7 @@ constexpr const char* kBackward = "dropout_backward";
 
 extern "C" {
 
-void culayersDropoutInitArgsDefault(culayersDropoutInitArgs_t* args) {
+void culayersDropoutInitArgsInit(culayersDropoutInitArgs_t* args) {
   if (args == nullptr) {
     return;
   }

@@ -104,7 +104,7 @@ static int run_step(struct Device* d, cudaStream_t cuda_stream) {
   norm.mask = d->mask;
   norm.y = d->normalized;
 
-  culayersDropoutInitArgsDefault(&init);
+  culayersDropoutInitArgsInit(&init);
   init.state = d->state;
   init.seed = SEED;
   init.initial_keep_rate = KEEP_RATE;

@@ -256,7 +256,7 @@ void check_validation(cudaStream_t stream) {
 
 // The barrier kernel: results checked, then timed as the emulator's cost per context switch.
 void check_barrier_and_cost(cudaStream_t stream) {
-  // EMULATOR.md's reference workload: 64 blocks x 256 threads, 10 barriers (5 rounds of 2).
+  // The emulator's reference workload: 64 blocks x 256 threads, 10 barriers (5 rounds of 2).
   const int blocks = 64;
   const int threads = 256;
   const int rounds = 5;

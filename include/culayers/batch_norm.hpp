@@ -1,5 +1,5 @@
 // Batch normalization's two small ops (the BatchNormalization layer's device work; the statistics
-// themselves come from masked_reduce's kMoments, see SEMANTICS.md "BatchNormalization with masks"):
+// themselves come from masked_reduce's kMoments, see docs/semantics.md, "Layers": BatchNormalization):
 //
 //  - batch_norm_apply: with x viewed as [rows, C, inner] (channels last: inner = 1 and every axis but
 //    the last flattened into rows; channels first [N, C, *spatial]: rows = N, inner = the spatial

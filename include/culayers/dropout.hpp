@@ -104,7 +104,8 @@ struct DropoutUpdateArgs {
 /// from the state and records them in the state's last_* fields (one thread of the grid writes them;
 /// no other field is written).
 ///
-/// - keep = r < T (PHILOX.md); kept values are multiplied in float32 and rounded once to the dtype;
+/// - keep = r < T (docs/semantics.md, "Dropout"); kept values are multiplied in float32 and rounded once to
+/// the dtype;
 ///   with scale exactly 1 (keep rate 1) kept values are copied bit for bit (NaN payloads included).
 ///   Dropped values are +0.0 even for NaN or Inf inputs.
 /// - Element i (row-major index in x) uses draw q = state.offset + offset + j where j is the row-major

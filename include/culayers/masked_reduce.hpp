@@ -9,7 +9,7 @@
 // Validity of step (o, r) comes from a uint8 mask [outer, R] (nonzero = valid), from int32 lengths
 // [outer] (r < lengths[o] is valid), or is absent (every step valid).
 //
-// Semantics (see docs: SEMANTICS.md "Masked reductions"):
+// Semantics (see docs/semantics.md, "Masked reductions"):
 //  - Masked positions are skipped, never multiplied by zero: a NaN or Inf sitting in a masked position
 //    changes no output bit. A NaN in a valid position propagates (sum, mean, moments; max and min
 //    select it).

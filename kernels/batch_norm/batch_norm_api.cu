@@ -1,7 +1,6 @@
 // Host side of the batch-normalization ops (include/culayers/batch_norm.hpp): validation, the apply
 // kernel's plan (vector width, shared staging, grid), the moments merge kernel (channels first) and the
 // moving-statistics update kernel.
-// device_info.cuh first: its unqualified detail::set_error must not see kernels::detail (vector_io.cuh).
 #include "kernels/common/device_info.cuh"
 #include "kernels/batch_norm/batch_norm_kernels.cuh"
 

@@ -1,5 +1,8 @@
 // One kernel source, two builds: nvcc (the CUDA library) and g++ against the emulator (tests without a
-// GPU). This header is the only place that tells them apart.
+// GPU). This header selects the device headers and qualifiers for each; the few GPU-only branches
+// (__CUDACC__ / __CUDA_ARCH__) elsewhere in kernels/common and kernels/dropout/philox.cuh have portable
+// fallbacks (docs/architecture.md, "Rules for kernel code"). Kernels get hidden visibility from the
+// build (CMake's visibility presets), so two copies of the library in one process do not collide.
 //
 // A third, host-only use: a file compiled by the host compiler in a CUDA build (neither __CUDACC__ nor
 // CULAYERS_EMULATED) may include the headers whose code is all __host__ __device__ (numeric.cuh,
@@ -25,13 +28,6 @@
 #define CULAYERS_GLOBAL __global__
 #define CULAYERS_DEVICE __device__ __forceinline__
 #define CULAYERS_HD __host__ __device__ __forceinline__
-
-// Kernels get hidden visibility so that two copies of the library in one process do not collide.
-#if defined(__GNUC__)
-#  define CULAYERS_KERNEL_VISIBILITY __attribute__((visibility("hidden")))
-#else
-#  define CULAYERS_KERNEL_VISIBILITY
-#endif
 
 // Declares `T* name` pointing at the block's dynamic shared memory (16-byte aligned at least). The only
 // way kernels may reach dynamic shared memory.

@@ -1,6 +1,6 @@
 // Philox4x32-10 and the dropout keep rule, as __host__ __device__ functions: the kernels, the CPU
 // reference of the tests and the host helpers all call these, so a keep decision is a pure function of
-// (seed, stream, offset, i) on every backend (specification: PHILOX.md of the design notes).
+// (seed, stream, offset, i) on every backend (specification: docs/semantics.md, "Dropout").
 //
 //   key  = (lo32(seed), hi32(seed))
 //   q    = offset + i                       (offset counts 32-bit draws; a multiple of 4)

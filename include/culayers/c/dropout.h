@@ -57,7 +57,7 @@ typedef struct culayersDropoutState_t {
 } culayersDropoutState_t;
 
 /* Writes every field of *state with one 1-thread kernel (the arguments may live on the stack).
- * culayersDropoutInitArgsDefault fills the defaults: keep rate 1, decay_rate 1 (fixed), interval 10000. */
+ * culayersDropoutInitArgsInit fills the defaults: keep rate 1, decay_rate 1 (fixed), interval 10000. */
 typedef struct culayersDropoutInitArgs_t {
   culayersDropoutState_t* state; /* device memory, 8-byte aligned */
   uint64_t seed;
@@ -107,7 +107,7 @@ typedef struct culayersDropoutBackwardArgs_t {
 
 /* Fills *args with the defaults (state NULL, seed 0, offset 0, keep rate 1, decay rate 1, interval
  * 10000, iterations 0). A NULL args does nothing. */
-CULAYERS_API void culayersDropoutInitArgsDefault(culayersDropoutInitArgs_t* args);
+CULAYERS_API void culayersDropoutInitArgsInit(culayersDropoutInitArgs_t* args);
 
 /* For each op: CanImplement validates (no device access), WorkspaceSize stores the workspace bytes
  * (always 0) in *bytes, and the op itself validates and enqueues on `stream`. `workspace` may be NULL. */

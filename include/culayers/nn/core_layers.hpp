@@ -1,6 +1,6 @@
 // Core Keras-like layers on the masked-reduction and dropout ops: Masking, Dropout, DecayingDropout,
-// MaskedGlobalPooling1D and MaskedFlatten (semantics: SEMANTICS.md "Masked reductions", "Dropout",
-// "DecayingDropout", "Pooling and Flatten layers").
+// MaskedGlobalPooling1D and MaskedFlatten (semantics: docs/semantics.md, "Masked reductions", "Dropout",
+// "Layers").
 //
 // Common to every class here:
 //  - The constructor takes an options struct, a name (empty: a Keras-like default) and the compute dtype
@@ -149,7 +149,7 @@ class Dropout final : public Layer {
   Tensor state_; ///< one DropoutState (128 bytes) in device memory
 };
 
-/// Options of DecayingDropout (SEMANTICS.md "DecayingDropout"; Keras defaults).
+/// Options of DecayingDropout (docs/semantics.md, "Dropout" and "Layers"; Keras defaults).
 struct DecayingDropoutOptions {
   double initial_keep_rate = 1.0;      ///< in (0, 1]
   std::int64_t decay_interval = 10000; ///< > 0

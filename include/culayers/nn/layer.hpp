@@ -1,4 +1,4 @@
-// The Keras-like Layer base (Keras 2 semantics, C++ idioms; see SEMANTICS.md "The Layer contract"):
+// The Keras-like Layer base (Keras 2 semantics, C++ idioms; see docs/semantics.md, "The layer contract"):
 //
 //  - build(input_shape) runs once and creates the weights through add_weight(name, shape, dtype,
 //    initializer, trainable); a later call whose input does not match the built shape is a clear error.

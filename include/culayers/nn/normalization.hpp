@@ -1,6 +1,6 @@
-// Normalization layers (Keras semantics, see SEMANTICS.md "Group normalization" and "BatchNormalization
-// with masks"): GroupNormalization on the group_norm op, BatchNormalization on masked_reduce's moments and
-// the batch_norm ops.
+// Normalization layers (Keras semantics, see docs/semantics.md, "Group normalization" and "Layers"):
+// GroupNormalization on the group_norm op, BatchNormalization on masked_reduce's moments and the
+// batch_norm ops.
 //
 // Both layers own float32 [C] weights whatever the layer's dtype (Keras's mixed-precision convention),
 // support masking (the mask passes through unchanged) and, once warmed up for an input shape, call without

@@ -247,7 +247,7 @@ TEST(DropoutCApi, MatchesTheCppApi) {
   const std::uint64_t seed = rng();
 
   culayersDropoutInitArgs_t init;
-  culayersDropoutInitArgsDefault(&init);
+  culayersDropoutInitArgsInit(&init);
   EXPECT_EQ(init.initial_keep_rate, 1.0);
   EXPECT_EQ(init.decay_rate, 1.0);
   init.state = s_c.get();

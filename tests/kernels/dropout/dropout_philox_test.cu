@@ -1,6 +1,6 @@
-// Philox4x32-10 and the draw mapping of PHILOX.md: Random123's known answers on the host and in a
-// kernel, cuRAND's curand() after curand_init(seed, stream, offset + i) as an independent oracle, the
-// threshold rule, and the launch-time divider of the broadcast paths.
+// Philox4x32-10 and the draw mapping of docs/semantics.md ("Dropout"): Random123's known answers on the host
+// and in a kernel, cuRAND's curand() after curand_init(seed, stream, offset + i) as an independent oracle,
+// the threshold rule, and the launch-time divider of the broadcast paths.
 #if defined(__CUDACC__)
 // cuRAND's device API as a host-side oracle: its functions are __device__ only unless QUALIFIERS says
 // otherwise (the emulated build's device header includes curand_kernel.h on its own).
@@ -34,7 +34,7 @@ struct KnownAnswer {
   std::uint32_t out[4];
 };
 
-// Random123 kat_vectors, philox4x32 with 10 rounds (PHILOX.md).
+// Random123 kat_vectors, philox4x32 with 10 rounds (the published Random123 test vectors).
 constexpr KnownAnswer kKnownAnswers[] = {
     {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}},
     {{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff},
@@ -98,8 +98,8 @@ TEST(DropoutPhilox, KnownAnswersDevice) {
   }
 }
 
-// PHILOX.md's worked example: curand_init(42, 5, 8) then curand4 = Philox(counter {2, 0, 5, 0}, key
-// {42, 0}).
+// The worked example of docs/semantics.md: curand_init(42, 5, 8) then curand4 = Philox(counter {2, 0, 5, 0},
+// key {42, 0}).
 TEST(DropoutPhilox, CurandWorkedExample) {
   const std::uint32_t want[4] = {0x3695fa92, 0xf838528a, 0xf171847b, 0xb1fa02ce};
   const kd::PhiloxWords w = kd::philox_group(42, 5, 2);
