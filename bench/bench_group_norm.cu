@@ -516,12 +516,6 @@ std::uint64_t model_bytes(const Config& cfg) {
   return 3 * tensor + stats + (cfg.act != gn::Activation::kNone ? 2 : 1) * param + 2 * param;
 }
 
-// Iterations per repetition: about 20 ms of device time at 2.5 TB/s, between 20 and 200.
-std::int64_t iterations_for(std::uint64_t bytes) {
-  const double estimate_s = std::max(static_cast<double>(bytes) / 2.5e12, 5e-6);
-  return std::clamp<std::int64_t>(std::llround(0.02 / estimate_s), 20, 200);
-}
-
 template <class T>
 constexpr DType dtype_of() {
   if constexpr (std::is_same_v<T, float>) {

@@ -87,7 +87,8 @@ bool check_buffer(benchmark::State& state, const DeviceBuffer& buffer, const cha
 
 // Runs `verify` the first time `key` is seen in this process and remembers its result: an empty string
 // means the configuration matches its CPU reference; anything else is the mismatch description. Returns
-// false (after state.SkipWithError) for a configuration that failed, now or earlier.
+// false (after state.SkipWithError) for a configuration that failed, now or earlier. A result starting with
+// kBaselineUnavailable (bench/cudnn_runtime.hpp) is reported as it is: the baseline cannot run here.
 bool verify_once(benchmark::State& state, const std::string& key, const std::function<std::string()>& verify);
 
 // Writes 2 x L2 bytes (cudaMemsetAsync) on `stream`, evicting whatever the previous iteration left in L2.
@@ -108,6 +109,11 @@ double copy_reference_gbps(std::uint64_t bytes_moved);
 
 // Adds the run's context (card, driver, runtime, SMs, L2, clocks, method) to the benchmark output.
 void add_context();
+
+// A fixed iteration count per repetition for an op moving `bytes`: about 20 ms of device time at 2.5 TB/s,
+// between 20 and 200 (small shapes run for microseconds, and timing them until 0.1 s of device time
+// accumulates would take tens of thousands of flush + synchronize round trips). Use with ->Iterations().
+std::int64_t iterations_for(std::uint64_t bytes);
 
 // Per-benchmark defaults: manual time, microseconds, aggregates only. Use with ->Apply(configure).
 void configure(benchmark::internal::Benchmark* b);

@@ -10,8 +10,8 @@
 # device time in all, so the whole check runs against one deadline and keeps its report current):
 #   tests      the CUDA test binary (every test)
 #   bench      culayers_bench in parts, each with its own JSON: masked reductions, dropout, group norm
-#              shape 3, shape 2, shape 1, the roofline cases (a part cut off by the deadline loses only
-#              itself)
+#              shape 3, shape 2, shape 1, the roofline cases, batch normalization (a part cut off by the
+#              deadline loses only itself)
 #   examples   the demo (culayers_demo) and the engine example (culayers_engine_example_cuda), which check
 #              their own results
 #   memcheck   compute-sanitizer memcheck (with leak check) over CULAYERS_SANITIZER_FILTER (default: every
@@ -97,7 +97,7 @@ reserve=10
 min_step=20
 
 # The benchmark parts: name, then the --benchmark_filter regex. Issue targets first (shapes 3-7), then
-# the rest of group norm's shapes, then the roofline.
+# the rest of group norm's shapes, the roofline, and batch normalization (no issue target).
 bench_parts=(
   "masked_reduce" "^masked_reduce/"
   "dropout" "^dropout_"
@@ -105,6 +105,7 @@ bench_parts=(
   "group_norm_s2" "^group_norm/s2_"
   "group_norm_s1" "^group_norm/s1_"
   "roofline" "^BM_"
+  "batch_norm" "^batch_norm/"
 )
 
 # ---- the card ---------------------------------------------------------------------------------------
