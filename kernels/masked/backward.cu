@@ -4,6 +4,7 @@
 // thread loads its columns' dy (or indices, or dmean/dvar/mean) once per item and walks its steps.
 #include "kernels/masked/masked_reduce_device.cuh"
 
+#include <algorithm>
 #include <cstdint>
 
 CULAYERS_NAMESPACE_BEGIN
@@ -11,22 +12,43 @@ namespace kernels {
 namespace masked {
 namespace {
 
-/// counts[o] = number of nonzero bytes of mask row o: one warp per row.
+/// counts[o] += the nonzero bytes of mask row o in this block's chunks: an item is kCountChunk bytes of one
+/// row, each thread reading kCountLoads bytes kBackwardThreads apart (coalesced, all independent), the
+/// block's sum added with one integer atomic per item (exact, so the result does not depend on the order).
+/// `counts` is zeroed on the stream first. Many blocks share a long row, so few rows with a long R (B = 2,
+/// T = 65536) do not serialize on one warp per row.
 CULAYERS_GLOBAL void __launch_bounds__(kBackwardThreads)
     count_kernel(const std::uint8_t* mask, std::int64_t outer, std::int64_t reduce, std::int32_t* counts) {
-  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
-  const std::int64_t warps_per_block = blockDim.x / kWarpSize;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * warps_per_block;
-  for (std::int64_t o = static_cast<std::int64_t>(blockIdx.x) * warps_per_block + threadIdx.x / kWarpSize;
-       o < outer; o += stride) {
+  __shared__ std::int32_t warp_sums[kBackwardThreads / kWarpSize];
+  const int tid = static_cast<int>(threadIdx.x);
+  const std::int64_t chunks = (reduce + kCountChunk - 1) / kCountChunk;
+  for (std::int64_t item = blockIdx.x; item < outer * chunks; item += gridDim.x) {
+    const std::int64_t o = item / chunks;
+    const std::int64_t r0 = (item % chunks) * kCountChunk;
+    const std::uint8_t* row = mask + o * reduce;
     std::int32_t n = 0;
-    for (std::int64_t r = lane; r < reduce; r += kWarpSize) {
-      n += load<CacheHint::kReadOnly>(mask + o * reduce + r) != 0 ? 1 : 0;
+    CULAYERS_PRAGMA_UNROLL
+    for (int k = 0; k < kCountLoads; ++k) {
+      const std::int64_t r = r0 + static_cast<std::int64_t>(k) * kBackwardThreads + tid;
+      if (r < reduce) {
+        n += load<CacheHint::kStreaming>(row + r) != 0 ? 1 : 0;
+      }
     }
     n = warp_reduce_sum(n);
-    if (lane == 0) {
-      store(counts + o, n);
+    if (tid % kWarpSize == 0) {
+      warp_sums[tid / kWarpSize] = n;
     }
+    __syncthreads();
+    if (tid == 0) {
+      std::int32_t total = 0;
+      for (int w = 0; w < kBackwardThreads / kWarpSize; ++w) {
+        total += warp_sums[w];
+      }
+      if (total != 0) {
+        atomicAdd(counts + o, total);
+      }
+    }
+    __syncthreads(); // warp_sums is reused by the next item
   }
 }
 
@@ -177,9 +199,16 @@ template <class T>
 Status launch_backward(BackwardKind kind, const BackwardLaunch& l, const BackwardParams& p,
                        cudaStream_t stream) {
   if (l.count_first) {
-    const std::int64_t warps_per_block = kBackwardThreads / kWarpSize;
-    const std::int64_t blocks = (p.outer + warps_per_block - 1) / warps_per_block;
-    const unsigned grid = static_cast<unsigned>(blocks < 0x7fffffff ? blocks : 0x7fffffff);
+    // Zeroed on the stream (a memset node under capture), then summed into by the count kernel.
+    if (const cudaError_t e = cudaMemsetAsync(
+            l.counts_workspace, 0, static_cast<std::size_t>(p.outer) * sizeof(std::int32_t), stream);
+        e != cudaSuccess) {
+      return ::culayers::detail::set_error(Status::kErrorCudaRuntime,
+                                           "masked_reduce_backward: zeroing the counts workspace: %s",
+                                           cudaGetErrorString(e));
+    }
+    const std::int64_t items = p.outer * ((p.reduce + kCountChunk - 1) / kCountChunk);
+    const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(items, l.count_grid_cap));
     const Status st = check_launch(CULAYERS_LAUNCH(count_kernel, dim3(grid), dim3(kBackwardThreads), 0,
                                                    stream, p.mask, p.outer, p.reduce, l.counts_workspace),
                                    "masked_reduce_backward");

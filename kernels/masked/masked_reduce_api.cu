@@ -341,6 +341,7 @@ BackwardPlan plan_backward(const MaskedReduceBackwardArgs& a) {
   plan.launch.threads = static_cast<unsigned>(round_up(tx * ty, km::kWarpSize));
   plan.launch.grid = static_cast<unsigned>(std::min(a.outer * col_blocks * splits, kMaxGrid));
   plan.launch.count_first = backward_needs_counts(a);
+  plan.launch.count_grid_cap = std::max<std::int64_t>(1, target / km::kBackwardThreads);
   plan.tx = static_cast<int>(tx);
   plan.ty = static_cast<int>(ty);
   plan.col_blocks = col_blocks;

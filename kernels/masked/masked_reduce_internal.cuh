@@ -35,6 +35,9 @@ using ::culayers::kernels::kWarpSize;
 //  - kUnroll = 4 independent loads in flight per thread: with half of an SM's threads resident that is
 //    64 KB in flight per SM for 16-byte vectors, several times HBM3's bandwidth x latency per SM
 //    (3.35 TB/s x ~0.7 us / 132 SMs ~ 18 KB on H100 SXM).
+//  - kCountLoads = 16 one-byte mask loads in flight per thread of the backward's count kernel: a block
+//    counts kCountChunk = 4 KB of a row per item (4 KB x 8 blocks = 32 KB in flight per SM, the same
+//    budget as kUnroll's vectors).
 //  - kMaxSplits = 4096: bounds the partials' workspace and each combine lane's serial run (512 merges).
 //  - kCombineCols = 32 columns x kCombineLanes = 8 lanes per combine block (kCombineThreads): a warp reads
 //    32 consecutive columns of a chunk (coalesced), and 8 lanes cut the serial chain of chunk merges per
@@ -51,6 +54,8 @@ constexpr int kMaskTile = 1024;
 constexpr std::size_t kWideSmemBudget = 48 * 1024;
 constexpr int kUnroll = 4;
 constexpr std::int64_t kMaxSplits = 4096;
+constexpr int kCountLoads = 16;
+constexpr std::int64_t kCountChunk = static_cast<std::int64_t>(kBackwardThreads) * kCountLoads;
 
 // Defaults of the heuristic's injectable thresholds (masked_reduce::Tuning documents the heuristic).
 //  - narrow_max_inner = 32: one warp covers at least one element of every column per step.
@@ -156,6 +161,7 @@ struct BackwardLaunch {
   unsigned threads;
   bool count_first; // launch the mask-count kernel into `counts_workspace` first
   std::int32_t* counts_workspace;
+  std::int64_t count_grid_cap; // the count kernel's grid cap (blocks resident on the whole GPU)
 };
 
 template <class T>

@@ -286,6 +286,78 @@ TYPED_TEST(MaskedReduceBackwardTyped, MatrixAgainstReference) {
   }
 }
 
+// Mean and moments with a mask and no counts input: the counts come from the mask, counted in 4 KB chunks
+// of a row by many blocks (R = 9000: two full chunks and a partial one per row).
+TYPED_TEST(MaskedReduceBackwardTyped, CountsFromTheMaskAcrossChunks) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  for (ReduceOp op : {ReduceOp::kMean, ReduceOp::kMoments}) {
+    Config c;
+    c.op = op;
+    c.validity = Validity::kMask;
+    c.outer = 3;
+    c.reduce = 9000;
+    c.inner = 2;
+    c.pass_counts = false;
+    run_and_check<T>(c, rng);
+    if (::testing::Test::HasFailure()) {
+      return;
+    }
+  }
+}
+
+// Captured in a CUDA graph, the backward that counts the mask itself replays with the same bits: the
+// counts workspace is zeroed by the captured memset on every replay (it is poisoned before each one).
+TEST(MaskedReduceBackward, CountsFromTheMaskReplayInAGraph) {
+  auto rng = rng_for_test();
+  const std::int64_t outer = 3;
+  const std::int64_t reduce = 5000;
+  const std::int64_t inner = 4;
+  const tm::ValidityData v = tm::make_validity(rng, Validity::kMask, outer, reduce);
+  const std::vector<float> dy = tm::exact_values<float>(rng, static_cast<std::size_t>(outer * inner));
+  DeviceBuffer<std::uint8_t> d_mask(v.mask);
+  DeviceBuffer<float> d_dy(dy);
+  DeviceBuffer<float> direct(static_cast<std::size_t>(outer * reduce * inner));
+  DeviceBuffer<float> replayed(direct.size());
+  mr::MaskedReduceBackwardArgs b;
+  b.op = ReduceOp::kMean;
+  b.dtype = culayers::DType::kFloat32;
+  b.outer = outer;
+  b.reduce = reduce;
+  b.inner = inner;
+  b.validity = Validity::kMask;
+  b.mask = d_mask.get();
+  b.dy = d_dy.get();
+  b.dx = direct.get();
+  const std::size_t ws_bytes = mr::workspace_size(b);
+  ASSERT_GT(ws_bytes, 0u);
+  DeviceBuffer<unsigned char> ws(ws_bytes);
+  ws.fill_bytes(0x5a);
+  ASSERT_EQ(mr::run(b, ws.get(), ws_bytes, nullptr), Status::kSuccess) << culayers::last_error_message();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<float> want = direct.download();
+
+  culayers::test::Stream stream;
+  b.dx = replayed.get();
+  ASSERT_EQ(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  const Status st = mr::run(b, ws.get(), ws_bytes, stream.get());
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream.get(), &graph), cudaSuccess);
+  ASSERT_EQ(st, Status::kSuccess) << culayers::last_error_message();
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int replay = 0; replay < 2; ++replay) {
+    ws.fill_bytes(0xa5);
+    replayed.fill_bytes(0xff);
+    ASSERT_EQ(cudaGraphLaunch(exec, stream.get()), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
+    const std::vector<float> got = replayed.download();
+    ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0) << "replay " << replay;
+  }
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+}
+
 // Moments with only dmean or only dvar (the other gradient is zero; x and mean not needed without dvar).
 TYPED_TEST(MaskedReduceBackwardTyped, MomentsWithOneGradient) {
   using T = TypeParam;
