@@ -544,7 +544,8 @@ void BM_cudnn(benchmark::State& st, Case c, bool backward) {
   if (!verified) {
     return;
   }
-  st.SetLabel(d.type == CUDNN_DATA_BFLOAT16 ? "bf16" : "fp16 (cuDNN rejected bf16)");
+  st.SetLabel(cudnn_version_string() +
+              (d.type == CUDNN_DATA_BFLOAT16 ? " dropout, bf16" : " dropout, fp16 (bf16 rejected)"));
   run_timed(st, 4 * static_cast<std::uint64_t>(n), backward ? bwd : fwd);
 }
 #else

@@ -1635,9 +1635,9 @@ class CudnnComposite final : public Variant {
   }
 
   std::string label() const override {
-    std::string l = std::string("cuDNN BN ") + mode_name() + " on (1," + std::to_string(cfg_.n * cfg_.g) +
-                    "," + std::to_string(cfg_.cpg()) + "," + std::to_string(cfg_.hw) + ") " +
-                    dtype_tag(dtype_of<T>());
+    std::string l = cudnn_version_string() + " BN " + mode_name() + " on (1," +
+                    std::to_string(cfg_.n * cfg_.g) + "," + std::to_string(cfg_.cpg()) + "," +
+                    std::to_string(cfg_.hw) + ") " + dtype_tag(dtype_of<T>());
     if (dtype_of<T>() != cfg_.dtype) {
       l += " (cuDNN rejected bf16)";
     }

@@ -489,7 +489,9 @@ void run_workload(benchmark::State& state, const Workload& w, Variant variant) {
   // the non-blocking bench stream: synchronized first), then the outputs' bytes.
   const auto run_into_poisoned = [&](int fill, std::vector<unsigned char>* bytes_out) -> std::string {
     for (const DeviceBuffer* b : {&out, &mean, &var}) {
-      (void)cudaMemset(b->data(), fill, b->bytes());
+      if (cudaMemset(b->data(), fill, b->bytes()) != cudaSuccess) {
+        return "poison fill failed";
+      }
     }
     if (cudaDeviceSynchronize() != cudaSuccess) {
       return "poison fill failed";

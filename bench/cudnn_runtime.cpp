@@ -20,13 +20,15 @@ void resolve(void* lib, const char* name, F* out, std::string* error) {
 Cudnn load() {
   Cudnn r;
   void* lib = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_LOCAL);
+  std::string first_error;
   if (lib == nullptr) {
+    const char* e = dlerror(); // the reason for libcudnn.so.9 (e.g. a missing dependency) is the useful one
+    first_error = e != nullptr ? e : "?";
     lib = dlopen("libcudnn.so", RTLD_NOW | RTLD_LOCAL);
   }
   if (lib == nullptr) {
-    const char* e = dlerror();
-    r.error = std::string(kBaselineUnavailable) +
-              "cuDNN not found (dlopen libcudnn.so.9: " + (e != nullptr ? e : "?") + ")";
+    r.error =
+        std::string(kBaselineUnavailable) + "cuDNN not found (dlopen libcudnn.so.9: " + first_error + ")";
     return r;
   }
   resolve(lib, "cudnnCreate", &r.create, &r.error);
@@ -80,12 +82,13 @@ bool check_cudnn(benchmark::State& state, cudnnStatus_t status, const char* what
 std::string cudnn_version_string() {
   const Cudnn& dnn = cudnn();
   if (!dnn.error.empty()) {
-    return {};
+    return "cuDNN";
   }
-  // cuDNN 9 encodes major * 10000 + minor * 100 + patch.
+  // cuDNN 9 encodes major * 10000 + minor * 100 + patch, cuDNN 8 major * 1000 + minor * 100 + patch.
   const std::size_t v = dnn.get_version();
-  return "cuDNN " + std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." +
-         std::to_string(v % 100);
+  const std::size_t major = v >= 90000 ? v / 10000 : v / 1000;
+  const std::size_t minor = v >= 90000 ? v / 100 % 100 : v / 100 % 10;
+  return "cuDNN " + std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(v % 100);
 }
 
 } // namespace bench

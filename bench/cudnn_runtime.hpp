@@ -65,7 +65,7 @@ std::string cudnn_failure(const char* what, cudnnStatus_t status);
 /// For a benchmark: true on CUDNN_STATUS_SUCCESS; otherwise state.SkipWithError(cudnn_failure(...)).
 bool check_cudnn(benchmark::State& state, cudnnStatus_t status, const char* what);
 
-/// "cuDNN 9.19.0" (the loaded library's version), or "" when it is not loaded.
+/// "cuDNN 9.19.0" (the loaded library's version), or "cuDNN" when it is not loaded.
 std::string cudnn_version_string();
 
 #endif // CULAYERS_BENCH_HAVE_CUDNN

@@ -340,9 +340,10 @@ step_tests() {
 
 # Prints "<failed> <unavailable>" for a benchmark part's JSON: the benchmarks that errored (failed their
 # verification, or could not run), and how many of those are baseline cases that cannot run on this machine
-# (error message starting with "baseline unavailable: ", e.g. cuDNN not found), which do not fail the part.
+# (error message starting with "baseline unavailable: ", e.g. cuDNN not found), which do not fail the part;
+# "-1 0" when the JSON cannot be read.
 count_errors() {
-  python3 - "$1" <<'PY' 2>/dev/null || echo "1 0"
+  python3 - "$1" <<'PY' 2>/dev/null || echo "-1 0"
 import json
 import sys
 
@@ -377,6 +378,8 @@ step_bench() {
     fi
     if [[ ! -s "$part_json" ]]; then
       step_results[last]="FAIL (no benchmark JSON: see the console output)"
+    elif ((n_failed < 0)); then
+      step_results[last]="FAIL (the benchmark JSON could not be read: see the console output)"
     elif ((n_failed > 0)); then
       step_results[last]="FAIL (benchmarks that failed verification or errored: $n_failed; see the table)"
     elif ! grep -q '"run_name"' "$part_json"; then
