@@ -139,7 +139,8 @@ struct DropoutForwardArgs {
 
 /// dx = keep ? dy * scale : +0.0, regenerating the mask of the most recent forward on this state from
 /// its last_* fields (so it is exact even after the update op has advanced the schedule). Same shape,
-/// noise_shape and offset as that forward; dx may equal dy. Never synchronizes.
+/// noise_shape and offset as that forward; dx may equal dy; dy and dx aligned to their element size
+/// (kErrorMisaligned otherwise), any wider alignment only widening the accesses. Never synchronizes.
 struct DropoutBackwardArgs {
   const void* dy = nullptr;
   void* dx = nullptr;

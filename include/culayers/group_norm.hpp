@@ -76,9 +76,10 @@ const char* path_name(Path path) noexcept;
 ///     memory per block minus the reduction scratch) and either the groups resident at once (N * G, at
 ///     most SMs x the blocks per SM that threads and shared memory allow) keep enough bytes in flight to
 ///     beat the split path, which reads x (and dy) twice (in flight >= 2/3, backward 3/5, of SMs x
-///     18 KB, an H100's HBM bandwidth x latency per SM; each active thread has 4 vector loads in flight),
-///     or E is too small to split (< 2 x `min_split_elements`). Channels first, a block has at most
-///     max(128, pow2_ceil(C/G) x 32) threads (more would idle).
+///     18 KB, an H100's HBM bandwidth x latency per SM; an active thread has 4 vectors of x, and 4 of dy
+///     in the backward, in flight when it walks at least 4, else one each), or E is too small to split
+///     (< 2 x `min_split_elements`). Channels first, a block has at most max(128, pow2_ceil(C/G) x tx)
+///     threads, tx = min(pow2_ceil(spatial / N), 32) (more would idle).
 ///  4. Otherwise split: S = ceil(target blocks / (N * G)) chunks of at least `min_split_elements`
 ///     (default 8192: below that a chunk's partial and its merge are no longer small next to its data),
 ///     at most 1024 (the merge kernel stages the partials in shared memory). Target blocks = 2 x SMs x

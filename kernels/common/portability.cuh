@@ -1,8 +1,9 @@
 // One kernel source, two builds: nvcc (the CUDA library) and g++ against the emulator (tests without a
 // GPU). This header selects the device headers and qualifiers for each; the few GPU-only branches
-// (__CUDACC__ / __CUDA_ARCH__) elsewhere in kernels/common and kernels/dropout/philox.cuh have portable
-// fallbacks (docs/architecture.md, "Rules for kernel code"). Kernels get hidden visibility from the
-// build (CMake's visibility presets), so two copies of the library in one process do not collide.
+// (__CUDACC__ / __CUDA_ARCH__) elsewhere in kernels/common and kernels/dropout (philox.cuh,
+// dropout_kernels.cuh) have portable fallbacks (docs/architecture.md, "Rules for kernel code"). Kernels
+// get hidden visibility from the build (CMake's visibility presets), so two copies of the library in one
+// process do not collide.
 //
 // A third, host-only use: a file compiled by the host compiler in a CUDA build (neither __CUDACC__ nor
 // CULAYERS_EMULATED) may include the headers whose code is all __host__ __device__ (numeric.cuh,

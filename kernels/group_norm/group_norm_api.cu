@@ -273,8 +273,10 @@ Status make_plan(const Common& c, Planned* out) {
       std::min<int>(pow2_ceil(std::max<std::int64_t>(geo.colvecs, 1)), static_cast<int>(block_tx_cap));
   int block_threads = vecs >= 4096 ? k::kMaxBlockThreads : (vecs >= 1024 ? 256 : 128);
   if (!geo.cl) {
-    block_threads = std::min<int>(
-        block_threads, std::max(128, pow2_ceil(std::max<std::int64_t>(geo.rows, 1)) * block_tx_cols));
+    const std::int64_t rows_cap =
+        static_cast<std::int64_t>(pow2_ceil(std::max<std::int64_t>(geo.rows, 1))) * block_tx_cols;
+    block_threads =
+        static_cast<int>(std::min<std::int64_t>(block_threads, std::max<std::int64_t>(128, rows_cap)));
   }
   const std::size_t block_smem = planes * cache + k::team_scratch_bytes(block_threads, vec);
   const std::size_t optin = static_cast<std::size_t>(info.smem_per_block_optin);
@@ -289,10 +291,15 @@ Status make_plan(const Common& c, Planned* out) {
   // latency, kInFlightBytesPerSm per SM) to stream at least at the fraction of full bandwidth that its
   // smaller byte count allows: forward x + y against 2 x + y (2/3), backward x + dy + dx against
   // 2 x + 2 dy + dx (3/5). Resident groups: SMs x blocks per SM (threads and shared memory; 1 KB per block
-  // is reserved by the hardware); bytes in flight: kUnroll vector loads per active thread.
+  // is reserved by the hardware; registers are not modelled). Bytes in flight per active thread: the
+  // unrolled loads of `visit` (kUnroll vectors, of x and of dy in the backward) when a thread has at least
+  // kUnroll vectors along its walk (positions channels last, column vectors channels first), else one.
   const int block_tx = std::min<int>(block_tx_cols, block_threads);
-  const std::int64_t block_active = std::min<std::int64_t>(geo.colvecs, block_tx) *
-                                    std::min<std::int64_t>(geo.rows, block_threads / block_tx);
+  const std::int64_t block_ty = block_threads / block_tx;
+  const std::int64_t block_active =
+      std::min<std::int64_t>(geo.colvecs, block_tx) * std::min<std::int64_t>(geo.rows, block_ty);
+  const std::int64_t walk = geo.cl ? ceil_div(geo.rows, block_ty) : ceil_div(geo.colvecs, block_tx);
+  const double loads_in_flight = (walk >= k::kUnroll ? k::kUnroll : 1) * static_cast<double>(planes);
   const std::int64_t blocks_per_sm = std::clamp<std::int64_t>(
       std::min<std::int64_t>(info.threads_per_sm / block_threads,
                              static_cast<std::int64_t>(info.smem_per_sm) /
@@ -300,7 +307,7 @@ Status make_plan(const Common& c, Planned* out) {
       1, k::kMaxBlocksPerSm);
   const double resident = static_cast<double>(std::min<std::int64_t>(units, info.sm_count * blocks_per_sm));
   const double in_flight =
-      resident * static_cast<double>(block_active) * k::kUnroll * static_cast<double>(vec * elem);
+      resident * static_cast<double>(block_active) * loads_in_flight * static_cast<double>(vec * elem);
   const double needed = static_cast<double>(info.sm_count) * k::kInFlightBytesPerSm;
   const double byte_ratio = c.backward ? 3.0 / 5.0 : 2.0 / 3.0;
   const bool block_streams = in_flight >= byte_ratio * needed;

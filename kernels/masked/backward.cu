@@ -203,7 +203,8 @@ Status launch_backward(BackwardKind kind, const BackwardLaunch& l, const Backwar
     if (const cudaError_t e = cudaMemsetAsync(
             l.counts_workspace, 0, static_cast<std::size_t>(p.outer) * sizeof(std::int32_t), stream);
         e != cudaSuccess) {
-      return ::culayers::detail::set_error(Status::kErrorCudaRuntime,
+      const bool no_device = e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver;
+      return ::culayers::detail::set_error(no_device ? Status::kErrorNoDevice : Status::kErrorCudaRuntime,
                                            "masked_reduce_backward: zeroing the counts workspace: %s",
                                            cudaGetErrorString(e));
     }

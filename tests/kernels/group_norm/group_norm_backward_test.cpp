@@ -412,7 +412,7 @@ const ShapeCase kShapes[] = {
     {3, 64, 4, 49, pinned(), Path::kWarp, true},
     {2, 16, 2, 300, pinned(), Path::kBlock, true},
     {3, 32, 32, 1, pinned(), Path::kWarp, true},
-    {3, 4, 1, 1000, auto_split(), Path::kSplit, false},
+    {1, 4, 1, 1000, auto_split(), Path::kSplit, false}, // one group: too few bytes in flight for a block
     {3, 12, 3, 25, forced(Path::kWarp), Path::kWarp, true},
     {3, 12, 3, 25, forced(Path::kBlock), Path::kBlock, true},
     {3, 12, 3, 25, with_splits(3), Path::kSplit, false},
