@@ -51,6 +51,7 @@
 
 #include "bench/cudnn_runtime.hpp"
 #include "bench/harness.hpp"
+#include "bench/variant.hpp"
 #include "culayers/nn.hpp"
 #include "kernels/common/common.cuh"
 
@@ -307,18 +308,6 @@ std::string download_floats(const void* device, std::int64_t n, std::vector<floa
 
 // ---- variants -------------------------------------------------------------------------------------------
 
-class Variant {
- public:
-  virtual ~Variant() = default;
-  virtual std::string setup() = 0;
-  virtual std::string verify() = 0;
-  virtual Status op(cudaStream_t s) = 0;
-  virtual std::string label() const = 0;
-  virtual int x_reads() const { return 0; }
-  /// True when the variant could not run because the library rejected the configuration as unsupported.
-  virtual bool unsupported() const { return false; }
-};
-
 template <class T>
 class Ours final : public Variant {
  public:
@@ -464,28 +453,6 @@ class Ours final : public Variant {
 };
 
 #if CULAYERS_BENCH_HAVE_CUDNN
-
-template <class T>
-cudnnDataType_t cudnn_type() {
-  if constexpr (std::is_same_v<T, float>) {
-    return CUDNN_DATA_FLOAT;
-  } else if constexpr (std::is_same_v<T, __half>) {
-    return CUDNN_DATA_HALF;
-  } else {
-    return CUDNN_DATA_BFLOAT16;
-  }
-}
-
-template <class T>
-constexpr DType dtype_of() {
-  if constexpr (std::is_same_v<T, float>) {
-    return DType::kFloat32;
-  } else if constexpr (std::is_same_v<T, __half>) {
-    return DType::kFloat16;
-  } else {
-    return DType::kBFloat16;
-  }
-}
 
 /// cuDNN's batch normalization for cfg with element type T (T differs from cfg.dtype only for the float16
 /// fallback of a bfloat16 configuration).
@@ -692,17 +659,6 @@ std::unique_ptr<Variant> make_cudnn(const Config& c, int candidate) {
 
 // ---- benchmark functions ----------------------------------------------------------------------------------
 
-void time_variant(benchmark::State& st, std::uint64_t bytes, Variant& v) {
-  run_timed(st, bytes, [&](cudaStream_t s) { return v.op(s); });
-  if (st.error_occurred()) {
-    return;
-  }
-  st.SetLabel(v.label());
-  if (v.x_reads() > 0) {
-    st.counters["x_reads"] = benchmark::Counter(v.x_reads());
-  }
-}
-
 void BM_ours(benchmark::State& st, Config c) {
   std::unique_ptr<Variant> v;
   if (c.dtype == DType::kFloat32) {
@@ -710,14 +666,7 @@ void BM_ours(benchmark::State& st, Config c) {
   } else {
     v = std::make_unique<Ours<__nv_bfloat16>>(c);
   }
-  if (std::string e = v->setup(); !e.empty()) {
-    st.SkipWithError(("setup: " + e).c_str());
-    return;
-  }
-  if (!verify_once(st, config_name(c, "ours"), [&] { return v->verify(); })) {
-    return;
-  }
-  time_variant(st, model_bytes(c), *v);
+  run_variant(st, config_name(c, "ours"), model_bytes(c), *v);
 }
 
 #if CULAYERS_BENCH_HAVE_CUDNN
@@ -726,41 +675,9 @@ void BM_cudnn(benchmark::State& st, Config c) {
     st.SkipWithError(cudnn().error.c_str());
     return;
   }
-  // The first candidate (mode, dtype) that runs and verifies is the one timed, in every repetition. When
-  // cuDNN answers CUDNN_STATUS_NOT_SUPPORTED for every candidate, the case is a baseline that cannot run
-  // here; any other failure (a wrong result, an error of another kind) is a failure.
-  static std::map<std::string, int> chosen;
-  const std::string key = config_name(c, "cudnn");
-  const bool verified = verify_once(st, key, [&]() -> std::string {
-    std::string errors;
-    bool all_unsupported = true;
-    for (int i = 0; i < cudnn_candidates(c); ++i) {
-      std::unique_ptr<Variant> v = make_cudnn(c, i);
-      std::string e = v->setup();
-      if (e.empty()) {
-        e = v->verify();
-      }
-      if (e.empty()) {
-        chosen[key] = i;
-        return {};
-      }
-      all_unsupported = all_unsupported && v->unsupported();
-      errors += (errors.empty() ? "" : "; ") + v->label() + ": " + e;
-    }
-    return (all_unsupported
-                ? std::string(kBaselineUnavailable) + "cuDNN does not support this configuration: "
-                : std::string()) +
-           errors;
-  });
-  if (!verified) {
-    return;
-  }
-  std::unique_ptr<Variant> v = make_cudnn(c, chosen[key]);
-  if (std::string e = v->setup(); !e.empty()) {
-    st.SkipWithError(("setup: " + e).c_str());
-    return;
-  }
-  time_variant(st, model_bytes(c), *v);
+  // cuDNN answering NOT_SUPPORTED for every candidate makes the case a baseline that cannot run here.
+  run_first_candidate(st, config_name(c, "cudnn"), model_bytes(c), cudnn_candidates(c),
+                      [&](int i) { return make_cudnn(c, i); });
 }
 #else
 void BM_cudnn(benchmark::State& st, Config) {

@@ -66,6 +66,7 @@
 
 #include "bench/cudnn_runtime.hpp"
 #include "bench/harness.hpp"
+#include "bench/variant.hpp"
 #include "culayers/group_norm.hpp"
 #include "kernels/common/common.cuh"
 
@@ -514,17 +515,6 @@ std::uint64_t model_bytes(const Config& cfg) {
   }
   // x, dy, dx; mean, rstd; gamma (+ beta with an activation); dgamma, dbeta
   return 3 * tensor + stats + (cfg.act != gn::Activation::kNone ? 2 : 1) * param + 2 * param;
-}
-
-template <class T>
-constexpr DType dtype_of() {
-  if constexpr (std::is_same_v<T, float>) {
-    return DType::kFloat32;
-  } else if constexpr (std::is_same_v<T, __half>) {
-    return DType::kFloat16;
-  } else {
-    return DType::kBFloat16;
-  }
 }
 
 // ---- host helpers ----------------------------------------------------------------------------------------
@@ -1105,20 +1095,6 @@ std::string make_tensors(const Config& cfg, Tensors* t) {
 
 // ---- one benchmarked variant ------------------------------------------------------------------------------
 
-class Variant {
- public:
-  virtual ~Variant() = default;
-  /// Allocates, fills, runs untimed prerequisites (e.g. the forward before a backward). "" on success.
-  virtual std::string setup() = 0;
-  /// Runs the op once and compares it with the reference. "" on success.
-  virtual std::string verify() = 0;
-  /// The timed work.
-  virtual Status op(cudaStream_t s) = 0;
-  virtual std::string label() const = 0;
-  /// Reads of x (and dy) the variant makes by design; 0 when unknown.
-  virtual int x_reads() const { return 0; }
-};
-
 // ---- ours -------------------------------------------------------------------------------------------------
 
 template <class T>
@@ -1452,17 +1428,6 @@ class Copy final : public Variant {
 
 #if CULAYERS_BENCH_HAVE_CUDNN
 
-template <class T>
-cudnnDataType_t cudnn_type() {
-  if constexpr (std::is_same_v<T, float>) {
-    return CUDNN_DATA_FLOAT;
-  } else if constexpr (std::is_same_v<T, __half>) {
-    return CUDNN_DATA_HALF;
-  } else {
-    return CUDNN_DATA_BFLOAT16;
-  }
-}
-
 // The cuDNN composite for cfg with element type T (T differs from cfg.dtype only for the fp16 fallback of
 // a bf16 configuration: the same bytes, fp16 data).
 template <class T>
@@ -1733,29 +1698,6 @@ std::unique_ptr<Variant> make_typed(const Config& cfg) {
   }
 }
 
-// Times a set-up, verified variant and sets the label and the extra counter.
-void time_variant(benchmark::State& st, std::uint64_t bytes, Variant& v) {
-  run_timed(st, bytes, [&](cudaStream_t s) { return v.op(s); });
-  if (st.error_occurred()) {
-    return;
-  }
-  st.SetLabel(v.label());
-  if (v.x_reads() > 0) {
-    st.counters["x_reads"] = benchmark::Counter(v.x_reads());
-  }
-}
-
-void run_variant(benchmark::State& st, const std::string& key, std::uint64_t bytes, Variant& v) {
-  if (std::string e = v.setup(); !e.empty()) {
-    st.SkipWithError(("setup: " + e).c_str());
-    return;
-  }
-  if (!verify_once(st, key, [&] { return v.verify(); })) {
-    return;
-  }
-  time_variant(st, bytes, v);
-}
-
 void BM_ours(benchmark::State& st, Config cfg) {
   std::unique_ptr<Variant> v = make_typed<Ours>(cfg);
   run_variant(st, config_name(cfg, "ours"), model_bytes(cfg), *v);
@@ -1777,34 +1719,8 @@ void BM_cudnn(benchmark::State& st, Config cfg) {
     st.SkipWithError(cudnn().error.c_str());
     return;
   }
-  // The first candidate (dtype, mode) that runs and verifies is the one timed, in every repetition.
-  static std::map<std::string, int> chosen;
-  const std::string key = config_name(cfg, "cudnn");
-  const bool verified = verify_once(st, key, [&]() -> std::string {
-    std::string errors;
-    for (int i = 0; i < cudnn_candidates(cfg); ++i) {
-      std::unique_ptr<Variant> v = make_cudnn(cfg, i);
-      std::string e = v->setup();
-      if (e.empty()) {
-        e = v->verify();
-      }
-      if (e.empty()) {
-        chosen[key] = i;
-        return {};
-      }
-      errors += (errors.empty() ? "" : "; ") + v->label() + ": " + e;
-    }
-    return errors;
-  });
-  if (!verified) {
-    return;
-  }
-  std::unique_ptr<Variant> v = make_cudnn(cfg, chosen[key]);
-  if (std::string e = v->setup(); !e.empty()) {
-    st.SkipWithError(("setup: " + e).c_str());
-    return;
-  }
-  time_variant(st, model_bytes(cfg), *v);
+  run_first_candidate(st, config_name(cfg, "cudnn"), model_bytes(cfg), cudnn_candidates(cfg),
+                      [&](int i) { return make_cudnn(cfg, i); });
 }
 #else
 void BM_cudnn(benchmark::State& st, Config) {

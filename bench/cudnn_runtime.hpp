@@ -16,8 +16,11 @@
 #endif
 
 #include <string>
+#include <type_traits>
 
 #include <benchmark/benchmark.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 namespace culayers {
 namespace bench {
@@ -64,6 +67,18 @@ std::string cudnn_failure(const char* what, cudnnStatus_t status);
 
 /// For a benchmark: true on CUDNN_STATUS_SUCCESS; otherwise state.SkipWithError(cudnn_failure(...)).
 bool check_cudnn(benchmark::State& state, cudnnStatus_t status, const char* what);
+
+/// cuDNN's data type of an element type (float, __half, __nv_bfloat16).
+template <class T>
+cudnnDataType_t cudnn_type() {
+  if constexpr (std::is_same_v<T, float>) {
+    return CUDNN_DATA_FLOAT;
+  } else if constexpr (std::is_same_v<T, __half>) {
+    return CUDNN_DATA_HALF;
+  } else {
+    return CUDNN_DATA_BFLOAT16;
+  }
+}
 
 /// "cuDNN 9.19.0" (the loaded library's version), or "cuDNN" when it is not loaded.
 std::string cudnn_version_string();
