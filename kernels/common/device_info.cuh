@@ -2,6 +2,7 @@
 // path must not query the runtime on every call, and must stay valid under graph capture).
 #pragma once
 
+#include "kernels/common/launch.cuh"
 #include "kernels/common/portability.cuh"
 
 #include "culayers/status.hpp"
@@ -22,8 +23,7 @@ struct DeviceInfo {
 /// The status for a runtime query that failed with `e`: kErrorNoDevice when there is no usable device (none
 /// present, or a driver too old for this runtime), otherwise kErrorCudaRuntime.
 inline Status device_query_status(cudaError_t e) {
-  return e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ? Status::kErrorNoDevice
-                                                                    : Status::kErrorCudaRuntime;
+  return is_no_device_error(e) ? Status::kErrorNoDevice : Status::kErrorCudaRuntime;
 }
 
 /// The current device's DeviceInfo. kErrorNoDevice when there is no usable device, kErrorCudaRuntime when

@@ -53,6 +53,12 @@ cudaError_t launch(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, 
 #endif
 }
 
+/// True for the runtime's "no usable device" answers (none present, or a driver too old for this runtime),
+/// which the ops report as kErrorNoDevice.
+inline bool is_no_device_error(cudaError_t e) {
+  return e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver;
+}
+
 /// Turns a launch error into a Status whose message names the op (last_error_message()):
 /// kErrorNoDevice when there is no usable device (none present, or a driver too old for this runtime),
 /// kErrorCudaLaunch otherwise.
@@ -60,8 +66,7 @@ cudaError_t launch(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, 
   if (e == cudaSuccess) {
     return Status::kSuccess;
   }
-  const bool no_device = e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver;
-  return detail::set_error(no_device ? Status::kErrorNoDevice : Status::kErrorCudaLaunch,
+  return detail::set_error(is_no_device_error(e) ? Status::kErrorNoDevice : Status::kErrorCudaLaunch,
                            "%s: kernel launch failed: %s (%s)", op, cudaGetErrorName(e),
                            cudaGetErrorString(e));
 }

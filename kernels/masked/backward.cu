@@ -203,10 +203,9 @@ Status launch_backward(BackwardKind kind, const BackwardLaunch& l, const Backwar
     if (const cudaError_t e = cudaMemsetAsync(
             l.counts_workspace, 0, static_cast<std::size_t>(p.outer) * sizeof(std::int32_t), stream);
         e != cudaSuccess) {
-      const bool no_device = e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver;
-      return ::culayers::detail::set_error(no_device ? Status::kErrorNoDevice : Status::kErrorCudaRuntime,
-                                           "masked_reduce_backward: zeroing the counts workspace: %s",
-                                           cudaGetErrorString(e));
+      return ::culayers::detail::set_error(
+          is_no_device_error(e) ? Status::kErrorNoDevice : Status::kErrorCudaRuntime,
+          "masked_reduce_backward: zeroing the counts workspace: %s", cudaGetErrorString(e));
     }
     const std::int64_t items = p.outer * ((p.reduce + kCountChunk - 1) / kCountChunk);
     const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(items, l.count_grid_cap));
