@@ -23,8 +23,9 @@
 # GPU itself are never changed or reset.
 #
 # Writes bench/results/<card-slug>-<YYYY-MM-DD>.md (and .json: every benchmark part merged) after every
-# step, and copies both with the logs into $OUT when that is set, so a run cut off from outside still
-# leaves what it had finished. A step that would start with under 20 s left before the deadline is
+# step, and copies both into $OUT when that is set, with the logs and benchmark part JSONs in one archive
+# (gpu_check_logs.tar.gz: three files in all), so a run cut off from outside still leaves what it had
+# finished. A step that would start with under 20 s left before the deadline is
 # reported NOT RUN.
 #
 # Without a GPU (nvidia-smi -L fails) it says so and exits 0. Otherwise it exits 1 if any step failed,
@@ -281,8 +282,9 @@ write_report() {
     mkdir -p "$OUT"
     cp "$report" "$OUT/"
     [[ -s "$json" ]] && cp "$json" "$OUT/"
-    cp "$logs"/*.log "$OUT/" 2>/dev/null
-    cp "$logs"/bench-*.json "$OUT/" 2>/dev/null
+    # The logs and part JSONs travel as one archive: a lent machine brings back only a few files.
+    (cd "$logs" && tar -czf "$OUT/gpu_check_logs.tar.gz" --exclude=demo_output ./*.log ./*.txt ./bench-*.json) \
+      2>/dev/null
   fi
 }
 
