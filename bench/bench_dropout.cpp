@@ -402,7 +402,7 @@ void BM_copy(benchmark::State& st, Case c) {
                : Status::kErrorCudaRuntime;
   };
   const bool verified = verify_once(st, "copy/" + c.name, [&]() -> std::string {
-    (void)cudaMemset(y.data(), 0xff, y.bytes());
+    (void)cudaMemsetAsync(y.data(), 0xff, y.bytes(), bench_stream()); // on the op's (non-blocking) stream
     if (op(bench_stream()) != Status::kSuccess || cudaStreamSynchronize(bench_stream()) != cudaSuccess) {
       return "cudaMemcpyAsync failed";
     }

@@ -67,7 +67,9 @@ void BM_copy_kernel(benchmark::State& state) {
     return roofline_copy(dst.as<float>(), src.as<float>(), n, blocks, s);
   };
   const bool verified = verify_once(state, "copy_kernel/" + std::to_string(bytes), [&]() -> std::string {
-    (void)cudaMemset(dst.data(), 0xff, dst.bytes()); // poison: every element must be written
+    // Poison on the op's stream: every element must be written. (The benchmark stream does not wait for
+    // the legacy default stream, so a plain cudaMemset could land after the op.)
+    (void)cudaMemsetAsync(dst.data(), 0xff, dst.bytes(), bench_stream());
     const Status st = op(bench_stream());
     if (st != Status::kSuccess) {
       return std::string("roofline_copy: ") + last_error_message();
@@ -99,7 +101,7 @@ void BM_copy_memcpy(benchmark::State& state) {
     return err == cudaSuccess ? Status::kSuccess : Status::kErrorCudaRuntime;
   };
   const bool verified = verify_once(state, "copy_memcpy/" + std::to_string(bytes), [&]() -> std::string {
-    (void)cudaMemset(dst.data(), 0xff, dst.bytes());
+    (void)cudaMemsetAsync(dst.data(), 0xff, dst.bytes(), bench_stream());
     if (op(bench_stream()) != Status::kSuccess) {
       return "cudaMemcpyAsync failed";
     }
@@ -140,13 +142,20 @@ void BM_reduce_sum(benchmark::State& state) {
     }
     float got[2] = {0.0f, 0.0f};
     for (float& g : got) { // twice: the result must also be bit-identical run to run
-      (void)cudaMemset(out.data(), 0xff, sizeof(float));
+      // Poison, run and read back on the op's stream: the benchmark stream is non-blocking, so the legacy
+      // default stream's cudaMemset / cudaMemcpy would not wait for it (seen on an H100: the read-back
+      // found the poison, NaN).
+      (void)cudaMemsetAsync(out.data(), 0xff, sizeof(float), bench_stream());
       if (op(bench_stream()) != Status::kSuccess) {
         return std::string("roofline_reduce_sum: ") + last_error_message();
       }
-      const cudaError_t err = cudaMemcpy(&g, out.data(), sizeof(float), cudaMemcpyDeviceToHost);
+      cudaError_t err =
+          cudaMemcpyAsync(&g, out.data(), sizeof(float), cudaMemcpyDeviceToHost, bench_stream());
+      if (err == cudaSuccess) {
+        err = cudaStreamSynchronize(bench_stream());
+      }
       if (err != cudaSuccess) {
-        return std::string("cudaMemcpy to host: ") + cudaGetErrorString(err);
+        return std::string("cudaMemcpyAsync to host: ") + cudaGetErrorString(err);
       }
     }
     // float accumulation over grid-stride partial sums: error bound relative to sum |x|.

@@ -415,18 +415,18 @@ cudaError_t launch(const LaunchSite& site, const void* kernel, dim3 grid, dim3 b
   auto where = [&] { return format("kernel '%s' launched at %s:%d", site.kernel, site.file, site.line); };
   const unsigned long long threads = 1ull * block.x * block.y * block.z;
   if (block.x == 0 || block.y == 0 || block.z == 0 || grid.x == 0 || grid.y == 0 || grid.z == 0) {
-    return fail_api(cudaErrorInvalidConfiguration,
+    return fail_api(kLaunchConfigurationError,
                     where() + format(": zero-sized grid (%u,%u,%u) or block (%u,%u,%u)", grid.x, grid.y,
                                      grid.z, block.x, block.y, block.z));
   }
   if (threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64) {
     return fail_api(
-        cudaErrorInvalidConfiguration,
+        kLaunchConfigurationError,
         where() + format(": block (%u,%u,%u) exceeds CUDA's limits (1024 threads; x,y <= 1024, z <= 64)",
                          block.x, block.y, block.z));
   }
   if (grid.x > 2147483647u || grid.y > 65535u || grid.z > 65535u) {
-    return fail_api(cudaErrorInvalidConfiguration,
+    return fail_api(kLaunchConfigurationError,
                     where() + format(": grid (%u,%u,%u) exceeds CUDA's limits (x < 2^31, y and z <= 65535)",
                                      grid.x, grid.y, grid.z));
   }

@@ -306,14 +306,14 @@ TEST(EmulatorFeatures, LaunchValidationFollowsCudaLimits) {
   DeviceBuffer<int> p(1024);
   QuietEmulator quiet;
   EXPECT_EQ(CULAYERS_LAUNCH(nop_kernel, dim3(1, 65536, 1), 1, 0, nullptr, p.get()),
-            cudaErrorInvalidConfiguration);
+            culayers_emu::kLaunchConfigurationError);
   EXPECT_EQ(CULAYERS_LAUNCH(nop_kernel, dim3(1, 1, 65536), 1, 0, nullptr, p.get()),
-            cudaErrorInvalidConfiguration);
+            culayers_emu::kLaunchConfigurationError);
   EXPECT_EQ(CULAYERS_LAUNCH(nop_kernel, 1, dim3(1, 1, 65), 0, nullptr, p.get()),
-            cudaErrorInvalidConfiguration);
+            culayers_emu::kLaunchConfigurationError);
   EXPECT_EQ(CULAYERS_LAUNCH(nop_kernel, 1, dim3(32, 33, 1), 0, nullptr, p.get()),
-            cudaErrorInvalidConfiguration);
-  EXPECT_EQ(CULAYERS_LAUNCH(nop_kernel, 0, 32, 0, nullptr, p.get()), cudaErrorInvalidConfiguration);
+            culayers_emu::kLaunchConfigurationError);
+  EXPECT_EQ(CULAYERS_LAUNCH(nop_kernel, 0, 32, 0, nullptr, p.get()), culayers_emu::kLaunchConfigurationError);
   EXPECT_NE(culayers_emu::last_error_message().find("nop_kernel"), std::string::npos);
   (void)cudaGetLastError();
   // The largest legal configurations are accepted.

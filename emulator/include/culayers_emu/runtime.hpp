@@ -38,6 +38,19 @@ std::uint64_t schedule_seed();
 // bugs on purpose may turn it off).
 void set_report_to_stderr(bool on);
 
+// ---- launch validation ----------------------------------------------------------------------------
+
+// What a launch whose grid or block is outside CUDA's limits (more than 1024 threads, block z > 64,
+// grid y or z > 65535, an empty grid or block) returns, as the runtime the emulator is built against
+// does: cudaErrorInvalidConfiguration up to CUDA 12; the CUDA 13.0 runtime returns cudaErrorInvalidValue
+// (seen on an H100 with driver 580.159.04).
+constexpr cudaError_t kLaunchConfigurationError =
+#if CUDART_VERSION >= 13000
+    cudaErrorInvalidValue;
+#else
+    cudaErrorInvalidConfiguration;
+#endif
+
 // ---- diagnostics ----------------------------------------------------------------------------------
 
 // The full message of the last error the emulator reported (kernel fault, launch validation,
