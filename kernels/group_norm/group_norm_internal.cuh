@@ -11,7 +11,9 @@
 //
 // A unit of work is (n, g, chunk): the group itself (splits == 1) or one of `splits` chunks of it cut
 // along the spatial axis (channels last: rows; channels first: column vectors). A team (a warp, or the
-// whole block) processes one unit at a time and strides over units. Inside a team the threads form
+// whole block) processes one unit at a time and strides over units. Units are numbered (n, g, chunk) for
+// channels first and (n, chunk, g) for channels last, so concurrent channels-last teams share the rows'
+// DRAM sectors through L2 (make_unit). Inside a team the threads form
 // tx x ty (x fastest): along the channel axis and the other axis; the host picks the shape:
 //   channels last:  tx threads over column vectors (a power of two), ty over rows
 //   channels first: tx lanes over column vectors (a power of two <= 32), ty over rows (channels)
