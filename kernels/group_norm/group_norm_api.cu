@@ -263,7 +263,7 @@ Status make_plan(const Common& c, Planned* out) {
   const std::size_t planes = c.backward ? 2 : 1;
   const std::size_t cache =
       align_up(static_cast<std::size_t>(vecs) * elem * static_cast<std::size_t>(vec), 16);
-  const std::size_t warp_team = planes * cache + k::team_scratch_bytes(kWarpSize, vec);
+  const std::size_t warp_team = planes * cache + k::team_scratch_bytes(kWarpSize, vec, c.backward);
   const std::size_t warp_block_smem = warp_team * k::kWarpTeamsPerBlock;
   // A block-path team is tx x ty (see "Thread shape" below). Channels first, tx <= 32 lanes walk a channel's
   // column vectors and ty rows walk the group's channels, so rows beyond pow2_ceil(C/G) would idle: the
@@ -278,20 +278,46 @@ Status make_plan(const Common& c, Planned* out) {
     block_threads =
         static_cast<int>(std::min<std::int64_t>(block_threads, std::max<std::int64_t>(128, rows_cap)));
   }
-  const std::size_t block_smem = planes * cache + k::team_scratch_bytes(block_threads, vec);
+  const std::int64_t units = c.batch * c.groups;
+  // Blocks of a given size one SM holds: threads, shared memory (1 KB reserved per block) and registers
+  // (k::kCachedRegs*, an estimate from ptxas).
+  const auto blocks_per_sm = [&](int threads) {
+    const std::size_t smem = planes * cache + k::team_scratch_bytes(threads, vec, c.backward);
+    const std::int64_t regs =
+        static_cast<std::int64_t>(c.backward ? k::kCachedBackwardRegs : k::kCachedForwardRegs);
+    return std::clamp<std::int64_t>(std::min({static_cast<std::int64_t>(info.threads_per_sm / threads),
+                                              static_cast<std::int64_t>(info.smem_per_sm) /
+                                                  static_cast<std::int64_t>(smem + k::kReservedSmemPerBlock),
+                                              k::kRegistersPerSm / (regs * threads)}),
+                                    1, k::kMaxBlocksPerSm);
+  };
+  // Waves: a block-path group is a block, so the last wave of groups can leave most SMs idle (shape 3 in
+  // bf16: 512 groups, 3 blocks of 256 threads per SM = 396 a wave, so a second wave 29 % full). A smaller
+  // block is taken when it needs fewer waves and no more time: a block's time is taken as proportional to
+  // its vectors per thread (latency-bound streaming), so the cost is waves / threads.
+  const auto waves = [&](int threads) {
+    return ceil_div(units, static_cast<std::int64_t>(info.sm_count) * blocks_per_sm(threads));
+  };
+  for (int smaller = block_threads / 2; smaller >= 128 && units > 0; smaller /= 2) {
+    const std::int64_t w_now = waves(block_threads);
+    const std::int64_t w_smaller = waves(smaller);
+    if (w_smaller < w_now && w_smaller * block_threads <= w_now * smaller) {
+      block_threads = smaller;
+    }
+  }
+  const std::size_t block_smem = planes * cache + k::team_scratch_bytes(block_threads, vec, c.backward);
   const std::size_t optin = static_cast<std::size_t>(info.smem_per_block_optin);
   const std::size_t block_cap = t.block_max_bytes > 0 ? static_cast<std::size_t>(t.block_max_bytes) : optin;
   const bool warp_fits = warp_block_smem <= optin;
   const bool block_fits = block_smem <= block_cap && block_smem <= optin;
   const std::int64_t warp_max = t.warp_max_elements > 0 ? t.warp_max_elements : kDefaultWarpMaxElements;
   const std::int64_t min_split = t.min_split_elements > 0 ? t.min_split_elements : kDefaultMinSplitElements;
-  const std::int64_t units = c.batch * c.groups;
   // The block path reads x (and dy) once; the split path twice, but with the whole GPU busy. The block path
   // wins when the groups it can hold on chip at once keep enough bytes in flight (Little's law: bandwidth x
   // latency, kInFlightBytesPerSm per SM) to stream at least at the fraction of full bandwidth that its
   // smaller byte count allows: forward x + y against 2 x + y (2/3), backward x + dy + dx against
-  // 2 x + 2 dy + dx (3/5). Resident groups: SMs x blocks per SM (threads and shared memory; 1 KB per block
-  // is reserved by the hardware; registers are not modelled). Bytes in flight per active thread: the
+  // 2 x + 2 dy + dx (3/5). Resident groups: SMs x blocks per SM (threads, shared memory with 1 KB per block
+  // reserved by the hardware, and estimated registers: blocks_per_sm). Bytes in flight per active thread: the
   // unrolled loads of `visit` (kUnroll vectors, of x and of dy in the backward) when a thread has at least
   // kUnroll vectors along its walk (positions channels last, column vectors channels first), else one.
   const int block_tx = std::min<int>(block_tx_cols, block_threads);
@@ -300,12 +326,8 @@ Status make_plan(const Common& c, Planned* out) {
       std::min<std::int64_t>(geo.colvecs, block_tx) * std::min<std::int64_t>(geo.rows, block_ty);
   const std::int64_t walk = geo.cl ? ceil_div(geo.rows, block_ty) : ceil_div(geo.colvecs, block_tx);
   const double loads_in_flight = (walk >= k::kUnroll ? k::kUnroll : 1) * static_cast<double>(planes);
-  const std::int64_t blocks_per_sm = std::clamp<std::int64_t>(
-      std::min<std::int64_t>(info.threads_per_sm / block_threads,
-                             static_cast<std::int64_t>(info.smem_per_sm) /
-                                 static_cast<std::int64_t>(block_smem + k::kReservedSmemPerBlock)),
-      1, k::kMaxBlocksPerSm);
-  const double resident = static_cast<double>(std::min<std::int64_t>(units, info.sm_count * blocks_per_sm));
+  const double resident =
+      static_cast<double>(std::min<std::int64_t>(units, info.sm_count * blocks_per_sm(block_threads)));
   const double in_flight =
       resident * static_cast<double>(block_active) * loads_in_flight * static_cast<double>(vec * elem);
   const double needed = static_cast<double>(info.sm_count) * k::kInFlightBytesPerSm;
@@ -367,7 +389,7 @@ Status make_plan(const Common& c, Planned* out) {
     geo.chunk = std::max<std::int64_t>(1, ceil_div(axis, splits));
     geo.splits = axis > 0 ? ceil_div(axis, geo.chunk) : 1;
     plan.threads = static_cast<unsigned>(k::kSplitThreads);
-    plan.smem = k::team_scratch_bytes(k::kSplitThreads, vec);
+    plan.smem = k::team_scratch_bytes(k::kSplitThreads, vec, c.backward);
     plan.grid = static_cast<unsigned>(std::min<std::int64_t>(units * geo.splits, kMaxGrid));
   }
   plan.smem_optin = plan.smem > kNoOptinSmem;
@@ -375,9 +397,28 @@ Status make_plan(const Common& c, Planned* out) {
   // Thread shape inside a team.
   if (geo.cl) {
     geo.tx = std::min(pow2_ceil(std::max<std::int64_t>(geo.colvecs, 1)), team);
-  } else {
+  } else if (c.backward || path == Path::kWarp) {
+    // The backward's per-channel sums shuffle across the tx lanes: tx <= 32.
     const std::int64_t cols_in_unit = geo.splits > 1 ? geo.chunk : geo.colvecs;
     geo.tx = std::min(pow2_ceil(std::max<std::int64_t>(cols_in_unit, 1)), kWarpSize);
+  } else {
+    // The forward reduces over the whole team only, so tx x ty is free: the shape that idles the fewest
+    // threads (ties: more rows, fewer batches per thread). With tx <= 32 a 256-thread team had ty = 8 rows
+    // for C/G = 4 (VAE shape: half the threads idle, the H100 run's normalize kernel at 41 % of DRAM
+    // bandwidth) and 16 slots for C/G = 10 (UNet C = 320).
+    const std::int64_t cols_in_unit = std::max<std::int64_t>(geo.splits > 1 ? geo.chunk : geo.colvecs, 1);
+    const std::int64_t rows = std::max<std::int64_t>(geo.rows, 1);
+    double best = -1.0;
+    for (int ty = 1; ty <= team; ty *= 2) {
+      const int tx = team / ty;
+      const double row_use = static_cast<double>(rows) / static_cast<double>(ceil_div(rows, ty) * ty);
+      const double col_use =
+          static_cast<double>(cols_in_unit) / static_cast<double>(ceil_div(cols_in_unit, tx) * tx);
+      if (row_use * col_use >= best) {
+        best = row_use * col_use;
+        geo.tx = tx;
+      }
+    }
   }
   geo.ty = team / geo.tx;
 

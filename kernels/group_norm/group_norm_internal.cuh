@@ -16,7 +16,8 @@
 // DRAM sectors through L2 (make_unit). Inside a team the threads form
 // tx x ty (x fastest): along the channel axis and the other axis; the host picks the shape:
 //   channels last:  tx threads over column vectors (a power of two), ty over rows
-//   channels first: tx lanes over column vectors (a power of two <= 32), ty over rows (channels)
+//   channels first: tx lanes over column vectors (a power of two; <= 32 in the backward and the warp path,
+//                   whose per-channel sums shuffle across tx), ty over rows (channels)
 // so per-channel sums reduce across ty (channels last: shuffles then shared memory) or across tx lanes
 // (channels first: shuffles), always in a fixed order.
 #pragma once
@@ -58,6 +59,12 @@ constexpr int kWarpTeamsPerBlock = 4;
 constexpr int kUnroll = 4;
 constexpr double kInFlightBytesPerSm = 18.0 * 1024.0;
 constexpr std::size_t kReservedSmemPerBlock = 1024;
+//  - kCachedForwardRegs / kCachedBackwardRegs = 80 / 128: registers per thread of the cached (block-path)
+//    kernels, bf16 (the most), from ptxas for sm_90 (the H100 profile read 79 and 128); kRegistersPerSm =
+//    64 K registers, every sm_80-sm_90 SM. The residency model counts them.
+constexpr int kCachedForwardRegs = 80;
+constexpr int kCachedBackwardRegs = 128;
+constexpr std::int64_t kRegistersPerSm = 65536;
 constexpr std::int64_t kMaxBlocksPerSm = 32;
 constexpr std::int64_t kMaxSplits = 1024;
 constexpr int kFinalThreadsX = 32;
@@ -134,9 +141,14 @@ Status launch_backward(const Plan& plan, const BackwardParams& params, cudaStrea
 /// dgamma[c], dbeta[c] = sums over the `rows` partial rows in order (shared by every dtype).
 Status launch_channel_sums(const BackwardParams& params, std::int64_t rows, cudaStream_t stream);
 
-/// Shared-memory bytes of one team's scratch for per-channel sums and reductions (host and device agree).
-constexpr std::size_t team_scratch_bytes(int threads, int vec) {
-  return static_cast<std::size_t>(threads) * 2 * static_cast<std::size_t>(vec) * sizeof(float) + 32 * 16;
+/// Shared-memory bytes of one team's scratch (host and device agree): the backward's per-channel slots
+/// (threads x 2 x vec floats) and, in both directions, 512 bytes for block reductions. The forward has no
+/// per-channel sums: its smaller footprint lets more cached-path blocks share an SM.
+constexpr std::size_t kReduceScratchBytes = 32 * 16;
+constexpr std::size_t team_scratch_bytes(int threads, int vec, bool backward) {
+  return (backward ? static_cast<std::size_t>(threads) * 2 * static_cast<std::size_t>(vec) * sizeof(float)
+                   : 0) +
+         kReduceScratchBytes;
 }
 
 } // namespace group_norm

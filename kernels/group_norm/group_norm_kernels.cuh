@@ -191,18 +191,25 @@ struct Team {
   }
 };
 
-/// Team scratch: [size * 2 * N floats of per-channel slots][512 bytes of reduction scratch].
+/// Team scratch (team_scratch_bytes): backward [size * 2 * N floats of per-channel slots][512 bytes of
+/// reduction scratch]; forward only the reduction scratch (slots null).
 template <int N>
 struct Scratch {
   float* slots;
   void* reduce;
 };
 
-template <int N>
+template <int N, bool kBackward>
 CULAYERS_DEVICE Scratch<N> make_scratch(unsigned char* p, int team_size) {
   Scratch<N> s;
-  s.slots = reinterpret_cast<float*>(p);
-  s.reduce = p + static_cast<std::size_t>(team_size) * 2 * N * sizeof(float);
+  if constexpr (kBackward) {
+    s.slots = reinterpret_cast<float*>(p);
+    s.reduce = p + static_cast<std::size_t>(team_size) * 2 * N * sizeof(float);
+  } else {
+    (void)team_size;
+    s.slots = nullptr;
+    s.reduce = p;
+  }
   return s;
 }
 
@@ -347,7 +354,7 @@ CULAYERS_DEVICE void forward_store(const ForwardParams& p, const Unit& un, int t
 }
 
 /// Warp and block paths: a team per group, x staged in the team's shared memory (read from DRAM once).
-/// Dynamic shared memory per team: the group's vectors, then team_scratch_bytes(team size, N).
+/// Dynamic shared memory per team: the group's vectors, then team_scratch_bytes(team size, N, false).
 template <class T, int N, bool kCL, bool kWarpTeam>
 CULAYERS_GLOBAL void __launch_bounds__(kWarpTeam ? kWarpSize* kWarpTeamsPerBlock : kMaxBlockThreads, 1)
     forward_cached_kernel(const ForwardParams p) {
@@ -356,10 +363,10 @@ CULAYERS_GLOBAL void __launch_bounds__(kWarpTeam ? kWarpSize* kWarpTeamsPerBlock
   const Team<kWarpTeam> team = Team<kWarpTeam>::make();
   const std::size_t cache_bytes =
       (static_cast<std::size_t>(geo.rows * geo.colvecs) * sizeof(Vec<T, N>) + 15) / 16 * 16;
-  unsigned char* mine =
-      smem + static_cast<std::size_t>(team.in_block) * (cache_bytes + team_scratch_bytes(team.size, N));
+  unsigned char* mine = smem + static_cast<std::size_t>(team.in_block) *
+                                   (cache_bytes + team_scratch_bytes(team.size, N, false));
   Vec<T, N>* cache = reinterpret_cast<Vec<T, N>*>(mine);
-  const Scratch<N> scratch = make_scratch<N>(mine + cache_bytes, team.size);
+  const Scratch<N> scratch = make_scratch<N, false>(mine + cache_bytes, team.size);
   const T* x = static_cast<const T*>(p.x);
   const std::int64_t units = geo.batch * geo.groups;
 
@@ -404,7 +411,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) forward_partial_kernel(
   CULAYERS_DYNAMIC_SMEM(unsigned char, smem);
   const Geometry& geo = p.geo;
   const Team<false> team = Team<false>::make();
-  const Scratch<N> scratch = make_scratch<N>(smem, team.size);
+  const Scratch<N> scratch = make_scratch<N, false>(smem, team.size);
   const T* x = static_cast<const T*>(p.x);
   const std::int64_t units = geo.batch * geo.groups * geo.splits;
   for (std::int64_t u = team.index; u < units; u += team.count) {
@@ -441,7 +448,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) forward_normalize_kerne
   CULAYERS_DYNAMIC_SMEM(unsigned char, smem);
   const Geometry& geo = p.geo;
   const Team<false> team = Team<false>::make();
-  const Scratch<N> scratch = make_scratch<N>(smem, team.size);
+  const Scratch<N> scratch = make_scratch<N, false>(smem, team.size);
   const T* x = static_cast<const T*>(p.x);
   const std::int64_t units = geo.batch * geo.groups * geo.splits;
   for (std::int64_t u = team.index; u < units; u += team.count) {
@@ -674,10 +681,10 @@ CULAYERS_GLOBAL void __launch_bounds__(kWarpTeam ? kWarpSize* kWarpTeamsPerBlock
   const std::size_t plane =
       (static_cast<std::size_t>(geo.rows * geo.colvecs) * sizeof(Vec<T, N>) + 15) / 16 * 16;
   unsigned char* mine =
-      smem + static_cast<std::size_t>(team.in_block) * (2 * plane + team_scratch_bytes(team.size, N));
+      smem + static_cast<std::size_t>(team.in_block) * (2 * plane + team_scratch_bytes(team.size, N, true));
   Vec<T, N>* cache_x = reinterpret_cast<Vec<T, N>*>(mine);
   Vec<T, N>* cache_dy = reinterpret_cast<Vec<T, N>*>(mine + plane);
-  const Scratch<N> scratch = make_scratch<N>(mine + 2 * plane, team.size);
+  const Scratch<N> scratch = make_scratch<N, true>(mine + 2 * plane, team.size);
   const std::int64_t units = geo.batch * geo.groups;
   for (std::int64_t u = team.index; u < units; u += team.count) {
     const Unit un = make_unit(geo, u);
@@ -707,7 +714,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) backward_partial_kernel
   CULAYERS_DYNAMIC_SMEM(unsigned char, smem);
   const Geometry& geo = p.geo;
   const Team<false> team = Team<false>::make();
-  const Scratch<N> scratch = make_scratch<N>(smem, team.size);
+  const Scratch<N> scratch = make_scratch<N, true>(smem, team.size);
   const std::int64_t units = geo.batch * geo.groups * geo.splits;
   for (std::int64_t u = team.index; u < units; u += team.count) {
     const Unit un = make_unit(geo, u);
@@ -735,7 +742,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) backward_dx_kernel(cons
   CULAYERS_DYNAMIC_SMEM(unsigned char, smem);
   const Geometry& geo = p.geo;
   const Team<false> team = Team<false>::make();
-  const Scratch<N> scratch = make_scratch<N>(smem, team.size);
+  const Scratch<N> scratch = make_scratch<N, true>(smem, team.size);
   const std::int64_t units = geo.batch * geo.groups * geo.splits;
   for (std::int64_t u = team.index; u < units; u += team.count) {
     const Unit un = make_unit(geo, u);
