@@ -132,9 +132,11 @@ struct DropoutForwardArgs {
                                  ///< (seed, stream) serves several tensors: advance by round_up(m, 4),
                                  ///< m = the number of noise-shape elements (draws) of the tensor before
   std::uint8_t* mask = nullptr;  ///< optional uint8 output in x's shape: 1 kept, 0 dropped
-  int max_blocks = 0;            ///< grid cap; 0 = automatic (4 blocks per SM). Tuning/test override
-  int force_vector_width = 0;    ///< elements per global access: 0 = widest the alignment allows, or
-                                 ///< 1, 2, 4, 8 (test/tuning override; must fit the dtype and alignment)
+  /// Grid cap; 0 = automatic (vector paths: one block per tile of 4 x 256 chunks; generic path: 4 blocks
+  /// per SM). Tuning/test override.
+  int max_blocks = 0;
+  int force_vector_width = 0; ///< elements per global access: 0 = widest the alignment allows, or
+                              ///< 1, 2, 4, 8 (test/tuning override; must fit the dtype and alignment)
 };
 
 /// dx = keep ? dy * scale : +0.0, regenerating the mask of the most recent forward on this state from

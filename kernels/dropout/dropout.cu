@@ -382,23 +382,26 @@ Status sm_count(int* out, const char* op) {
   return Status::kSuccess;
 }
 
-/// Grid size: enough threads for every chunk (each thread takes `unroll` chunks per pass), capped at
-/// max_blocks or kBlocksPerSm blocks per SM; grid-stride loops cover the rest.
+/// Grid size. Vector paths: one tile of kUnroll x kThreads chunks per block (dropout_kernels.cuh says why
+/// one short-lived block per tile rather than a grid capped at the resident blocks), capped by max_blocks
+/// or CUDA's grid limit, beyond which the tile loop strides. Generic path: enough threads for every
+/// element, capped at max_blocks or kBlocksPerSm blocks per SM; its grid-stride loop covers the rest.
 void finish_plan(LaunchPlan* plan, int sms, int max_blocks) {
   const std::int64_t n = plan->args.n;
-  std::int64_t chunks = 0;
-  int unroll = kUnroll;
+  std::int64_t blocks = 0;
+  std::int64_t cap = 0;
   if (plan->path == Path::kGeneric) {
-    chunks = n;
-    unroll = 1;
-  } else if (plan->path == Path::kRun) {
-    chunks = n / plan->vec;
+    blocks = ceil_div(n, kThreads);
+    cap = static_cast<std::int64_t>(sms) * static_cast<std::int64_t>(kBlocksPerSm);
   } else {
-    chunks = n / (plan->vec < 4 ? 4 : plan->vec);
+    const std::int64_t chunks =
+        plan->path == Path::kRun ? n / plan->vec : n / (plan->vec < 4 ? 4 : plan->vec);
+    blocks = ceil_div(chunks, static_cast<std::int64_t>(kUnroll) * kThreads);
+    cap = kMaxGridBlocks;
   }
-  std::int64_t blocks = ceil_div(ceil_div(chunks, unroll), kThreads);
-  const std::int64_t cap =
-      max_blocks > 0 ? max_blocks : static_cast<std::int64_t>(sms) * static_cast<std::int64_t>(kBlocksPerSm);
+  if (max_blocks > 0) {
+    cap = max_blocks;
+  }
   blocks = blocks < cap ? blocks : cap;
   plan->blocks = static_cast<int>(blocks < 1 ? 1 : blocks);
 }

@@ -407,6 +407,43 @@ TEST(DropoutForward, BroadcastBenchmarkShapesScaledDown) {
   }
 }
 
+// The vector paths walk tiles of 4 x 256 chunks, one per block with the automatic grid; a grid of
+// max_blocks smaller than the tile count makes each block stride over several tiles, and the last
+// chunks % 1024 chunks and n % C elements take the remainder loops. Shapes with 3 to 7 whole tiles plus a
+// partial one on the plain, row and run paths (the run one with chunks straddling runs of E = 517).
+template <class T>
+void strided_tiles() {
+  auto rng = rng_for_test();
+  DeviceState state(fixed_rate(rng(), 0.8731, 77));
+  const BroadcastCase cases[] = {
+      {{3 * 8192 + 8 * 300 + 5}, {}}, // plain: 3 full V = 8 tiles, 300 chunks, 5 tail elements
+      {{3, 40, 256}, {3, 1, 256}},    // row, F = 256
+      {{5, 12, 517}, {5, 12, 1}},     // run, E = 517
+  };
+  for (const BroadcastCase& c : cases) {
+    const std::vector<T> x = random_input<T>(rng, static_cast<std::size_t>(ref::numel(c.dims)));
+    for (int width : {0, 4}) {
+      for (int blocks : {0, 1, 2, 5}) {
+        Options o;
+        o.noise = c.noise;
+        o.width = width;
+        o.max_blocks = blocks;
+        o.offset = 4;
+        check_forward(x, c.dims, state, o,
+                      "dims[0] " + std::to_string(c.dims[0]) + " width " + std::to_string(width) +
+                          " blocks " + std::to_string(blocks));
+      }
+    }
+  }
+}
+
+TEST(DropoutForward, TilesStridedOverSmallGridsFloat) {
+  strided_tiles<float>();
+}
+TEST(DropoutForward, TilesStridedOverSmallGridsBFloat16) {
+  strided_tiles<__nv_bfloat16>();
+}
+
 // Two tensors served by one (seed, stream): the second starts at offset round_up(n, 4) and gets the
 // draws that follow the first's.
 TEST(DropoutForward, OffsetContinuesTheDrawSequence) {
