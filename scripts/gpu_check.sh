@@ -40,6 +40,8 @@
 #   CULAYERS_RACE_FILTER          gtest filter for racecheck and synccheck (default: *Tsan*)
 #   CULAYERS_BENCH_ARGS           extra arguments for every culayers_bench part, never a filter (e.g.
 #                                 --benchmark_repetitions=3)
+#   CULAYERS_BENCH_PARTS          the benchmark parts to run, by name, space-separated (default: all of
+#                                 them; the names are in bench_parts below)
 set -uo pipefail
 
 script_start=$(date +%s)
@@ -108,6 +110,24 @@ bench_parts=(
   "roofline" "^BM_"
   "batch_norm" "^batch_norm/"
 )
+
+if [[ -n "${CULAYERS_BENCH_PARTS:-}" ]]; then
+  chosen=()
+  for want in $CULAYERS_BENCH_PARTS; do
+    found=0
+    for ((i = 0; i < ${#bench_parts[@]}; i += 2)); do
+      if [[ "${bench_parts[$i]}" == "$want" ]]; then
+        chosen+=("${bench_parts[$i]}" "${bench_parts[$((i + 1))]}")
+        found=1
+      fi
+    done
+    if ((!found)); then
+      echo "gpu_check: CULAYERS_BENCH_PARTS: unknown part '$want'" >&2
+      exit 2
+    fi
+  done
+  bench_parts=("${chosen[@]}")
+fi
 
 # ---- the card ---------------------------------------------------------------------------------------
 query() { nvidia-smi -i 0 --query-gpu="$1" --format=csv,noheader 2>/dev/null | head -n1; }
