@@ -26,49 +26,83 @@ static_assert(sizeof(Slot<AccKind::kMoments, 8>) == 8 * acc_bytes(AccKind::kMome
 static_assert(sizeof(Slot<AccKind::kMax, 4>) == 4 * acc_bytes(AccKind::kMax) + 4, "slot layout");
 static_assert(sizeof(Slot<AccKind::kSum, 2>) == 2 * acc_bytes(AccKind::kSum) + 4, "slot layout");
 
-/// Accumulates steps r = first, first + stride, ... < end of the N columns at `xcol` (x + row base +
-/// column) into acc; `flags` (mask tiles, indexed by r - flag_base) gates each step when kMasked.
-/// kUnroll loads are issued before any is consumed.
-template <class T, AccKind K, int N, bool kMasked>
-CULAYERS_DEVICE void accumulate_steps(const T* xcol, std::int64_t inner, std::int64_t first, std::int64_t end,
-                                      std::int64_t stride, const std::uint8_t* flags, std::int64_t flag_base,
-                                      typename AccTraits<K>::State (&acc)[N], std::int32_t& cnt) {
-  using Tr = AccTraits<K>;
-  std::int64_t r = first;
-  for (; r + (kUnroll - 1) * stride < end; r += kUnroll * stride) {
-    bool f[kUnroll];
-    Vec<T, N> v[kUnroll];
+/// Pushes one step (the N column values of step r) into the thread's accumulators; `cnt` is the
+/// thread's valid-step count including this step. Moments share one reciprocal 1 / cnt across the N
+/// columns (every column of a thread sees the same steps, so their Welford counts are equal): one MUFU
+/// per step instead of N, and no per-column count register (the caller stores cnt into .count once the
+/// thread's steps are done).
+template <class T, AccKind K, int N>
+CULAYERS_DEVICE void push_step(typename AccTraits<K>::State (&acc)[N], const Vec<T, N>& v, std::uint32_t r,
+                               std::int32_t cnt) {
+  if constexpr (K == AccKind::kMoments) {
+    // __fdividef (2 ulp) for the reason given at AccTraits<kMoments>.
+    const float inv = __fdividef(1.0f, static_cast<float>(cnt));
     CULAYERS_PRAGMA_UNROLL
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int j = 0; j < N; ++j) {
+      const float x = to_float(v[j]);
+      const float delta = x - acc[j].mean;
+      acc[j].mean += delta * inv;
+      acc[j].m2 += delta * (x - acc[j].mean);
+    }
+  } else {
+    CULAYERS_PRAGMA_UNROLL
+    for (int j = 0; j < N; ++j) {
+      AccTraits<K>::push(acc[j], to_float(v[j]), static_cast<std::int32_t>(r));
+    }
+  }
+}
+
+/// Loads in flight per thread of the wide kernel: kUnroll, except for 16-bit max/min/moments with 8
+/// columns per thread, whose 16 accumulator registers (value + index, or mean + m2, per column) leave no
+/// room for 4 x 4 registers of loads under the 64-register bound (ptxas spilled 8-28 bytes); 3 loads of
+/// 16 B at 1024 resident threads are still 48 KB in flight per SM, 2.7x the ~18 KB Little's law asks for.
+template <class T, AccKind K, int N>
+constexpr int wide_unroll() {
+  return (K != AccKind::kSum && N == 8 && sizeof(T) == 2) ? kUnroll - 1 : kUnroll;
+}
+
+/// Accumulates steps r = first, first + stride, ... < end of the N columns at `xcol` (x + row base +
+/// column) into acc; `flags` (a mask tile, indexed by r - flag_base) gates each step when kMasked.
+/// wide_unroll() loads are issued before any is consumed. Moments leave acc[j].count alone (see push_step).
+/// Steps are 32-bit unsigned (r < R < 2^31 and r + kUnroll x stride < 2^32 never wraps) and the row pointer
+/// advances by a precomputed stride: fewer 64-bit registers in the unrolled loop.
+template <class T, AccKind K, int N, bool kMasked>
+CULAYERS_DEVICE void accumulate_steps(const T* xcol, std::int64_t inner, std::uint32_t first,
+                                      std::uint32_t end, std::uint32_t stride, const std::uint8_t* flags,
+                                      std::uint32_t flag_base, typename AccTraits<K>::State (&acc)[N],
+                                      std::int32_t& cnt) {
+  const std::int64_t step = static_cast<std::int64_t>(stride) * inner;
+  const T* ptr = xcol + static_cast<std::int64_t>(first) * inner;
+  constexpr int kU = wide_unroll<T, K, N>();
+  std::uint32_t r = first;
+  for (; r + (kU - 1) * stride < end; r += kU * stride, ptr += kU * step) {
+    bool f[kU];
+    Vec<T, N> v[kU];
+    CULAYERS_PRAGMA_UNROLL
+    for (int u = 0; u < kU; ++u) {
       f[u] = !kMasked || flags[r + u * stride - flag_base] != 0;
     }
     CULAYERS_PRAGMA_UNROLL
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < kU; ++u) {
       if (f[u]) {
-        v[u] = load_vec<N, CacheHint::kStreaming>(xcol + (r + u * stride) * inner);
+        v[u] = load_vec<N, CacheHint::kStreaming>(ptr + u * step);
       } else {
         v[u] = Vec<T, N>{};
       }
     }
     CULAYERS_PRAGMA_UNROLL
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < kU; ++u) {
       if (f[u]) {
         ++cnt;
-        CULAYERS_PRAGMA_UNROLL
-        for (int j = 0; j < N; ++j) {
-          Tr::push(acc[j], to_float(v[u][j]), static_cast<std::int32_t>(r + u * stride));
-        }
+        push_step<T, K, N>(acc, v[u], r + u * stride, cnt);
       }
     }
   }
-  for (; r < end; r += stride) {
+  for (; r < end; r += stride, ptr += step) {
     if (!kMasked || flags[r - flag_base] != 0) {
-      const Vec<T, N> v = load_vec<N, CacheHint::kStreaming>(xcol + r * inner);
+      const Vec<T, N> v = load_vec<N, CacheHint::kStreaming>(ptr);
       ++cnt;
-      CULAYERS_PRAGMA_UNROLL
-      for (int j = 0; j < N; ++j) {
-        Tr::push(acc[j], to_float(v[j]), static_cast<std::int32_t>(r));
-      }
+      push_step<T, K, N>(acc, v, r, cnt);
     }
   }
 }
@@ -78,9 +112,11 @@ CULAYERS_DEVICE void accumulate_steps(const T* xcol, std::int64_t inner, std::in
 /// over items. Each thread walks its steps of the chunk, the ty partials of a column merge through a
 /// shared-memory tree (lower lane first), and lane 0 writes the final outputs (wide path) or the
 /// chunk's partial (split path: p.partials, combined by combine_kernel).
-/// Dynamic shared memory: blockDim.x Slots, kMaskTile mask flags, one int64 (the row's length).
+/// Mask tiles are double-buffered: the next tile's bytes are loaded into registers before the current
+/// tile's steps and stored into the other buffer after them, one barrier per tile.
+/// Dynamic shared memory: blockDim.x Slots, 2 x kMaskTile mask flags, one int64 (the row's length).
 template <class T, AccKind K, int N>
-CULAYERS_GLOBAL void __launch_bounds__(kWideMaxThreads) wide_kernel(const ForwardParams p) {
+CULAYERS_GLOBAL void __launch_bounds__(kWideMaxThreads, kWideMinBlocks) wide_kernel(const ForwardParams p) {
   using Tr = AccTraits<K>;
   using State = typename Tr::State;
   using SlotT = Slot<K, N>;
@@ -90,7 +126,9 @@ CULAYERS_GLOBAL void __launch_bounds__(kWideMaxThreads) wide_kernel(const Forwar
   std::uint8_t* flags = smem + static_cast<std::size_t>(threads) * sizeof(SlotT);
   // The row length after the flags, 8-byte aligned (the host sizes the buffer the same way).
   const std::size_t slot_bytes = static_cast<std::size_t>(threads) * sizeof(SlotT);
-  std::int64_t* row_length = reinterpret_cast<std::int64_t*>(smem + (slot_bytes + 7) / 8 * 8 + kMaskTile);
+  std::int64_t* row_length = reinterpret_cast<std::int64_t*>(smem + (slot_bytes + 7) / 8 * 8 + 2 * kMaskTile);
+  // Steps per mask tile: every thread loads at most kMaskLoadsPerThread bytes of the next tile.
+  const int tile = threads * kMaskLoadsPerThread < kMaskTile ? threads * kMaskLoadsPerThread : kMaskTile;
 
   const T* x = static_cast<const T*>(p.x);
   const int tid = static_cast<int>(threadIdx.x);
@@ -113,15 +151,20 @@ CULAYERS_GLOBAL void __launch_bounds__(kWideMaxThreads) wide_kernel(const Forwar
     const std::int64_t v = cb * p.tx + cx;
     const bool active = in_layout && v < vecs;
     const std::int64_t col = v * N;
-    const std::int64_t r_begin = s * p.rows_per_split;
-    std::int64_t r_end = r_begin + p.rows_per_split < p.reduce ? r_begin + p.rows_per_split : p.reduce;
+    // Steps of R as 32-bit unsigned values: R < 2^31, so r_begin + rows_per_split < 2^32.
+    const std::uint32_t reduce = static_cast<std::uint32_t>(p.reduce);
+    const std::uint32_t r_begin =
+        static_cast<std::uint32_t>(s) * static_cast<std::uint32_t>(p.rows_per_split);
+    std::uint32_t r_end = r_begin + static_cast<std::uint32_t>(p.rows_per_split);
+    r_end = r_end < reduce ? r_end : reduce;
 
     if (p.validity == kValidLengths) {
       if (tid == 0) {
         *row_length = read_length(p.lengths, p.length_errors, o, p.reduce, cb == 0 && s == 0);
       }
       __syncthreads();
-      r_end = r_end < *row_length ? r_end : *row_length;
+      const std::uint32_t len = static_cast<std::uint32_t>(*row_length);
+      r_end = r_end < len ? r_end : len;
     }
 
     State acc[N];
@@ -133,19 +176,60 @@ CULAYERS_GLOBAL void __launch_bounds__(kWideMaxThreads) wide_kernel(const Forwar
     const T* xcol = x + o * p.reduce * p.inner + col;
     if (p.validity == kValidMask) {
       const std::uint8_t* mask_row = p.mask + o * p.reduce;
-      for (std::int64_t t0 = r_begin; t0 < r_end; t0 += kMaskTile) {
-        const std::int64_t tile_end = t0 + kMaskTile < r_end ? t0 + kMaskTile : r_end;
-        for (std::int64_t i = tid; i < tile_end - t0; i += threads) {
-          flags[i] = load<CacheHint::kReadOnly>(mask_row + t0 + i);
+      static_assert(kMaskLoadsPerThread <= 4, "the next tile's bytes are packed into one 32-bit register");
+      std::uint32_t next = 0;
+      // Loads the mask bytes of the tile at t0 that this thread stages (byte k of `next`: tile index
+      // tid + k x threads).
+      auto fetch = [&](std::uint32_t t0) {
+        next = 0;
+        CULAYERS_PRAGMA_UNROLL
+        for (int k = 0; k < kMaskLoadsPerThread; ++k) {
+          const std::uint32_t i = static_cast<std::uint32_t>(tid + k * threads);
+          if (i < static_cast<std::uint32_t>(tile) && t0 + i < r_end) {
+            next |= static_cast<std::uint32_t>(load<CacheHint::kReadOnly>(mask_row + t0 + i)) << (8 * k);
+          }
         }
-        __syncthreads();
+      };
+      auto stage = [&](std::uint8_t* buf) {
+        CULAYERS_PRAGMA_UNROLL
+        for (int k = 0; k < kMaskLoadsPerThread; ++k) {
+          const int i = tid + k * threads;
+          if (i < tile) {
+            buf[i] = static_cast<std::uint8_t>(next >> (8 * k));
+          }
+        }
+      };
+      int cur = 0;
+      if (r_begin < r_end) {
+        fetch(r_begin);
+        stage(flags);
+      }
+      __syncthreads();
+      for (std::uint32_t t0 = r_begin; t0 < r_end; t0 += tile) {
+        const std::uint32_t tile_end = t0 + tile < r_end ? t0 + tile : r_end;
+        const bool more = tile_end < r_end;
+        if (more) {
+          fetch(tile_end); // in flight while this tile's x loads are
+        }
         if (active) {
-          accumulate_steps<T, K, N, true>(xcol, p.inner, t0 + cy, tile_end, p.ty, flags, t0, acc, cnt);
+          accumulate_steps<T, K, N, true>(xcol, p.inner, t0 + cy, tile_end, static_cast<std::uint32_t>(p.ty),
+                                          flags + cur * kMaskTile, t0, acc, cnt);
+        }
+        if (more) {
+          stage(flags + (1 - cur) * kMaskTile); // last read before the previous barrier
         }
         __syncthreads();
+        cur = 1 - cur;
       }
     } else if (active) {
-      accumulate_steps<T, K, N, false>(xcol, p.inner, r_begin + cy, r_end, p.ty, nullptr, 0, acc, cnt);
+      accumulate_steps<T, K, N, false>(xcol, p.inner, r_begin + cy, r_end, static_cast<std::uint32_t>(p.ty),
+                                       nullptr, 0u, acc, cnt);
+    }
+    if constexpr (K == AccKind::kMoments) {
+      CULAYERS_PRAGMA_UNROLL
+      for (int j = 0; j < N; ++j) {
+        acc[j].count = static_cast<float>(cnt);
+      }
     }
 
     // Merge the ty partials of each column: level h merges lane cy + h into lane cy for cy < h.
@@ -239,25 +323,55 @@ CULAYERS_GLOBAL void __launch_bounds__(kCombineThreads) combine_kernel(const For
     State acc = Tr::empty();
     std::int32_t cnt = 0;
     // Warp q is lane q of all 32 columns: every thread of it walks the same chunks, so lane 0 (whose column
-    // always exists) reads each chunk's count once and shuffles it to the others.
-    for (std::int64_t s = s_begin; s < s_end; ++s) {
-      std::int32_t c = 0;
-      if (cx == 0) {
-        c = load(p.part_count + o * p.splits + s);
-      }
-      c = __shfl_sync(kFullMask, c, 0);
-      if (col < p.inner) {
-        const std::int64_t at = (o * p.splits + s) * p.inner + col;
-        State part;
-        if constexpr (K == AccKind::kSum) {
-          part = State{load(p.part_a + at)};
-        } else if constexpr (K == AccKind::kMoments) {
-          part = Welford{load(p.part_a + at), load(p.part_b + at), static_cast<float>(c)};
-        } else {
-          part = State{load(p.part_a + at), load(p.part_idx + at)};
+    // always exists) reads each chunk's count once and shuffles it to the others. kUnroll chunks are
+    // loaded before any is merged (merged in increasing s, as before).
+    for (std::int64_t s0 = s_begin; s0 < s_end; s0 += kUnroll) {
+      std::int32_t c[kUnroll];
+      float va[kUnroll];
+      float vb[kUnroll];
+      std::int32_t vi[kUnroll];
+      CULAYERS_PRAGMA_UNROLL
+      for (int u = 0; u < kUnroll; ++u) {
+        const std::int64_t s = s0 + u;
+        c[u] = 0;
+        va[u] = 0.0f;
+        vb[u] = 0.0f;
+        vi[u] = -1;
+        if (s < s_end) {
+          if (cx == 0) {
+            c[u] = load(p.part_count + o * p.splits + s);
+          }
+          if (col < p.inner) {
+            const std::int64_t at = (o * p.splits + s) * p.inner + col;
+            va[u] = load(p.part_a + at);
+            if constexpr (K == AccKind::kMoments) {
+              vb[u] = load(p.part_b + at);
+            } else if constexpr (K == AccKind::kMax || K == AccKind::kMin) {
+              vi[u] = load(p.part_idx + at);
+            }
+          }
         }
-        acc = Tr::merge(acc, part);
-        cnt += c;
+      }
+      CULAYERS_PRAGMA_UNROLL
+      for (int u = 0; u < kUnroll; ++u) {
+        c[u] = __shfl_sync(kFullMask, c[u], 0);
+      }
+      if (col < p.inner) {
+        CULAYERS_PRAGMA_UNROLL
+        for (int u = 0; u < kUnroll; ++u) {
+          if (s0 + u < s_end) {
+            State part;
+            if constexpr (K == AccKind::kSum) {
+              part = State{va[u]};
+            } else if constexpr (K == AccKind::kMoments) {
+              part = Welford{va[u], vb[u], static_cast<float>(c[u])};
+            } else {
+              part = State{va[u], vi[u]};
+            }
+            acc = Tr::merge(acc, part);
+            cnt += c[u];
+          }
+        }
       }
     }
     lane_acc[q][cx] = acc;

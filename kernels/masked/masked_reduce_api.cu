@@ -190,7 +190,8 @@ ForwardPlan plan_forward(const MaskedReduceArgs& a) {
   const Tuning& t = a.tuning;
   const std::size_t elem = dtype_size(a.dtype);
   const DeviceLimits dev = device_limits();
-  const std::int64_t target = t.target_threads > 0 ? t.target_threads : dev.sm_count * dev.threads_per_sm;
+  const std::int64_t narrow_target =
+      t.target_threads > 0 ? t.target_threads : dev.sm_count * dev.threads_per_sm;
   const std::int64_t narrow_max_inner =
       std::min<std::int64_t>(t.narrow_max_inner > 0 ? t.narrow_max_inner : km::kDefaultNarrowMaxInner, 32);
   const std::int64_t narrow_max_row = t.narrow_max_row > 0 ? t.narrow_max_row : km::kDefaultNarrowMaxRow;
@@ -203,7 +204,7 @@ ForwardPlan plan_forward(const MaskedReduceArgs& a) {
     path = Path::kSplit;
   }
   if (path == Path::kAuto && a.inner <= narrow_max_inner &&
-      (a.outer * km::kWarpSize >= target || a.reduce * a.inner <= narrow_max_row)) {
+      (a.outer * km::kWarpSize >= narrow_target || a.reduce * a.inner <= narrow_max_row)) {
     path = Path::kNarrow;
   }
 
@@ -226,29 +227,35 @@ ForwardPlan plan_forward(const MaskedReduceArgs& a) {
 
   const int vec = widest_vector(elem, a.inner, {a.x}, t.vector_width);
   const std::int64_t vecs = a.inner / vec;
+  // Column blocks of at most kMaxTx vectors, balanced (65 vectors: 3 blocks of 22, not 32 + 32 + 1).
   std::int64_t col_blocks = ceil_div(vecs, km::kMaxTx);
-  std::int64_t tx =
-      vecs <= km::kWarpSize
-          ? vecs
-          : std::min<std::int64_t>(round_up(ceil_div(vecs, col_blocks), km::kWarpSize), km::kMaxTx);
+  const std::int64_t tx = ceil_div(vecs, col_blocks);
   col_blocks = ceil_div(vecs, tx);
   const std::size_t slot = static_cast<std::size_t>(vec) * km::acc_bytes(acc_kind(a.op)) + 4;
   const std::int64_t smem_threads =
-      static_cast<std::int64_t>((km::kWideSmemBudget - km::kMaskTile - 16) / slot) / km::kWarpSize *
+      static_cast<std::int64_t>((km::kWideSmemBudget - 2 * km::kMaskTile - 16) / slot) / km::kWarpSize *
       km::kWarpSize;
   const std::int64_t max_threads = std::min<std::int64_t>(km::kWideMaxThreads, smem_threads);
   const std::int64_t max_ty = std::max<std::int64_t>(1, max_threads / tx);
-  const std::int64_t col_threads = a.outer * col_blocks * tx;
-  const std::int64_t ty = std::clamp<std::int64_t>(ceil_div(target, col_threads), 1, std::min(max_ty, r_cap));
+  // As many R lanes as the block holds while each keeps min_rows steps.
+  const std::int64_t ty = std::clamp<std::int64_t>(ceil_div(a.reduce, min_rows), 1, std::min(max_ty, r_cap));
   const std::int64_t block_threads = round_up(tx * ty, km::kWarpSize);
+  // Blocks resident on the whole GPU (see `target` in masked_reduce_internal.cuh).
+  const std::int64_t per_sm = std::max<std::int64_t>(
+      block_threads, std::min<std::int64_t>(dev.threads_per_sm, km::kWideResidentWarps * km::kWarpSize) /
+                         block_threads * block_threads);
+  const std::int64_t target = t.target_threads > 0 ? t.target_threads : dev.sm_count * per_sm;
+  const std::int64_t resident_blocks = std::max<std::int64_t>(1, target / block_threads);
+  const std::int64_t items = a.outer * col_blocks;
 
   std::int64_t splits = 1;
   if (t.splits > 0) {
     splits = std::min(t.splits, r_cap);
   } else if (path != Path::kWide) {
-    const std::int64_t need = ceil_div(target, col_threads * ty);
+    // Chunks that fit in one wave, each lane keeping at least min_rows steps.
+    const std::int64_t fit = resident_blocks / items;
     const std::int64_t by_rows = std::max<std::int64_t>(1, a.reduce / (ty * min_rows));
-    splits = std::clamp<std::int64_t>(std::min(need, by_rows), 1, km::kMaxSplits);
+    splits = std::clamp<std::int64_t>(std::min(fit, by_rows), 1, km::kMaxSplits);
     if (path == Path::kSplit) {
       splits = std::max<std::int64_t>(splits, std::min<std::int64_t>(2, r_cap));
     }
@@ -263,7 +270,7 @@ ForwardPlan plan_forward(const MaskedReduceArgs& a) {
   plan.launch.vec = vec;
   plan.launch.threads = static_cast<unsigned>(block_threads);
   plan.launch.grid = static_cast<unsigned>(std::min(a.outer * col_blocks * splits, kMaxGrid));
-  plan.launch.smem = align_up(static_cast<std::size_t>(block_threads) * slot, 8) + km::kMaskTile + 8;
+  plan.launch.smem = align_up(static_cast<std::size_t>(block_threads) * slot, 8) + 2 * km::kMaskTile + 8;
   plan.tx = static_cast<int>(tx);
   plan.ty = static_cast<int>(ty);
   plan.col_blocks = col_blocks;

@@ -38,21 +38,21 @@ struct ExtremumTraits {
     float v;
     std::int32_t idx; // -1: no valid element yet
   };
+  // Branch-free (bitwise, not short-circuit) so that ptxas predicates the per-element update instead of
+  // branching around it: an ordered compare is false when either side is NaN, so NaN beats a number
+  // only through the second term.
   static CULAYERS_HD bool beats(float a, float b) {
     const bool a_nan = a != a;
     const bool b_nan = b != b;
-    if (a_nan || b_nan) {
-      return a_nan && !b_nan;
-    }
-    return kIsMax ? a > b : a < b;
+    const bool ordered = kIsMax ? a > b : a < b;
+    return ordered | (a_nan & !b_nan);
   }
   static CULAYERS_HD State empty() { return State{0.0f, -1}; }
   // Pushes come in increasing r within a thread, so a tie keeps the element already held.
   static CULAYERS_HD void push(State& a, float v, std::int32_t r) {
-    if (a.idx < 0 || beats(v, a.v)) {
-      a.v = v;
-      a.idx = r;
-    }
+    const bool take = (a.idx < 0) | beats(v, a.v);
+    a.v = take ? v : a.v;
+    a.idx = take ? r : a.idx;
   }
   static CULAYERS_HD State merge(const State& a, const State& b) {
     if (b.idx < 0) {

@@ -22,19 +22,27 @@ using ::culayers::kernels::kWarpSize;
 //  - kNarrowThreads / kBackwardThreads / kCombineThreads = 256: 8 warps, the usual block size of
 //    memory-bound elementwise/reduction kernels (OneFlow, PyTorch); 8 such blocks fill an sm_80/sm_90 SM
 //    (2048 resident threads) when registers allow, and it is a multiple of every warp-level layout here.
-//  - kWideMaxThreads = 512: the wide kernel's __launch_bounds__, half of CUDA's block limit, so the
-//    compiler may give each thread up to 128 registers (64K per SM / 512) for its unrolled loads and
-//    partials without spilling. A wide block grows its R lanes (ty) up to this before R is split across
-//    blocks, because a split costs a second kernel and the partials' traffic.
-//  - kMaxTx = 256 column vectors per wide block: 4 KB of a row per step with 16-byte vectors, so a
-//    warp's 32 lanes read 512 contiguous bytes and several warps share each mask tile.
-//  - kMaskTile = 1024 mask bytes staged in shared memory per barrier pair: each mask byte is read once
-//    per block (instead of once per column thread) for 2 barriers per 1024 steps of R.
+//  - kWideMaxThreads = 512, kWideMinBlocks = 2: the wide kernel's __launch_bounds__. Two 512-thread
+//    blocks per SM cap ptxas at 64 registers (65536 per SM / (2 x 512)), so every instantiation has the
+//    same residency, kWideResidentWarps = 65536 / (64 x 32) = 32 warps (1024 threads) per SM, which is
+//    what the host plans with (an H100: 132 x 2 = 264 resident 512-thread blocks). Before, max/min and
+//    16-bit moments with 8 columns per thread took 85 and 96 registers: one 480-thread block per SM, so
+//    their grids ran in 5 waves and no second block hid the first one's compute.
+//  - kMaxTx = 32 column vectors per wide block (one warp across the columns: 512 contiguous bytes per
+//    step with 16-byte vectors). Narrow column blocks turn wide rows into several independent blocks
+//    whose R lanes (ty up to 16) merge through shared memory, instead of one block per row that must be
+//    split along R (partials through the workspace and a second kernel) to fill the GPU. B128 F768 bf16:
+//    3 column blocks x 128 rows = 384 blocks of 32 x 16 threads, wide path, versus 640 chunk blocks of
+//    96 x 5 plus a 3072-block combine before (H100, ragged lengths: 35.2 -> 28.1 us). 16 vectors (768
+//    blocks) measured no faster (28.5 us), so a warp keeps a whole 512-byte segment.
+//  - kMaskTile = 1024 mask bytes staged in shared memory per tile (two tile buffers): each mask byte is
+//    read once per block (instead of once per column thread) for 1 barrier per 1024 steps of R.
 //  - kWideSmemBudget = 48 KB: the dynamic shared memory available without the opt-in attribute on every
 //    supported architecture; it caps the wide block so the per-thread partial slots fit.
-//  - kUnroll = 4 independent loads in flight per thread: with half of an SM's threads resident that is
-//    64 KB in flight per SM for 16-byte vectors, several times HBM3's bandwidth x latency per SM
-//    (3.35 TB/s x ~0.7 us / 132 SMs ~ 18 KB on H100 SXM).
+//  - kUnroll = 4 independent loads in flight per thread: with the wide kernel's 1024 resident threads per
+//    SM that is 64 KB in flight per SM for 16-byte vectors, several times HBM3's bandwidth x latency per
+//    SM (3.35 TB/s x ~0.7 us / 132 SMs ~ 18 KB on H100 SXM). 16-bit max/min/moments with 8 columns per
+//    thread use one less (wide_unroll in forward_kernels.cuh: 64 registers).
 //  - kCountLoads = 16 one-byte mask loads in flight per thread of the backward's count kernel: a block
 //    counts kCountChunk = 4 KB of a row per item (4 KB x 8 blocks = 32 KB in flight per SM, the same
 //    budget as kUnroll's vectors).
@@ -42,15 +50,24 @@ using ::culayers::kernels::kWarpSize;
 //  - kCombineCols = 32 columns x kCombineLanes = 8 lanes per combine block (kCombineThreads): a warp reads
 //    32 consecutive columns of a chunk (coalesced), and 8 lanes cut the serial chain of chunk merges per
 //    column about 8-fold; the grid (outer x column blocks) is no longer one block per row, which left all
-//    but `outer` SMs idle for few-output shapes (B = 2: 2 blocks merging 264 chunks each).
+//    but `outer` SMs idle for few-output shapes (B = 2: 2 blocks merging 264 chunks each). Each lane
+//    loads kUnroll chunks before merging them, so its chain of dependent L2 round trips (~0.3 us each)
+//    is ceil(run / kUnroll) long: B2 T65536 F256 with 66 chunks, 9 per lane, takes 3 round trips, not 9.
+//  - kMaskLoadsPerThread = 4: the wide kernel loads the next mask tile into registers (at most 4 bytes
+//    per thread, so a tile is min(kMaskTile, 4 x threads) steps) before it accumulates the current one
+//    and stores it into the second tile buffer afterwards: one barrier per tile and no mask round trip
+//    between two tiles' x loads (B16 T8192: 8 tiles per row were 8 exposed mask latencies per block).
 constexpr int kNarrowThreads = 256;
 constexpr int kBackwardThreads = 256;
 constexpr int kCombineThreads = 256;
 constexpr int kCombineCols = 32;
 constexpr int kCombineLanes = kCombineThreads / kCombineCols;
 constexpr int kWideMaxThreads = 512;
-constexpr int kMaxTx = 256;
+constexpr int kWideMinBlocks = 2;
+constexpr int kWideResidentWarps = 32;
+constexpr int kMaxTx = 32;
 constexpr int kMaskTile = 1024;
+constexpr int kMaskLoadsPerThread = 4;
 constexpr std::size_t kWideSmemBudget = 48 * 1024;
 constexpr int kUnroll = 4;
 constexpr std::int64_t kMaxSplits = 4096;
@@ -63,9 +80,16 @@ constexpr std::int64_t kCountChunk = static_cast<std::int64_t>(kBackwardThreads)
 //    barrier tree than on loads.
 //  - min_rows_per_thread = 8: below 8 loads per thread a split's partial (one write and one read per
 //    column) is no longer small next to the data it summarizes.
-//  - target = SMs x max threads per SM (full residency): half of it already saturates DRAM with kUnroll
-//    16-byte loads in flight per thread (see kUnroll); the other half is spare work for the block
-//    scheduler, which balances rows of uneven length (ragged lengths, masks) only across items.
+//  - target = the wide kernel's resident threads on the whole GPU: SMs x blocks per SM x block threads,
+//    blocks per SM = min(threads per SM, kWideResidentWarps x 32) / block threads (an H100 with
+//    512-thread blocks: 132 x 2 x 512 = 135 168). The split count is floor(resident blocks / (outer x
+//    column blocks)), so the chunks fit in one wave: rounding up (the old rule, with a target of all
+//    2048 threads per SM that the registers never allowed) gave B16 T8192 F4096 544 blocks for 264
+//    slots, and the third wave's 16 blocks (16 x 32 KB in flight, a quarter of HBM3's bandwidth x
+//    latency) ran ~40 us alone. One wave of equal chunks keeps 264 x 32 KB = 8.4 MB in flight until
+//    they all finish together.
+//  - ty (R lanes per wide block) = as many as the block allows (kWideMaxThreads / tx) while every lane
+//    keeps at least min_rows_per_thread steps: more lanes per block, fewer blocks along R.
 constexpr std::int64_t kDefaultNarrowMaxInner = 32;
 constexpr std::int64_t kDefaultNarrowMaxRow = 1024;
 constexpr std::int64_t kDefaultMinRowsPerThread = 8;

@@ -303,6 +303,11 @@ mr::Tuning forced(Path p) {
   t.path = p;
   return t;
 }
+mr::Tuning wide_min_rows(std::int64_t rows) {
+  mr::Tuning t = forced(Path::kWide);
+  t.min_rows_per_thread = rows;
+  return t;
+}
 
 // inner in {1, 3, 7, 64, 65, 768, 1033}, R in {1, 2, 31, 512, 4099}, outer 1..130, kept small enough that
 // the whole matrix runs in seconds on the emulator; every path at least twice.
@@ -311,19 +316,20 @@ const ShapeCase kShapes[] = {
     {9, 64, 1, Path::kNarrow, pinned()},           // inner 1: vectors along R
     {1, 2, 7, Path::kNarrow, pinned()},            // 4 groups of 7 lanes
     {5, 1, 7, Path::kNarrow, pinned()},            // R = 1
-    {2, 2, 768, Path::kWide, pinned()},            // 16-byte vectors, ty = 2
-    {2, 9, 1033, Path::kWide, pinned()},           // odd inner: scalar, 5 column blocks
+    {2, 2, 768, Path::kWide, pinned()},            // 16-byte vectors, column blocks of 32 vectors
+    {2, 9, 1033, Path::kWide, pinned()},           // odd inner: scalar, 33 column blocks
     {4, 1, 64, Path::kWide, pinned()},             // R = 1
     {2, 4099, 1, Path::kWide, pinned()},           // long R in one block: ty = 512
     {1, 512, 64, Path::kSplit, with_min_rows(1)},  // R split by the heuristic
     {3, 130, 65, Path::kSplit, with_splits(5)},    // forced chunks, odd inner
     {2, 31, 64, Path::kSplit, with_splits(3)},     // chunks of 11 steps
     {2, 2, 7, Path::kSplit, forced(Path::kSplit)}, // one step per chunk
-    {64, 31, 65, Path::kWide, pinned()},           // 96 column lanes for 65 columns, ty = 2
+    {64, 31, 65, Path::kWide, pinned()},           // 3 column blocks of 22 lanes for 65 columns, ty = 4
     {130, 2, 768, Path::kWide, pinned()},          // many rows: ty = 1
-    {3, 512, 7, Path::kSplit, with_min_rows(1)},   // 7 column lanes x 73 R lanes, 6 chunks
+    {3, 512, 7, Path::kSplit, with_min_rows(1)},   // 7 column lanes x 73 R lanes, 5 chunks
     {1, 4099, 3, Path::kSplit, pinned()},          // long R, few outputs: split by the heuristic
     {2, 200, 33, Path::kSplit, with_splits(19)},   // combine: lanes of 3, 1 and 0 chunks; 33 = 32 + 1 columns
+    {2, 2000, 64, Path::kWide, wide_min_rows(200)}, // ty = 10, 96-160 threads: several short mask tiles
 };
 
 template <class T>
@@ -956,10 +962,14 @@ TEST(MaskedReduceForward, ByteModelReadsXOnce) {
     std::int64_t outer, reduce, inner;
     Path expect;
     mr::Tuning tuning;
+    std::uint64_t validity_reads; // each block of a row stages the row's mask bytes (or length) once
   };
-  // Wide with one column block per row and no split (so each mask byte and length is staged once), and
-  // narrow with scalar lanes (inner 3).
-  const Case cases[] = {{3, 40, 768, Path::kWide, forced(Path::kWide)}, {20, 31, 3, Path::kNarrow, pinned()}};
+  // Wide with one column block per row (32 vectors of 8) and no split, so each mask byte and length is
+  // staged once; wide with 3 column blocks of 32 vectors (768 columns), each staging them once; narrow
+  // with scalar lanes (inner 3).
+  const Case cases[] = {{3, 40, 256, Path::kWide, forced(Path::kWide), 1},
+                        {3, 40, 768, Path::kWide, forced(Path::kWide), 3},
+                        {20, 31, 3, Path::kNarrow, pinned(), 1}};
   for (const Case& k : cases) {
     const std::vector<T> x = tm::exact_values<T>(rng, static_cast<std::size_t>(k.outer * k.reduce * k.inner));
     for (Validity validity : kValidities) {
@@ -969,9 +979,9 @@ TEST(MaskedReduceForward, ByteModelReadsXOnce) {
         valid_steps += static_cast<std::uint64_t>(v.count(o));
       }
       const std::uint64_t validity_bytes =
-          validity == Validity::kMask      ? static_cast<std::uint64_t>(k.outer * k.reduce)
-          : validity == Validity::kLengths ? 4 * static_cast<std::uint64_t>(k.outer)
-                                           : 0;
+          k.validity_reads * (validity == Validity::kMask ? static_cast<std::uint64_t>(k.outer * k.reduce)
+                              : validity == Validity::kLengths ? 4 * static_cast<std::uint64_t>(k.outer)
+                                                               : 0);
       const std::uint64_t outs = static_cast<std::uint64_t>(k.outer * k.inner);
       for (ReduceOp op : {ReduceOp::kMean, ReduceOp::kMax, ReduceOp::kMoments}) {
         Config c;
