@@ -70,17 +70,17 @@ const char* path_name(Path path) noexcept;
 /// Dispatch overrides of the forward op; every field 0 (or kAuto) = automatic. The automatic choice:
 ///  1. N = the widest vector width (16-byte accesses at most) such that x is aligned to N elements and
 ///     N divides inner (narrow path: N divides R when inner == 1), capped by `vector_width`.
-///  2. target = `target_threads`, default SMs x max resident threads per SM (queried once per device
-///     and cached): half of that already saturates DRAM, the rest gives the block scheduler spare work
-///     to balance rows of uneven length (lengths and masks make the work per row uneven).
-///  3. Narrow when inner <= `narrow_max_inner` (default 32) and either outer * 32 >= target (one warp
-///     per row fills the GPU) or R * inner <= `narrow_max_row` (default 1024: rows short enough that a
-///     warp finishes them in a few steps).
-///  4. Otherwise a block covers tx column vectors (up to 256) and ty steps of R at a time, ty grown until
-///     outer x column blocks x tx x ty reaches the target (capped by 512 threads and by the 48 KB of
-///     shared memory holding one partial per thread).
-///     If it still falls short, R is split into S = target / threads chunks of at least
-///     `min_rows_per_thread` (default 8) steps per thread: the split path. S = 1 is the wide path.
+///  2. target = `target_threads`, default SMs x min(threads per SM, 1024) (queried once per device and
+///     cached): the threads the wide kernel keeps resident (its 64-register bound allows 1024 per SM).
+///  3. Narrow when inner <= `narrow_max_inner` (default 32) and either outer * 32 >= `target_threads`
+///     (default here SMs x threads per SM: one warp per row fills the GPU) or R * inner <=
+///     `narrow_max_row` (default 1024: rows short enough that a warp finishes them in a few steps).
+///  4. Otherwise the row's column vectors are cut into balanced column blocks of tx <= 32 vectors, and a
+///     block covers ty = min(ceil(R / `min_rows_per_thread`), 512 / tx, R) steps of R at a time (capped
+///     by the 48 KB of shared memory holding one partial per thread).
+///     If outer x column blocks x block threads falls short of the target, R is split into
+///     S = floor(target / (outer x column blocks x block threads)) chunks (one wave), each giving a thread
+///     at least `min_rows_per_thread` (default 8) steps: the split path. S = 1 is the wide path.
 struct Tuning {
   Path path = Path::kAuto;              ///< force a path (kNarrow requires inner <= 32)
   int vector_width = 0;                 ///< upper bound on N (1, 2, 4, 8, 16); 0 = widest legal
