@@ -64,7 +64,20 @@ readelf -d "$bench_bin" | grep -E 'RUNPATH|RPATH' | grep -qF '$ORIGIN' || {
   exit 1
 }
 
-carry=("$tests_bin" "$bench_bin" "$demo_bin" "$engine_bin" "${ship[@]}")
+# What the binaries were built from: gpu_check.sh reports it (the GPU machine's copy of the checkout may not
+# carry this git history).
+build_info="$build_dir/culayers_build_info.txt"
+{
+  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
+    echo "dirty yes (uncommitted changes to tracked files)"
+  else
+    echo "dirty no"
+  fi
+  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+} >"$build_info"
+
+carry=("$tests_bin" "$bench_bin" "$demo_bin" "$engine_bin" "${ship[@]}" "$build_info")
 total=$(du -cb "${carry[@]}" | tail -n1 | cut -f1)
 total_mib=$(( (total + 1048575) / 1048576 ))
 echo

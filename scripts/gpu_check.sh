@@ -139,6 +139,13 @@ slug="$(printf '%s' "$card" | tr '[:upper:]' '[:lower:]' | sed -e 's/[^a-z0-9]\+
 [[ -n "$slug" ]] || slug="unknown-gpu"
 day="$(date -u +%Y-%m-%d)"
 stamp="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+# The commit the binaries were built from (written by gpu_build.sh and carried with them); else the
+# checkout's HEAD here.
+build_info="$build_dir/culayers_build_info.txt"
+built_from=""
+if [[ -f "$build_info" ]]; then
+  built_from="$(awk '$1 == "commit" { c = $2 } $1 == "dirty" { d = $2 } END { printf "%s%s", c, (d == "yes" ? " (with uncommitted changes)" : "") }' "$build_info")"
+fi
 commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 dirty=""
 if [[ "$commit" != unknown ]] && [[ -n "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
@@ -251,7 +258,7 @@ write_report() {
     echo
     echo "- card: $card (nvidia-smi -i 0)"
     echo "- driver: $driver; CUDA version reported by the driver: ${cuda_driver:-unknown}; nvcc on the machine: ${nvcc_version:-none}"
-    echo "- culayers commit: $commit$dirty; binaries from $build_dir (built by scripts/gpu_build.sh, sm_90, Release)"
+    echo "- binaries: $build_dir, built by scripts/gpu_build.sh (sm_90, Release) from ${built_from:-an unrecorded commit}; the checkout here: $commit$dirty"
     echo "- run at: $stamp on $(hostname 2>/dev/null || echo unknown); steps asked for: ${steps[*]}; deadline ${deadline} s"
     echo "- cuDNN library folder on LD_LIBRARY_PATH: ${cudnn_lib:-not found}"
     echo "- clocks: not changed by this script (no locking, no power or mode changes); the card ran as found"
