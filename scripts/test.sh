@@ -18,7 +18,7 @@
 #   CULAYERS_CUDA_ARCHITECTURES  CUDA architectures for the default build (CI: 90); default 80/86/89/90
 #   CULAYERS_CUDA_CHECK_ARCHITECTURES
 #                                more real architectures whose device code the default build compiles only
-#                                to check it: ptxas spills are errors (CI: 80;86;89, the default ones it
+#                                to check it: ptxas spills are errors (CI: 80;86, default ones it
 #                                does not build)
 #   CULAYERS_JOBS                parallel build jobs (default: ninja's choice)
 #
@@ -26,7 +26,7 @@
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
+cd "$root" || exit 1
 
 if ! command -v nvcc >/dev/null 2>&1 && [[ -x /usr/local/cuda/bin/nvcc ]]; then
   export PATH="/usr/local/cuda/bin:$PATH"
@@ -36,7 +36,7 @@ all_stages=(lint default asan tsan consumer)
 if (($# > 0)); then
   stages=("$@")
   for s in "${stages[@]}"; do
-    if [[ ! " ${all_stages[*]} " =~ " $s " ]]; then
+    if [[ " ${all_stages[*]} " != *" $s "* ]]; then
       echo "test.sh: unknown stage '$s' (stages: ${all_stages[*]})" >&2
       exit 2
     fi
