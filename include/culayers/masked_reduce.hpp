@@ -87,7 +87,7 @@ struct Tuning {
   std::int64_t target_threads = 0;      ///< threads that count as "the whole GPU"
   std::int64_t narrow_max_inner = 0;    ///< default 32
   std::int64_t narrow_max_row = 0;      ///< default 1024 elements (R * inner)
-  std::int64_t min_rows_per_thread = 0; ///< default 8
+  std::int64_t min_rows_per_thread = 0; ///< default 8; at most 2^31 - 1
   std::int64_t splits = 0; ///< force the split path with this many chunks of R (at most 4096; clamped to R)
 };
 

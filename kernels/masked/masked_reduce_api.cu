@@ -462,6 +462,12 @@ Status can_implement(const MaskedReduceArgs& a) {
       t.splits < 0) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning: thresholds must be >= 0 (0 = automatic)", op);
   }
+  // R is below 2^31, so a larger minimum means "never split" as well; rejecting it keeps the planner's
+  // ceil(R / min_rows) from overflowing.
+  if (t.min_rows_per_thread > std::numeric_limits<std::int32_t>::max()) {
+    return set_error(Status::kErrorInvalidValue, "%s: tuning.min_rows_per_thread: %lld exceeds 2^31 - 1", op,
+                     static_cast<long long>(t.min_rows_per_thread));
+  }
   if (t.splits > km::kMaxSplits) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning.splits: %lld exceeds %lld", op,
                      static_cast<long long>(t.splits), static_cast<long long>(km::kMaxSplits));

@@ -677,6 +677,8 @@ TEST(MaskedReduceForward, ArgumentErrorsLeaveOutputsUntouched) {
        [&](mr::MaskedReduceArgs& a) { a.tuning.path = static_cast<Path>(7); }},
       {"splits too many", Status::kErrorInvalidValue,
        [&](mr::MaskedReduceArgs& a) { a.tuning.splits = 100000; }},
+      {"min_rows_per_thread above 2^31 - 1", Status::kErrorInvalidValue,
+       [&](mr::MaskedReduceArgs& a) { a.tuning.min_rows_per_thread = std::int64_t{1} << 62; }},
   };
   for (const ErrorCase& e : cases) {
     out.fill_bytes(0xa5);
