@@ -47,6 +47,8 @@ set -uo pipefail
 script_start=$(date +%s)
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root" || exit 1
+# shellcheck source=scripts/gpu_common.sh
+source "$root/scripts/gpu_common.sh"
 
 all_steps=(tests bench examples memcheck racecheck synccheck)
 if (($# > 0)); then
@@ -135,8 +137,7 @@ card="$(query name)"
 driver="$(query driver_version)"
 cuda_driver="$(nvidia-smi 2>/dev/null | grep -o 'CUDA Version: *[0-9.]*' | head -n1 | sed 's/.*: *//')"
 nvcc_version="$(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' | sed 's/release //')"
-slug="$(printf '%s' "$card" | tr '[:upper:]' '[:lower:]' | sed -e 's/[^a-z0-9]\+/-/g' -e 's/^-//' -e 's/-$//')"
-[[ -n "$slug" ]] || slug="unknown-gpu"
+slug="$(card_slug "$card")"
 day="$(date -u +%Y-%m-%d)"
 stamp="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 # The commit the binaries were built from (written by gpu_build.sh and carried with them); else the
@@ -163,27 +164,7 @@ trap 'rm -rf "$logs"' EXIT
 echo "gpu_check: $card (driver $driver, CUDA $cuda_driver) -> $report; steps: ${steps[*]}; deadline ${deadline}s"
 
 # cuDNN lives in the Python environment (nvidia/cudnn/lib); binaries that need it find it this way.
-cudnn_lib="$(python3 - <<'PY' 2>/dev/null
-import glob, importlib.util, os, site, sys
-dirs = []
-try:
-    spec = importlib.util.find_spec("nvidia.cudnn")
-    if spec and spec.submodule_search_locations:
-        dirs += [os.path.join(p, "lib") for p in spec.submodule_search_locations]
-except Exception:
-    pass
-roots = list(getattr(site, "getsitepackages", lambda: [])()) + [site.getusersitepackages()] + sys.path
-for r in roots:
-    dirs += glob.glob(os.path.join(r, "nvidia", "cudnn", "lib"))
-for d in dirs:
-    if os.path.isdir(d):
-        print(os.path.realpath(d))
-        break
-PY
-)"
-if [[ -n "$cudnn_lib" ]]; then
-  export LD_LIBRARY_PATH="$cudnn_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-fi
+use_cudnn_from_python
 
 timeout 20 nvidia-smi -q -d CLOCK >"$logs/clocks_before.txt" 2>&1
 timeout 20 nvidia-smi -q -d PERFORMANCE >"$logs/performance.txt" 2>&1

@@ -23,6 +23,8 @@ set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root" || exit 1
+# shellcheck source=scripts/gpu_common.sh
+source "$root/scripts/gpu_common.sh"
 
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
   echo "gpu_profile: no CUDA GPU visible; nothing to profile."
@@ -69,15 +71,10 @@ else
 fi
 
 # cuDNN is not needed by "ours" cases; the loader path is set anyway for filters that reach a baseline.
-cudnn_lib="$(python3 -c 'import glob,site,os
-for r in site.getsitepackages():
-    for d in glob.glob(os.path.join(r,"nvidia","cudnn","lib")):
-        print(d); raise SystemExit' 2>/dev/null)"
-[[ -n "$cudnn_lib" ]] && export LD_LIBRARY_PATH="$cudnn_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+use_cudnn_from_python
 
 card="$(nvidia-smi -i 0 --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1)"
-slug="$(printf '%s' "$card" | tr '[:upper:]' '[:lower:]' | sed -e 's/[^a-z0-9]\+/-/g' -e 's/^-//' -e 's/-$//')"
-[[ -n "$slug" ]] || slug="unknown-gpu"
+slug="$(card_slug "$card")"
 mkdir -p bench/results
 out_csv="bench/results/profile-$slug-$(date -u +%Y-%m-%d).csv"
 work="$(mktemp -d)"
