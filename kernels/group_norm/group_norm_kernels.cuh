@@ -136,6 +136,12 @@ CULAYERS_DEVICE Unit make_unit(const Geometry& geo, std::int64_t u) {
   return un;
 }
 
+/// Index of chunk `chunk` of group `ng` among the split path's per-chunk group partials: a group's chunks
+/// are adjacent and in order, whatever order the units run in, so the merges read them in chunk order.
+CULAYERS_DEVICE std::int64_t group_partial_slot(const Geometry& geo, std::int64_t ng, std::int64_t chunk) {
+  return ng * geo.splits + chunk;
+}
+
 template <bool kWarpTeam>
 struct Team {
   int tid;      // thread index in the team
@@ -433,7 +439,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) forward_partial_kernel(
         [](std::int64_t, bool) {});
     w = team.welford(w, scratch.reduce);
     if (team.tid == 0) {
-      const std::int64_t slot = un.ng * geo.splits + un.chunk; // the merge reads a group's chunks in order
+      const std::int64_t slot = group_partial_slot(geo, un.ng, un.chunk);
       store(p.partials + 3 * slot + 0, w.mean);
       store(p.partials + 3 * slot + 1, w.m2);
       store(p.partials + 3 * slot + 2, w.count);
@@ -455,7 +461,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) forward_normalize_kerne
     const Unit un = make_unit(geo, u);
     Welford w{};
     for (std::int64_t k = team.tid; k < geo.splits; k += team.size) {
-      const float* part = p.partials + 3 * (un.ng * geo.splits + k);
+      const float* part = p.partials + 3 * group_partial_slot(geo, un.ng, k);
       w = welford_merge<true>(w, Welford{load(part + 0), load(part + 1), load(part + 2)});
     }
     w = team.welford(w, scratch.reduce);
@@ -728,7 +734,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) backward_partial_kernel
     sgx = team.sum(sgx, scratch.reduce);
     const float valid = unit_valid_elements(p, un, team, scratch);
     if (team.tid == 0) {
-      const std::int64_t slot = un.ng * geo.splits + un.chunk; // merged per group in chunk order
+      const std::int64_t slot = group_partial_slot(geo, un.ng, un.chunk);
       store(p.group_partials + 3 * slot + 0, sg);
       store(p.group_partials + 3 * slot + 1, sgx);
       store(p.group_partials + 3 * slot + 2, valid);
@@ -752,7 +758,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) backward_dx_kernel(cons
     float sgx = 0.0f;
     float valid = 0.0f;
     for (std::int64_t k = team.tid; k < geo.splits; k += team.size) {
-      const float* part = p.group_partials + 3 * (un.ng * geo.splits + k);
+      const float* part = p.group_partials + 3 * group_partial_slot(geo, un.ng, k);
       sg += load(part + 0);
       sgx += load(part + 1);
       valid += load(part + 2);
