@@ -30,6 +30,7 @@ static_assert(same_value(CULAYERS_GROUP_NORM_PATH_AUTO, gn::Path::kAuto));
 static_assert(same_value(CULAYERS_GROUP_NORM_PATH_WARP, gn::Path::kWarp));
 static_assert(same_value(CULAYERS_GROUP_NORM_PATH_BLOCK, gn::Path::kBlock));
 static_assert(same_value(CULAYERS_GROUP_NORM_PATH_SPLIT, gn::Path::kSplit));
+static_assert(same_value(CULAYERS_GROUP_NORM_PATH_TILE, gn::Path::kTile));
 static_assert(std::is_same_v<culayersStream_t, cudaStream_t>, "culayersStream_t must be cudaStream_t");
 
 // The numeric fields have the same types on both sides, so a change to the C++ header fails here at compile
@@ -43,6 +44,7 @@ CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, block_max_bytes);
 CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, min_split_elements);
 CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, target_blocks);
 CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, splits);
+CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, tile_rows);
 CULAYERS_SAME_TYPE(culayersGroupNormArgs_t, gn::GroupNormArgs, batch);
 CULAYERS_SAME_TYPE(culayersGroupNormArgs_t, gn::GroupNormArgs, channels);
 CULAYERS_SAME_TYPE(culayersGroupNormArgs_t, gn::GroupNormArgs, spatial);
@@ -70,6 +72,7 @@ gn::Tuning to_cpp(const culayersGroupNormTuning_t& c) {
   t.min_split_elements = c.min_split_elements;
   t.target_blocks = c.target_blocks;
   t.splits = c.splits;
+  t.tile_rows = c.tile_rows;
   return t;
 }
 
@@ -82,6 +85,7 @@ culayersGroupNormTuning_t to_c(const gn::Tuning& t) {
   c.min_split_elements = t.min_split_elements;
   c.target_blocks = t.target_blocks;
   c.splits = t.splits;
+  c.tile_rows = t.tile_rows;
   return c;
 }
 

@@ -60,9 +60,11 @@ enum class Path : int {
   kBlock = 2, ///< one block per group, the group staged in shared memory: x read once from DRAM
   kSplit = 3, ///< each group split over `splits` blocks: Welford partials through the workspace, merged in
               ///< a fixed order by a second kernel that normalizes (x read twice)
+  kTile = 4,  ///< channels last: tiles of whole rows (all groups of a sample) per block, per-group partials
+              ///< merged in a fixed order, then a pass that normalizes (x read twice, in whole rows)
 };
 
-/// "auto", "warp", "block", "split" (a static string; "unknown path" for other values).
+/// "auto", "warp", "block", "split", "tile" (a static string; "unknown path" for other values).
 const char* path_name(Path path) noexcept;
 
 /// Dispatch overrides; every field 0 (or kAuto) = automatic. The automatic choice (E = elements of one
@@ -72,7 +74,12 @@ const char* path_name(Path path) noexcept;
 ///     capped by `vector_width`.
 ///  2. Warp path when E <= `warp_max_elements` (default 1024: 32 elements per lane, on chip in a warp's
 ///     shared-memory slice; beyond that a warp's serial latency dominates).
-///  3. Block path when the group's bytes fit `block_max_bytes` (default: the device's opt-in shared
+///  3. Tile path (channels last; `spatial` == 1 counts as channels last) when C / N <= 512, a group's slice
+///     of a row (C/G x element bytes) is below 128 bytes (one cache line: the other paths fetch partial
+///     lines, one request per row and group) and x holds at least 32 KB per SM (smaller tensors are
+///     latency-bound: one kernel beats three). Tiles of `tile_rows` consecutive rows (default: about 4
+///     blocks per SM in all, each thread walking at least 4 rows), a block of (C / N) x k threads per tile.
+///  4. Block path when the group's bytes fit `block_max_bytes` (default: the device's opt-in shared
 ///     memory per block minus the reduction scratch) and either the groups resident at once (N * G, at
 ///     most SMs x the blocks per SM that threads and shared memory allow) keep enough bytes in flight to
 ///     beat the split path, which reads x (and dy) twice (in flight >= 2/3, backward 3/5, of SMs x
@@ -80,7 +87,7 @@ const char* path_name(Path path) noexcept;
 ///     in the backward, in flight when it walks at least 4, else one each), or E is too small to split
 ///     (< 2 x `min_split_elements`). Channels first, a block has at most max(128, pow2_ceil(C/G) x tx)
 ///     threads, tx = min(pow2_ceil(spatial / N), 32) (more would idle).
-///  4. Otherwise split: S = ceil(target blocks / (N * G)) chunks of at least `min_split_elements`
+///  5. Otherwise split: S = ceil(target blocks / (N * G)) chunks of at least `min_split_elements`
 ///     (default 8192: below that a chunk's partial and its merge are no longer small next to its data),
 ///     at most 1024 (the merge kernel stages the partials in shared memory). Target blocks = 2 x SMs x
 ///     resident blocks per SM (`target_blocks`).
@@ -92,6 +99,7 @@ struct Tuning {
   std::int64_t min_split_elements = 0; ///< default 8192
   std::int64_t target_blocks = 0;      ///< blocks that count as "the whole GPU"
   std::int64_t splits = 0;             ///< force the split path with this many chunks per group (<= 1024)
+  std::int64_t tile_rows = 0;          ///< tile path: rows per tile (0 = automatic)
 };
 
 /// Forward. Preconditions: y does not overlap the other buffers except that y == x (in place) is allowed;

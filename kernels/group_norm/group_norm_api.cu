@@ -1,6 +1,7 @@
 // Host side of group normalization: argument validation, the dispatch heuristic (path, vector width,
 // thread shape, splits), workspace carving, and the dgamma/dbeta kernel shared by every dtype.
 #include "kernels/common/device_info.cuh"
+#include "kernels/group_norm/group_norm_device.cuh"
 #include "kernels/group_norm/group_norm_internal.cuh"
 
 #include "culayers/group_norm.hpp"
@@ -56,6 +57,86 @@ Status launch_channel_sums(const BackwardParams& params, std::int64_t rows, cuda
                                       dim3(kFinalThreadsX * kFinalThreadsY),
                                       2 * kFinalThreadsX * kFinalThreadsY * sizeof(float), stream, params,
                                       rows),
+                      "group_norm_backward");
+}
+
+/// Tile path, forward kernel 2: a warp per group merges its T Welford partials in tile order (lane l takes
+/// tiles l, l + 32, ...; then a butterfly in lane order), writes mean / rstd (when wanted) and p.stats.
+CULAYERS_GLOBAL void __launch_bounds__(kWarpSize* kWarpTeamsPerBlock)
+    forward_tile_merge_kernel(const ForwardParams p) {
+  const std::int64_t ng = static_cast<std::int64_t>(blockIdx.x) * kWarpTeamsPerBlock +
+                          static_cast<std::int64_t>(threadIdx.x) / kWarpSize;
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  if (ng >= p.geo.batch * p.geo.groups) {
+    return; // the whole warp: the butterfly below needs every lane
+  }
+  const std::int64_t tiles = p.geo.splits;
+  Welford w{};
+  for (std::int64_t t = lane; t < tiles; t += kWarpSize) {
+    const float* part = p.partials + 3 * (ng * tiles + t);
+    w = welford_merge<true>(w, Welford{load(part + 0), load(part + 1), load(part + 2)});
+  }
+  w = warp_welford<kWarpSize, true>(w);
+  float mean = 0.0f;
+  float rstd = 0.0f;
+  finish_stats(w, p.epsilon, mean, rstd);
+  if (lane == 0) {
+    store(p.stats + 2 * ng + 0, mean);
+    store(p.stats + 2 * ng + 1, rstd);
+    if (p.mean != nullptr) {
+      store(p.mean + ng, mean);
+    }
+    if (p.rstd != nullptr) {
+      store(p.rstd + ng, rstd);
+    }
+  }
+}
+
+/// Tile path, backward kernel 2: a warp per group adds its T (sum g, sum g * xhat, valid) triples in tile
+/// order into p.group_totals.
+CULAYERS_GLOBAL void __launch_bounds__(kWarpSize* kWarpTeamsPerBlock)
+    backward_tile_merge_kernel(const BackwardParams p) {
+  const std::int64_t ng = static_cast<std::int64_t>(blockIdx.x) * kWarpTeamsPerBlock +
+                          static_cast<std::int64_t>(threadIdx.x) / kWarpSize;
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  if (ng >= p.geo.batch * p.geo.groups) {
+    return;
+  }
+  const std::int64_t tiles = p.geo.splits;
+  float sg = 0.0f;
+  float sgx = 0.0f;
+  float valid = 0.0f;
+  for (std::int64_t t = lane; t < tiles; t += kWarpSize) {
+    const float* part = p.group_partials + 3 * (ng * tiles + t);
+    sg += load(part + 0);
+    sgx += load(part + 1);
+    valid += load(part + 2);
+  }
+  sg = warp_reduce_sum(sg);
+  sgx = warp_reduce_sum(sgx);
+  valid = warp_reduce_sum(valid);
+  if (lane == 0) {
+    store(p.group_totals + 3 * ng + 0, sg);
+    store(p.group_totals + 3 * ng + 1, sgx);
+    store(p.group_totals + 3 * ng + 2, valid);
+  }
+}
+
+namespace {
+unsigned tile_merge_grid(const Geometry& geo) {
+  return static_cast<unsigned>((geo.batch * geo.groups + kWarpTeamsPerBlock - 1) / kWarpTeamsPerBlock);
+}
+} // namespace
+
+Status launch_tile_merge(const ForwardParams& params, cudaStream_t stream) {
+  return check_launch(CULAYERS_LAUNCH(forward_tile_merge_kernel, dim3(tile_merge_grid(params.geo)),
+                                      dim3(kWarpSize * kWarpTeamsPerBlock), 0, stream, params),
+                      "group_norm");
+}
+
+Status launch_tile_merge(const BackwardParams& params, cudaStream_t stream) {
+  return check_launch(CULAYERS_LAUNCH(backward_tile_merge_kernel, dim3(tile_merge_grid(params.geo)),
+                                      dim3(kWarpSize * kWarpTeamsPerBlock), 0, stream, params),
                       "group_norm_backward");
 }
 
@@ -177,7 +258,8 @@ Status validate_common(const Common& c) {
                      "%s: mask: a mask [batch, spatial] needs the channels-last layout", op);
   }
   const Tuning& t = c.tuning;
-  if (t.path != Path::kAuto && t.path != Path::kWarp && t.path != Path::kBlock && t.path != Path::kSplit) {
+  if (t.path != Path::kAuto && t.path != Path::kWarp && t.path != Path::kBlock && t.path != Path::kSplit &&
+      t.path != Path::kTile) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning.path: %d is not a path", op,
                      static_cast<int>(t.path));
   }
@@ -187,7 +269,7 @@ Status validate_common(const Common& c) {
                      t.vector_width);
   }
   if (t.warp_max_elements < 0 || t.block_max_bytes < 0 || t.min_split_elements < 0 || t.target_blocks < 0 ||
-      t.splits < 0) {
+      t.splits < 0 || t.tile_rows < 0) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning: negative threshold", op);
   }
   if (t.splits > k::kMaxSplits) {
@@ -338,13 +420,22 @@ Status make_plan(const Common& c, Planned* out) {
   const double byte_ratio = c.backward ? 3.0 / 5.0 : 2.0 / 3.0;
   const bool block_streams = in_flight >= byte_ratio * needed;
 
-  // 2-4. Path.
+  // Tile path (channels last): one thread per column vector of a whole row, so C / N <= kTileMaxThreads.
+  const std::int64_t row_vecs = c.channels / vec;
+  const bool tile_fits = geo.cl != 0 && row_vecs <= k::kTileMaxThreads;
+  const std::int64_t x_bytes = c.batch * c.channels * c.spatial * static_cast<std::int64_t>(elem);
+  const bool tile_wins = geo.cpg * static_cast<std::int64_t>(elem) < k::kTileSliverBytes &&
+                         x_bytes >= static_cast<std::int64_t>(info.sm_count) * k::kTileMinBytesPerSm;
+
+  // 2-5. Path.
   Path path = t.path;
   if (path == Path::kAuto) {
     if (t.splits > 0) {
       path = Path::kSplit;
     } else if (elements <= warp_max && warp_fits) {
       path = Path::kWarp;
+    } else if (tile_fits && tile_wins) {
+      path = Path::kTile;
     } else if (block_fits && (block_streams || elements < 2 * min_split)) {
       path = Path::kBlock;
     } else {
@@ -354,6 +445,11 @@ Status make_plan(const Common& c, Planned* out) {
     return set_error(Status::kErrorInvalidValue,
                      "%s: tuning.path: a group of %lld elements does not fit a warp's shared memory", op,
                      static_cast<long long>(elements));
+  } else if (path == Path::kTile && !tile_fits) {
+    return set_error(Status::kErrorInvalidValue,
+                     "%s: tuning.path: the tile path needs the channels-last view (channels last, or spatial "
+                     "1) and at most %d vectors per row (C / N = %lld)",
+                     op, k::kTileMaxThreads, static_cast<long long>(row_vecs));
   } else if (path == Path::kBlock && !block_fits) {
     return set_error(Status::kErrorInvalidValue,
                      "%s: tuning.path: a group of %lld elements does not fit a block's shared memory", op,
@@ -376,6 +472,38 @@ Status make_plan(const Common& c, Planned* out) {
     plan.threads = static_cast<unsigned>(block_threads);
     plan.smem = block_smem;
     plan.grid = static_cast<unsigned>(std::min<std::int64_t>(units, kMaxGrid));
+  } else if (path == Path::kTile) {
+    // A block of V x k threads per tile (group_norm_tile_kernels.cuh); tiles of `chunk` rows, T per sample.
+    const int V = static_cast<int>(row_vecs);
+    const int rows_at_once = std::max(1, k::kTileThreads / V);
+    team = V * rows_at_once;
+    // Empty tensors (batch or spatial 0) plan one empty tile per sample: its partial merges as nothing.
+    const std::int64_t batch = std::max<std::int64_t>(c.batch, 1);
+    const std::int64_t spatial = std::max<std::int64_t>(c.spatial, 1);
+    std::int64_t chunk = t.tile_rows;
+    if (chunk == 0) {
+      const std::int64_t target =
+          t.target_blocks > 0
+              ? t.target_blocks
+              : ceil_div(static_cast<std::int64_t>(info.sm_count) * k::kTileBlocksPerSm * k::kTileThreads,
+                         team);
+      const std::int64_t most = std::max<std::int64_t>(1, spatial / (rows_at_once * k::kUnroll));
+      const std::int64_t tiles = std::clamp<std::int64_t>(ceil_div(target, batch), 1, most);
+      chunk = ceil_div(spatial, tiles);
+    }
+    chunk = std::max(chunk, ceil_div(spatial, std::max<std::int64_t>(1, kMaxGrid / batch))); // N * T < 2^31
+    geo.chunk = std::min(chunk, spatial);
+    geo.splits = ceil_div(spatial, geo.chunk);
+    geo.tx = V;
+    geo.ty = rows_at_once;
+    plan.threads = static_cast<unsigned>(team);
+    plan.smem = c.backward ? k::tile_backward_smem(team, vec) : k::tile_forward_smem(team);
+    plan.smem_optin = plan.smem > kNoOptinSmem;
+    plan.grid = static_cast<unsigned>(c.batch * geo.splits);
+    out->plan = plan;
+    out->geo = geo;
+    out->units = units;
+    return Status::kSuccess;
   } else {
     team = k::kSplitThreads;
     const std::int64_t axis = geo.cl ? geo.rows : geo.colvecs; // the split axis, in its units
@@ -532,23 +660,37 @@ Status validate_backward(const GroupNormBackwardArgs& a) {
   return Status::kSuccess;
 }
 
+/// Forward workspace: split and tile paths, the per-chunk Welford triples; tile path, then the merged
+/// (mean, rstd) pairs.
+std::size_t forward_stats_offset(const Planned& pl) {
+  return align_up(static_cast<std::size_t>(pl.units * pl.geo.splits) * 3 * sizeof(float), kWorkspaceAlign);
+}
+
 std::size_t forward_workspace(const Planned& pl) {
-  if (pl.plan.path != Path::kSplit || pl.units == 0) {
+  if ((pl.plan.path != Path::kSplit && pl.plan.path != Path::kTile) || pl.units == 0) {
     return 0;
+  }
+  if (pl.plan.path == Path::kTile) {
+    return forward_stats_offset(pl) + static_cast<std::size_t>(pl.units) * 2 * sizeof(float) +
+           kWorkspaceAlign;
   }
   return static_cast<std::size_t>(pl.units * pl.geo.splits) * 3 * sizeof(float) + kWorkspaceAlign;
 }
 
 struct BackwardCarve {
-  std::size_t group_bytes;
+  std::size_t group_bytes;  // split and tile paths: per-chunk group triples
+  std::size_t totals_bytes; // tile path: per-group totals
   std::size_t channel_bytes;
 };
 
 BackwardCarve backward_carve(const GroupNormBackwardArgs& a, const Planned& pl) {
-  BackwardCarve b{0, 0};
-  if (pl.plan.path == Path::kSplit && pl.units > 0) {
+  BackwardCarve b{0, 0, 0};
+  if ((pl.plan.path == Path::kSplit || pl.plan.path == Path::kTile) && pl.units > 0) {
     b.group_bytes =
         align_up(static_cast<std::size_t>(pl.units * pl.geo.splits) * 3 * sizeof(float), kWorkspaceAlign);
+  }
+  if (pl.plan.path == Path::kTile && pl.units > 0) {
+    b.totals_bytes = align_up(static_cast<std::size_t>(pl.units) * 3 * sizeof(float), kWorkspaceAlign);
   }
   if ((a.dgamma != nullptr || a.dbeta != nullptr) && pl.units > 0) {
     b.channel_bytes = align_up(
@@ -559,7 +701,7 @@ BackwardCarve backward_carve(const GroupNormBackwardArgs& a, const Planned& pl) 
 
 std::size_t backward_workspace(const GroupNormBackwardArgs& a, const Planned& pl) {
   const BackwardCarve b = backward_carve(a, pl);
-  const std::size_t total = b.group_bytes + b.channel_bytes;
+  const std::size_t total = b.group_bytes + b.totals_bytes + b.channel_bytes;
   return total == 0 ? 0 : total + kWorkspaceAlign;
 }
 
@@ -592,6 +734,8 @@ const char* path_name(Path path) noexcept {
     return "block";
   case Path::kSplit:
     return "split";
+  case Path::kTile:
+    return "tile";
   }
   return "unknown path";
 }
@@ -648,6 +792,10 @@ Status run(const GroupNormArgs& args, void* workspace, std::size_t workspace_byt
   p.epsilon = args.epsilon;
   p.act = static_cast<int>(args.activation);
   p.partials = need > 0 ? static_cast<float*>(align_ptr(workspace)) : nullptr;
+  p.stats = pl.plan.path == Path::kTile
+                ? reinterpret_cast<float*>(static_cast<unsigned char*>(align_ptr(workspace)) +
+                                           forward_stats_offset(pl))
+                : nullptr;
   return by_dtype(args.dtype, [&](auto tag) { return k::launch_forward<decltype(tag)>(pl.plan, p, stream); });
 }
 
@@ -703,7 +851,10 @@ Status run(const GroupNormBackwardArgs& args, void* workspace, std::size_t works
   p.mask = args.mask;
   p.act = static_cast<int>(args.activation);
   p.group_partials = carve.group_bytes > 0 ? reinterpret_cast<float*>(base) : nullptr;
-  p.channel_partials = carve.channel_bytes > 0 ? reinterpret_cast<float*>(base + carve.group_bytes) : nullptr;
+  p.group_totals = carve.totals_bytes > 0 ? reinterpret_cast<float*>(base + carve.group_bytes) : nullptr;
+  p.channel_partials = carve.channel_bytes > 0
+                           ? reinterpret_cast<float*>(base + carve.group_bytes + carve.totals_bytes)
+                           : nullptr;
   p.dgamma = args.dgamma;
   p.dbeta = args.dbeta;
   // Without elements (batch or spatial 0) nothing is read: mean / rstd may be null. dgamma / dbeta are

@@ -68,6 +68,24 @@ constexpr std::int64_t kRegistersPerSm = 65536;
 constexpr std::int64_t kMaxBlocksPerSm = 32;
 constexpr std::int64_t kMaxSplits = 1024;
 constexpr int kFinalThreadsX = 32;
+//  - kTileMaxThreads = 512: the tile path's block is V x k threads, one per column vector of a full row
+//    (V = C / N) times k rows; V <= 512 (C <= 4096 in 16-bit, 2048 in fp32 at full vector width) keeps
+//    128 registers per thread available (the bf16 backward sums hold 2 x 8 partials and 8 loads in
+//    flight); wider rows take the other paths. k = max(1, 256 / V): 256-thread blocks where the row allows.
+//  - kTileBlocksPerSm = 4: the tile kernels' grid aims at 4 blocks of 256 threads per SM (half of what an
+//    SM holds, one wave), each walking at least kUnroll row steps: enough tiles for every SM and few
+//    partials per group (the merge kernel reads them all).
+//  - kTileSliverBytes = 128: the automatic choice takes the tile path when a group's slice of a row
+//    (C/G x element bytes) is below one 128-byte cache line, where the per-group paths fetch partial
+//    lines one request per row (the H100 profile: shape 3's channels-last block path at 18 % of DRAM
+//    bandwidth with 16- and 32-byte slices).
+//  - kTileMinBytesPerSm = 32 KB: and when x holds at least this much per SM (4.3 MB on an H100); below it
+//    the tensor is latency-bound and one block-path kernel beats three launches.
+constexpr int kTileMaxThreads = 512;
+constexpr int kTileThreads = 256;
+constexpr std::int64_t kTileBlocksPerSm = 4;
+constexpr std::int64_t kTileSliverBytes = 128;
+constexpr std::int64_t kTileMinBytesPerSm = 32 * 1024;
 constexpr int kFinalThreadsY = 8;
 
 enum class Act : int { kNone = 0, kSiLU = 1, kReLU = 2 };
@@ -102,7 +120,8 @@ struct ForwardParams {
   float* rstd;
   float epsilon;
   int act;
-  float* partials; // split path: [N * G * splits] Welford triples (mean, m2, count)
+  float* partials; // split path: [N * G * splits] Welford triples (mean, m2, count); tile path: [N * G * T]
+  float* stats;    // tile path: [N * G] (mean, rstd) pairs written by the merge kernel
 };
 
 struct BackwardParams {
@@ -116,7 +135,8 @@ struct BackwardParams {
   const float* beta;
   const std::uint8_t* mask;
   int act;
-  float* group_partials;   // split path: [N * G * splits] triples (sum g, sum g * xhat, valid rows)
+  float* group_partials; // split / tile path: [N * G * splits] triples (sum g, sum g * xhat, valid elements)
+  float* group_totals;   // tile path: [N * G] triples, the partials summed in tile order
   float* channel_partials; // [N * splits, C] pairs (dgamma, dbeta) as two planes; null: not wanted
   float* dgamma;
   float* dbeta;
@@ -140,6 +160,21 @@ Status launch_backward(const Plan& plan, const BackwardParams& params, cudaStrea
 
 /// dgamma[c], dbeta[c] = sums over the `rows` partial rows in order (shared by every dtype).
 Status launch_channel_sums(const BackwardParams& params, std::int64_t rows, cudaStream_t stream);
+
+/// Tile path, kernel 2 (one kernel for every dtype): a warp per group merges its T partials in tile order
+/// (forward: Welford partials into mean / rstd and p.stats; backward: sums into p.group_totals).
+Status launch_tile_merge(const ForwardParams& params, cudaStream_t stream);
+Status launch_tile_merge(const BackwardParams& params, cudaStream_t stream);
+
+/// Dynamic shared memory of the tile path's statistics kernels (host and device agree): a Welford per thread
+/// in the forward; in the backward 3 + 2 N floats per thread (sum g, sum g * xhat, valid rows, N dgamma and
+/// N dbeta partials).
+constexpr std::size_t tile_forward_smem(int threads) {
+  return static_cast<std::size_t>(threads) * 3 * sizeof(float);
+}
+constexpr std::size_t tile_backward_smem(int threads, int vec) {
+  return static_cast<std::size_t>(threads) * static_cast<std::size_t>(3 + 2 * vec) * sizeof(float);
+}
 
 /// Shared-memory bytes of one team's scratch (host and device agree): the backward's per-channel slots
 /// (threads x 2 x vec floats) and, in both directions, 512 bytes for block reductions. The forward has no

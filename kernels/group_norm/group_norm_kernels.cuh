@@ -11,7 +11,9 @@
 // order by every block that needs them. No floating-point atomics anywhere.
 #pragma once
 
+#include "kernels/group_norm/group_norm_device.cuh"
 #include "kernels/group_norm/group_norm_internal.cuh"
+#include "kernels/group_norm/group_norm_tile_kernels.cuh"
 
 #include <cstdint>
 #include <type_traits>
@@ -19,67 +21,6 @@
 CULAYERS_NAMESPACE_BEGIN
 namespace kernels {
 namespace group_norm {
-
-// ---- scalar helpers --------------------------------------------------------------------------------------
-
-CULAYERS_DEVICE float activate(float v, int act) {
-  if (act == static_cast<int>(Act::kSiLU)) {
-    // __fdividef: a fast reciprocal-multiply (~2 ulp); the IEEE division's slow path is a called subroutine
-    // whose ABI costs spills in the cached kernels. The tests' tolerances cover it.
-    return __fdividef(v, 1.0f + expf(-v));
-  }
-  if (act == static_cast<int>(Act::kReLU)) {
-    return (v > 0.0f || v != v) ? v : 0.0f; // NaN propagates
-  }
-  return v;
-}
-
-/// d act / d pre at pre.
-CULAYERS_DEVICE float activation_grad(float pre, int act) {
-  if (act == static_cast<int>(Act::kSiLU)) {
-    const float s = __fdividef(1.0f, 1.0f + expf(-pre));
-    return s * (1.0f + pre * (1.0f - s));
-  }
-  if (act == static_cast<int>(Act::kReLU)) {
-    return pre > 0.0f ? 1.0f : 0.0f;
-  }
-  return 1.0f;
-}
-
-/// Merges the N values of a vector into w: the vector's own mean and m2 (two passes over registers), then
-/// Chan's merge (one division per vector instead of one per element).
-template <int N>
-CULAYERS_DEVICE void push_vec(Welford& w, const float (&v)[N]) {
-  float s = 0.0f;
-  CULAYERS_PRAGMA_UNROLL
-  for (int j = 0; j < N; ++j) {
-    s += v[j];
-  }
-  const float m = s * (1.0f / static_cast<float>(N));
-  float m2 = 0.0f;
-  CULAYERS_PRAGMA_UNROLL
-  for (int j = 0; j < N; ++j) {
-    const float d = v[j] - m;
-    m2 += d * d;
-  }
-  // Chan's merge with the vector (count N) inlined; __fdividef (reciprocal-multiply, ~2 ulp on the merge
-  // weight, far below the data's rounding) instead of the IEEE division, whose slow path is a called
-  // subroutine that makes the cached kernels spill.
-  const float count = w.count + static_cast<float>(N);
-  const float wb = __fdividef(static_cast<float>(N), count);
-  const float delta = m - w.mean;
-  w.mean += delta * wb;
-  w.m2 += m2 + delta * delta * w.count * wb;
-  w.count = count;
-}
-
-template <class T, int N>
-CULAYERS_DEVICE void to_floats(const Vec<T, N>& v, float (&f)[N]) {
-  CULAYERS_PRAGMA_UNROLL
-  for (int j = 0; j < N; ++j) {
-    f[j] = to_float(v[j]);
-  }
-}
 
 // ---- units and teams -------------------------------------------------------------------------------------
 
@@ -316,24 +257,6 @@ CULAYERS_DEVICE bool row_valid(const std::uint8_t* mask, const Geometry& geo, co
 
 // ---- forward ---------------------------------------------------------------------------------------------
 
-/// Normalizes one vector: y = act((x - mean) * rstd * gamma + beta).
-template <class T, int N>
-CULAYERS_DEVICE Vec<T, N> normalize_vec(const Vec<T, N>& xv, float mean, const float (&scale)[N],
-                                        const float (&bet)[N], int act) {
-  Vec<T, N> out;
-  CULAYERS_PRAGMA_UNROLL
-  for (int j = 0; j < N; ++j) {
-    out[j] = from_float<T>(activate((to_float(xv[j]) - mean) * scale[j] + bet[j], act));
-  }
-  return out;
-}
-
-CULAYERS_DEVICE void finish_stats(const Welford& w, float epsilon, float& mean, float& rstd) {
-  mean = w.count > 0.0f ? w.mean : 0.0f;
-  const float var = w.count > 0.0f ? fmaxf(__fdividef(w.m2, w.count), 0.0f) : 0.0f;
-  rstd = rsqrtf(var + epsilon); // ~2 ulp, as cuDNN and PyTorch use
-}
-
 /// Normalizes this thread's vectors of `un` (loaded by `load`) and stores y.
 template <class T, int N, bool kCL, class Load>
 CULAYERS_DEVICE void forward_store(const ForwardParams& p, const Unit& un, int tid, float mean, float rstd,
@@ -484,30 +407,6 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) forward_normalize_kerne
 }
 
 // ---- backward --------------------------------------------------------------------------------------------
-
-/// Per-element backward quantities of one vector: xhat, dpre (gradient at the pre-activation) and
-/// g = dpre * gamma.
-template <class T, int N>
-CULAYERS_DEVICE void backward_terms(const Vec<T, N>& xv, const Vec<T, N>& dyv, float mean, float rstd,
-                                    const float (&gam)[N], const float (&bet)[N], int act, float (&xhat)[N],
-                                    float (&dpre)[N]) {
-  CULAYERS_PRAGMA_UNROLL
-  for (int j = 0; j < N; ++j) {
-    xhat[j] = (to_float(xv[j]) - mean) * rstd;
-    float d = to_float(dyv[j]);
-    if (act != static_cast<int>(Act::kNone)) {
-      d *= activation_grad(xhat[j] * gam[j] + bet[j], act);
-    }
-    dpre[j] = d;
-  }
-}
-
-/// Both vectors of a backward position.
-template <class T, int N>
-struct Pair {
-  Vec<T, N> x;
-  Vec<T, N> dy;
-};
 
 /// Pass 1 of the backward over one unit: accumulates sum(g) and sum(g * xhat) into sg / sgx, writes the
 /// unit's per-channel partials of dgamma / dbeta (when wanted), and calls keep(r, cv, pair) for every
@@ -783,6 +682,11 @@ template <class T, int N, bool kCL>
 Status launch_forward_typed(const Plan& plan, const ForwardParams& p, cudaStream_t stream) {
   using ::culayers::group_norm::Path;
   constexpr const char* kOp = "group_norm";
+  if constexpr (kCL) {
+    if (plan.path == Path::kTile) {
+      return launch_forward_tile<T, N>(plan, p, stream);
+    }
+  }
   if (plan.path == Path::kSplit) {
     Status st = check_launch(CULAYERS_LAUNCH((forward_partial_kernel<T, N, kCL>), dim3(plan.grid),
                                              dim3(plan.threads), plan.smem, stream, p),
@@ -809,6 +713,11 @@ template <class T, int N, bool kCL>
 Status launch_backward_typed(const Plan& plan, const BackwardParams& p, cudaStream_t stream) {
   using ::culayers::group_norm::Path;
   constexpr const char* kOp = "group_norm_backward";
+  if constexpr (kCL) {
+    if (plan.path == Path::kTile) {
+      return launch_backward_tile<T, N>(plan, p, stream);
+    }
+  }
   if (plan.path == Path::kSplit) {
     Status st = check_launch(CULAYERS_LAUNCH((backward_partial_kernel<T, N, kCL>), dim3(plan.grid),
                                              dim3(plan.threads), plan.smem, stream, p),

@@ -283,9 +283,10 @@ TEST(GroupNormalizationLayer, WarmedUpCallsReuseTheirBuffersAndPhaseDoesNotMatte
   EXPECT_EQ(download<float>(out.y), y_inference) << "group normalization has no phase-dependent behaviour";
 }
 
-// Groups too large for one block (32768 elements, one group) take the op's split path, whose workspace
-// comes from a layer-owned slot: still the reference's answer, and a warmed-up call captured in a CUDA
-// graph and replayed gives the eager call's bits.
+// Groups too large for one warp (32768 elements, one group) in a tensor of 32 KB per emulated SM take the
+// op's tile path (channels last, a 32-byte group slice per row), whose workspace comes from a layer-owned
+// slot: still the reference's answer, and a warmed-up call captured in a CUDA graph and replayed gives the
+// eager call's bits. (The op's own tests cover every path's workspace.)
 TEST(GroupNormalizationLayer, LargeGroupsUseTheWorkspaceSlotAndCapture) {
   auto rng = rng_for_test();
   LayerCase c{Shape{1, 4096, 8}, -1, 1, Activation::kSiLU};
@@ -309,7 +310,7 @@ TEST(GroupNormalizationLayer, LargeGroupsUseTheWorkspaceSlotAndCapture) {
     a.channels = 8;
     a.spatial = 4096;
     a.groups = 1;
-    EXPECT_EQ(culayers::group_norm::selected_path(a), culayers::group_norm::Path::kSplit);
+    EXPECT_EQ(culayers::group_norm::selected_path(a), culayers::group_norm::Path::kTile);
     EXPECT_GT(culayers::group_norm::workspace_size(a), 0u);
   }
   const cudaStream_t stream = stream_owner.get();

@@ -31,7 +31,9 @@ typedef enum culayersGroupNormPath_t {
   CULAYERS_GROUP_NORM_PATH_AUTO = 0,
   CULAYERS_GROUP_NORM_PATH_WARP = 1,  /* one warp per group, staged in shared memory */
   CULAYERS_GROUP_NORM_PATH_BLOCK = 2, /* one block per group, staged in shared memory */
-  CULAYERS_GROUP_NORM_PATH_SPLIT = 3 /* each group split over `splits` blocks, merged through the workspace */
+  CULAYERS_GROUP_NORM_PATH_SPLIT =
+      3,                            /* each group split over `splits` blocks, merged through the workspace */
+  CULAYERS_GROUP_NORM_PATH_TILE = 4 /* channels last: tiles of whole rows, all groups of a sample per block */
 } culayersGroupNormPath_t;
 
 /* Dispatch overrides; every field 0 (or AUTO) = automatic (culayers::group_norm::Tuning documents the
@@ -44,6 +46,7 @@ typedef struct culayersGroupNormTuning_t {
   int64_t min_split_elements; /* 0 = 8192 */
   int64_t target_blocks;      /* blocks that count as "the whole GPU"; 0 = from the device */
   int64_t splits;             /* > 0: force the split path with this many chunks per group (<= 1024) */
+  int64_t tile_rows;          /* tile path: rows per tile; 0 = automatic */
 } culayersGroupNormTuning_t;
 
 /* Forward: x [N, C, *spatial] (channels first) or [N, *spatial, C] (channels last) -> y of the same shape

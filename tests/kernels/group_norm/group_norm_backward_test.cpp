@@ -50,6 +50,12 @@ Tuning with_splits(std::int64_t s) {
   t.splits = s;
   return t;
 }
+/// The tile path forced with `rows` rows per tile (0: automatic).
+Tuning tile(std::int64_t rows) {
+  Tuning t = forced(Path::kTile);
+  t.tile_rows = rows;
+  return t;
+}
 
 // ---- one backward run ------------------------------------------------------------------------------------
 
@@ -80,6 +86,9 @@ std::string describe(const Config& c) {
                   " path=" + gnk::path_name(c.tuning.path);
   if (c.tuning.splits != 0) {
     s += " splits=" + std::to_string(c.tuning.splits);
+  }
+  if (c.tuning.tile_rows != 0) {
+    s += " tile_rows=" + std::to_string(c.tuning.tile_rows);
   }
   if (c.offset != 0) {
     s += " offset=" + std::to_string(c.offset);
@@ -470,6 +479,118 @@ TYPED_TEST(GroupNormBackwardTyped, MatrixAgainstReference) {
   }
 }
 
+// ---- tile path -------------------------------------------------------------------------------------------
+
+// Shapes for the forced tile path (as the forward's). N = vector width (the widest of 16 bytes dividing C/G
+// and C), V = C / N column vectors per row (one thread each), k = max(1, 256 / V) rows at once, C/G / N
+// vectors per group.
+struct TileShape {
+  Layout layout;
+  std::int64_t batch, channels, groups, spatial;
+};
+const TileShape kTileShapes[] = {
+    {Layout::kChannelsLast, 3, 24, 3, 13},    // C/G = 8: V = 6, k = 42 (fp32) or V = 3, k = 85 (16-bit)
+    {Layout::kChannelsLast, 3, 40, 4, 11},    // C/G = 10: N = 2, 5 vectors per group, V = 20, k = 12
+    {Layout::kChannelsLast, 3, 15, 5, 9},     // C/G = 3: N = 1 (scalars), 3 vectors per group, V = 15, k = 17
+    {Layout::kChannelsLast, 3, 96, 16, 12},   // C/G = 6: N = 2, V = 48, k = 5 (odd: uneven row-tree levels)
+    {Layout::kChannelsLast, 3, 300, 100, 4},  // C/G = 3: N = 1, V = 300, k = 1
+    {Layout::kChannelsLast, 3, 1024, 512, 3}, // C/G = 2: N = 2, V = 512 (the largest), k = 1
+    {Layout::kChannelsLast, 2, 16, 4, 70},    // C/G = 4: V = 4, k = 64; 1 row per tile: T = 70 partials per
+                                              // group, 3 for some lanes of the merge warp
+    {Layout::kChannelsFirst, 4, 40, 4, 1},    // channels first without spatial dims: the channels-last memory
+};
+
+/// Rows per tile to force on `spatial` rows: one, a count that does not divide spatial (a short last tile),
+/// more than spatial (one tile) and 0 (automatic).
+std::vector<std::int64_t> tile_rows_for(std::int64_t spatial) {
+  return {1, spatial / 2 + 1, spatial + 3, 0};
+}
+
+// The tile path forced on every shape above with each rows-per-tile choice, with and without a mask
+// (make_mask: sample 1 fully masked, sample 2 a single valid row, masked rows inside tiles and at their
+// tails); activations, gamma / beta given or not and dgamma / dbeta requested or not in rotation.
+TYPED_TEST(GroupNormBackwardTyped, TilePathForced) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  int k = 0;
+  int failures = 0;
+  for (const TileShape& s : kTileShapes) {
+    for (bool mask : {false, true}) {
+      if (mask && s.layout == Layout::kChannelsFirst) {
+        continue;
+      }
+      for (std::int64_t rows : tile_rows_for(s.spatial)) {
+        Config c;
+        c.layout = s.layout;
+        c.batch = s.batch;
+        c.channels = s.channels;
+        c.groups = s.groups;
+        c.spatial = s.spatial;
+        c.act = kActivations[k % 3];
+        c.gamma = (k / 3) % 4 != 0;
+        c.beta = (k / 3) % 4 >= 2;
+        c.dgamma = (k % 5) != 3;
+        c.dbeta = (k % 5) != 4;
+        c.mask = mask;
+        c.tuning = tile(rows);
+        c.expect = Path::kTile;
+        ++k;
+        failures += run_and_check<T>(c, rng);
+        if (failures > 20) {
+          FAIL() << "too many failures";
+        }
+      }
+    }
+  }
+}
+
+// The automatic choice on the emulator (4 SMs: tile when x >= 128 KB, channels last, E > 1024, group slices
+// under 128 bytes): float32 [3, 200, 64] with G = 8 (150 KB, 32-byte slices) takes the tile path and matches
+// the reference (mask, SiLU, gamma and beta); channels first, or half the size, it does not. 16-bit: twice
+// the rows for the same bytes.
+TYPED_TEST(GroupNormBackwardTyped, TilePathAutomatic) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  Config c;
+  c.layout = Layout::kChannelsLast;
+  c.batch = 3;
+  c.channels = 64;
+  c.groups = 8;
+  c.spatial = sizeof(T) == 4 ? 200 : 400;
+  c.act = Activation::kSiLU;
+  c.gamma = true;
+  c.beta = true;
+  c.mask = true;
+  c.expect = Path::kTile;
+  EXPECT_EQ(run_and_check<T>(c, rng), 0) << describe(c);
+
+  const std::size_t n = static_cast<std::size_t>(c.batch * c.channels * c.spatial);
+  DeviceBuffer<T> x(n);
+  DeviceBuffer<T> dx(n);
+  DeviceBuffer<float> stats(static_cast<std::size_t>(c.batch * c.groups));
+  gnk::GroupNormBackwardArgs a;
+  a.dtype = Dtype<T>::kDType;
+  a.x = x.get();
+  a.dy = x.get();
+  a.dx = dx.get();
+  a.mean = stats.get();
+  a.rstd = stats.get();
+  a.batch = c.batch;
+  a.channels = c.channels;
+  a.groups = c.groups;
+  a.spatial = c.spatial;
+  a.layout = Layout::kChannelsLast;
+  EXPECT_EQ(gnk::selected_path(a), Path::kTile);
+  EXPECT_GT(gnk::workspace_size(a), 0u) << "the tile path's partials, even without dgamma / dbeta";
+  a.layout = Layout::kChannelsFirst;
+  EXPECT_NE(gnk::selected_path(a), Path::kTile) << "channels first";
+  EXPECT_NE(gnk::selected_path(a), Path::kAuto) << "channels first";
+  a.layout = Layout::kChannelsLast;
+  a.spatial = c.spatial / 2;
+  EXPECT_NE(gnk::selected_path(a), Path::kTile) << "below the size threshold";
+  EXPECT_NE(gnk::selected_path(a), Path::kAuto) << "below the size threshold";
+}
+
 // N x G in the thousands (2048 groups of 2 elements): both layouts, one configuration each.
 TEST(GroupNormBackward, ThousandsOfGroups) {
   auto rng = rng_for_test();
@@ -499,7 +620,10 @@ TYPED_TEST(GroupNormBackwardTyped, MisalignedViews) {
   using T = TypeParam;
   auto rng = rng_for_test();
   for (Layout layout : kLayouts) {
-    for (const Tuning& t : {forced(Path::kWarp), forced(Path::kBlock), with_splits(3)}) {
+    for (const Tuning& t : {forced(Path::kWarp), forced(Path::kBlock), with_splits(3), tile(5)}) {
+      if (t.path == Path::kTile && layout == Layout::kChannelsFirst) {
+        continue; // the tile path needs the channels-last view (here V = C = 32 scalars per row)
+      }
       Config c;
       c.layout = layout;
       c.batch = 3;
@@ -511,6 +635,7 @@ TYPED_TEST(GroupNormBackwardTyped, MisalignedViews) {
       c.beta = true;
       c.mask = layout == Layout::kChannelsLast;
       c.tuning = t;
+      c.expect = t.path;
       c.offset = 1;
       run_and_check<T>(c, rng);
     }
@@ -597,7 +722,10 @@ TEST(GroupNormBackward, BlockPathAboveDefaultSharedMemory) {
 TEST(GroupNormBackward, ChainedWithForwardKernel) {
   auto rng = rng_for_test();
   for (Layout layout : kLayouts) {
-    for (const Tuning& t : {forced(Path::kWarp), forced(Path::kBlock), with_splits(5)}) {
+    for (const Tuning& t : {forced(Path::kWarp), forced(Path::kBlock), with_splits(5), tile(7)}) {
+      if (t.path == Path::kTile && layout == Layout::kChannelsFirst) {
+        continue; // the tile path needs the channels-last view
+      }
       chained_forward_backward(rng, layout, t, 16, 4);
     }
   }
@@ -610,7 +738,10 @@ TEST(GroupNormBackward, ChainedWithForwardKernel) {
 TEST(GroupNormTsan, ForwardAndBackwardEveryPath) {
   auto rng = rng_for_test();
   for (Layout layout : kLayouts) {
-    for (Tuning t : {forced(Path::kWarp), forced(Path::kBlock), with_splits(3)}) {
+    for (Tuning t : {forced(Path::kWarp), forced(Path::kBlock), with_splits(3), tile(7)}) {
+      if (t.path == Path::kTile && layout == Layout::kChannelsFirst) {
+        continue; // the tile path needs the channels-last view
+      }
       chained_forward_backward(rng, layout, t, 16, 4);
       t.vector_width = 1;
       chained_forward_backward(rng, layout, t, 40, 1);
@@ -622,7 +753,7 @@ TEST(GroupNormTsan, ForwardAndBackwardEveryPath) {
 // with rstd = 1 / sqrt(eps); dgamma and dbeta still sum over its positions. Each path.
 TEST(GroupNormBackward, FullyMaskedGroupEveryPath) {
   auto rng = rng_for_test();
-  for (const Tuning& t : {forced(Path::kWarp), forced(Path::kBlock), with_splits(3)}) {
+  for (const Tuning& t : {forced(Path::kWarp), forced(Path::kBlock), with_splits(3), tile(1), tile(7)}) {
     for (Activation act : kActivations) {
       Config c;
       c.layout = Layout::kChannelsLast;
@@ -639,6 +770,9 @@ TEST(GroupNormBackward, FullyMaskedGroupEveryPath) {
       ASSERT_EQ(in.mean[2], 0.0f);
       const Result<float> got = run_backward(c, in);
       ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
+      if (t.path != Path::kAuto) {
+        EXPECT_EQ(got.path, t.path) << describe(c);
+      }
       check_backward(c, in, got);
       // Sample 1 directly: dx = rstd * dy * act'(pre) * gamma.
       const gn::Problem p = gn::problem_of(c, in);
@@ -667,6 +801,38 @@ TEST(GroupNormBackward, FullyMaskedGroupEveryPath) {
 
 // ---- determinism ------------------------------------------------------------------------------------------
 
+/// Runs the backward twice, the second time with the emulator's schedule permuted, and expects the same bits
+/// (and the selected path, when the configuration names one); checks the first run against the reference.
+template <class T>
+void expect_repeatable(const Config& c, const Inputs<T>& in) {
+#if CULAYERS_TEST_EMULATED
+  const std::uint64_t saved = culayers_emu::schedule_seed();
+  culayers_emu::set_schedule_seed(0);
+#endif
+  const Result<T> a = run_backward(c, in);
+#if CULAYERS_TEST_EMULATED
+  culayers_emu::set_schedule_seed(0x5eed1234);
+#endif
+  const Result<T> b = run_backward(c, in);
+#if CULAYERS_TEST_EMULATED
+  culayers_emu::set_schedule_seed(saved);
+#endif
+  ASSERT_EQ(a.status, Status::kSuccess) << culayers::last_error_message();
+  ASSERT_EQ(b.status, Status::kSuccess) << culayers::last_error_message();
+  if (c.expect != Path::kAuto) {
+    EXPECT_EQ(a.path, c.expect) << describe(c);
+  }
+  for (std::size_t i = 0; i < a.dx.size(); ++i) {
+    ASSERT_EQ(gn::bits(a.dx[i]), gn::bits(b.dx[i]))
+        << describe(c) << ": dx[" << i << "] differs between runs";
+  }
+  for (std::size_t ch = 0; ch < a.dgamma.size(); ++ch) {
+    ASSERT_EQ(gn::bits(a.dgamma[ch]), gn::bits(b.dgamma[ch])) << describe(c) << ": dgamma[" << ch << "]";
+    ASSERT_EQ(gn::bits(a.dbeta[ch]), gn::bits(b.dbeta[ch])) << describe(c) << ": dbeta[" << ch << "]";
+  }
+  check_backward(c, in, a);
+}
+
 // Same bits every run for dx, dgamma and dbeta on every path (the split path's partials and the per-channel
 // partials merged in a fixed order, never float atomics); in the emulated build the second run permutes the
 // lane / warp schedule.
@@ -674,7 +840,11 @@ TEST(GroupNormBackward, RepeatedRunsAreBitIdentical) {
   auto rng = rng_for_test();
   using T = __nv_bfloat16;
   for (Layout layout : kLayouts) {
-    for (const Tuning& t : {forced(Path::kWarp), forced(Path::kBlock), with_splits(5), auto_split()}) {
+    for (const Tuning& t :
+         {forced(Path::kWarp), forced(Path::kBlock), with_splits(5), auto_split(), tile(7), tile(0)}) {
+      if (t.path == Path::kTile && layout == Layout::kChannelsFirst) {
+        continue; // the tile path needs the channels-last view
+      }
       Config c;
       c.layout = layout;
       c.batch = 3;
@@ -686,38 +856,35 @@ TEST(GroupNormBackward, RepeatedRunsAreBitIdentical) {
       c.beta = true;
       c.mask = layout == Layout::kChannelsLast;
       c.tuning = t;
-      const Inputs<T> in = make_inputs<T>(c, rng);
-#if CULAYERS_TEST_EMULATED
-      const std::uint64_t saved = culayers_emu::schedule_seed();
-      culayers_emu::set_schedule_seed(0);
-#endif
-      const Result<T> a = run_backward(c, in);
-#if CULAYERS_TEST_EMULATED
-      culayers_emu::set_schedule_seed(0x5eed1234);
-#endif
-      const Result<T> b = run_backward(c, in);
-#if CULAYERS_TEST_EMULATED
-      culayers_emu::set_schedule_seed(saved);
-#endif
-      ASSERT_EQ(a.status, Status::kSuccess) << culayers::last_error_message();
-      ASSERT_EQ(b.status, Status::kSuccess) << culayers::last_error_message();
-      for (std::size_t i = 0; i < a.dx.size(); ++i) {
-        ASSERT_EQ(gn::bits(a.dx[i]), gn::bits(b.dx[i]))
-            << describe(c) << ": dx[" << i << "] differs between runs";
-      }
-      for (std::size_t ch = 0; ch < a.dgamma.size(); ++ch) {
-        ASSERT_EQ(gn::bits(a.dgamma[ch]), gn::bits(b.dgamma[ch])) << describe(c) << ": dgamma[" << ch << "]";
-        ASSERT_EQ(gn::bits(a.dbeta[ch]), gn::bits(b.dbeta[ch])) << describe(c) << ": dbeta[" << ch << "]";
-      }
-      check_backward(c, in, a);
+      c.expect = t.path;
+      expect_repeatable(c, make_inputs<T>(c, rng));
     }
+  }
+  // The tile path where its in-block reductions have the most structure: several vectors per group summed by
+  // the group's first lane (C/G = 10) and an odd number of thread rows (V = 48, k = 5); float32 too.
+  for (const TileShape& s : {kTileShapes[1], kTileShapes[3]}) {
+    Config c;
+    c.layout = s.layout;
+    c.batch = s.batch;
+    c.channels = s.channels;
+    c.groups = s.groups;
+    c.spatial = 40;
+    c.act = Activation::kSiLU;
+    c.gamma = true;
+    c.beta = true;
+    c.mask = true;
+    c.tuning = tile(3);
+    c.expect = Path::kTile;
+    expect_repeatable(c, make_inputs<T>(c, rng));
+    expect_repeatable(c, make_inputs<float>(c, rng));
   }
 }
 
 // ---- empty tensors ---------------------------------------------------------------------------------------
 
-// batch 0 or spatial 0 succeeds and writes no dx. dgamma / dbeta are sums over no positions: the header
-// promises they are written as +0 (a caller accumulating them gets defined values).
+// batch 0 or spatial 0 succeeds and writes no dx, automatic or with the tile path forced (channels last).
+// dgamma / dbeta are sums over no positions: the header promises they are written as +0 (a caller
+// accumulating them gets defined values).
 TEST(GroupNormBackward, EmptyTensor) {
   DeviceBuffer<float> x(64);
   DeviceBuffer<float> dy(64);
@@ -726,45 +893,52 @@ TEST(GroupNormBackward, EmptyTensor) {
   DeviceBuffer<float> dx(64);
   DeviceBuffer<float> dgamma(8);
   DeviceBuffer<float> dbeta(8);
-  for (const Layout layout : kLayouts) {
-    for (int which = 0; which < 2; ++which) {
-      dx.fill_bytes(0xa5);
-      dgamma.fill_bytes(0xa5);
-      dbeta.fill_bytes(0xa5);
-      gnk::GroupNormBackwardArgs a;
-      a.layout = layout;
-      a.x = x.get();
-      a.dy = dy.get();
-      a.mean = mean.get();
-      a.rstd = rstd.get();
-      a.dx = dx.get();
-      a.dgamma = dgamma.get();
-      a.dbeta = dbeta.get();
-      a.batch = which == 0 ? 0 : 2;
-      a.channels = 8;
-      a.spatial = which == 0 ? 5 : 0;
-      a.groups = 4;
-      if (which == 1 && layout == Layout::kChannelsLast) {
-        // Nothing is read without elements: the statistics (and the other inputs) may be absent.
-        a.x = nullptr;
-        a.dy = nullptr;
-        a.mean = nullptr;
-        a.rstd = nullptr;
+  for (const Path path : {Path::kAuto, Path::kTile}) {
+    for (const Layout layout : kLayouts) {
+      if (path == Path::kTile && layout == Layout::kChannelsFirst) {
+        continue; // the tile path needs the channels-last view
       }
-      const char* what = which == 0 ? "batch 0" : "spatial 0";
-      EXPECT_EQ(gnk::can_implement(a), Status::kSuccess) << what << ": " << culayers::last_error_message();
-      const std::size_t ws_bytes = gnk::workspace_size(a);
-      DeviceBuffer<unsigned char> ws(ws_bytes);
-      EXPECT_EQ(gnk::run(a, ws_bytes > 0 ? ws.get() : nullptr, ws_bytes, nullptr), Status::kSuccess)
-          << what << ": " << culayers::last_error_message();
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      for (float v : dx.download()) {
-        ASSERT_EQ(gn::bits(v), 0xa5a5a5a5u) << what << ": dx was written";
-      }
-      for (const DeviceBuffer<float>* b : {&dgamma, &dbeta}) {
-        const std::vector<float> v = b->download();
-        const bool zeros = std::all_of(v.begin(), v.end(), [](float e) { return gn::bits(e) == 0u; });
-        EXPECT_TRUE(zeros) << what << ": dgamma / dbeta not +0";
+      for (int which = 0; which < 2; ++which) {
+        dx.fill_bytes(0xa5);
+        dgamma.fill_bytes(0xa5);
+        dbeta.fill_bytes(0xa5);
+        gnk::GroupNormBackwardArgs a;
+        a.layout = layout;
+        a.x = x.get();
+        a.dy = dy.get();
+        a.mean = mean.get();
+        a.rstd = rstd.get();
+        a.dx = dx.get();
+        a.dgamma = dgamma.get();
+        a.dbeta = dbeta.get();
+        a.batch = which == 0 ? 0 : 2;
+        a.channels = 8;
+        a.spatial = which == 0 ? 5 : 0;
+        a.groups = 4;
+        a.tuning.path = path;
+        if (which == 1 && layout == Layout::kChannelsLast) {
+          // Nothing is read without elements: the statistics (and the other inputs) may be absent.
+          a.x = nullptr;
+          a.dy = nullptr;
+          a.mean = nullptr;
+          a.rstd = nullptr;
+        }
+        const std::string what =
+            std::string(which == 0 ? "batch 0" : "spatial 0") + " path " + gnk::path_name(path);
+        EXPECT_EQ(gnk::can_implement(a), Status::kSuccess) << what << ": " << culayers::last_error_message();
+        const std::size_t ws_bytes = gnk::workspace_size(a);
+        DeviceBuffer<unsigned char> ws(ws_bytes);
+        EXPECT_EQ(gnk::run(a, ws_bytes > 0 ? ws.get() : nullptr, ws_bytes, nullptr), Status::kSuccess)
+            << what << ": " << culayers::last_error_message();
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        for (float v : dx.download()) {
+          ASSERT_EQ(gn::bits(v), 0xa5a5a5a5u) << what << ": dx was written";
+        }
+        for (const DeviceBuffer<float>* b : {&dgamma, &dbeta}) {
+          const std::vector<float> v = b->download();
+          const bool zeros = std::all_of(v.begin(), v.end(), [](float e) { return gn::bits(e) == 0u; });
+          EXPECT_TRUE(zeros) << what << ": dgamma / dbeta not +0";
+        }
       }
     }
   }
@@ -807,6 +981,51 @@ TEST(GroupNormBackward, ByteModelCachedPaths) {
       EXPECT_LT(b.read, 3 * bytes) << describe(c) << ": x or dy read more than once?";
       EXPECT_EQ(b.written, bytes) << describe(c) << ": dx once";
     }
+  }
+}
+
+// The tile path reads x and dy exactly twice each (sums, then dx) and writes dx once. From the kernels
+// (float32 C = 16, G = 2: N = 4, V = 4 vectors per row, 2 per group, k = 64, 256 threads; 1024 rows in T = 2
+// tiles of 512; no gamma / beta / mask):
+//   stores: dx, a triple (12 bytes) per (n, g, tile), the merged triple per group: exactly
+//           x + 12 N G T + 12 N G; with dgamma / dbeta also the per-channel partials (2 x 4 bytes per channel
+//           and tile) and dgamma / dbeta themselves;
+//   loads:  x and dy twice, the merge kernel's triples (12 N G T), and per thread and tile mean and rstd
+//           (sums kernel) and mean, rstd and the group's totals (dx kernel): 28 x 256 x N T bytes at most
+//           (L1 broadcasts on a GPU), under half of x, so a third pass over x or dy cannot hide in it.
+TEST(GroupNormBackward, ByteModelTile) {
+  auto rng = rng_for_test();
+  using T = float;
+  for (bool wanted : {false, true}) {
+    Config c;
+    c.layout = Layout::kChannelsLast;
+    c.batch = 1;
+    c.channels = 16;
+    c.groups = 2;
+    c.spatial = 1024;
+    c.dgamma = wanted;
+    c.dbeta = wanted;
+    c.tuning = tile(512);
+    c.expect = Path::kTile;
+    const Inputs<T> in = make_inputs<T>(c, rng);
+    const std::uint64_t bytes = in.x.size() * sizeof(T);
+    const std::uint64_t groups = static_cast<std::uint64_t>(c.batch * c.groups);
+    const std::uint64_t tiles = 2;
+    const std::uint64_t partials = 12u * groups * tiles;
+    const std::uint64_t per_thread = 28u * 256u * static_cast<std::uint64_t>(c.batch) * tiles;
+    const std::uint64_t channel_partials = wanted ? 8u * static_cast<std::uint64_t>(c.channels) * tiles : 0u;
+    const std::uint64_t channel_outputs = wanted ? 8u * static_cast<std::uint64_t>(c.channels) : 0u;
+    culayers_emu::reset_byte_counters();
+    const Result<T> got = run_backward(c, in);
+    const culayers_emu::ByteCounters b = culayers_emu::byte_counters();
+    ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
+    EXPECT_EQ(got.path, Path::kTile) << describe(c);
+    EXPECT_EQ(check_backward(c, in, got), 0) << describe(c);
+    EXPECT_EQ(b.written, bytes + partials + 12u * groups + channel_partials + channel_outputs)
+        << describe(c) << ": dx once, the partials once";
+    EXPECT_GE(b.read, 4 * bytes + partials + channel_partials) << describe(c) << ": x and dy twice each";
+    EXPECT_LE(b.read, 4 * bytes + partials + channel_partials + per_thread)
+        << describe(c) << ": x or dy read more than twice?";
   }
 }
 #endif

@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -41,6 +42,8 @@ TEST(GroupNormCapi, EnumsAndDefaultsMatchCpp) {
   EXPECT_EQ(CULAYERS_GROUP_NORM_PATH_WARP, static_cast<int>(gn::Path::kWarp));
   EXPECT_EQ(CULAYERS_GROUP_NORM_PATH_BLOCK, static_cast<int>(gn::Path::kBlock));
   EXPECT_EQ(CULAYERS_GROUP_NORM_PATH_SPLIT, static_cast<int>(gn::Path::kSplit));
+  EXPECT_EQ(CULAYERS_GROUP_NORM_PATH_TILE, static_cast<int>(gn::Path::kTile));
+  EXPECT_EQ(CULAYERS_GROUP_NORM_PATH_TILE, 4);
 
   culayersGroupNormArgs_t c;
   std::memset(&c, 0x5a, sizeof(c));
@@ -60,6 +63,8 @@ TEST(GroupNormCapi, EnumsAndDefaultsMatchCpp) {
   EXPECT_EQ(static_cast<int>(c.tuning.path), CULAYERS_GROUP_NORM_PATH_AUTO);
   EXPECT_EQ(c.tuning.vector_width, 0);
   EXPECT_EQ(c.tuning.splits, 0);
+  EXPECT_EQ(c.tuning.tile_rows, cpp.tuning.tile_rows);
+  EXPECT_EQ(c.tuning.tile_rows, 0);
 
   culayersGroupNormBackwardArgs_t b;
   std::memset(&b, 0x5a, sizeof(b));
@@ -70,6 +75,7 @@ TEST(GroupNormCapi, EnumsAndDefaultsMatchCpp) {
   EXPECT_EQ(b.dx, nullptr);
   EXPECT_EQ(b.dbeta, nullptr);
   EXPECT_EQ(b.tuning.target_blocks, 0);
+  EXPECT_EQ(b.tuning.tile_rows, 0);
   culayersGroupNormArgsInit(nullptr); // ignored
   culayersGroupNormBackwardArgsInit(nullptr);
 }
@@ -258,6 +264,159 @@ TEST(GroupNormCapi, SameBitsAsCpp) {
   EXPECT_TRUE(same_bytes(dx_c.download(), dx_cpp.download()));
   EXPECT_TRUE(same_bytes(dg_c.download(), dg_cpp.download()));
   EXPECT_TRUE(same_bytes(db_c.download(), db_cpp.download()));
+}
+
+// The tile path through the C API: PATH_TILE and tile_rows reach the C++ API (the workspace, which holds a
+// partial per group and tile, follows tile_rows: 24 tiles of 1 row vs 3 of 10), and forward and backward give
+// the C++ API's bits with the same tuning. Also a forced tile path where it is illegal (channels first with
+// spatial > 1) is INVALID_VALUE, and a negative tile_rows too.
+TEST(GroupNormCapi, TilePathSameBitsAsCpp) {
+  auto rng = rng_for_test();
+  const Problem p(rng);
+  const std::size_t stats = static_cast<std::size_t>(Problem::kN * Problem::kG);
+  DeviceBuffer<__half> y_c(Problem::kElems), y_cpp(Problem::kElems);
+  DeviceBuffer<float> mean_c(stats), mean_cpp(stats), rstd_c(stats), rstd_cpp(stats);
+
+  culayersGroupNormArgs_t c = p.forward_c();
+  c.tuning.splits = 0;
+  c.tuning.path = CULAYERS_GROUP_NORM_PATH_TILE;
+  c.y = y_c.get();
+  c.mean = mean_c.get();
+  c.rstd = rstd_c.get();
+  gn::GroupNormArgs a = p.forward_cpp();
+  a.tuning.splits = 0;
+  a.tuning.path = gn::Path::kTile;
+  a.y = y_cpp.get();
+  a.mean = mean_cpp.get();
+  a.rstd = rstd_cpp.get();
+
+  c.tuning.tile_rows = 1;
+  a.tuning.tile_rows = 1;
+  const size_t ws_one_row = culayers::test::c_workspace_bytes(culayersGroupNormWorkspaceSize, &c);
+  EXPECT_EQ(ws_one_row, gn::workspace_size(a));
+  c.tuning.tile_rows = 10;
+  a.tuning.tile_rows = 10;
+  ASSERT_EQ(culayersGroupNormCanImplement(&c), CULAYERS_STATUS_SUCCESS) << culayersGetLastErrorMessage();
+  EXPECT_EQ(culayersGroupNormSelectedPath(&c), CULAYERS_GROUP_NORM_PATH_TILE);
+  EXPECT_EQ(gn::selected_path(a), gn::Path::kTile);
+  const size_t ws_bytes = culayers::test::c_workspace_bytes(culayersGroupNormWorkspaceSize, &c);
+  EXPECT_GT(ws_bytes, 0u);
+  EXPECT_EQ(ws_bytes, gn::workspace_size(a));
+  EXPECT_LT(ws_bytes, ws_one_row) << "tile_rows did not reach the C++ API";
+
+  y_c.fill_bytes(0xff);
+  mean_c.fill_bytes(0xff);
+  rstd_c.fill_bytes(0xff);
+  y_cpp.fill_bytes(0);
+  mean_cpp.fill_bytes(0);
+  rstd_cpp.fill_bytes(0);
+  DeviceBuffer<unsigned char> ws(ws_bytes);
+  ASSERT_EQ(culayersGroupNorm(&c, ws.get(), ws_bytes, nullptr), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  ASSERT_EQ(gn::run(a, ws.get(), ws_bytes, nullptr), Status::kSuccess);
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_TRUE(same_bytes(y_c.download(), y_cpp.download()));
+  EXPECT_TRUE(same_bytes(mean_c.download(), mean_cpp.download()));
+  EXPECT_TRUE(same_bytes(rstd_c.download(), rstd_cpp.download()));
+  // And the same answer as the split path (another kernel, another summation order): within float32
+  // rounding of the statistics (rstd ~ 1, |mean| ~ 1: 1e-5 is hundreds of float32 ulps, far below any
+  // mistake in which rows or groups a tile covers).
+  {
+    gn::GroupNormArgs s = p.forward_cpp(); // splits = 2
+    DeviceBuffer<__half> y_split(Problem::kElems);
+    DeviceBuffer<float> mean_split(stats), rstd_split(stats);
+    s.y = y_split.get();
+    s.mean = mean_split.get();
+    s.rstd = rstd_split.get();
+    ASSERT_EQ(gn::selected_path(s), gn::Path::kSplit);
+    DeviceBuffer<unsigned char> ws_split(gn::workspace_size(s));
+    ASSERT_EQ(gn::run(s, ws_split.get(), ws_split.size(), nullptr), Status::kSuccess);
+    CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+    const std::vector<float> m_tile = mean_c.download(), m_split = mean_split.download();
+    const std::vector<float> r_tile = rstd_c.download(), r_split = rstd_split.download();
+    for (std::size_t k = 0; k < stats; ++k) {
+      EXPECT_NEAR(m_tile[k], m_split[k], 1e-5 * (1.0 + std::fabs(m_split[k]))) << "mean[" << k << "]";
+      EXPECT_NEAR(r_tile[k], r_split[k], 1e-5 * r_split[k]) << "rstd[" << k << "]";
+    }
+  }
+
+  DeviceBuffer<__half> dx_c(Problem::kElems), dx_cpp(Problem::kElems);
+  DeviceBuffer<float> dg_c(Problem::kC), dg_cpp(Problem::kC), db_c(Problem::kC), db_cpp(Problem::kC);
+  culayersGroupNormBackwardArgs_t bc;
+  culayersGroupNormBackwardArgsInit(&bc);
+  bc.dtype = c.dtype;
+  bc.layout = c.layout;
+  bc.x = c.x;
+  bc.dy = p.dy.get();
+  bc.batch = c.batch;
+  bc.channels = c.channels;
+  bc.spatial = c.spatial;
+  bc.groups = c.groups;
+  bc.mean = mean_c.get();
+  bc.rstd = rstd_c.get();
+  bc.gamma = c.gamma;
+  bc.beta = c.beta;
+  bc.activation = c.activation;
+  bc.mask = c.mask;
+  bc.dx = dx_c.get();
+  bc.dgamma = dg_c.get();
+  bc.dbeta = db_c.get();
+  bc.tuning = c.tuning;
+  gn::GroupNormBackwardArgs ba;
+  ba.dtype = a.dtype;
+  ba.layout = a.layout;
+  ba.x = a.x;
+  ba.dy = p.dy.get();
+  ba.batch = a.batch;
+  ba.channels = a.channels;
+  ba.spatial = a.spatial;
+  ba.groups = a.groups;
+  ba.mean = mean_cpp.get();
+  ba.rstd = rstd_cpp.get();
+  ba.gamma = a.gamma;
+  ba.beta = a.beta;
+  ba.activation = a.activation;
+  ba.mask = a.mask;
+  ba.dx = dx_cpp.get();
+  ba.dgamma = dg_cpp.get();
+  ba.dbeta = db_cpp.get();
+  ba.tuning = a.tuning;
+  dx_c.fill_bytes(0xff);
+  dg_c.fill_bytes(0xff);
+  db_c.fill_bytes(0xff);
+  dx_cpp.fill_bytes(0);
+  dg_cpp.fill_bytes(0);
+  db_cpp.fill_bytes(0);
+  ASSERT_EQ(culayersGroupNormBackwardCanImplement(&bc), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  EXPECT_EQ(culayersGroupNormBackwardSelectedPath(&bc), CULAYERS_GROUP_NORM_PATH_TILE);
+  EXPECT_EQ(gn::selected_path(ba), gn::Path::kTile);
+  const size_t bws_bytes = culayers::test::c_workspace_bytes(culayersGroupNormBackwardWorkspaceSize, &bc);
+  EXPECT_GT(bws_bytes, 0u);
+  EXPECT_EQ(bws_bytes, gn::workspace_size(ba));
+  DeviceBuffer<unsigned char> bws(bws_bytes);
+  ASSERT_EQ(culayersGroupNormBackward(&bc, bws.get(), bws_bytes, nullptr), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  ASSERT_EQ(gn::run(ba, bws.get(), bws_bytes, nullptr), Status::kSuccess);
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_TRUE(same_bytes(dx_c.download(), dx_cpp.download()));
+  EXPECT_TRUE(same_bytes(dg_c.download(), dg_cpp.download()));
+  EXPECT_TRUE(same_bytes(db_c.download(), db_cpp.download()));
+
+  // Refusals: the tile path forced on a channels-first view with spatial > 1 (no mask there), and a
+  // negative tile_rows.
+  culayersGroupNormArgs_t bad = c;
+  bad.layout = CULAYERS_LAYOUT_CHANNELS_FIRST;
+  bad.mask = nullptr;
+  EXPECT_EQ(culayersGroupNormCanImplement(&bad), CULAYERS_STATUS_INVALID_VALUE);
+  EXPECT_TRUE(starts_with_group_norm()) << culayersGetLastErrorMessage();
+  EXPECT_EQ(culayersGroupNormSelectedPath(&bad), CULAYERS_GROUP_NORM_PATH_AUTO);
+  bad = c;
+  bad.tuning.tile_rows = -1;
+  EXPECT_EQ(culayersGroupNormCanImplement(&bad), CULAYERS_STATUS_INVALID_VALUE);
+  culayersGroupNormBackwardArgs_t bad_b = bc;
+  bad_b.tuning.tile_rows = -1;
+  EXPECT_EQ(culayersGroupNormBackwardCanImplement(&bad_b), CULAYERS_STATUS_INVALID_VALUE);
 }
 
 // Bad arguments: the C status is the C++ one (and the expected one), and the outputs keep their sentinel.

@@ -145,6 +145,13 @@ std::vector<Case<Args>> common_cases() {
       {"tuning vector_width -1", [](Args& a) { a.tuning.vector_width = -1; }},
       {"tuning splits 1025", [](Args& a) { a.tuning.splits = 1025; }},
       {"tuning splits -1", [](Args& a) { a.tuning.splits = -1; }},
+      {"tuning tile_rows -1", [](Args& a) { a.tuning.tile_rows = -1; }},
+      {"tile path with channels first",
+       [](Args& a) {
+         a.layout = Layout::kChannelsFirst;
+         a.mask = nullptr;
+         a.tuning.path = Path::kTile;
+       }},
   };
 }
 
@@ -243,11 +250,147 @@ TEST(GroupNormErrors, SplitWorkspaceMissingOrTooSmall) {
   EXPECT_TRUE(b.outputs_untouched()) << "backward: an output was written";
 }
 
+// The tile path's own refusals, each kErrorInvalidValue from can_implement and run (forward and backward),
+// with the automatic path and no workspace reported and nothing written: forced where the view is not
+// channels last (channels first with spatial > 1); forced with more than 512 column vectors per row
+// (V = C / N, where N = 1 for an odd C/G or a pointer one element past an aligned address); a negative
+// tile_rows. The accepted neighbours (V = 512, channels first with spatial 1, the aligned pointer) succeed.
+TEST(GroupNormErrors, TilePathRefusals) {
+  // [2, 3, C] float32 views over buffers large enough for C = 1026 (and one element of offset).
+  DeviceBuffer<float> x(2 * 3 * 1026 + 1);
+  DeviceBuffer<float> dy(2 * 3 * 1026 + 1);
+  DeviceBuffer<float> stats(2 * 512);
+  DeviceBuffer<float> y(2 * 3 * 1026 + 1);
+  DeviceBuffer<float> dx(2 * 3 * 1026 + 1);
+  DeviceBuffer<float> mean(2 * 512);
+  DeviceBuffer<float> rstd(2 * 512);
+  DeviceBuffer<float> dgamma(1026);
+  struct Case {
+    const char* what;
+    Layout layout;
+    std::int64_t channels, groups, spatial;
+    int offset;             // elements: x, y, dy, dx one past an aligned address
+    std::int64_t tile_rows; // forced
+    bool valid;
+  };
+  const Case cases[] = {
+      {"channels first, spatial 3", Layout::kChannelsFirst, 8, 4, 3, 0, 0, false},
+      {"channels first, spatial 1 (channels-last memory)", Layout::kChannelsFirst, 8, 4, 1, 0, 0, true},
+      {"C = 1026, G = 2: C/G = 513, N = 1, V = 1026", Layout::kChannelsLast, 1026, 2, 3, 0, 0, false},
+      {"C = 513, G = 1: N = 1, V = 513", Layout::kChannelsLast, 513, 1, 3, 0, 0, false},
+      {"C = 512, G = 512: N = 1, V = 512", Layout::kChannelsLast, 512, 512, 3, 0, 0, true},
+      {"C = 1024, G = 512: N = 2, V = 512", Layout::kChannelsLast, 1024, 512, 3, 0, 2, true},
+      {"C = 1024, G = 512 misaligned: N = 1, V = 1024", Layout::kChannelsLast, 1024, 512, 3, 1, 2, false},
+      {"tile_rows -1", Layout::kChannelsLast, 8, 4, 3, 0, -1, false},
+  };
+  DeviceBuffer<unsigned char> ws(1 << 20);
+  for (const Case& k : cases) {
+    for (DeviceBuffer<float>* b : {&y, &dx, &mean, &rstd, &dgamma}) {
+      b->fill_bytes(kPoison);
+    }
+    gnk::GroupNormArgs f;
+    f.layout = k.layout;
+    f.x = x.get() + k.offset;
+    f.y = y.get() + k.offset;
+    f.batch = 2;
+    f.channels = k.channels;
+    f.spatial = k.spatial;
+    f.groups = k.groups;
+    f.mean = mean.get();
+    f.rstd = rstd.get();
+    f.tuning.path = Path::kTile;
+    f.tuning.tile_rows = k.tile_rows;
+    gnk::GroupNormBackwardArgs g;
+    g.layout = k.layout;
+    g.x = x.get() + k.offset;
+    g.dy = dy.get() + k.offset;
+    g.dx = dx.get() + k.offset;
+    g.batch = 2;
+    g.channels = k.channels;
+    g.spatial = k.spatial;
+    g.groups = k.groups;
+    g.mean = stats.get();
+    g.rstd = stats.get();
+    g.dgamma = dgamma.get();
+    g.tuning = f.tuning;
+    if (k.valid) {
+      EXPECT_EQ(gnk::can_implement(f), Status::kSuccess) << k.what << ": " << culayers::last_error_message();
+      EXPECT_EQ(gnk::selected_path(f), Path::kTile) << k.what;
+      EXPECT_GT(gnk::workspace_size(f), 0u) << k.what;
+      EXPECT_EQ(gnk::can_implement(g), Status::kSuccess) << k.what << ": " << culayers::last_error_message();
+      EXPECT_EQ(gnk::selected_path(g), Path::kTile) << k.what;
+      EXPECT_GT(gnk::workspace_size(g), 0u) << k.what;
+      continue;
+    }
+    EXPECT_EQ(gnk::can_implement(f), Status::kErrorInvalidValue) << k.what;
+    EXPECT_TRUE(message_names_op()) << k.what << ": " << culayers::last_error_message();
+    EXPECT_EQ(gnk::workspace_size(f), 0u) << k.what;
+    EXPECT_EQ(gnk::selected_path(f), Path::kAuto) << k.what;
+    EXPECT_EQ(gnk::run(f, ws.get(), ws.size(), nullptr), Status::kErrorInvalidValue) << k.what;
+    EXPECT_EQ(gnk::can_implement(g), Status::kErrorInvalidValue) << k.what;
+    EXPECT_TRUE(message_names_op()) << k.what << ": " << culayers::last_error_message();
+    EXPECT_EQ(gnk::workspace_size(g), 0u) << k.what;
+    EXPECT_EQ(gnk::selected_path(g), Path::kAuto) << k.what;
+    EXPECT_EQ(gnk::run(g, ws.get(), ws.size(), nullptr), Status::kErrorInvalidValue) << k.what;
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << k.what;
+    for (DeviceBuffer<float>* b : {&y, &dx, &mean, &rstd, &dgamma}) {
+      EXPECT_TRUE(untouched(b->get(), b->bytes())) << k.what << ": an output was written";
+    }
+  }
+}
+
+// The tile path needs its workspace in both directions (per-tile partials and merged statistics), the
+// backward's even without dgamma / dbeta: missing or one byte short is kErrorWorkspaceTooSmall before
+// anything runs (outputs unchanged); the exact size works.
+TEST(GroupNormErrors, TileWorkspaceMissingOrTooSmall) {
+  Buffers b;
+  gnk::GroupNormArgs f = valid_forward(b);
+  f.tuning.path = Path::kTile;
+  f.tuning.tile_rows = 4;
+  const std::size_t need = gnk::workspace_size(f);
+  ASSERT_GT(need, 0u);
+  ASSERT_EQ(gnk::selected_path(f), Path::kTile);
+  DeviceBuffer<unsigned char> ws(need);
+  b.poison();
+  EXPECT_EQ(gnk::run(f, nullptr, need, nullptr), Status::kErrorWorkspaceTooSmall);
+  EXPECT_EQ(gnk::run(f, ws.get(), need - 1, nullptr), Status::kErrorWorkspaceTooSmall);
+  EXPECT_TRUE(message_names_op()) << culayers::last_error_message();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_TRUE(b.outputs_untouched()) << "forward: an output was written";
+  EXPECT_EQ(gnk::run(f, ws.get(), need, nullptr), Status::kSuccess) << culayers::last_error_message();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_FALSE(untouched(b.y.get(), 2 * 8 * 6 * sizeof(float))) << "forward: y not written";
+
+  for (bool channel_sums : {true, false}) {
+    gnk::GroupNormBackwardArgs g = valid_backward(b);
+    g.tuning.path = Path::kTile;
+    g.tuning.tile_rows = 4;
+    if (!channel_sums) {
+      g.dgamma = nullptr;
+      g.dbeta = nullptr;
+    }
+    const std::size_t need_b = gnk::workspace_size(g);
+    ASSERT_GT(need_b, 0u) << "dgamma / dbeta " << channel_sums;
+    ASSERT_EQ(gnk::selected_path(g), Path::kTile);
+    DeviceBuffer<unsigned char> ws_b(need_b);
+    b.poison();
+    EXPECT_EQ(gnk::run(g, nullptr, need_b, nullptr), Status::kErrorWorkspaceTooSmall);
+    EXPECT_EQ(gnk::run(g, ws_b.get(), need_b - 1, nullptr), Status::kErrorWorkspaceTooSmall);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_TRUE(b.outputs_untouched())
+        << "backward: an output was written (dgamma / dbeta " << channel_sums << ")";
+    EXPECT_EQ(gnk::run(g, ws_b.get(), need_b, nullptr), Status::kSuccess) << culayers::last_error_message();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_FALSE(untouched(b.dx.get(), 2 * 8 * 6 * sizeof(float))) << "backward: dx not written";
+  }
+}
+
 TEST(GroupNormErrors, PathNames) {
   EXPECT_STREQ(gnk::path_name(Path::kAuto), "auto");
   EXPECT_STREQ(gnk::path_name(Path::kWarp), "warp");
   EXPECT_STREQ(gnk::path_name(Path::kBlock), "block");
   EXPECT_STREQ(gnk::path_name(Path::kSplit), "split");
+  EXPECT_STREQ(gnk::path_name(Path::kTile), "tile");
   EXPECT_STREQ(gnk::path_name(static_cast<Path>(42)), "unknown path");
 }
 

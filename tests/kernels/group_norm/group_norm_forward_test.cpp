@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -73,6 +74,9 @@ std::string describe(const Config& c) {
   }
   if (c.tuning.vector_width != 0) {
     s += " vw<=" + std::to_string(c.tuning.vector_width);
+  }
+  if (c.tuning.tile_rows != 0) {
+    s += " tile_rows=" + std::to_string(c.tuning.tile_rows);
   }
   if (c.x_offset != 0 || c.y_offset != 0) {
     s += " offsets=" + std::to_string(c.x_offset) + "/" + std::to_string(c.y_offset);
@@ -305,6 +309,13 @@ Tuning with_splits(std::int64_t s, Path p = Path::kAuto) {
   return t;
 }
 
+/// The tile path forced with `rows` rows per tile (0: automatic).
+Tuning tile(std::int64_t rows) {
+  Tuning t = forced(Path::kTile);
+  t.tile_rows = rows;
+  return t;
+}
+
 struct ShapeCase {
   std::int64_t batch, channels, groups, spatial;
   Tuning tuning;
@@ -431,10 +442,14 @@ TYPED_TEST(GroupNormForwardTyped, ForcedPaths) {
 TYPED_TEST(GroupNormForwardTyped, MisalignedViewsAndVectorWidths) {
   using T = TypeParam;
   auto rng = rng_for_test();
-  const Tuning tunings[] = {forced(Path::kWarp), forced(Path::kBlock), with_splits(3)};
+  // Tile: channels last only (rows of 32 channels: V = 32 / N vectors, V = 32 scalars when misaligned).
+  const Tuning tunings[] = {forced(Path::kWarp), forced(Path::kBlock), with_splits(3), tile(5)};
   int failures = 0;
   for (Layout layout : kLayouts) {
     for (const Tuning& t : tunings) {
+      if (t.path == Path::kTile && layout == Layout::kChannelsFirst) {
+        continue;
+      }
       for (int which = 0; which < 3; ++which) {
         Config c;
         c.layout = layout;
@@ -446,6 +461,7 @@ TYPED_TEST(GroupNormForwardTyped, MisalignedViewsAndVectorWidths) {
         c.affine = Affine::kBoth;
         c.mask = layout == Layout::kChannelsLast;
         c.tuning = t;
+        c.expect = t.path;
         c.x_offset = which == 0 ? 1 : 0;
         c.y_offset = which == 1 ? 1 : 0;
         if (which == 2) {
@@ -464,6 +480,7 @@ TYPED_TEST(GroupNormForwardTyped, MisalignedViewsAndVectorWidths) {
         c.affine = Affine::kGamma;
         c.tuning = t;
         c.tuning.vector_width = vw;
+        c.expect = t.path;
         failures += run_and_check<T>(c, rng);
       }
     }
@@ -477,9 +494,13 @@ TYPED_TEST(GroupNormForwardTyped, MisalignedViewsAndVectorWidths) {
 TYPED_TEST(GroupNormForwardTyped, InPlace) {
   using T = TypeParam;
   auto rng = rng_for_test();
-  const Tuning tunings[] = {forced(Path::kWarp), forced(Path::kBlock), with_splits(3), with_splits(7)};
+  const Tuning tunings[] = {forced(Path::kWarp), forced(Path::kBlock), with_splits(3), with_splits(7),
+                            tile(4)};
   for (Layout layout : kLayouts) {
     for (const Tuning& t : tunings) {
+      if (t.path == Path::kTile && layout == Layout::kChannelsFirst) {
+        continue; // the tile path needs the channels-last view
+      }
       Config c;
       c.layout = layout;
       c.batch = 3;
@@ -492,6 +513,231 @@ TYPED_TEST(GroupNormForwardTyped, InPlace) {
       c.tuning = t;
       c.in_place = true;
       run_and_check<T>(c, rng);
+    }
+  }
+}
+
+// ---- tile path -------------------------------------------------------------------------------------------
+
+// Shapes for the forced tile path. N = vector width (the widest of 16 bytes dividing C/G and C), V = C / N
+// column vectors per row (one thread each), k = max(1, 256 / V) rows at once, C/G / N vectors per group.
+struct TileShape {
+  Layout layout;
+  std::int64_t batch, channels, groups, spatial;
+};
+const TileShape kTileShapes[] = {
+    {Layout::kChannelsLast, 3, 24, 3, 13},    // C/G = 8: V = 6, k = 42 (fp32) or V = 3, k = 85 (16-bit)
+    {Layout::kChannelsLast, 3, 40, 4, 11},    // C/G = 10: N = 2, 5 vectors per group, V = 20, k = 12
+    {Layout::kChannelsLast, 3, 15, 5, 9},     // C/G = 3: N = 1 (scalars), 3 vectors per group, V = 15, k = 17
+    {Layout::kChannelsLast, 3, 96, 16, 12},   // C/G = 6: N = 2, V = 48, k = 5 (odd: uneven row-tree levels)
+    {Layout::kChannelsLast, 3, 300, 100, 4},  // C/G = 3: N = 1, V = 300, k = 1
+    {Layout::kChannelsLast, 3, 1024, 512, 3}, // C/G = 2: N = 2, V = 512 (the largest), k = 1
+    {Layout::kChannelsLast, 2, 16, 4, 70},    // C/G = 4: V = 4, k = 64; 1 row per tile: T = 70 partials per
+                                              // group, 3 for some lanes of the merge warp
+    {Layout::kChannelsFirst, 4, 40, 4, 1},    // channels first without spatial dims: the channels-last memory
+};
+
+/// Rows per tile to force on `spatial` rows: one, a count that does not divide spatial (a short last tile),
+/// more than spatial (one tile) and 0 (automatic).
+std::vector<std::int64_t> tile_rows_for(std::int64_t spatial) {
+  return {1, spatial / 2 + 1, spatial + 3, 0};
+}
+
+// The tile path forced on every shape above, with each rows-per-tile choice, with and without a mask
+// (make_mask: sample 1 fully masked, sample 2 a single valid row, the others masked rows inside tiles and at
+// their tails), activations, affine variants and mean / rstd requested or not in rotation; selected_path
+// reports kTile.
+TYPED_TEST(GroupNormForwardTyped, TilePathForced) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  int k = 0;
+  int failures = 0;
+  for (const TileShape& s : kTileShapes) {
+    for (bool mask : {false, true}) {
+      if (mask && s.layout == Layout::kChannelsFirst) {
+        continue;
+      }
+      for (std::int64_t rows : tile_rows_for(s.spatial)) {
+        Config c;
+        c.layout = s.layout;
+        c.batch = s.batch;
+        c.channels = s.channels;
+        c.groups = s.groups;
+        c.spatial = s.spatial;
+        c.act = kActivations[k % 3];
+        c.affine = static_cast<Affine>((k / 3) % 4);
+        c.stats = 3 - (k % 5) % 4;
+        c.mask = mask;
+        c.tuning = tile(rows);
+        c.expect = Path::kTile;
+        ++k;
+        failures += run_and_check<T>(c, rng);
+        if (failures > 20) {
+          FAIL() << "too many failures";
+        }
+      }
+    }
+  }
+}
+
+// The automatic choice on the emulator (4 SMs: the size threshold is 4 x 32 KB = 128 KB): a channels-last
+// tensor of 150 KB whose groups are too large for the warp path (E = 8 x spatial > 1024) and whose group
+// slices are 32 bytes (fp32) or 16 bytes (16-bit) takes the tile path, and its answer matches the reference;
+// the same shape channels first, and channels last at half the size, do not.
+TYPED_TEST(GroupNormForwardTyped, TilePathAutomatic) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  Config c;
+  c.layout = Layout::kChannelsLast;
+  c.batch = 3;
+  c.channels = 64;
+  c.groups = 8;
+  c.spatial = sizeof(T) == 4 ? 200 : 400; // x: 3 x 64 x 200 x 4 = 153600 bytes
+  c.act = Activation::kSiLU;
+  c.affine = Affine::kBoth;
+  c.mask = true;
+  c.expect = Path::kTile;
+  EXPECT_EQ(run_and_check<T>(c, rng), 0) << describe(c);
+
+  DeviceBuffer<T> buf(static_cast<std::size_t>(c.batch * c.channels * c.spatial));
+  gnk::GroupNormArgs a;
+  a.dtype = Dtype<T>::kDType;
+  a.x = buf.get();
+  a.y = buf.get();
+  a.batch = c.batch;
+  a.channels = c.channels;
+  a.groups = c.groups;
+  a.spatial = c.spatial;
+  a.layout = Layout::kChannelsLast;
+  EXPECT_EQ(gnk::selected_path(a), Path::kTile);
+  a.layout = Layout::kChannelsFirst;
+  EXPECT_NE(gnk::selected_path(a), Path::kTile) << "channels first";
+  EXPECT_NE(gnk::selected_path(a), Path::kAuto) << "channels first";
+  a.layout = Layout::kChannelsLast;
+  a.spatial = c.spatial / 2; // 76800 bytes < 128 KB
+  EXPECT_NE(gnk::selected_path(a), Path::kTile) << "below the size threshold";
+  EXPECT_NE(gnk::selected_path(a), Path::kAuto) << "below the size threshold";
+}
+
+// The automatic choice's boundaries (selected_path only: nothing runs), float32 channels last, each case
+// against the tile path's condition: the view, V = C / N <= 512, no warp-path group (E > warp_max_elements),
+// no forced splits, a group slice C/G x 4 bytes < 128, and x >= 4 SMs x 32 KB.
+TEST(GroupNormForward, TilePathAutomaticBoundaries) {
+  struct Case {
+    const char* what;
+    std::int64_t batch, channels, groups, spatial;
+    Tuning tuning;
+    bool tile;
+  };
+  Tuning warp_512;
+  warp_512.warp_max_elements = 512;
+  Tuning splits;
+  splits.splits = 2;
+  const Case cases[] = {
+      {"x exactly 128 KB", 2, 64, 8, 256, {}, true},
+      {"x 128 KB - 512 bytes", 2, 64, 8, 255, {}, false},
+      {"group slice 124 bytes (C/G = 31, N = 1)", 3, 62, 2, 200, {}, true},
+      {"group slice 128 bytes", 3, 64, 2, 200, {}, false},
+      {"warp-path groups (E = 1024)", 16, 64, 8, 128, {}, false},
+      {"the same with warp_max_elements 512", 16, 64, 8, 128, warp_512, true},
+      {"splits forced", 3, 64, 8, 200, splits, false},
+      {"V = C = 1026 > 512 (C/G = 3: N = 1)", 1, 1026, 342, 400, {}, false},
+      {"V = 512 (C/G = 2: N = 2)", 1, 1024, 512, 600, {}, true},
+  };
+  for (const Case& k : cases) {
+    DeviceBuffer<float> buf(static_cast<std::size_t>(k.batch * k.channels * k.spatial));
+    gnk::GroupNormArgs a;
+    a.layout = Layout::kChannelsLast;
+    a.x = buf.get();
+    a.y = buf.get();
+    a.batch = k.batch;
+    a.channels = k.channels;
+    a.groups = k.groups;
+    a.spatial = k.spatial;
+    a.tuning = k.tuning;
+    const Path got = gnk::selected_path(a);
+    EXPECT_NE(got, Path::kAuto) << k.what << ": " << culayers::last_error_message();
+    EXPECT_EQ(got == Path::kTile, k.tile) << k.what << ": selected " << gnk::path_name(got);
+    EXPECT_EQ(gnk::workspace_size(a) > 0, got == Path::kTile || got == Path::kSplit) << k.what;
+  }
+}
+
+// Masked rows at chosen places of the tiles (spatial 23, 5 rows per tile: tiles [0, 5), ..., [20, 23)):
+// sample 0 has the tail of tile 0, the whole of tile 1, a row inside tile 2 and the whole short last tile
+// masked; sample 1 is fully masked; sample 2 has only the last row valid. The masked positions of x hold NaN,
+// +Inf and -Inf: the statistics and y at every valid position have the same bits as a run with zeros there
+// (masked positions are still normalized, so their own y follow x: NaN / Inf in, NaN / Inf out).
+TYPED_TEST(GroupNormForwardTyped, TilePathMaskedNaNAndInfDoNotLeak) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  const struct {
+    std::int64_t channels, groups;
+  } shapes[] = {{40, 4}, {24, 3}}; // C/G = 10: N = 2, 5 vectors per group; C/G = 8: one vector per group
+  for (const auto& shape : shapes) {
+    Config c;
+    c.layout = Layout::kChannelsLast;
+    c.batch = 3;
+    c.channels = shape.channels;
+    c.groups = shape.groups;
+    c.spatial = 23;
+    c.act = Activation::kSiLU;
+    c.affine = Affine::kBoth;
+    c.mask = true;
+    c.tuning = tile(5);
+    c.expect = Path::kTile;
+    Inputs<T> in = make_inputs<T>(c, rng);
+    std::fill(in.mask.begin(), in.mask.end(), std::uint8_t{1});
+    for (std::int64_t s : {3, 4, 5, 6, 7, 8, 9, 12, 20, 21, 22}) {
+      in.mask[static_cast<std::size_t>(s)] = 0;
+    }
+    std::fill(in.mask.begin() + 23, in.mask.begin() + 46, std::uint8_t{0});
+    std::fill(in.mask.begin() + 46, in.mask.begin() + 68, std::uint8_t{0});
+    const double specials[] = {std::numeric_limits<double>::quiet_NaN(),
+                               std::numeric_limits<double>::infinity(),
+                               -std::numeric_limits<double>::infinity()};
+    Inputs<T> zeros = in;
+    Inputs<T> poisoned = in;
+    int masked = 0;
+    for (std::int64_t n = 0; n < c.batch; ++n) {
+      for (std::int64_t s = 0; s < c.spatial; ++s) {
+        if (in.mask[static_cast<std::size_t>(n * c.spatial + s)] != 0) {
+          continue;
+        }
+        for (std::int64_t ch = 0; ch < c.channels; ++ch) {
+          const std::size_t i = static_cast<std::size_t>((n * c.spatial + s) * c.channels + ch);
+          zeros.x[i] = Dtype<T>::from_double(0.0);
+          poisoned.x[i] = Dtype<T>::from_double(specials[masked++ % 3]);
+        }
+      }
+    }
+    const Result<T> a = run_forward(c, zeros);
+    const Result<T> b = run_forward(c, poisoned);
+    ASSERT_EQ(a.status, Status::kSuccess) << culayers::last_error_message();
+    ASSERT_EQ(b.status, Status::kSuccess) << culayers::last_error_message();
+    EXPECT_EQ(b.path, Path::kTile) << describe(c);
+    EXPECT_EQ(check_forward(c, zeros, a), 0) << describe(c);
+    for (std::size_t k = 0; k < a.mean.size(); ++k) {
+      EXPECT_EQ(gn::bits(a.mean[k]), gn::bits(b.mean[k])) << describe(c) << ": mean[" << k << "]";
+      EXPECT_EQ(gn::bits(a.rstd[k]), gn::bits(b.rstd[k])) << describe(c) << ": rstd[" << k << "]";
+    }
+    // Sample 1: mean 0 and rstd 1 / sqrt(eps) (fully masked); checked against the reference above as well.
+    for (std::int64_t g = 0; g < c.groups; ++g) {
+      EXPECT_EQ(b.mean[static_cast<std::size_t>(c.groups + g)], 0.0f) << describe(c) << " group " << g;
+    }
+    int bad = 0;
+    for (std::size_t i = 0; i < a.y.size() && bad < 5; ++i) {
+      const std::size_t row = i / static_cast<std::size_t>(c.channels);
+      if (in.mask[row] == 0) {
+        const double x = Dtype<T>::to_double(poisoned.x[i]);
+        const double y = Dtype<T>::to_double(b.y[i]);
+        if (std::isnan(x) ? !std::isnan(y) : std::isfinite(y)) {
+          ++bad;
+          ADD_FAILURE() << describe(c) << ": masked y[" << i << "] = " << y << " for x = " << x;
+        }
+      } else if (gn::bits(a.y[i]) != gn::bits(b.y[i])) {
+        ++bad;
+        ADD_FAILURE() << describe(c) << ": y[" << i << "] changed when masked positions hold NaN/Inf";
+      }
     }
   }
 }
@@ -526,7 +772,8 @@ TEST(GroupNormForward, ThousandsOfGroups) {
 // epsilons; the other samples are all valid or partly masked.
 TEST(GroupNormForward, FullyMaskedGroupEveryPath) {
   auto rng = rng_for_test();
-  const Tuning tunings[] = {forced(Path::kWarp), forced(Path::kBlock), with_splits(3), with_splits(7)};
+  const Tuning tunings[] = {
+      forced(Path::kWarp), forced(Path::kBlock), with_splits(3), with_splits(7), tile(1), tile(7)};
   for (const float eps : {1e-3f, 1e-5f}) {
     for (const Tuning& t : tunings) {
       Config c;
@@ -544,6 +791,9 @@ TEST(GroupNormForward, FullyMaskedGroupEveryPath) {
       std::fill(in.mask.begin(), in.mask.begin() + 20, std::uint8_t{0}); // sample 0 fully masked too
       const Result<float> got = run_forward(c, in);
       ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
+      if (t.path != Path::kAuto) {
+        EXPECT_EQ(got.path, t.path) << describe(c);
+      }
       const double want_rstd = 1.0 / std::sqrt(static_cast<double>(eps));
       for (std::size_t k : {std::size_t{0}, std::size_t{1}, std::size_t{2}, std::size_t{3}}) {
         EXPECT_EQ(got.mean[k], 0.0f) << describe(c) << " group " << k;
@@ -592,9 +842,14 @@ TEST(GroupNormForward, StableWithLargeMean) {
   } cases[] = {{warp, Path::kWarp},
                {forced(Path::kBlock), Path::kBlock},
                {with_splits(4), Path::kSplit},
-               {with_splits(7), Path::kSplit}};
+               {with_splits(7), Path::kSplit},
+               {tile(37), Path::kTile},
+               {tile(0), Path::kTile}};
   for (Layout layout : kLayouts) {
     for (const auto& k : cases) {
+      if (k.expect == Path::kTile && layout == Layout::kChannelsFirst) {
+        continue; // the tile path needs the channels-last view
+      }
       Config c;
       c.layout = layout;
       c.batch = 2;
@@ -628,14 +883,50 @@ TEST(GroupNormForward, StableWithLargeMean) {
 
 // ---- determinism ------------------------------------------------------------------------------------------
 
+/// Runs the forward twice, the second time with the emulator's schedule permuted, and expects the same bits
+/// (and the selected path, when the configuration names one); checks the first run against the reference.
+template <class T>
+void expect_repeatable(const Config& c, const Inputs<T>& in) {
+#if CULAYERS_TEST_EMULATED
+  const std::uint64_t saved = culayers_emu::schedule_seed();
+  culayers_emu::set_schedule_seed(0);
+#endif
+  const Result<T> a = run_forward(c, in);
+#if CULAYERS_TEST_EMULATED
+  culayers_emu::set_schedule_seed(0x5eed1234);
+#endif
+  const Result<T> b = run_forward(c, in);
+#if CULAYERS_TEST_EMULATED
+  culayers_emu::set_schedule_seed(saved);
+#endif
+  ASSERT_EQ(a.status, Status::kSuccess) << culayers::last_error_message();
+  ASSERT_EQ(b.status, Status::kSuccess) << culayers::last_error_message();
+  if (c.expect != Path::kAuto) {
+    EXPECT_EQ(a.path, c.expect) << describe(c);
+  }
+  for (std::size_t i = 0; i < a.y.size(); ++i) {
+    ASSERT_EQ(gn::bits(a.y[i]), gn::bits(b.y[i]))
+        << describe(c) << " " << Dtype<T>::kName << ": y[" << i << "] differs between runs";
+  }
+  for (std::size_t k = 0; k < a.mean.size(); ++k) {
+    ASSERT_EQ(gn::bits(a.mean[k]), gn::bits(b.mean[k])) << describe(c) << ": mean[" << k << "]";
+    ASSERT_EQ(gn::bits(a.rstd[k]), gn::bits(b.rstd[k])) << describe(c) << ": rstd[" << k << "]";
+  }
+  check_forward(c, in, a);
+}
+
 // Inexact data, every path: repeated runs give the same bits (y, mean, rstd). In the emulated build the
 // second run permutes the order of lanes and warps between sync points (schedule seed), so a result that
 // depends on thread timing (atomics, races) shows up as different bits.
 template <class T>
 void check_repeatable(std::mt19937_64& rng) {
-  const Tuning tunings[] = {forced(Path::kWarp), forced(Path::kBlock), with_splits(5), auto_split()};
+  const Tuning tunings[] = {
+      forced(Path::kWarp), forced(Path::kBlock), with_splits(5), auto_split(), tile(7), tile(0)};
   for (Layout layout : kLayouts) {
     for (const Tuning& t : tunings) {
+      if (t.path == Path::kTile && layout == Layout::kChannelsFirst) {
+        continue; // the tile path needs the channels-last view
+      }
       Config c;
       c.layout = layout;
       c.batch = 3;
@@ -646,31 +937,25 @@ void check_repeatable(std::mt19937_64& rng) {
       c.affine = Affine::kBoth;
       c.mask = layout == Layout::kChannelsLast;
       c.tuning = t;
-      const Inputs<T> in = make_inputs<T>(c, rng, 1.0, 3.0);
-#if CULAYERS_TEST_EMULATED
-      const std::uint64_t saved = culayers_emu::schedule_seed();
-      culayers_emu::set_schedule_seed(0);
-#endif
-      const Result<T> a = run_forward(c, in);
-#if CULAYERS_TEST_EMULATED
-      culayers_emu::set_schedule_seed(0x5eed1234);
-#endif
-      const Result<T> b = run_forward(c, in);
-#if CULAYERS_TEST_EMULATED
-      culayers_emu::set_schedule_seed(saved);
-#endif
-      ASSERT_EQ(a.status, Status::kSuccess) << culayers::last_error_message();
-      ASSERT_EQ(b.status, Status::kSuccess) << culayers::last_error_message();
-      for (std::size_t i = 0; i < a.y.size(); ++i) {
-        ASSERT_EQ(gn::bits(a.y[i]), gn::bits(b.y[i]))
-            << describe(c) << " " << Dtype<T>::kName << ": y[" << i << "] differs between runs";
-      }
-      for (std::size_t k = 0; k < a.mean.size(); ++k) {
-        ASSERT_EQ(gn::bits(a.mean[k]), gn::bits(b.mean[k])) << describe(c) << ": mean[" << k << "]";
-        ASSERT_EQ(gn::bits(a.rstd[k]), gn::bits(b.rstd[k])) << describe(c) << ": rstd[" << k << "]";
-      }
-      check_forward(c, in, a);
+      c.expect = t.path;
+      expect_repeatable(c, make_inputs<T>(c, rng, 1.0, 3.0));
     }
+  }
+  // The tile path where its in-block reductions have the most structure: several vectors per group merged
+  // by the group's first lane (C/G = 10) and an odd number of thread rows (V = 48, k = 5).
+  for (const TileShape& s : {kTileShapes[1], kTileShapes[3]}) {
+    Config c;
+    c.layout = s.layout;
+    c.batch = s.batch;
+    c.channels = s.channels;
+    c.groups = s.groups;
+    c.spatial = 40;
+    c.act = Activation::kSiLU;
+    c.affine = Affine::kBoth;
+    c.mask = true;
+    c.tuning = tile(3);
+    c.expect = Path::kTile;
+    expect_repeatable(c, make_inputs<T>(c, rng, 1.0, 3.0));
   }
 }
 
@@ -692,8 +977,11 @@ TEST(GroupNormForward, EmptyTensor) {
   DeviceBuffer<float> y(64);
   DeviceBuffer<float> mean(16);
   DeviceBuffer<float> rstd(16);
-  for (const Path path : {Path::kAuto, Path::kWarp, Path::kBlock, Path::kSplit}) {
+  for (const Path path : {Path::kAuto, Path::kWarp, Path::kBlock, Path::kSplit, Path::kTile}) {
     for (const Layout layout : kLayouts) {
+      if (path == Path::kTile && layout == Layout::kChannelsFirst) {
+        continue; // the tile path needs the channels-last view (TilePathRefusals)
+      }
       for (int which = 0; which < 2; ++which) {
         y.fill_bytes(0xa5);
         mean.fill_bytes(0xa5);
@@ -824,6 +1112,49 @@ TEST(GroupNormForward, ByteModel) {
     EXPECT_LT(b.read, 2 * x_bytes + x_bytes / 4) << describe(c) << ": x read more than twice?";
     EXPECT_GE(b.written, x_bytes + 8u * 8u) << describe(c);
     EXPECT_LT(b.written, x_bytes + x_bytes / 4) << describe(c);
+  }
+}
+
+// The tile path reads x exactly twice (statistics, then normalization) and writes y once. From the kernels
+// (group_norm_tile_kernels.cuh; bf16 C = 64, G = 8: N = 8, V = 8 vectors per row, k = 32, 256 threads; 200
+// rows in T = 4 tiles of 64 per sample; no gamma / beta / mask):
+//  - stores: y, a Welford triple (12 bytes) per (n, g, tile), the merged (mean, rstd) pair per group in the
+//    workspace and the caller's mean and rstd: exactly x + 12 N G T + 8 N G + 8 N G;
+//  - loads: x twice, the merge kernel's triples (12 N G T), and at most the normalize kernel's (mean, rstd)
+//    per thread and tile (8 x 256 x N T bytes: L1 broadcasts on a GPU).
+// A third pass over x (another 51200 bytes) cannot hide in that slack (16 KB). With gamma, beta, a mask and
+// SiLU the stores are unchanged.
+TEST(GroupNormForward, ByteModelTile) {
+  auto rng = rng_for_test();
+  using T = __nv_bfloat16;
+  for (bool params : {false, true}) {
+    Config c;
+    c.layout = Layout::kChannelsLast;
+    c.batch = 2;
+    c.channels = 64;
+    c.groups = 8;
+    c.spatial = 200;
+    c.affine = params ? Affine::kBoth : Affine::kNone;
+    c.mask = params;
+    c.act = params ? Activation::kSiLU : Activation::kNone;
+    c.tuning = tile(64);
+    c.expect = Path::kTile;
+    const Inputs<T> in = make_inputs<T>(c, rng);
+    const std::uint64_t x_bytes = in.x.size() * sizeof(T);
+    const std::uint64_t groups = static_cast<std::uint64_t>(c.batch * c.groups);
+    const std::uint64_t tiles = 4;
+    const std::uint64_t partials = 12u * groups * tiles;
+    const std::uint64_t per_thread_stats = 8u * 256u * static_cast<std::uint64_t>(c.batch) * tiles;
+    const Bytes b = measure(c, in);
+    EXPECT_EQ(b.written, x_bytes + partials + 8u * groups + 8u * groups)
+        << describe(c) << ": y once, the partials, the merged statistics and mean / rstd once";
+    if (params) {
+      EXPECT_GE(b.read, 2 * x_bytes + partials + 8u * static_cast<std::uint64_t>(c.channels)) << describe(c);
+    } else {
+      EXPECT_GE(b.read, 2 * x_bytes + partials) << describe(c) << ": statistics pass + normalization pass";
+      EXPECT_LE(b.read, 2 * x_bytes + partials + per_thread_stats)
+          << describe(c) << ": x read more than twice?";
+    }
   }
 }
 #endif
