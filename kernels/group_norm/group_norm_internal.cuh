@@ -81,6 +81,11 @@ constexpr int kFinalThreadsX = 32;
 //    bandwidth with 16- and 32-byte slices).
 //  - kTileMinBytesPerSm = 32 KB: and when x holds at least this much per SM (4.3 MB on an H100); below it
 //    the tensor is latency-bound and one block-path kernel beats three launches.
+//  - Second passes run their units last first (the split path's normalize / dx kernels, the tile path's
+//    normalize / dx kernels): the first pass read x (and dy) in unit order with the default cache policy,
+//    so when the second starts, L2 holds the last units' lines (up to its 50 MB on an H100: all of a
+//    training-shape bf16 tensor, the last tenth of the VAE's). Taken first, those reads hit L2 instead of
+//    being evicted by the reads of the first units. Results do not depend on the order.
 constexpr int kTileMaxThreads = 512;
 constexpr int kTileThreads = 256;
 constexpr std::int64_t kTileBlocksPerSm = 4;

@@ -167,7 +167,8 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) forward_tile_stats_ke
 // Kernel 2 (forward_tile_merge_kernel, group_norm_api.cu: the same for every dtype) merges a group's
 // partials; see launch_tile_merge.
 
-/// Kernel 3: a block per tile normalizes it with its groups' statistics.
+/// Kernel 3: a block per tile normalizes it with its groups' statistics; tiles last first (see "Second
+/// passes" in group_norm_internal.cuh).
 template <class T, int N>
 CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1)
     forward_tile_normalize_kernel(const ForwardParams p) {
@@ -182,7 +183,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1)
   T* y = static_cast<T*>(p.y);
   const std::int64_t c0 = static_cast<std::int64_t>(ix) * N;
   for (std::int64_t u = blockIdx.x; u < units; u += gridDim.x) {
-    const TileUnit un = make_tile_unit(geo, u);
+    const TileUnit un = make_tile_unit(geo, units - 1 - u);
     const std::int64_t ng = un.n * geo.groups + ix / vpg;
     const float mean = load(p.stats + 2 * ng + 0);
     const float rstd = load(p.stats + 2 * ng + 1);
@@ -330,7 +331,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_sums_ke
 // Backward kernel 2 (backward_tile_merge_kernel, group_norm_api.cu) adds a group's triples; see
 // launch_tile_merge.
 
-/// Backward kernel 3: a block per tile writes dx.
+/// Backward kernel 3: a block per tile writes dx; tiles last first.
 template <class T, int N>
 CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_dx_kernel(const BackwardParams p) {
   const Geometry& geo = p.geo;
@@ -352,7 +353,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_dx_kern
     bet[j] = p.beta != nullptr ? load<CacheHint::kReadOnly>(p.beta + c0 + j) : 0.0f;
   }
   for (std::int64_t u = blockIdx.x; u < units; u += gridDim.x) {
-    const TileUnit un = make_tile_unit(geo, u);
+    const TileUnit un = make_tile_unit(geo, units - 1 - u);
     const std::int64_t ng = un.n * geo.groups + ix / vpg;
     const float mean = load(p.mean + ng);
     const float rstd = load(p.rstd + ng);
