@@ -17,6 +17,9 @@
 //     x's NCHW copy taken as saved by the forward). cuDNN's mode (SPATIAL_PERSISTENT, else SPATIAL) and
 //     dtype (bf16, else fp16 over the same bytes when cuDNN rejects bf16) are the first combination that
 //     runs and verifies; the label says which.
+//   - "ours_no_tile" (channels-last configurations): ours with Tuning::tile_min_bytes above any tensor, so
+//     the automatic choice never takes the tile path: the per-group warp, block or split plan the tile path
+//     replaced, measured in the same run.
 //   - "copy_same_bytes": cudaMemcpyAsync device to device moving the same number of bytes (one case per
 //     shape, element size and direction; the harness's pct_of_copy counter compares every case with a copy
 //     of exactly its bytes as well).
@@ -53,6 +56,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -479,6 +483,7 @@ struct Config {
   Layout layout = Layout::kChannelsFirst;
   gn::Activation act = gn::Activation::kNone;
   bool backward = false;
+  bool no_tile = false; // "ours_no_tile": the tile path never chosen (the per-group plans it replaced)
 
   std::int64_t numel() const { return n * c * hw; }
   std::int64_t cpg() const { return c / g; }
@@ -1121,6 +1126,9 @@ class Ours final : public Variant {
     fwd_.y = t_.y.data();
     fwd_.mean = t_.mean.as<float>();
     fwd_.rstd = t_.rstd.as<float>();
+    if (cfg_.no_tile) {
+      fwd_.tuning.tile_min_bytes = std::numeric_limits<std::int64_t>::max();
+    }
     if (Status st = gn::can_implement(fwd_); st != Status::kSuccess) {
       return status_text(st, "group_norm forward can_implement");
     }
@@ -1143,6 +1151,7 @@ class Ours final : public Variant {
       bwd_.dx = t_.dx.data();
       bwd_.dgamma = t_.dgamma.as<float>();
       bwd_.dbeta = t_.dbeta.as<float>();
+      bwd_.tuning = fwd_.tuning;
       if (Status st = gn::can_implement(bwd_); st != Status::kSuccess) {
         return status_text(st, "group_norm backward can_implement");
       }
@@ -1704,6 +1713,12 @@ void BM_ours(benchmark::State& st, Config cfg) {
   run_variant(st, config_name(cfg, "ours"), model_bytes(cfg), *v);
 }
 
+void BM_ours_no_tile(benchmark::State& st, Config cfg) {
+  cfg.no_tile = true;
+  std::unique_ptr<Variant> v = make_typed<Ours>(cfg);
+  run_variant(st, config_name(cfg, "ours_no_tile"), model_bytes(cfg), *v);
+}
+
 void BM_naive(benchmark::State& st, Config cfg) {
   std::unique_ptr<Variant> v = make_typed<Naive>(cfg);
   run_variant(st, config_name(cfg, "naive"), model_bytes(cfg), *v);
@@ -1813,6 +1828,10 @@ bool register_all() {
       benchmark::RegisterBenchmark(name.c_str(), fn, args...)->Apply(configure)->Iterations(iterations);
     };
     reg(config_name(cfg, "ours"), BM_ours, cfg);
+    if (cfg.channels_last()) {
+      // What the tile path replaced (the per-group block, split or warp plan), in the same run.
+      reg(config_name(cfg, "ours_no_tile"), BM_ours_no_tile, cfg);
+    }
     reg(config_name(cfg, "naive"), BM_naive, cfg);
     reg(config_name(cfg, "cudnn"), BM_cudnn, cfg);
     const std::string copy_name = std::string("group_norm/") + cfg.shape + "/" +

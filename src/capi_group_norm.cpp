@@ -45,6 +45,7 @@ CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, min_split_elements);
 CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, target_blocks);
 CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, splits);
 CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, tile_rows);
+CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, tile_min_bytes);
 CULAYERS_SAME_TYPE(culayersGroupNormArgs_t, gn::GroupNormArgs, batch);
 CULAYERS_SAME_TYPE(culayersGroupNormArgs_t, gn::GroupNormArgs, channels);
 CULAYERS_SAME_TYPE(culayersGroupNormArgs_t, gn::GroupNormArgs, spatial);
@@ -73,6 +74,7 @@ gn::Tuning to_cpp(const culayersGroupNormTuning_t& c) {
   t.target_blocks = c.target_blocks;
   t.splits = c.splits;
   t.tile_rows = c.tile_rows;
+  t.tile_min_bytes = c.tile_min_bytes;
   return t;
 }
 
@@ -86,6 +88,7 @@ culayersGroupNormTuning_t to_c(const gn::Tuning& t) {
   c.target_blocks = t.target_blocks;
   c.splits = t.splits;
   c.tile_rows = t.tile_rows;
+  c.tile_min_bytes = t.tile_min_bytes;
   return c;
 }
 

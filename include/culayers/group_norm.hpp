@@ -76,9 +76,10 @@ const char* path_name(Path path) noexcept;
 ///     shared-memory slice; beyond that a warp's serial latency dominates).
 ///  3. Tile path (channels last; `spatial` == 1 counts as channels last) when C / N <= 512, a group's slice
 ///     of a row (C/G x element bytes) is below 128 bytes (one cache line: the other paths fetch partial
-///     lines, one request per row and group) and x holds at least 32 KB per SM (smaller tensors are
-///     latency-bound: one kernel beats three). Tiles of `tile_rows` consecutive rows (default: about 4
-///     blocks per SM in all, each thread walking at least 4 rows), a block of (C / N) x k threads per tile.
+///     lines, one request per row and group) and x holds at least `tile_min_bytes` (default 32 KB per SM:
+///     smaller tensors are latency-bound, one kernel beats three). Tiles of `tile_rows` consecutive rows
+///     (default: N x tiles at most two full waves of the blocks an SM holds, or `target_blocks`; each thread
+///     walking at least 4 rows), a block of (C / N) x k threads per tile.
 ///  4. Block path when the group's bytes fit `block_max_bytes` (default: the device's opt-in shared
 ///     memory per block minus the reduction scratch) and either the groups resident at once (N * G, at
 ///     most SMs x the blocks per SM that threads and shared memory allow) keep enough bytes in flight to
@@ -97,9 +98,10 @@ struct Tuning {
   std::int64_t warp_max_elements = 0;  ///< default 1024
   std::int64_t block_max_bytes = 0;    ///< default: shared memory per block minus scratch
   std::int64_t min_split_elements = 0; ///< default 8192
-  std::int64_t target_blocks = 0;      ///< blocks that count as "the whole GPU"
+  std::int64_t target_blocks = 0;      ///< blocks that count as "the whole GPU" (<= 2^31 - 1)
   std::int64_t splits = 0;             ///< force the split path with this many chunks per group (<= 1024)
-  std::int64_t tile_rows = 0;          ///< tile path: rows per tile (0 = automatic)
+  std::int64_t tile_rows = 0;      ///< tile path: rows per tile (0 = automatic; raised to spatial / 65536)
+  std::int64_t tile_min_bytes = 0; ///< default SMs x 32 KB; above any tensor: never tile automatically
 };
 
 /// Forward. Preconditions: y does not overlap the other buffers except that y == x (in place) is allowed;

@@ -60,7 +60,7 @@ Status launch_channel_sums(const BackwardParams& params, std::int64_t rows, cuda
                       "group_norm_backward");
 }
 
-/// Tile path, forward kernel 2: a warp per group merges its T Welford partials in tile order (lane l takes
+/// Tile path, forward kernel 2: a warp per group merges its T Welford partials in a fixed order (lane l takes
 /// tiles l, l + 32, ...; then a butterfly in lane order), writes mean / rstd (when wanted) and p.stats.
 CULAYERS_GLOBAL void __launch_bounds__(kWarpSize* kWarpTeamsPerBlock)
     forward_tile_merge_kernel(const ForwardParams p) {
@@ -269,8 +269,12 @@ Status validate_common(const Common& c) {
                      t.vector_width);
   }
   if (t.warp_max_elements < 0 || t.block_max_bytes < 0 || t.min_split_elements < 0 || t.target_blocks < 0 ||
-      t.splits < 0 || t.tile_rows < 0) {
+      t.splits < 0 || t.tile_rows < 0 || t.tile_min_bytes < 0) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning: negative threshold", op);
+  }
+  if (t.target_blocks > kMaxGrid) {
+    return set_error(Status::kErrorInvalidValue, "%s: tuning.target_blocks: %lld exceeds 2^31 - 1", op,
+                     static_cast<long long>(t.target_blocks));
   }
   if (t.splits > k::kMaxSplits) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning.splits: %lld exceeds %lld", op,
@@ -424,8 +428,10 @@ Status make_plan(const Common& c, Planned* out) {
   const std::int64_t row_vecs = c.channels / vec;
   const bool tile_fits = geo.cl != 0 && row_vecs <= k::kTileMaxThreads;
   const std::int64_t x_bytes = c.batch * c.channels * c.spatial * static_cast<std::int64_t>(elem);
-  const bool tile_wins = geo.cpg * static_cast<std::int64_t>(elem) < k::kTileSliverBytes &&
-                         x_bytes >= static_cast<std::int64_t>(info.sm_count) * k::kTileMinBytesPerSm;
+  const bool tile_wins =
+      geo.cpg * static_cast<std::int64_t>(elem) < k::kTileSliverBytes &&
+      x_bytes >= (t.tile_min_bytes > 0 ? t.tile_min_bytes
+                                       : static_cast<std::int64_t>(info.sm_count) * k::kTileMinBytesPerSm);
 
   // 2-5. Path.
   Path path = t.path;
@@ -482,16 +488,21 @@ Status make_plan(const Common& c, Planned* out) {
     const std::int64_t spatial = std::max<std::int64_t>(c.spatial, 1);
     std::int64_t chunk = t.tile_rows;
     if (chunk == 0) {
-      const std::int64_t target =
-          t.target_blocks > 0
-              ? t.target_blocks
-              : ceil_div(static_cast<std::int64_t>(info.sm_count) * k::kTileBlocksPerSm * k::kTileThreads,
-                         team);
+      // At most kTileWaves full waves: blocks an SM holds by threads and by registers (the heaviest kernel
+      // of the direction), so N * T never starts a partial extra wave.
+      const std::int64_t regs = c.backward ? k::kTileBackwardRegs : k::kTileForwardRegs;
+      const std::int64_t resident = std::clamp<std::int64_t>(
+          std::min<std::int64_t>(info.threads_per_sm / team, k::kRegistersPerSm / (regs * team)), 1,
+          k::kMaxBlocksPerSm);
+      const std::int64_t target = t.target_blocks > 0
+                                      ? t.target_blocks
+                                      : static_cast<std::int64_t>(info.sm_count) * resident * k::kTileWaves;
       const std::int64_t most = std::max<std::int64_t>(1, spatial / (rows_at_once * k::kUnroll));
-      const std::int64_t tiles = std::clamp<std::int64_t>(ceil_div(target, batch), 1, most);
+      const std::int64_t tiles = std::clamp<std::int64_t>(target / batch, 1, most); // N * T <= target
       chunk = ceil_div(spatial, tiles);
     }
     chunk = std::max(chunk, ceil_div(spatial, std::max<std::int64_t>(1, kMaxGrid / batch))); // N * T < 2^31
+    chunk = std::max(chunk, ceil_div(spatial, k::kMaxTiles));
     geo.chunk = std::min(chunk, spatial);
     geo.splits = ceil_div(spatial, geo.chunk);
     geo.tx = V;

@@ -108,6 +108,25 @@ CULAYERS_DEVICE void backward_terms(const Vec<T, N>& xv, const Vec<T, N>& dyv, f
   }
 }
 
+/// Adds one vector's backward sums: sum g and sum g * xhat (g = dpre * gamma), and the per-channel dgamma /
+/// dbeta partials: one pair per element (kPairs = N, channels last: N channels per vector) or one for the
+/// whole vector (kPairs = 1, channels first: the vector is one channel).
+template <int N, int kPairs>
+CULAYERS_DEVICE void accumulate_backward(const float (&xhat)[N], const float (&dpre)[N],
+                                         const float (&gam)[N], float& sg, float& sgx, float (&dg)[kPairs],
+                                         float (&db)[kPairs]) {
+  static_assert(kPairs == N || kPairs == 1, "a pair per element or one per vector");
+  CULAYERS_PRAGMA_UNROLL
+  for (int j = 0; j < N; ++j) {
+    const float g = dpre[j] * gam[j];
+    sg += g;
+    sgx += g * xhat[j];
+    const int k = kPairs == N ? j : 0;
+    dg[k] += dpre[j] * xhat[j];
+    db[k] += dpre[j];
+  }
+}
+
 /// Both vectors of a backward position.
 template <class T, int N>
 struct Pair {

@@ -72,9 +72,13 @@ constexpr int kFinalThreadsX = 32;
 //    (V = C / N) times k rows; V <= 512 (C <= 4096 in 16-bit, 2048 in fp32 at full vector width) keeps
 //    128 registers per thread available (the bf16 backward sums hold 2 x 8 partials and 8 loads in
 //    flight); wider rows take the other paths. k = max(1, 256 / V): 256-thread blocks where the row allows.
-//  - kTileBlocksPerSm = 4: the tile kernels' grid aims at 4 blocks of 256 threads per SM (half of what an
-//    SM holds, one wave), each walking at least kUnroll row steps: enough tiles for every SM and few
-//    partials per group (the merge kernel reads them all).
+//  - kTileWaves = 2: the tile kernels' grid is at most 2 full waves of the blocks an SM holds (threads, and
+//    registers: kTileForwardRegs / kTileBackwardRegs = 80 / 128, the most ptxas gives any dtype's
+//    normalize / backward kernel on sm_90), each block walking at least kUnroll row steps. Whole waves: a
+//    last wave a third full ran at a fraction of bandwidth on the masked path (docs/performance.md,
+//    section 3); two of them halve the cost of uneven tiles and keep few partials per group.
+//  - kMaxTiles = 65536 tiles per sample at most (a forced tile_rows is raised to meet it): the merge warp
+//    reads a group's partials serially.
 //  - kTileSliverBytes = 128: the automatic choice takes the tile path when a group's slice of a row
 //    (C/G x element bytes) is below one 128-byte cache line, where the per-group paths fetch partial
 //    lines one request per row (the H100 profile: shape 3's channels-last block path at 18 % of DRAM
@@ -88,7 +92,10 @@ constexpr int kFinalThreadsX = 32;
 //    being evicted by the reads of the first units. Results do not depend on the order.
 constexpr int kTileMaxThreads = 512;
 constexpr int kTileThreads = 256;
-constexpr std::int64_t kTileBlocksPerSm = 4;
+constexpr std::int64_t kTileWaves = 2;
+constexpr int kTileForwardRegs = 80;
+constexpr int kTileBackwardRegs = 128;
+constexpr std::int64_t kMaxTiles = 65536;
 constexpr std::int64_t kTileSliverBytes = 128;
 constexpr std::int64_t kTileMinBytesPerSm = 32 * 1024;
 constexpr int kFinalThreadsY = 8;
@@ -141,7 +148,7 @@ struct BackwardParams {
   const std::uint8_t* mask;
   int act;
   float* group_partials; // split / tile path: [N * G * splits] triples (sum g, sum g * xhat, valid elements)
-  float* group_totals;   // tile path: [N * G] triples, the partials summed in tile order
+  float* group_totals;   // tile path: [N * G] triples, the partials summed in a fixed order
   float* channel_partials; // [N * splits, C] pairs (dgamma, dbeta) as two planes; null: not wanted
   float* dgamma;
   float* dbeta;
@@ -166,8 +173,9 @@ Status launch_backward(const Plan& plan, const BackwardParams& params, cudaStrea
 /// dgamma[c], dbeta[c] = sums over the `rows` partial rows in order (shared by every dtype).
 Status launch_channel_sums(const BackwardParams& params, std::int64_t rows, cudaStream_t stream);
 
-/// Tile path, kernel 2 (one kernel for every dtype): a warp per group merges its T partials in tile order
-/// (forward: Welford partials into mean / rstd and p.stats; backward: sums into p.group_totals).
+/// Tile path, kernel 2 (one kernel for every dtype): a warp per group merges its T partials in a fixed order
+/// (lane l takes tiles l, l + 32, ...; then a butterfly) (forward: Welford partials into mean / rstd and
+/// p.stats; backward: sums into p.group_totals).
 Status launch_tile_merge(const ForwardParams& params, cudaStream_t stream);
 Status launch_tile_merge(const BackwardParams& params, cudaStream_t stream);
 
@@ -180,6 +188,9 @@ constexpr std::size_t tile_forward_smem(int threads) {
 constexpr std::size_t tile_backward_smem(int threads, int vec) {
   return static_cast<std::size_t>(threads) * static_cast<std::size_t>(3 + 2 * vec) * sizeof(float);
 }
+// The tile launchers never set the opt-in attribute for the forward: its footprint stays far below 48 KB.
+static_assert(tile_forward_smem(kTileMaxThreads) <= 48 * 1024, "tile forward needs no shared-memory opt-in");
+static_assert(tile_backward_smem(kTileMaxThreads, 8) <= 48 * 1024, "tile backward needs no opt-in");
 
 /// Shared-memory bytes of one team's scratch (host and device agree): the backward's per-channel slots
 /// (threads x 2 x vec floats) and, in both directions, 512 bytes for block reductions. The forward has no

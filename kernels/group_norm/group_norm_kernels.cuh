@@ -457,15 +457,7 @@ CULAYERS_DEVICE void backward_sums(const BackwardParams& p, const Unit& un, cons
         float xhat[N];
         float dpre[N];
         backward_terms<T, N>(v.x, v.dy, mean, rstd, gam, bet, p.act, xhat, dpre);
-        CULAYERS_PRAGMA_UNROLL
-        for (int j = 0; j < N; ++j) {
-          const float g = dpre[j] * gam[j];
-          sg += g;
-          sgx += g * xhat[j];
-          const int k = kCL ? j : 0;
-          dg[k] += dpre[j] * xhat[j];
-          db[k] += dpre[j];
-        }
+        accumulate_backward<N, kPairs>(xhat, dpre, gam, sg, sgx, dg, db);
       },
       [&](std::int64_t outer, bool active) {
         if (!want_channels) {

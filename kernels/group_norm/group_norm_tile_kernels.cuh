@@ -15,11 +15,11 @@
 // r0 + iy + k, ... of its tile, so its group and affine parameters are fixed for the whole tile.
 //
 // Forward: tile_stats writes a Welford partial per (n, g, t); tile_merge (a warp per group) merges a
-// group's T partials in tile order and writes mean / rstd (to the caller's buffers and the workspace);
-// tile_normalize reads x again and writes y. x is read twice (x, then x + y: the split path's count), but
-// in whole rows, with the whole GPU busy whatever N and G are.
+// group's T partials in a fixed order (lane l: tiles l, l + 32, ...; then a butterfly) and writes mean / rstd
+// (to the caller's buffers and the workspace); tile_normalize reads x again and writes y. x is read twice (x,
+// then x + y: the split path's count), but in whole rows, with the whole GPU busy whatever N and G are.
 // Backward: tile_sums writes per (n, g, t) (sum g, sum g * xhat, valid elements) and per (n, t) the
-// per-channel dgamma / dbeta partials; tile_merge_sums adds a group's T triples in tile order;
+// per-channel dgamma / dbeta partials; tile_merge_sums adds a group's T triples in the same fixed order;
 // tile_dx reads x and dy again and writes dx; dgamma / dbeta come from the per-channel partials
 // (launch_channel_sums, rows = N * T).
 //
@@ -106,6 +106,17 @@ CULAYERS_DEVICE void tile_row_tree(float* buf, int ix, int iy, int V, int k, Com
   }
 }
 
+/// gamma and beta of channels c0 .. c0 + N - 1 (1 and 0 when absent).
+template <int N>
+CULAYERS_DEVICE void tile_affine(const float* gamma, const float* beta, std::int64_t c0, float (&gam)[N],
+                                 float (&bet)[N]) {
+  CULAYERS_PRAGMA_UNROLL
+  for (int j = 0; j < N; ++j) {
+    gam[j] = gamma != nullptr ? load<CacheHint::kReadOnly>(gamma + c0 + j) : 1.0f;
+    bet[j] = beta != nullptr ? load<CacheHint::kReadOnly>(beta + c0 + j) : 0.0f;
+  }
+}
+
 // ---- forward ---------------------------------------------------------------------------------------------
 
 /// Kernel 1: a block per tile; a Welford partial per (n, g, t).
@@ -123,16 +134,17 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) forward_tile_stats_ke
   const T* x = static_cast<const T*>(p.x);
   for (std::int64_t u = blockIdx.x; u < units; u += gridDim.x) {
     const TileUnit un = make_tile_unit(geo, u);
-    const T* xt = x + un.base + static_cast<std::int64_t>(ix) * N;
-    const std::uint8_t* mrow = p.mask != nullptr ? p.mask + un.n * geo.spatial + un.r0 : nullptr;
+    // Offsets, not pointers, until a row exists: an empty tensor may come with null x and mask.
+    const std::int64_t off = un.base + static_cast<std::int64_t>(ix) * N;
+    const std::int64_t moff = un.n * geo.spatial + un.r0;
     Welford w{};
     visit_tile_rows(
         geo, un, iy,
         [&](std::int64_t r) {
-          return load_vec<N>(xt + r * geo.row_stride); // default policy: tile_normalize reads it again
+          return load_vec<N>(x + off + r * geo.row_stride); // default policy: tile_normalize reads it again
         },
         [&](std::int64_t r, const Vec<T, N>& v) {
-          if (mrow == nullptr || load<CacheHint::kReadOnly>(mrow + r) != 0) {
+          if (p.mask == nullptr || load<CacheHint::kReadOnly>(p.mask + moff + r) != 0) {
             float f[N];
             to_floats(v, f);
             push_vec(w, f);
@@ -233,11 +245,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_sums_ke
   const std::int64_t c0 = static_cast<std::int64_t>(ix) * N;
   float gam[N];
   float bet[N];
-  CULAYERS_PRAGMA_UNROLL
-  for (int j = 0; j < N; ++j) {
-    gam[j] = p.gamma != nullptr ? load<CacheHint::kReadOnly>(p.gamma + c0 + j) : 1.0f;
-    bet[j] = p.beta != nullptr ? load<CacheHint::kReadOnly>(p.beta + c0 + j) : 0.0f;
-  }
+  tile_affine(p.gamma, p.beta, c0, gam, bet);
   for (std::int64_t u = blockIdx.x; u < units; u += gridDim.x) {
     const TileUnit un = make_tile_unit(geo, u);
     const std::int64_t ng = un.n * geo.groups + ix / vpg;
@@ -263,14 +271,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_sums_ke
           float xhat[N];
           float dpre[N];
           backward_terms<T, N>(v.x, v.dy, mean, rstd, gam, bet, p.act, xhat, dpre);
-          CULAYERS_PRAGMA_UNROLL
-          for (int j = 0; j < N; ++j) {
-            const float g = dpre[j] * gam[j];
-            sg += g;
-            sgx += g * xhat[j];
-            dg[j] += dpre[j] * xhat[j];
-            db[j] += dpre[j];
-          }
+          accumulate_backward<N, N>(xhat, dpre, gam, sg, sgx, dg, db);
         });
     // Valid rows among this thread's rows (every column counts the same rows; the group leader keeps its
     // own column's count).
@@ -347,11 +348,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_dx_kern
   const std::int64_t c0 = static_cast<std::int64_t>(ix) * N;
   float gam[N];
   float bet[N];
-  CULAYERS_PRAGMA_UNROLL
-  for (int j = 0; j < N; ++j) {
-    gam[j] = p.gamma != nullptr ? load<CacheHint::kReadOnly>(p.gamma + c0 + j) : 1.0f;
-    bet[j] = p.beta != nullptr ? load<CacheHint::kReadOnly>(p.beta + c0 + j) : 0.0f;
-  }
+  tile_affine(p.gamma, p.beta, c0, gam, bet);
   for (std::int64_t u = blockIdx.x; u < units; u += gridDim.x) {
     const TileUnit un = make_tile_unit(geo, units - 1 - u);
     const std::int64_t ng = un.n * geo.groups + ix / vpg;

@@ -430,4 +430,30 @@ Problem problem_of(const Config& c, const Inputs& in) {
   return p;
 }
 
+// ---- shapes for the tile path's tests (forward and backward) --------------------------------------------
+
+/// A forced tile path's shape. N = vector width (the widest of 16 bytes dividing C/G and C), V = C / N
+/// column vectors per row (one thread each), k = max(1, 256 / V) rows at once, C/G / N vectors per group.
+struct TileShape {
+  Layout layout;
+  std::int64_t batch, channels, groups, spatial;
+};
+inline constexpr TileShape kTileShapes[] = {
+    {Layout::kChannelsLast, 3, 24, 3, 13},    // C/G = 8: V = 6, k = 42 (fp32) or V = 3, k = 85 (16-bit)
+    {Layout::kChannelsLast, 3, 40, 4, 11},    // C/G = 10: N = 2, 5 vectors per group, V = 20, k = 12
+    {Layout::kChannelsLast, 3, 15, 5, 9},     // C/G = 3: N = 1 (scalars), 3 vectors per group, V = 15, k = 17
+    {Layout::kChannelsLast, 3, 96, 16, 12},   // C/G = 6: N = 2, V = 48, k = 5 (odd: uneven row-tree levels)
+    {Layout::kChannelsLast, 3, 300, 100, 4},  // C/G = 3: N = 1, V = 300, k = 1
+    {Layout::kChannelsLast, 3, 1024, 512, 3}, // C/G = 2: N = 2, V = 512 (the largest), k = 1
+    {Layout::kChannelsLast, 2, 16, 4, 70},    // C/G = 4: V = 4, k = 64; 1 row per tile: T = 70 partials per
+                                              // group, 3 for some lanes of the merge warp
+    {Layout::kChannelsFirst, 4, 40, 4, 1},    // channels first without spatial dims: the channels-last memory
+};
+
+/// Rows per tile to force on `spatial` rows: one, a count that does not divide spatial (a short last tile),
+/// more than spatial (one tile) and 0 (automatic).
+inline std::vector<std::int64_t> tile_rows_for(std::int64_t spatial) {
+  return {1, spatial / 2 + 1, spatial + 3, 0};
+}
+
 } // namespace culayers::test::gn

@@ -47,6 +47,7 @@ typedef struct culayersGroupNormTuning_t {
   int64_t target_blocks;      /* blocks that count as "the whole GPU"; 0 = from the device */
   int64_t splits;             /* > 0: force the split path with this many chunks per group (<= 1024) */
   int64_t tile_rows;          /* tile path: rows per tile; 0 = automatic */
+  int64_t tile_min_bytes;     /* x bytes from which the tile path is automatic; 0 = SMs x 32 KB */
 } culayersGroupNormTuning_t;
 
 /* Forward: x [N, C, *spatial] (channels first) or [N, *spatial, C] (channels last) -> y of the same shape

@@ -14,6 +14,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <type_traits>
 #include <random>
 #include <string>
 #include <vector>
@@ -65,6 +67,8 @@ TEST(GroupNormCapi, EnumsAndDefaultsMatchCpp) {
   EXPECT_EQ(c.tuning.splits, 0);
   EXPECT_EQ(c.tuning.tile_rows, cpp.tuning.tile_rows);
   EXPECT_EQ(c.tuning.tile_rows, 0);
+  EXPECT_EQ(c.tuning.tile_min_bytes, cpp.tuning.tile_min_bytes);
+  EXPECT_EQ(c.tuning.tile_min_bytes, 0);
 
   culayersGroupNormBackwardArgs_t b;
   std::memset(&b, 0x5a, sizeof(b));
@@ -76,6 +80,7 @@ TEST(GroupNormCapi, EnumsAndDefaultsMatchCpp) {
   EXPECT_EQ(b.dbeta, nullptr);
   EXPECT_EQ(b.tuning.target_blocks, 0);
   EXPECT_EQ(b.tuning.tile_rows, 0);
+  EXPECT_EQ(b.tuning.tile_min_bytes, 0);
   culayersGroupNormArgsInit(nullptr); // ignored
   culayersGroupNormBackwardArgsInit(nullptr);
 }
@@ -166,6 +171,44 @@ struct Problem {
   }
 };
 
+/// The backward of forward arguments `f` (C or C++ structs: the same tensor, mask, affine, activation and
+/// tuning).
+template <class Bwd, class Fwd>
+Bwd backward_of(const Fwd& f, const void* dy, float* mean, float* rstd, void* dx, float* dgamma,
+                float* dbeta) {
+  Bwd b{};
+  if constexpr (std::is_same_v<Bwd, culayersGroupNormBackwardArgs_t>) {
+    culayersGroupNormBackwardArgsInit(&b);
+  }
+  b.dtype = f.dtype;
+  b.layout = f.layout;
+  b.x = f.x;
+  b.dy = dy;
+  b.batch = f.batch;
+  b.channels = f.channels;
+  b.spatial = f.spatial;
+  b.groups = f.groups;
+  b.mean = mean;
+  b.rstd = rstd;
+  b.gamma = f.gamma;
+  b.beta = f.beta;
+  b.activation = f.activation;
+  b.mask = f.mask;
+  b.dx = dx;
+  b.dgamma = dgamma;
+  b.dbeta = dbeta;
+  b.tuning = f.tuning;
+  return b;
+}
+culayersGroupNormBackwardArgs_t backward_c(const culayersGroupNormArgs_t& c, const void* dy, float* mean,
+                                           float* rstd, void* dx, float* dgamma, float* dbeta) {
+  return backward_of<culayersGroupNormBackwardArgs_t>(c, dy, mean, rstd, dx, dgamma, dbeta);
+}
+gn::GroupNormBackwardArgs backward_cpp(const gn::GroupNormArgs& a, const void* dy, float* mean, float* rstd,
+                                       void* dx, float* dgamma, float* dbeta) {
+  return backward_of<gn::GroupNormBackwardArgs>(a, dy, mean, rstd, dx, dgamma, dbeta);
+}
+
 TEST(GroupNormCapi, SameBitsAsCpp) {
   auto rng = rng_for_test();
   const Problem p(rng);
@@ -204,45 +247,10 @@ TEST(GroupNormCapi, SameBitsAsCpp) {
 
   DeviceBuffer<__half> dx_c(Problem::kElems), dx_cpp(Problem::kElems);
   DeviceBuffer<float> dg_c(Problem::kC), dg_cpp(Problem::kC), db_c(Problem::kC), db_cpp(Problem::kC);
-  culayersGroupNormBackwardArgs_t bc;
-  culayersGroupNormBackwardArgsInit(&bc);
-  bc.dtype = c.dtype;
-  bc.layout = c.layout;
-  bc.x = c.x;
-  bc.dy = p.dy.get();
-  bc.batch = c.batch;
-  bc.channels = c.channels;
-  bc.spatial = c.spatial;
-  bc.groups = c.groups;
-  bc.mean = mean_c.get();
-  bc.rstd = rstd_c.get();
-  bc.gamma = c.gamma;
-  bc.beta = c.beta;
-  bc.activation = c.activation;
-  bc.mask = c.mask;
-  bc.dx = dx_c.get();
-  bc.dgamma = dg_c.get();
-  bc.dbeta = db_c.get();
-  bc.tuning = c.tuning;
-  gn::GroupNormBackwardArgs ba;
-  ba.dtype = a.dtype;
-  ba.layout = a.layout;
-  ba.x = a.x;
-  ba.dy = p.dy.get();
-  ba.batch = a.batch;
-  ba.channels = a.channels;
-  ba.spatial = a.spatial;
-  ba.groups = a.groups;
-  ba.mean = mean_cpp.get();
-  ba.rstd = rstd_cpp.get();
-  ba.gamma = a.gamma;
-  ba.beta = a.beta;
-  ba.activation = a.activation;
-  ba.mask = a.mask;
-  ba.dx = dx_cpp.get();
-  ba.dgamma = dg_cpp.get();
-  ba.dbeta = db_cpp.get();
-  ba.tuning = a.tuning;
+  const culayersGroupNormBackwardArgs_t bc =
+      backward_c(c, p.dy.get(), mean_c.get(), rstd_c.get(), dx_c.get(), dg_c.get(), db_c.get());
+  const gn::GroupNormBackwardArgs ba =
+      backward_cpp(a, p.dy.get(), mean_cpp.get(), rstd_cpp.get(), dx_cpp.get(), dg_cpp.get(), db_cpp.get());
   dx_c.fill_bytes(0xff);
   dg_c.fill_bytes(0xff);
   db_c.fill_bytes(0xff);
@@ -289,6 +297,20 @@ TEST(GroupNormCapi, TilePathSameBitsAsCpp) {
   a.y = y_cpp.get();
   a.mean = mean_cpp.get();
   a.rstd = rstd_cpp.get();
+
+  // tile_min_bytes reaches the C++ API: with warp-path groups ruled out, 1 byte makes the automatic choice
+  // the tile path and INT64_MAX rules it out.
+  culayersGroupNormArgs_t s = p.forward_c();
+  s.y = y_c.get();
+  s.tuning.splits = 0;
+  s.tuning.path = CULAYERS_GROUP_NORM_PATH_AUTO;
+  s.tuning.warp_max_elements = 1;
+  s.tuning.tile_min_bytes = 1;
+  EXPECT_EQ(culayersGroupNormSelectedPath(&s), CULAYERS_GROUP_NORM_PATH_TILE)
+      << culayers::last_error_message();
+  s.tuning.tile_min_bytes = std::numeric_limits<std::int64_t>::max();
+  EXPECT_NE(culayersGroupNormSelectedPath(&s), CULAYERS_GROUP_NORM_PATH_TILE);
+  EXPECT_NE(culayersGroupNormSelectedPath(&s), CULAYERS_GROUP_NORM_PATH_AUTO);
 
   c.tuning.tile_rows = 1;
   a.tuning.tile_rows = 1;
@@ -342,45 +364,10 @@ TEST(GroupNormCapi, TilePathSameBitsAsCpp) {
 
   DeviceBuffer<__half> dx_c(Problem::kElems), dx_cpp(Problem::kElems);
   DeviceBuffer<float> dg_c(Problem::kC), dg_cpp(Problem::kC), db_c(Problem::kC), db_cpp(Problem::kC);
-  culayersGroupNormBackwardArgs_t bc;
-  culayersGroupNormBackwardArgsInit(&bc);
-  bc.dtype = c.dtype;
-  bc.layout = c.layout;
-  bc.x = c.x;
-  bc.dy = p.dy.get();
-  bc.batch = c.batch;
-  bc.channels = c.channels;
-  bc.spatial = c.spatial;
-  bc.groups = c.groups;
-  bc.mean = mean_c.get();
-  bc.rstd = rstd_c.get();
-  bc.gamma = c.gamma;
-  bc.beta = c.beta;
-  bc.activation = c.activation;
-  bc.mask = c.mask;
-  bc.dx = dx_c.get();
-  bc.dgamma = dg_c.get();
-  bc.dbeta = db_c.get();
-  bc.tuning = c.tuning;
-  gn::GroupNormBackwardArgs ba;
-  ba.dtype = a.dtype;
-  ba.layout = a.layout;
-  ba.x = a.x;
-  ba.dy = p.dy.get();
-  ba.batch = a.batch;
-  ba.channels = a.channels;
-  ba.spatial = a.spatial;
-  ba.groups = a.groups;
-  ba.mean = mean_cpp.get();
-  ba.rstd = rstd_cpp.get();
-  ba.gamma = a.gamma;
-  ba.beta = a.beta;
-  ba.activation = a.activation;
-  ba.mask = a.mask;
-  ba.dx = dx_cpp.get();
-  ba.dgamma = dg_cpp.get();
-  ba.dbeta = db_cpp.get();
-  ba.tuning = a.tuning;
+  const culayersGroupNormBackwardArgs_t bc =
+      backward_c(c, p.dy.get(), mean_c.get(), rstd_c.get(), dx_c.get(), dg_c.get(), db_c.get());
+  const gn::GroupNormBackwardArgs ba =
+      backward_cpp(a, p.dy.get(), mean_cpp.get(), rstd_cpp.get(), dx_cpp.get(), dg_cpp.get(), db_cpp.get());
   dx_c.fill_bytes(0xff);
   dg_c.fill_bytes(0xff);
   db_c.fill_bytes(0xff);

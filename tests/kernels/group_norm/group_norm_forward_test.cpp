@@ -519,30 +519,6 @@ TYPED_TEST(GroupNormForwardTyped, InPlace) {
 
 // ---- tile path -------------------------------------------------------------------------------------------
 
-// Shapes for the forced tile path. N = vector width (the widest of 16 bytes dividing C/G and C), V = C / N
-// column vectors per row (one thread each), k = max(1, 256 / V) rows at once, C/G / N vectors per group.
-struct TileShape {
-  Layout layout;
-  std::int64_t batch, channels, groups, spatial;
-};
-const TileShape kTileShapes[] = {
-    {Layout::kChannelsLast, 3, 24, 3, 13},    // C/G = 8: V = 6, k = 42 (fp32) or V = 3, k = 85 (16-bit)
-    {Layout::kChannelsLast, 3, 40, 4, 11},    // C/G = 10: N = 2, 5 vectors per group, V = 20, k = 12
-    {Layout::kChannelsLast, 3, 15, 5, 9},     // C/G = 3: N = 1 (scalars), 3 vectors per group, V = 15, k = 17
-    {Layout::kChannelsLast, 3, 96, 16, 12},   // C/G = 6: N = 2, V = 48, k = 5 (odd: uneven row-tree levels)
-    {Layout::kChannelsLast, 3, 300, 100, 4},  // C/G = 3: N = 1, V = 300, k = 1
-    {Layout::kChannelsLast, 3, 1024, 512, 3}, // C/G = 2: N = 2, V = 512 (the largest), k = 1
-    {Layout::kChannelsLast, 2, 16, 4, 70},    // C/G = 4: V = 4, k = 64; 1 row per tile: T = 70 partials per
-                                              // group, 3 for some lanes of the merge warp
-    {Layout::kChannelsFirst, 4, 40, 4, 1},    // channels first without spatial dims: the channels-last memory
-};
-
-/// Rows per tile to force on `spatial` rows: one, a count that does not divide spatial (a short last tile),
-/// more than spatial (one tile) and 0 (automatic).
-std::vector<std::int64_t> tile_rows_for(std::int64_t spatial) {
-  return {1, spatial / 2 + 1, spatial + 3, 0};
-}
-
 // The tile path forced on every shape above, with each rows-per-tile choice, with and without a mask
 // (make_mask: sample 1 fully masked, sample 2 a single valid row, the others masked rows inside tiles and at
 // their tails), activations, affine variants and mean / rstd requested or not in rotation; selected_path
@@ -552,12 +528,12 @@ TYPED_TEST(GroupNormForwardTyped, TilePathForced) {
   auto rng = rng_for_test();
   int k = 0;
   int failures = 0;
-  for (const TileShape& s : kTileShapes) {
+  for (const gn::TileShape& s : gn::kTileShapes) {
     for (bool mask : {false, true}) {
       if (mask && s.layout == Layout::kChannelsFirst) {
         continue;
       }
-      for (std::int64_t rows : tile_rows_for(s.spatial)) {
+      for (std::int64_t rows : gn::tile_rows_for(s.spatial)) {
         Config c;
         c.layout = s.layout;
         c.batch = s.batch;
@@ -633,6 +609,12 @@ TEST(GroupNormForward, TilePathAutomaticBoundaries) {
   warp_512.warp_max_elements = 512;
   Tuning splits;
   splits.splits = 2;
+  Tuning min_small; // tile_min_bytes injected below the default (4 SMs x 32 KB on the emulator)
+  min_small.tile_min_bytes = 64 * 1024;
+  Tuning min_never; // above any tensor: the tile path is never automatic
+  min_never.tile_min_bytes = std::numeric_limits<std::int64_t>::max();
+  Tuning min_exact; // exactly the tensor's bytes (2 x 64 x 255 x 4)
+  min_exact.tile_min_bytes = 2 * 64 * 255 * 4;
   const Case cases[] = {
       {"x exactly 128 KB", 2, 64, 8, 256, {}, true},
       {"x 128 KB - 512 bytes", 2, 64, 8, 255, {}, false},
@@ -643,6 +625,16 @@ TEST(GroupNormForward, TilePathAutomaticBoundaries) {
       {"splits forced", 3, 64, 8, 200, splits, false},
       {"V = C = 1026 > 512 (C/G = 3: N = 1)", 1, 1026, 342, 400, {}, false},
       {"V = 512 (C/G = 2: N = 2)", 1, 1024, 512, 600, {}, true},
+      {"x 128 KB - 512 bytes, tile_min_bytes 64 KB", 2, 64, 8, 255, min_small, true},
+      {"x 128 KB - 512 bytes, tile_min_bytes = its bytes", 2, 64, 8, 255, min_exact, true},
+      {"x 128 KB, tile_min_bytes 1 byte more", 2, 64, 8, 256,
+       [] {
+         Tuning t;
+         t.tile_min_bytes = 2 * 64 * 256 * 4 + 1;
+         return t;
+       }(),
+       false},
+      {"x 128 KB, tile_min_bytes INT64_MAX", 2, 64, 8, 256, min_never, false},
   };
   for (const Case& k : cases) {
     DeviceBuffer<float> buf(static_cast<std::size_t>(k.batch * k.channels * k.spatial));
@@ -943,7 +935,7 @@ void check_repeatable(std::mt19937_64& rng) {
   }
   // The tile path where its in-block reductions have the most structure: several vectors per group merged
   // by the group's first lane (C/G = 10) and an odd number of thread rows (V = 48, k = 5).
-  for (const TileShape& s : {kTileShapes[1], kTileShapes[3]}) {
+  for (const gn::TileShape& s : {gn::kTileShapes[1], gn::kTileShapes[3]}) {
     Config c;
     c.layout = s.layout;
     c.batch = s.batch;
