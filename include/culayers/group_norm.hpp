@@ -130,7 +130,8 @@ struct GroupNormArgs {
 /// ("group_norm: <argument>: <reason>"). Never touches device memory, but plans with the device's limits
 /// (queried once per device, cached): kErrorNoDevice without a usable device.
 [[nodiscard]] Status can_implement(const GroupNormArgs& args);
-/// Workspace bytes (0 unless the split path is taken; includes alignment slack). 0 for invalid arguments.
+/// Workspace bytes (0 unless the split or tile path is taken; includes alignment slack). 0 for invalid
+/// arguments.
 std::size_t workspace_size(const GroupNormArgs& args);
 /// The path run() takes on the current device (kAuto for invalid arguments or when nothing is launched (batch
 /// 0)).
