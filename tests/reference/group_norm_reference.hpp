@@ -451,9 +451,27 @@ inline constexpr TileShape kTileShapes[] = {
 };
 
 /// Rows per tile to force on `spatial` rows: one, a count that does not divide spatial (a short last tile),
-/// more than spatial (one tile) and 0 (automatic).
-inline std::vector<std::int64_t> tile_rows_for(std::int64_t spatial) {
+/// more than spatial (one tile) and 0 (automatic). `half` 0 or 1 gives two of them ({1, more than spatial}
+/// or {not dividing, automatic}: a test alternating halves with and without a mask covers all four per
+/// shape at half the emulator time); -1 all four.
+inline std::vector<std::int64_t> tile_rows_for(std::int64_t spatial, int half = -1) {
+  if (half == 0) {
+    return {1, spatial + 3};
+  }
+  if (half == 1) {
+    return {spatial / 2 + 1, 0};
+  }
   return {1, spatial / 2 + 1, spatial + 3, 0};
+}
+
+/// The half of tile_rows_for that shape `s` of kTileShapes takes with or without a mask: the two mask
+/// settings take different halves; channels first (no mask) takes all four.
+inline int tile_rows_half(const TileShape& s, bool mask) {
+  if (s.layout == Layout::kChannelsFirst) {
+    return -1;
+  }
+  const auto index = static_cast<int>(&s - kTileShapes);
+  return (index + (mask ? 1 : 0)) % 2;
 }
 
 } // namespace culayers::test::gn

@@ -481,7 +481,8 @@ TYPED_TEST(GroupNormBackwardTyped, MatrixAgainstReference) {
 
 // ---- tile path -------------------------------------------------------------------------------------------
 
-// The tile path forced on every shape above with each rows-per-tile choice, with and without a mask
+// The tile path forced on every shape of gn::kTileShapes with each rows-per-tile choice (half of them
+// with a mask, half without: gn::tile_rows_half), with and without a mask
 // (make_mask: sample 1 fully masked, sample 2 a single valid row, masked rows inside tiles and at their
 // tails); activations, gamma / beta given or not and dgamma / dbeta requested or not in rotation.
 TYPED_TEST(GroupNormBackwardTyped, TilePathForced) {
@@ -494,7 +495,7 @@ TYPED_TEST(GroupNormBackwardTyped, TilePathForced) {
       if (mask && s.layout == Layout::kChannelsFirst) {
         continue;
       }
-      for (std::int64_t rows : gn::tile_rows_for(s.spatial)) {
+      for (std::int64_t rows : gn::tile_rows_for(s.spatial, gn::tile_rows_half(s, mask))) {
         Config c;
         c.layout = s.layout;
         c.batch = s.batch;

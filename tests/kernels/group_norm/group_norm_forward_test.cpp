@@ -519,7 +519,8 @@ TYPED_TEST(GroupNormForwardTyped, InPlace) {
 
 // ---- tile path -------------------------------------------------------------------------------------------
 
-// The tile path forced on every shape above, with each rows-per-tile choice, with and without a mask
+// The tile path forced on every shape of gn::kTileShapes, with each rows-per-tile choice (half of them
+// with a mask, half without: gn::tile_rows_half), with and without a mask
 // (make_mask: sample 1 fully masked, sample 2 a single valid row, the others masked rows inside tiles and at
 // their tails), activations, affine variants and mean / rstd requested or not in rotation; selected_path
 // reports kTile.
@@ -533,7 +534,7 @@ TYPED_TEST(GroupNormForwardTyped, TilePathForced) {
       if (mask && s.layout == Layout::kChannelsFirst) {
         continue;
       }
-      for (std::int64_t rows : gn::tile_rows_for(s.spatial)) {
+      for (std::int64_t rows : gn::tile_rows_for(s.spatial, gn::tile_rows_half(s, mask))) {
         Config c;
         c.layout = s.layout;
         c.batch = s.batch;
