@@ -14,14 +14,16 @@
 // owns column vector ix (channels ix * N .. ix * N + N - 1, group ix / (C/G / N)) for rows r0 + iy,
 // r0 + iy + k, ... of its tile, so its group and affine parameters are fixed for the whole tile.
 //
-// Forward: tile_stats writes a Welford partial per (n, g, t); tile_merge (a warp per group) merges a
-// group's T partials in a fixed order (lane l: tiles l, l + 32, ...; then a butterfly) and writes mean / rstd
-// (to the caller's buffers and the workspace); tile_normalize reads x again and writes y. x is read twice (x,
-// then x + y: the split path's count), but in whole rows, with the whole GPU busy whatever N and G are.
-// Backward: tile_sums writes per (n, g, t) (sum g, sum g * xhat, valid elements) and per (n, t) the
-// per-channel dgamma / dbeta partials; tile_merge_sums adds a group's T triples in the same fixed order;
-// tile_dx reads x and dy again and writes dx; dgamma / dbeta come from the per-channel partials
-// (launch_channel_sums, rows = N * T).
+// Forward: forward_tile_stats_kernel writes a Welford partial per (n, g, t); forward_tile_merge_kernel
+// (group_norm_api.cu, a warp per group) merges a group's T partials in a fixed order (lane l: tiles l,
+// l + 32, ...; then a butterfly) and writes mean / rstd (to the caller's buffers and the workspace);
+// forward_tile_normalize_kernel reads x again and writes y. x is read twice (x, then x + y: the split
+// path's count), but in whole rows, with the whole GPU busy whatever N and G are.
+//
+// Backward: backward_tile_sums_kernel writes per (n, g, t) (sum g, sum g * xhat, valid elements) and per
+// (n, t) the per-channel dgamma / dbeta partials; backward_tile_merge_kernel adds a group's T triples in
+// the same fixed order; backward_tile_dx_kernel reads x and dy again and writes dx; dgamma / dbeta come
+// from the per-channel partials (launch_channel_sums, rows = N * T).
 //
 // Reductions inside a block: a fixed tree over the k thread rows in shared memory, then the group's
 // C/G / N lanes merged in lane order by the group's first lane. Deterministic; no atomics.
