@@ -73,7 +73,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kWarpSize* kWarpTeamsPerBlock)
   const std::int64_t tiles = p.geo.splits;
   Welford w{};
   for (std::int64_t t = lane; t < tiles; t += kWarpSize) {
-    const float* part = p.partials + 3 * (ng * tiles + t);
+    const float* part = p.partials + 3 * group_partial_slot(p.geo, ng, t);
     w = welford_merge<true>(w, Welford{load(part + 0), load(part + 1), load(part + 2)});
   }
   w = warp_welford<kWarpSize, true>(w);
@@ -107,7 +107,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kWarpSize* kWarpTeamsPerBlock)
   float sgx = 0.0f;
   float valid = 0.0f;
   for (std::int64_t t = lane; t < tiles; t += kWarpSize) {
-    const float* part = p.group_partials + 3 * (ng * tiles + t);
+    const float* part = p.group_partials + 3 * group_partial_slot(p.geo, ng, t);
     sg += load(part + 0);
     sgx += load(part + 1);
     valid += load(part + 2);

@@ -71,6 +71,13 @@ CULAYERS_DEVICE void to_floats(const Vec<T, N>& v, float (&f)[N]) {
   }
 }
 
+/// Index of chunk `chunk` (split path) or tile `chunk` (tile path) of group `ng` among the per-chunk group
+/// partials: a group's chunks are adjacent and in order, whatever order the units run in, so the merges
+/// read them in chunk order (and a tile-path merge warp reads them contiguously).
+CULAYERS_DEVICE std::int64_t group_partial_slot(const Geometry& geo, std::int64_t ng, std::int64_t chunk) {
+  return ng * geo.splits + chunk;
+}
+
 // ---- normalization and backward terms ---------------------------------------------------------------
 
 /// Normalizes one vector: y = act((x - mean) * rstd * gamma + beta).

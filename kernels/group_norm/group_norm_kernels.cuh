@@ -77,12 +77,6 @@ CULAYERS_DEVICE Unit make_unit(const Geometry& geo, std::int64_t u) {
   return un;
 }
 
-/// Index of chunk `chunk` of group `ng` among the split path's per-chunk group partials: a group's chunks
-/// are adjacent and in order, whatever order the units run in, so the merges read them in chunk order.
-CULAYERS_DEVICE std::int64_t group_partial_slot(const Geometry& geo, std::int64_t ng, std::int64_t chunk) {
-  return ng * geo.splits + chunk;
-}
-
 template <bool kWarpTeam>
 struct Team {
   int tid;      // thread index in the team

@@ -59,12 +59,6 @@ CULAYERS_DEVICE TileUnit make_tile_unit(const Geometry& geo, std::int64_t u) {
   return un;
 }
 
-/// Index of tile t's partial of group (n, g): a group's tiles are adjacent and in order, so a merge warp
-/// reads them contiguously.
-CULAYERS_DEVICE std::int64_t tile_partial_slot(const Geometry& geo, std::int64_t ng, std::int64_t t) {
-  return ng * geo.splits + t;
-}
-
 /// Visits this thread's rows of the tile (r = rows relative to the tile's first row), kUnroll loads in
 /// flight before any use.
 template <class Load, class Use>
@@ -169,7 +163,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) forward_tile_stats_ke
         g = welford_merge<true>(g, Welford{s[0], s[1], s[2]});
       }
       const std::int64_t ng = un.n * geo.groups + ix / vpg;
-      float* part = p.partials + 3 * tile_partial_slot(geo, ng, un.t);
+      float* part = p.partials + 3 * group_partial_slot(geo, ng, un.t);
       store(part + 0, g.mean);
       store(part + 1, g.m2);
       store(part + 2, g.count);
@@ -321,7 +315,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_sums_ke
           tg += col[static_cast<std::size_t>(l) * kF + 0];
           tgx += col[static_cast<std::size_t>(l) * kF + 1];
         }
-        float* part = p.group_partials + 3 * tile_partial_slot(geo, ng, un.t);
+        float* part = p.group_partials + 3 * group_partial_slot(geo, ng, un.t);
         store(part + 0, tg);
         store(part + 1, tgx);
         store(part + 2, col[2] * static_cast<float>(geo.cpg));
