@@ -209,6 +209,42 @@ gn::GroupNormBackwardArgs backward_cpp(const gn::GroupNormArgs& a, const void* d
   return backward_of<gn::GroupNormBackwardArgs>(a, dy, mean, rstd, dx, dgamma, dbeta);
 }
 
+/// The backward of forward arguments `c` / `a` (whose mean / rstd are given) through both APIs: `path`
+/// selected by both, equal workspace sizes, the same bits of dx, dgamma and dbeta (the C outputs start
+/// poisoned, the C++ ones zeroed).
+void expect_backward_same_bits(const Problem& p, const culayersGroupNormArgs_t& c, const gn::GroupNormArgs& a,
+                               float* mean_c, float* rstd_c, float* mean_cpp, float* rstd_cpp,
+                               culayersGroupNormPath_t path) {
+  DeviceBuffer<__half> dx_c(Problem::kElems), dx_cpp(Problem::kElems);
+  DeviceBuffer<float> dg_c(Problem::kC), dg_cpp(Problem::kC), db_c(Problem::kC), db_cpp(Problem::kC);
+  const culayersGroupNormBackwardArgs_t bc =
+      backward_c(c, p.dy.get(), mean_c, rstd_c, dx_c.get(), dg_c.get(), db_c.get());
+  const gn::GroupNormBackwardArgs ba =
+      backward_cpp(a, p.dy.get(), mean_cpp, rstd_cpp, dx_cpp.get(), dg_cpp.get(), db_cpp.get());
+  dx_c.fill_bytes(0xff);
+  dg_c.fill_bytes(0xff);
+  db_c.fill_bytes(0xff);
+  dx_cpp.fill_bytes(0);
+  dg_cpp.fill_bytes(0);
+  db_cpp.fill_bytes(0);
+  ASSERT_EQ(culayersGroupNormBackwardCanImplement(&bc), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  EXPECT_EQ(culayersGroupNormBackwardSelectedPath(&bc), path);
+  EXPECT_EQ(static_cast<int>(culayersGroupNormBackwardSelectedPath(&bc)),
+            static_cast<int>(gn::selected_path(ba)));
+  const size_t bws_bytes = culayers::test::c_workspace_bytes(culayersGroupNormBackwardWorkspaceSize, &bc);
+  EXPECT_GT(bws_bytes, 0u);
+  EXPECT_EQ(bws_bytes, gn::workspace_size(ba));
+  DeviceBuffer<unsigned char> bws(bws_bytes);
+  ASSERT_EQ(culayersGroupNormBackward(&bc, bws.get(), bws_bytes, nullptr), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  ASSERT_EQ(gn::run(ba, bws.get(), bws_bytes, nullptr), Status::kSuccess);
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_TRUE(same_bytes(dx_c.download(), dx_cpp.download()));
+  EXPECT_TRUE(same_bytes(dg_c.download(), dg_cpp.download()));
+  EXPECT_TRUE(same_bytes(db_c.download(), db_cpp.download()));
+}
+
 TEST(GroupNormCapi, SameBitsAsCpp) {
   auto rng = rng_for_test();
   const Problem p(rng);
@@ -245,33 +281,8 @@ TEST(GroupNormCapi, SameBitsAsCpp) {
   EXPECT_TRUE(same_bytes(mean_c.download(), mean_cpp.download()));
   EXPECT_TRUE(same_bytes(rstd_c.download(), rstd_cpp.download()));
 
-  DeviceBuffer<__half> dx_c(Problem::kElems), dx_cpp(Problem::kElems);
-  DeviceBuffer<float> dg_c(Problem::kC), dg_cpp(Problem::kC), db_c(Problem::kC), db_cpp(Problem::kC);
-  const culayersGroupNormBackwardArgs_t bc =
-      backward_c(c, p.dy.get(), mean_c.get(), rstd_c.get(), dx_c.get(), dg_c.get(), db_c.get());
-  const gn::GroupNormBackwardArgs ba =
-      backward_cpp(a, p.dy.get(), mean_cpp.get(), rstd_cpp.get(), dx_cpp.get(), dg_cpp.get(), db_cpp.get());
-  dx_c.fill_bytes(0xff);
-  dg_c.fill_bytes(0xff);
-  db_c.fill_bytes(0xff);
-  dx_cpp.fill_bytes(0);
-  dg_cpp.fill_bytes(0);
-  db_cpp.fill_bytes(0);
-  ASSERT_EQ(culayersGroupNormBackwardCanImplement(&bc), CULAYERS_STATUS_SUCCESS)
-      << culayersGetLastErrorMessage();
-  EXPECT_EQ(culayersGroupNormBackwardSelectedPath(&bc), CULAYERS_GROUP_NORM_PATH_SPLIT);
-  EXPECT_EQ(static_cast<int>(culayersGroupNormBackwardSelectedPath(&bc)),
-            static_cast<int>(gn::selected_path(ba)));
-  const size_t bws_bytes = culayers::test::c_workspace_bytes(culayersGroupNormBackwardWorkspaceSize, &bc);
-  EXPECT_GT(bws_bytes, 0u);
-  EXPECT_EQ(bws_bytes, gn::workspace_size(ba));
-  DeviceBuffer<unsigned char> bws(bws_bytes);
-  ASSERT_EQ(culayersGroupNormBackward(&bc, bws.get(), bws_bytes, nullptr), CULAYERS_STATUS_SUCCESS);
-  ASSERT_EQ(gn::run(ba, bws.get(), bws_bytes, nullptr), Status::kSuccess);
-  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
-  EXPECT_TRUE(same_bytes(dx_c.download(), dx_cpp.download()));
-  EXPECT_TRUE(same_bytes(dg_c.download(), dg_cpp.download()));
-  EXPECT_TRUE(same_bytes(db_c.download(), db_cpp.download()));
+  expect_backward_same_bits(p, c, a, mean_c.get(), rstd_c.get(), mean_cpp.get(), rstd_cpp.get(),
+                            CULAYERS_GROUP_NORM_PATH_SPLIT);
 }
 
 // The tile path through the C API: PATH_TILE and tile_rows reach the C++ API (the workspace, which holds a
@@ -362,33 +373,8 @@ TEST(GroupNormCapi, TilePathSameBitsAsCpp) {
     }
   }
 
-  DeviceBuffer<__half> dx_c(Problem::kElems), dx_cpp(Problem::kElems);
-  DeviceBuffer<float> dg_c(Problem::kC), dg_cpp(Problem::kC), db_c(Problem::kC), db_cpp(Problem::kC);
-  const culayersGroupNormBackwardArgs_t bc =
-      backward_c(c, p.dy.get(), mean_c.get(), rstd_c.get(), dx_c.get(), dg_c.get(), db_c.get());
-  const gn::GroupNormBackwardArgs ba =
-      backward_cpp(a, p.dy.get(), mean_cpp.get(), rstd_cpp.get(), dx_cpp.get(), dg_cpp.get(), db_cpp.get());
-  dx_c.fill_bytes(0xff);
-  dg_c.fill_bytes(0xff);
-  db_c.fill_bytes(0xff);
-  dx_cpp.fill_bytes(0);
-  dg_cpp.fill_bytes(0);
-  db_cpp.fill_bytes(0);
-  ASSERT_EQ(culayersGroupNormBackwardCanImplement(&bc), CULAYERS_STATUS_SUCCESS)
-      << culayersGetLastErrorMessage();
-  EXPECT_EQ(culayersGroupNormBackwardSelectedPath(&bc), CULAYERS_GROUP_NORM_PATH_TILE);
-  EXPECT_EQ(gn::selected_path(ba), gn::Path::kTile);
-  const size_t bws_bytes = culayers::test::c_workspace_bytes(culayersGroupNormBackwardWorkspaceSize, &bc);
-  EXPECT_GT(bws_bytes, 0u);
-  EXPECT_EQ(bws_bytes, gn::workspace_size(ba));
-  DeviceBuffer<unsigned char> bws(bws_bytes);
-  ASSERT_EQ(culayersGroupNormBackward(&bc, bws.get(), bws_bytes, nullptr), CULAYERS_STATUS_SUCCESS)
-      << culayersGetLastErrorMessage();
-  ASSERT_EQ(gn::run(ba, bws.get(), bws_bytes, nullptr), Status::kSuccess);
-  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
-  EXPECT_TRUE(same_bytes(dx_c.download(), dx_cpp.download()));
-  EXPECT_TRUE(same_bytes(dg_c.download(), dg_cpp.download()));
-  EXPECT_TRUE(same_bytes(db_c.download(), db_cpp.download()));
+  expect_backward_same_bits(p, c, a, mean_c.get(), rstd_c.get(), mean_cpp.get(), rstd_cpp.get(),
+                            CULAYERS_GROUP_NORM_PATH_TILE);
 
   // Refusals: the tile path forced on a channels-first view with spatial > 1 (no mask there), and a
   // negative tile_rows.
@@ -401,7 +387,9 @@ TEST(GroupNormCapi, TilePathSameBitsAsCpp) {
   bad = c;
   bad.tuning.tile_rows = -1;
   EXPECT_EQ(culayersGroupNormCanImplement(&bad), CULAYERS_STATUS_INVALID_VALUE);
-  culayersGroupNormBackwardArgs_t bad_b = bc;
+  DeviceBuffer<__half> dx(Problem::kElems);
+  culayersGroupNormBackwardArgs_t bad_b =
+      backward_c(c, p.dy.get(), mean_c.get(), rstd_c.get(), dx.get(), nullptr, nullptr);
   bad_b.tuning.tile_rows = -1;
   EXPECT_EQ(culayersGroupNormBackwardCanImplement(&bad_b), CULAYERS_STATUS_INVALID_VALUE);
 }
