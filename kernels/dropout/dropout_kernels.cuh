@@ -7,7 +7,8 @@
 //            draws q0 .. q0 + C - 1 start at a multiple of 4: one Philox call per 4 elements, all four
 //            words used, V-element vector accesses, then a scalar tail of n % C elements.
 //   row      x is [rows, F] with F % 4 == 0 and the mask broadcast over some row dimensions, e.g.
-//            (B, 1, F) over (B, T, F): the plain chunk loop with a row -> noise row map per chunk.
+//            (B, 1, F) over (B, T, F): the plain chunk loop with a row -> noise row map per chunk; a
+//            chunk whose draws equal the thread's previous chunk's reuses its keep bits (RowMemo).
 //   run      the innermost dimension is broadcast, e.g. (N, C, 1, 1) over (N, C, H, W): x is a list of
 //            runs of E elements sharing one draw. A chunk of V <= E elements meets at most two runs, so
 //            it costs at most two Philox calls (one in almost every chunk when E >> V); only the word
@@ -53,8 +54,10 @@ using culayers::dropout::DropoutState;
 //   ALU:       8 bf16 elements need 2 Philox calls (10 rounds x (2 IMAD.WIDE + 2 LOP3) + key bumps, ~50
 //              instructions each) plus ~7 per element to convert, scale and select: ~160 per 16 B, i.e.
 //              64 MiB / 16 B / 132 SMs x 160 / (4 x 32 lanes per clock) = ~40 k cycles = ~20 us at
-//              1.98 GHz for a ~50 us copy, hidden by the other warps (the row path's map adds enough to
-//              make it ~11% slower than the plain path; see MapIndex).
+//              1.98 GHz for a ~50 us copy, hidden by the other warps (the row path's map added enough to
+//              make it ~11% slower than the plain path, see MapIndex; since then the row path reuses a
+//              thread's previous keep bits when its next chunk has the same draws (RowMemo), which skips
+//              3 of 4 Philox calls for (B, 1, F) over (B, T, F): not yet measured on a GPU).
 // kBlocksPerSm also caps the generic (scalar) path's grid-stride grid, which was not re-measured.
 inline constexpr int kThreads = 256;
 inline constexpr int kBlocksPerSm = 4;
@@ -248,11 +251,15 @@ CULAYERS_DEVICE void scalar_element(const T* in, T* out, std::uint8_t* mask, std
 
 // ---- vector paths (plain, row, run) ------------------------------------------------------------------
 
+/// What decide() carries from one chunk of a thread's tile to the next: nothing, except on the row path.
+struct NoMemo {};
+
 /// A chunk of kC elements moved as kC / V vectors of V. The paths differ only in their static decide()
 /// (the chunk's keep bits: bit k keeps element k); loading, applying and storing are shared.
 template <class T, int V, int kChunk>
 struct ChunkData {
   static constexpr int kC = kChunk;
+  using Memo = NoMemo;
   static constexpr int kLoads = kC / V;
   Vec<T, V> v[kLoads];
 
@@ -311,9 +318,10 @@ CULAYERS_DEVICE void chunk_loop(const T* in, T* out, std::uint8_t* mask, const C
       chunks[u].load_from(in, c + u * step);
     }
     std::uint32_t bits = 0; // chunk u's keep bits at bit u * kC
+    typename Chunk::Memo memo{};
     CULAYERS_DROPOUT_NO_UNROLL
     for (int u = 0; u < kU; ++u) {
-      bits |= Chunk::decide(c + u * step, p, th, a) << (u * kC);
+      bits |= Chunk::decide(c + u * step, p, th, a, memo) << (u * kC);
     }
     CULAYERS_PRAGMA_UNROLL
     for (int u = 0; u < kU; ++u) {
@@ -331,7 +339,8 @@ CULAYERS_DEVICE void chunk_loop(const T* in, T* out, std::uint8_t* mask, const C
        c < nchunks; c += stride) {
     Chunk chunk;
     chunk.load_from(in, c);
-    const std::uint32_t bits = Chunk::decide(c, p, th, a);
+    typename Chunk::Memo memo{};
+    const std::uint32_t bits = Chunk::decide(c, p, th, a, memo);
     chunk.apply_store(out, c, bits, p);
     if (mask != nullptr) {
       Chunk::store_mask(mask, c, bits);
@@ -341,12 +350,24 @@ CULAYERS_DEVICE void chunk_loop(const T* in, T* out, std::uint8_t* mask, const C
 
 // ---- plain and row paths -----------------------------------------------------------------------------
 
+/// The row path's memo: a chunk whose first draw equals the previous chunk's (the rows of a broadcast
+/// dimension share their draws) takes that chunk's keep bits instead of calling Philox again. A thread's
+/// chunks in a tile are blockDim chunks apart (2 rows of 1024 bf16), so for (B, 1, F) over (B, T, F) three
+/// of its four decisions are reused; where no two of them share a noise row (e.g. (1, T, F) over
+/// (B, T, F)) the memo costs one compare per chunk. q0 starts odd, never equal to a first draw (a
+/// multiple of 4).
+struct RowMemo {
+  std::uint64_t q0 = 1;
+  std::uint32_t bits = 0;
+};
+
 template <class T, int V, bool kRow>
 struct ContigChunk : ChunkData<T, V, (V < 4 ? 4 : V)> { // chunks of whole Philox groups
   using ChunkData<T, V, (V < 4 ? 4 : V)>::kC;
+  using Memo = std::conditional_t<kRow, RowMemo, NoMemo>;
 
   static CULAYERS_DEVICE std::uint32_t decide(std::int64_t c, const CallParams& p, const Threshold& th,
-                                              const KernelArgs& a) {
+                                              const KernelArgs& a, Memo& memo) {
     std::uint64_t q0; // first draw of the chunk: a multiple of 4
     if constexpr (kRow) {
       // 32-bit arithmetic (see MapIndex): the row path runs only for tensors below 2^32 elements.
@@ -354,6 +375,9 @@ struct ContigChunk : ChunkData<T, V, (V < 4 ? 4 : V)> { // chunks of whole Philo
       const auto row = static_cast<std::uint32_t>(a.map.chunks_per_row.template div<false>(uc));
       const std::uint32_t col = (uc - row * static_cast<std::uint32_t>(a.map.chunks_per_row.d)) * kC;
       q0 = p.base + (map_outer<false>(a.map, row) * static_cast<std::uint32_t>(a.map.row_len) + col);
+      if (q0 == memo.q0) {
+        return memo.bits;
+      }
     } else {
       q0 = p.base + static_cast<std::uint64_t>(c) * kC;
     }
@@ -365,6 +389,10 @@ struct ContigChunk : ChunkData<T, V, (V < 4 ? 4 : V)> { // chunks of whole Philo
       for (int e = 0; e < 4; ++e) {
         b |= th.keep(w.w[e]) ? 1u << (g * 4 + e) : 0u;
       }
+    }
+    if constexpr (kRow) {
+      memo.q0 = q0;
+      memo.bits = b;
     }
     return b;
   }
@@ -402,7 +430,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kThreads, kBlocksPerSm)
 template <class T, int V>
 struct RunChunk : ChunkData<T, V, V> {
   static CULAYERS_DEVICE std::uint32_t decide(std::int64_t c, const CallParams& p, const Threshold& th,
-                                              const KernelArgs& a) {
+                                              const KernelArgs& a, NoMemo& /*memo*/) {
     const std::uint64_t i0 = static_cast<std::uint64_t>(c) * V;
     std::uint64_t run_left = 0;
     const std::uint64_t qa = p.base + locate<false>(a.map, i0, &run_left);

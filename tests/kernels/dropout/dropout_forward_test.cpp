@@ -409,15 +409,19 @@ TEST(DropoutForward, BroadcastBenchmarkShapesScaledDown) {
 
 // The vector paths walk tiles of 4 x 256 chunks, one per block with the automatic grid; a grid of
 // max_blocks smaller than the tile count makes each block stride over several tiles, and the last
-// chunks % 1024 chunks and n % C elements take the remainder loops. Shapes with 3 to 7 whole tiles plus a
-// partial one on the plain, row and run paths (the run one with chunks straddling runs of E = 517).
+// chunks % 1024 chunks and n % C elements take the remainder loops. Shapes with 1 to 7 whole tiles plus a
+// partial one on the plain, row and run paths (the run one with chunks straddling runs of E = 517). The
+// row path reuses a thread's previous keep bits when its next chunk has the same draws: the first row
+// shape has tiles whose chunks share noise rows and tiles that cross into the next one, the second none
+// that share.
 template <class T>
 void strided_tiles() {
   auto rng = rng_for_test();
   DeviceState state(fixed_rate(rng(), 0.8731, 77));
   const BroadcastCase cases[] = {
       {{3 * 8192 + 8 * 300 + 5}, {}}, // plain: 3 full V = 8 tiles, 300 chunks, 5 tail elements
-      {{3, 40, 256}, {3, 1, 256}},    // row, F = 256
+      {{3, 40, 256}, {3, 1, 256}},    // row, F = 256: a thread's chunks share a noise row (memo hits)
+      {{6, 10, 256}, {1, 10, 256}},   // row, leading broadcast: a thread's chunks never share one
       {{5, 12, 517}, {5, 12, 1}},     // run, E = 517
   };
   for (const BroadcastCase& c : cases) {
