@@ -81,6 +81,10 @@ const char* path_name(Path path) noexcept;
 ///     If outer x column blocks x block threads falls short of the target, R is split into
 ///     S = floor(target / (outer x column blocks x block threads)) chunks (one wave), each giving a thread
 ///     at least `min_rows_per_thread` (default 8) steps: the split path. S = 1 is the wide path.
+///  5. inner == 1 (single-column rows, e.g. batch-norm statistics of channels-first planes): narrow
+///     instead when min(outer x 32, 3/4 of the target) x N_narrow >= (the wide or split plan's resident
+///     threads) x 1, i.e. when the narrow lanes' N-step vectors keep at least as many bytes in flight
+///     as the wide threads' single elements.
 struct Tuning {
   Path path = Path::kAuto;              ///< force a path (kNarrow requires inner <= 32)
   int vector_width = 0;                 ///< upper bound on N (1, 2, 4, 8, 16); 0 = widest legal

@@ -209,20 +209,23 @@ ForwardPlan plan_forward(const MaskedReduceArgs& a) {
   }
 
   ForwardPlan plan;
-  if (path == Path::kNarrow) {
-    const int vec = a.inner == 1 ? widest_vector(elem, a.reduce, {a.x}, t.vector_width) : 1;
+  const int narrow_vec = a.inner == 1 ? widest_vector(elem, a.reduce, {a.x}, t.vector_width) : 1;
+  const auto narrow_plan = [&] {
     int groups = 1;
     while (groups * 2 * a.inner <= km::kWarpSize) {
       groups *= 2;
     }
     const std::int64_t warps_per_block = km::kNarrowThreads / km::kWarpSize;
     plan.launch.path = Path::kNarrow;
-    plan.launch.vec = vec;
+    plan.launch.vec = narrow_vec;
     plan.launch.threads = km::kNarrowThreads;
     plan.launch.grid = static_cast<unsigned>(std::min(ceil_div(a.outer, warps_per_block), kMaxGrid));
     plan.tx = groups;
     plan.ty = 1;
     return plan;
+  };
+  if (path == Path::kNarrow) {
+    return narrow_plan();
   }
 
   const int vec = widest_vector(elem, a.inner, {a.x}, t.vector_width);
@@ -262,6 +265,23 @@ ForwardPlan plan_forward(const MaskedReduceArgs& a) {
   }
   const std::int64_t rows_per_split = ceil_div(r_cap, splits);
   splits = ceil_div(r_cap, rows_per_split);
+  if (path == Path::kAuto && a.inner == 1) {
+    // Single-column rows: the plan with more bytes in flight (masked_reduce_internal.cuh). Wide: its
+    // resident threads, one element each; narrow: a lane per step slot of each row, up to the threads its
+    // registers keep resident, N elements each.
+    const std::int64_t wide_threads =
+        std::min(a.outer * col_blocks * splits, resident_blocks) * block_threads;
+    const std::int64_t narrow_capacity =
+        (t.target_threads > 0
+             ? t.target_threads
+             : dev.sm_count *
+                   std::min<std::int64_t>(dev.threads_per_sm, km::kWideResidentWarps * km::kWarpSize)) *
+        km::kNarrowResidentNum / km::kNarrowResidentDen;
+    const std::int64_t narrow_threads = std::min(a.outer * km::kWarpSize, narrow_capacity);
+    if (narrow_threads * narrow_vec >= wide_threads * vec) {
+      return narrow_plan();
+    }
+  }
   if (path == Path::kAuto) {
     path = splits > 1 ? Path::kSplit : Path::kWide;
   }

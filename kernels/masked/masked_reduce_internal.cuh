@@ -90,6 +90,17 @@ constexpr std::int64_t kCountChunk = static_cast<std::int64_t>(kBackwardThreads)
 //    they all finish together.
 //  - ty (R lanes per wide block) = as many as the block allows (kWideMaxThreads / tx) while every lane
 //    keeps at least min_rows_per_thread steps: more lanes per block, fewer blocks along R.
+//  - Single-column rows (inner = 1) also go narrow when the narrow plan keeps at least as many bytes in
+//    flight as the wide or split plan would (Little's law: at equal latency, bandwidth follows the bytes
+//    in flight). A narrow lane loads N consecutive steps (16 bytes) where a wide thread loads one element
+//    of its single column, so the narrow kernel wins as soon as it has enough rows: the BatchNormalization
+//    layer's channels-first statistics (rows = N x C planes of H x W, e.g. 8192 rows of 3136 for
+//    N32 C256 56x56) ran the wide kernel with 2-byte loads at 30 % of an H100's DRAM bandwidth (8192 x 32
+//    = 262 144 lanes missed the all-threads rule's 270 336). kNarrowResidentFraction: the narrow
+//    kernels' registers (ptxas sm_90: at most 80, f16 moments with N = 8) keep 3 blocks of 256 per SM,
+//    3/4 of the wide kernel's 1024 threads.
+constexpr std::int64_t kNarrowResidentNum = 3;
+constexpr std::int64_t kNarrowResidentDen = 4;
 constexpr std::int64_t kDefaultNarrowMaxInner = 32;
 constexpr std::int64_t kDefaultNarrowMaxRow = 1024;
 constexpr std::int64_t kDefaultMinRowsPerThread = 8;

@@ -330,6 +330,7 @@ const ShapeCase kShapes[] = {
     {1, 4099, 3, Path::kSplit, pinned()},          // long R, few outputs: split by the heuristic
     {2, 200, 33, Path::kSplit, with_splits(19)},   // combine: lanes of 3, 1 and 0 chunks; 33 = 32 + 1 columns
     {2, 2000, 64, Path::kWide, wide_min_rows(200)}, // ty = 10, 96-160 threads: several short mask tiles
+    {96, 2048, 1, Path::kNarrow, pinned()}, // inner 1, long rows: narrow by bytes in flight (Tuning step 5)
 };
 
 template <class T>
@@ -392,8 +393,13 @@ TYPED_TEST(MaskedReduceForwardTyped, InexactDataWithinBounds) {
 TYPED_TEST(MaskedReduceForwardTyped, MisalignedViewsUseScalars) {
   using T = TypeParam;
   auto rng = rng_for_test();
-  const ShapeCase cases[] = {
-      kShapes[1], kShapes[4], kShapes[8], {2, 31, 64, Path::kWide, forced(Path::kWide)}};
+  const ShapeCase cases[] = {kShapes[1],
+                             kShapes[4],
+                             kShapes[8],
+                             {2, 31, 64, Path::kWide, forced(Path::kWide)},
+                             // The last shape's rows misaligned: narrow lanes would load single elements too,
+                             // so the bytes-in-flight rule keeps the wide path.
+                             {96, 2048, 1, Path::kWide, pinned()}};
   for (const ShapeCase& s : cases) {
     const std::vector<T> x = tm::exact_values<T>(rng, static_cast<std::size_t>(s.outer * s.reduce * s.inner));
     const tm::ValidityData v = tm::make_validity(rng, Validity::kMask, s.outer, s.reduce);
