@@ -347,9 +347,10 @@ Status make_plan(const Common& c, Planned* out) {
   const std::int64_t elements = geo.cpg * c.spatial;
   const std::int64_t vecs = geo.rows * geo.colvecs;
   const std::size_t planes = c.backward ? 2 : 1;
+  const bool channel_slots = c.backward && geo.cl != 0; // team_scratch_bytes
   const std::size_t cache =
       align_up(static_cast<std::size_t>(vecs) * elem * static_cast<std::size_t>(vec), 16);
-  const std::size_t warp_team = planes * cache + k::team_scratch_bytes(kWarpSize, vec, c.backward);
+  const std::size_t warp_team = planes * cache + k::team_scratch_bytes(kWarpSize, vec, channel_slots);
   const std::size_t warp_block_smem = warp_team * k::kWarpTeamsPerBlock;
   // A block-path team is tx x ty (see "Thread shape" below). Channels first, tx <= 32 lanes walk a channel's
   // column vectors and ty rows walk the group's channels, so rows beyond pow2_ceil(C/G) would idle: the
@@ -368,7 +369,7 @@ Status make_plan(const Common& c, Planned* out) {
   // Blocks of a given size one SM holds: threads, shared memory (1 KB reserved per block) and registers
   // (k::kCachedRegs*, an estimate from ptxas).
   const auto blocks_per_sm = [&](int threads) {
-    const std::size_t smem = planes * cache + k::team_scratch_bytes(threads, vec, c.backward);
+    const std::size_t smem = planes * cache + k::team_scratch_bytes(threads, vec, channel_slots);
     const std::int64_t regs =
         static_cast<std::int64_t>(c.backward ? k::kCachedBackwardRegs : k::kCachedForwardRegs);
     return std::clamp<std::int64_t>(std::min({static_cast<std::int64_t>(info.threads_per_sm / threads),
@@ -395,7 +396,7 @@ Status make_plan(const Common& c, Planned* out) {
       block_threads = smaller;
     }
   }
-  const std::size_t block_smem = planes * cache + k::team_scratch_bytes(block_threads, vec, c.backward);
+  const std::size_t block_smem = planes * cache + k::team_scratch_bytes(block_threads, vec, channel_slots);
   const std::size_t optin = static_cast<std::size_t>(info.smem_per_block_optin);
   const std::size_t block_cap = t.block_max_bytes > 0 ? static_cast<std::size_t>(t.block_max_bytes) : optin;
   const bool warp_fits = warp_block_smem <= optin;
@@ -532,7 +533,7 @@ Status make_plan(const Common& c, Planned* out) {
     geo.chunk = std::max<std::int64_t>(1, ceil_div(axis, splits));
     geo.splits = axis > 0 ? ceil_div(axis, geo.chunk) : 1;
     plan.threads = static_cast<unsigned>(k::kSplitThreads);
-    plan.smem = k::team_scratch_bytes(k::kSplitThreads, vec, c.backward);
+    plan.smem = k::team_scratch_bytes(k::kSplitThreads, vec, channel_slots);
     plan.grid = static_cast<unsigned>(std::min<std::int64_t>(units * geo.splits, kMaxGrid));
   }
   plan.smem_optin = plan.smem > kNoOptinSmem;

@@ -192,13 +192,17 @@ constexpr std::size_t tile_backward_smem(int threads, int vec) {
 static_assert(tile_forward_smem(kTileMaxThreads) <= 48 * 1024, "tile forward needs no shared-memory opt-in");
 static_assert(tile_backward_smem(kTileMaxThreads, 8) <= 48 * 1024, "tile backward needs no opt-in");
 
-/// Shared-memory bytes of one team's scratch (host and device agree): the backward's per-channel slots
-/// (threads x 2 x vec floats) and, in both directions, 512 bytes for block reductions. The forward has no
-/// per-channel sums: its smaller footprint lets more cached-path blocks share an SM.
+/// Shared-memory bytes of one team's scratch (host and device agree): the channels-last backward's
+/// per-channel slots (threads x 2 x vec floats: its dgamma / dbeta partials merge across the team's rows
+/// through them) and, always, 512 bytes for block reductions. The forward has no per-channel sums, and the
+/// channels-first backward merges each channel's partials with warp shuffles, so neither reserves slots:
+/// the smaller footprint lets more cached-path blocks share an SM (the bf16 training shape's backward:
+/// 16 KB of unused slots per 256-thread block had held it to one block per SM, then to 128-thread blocks).
 constexpr std::size_t kReduceScratchBytes = 32 * 16;
-constexpr std::size_t team_scratch_bytes(int threads, int vec, bool backward) {
-  return (backward ? static_cast<std::size_t>(threads) * 2 * static_cast<std::size_t>(vec) * sizeof(float)
-                   : 0) +
+constexpr std::size_t team_scratch_bytes(int threads, int vec, bool channel_slots) {
+  return (channel_slots
+              ? static_cast<std::size_t>(threads) * 2 * static_cast<std::size_t>(vec) * sizeof(float)
+              : 0) +
          kReduceScratchBytes;
 }
 

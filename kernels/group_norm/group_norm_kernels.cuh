@@ -132,18 +132,18 @@ struct Team {
   }
 };
 
-/// Team scratch (team_scratch_bytes): backward [size * 2 * N floats of per-channel slots][512 bytes of
-/// reduction scratch]; forward only the reduction scratch (slots null).
+/// Team scratch (team_scratch_bytes): channels-last backward [size * 2 * N floats of per-channel slots][512
+/// bytes of reduction scratch]; otherwise only the reduction scratch (slots null).
 template <int N>
 struct Scratch {
   float* slots;
   void* reduce;
 };
 
-template <int N, bool kBackward>
+template <int N, bool kChannelSlots>
 CULAYERS_DEVICE Scratch<N> make_scratch(unsigned char* p, int team_size) {
   Scratch<N> s;
-  if constexpr (kBackward) {
+  if constexpr (kChannelSlots) {
     s.slots = reinterpret_cast<float*>(p);
     s.reduce = p + static_cast<std::size_t>(team_size) * 2 * N * sizeof(float);
   } else {
@@ -576,10 +576,10 @@ CULAYERS_GLOBAL void __launch_bounds__(kWarpTeam ? kWarpSize* kWarpTeamsPerBlock
   const std::size_t plane =
       (static_cast<std::size_t>(geo.rows * geo.colvecs) * sizeof(Vec<T, N>) + 15) / 16 * 16;
   unsigned char* mine =
-      smem + static_cast<std::size_t>(team.in_block) * (2 * plane + team_scratch_bytes(team.size, N, true));
+      smem + static_cast<std::size_t>(team.in_block) * (2 * plane + team_scratch_bytes(team.size, N, kCL));
   Vec<T, N>* cache_x = reinterpret_cast<Vec<T, N>*>(mine);
   Vec<T, N>* cache_dy = reinterpret_cast<Vec<T, N>*>(mine + plane);
-  const Scratch<N> scratch = make_scratch<N, true>(mine + 2 * plane, team.size);
+  const Scratch<N> scratch = make_scratch<N, kCL>(mine + 2 * plane, team.size);
   const std::int64_t units = geo.batch * geo.groups;
   for (std::int64_t u = team.index; u < units; u += team.count) {
     const Unit un = make_unit(geo, u);
@@ -609,7 +609,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) backward_partial_kernel
   CULAYERS_DYNAMIC_SMEM(unsigned char, smem);
   const Geometry& geo = p.geo;
   const Team<false> team = Team<false>::make();
-  const Scratch<N> scratch = make_scratch<N, true>(smem, team.size);
+  const Scratch<N> scratch = make_scratch<N, kCL>(smem, team.size);
   const std::int64_t units = geo.batch * geo.groups * geo.splits;
   for (std::int64_t u = team.index; u < units; u += team.count) {
     const Unit un = make_unit(geo, u);
@@ -638,7 +638,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) backward_dx_kernel(cons
   CULAYERS_DYNAMIC_SMEM(unsigned char, smem);
   const Geometry& geo = p.geo;
   const Team<false> team = Team<false>::make();
-  const Scratch<N> scratch = make_scratch<N, true>(smem, team.size);
+  const Scratch<N> scratch = make_scratch<N, kCL>(smem, team.size);
   const std::int64_t units = geo.batch * geo.groups * geo.splits;
   for (std::int64_t u = team.index; u < units; u += team.count) {
     const Unit un = make_unit(geo, units - 1 - u);
