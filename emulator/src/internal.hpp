@@ -53,6 +53,6 @@ std::uint64_t registry_generation();
 // Per-kernel attributes set through cudaFuncSetAttribute.
 int max_dynamic_smem_attribute(const void* kernel);
 
-void count_launch_stats(std::uint64_t blocks, std::uint64_t switches);
+void count_launch_stats(std::uint64_t blocks, std::uint64_t threads, std::uint64_t switches);
 
 } // namespace culayers_emu::detail

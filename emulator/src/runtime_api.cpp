@@ -322,10 +322,11 @@ int max_dynamic_smem_attribute(const void* kernel) {
   return it == m.end() ? kMaxSmemPerBlock : it->second;
 }
 
-void count_launch_stats(std::uint64_t blocks, std::uint64_t switches) {
+void count_launch_stats(std::uint64_t blocks, std::uint64_t threads, std::uint64_t switches) {
   Stats& s = rt().stats;
   ++s.launches;
   s.blocks += blocks;
+  s.threads += threads;
   s.context_switches += switches;
 }
 

@@ -769,7 +769,9 @@ cudaError_t execute_launch(const LaunchRecord& launch) {
     }
   }
   std::free(raw);
-  count_launch_stats(blocks, switches);
+  count_launch_stats(blocks,
+                     blocks * static_cast<std::uint64_t>(launch.block.x) * launch.block.y * launch.block.z,
+                     switches);
   return result;
 }
 

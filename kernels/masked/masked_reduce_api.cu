@@ -240,16 +240,36 @@ ForwardPlan plan_forward(const MaskedReduceArgs& a) {
       km::kWarpSize;
   const std::int64_t max_threads = std::min<std::int64_t>(km::kWideMaxThreads, smem_threads);
   const std::int64_t max_ty = std::max<std::int64_t>(1, max_threads / tx);
-  // As many R lanes as the block holds while each keeps min_rows steps.
-  const std::int64_t ty = std::clamp<std::int64_t>(ceil_div(a.reduce, min_rows), 1, std::min(max_ty, r_cap));
-  const std::int64_t block_threads = round_up(tx * ty, km::kWarpSize);
-  // Blocks resident on the whole GPU (see `target` in masked_reduce_internal.cuh).
-  const std::int64_t per_sm = std::max<std::int64_t>(
-      block_threads, std::min<std::int64_t>(dev.threads_per_sm, km::kWideResidentWarps * km::kWarpSize) /
-                         block_threads * block_threads);
-  const std::int64_t target = t.target_threads > 0 ? t.target_threads : dev.sm_count * per_sm;
-  const std::int64_t resident_blocks = std::max<std::int64_t>(1, target / block_threads);
+  // Blocks of `threads` resident on the whole GPU (see `target` in masked_reduce_internal.cuh).
+  const auto resident_for = [&](std::int64_t threads) {
+    const std::int64_t per_sm = std::max<std::int64_t>(
+        threads, std::min<std::int64_t>(dev.threads_per_sm, km::kWideResidentWarps * km::kWarpSize) /
+                     threads * threads);
+    const std::int64_t target = t.target_threads > 0 ? t.target_threads : dev.sm_count * per_sm;
+    return std::max<std::int64_t>(1, target / threads);
+  };
   const std::int64_t items = a.outer * col_blocks;
+  // As many R lanes as the block holds while each keeps min_rows steps...
+  const std::int64_t ty_max =
+      std::clamp<std::int64_t>(ceil_div(a.reduce, min_rows), 1, std::min(max_ty, r_cap));
+  // ...or fewer, when the blocks outnumber the resident slots and fewer lanes need fewer waves at no more
+  // cost (kWaveBalance in masked_reduce_internal.cuh): cost = waves / lanes, lanes down to half.
+  std::int64_t ty = ty_max;
+  const auto waves_for = [&](std::int64_t lanes) {
+    return ceil_div(items, resident_for(round_up(tx * lanes, km::kWarpSize)));
+  };
+  if (t.splits == 0 && path != Path::kSplit && waves_for(ty_max) > 1) {
+    std::int64_t best = waves_for(ty_max);
+    for (std::int64_t lanes = ty_max - 1; lanes >= std::max<std::int64_t>(1, ceil_div(ty_max, 2)); --lanes) {
+      const std::int64_t w = waves_for(lanes);
+      if (w * ty < best * lanes) {
+        ty = lanes;
+        best = w;
+      }
+    }
+  }
+  const std::int64_t block_threads = round_up(tx * ty, km::kWarpSize);
+  const std::int64_t resident_blocks = resident_for(block_threads);
 
   std::int64_t splits = 1;
   if (t.splits > 0) {

@@ -69,6 +69,7 @@ void reset_byte_counters();
 struct Stats {
   std::uint64_t launches = 0;         // kernels executed
   std::uint64_t blocks = 0;           // blocks executed
+  std::uint64_t threads = 0;          // threads of the blocks executed (launch shapes in tests)
   std::uint64_t context_switches = 0; // fiber resumes by the block scheduler
 };
 Stats stats();

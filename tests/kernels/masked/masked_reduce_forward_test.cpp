@@ -1047,6 +1047,40 @@ TEST(MaskedReduceForward, ByteModelReadsXOnce) {
         << "values read once, counts once per column block";
   }
 }
+// Wave balance (Tuning step 4): 20 rows of one column block for 8192 / 512 = 16 resident 512-thread blocks
+// would take two waves; the plan drops to 384-thread blocks (21 slots, one wave): 8 vectors x 48 lanes in
+// 16-bit types, 16 x 24 in float32. Read from the emulator's launch counters; results still checked.
+template <class T>
+void wave_balanced_block() {
+  auto rng = rng_for_test();
+  const std::vector<T> x = tm::exact_values<T>(rng, static_cast<std::size_t>(20 * 1024 * 64));
+  for (Validity validity : {Validity::kNone, Validity::kMask}) {
+    const tm::ValidityData v = tm::make_validity(rng, validity, 20, 1024);
+    Config c;
+    c.op = ReduceOp::kMean;
+    c.validity = validity;
+    c.outer = 20;
+    c.reduce = 1024;
+    c.inner = 64;
+    c.tuning = pinned();
+    const culayers_emu::Stats before = culayers_emu::stats();
+    const Result<T> got = run_forward(c, x, v);
+    const culayers_emu::Stats after = culayers_emu::stats();
+    ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
+    EXPECT_EQ(got.path, Path::kWide);
+    EXPECT_EQ(after.launches - before.launches, 1u) << describe(c);
+    EXPECT_EQ(after.blocks - before.blocks, 20u) << describe(c);
+    EXPECT_EQ(after.threads - before.threads, 20u * 384u) << describe(c);
+    check_forward(c, x, v, got);
+  }
+}
+
+TEST(MaskedReduceForward, WaveBalancedBlockFloat) {
+  wave_balanced_block<float>();
+}
+TEST(MaskedReduceForward, WaveBalancedBlockBFloat16) {
+  wave_balanced_block<__nv_bfloat16>();
+}
 #endif
 
 } // namespace
