@@ -259,8 +259,8 @@ inline double pre_error(const GroupError& e, double xhat, double gamma, double b
 
 /// Error bound of act(pre) given pre's error: none and ReLU are 1-Lipschitz and exact; SiLU's slope is at
 /// most 1.1 in magnitude, and pre / (1 + exp(-pre)) in float32 adds a relative (8 + 2 |pre|) u of the
-/// result: written for a fast exp (__expf: 2 + 1.2 |pre| ulp) and __fdividef (2 ulp); the kernels use
-/// expf (2 ulp) and __fdividef, well inside it.
+/// result: written for a fast exp (__expf: 2 + 1.2 |pre| ulp) and __fdividef (2 ulp); the forward kernels
+/// use expf (2 ulp) and __fdividef, well inside it (the backward's derivative uses __expf, below).
 inline double activation_error(Activation act, double pre, double y, double pre_err) {
   if (act == Activation::kSiLU) {
     return 1.1 * pre_err + (8.0 + 2.0 * std::fabs(pre)) * kU32 * std::fabs(y);
