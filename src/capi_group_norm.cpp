@@ -46,6 +46,7 @@ CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, target_blocks);
 CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, splits);
 CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, tile_rows);
 CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, tile_min_bytes);
+CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, split_min_bytes);
 CULAYERS_SAME_TYPE(culayersGroupNormArgs_t, gn::GroupNormArgs, batch);
 CULAYERS_SAME_TYPE(culayersGroupNormArgs_t, gn::GroupNormArgs, channels);
 CULAYERS_SAME_TYPE(culayersGroupNormArgs_t, gn::GroupNormArgs, spatial);
@@ -75,6 +76,7 @@ gn::Tuning to_cpp(const culayersGroupNormTuning_t& c) {
   t.splits = c.splits;
   t.tile_rows = c.tile_rows;
   t.tile_min_bytes = c.tile_min_bytes;
+  t.split_min_bytes = c.split_min_bytes;
   return t;
 }
 
@@ -89,6 +91,7 @@ culayersGroupNormTuning_t to_c(const gn::Tuning& t) {
   c.splits = t.splits;
   c.tile_rows = t.tile_rows;
   c.tile_min_bytes = t.tile_min_bytes;
+  c.split_min_bytes = t.split_min_bytes;
   return c;
 }
 

@@ -86,8 +86,10 @@ const char* path_name(Path path) noexcept;
 ///     beat the split path, which reads x (and dy) twice (in flight >= 2/3, backward 3/5, of SMs x
 ///     18 KB, an H100's HBM bandwidth x latency per SM; an active thread has 4 vectors of x, and 4 of dy
 ///     in the backward, in flight when it walks at least 4, else one each), or E is too small to split
-///     (< 2 x `min_split_elements`). Channels first, a block has at most max(128, pow2_ceil(C/G) x tx)
-///     threads, tx = min(pow2_ceil(spatial / N), 32) (more would idle).
+///     (< 2 x `min_split_elements`), or (channels first) x is smaller than `split_min_bytes` (default
+///     64 KB per SM: a tensor that small never streams steadily, and the split path's second launch and
+///     second read cost more than idle SMs). Channels first, a block has at most max(128, pow2_ceil(C/G) x
+///     tx) threads, tx = min(pow2_ceil(spatial / N), 32) (more would idle).
 ///  5. Otherwise split: S = ceil(target blocks / (N * G)) chunks of at least `min_split_elements`
 ///     (default 8192: below that a chunk's partial and its merge are no longer small next to its data),
 ///     at most 1024 (the merge kernel stages the partials in shared memory). Target blocks = 2 x SMs x
@@ -102,6 +104,9 @@ struct Tuning {
   std::int64_t splits = 0;             ///< force the split path with this many chunks per group (<= 1024)
   std::int64_t tile_rows = 0;      ///< tile path: rows per tile (0 = automatic; raised to spatial / 65536)
   std::int64_t tile_min_bytes = 0; ///< default SMs x 32 KB; above any tensor: never tile automatically
+  /// Channels first: x bytes from which the split path may replace a block path that fits (default SMs x
+  /// 64 KB; 1: only the in-flight rule decides).
+  std::int64_t split_min_bytes = 0;
 };
 
 /// Forward. Preconditions: y does not overlap the other buffers except that y == x (in place) is allowed;

@@ -269,7 +269,7 @@ Status validate_common(const Common& c) {
                      t.vector_width);
   }
   if (t.warp_max_elements < 0 || t.block_max_bytes < 0 || t.min_split_elements < 0 || t.target_blocks < 0 ||
-      t.splits < 0 || t.tile_rows < 0 || t.tile_min_bytes < 0) {
+      t.splits < 0 || t.tile_rows < 0 || t.tile_min_bytes < 0 || t.split_min_bytes < 0) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning: negative threshold", op);
   }
   if (t.target_blocks > kMaxGrid) {
@@ -434,6 +434,12 @@ Status make_plan(const Common& c, Planned* out) {
       x_bytes >= (t.tile_min_bytes > 0 ? t.tile_min_bytes
                                        : static_cast<std::int64_t>(info.sm_count) * k::kTileMinBytesPerSm);
 
+  // Channels first: a tensor too small to stream takes the block path whenever it fits (kSplitMinBytesPerSm).
+  const bool small_tensor =
+      geo.cl == 0 &&
+      x_bytes < (t.split_min_bytes > 0 ? t.split_min_bytes
+                                       : static_cast<std::int64_t>(info.sm_count) * k::kSplitMinBytesPerSm);
+
   // 2-5. Path.
   Path path = t.path;
   if (path == Path::kAuto) {
@@ -443,7 +449,7 @@ Status make_plan(const Common& c, Planned* out) {
       path = Path::kWarp;
     } else if (tile_fits && tile_wins) {
       path = Path::kTile;
-    } else if (block_fits && (block_streams || elements < 2 * min_split)) {
+    } else if (block_fits && (block_streams || elements < 2 * min_split || small_tensor)) {
       path = Path::kBlock;
     } else {
       path = Path::kSplit;

@@ -98,6 +98,14 @@ constexpr int kTileBackwardRegs = 128;
 constexpr std::int64_t kMaxTiles = 65536;
 constexpr std::int64_t kTileSliverBytes = 128;
 constexpr std::int64_t kTileMinBytesPerSm = 32 * 1024;
+//  - kSplitMinBytesPerSm = 64 KB: channels first, a tensor below this much per SM (8.4 MB on an H100)
+//    takes the block path whenever its groups fit, even when the in-flight model prefers the split path:
+//    that small, the op never reaches steady streaming and the split path's second launch and second
+//    read cost more than the SMs a one-kernel block plan leaves idle. Measured on an H100 (run 2, bf16
+//    forward, N = 2, 64 groups of 80 KB, 5.2 MB): the block path (C1280 32x32) 18.5 us, the split path
+//    (C320 64x64, S = 5) 24.3 us; C640 32x32 (2.6 MB, split S = 2) 17.6 us where the block path took
+//    12.7 us on C1280 16x16 (1.3 MB). Channels last keeps its plans (the block path reads slivers there).
+constexpr std::int64_t kSplitMinBytesPerSm = 64 * 1024;
 constexpr int kFinalThreadsY = 8;
 
 enum class Act : int { kNone = 0, kSiLU = 1, kReLU = 2 };

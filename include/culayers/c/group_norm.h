@@ -48,6 +48,8 @@ typedef struct culayersGroupNormTuning_t {
   int64_t splits;             /* > 0: force the split path with this many chunks per group (<= 1024) */
   int64_t tile_rows;          /* tile path: rows per tile; 0 = automatic */
   int64_t tile_min_bytes;     /* x bytes from which the tile path is automatic; 0 = SMs x 32 KB */
+  int64_t split_min_bytes;    /* channels first: x bytes from which the split path may replace a block
+                                 path that fits; 0 = SMs x 64 KB */
 } culayersGroupNormTuning_t;
 
 /* Forward: x [N, C, *spatial] (channels first) or [N, *spatial, C] (channels last) -> y of the same shape

@@ -409,6 +409,7 @@ struct ShapeCase {
 Tuning auto_split() {
   Tuning t = pinned();
   t.min_split_elements = 512;
+  t.split_min_bytes = 1; // the small-tensor rule off (the forward's SmallTensorTakesTheBlockPath)
   return t;
 }
 

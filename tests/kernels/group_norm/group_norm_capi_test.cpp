@@ -69,6 +69,8 @@ TEST(GroupNormCapi, EnumsAndDefaultsMatchCpp) {
   EXPECT_EQ(c.tuning.tile_rows, 0);
   EXPECT_EQ(c.tuning.tile_min_bytes, cpp.tuning.tile_min_bytes);
   EXPECT_EQ(c.tuning.tile_min_bytes, 0);
+  EXPECT_EQ(c.tuning.split_min_bytes, cpp.tuning.split_min_bytes);
+  EXPECT_EQ(c.tuning.split_min_bytes, 0);
 
   culayersGroupNormBackwardArgs_t b;
   std::memset(&b, 0x5a, sizeof(b));
@@ -81,6 +83,7 @@ TEST(GroupNormCapi, EnumsAndDefaultsMatchCpp) {
   EXPECT_EQ(b.tuning.target_blocks, 0);
   EXPECT_EQ(b.tuning.tile_rows, 0);
   EXPECT_EQ(b.tuning.tile_min_bytes, 0);
+  EXPECT_EQ(b.tuning.split_min_bytes, 0);
   culayersGroupNormArgsInit(nullptr); // ignored
   culayersGroupNormBackwardArgsInit(nullptr);
 }
@@ -395,6 +398,32 @@ TEST(GroupNormCapi, TilePathSameBitsAsCpp) {
 }
 
 // Bad arguments: the C status is the C++ one (and the expected one), and the outputs keep their sentinel.
+// split_min_bytes reaches the C++ API: channels first, one group of 4 x 1000 floats (16 000 bytes) that the
+// in-flight rule alone splits (min_split_elements 512); the default small-tensor threshold takes the block
+// path, 1 byte turns the rule off.
+TEST(GroupNormCapi, SplitMinBytesReachesCpp) {
+  DeviceBuffer<float> x(4 * 1000);
+  culayersGroupNormArgs_t c;
+  culayersGroupNormArgsInit(&c);
+  c.dtype = CULAYERS_DTYPE_FLOAT32;
+  c.layout = CULAYERS_LAYOUT_CHANNELS_FIRST;
+  c.x = x.get();
+  c.y = x.get();
+  c.batch = 1;
+  c.channels = 4;
+  c.spatial = 1000;
+  c.groups = 1;
+  c.tuning.target_blocks = 64;
+  c.tuning.min_split_elements = 512;
+  EXPECT_EQ(culayersGroupNormSelectedPath(&c), CULAYERS_GROUP_NORM_PATH_BLOCK)
+      << culayersGetLastErrorMessage();
+  c.tuning.split_min_bytes = 1;
+  EXPECT_EQ(culayersGroupNormSelectedPath(&c), CULAYERS_GROUP_NORM_PATH_SPLIT)
+      << culayersGetLastErrorMessage();
+  c.tuning.split_min_bytes = -1;
+  EXPECT_EQ(culayersGroupNormCanImplement(&c), CULAYERS_STATUS_INVALID_VALUE);
+}
+
 TEST(GroupNormCapi, InvalidArgumentsWriteNothing) {
   auto rng = rng_for_test();
   const Problem p(rng);

@@ -147,6 +147,7 @@ std::vector<Case<Args>> common_cases() {
       {"tuning splits -1", [](Args& a) { a.tuning.splits = -1; }},
       {"tuning tile_rows -1", [](Args& a) { a.tuning.tile_rows = -1; }},
       {"tuning tile_min_bytes -1", [](Args& a) { a.tuning.tile_min_bytes = -1; }},
+      {"tuning split_min_bytes -1", [](Args& a) { a.tuning.split_min_bytes = -1; }},
       {"tile path with channels first",
        [](Args& a) {
          a.layout = Layout::kChannelsFirst;

@@ -325,6 +325,7 @@ struct ShapeCase {
 Tuning auto_split() {
   Tuning t = pinned();
   t.min_split_elements = 512; // E = 4000 >= 2 x 512 and N x G = 3: split in about 7 chunks
+  t.split_min_bytes = 1;      // the small-tensor rule off (SmallTensorTakesTheBlockPath tests it)
   return t;
 }
 
@@ -653,6 +654,76 @@ TEST(GroupNormForward, TilePathAutomaticBoundaries) {
     EXPECT_EQ(got == Path::kTile, k.tile) << k.what << ": selected " << gnk::path_name(got);
     EXPECT_EQ(gnk::workspace_size(a) > 0, got == Path::kTile || got == Path::kSplit) << k.what;
   }
+}
+
+// The small-tensor rule (Tuning::split_min_bytes, default 4 SMs x 64 KB = 256 KB on the emulator): channels
+// first, a tensor below it takes the block path wherever the in-flight rule would split a group that fits.
+// selected_path only, forward and backward, float32, N = 1, C = 4, G = 1, spatial 1000 (x = 16 000 bytes,
+// E = 4000 >= 2 x 512, so with min_split_elements 512 the in-flight rule alone splits its one group); then
+// a run of the default choice against the reference in every dtype (N = 3; MatrixAgainstReference has
+// that shape with the rule off: the split path).
+TEST(GroupNormForward, SmallTensorTakesTheBlockPath) {
+  struct Case {
+    const char* what;
+    Layout layout;
+    std::int64_t split_min_bytes;
+    Path expect;
+  };
+  const Case cases[] = {
+      {"default (256 KB)", Layout::kChannelsFirst, 0, Path::kBlock},
+      {"split_min_bytes 1 byte more than x", Layout::kChannelsFirst, 16001, Path::kBlock},
+      {"split_min_bytes = x bytes", Layout::kChannelsFirst, 16000, Path::kSplit},
+      {"split_min_bytes 1 (rule off)", Layout::kChannelsFirst, 1, Path::kSplit},
+      {"channels last: not applied", Layout::kChannelsLast, 0, Path::kSplit},
+  };
+  DeviceBuffer<float> buf(4 * 1000);
+  DeviceBuffer<float> dy(4 * 1000);
+  DeviceBuffer<float> dx(4 * 1000);
+  DeviceBuffer<float> stats(2);
+  for (const Case& k : cases) {
+    gnk::GroupNormArgs a;
+    a.layout = k.layout;
+    a.x = buf.get();
+    a.y = buf.get();
+    a.batch = 1;
+    a.channels = 4;
+    a.groups = 1;
+    a.spatial = 1000;
+    a.tuning = pinned();
+    a.tuning.min_split_elements = 512;
+    a.tuning.split_min_bytes = k.split_min_bytes;
+    EXPECT_EQ(gnk::selected_path(a), k.expect) << k.what << ": " << culayers::last_error_message();
+    gnk::GroupNormBackwardArgs b;
+    b.layout = a.layout;
+    b.x = buf.get();
+    b.dy = dy.get();
+    b.dx = dx.get();
+    b.mean = stats.get();
+    b.rstd = stats.get() + 1;
+    b.batch = 1;
+    b.channels = 4;
+    b.groups = 1;
+    b.spatial = 1000;
+    b.tuning = a.tuning;
+    EXPECT_EQ(gnk::selected_path(b), k.expect) << k.what << " (backward): " << culayers::last_error_message();
+  }
+}
+
+TYPED_TEST(GroupNormForwardTyped, SmallTensorBlockPathMatchesReference) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  Config c;
+  c.layout = Layout::kChannelsFirst;
+  c.batch = 3;
+  c.channels = 4;
+  c.groups = 1;
+  c.spatial = 1000;
+  c.act = Activation::kSiLU;
+  c.affine = Affine::kBoth;
+  c.tuning = pinned();
+  c.tuning.min_split_elements = 512;
+  c.expect = Path::kBlock;
+  EXPECT_EQ(run_and_check<T>(c, rng), 0);
 }
 
 // Masked rows at chosen places of the tiles (spatial 23, 5 rows per tile: tiles [0, 5), ..., [20, 23)):
