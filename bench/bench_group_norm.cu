@@ -20,6 +20,10 @@
 //   - "ours_no_tile" (channels-last configurations): ours with Tuning::tile_min_bytes above any tensor, so
 //     the automatic choice never takes the tile path: the per-group warp, block or split plan the tile path
 //     replaced, measured in the same run.
+//   - "ours_no_small" (channels-first configurations of at most kNoSmallMaxBytes of x): ours with
+//     Tuning::split_min_bytes = 1, i.e. the block-or-split choice by the in-flight rule alone (the plan
+//     before the small-tensor rule); the label names the path, so where both pick the same plan the two
+//     rows time the same kernels.
 //   - "copy_same_bytes": cudaMemcpyAsync device to device moving the same number of bytes (one case per
 //     shape, element size and direction; the harness's pct_of_copy counter compares every case with a copy
 //     of exactly its bytes as well).
@@ -483,7 +487,8 @@ struct Config {
   Layout layout = Layout::kChannelsFirst;
   gn::Activation act = gn::Activation::kNone;
   bool backward = false;
-  bool no_tile = false; // "ours_no_tile": the tile path never chosen (the per-group plans it replaced)
+  bool no_tile = false;  // "ours_no_tile": the tile path never chosen (the per-group plans it replaced)
+  bool no_small = false; // "ours_no_small": the small-tensor block rule off (split_min_bytes = 1)
 
   std::int64_t numel() const { return n * c * hw; }
   std::int64_t cpg() const { return c / g; }
@@ -1129,6 +1134,9 @@ class Ours final : public Variant {
     if (cfg_.no_tile) {
       fwd_.tuning.tile_min_bytes = std::numeric_limits<std::int64_t>::max();
     }
+    if (cfg_.no_small) {
+      fwd_.tuning.split_min_bytes = 1;
+    }
     if (Status st = gn::can_implement(fwd_); st != Status::kSuccess) {
       return status_text(st, "group_norm forward can_implement");
     }
@@ -1719,6 +1727,12 @@ void BM_ours_no_tile(benchmark::State& st, Config cfg) {
   run_variant(st, config_name(cfg, "ours_no_tile"), model_bytes(cfg), *v);
 }
 
+void BM_ours_no_small(benchmark::State& st, Config cfg) {
+  cfg.no_small = true;
+  std::unique_ptr<Variant> v = make_typed<Ours>(cfg);
+  run_variant(st, config_name(cfg, "ours_no_small"), model_bytes(cfg), *v);
+}
+
 void BM_naive(benchmark::State& st, Config cfg) {
   std::unique_ptr<Variant> v = make_typed<Naive>(cfg);
   run_variant(st, config_name(cfg, "naive"), model_bytes(cfg), *v);
@@ -1816,6 +1830,10 @@ std::vector<Config> all_configs() {
   return out;
 }
 
+// ours_no_small only where the small-tensor rule can matter: the default threshold is 64 KB per SM (8.4 MB
+// on an H100, 8.6 on an H200), so 16 MB covers every card this is run on.
+constexpr std::int64_t kNoSmallMaxBytes = 16 << 20;
+
 bool register_all() {
   // One copy case per (shape, element size, direction), moving the bytes of the first configuration with
   // that key (the backward's byte count differs by C * 4 with and without an activation; the harness's
@@ -1831,6 +1849,9 @@ bool register_all() {
     if (cfg.channels_last()) {
       // What the tile path replaced (the per-group block, split or warp plan), in the same run.
       reg(config_name(cfg, "ours_no_tile"), BM_ours_no_tile, cfg);
+    } else if (cfg.numel() * static_cast<std::int64_t>(dtype_size(cfg.dtype)) <= kNoSmallMaxBytes) {
+      // The plan before the small-tensor rule (split_min_bytes), in the same run.
+      reg(config_name(cfg, "ours_no_small"), BM_ours_no_small, cfg);
     }
     reg(config_name(cfg, "naive"), BM_naive, cfg);
     reg(config_name(cfg, "cudnn"), BM_cudnn, cfg);
