@@ -1830,8 +1830,8 @@ std::vector<Config> all_configs() {
   return out;
 }
 
-// ours_no_small only where the small-tensor rule can matter: the default threshold is 64 KB per SM (8.4 MB
-// on an H100, 8.6 on an H200), so 16 MB covers every card this is run on.
+// ours_no_small only where the small-tensor rule can matter: the default threshold is 64 KB per SM (8.7 MB
+// on an H100 or H200, 132 SMs), so 16 MB covers the cards this is run on.
 constexpr std::int64_t kNoSmallMaxBytes = 16 << 20;
 
 bool register_all() {

@@ -78,8 +78,8 @@ const char* path_name(Path path) noexcept;
 ///  4. Otherwise the row's column vectors are cut into balanced column blocks of tx <= 32 vectors, and a
 ///     block covers ty = min(ceil(R / `min_rows_per_thread`), 512 / tx, R) steps of R at a time (capped
 ///     by the 48 KB of shared memory holding one partial per thread). When outer x column blocks needs
-///     more than one wave of resident blocks, ty drops (down to half) if that needs fewer waves at no
-///     more cost (cost = waves / ty).
+///     more than one wave of resident blocks, ty drops (down to half) if that needs fewer waves at a
+///     lower cost (cost = waves / ty; ties keep the larger ty).
 ///     If outer x column blocks x block threads falls short of the target, R is split into
 ///     S = floor(target / (outer x column blocks x block threads)) chunks (one wave), each giving a thread
 ///     at least `min_rows_per_thread` (default 8) steps: the split path. S = 1 is the wide path.

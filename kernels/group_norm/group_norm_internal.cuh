@@ -98,7 +98,7 @@ constexpr int kTileBackwardRegs = 128;
 constexpr std::int64_t kMaxTiles = 65536;
 constexpr std::int64_t kTileSliverBytes = 128;
 constexpr std::int64_t kTileMinBytesPerSm = 32 * 1024;
-//  - kSplitMinBytesPerSm = 64 KB: channels first, a tensor below this much per SM (8.4 MB on an H100)
+//  - kSplitMinBytesPerSm = 64 KB: channels first, a tensor below this much per SM (8.7 MB on an H100)
 //    takes the block path whenever its groups fit, even when the in-flight model prefers the split path:
 //    that small, the op never reaches steady streaming and the split path's second launch and second
 //    read cost more than the SMs a one-kernel block plan leaves idle. Measured on an H100 (run 2, bf16

@@ -399,7 +399,8 @@ CULAYERS_GLOBAL void __launch_bounds__(kCombineThreads) combine_kernel(const For
 /// lane's vector then holds N consecutive steps of the one column). Groups merge with a butterfly of
 /// shfl_down (lower group first) and group 0 writes the outputs.
 // The minimum of 1 block per SM lifts ptxas's default register target, under which the moments variants
-// spilled a few bytes; they use at most 96 registers.
+// spilled a few bytes; they use at most 80 registers (fp16 moments, N = 8, sm_90; 60 on sm_80 / sm_86), so
+// 3 blocks of 256 share an SM (the 3/4 of kNarrowResidentNum / kNarrowResidentDen).
 template <class T, AccKind K, int N>
 CULAYERS_GLOBAL void __launch_bounds__(kNarrowThreads, 1) narrow_kernel(const ForwardParams p) {
   using Tr = AccTraits<K>;

@@ -91,19 +91,21 @@ constexpr std::int64_t kCountChunk = static_cast<std::int64_t>(kBackwardThreads)
 //  - ty (R lanes per wide block) = as many as the block allows (kWideMaxThreads / tx) while every lane
 //    keeps at least min_rows_per_thread steps: more lanes per block, fewer blocks along R.
 //  - Wave balance: when the wide path's blocks (outer x column blocks) need more than one wave of
-//    resident slots, ty may drop (down to half) if that needs fewer waves at no more cost, the cost taken
+//    resident slots, ty may drop (down to half) if that needs fewer waves at a lower cost, the cost taken
 //    as waves / ty (a block's time ~ its steps per lane). B128 T512 F768 bf16 (the sentence-embedding
-//    shape) had 384 blocks of 32 x 16 for 264 slots on an H100: a second wave 45 % full, in which 120
-//    blocks keep a third of the first wave's bytes in flight (run 2: 86 % of copy with ragged lengths,
-//    82 % with a mask). 32 x 10 = 320 threads fit 3 blocks per SM: 396 slots, one wave. The group-norm
-//    block path's same rule measured 31.6 -> 25.9 us on the bf16 training shape.
+//    shape) had 384 blocks of 32 x 16 for 264 slots on an H100: a second wave of 120 blocks, 45 % of the
+//    first wave's bytes in flight (run 2: 86 % of copy with ragged lengths, 82 % with a mask). 32 x 10 =
+//    320 threads fit 3 blocks per SM: 396 slots, one wave. Ties keep the larger ty (B128 T300 F1536 fp32
+//    moments: 6 waves of 32 x 16 cost the same as 3 of 32 x 8, and keeps 32 x 16). The group-norm block
+//    path's rule of a similar form (ties there take the smaller block) measured 31.6 -> 25.9 us on the
+//    bf16 training shape.
 //  - Single-column rows (inner = 1) also go narrow when the narrow plan keeps at least as many bytes in
 //    flight as the wide or split plan would (Little's law: at equal latency, bandwidth follows the bytes
 //    in flight). A narrow lane loads N consecutive steps (16 bytes) where a wide thread loads one element
 //    of its single column, so the narrow kernel wins as soon as it has enough rows: the BatchNormalization
 //    layer's channels-first statistics (rows = N x C planes of H x W, e.g. 8192 rows of 3136 for
 //    N32 C256 56x56) ran the wide kernel with 2-byte loads at 30 % of an H100's DRAM bandwidth (8192 x 32
-//    = 262 144 lanes missed the all-threads rule's 270 336). kNarrowResidentFraction: the narrow
+//    = 262 144 lanes missed the all-threads rule's 270 336). kNarrowResidentNum / Den: the narrow
 //    kernels' registers (ptxas sm_90: at most 80, f16 moments with N = 8) keep 3 blocks of 256 per SM,
 //    3/4 of the wide kernel's 1024 threads.
 constexpr std::int64_t kNarrowResidentNum = 3;

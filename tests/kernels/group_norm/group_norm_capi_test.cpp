@@ -397,7 +397,6 @@ TEST(GroupNormCapi, TilePathSameBitsAsCpp) {
   EXPECT_EQ(culayersGroupNormBackwardCanImplement(&bad_b), CULAYERS_STATUS_INVALID_VALUE);
 }
 
-// Bad arguments: the C status is the C++ one (and the expected one), and the outputs keep their sentinel.
 // split_min_bytes reaches the C++ API: channels first, one group of 4 x 1000 floats (16 000 bytes) that the
 // in-flight rule alone splits (min_split_elements 512); the default small-tensor threshold takes the block
 // path, 1 byte turns the rule off.
@@ -424,6 +423,7 @@ TEST(GroupNormCapi, SplitMinBytesReachesCpp) {
   EXPECT_EQ(culayersGroupNormCanImplement(&c), CULAYERS_STATUS_INVALID_VALUE);
 }
 
+// Bad arguments: the C status is the C++ one (and the expected one), and the outputs keep their sentinel.
 TEST(GroupNormCapi, InvalidArgumentsWriteNothing) {
   auto rng = rng_for_test();
   const Problem p(rng);
