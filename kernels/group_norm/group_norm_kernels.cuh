@@ -156,8 +156,9 @@ CULAYERS_DEVICE Scratch<N> make_scratch(unsigned char* p, int team_size) {
 
 /// Visits this thread's vectors of a unit: for each batch of the channel axis (the same number of batches
 /// in every thread of the team, so `end` may hold barriers or shuffles), begin(outer, active), then
-/// use(r, cv, v) for each inner position with v = load(r, cv) (kUnroll loads issued before any use), then
-/// end(outer, active). Channel axis: column vectors (channels last) or rows (channels first).
+/// use(r, cv, v) for each inner position with v = load(r, cv) (kUnroll loads issued before any use; the
+/// last fewer than kUnroll also all loaded before their uses), then end(outer, active). Channel axis: column
+/// vectors (channels last) or rows (channels first).
 template <bool kCL, class Begin, class Load, class Use, class End>
 CULAYERS_DEVICE void visit(const Geometry& geo, const Unit& un, int tid, Begin&& begin, Load&& load,
                            Use&& use, End&& end) {
@@ -183,8 +184,19 @@ CULAYERS_DEVICE void visit(const Geometry& geo, const Unit& un, int tid, Begin&&
             use(r + k * step, cv, v[k]);
           }
         }
-        for (; r < un.r1; r += step) {
-          use(r, cv, load(r, cv));
+        // The last (fewer than kUnroll) vectors: loads issued together, then used in order.
+        decltype(load(r, cv)) t[kUnroll - 1] = {};
+        CULAYERS_PRAGMA_UNROLL
+        for (int k = 0; k < kUnroll - 1; ++k) {
+          if (r + k * step < un.r1) {
+            t[k] = load(r + k * step, cv);
+          }
+        }
+        CULAYERS_PRAGMA_UNROLL
+        for (int k = 0; k < kUnroll - 1; ++k) {
+          if (r + k * step < un.r1) {
+            use(r + k * step, cv, t[k]);
+          }
         }
       }
       end(cv, active);
@@ -209,8 +221,20 @@ CULAYERS_DEVICE void visit(const Geometry& geo, const Unit& un, int tid, Begin&&
             use(r, cv + k * step, v[k]);
           }
         }
-        for (; cv < un.v1; cv += step) {
-          use(r, cv, load(r, cv));
+        // The last (fewer than kUnroll) vectors: loads issued together, then used in order (a forward
+        // team with tx = 256 lanes over 512 column vectors has 2 per row, which went one round trip each).
+        decltype(load(r, cv)) t[kUnroll - 1] = {};
+        CULAYERS_PRAGMA_UNROLL
+        for (int k = 0; k < kUnroll - 1; ++k) {
+          if (cv + k * step < un.v1) {
+            t[k] = load(r, cv + k * step);
+          }
+        }
+        CULAYERS_PRAGMA_UNROLL
+        for (int k = 0; k < kUnroll - 1; ++k) {
+          if (cv + k * step < un.v1) {
+            use(r, cv + k * step, t[k]);
+          }
         }
       }
       end(r, active);

@@ -60,7 +60,7 @@ CULAYERS_DEVICE TileUnit make_tile_unit(const Geometry& geo, std::int64_t u) {
 }
 
 /// Visits this thread's rows of the tile (r = rows relative to the tile's first row), kUnroll loads in
-/// flight before any use.
+/// flight before any use (the last fewer than kUnroll rows: all their loads, then the uses).
 template <class Load, class Use>
 CULAYERS_DEVICE void visit_tile_rows(const Geometry& geo, const TileUnit& un, int iy, Load&& load,
                                      Use&& use) {
@@ -78,8 +78,19 @@ CULAYERS_DEVICE void visit_tile_rows(const Geometry& geo, const TileUnit& un, in
       use(r + k * step, v[k]);
     }
   }
-  for (; r < rows; r += step) {
-    use(r, load(r));
+  // The last (fewer than kUnroll) rows: loads issued together, then used in order.
+  decltype(load(r)) t[kUnroll - 1] = {};
+  CULAYERS_PRAGMA_UNROLL
+  for (int k = 0; k < kUnroll - 1; ++k) {
+    if (r + k * step < rows) {
+      t[k] = load(r + k * step);
+    }
+  }
+  CULAYERS_PRAGMA_UNROLL
+  for (int k = 0; k < kUnroll - 1; ++k) {
+    if (r + k * step < rows) {
+      use(r + k * step, t[k]);
+    }
   }
 }
 
