@@ -10,6 +10,43 @@ CULAYERS_NAMESPACE_BEGIN
 namespace kernels {
 namespace group_norm {
 
+// ---- the element walk -------------------------------------------------------------------------------------
+
+/// Visits positions pos, pos + step, ... below end: v = load(q) for kUnroll positions issued before any
+/// use(q, v), then the last fewer than kUnroll positions likewise (all their loads, then their uses), uses
+/// in increasing q. Every path's walk over a thread's vectors (visit in group_norm_kernels.cuh,
+/// visit_tile_rows in group_norm_tile_kernels.cuh).
+template <class Load, class Use>
+CULAYERS_DEVICE void walk_strided(std::int64_t pos, std::int64_t end, std::int64_t step, Load&& load,
+                                  Use&& use) {
+  for (; pos + (kUnroll - 1) * step < end; pos += kUnroll * step) {
+    decltype(load(pos)) v[kUnroll];
+    CULAYERS_PRAGMA_UNROLL
+    for (int k = 0; k < kUnroll; ++k) {
+      v[k] = load(pos + k * step);
+    }
+    CULAYERS_PRAGMA_UNROLL
+    for (int k = 0; k < kUnroll; ++k) {
+      use(pos + k * step, v[k]);
+    }
+  }
+  // The last (fewer than kUnroll) positions: a walk of 2 or 3 (e.g. a forward team with tx = 256 lanes
+  // over 512 column vectors) otherwise made one dependent round trip per vector.
+  decltype(load(pos)) t[kUnroll - 1] = {};
+  CULAYERS_PRAGMA_UNROLL
+  for (int k = 0; k < kUnroll - 1; ++k) {
+    if (pos + k * step < end) {
+      t[k] = load(pos + k * step);
+    }
+  }
+  CULAYERS_PRAGMA_UNROLL
+  for (int k = 0; k < kUnroll - 1; ++k) {
+    if (pos + k * step < end) {
+      use(pos + k * step, t[k]);
+    }
+  }
+}
+
 // ---- scalar helpers --------------------------------------------------------------------------------------
 
 CULAYERS_DEVICE float activate(float v, int act) {

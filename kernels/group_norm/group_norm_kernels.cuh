@@ -156,8 +156,8 @@ CULAYERS_DEVICE Scratch<N> make_scratch(unsigned char* p, int team_size) {
 
 /// Visits this thread's vectors of a unit: for each batch of the channel axis (the same number of batches
 /// in every thread of the team, so `end` may hold barriers or shuffles), begin(outer, active), then
-/// use(r, cv, v) for each inner position with v = load(r, cv) (kUnroll loads issued before any use; the
-/// last fewer than kUnroll also all loaded before their uses), then end(outer, active). Channel axis: column
+/// use(r, cv, v) for each inner position with v = load(r, cv) (walk_strided: loads issued in groups of
+/// kUnroll before their uses), then end(outer, active). Channel axis: column
 /// vectors (channels last) or rows (channels first).
 template <bool kCL, class Begin, class Load, class Use, class End>
 CULAYERS_DEVICE void visit(const Geometry& geo, const Unit& un, int tid, Begin&& begin, Load&& load,
@@ -171,33 +171,9 @@ CULAYERS_DEVICE void visit(const Geometry& geo, const Unit& un, int tid, Begin&&
       const bool active = cv < un.v1;
       begin(cv, active);
       if (active) {
-        const std::int64_t step = geo.ty;
-        std::int64_t r = un.r0 + iy;
-        for (; r + (kUnroll - 1) * step < un.r1; r += kUnroll * step) {
-          decltype(load(r, cv)) v[kUnroll];
-          CULAYERS_PRAGMA_UNROLL
-          for (int k = 0; k < kUnroll; ++k) {
-            v[k] = load(r + k * step, cv);
-          }
-          CULAYERS_PRAGMA_UNROLL
-          for (int k = 0; k < kUnroll; ++k) {
-            use(r + k * step, cv, v[k]);
-          }
-        }
-        // The last (fewer than kUnroll) vectors: loads issued together, then used in order.
-        decltype(load(r, cv)) t[kUnroll - 1] = {};
-        CULAYERS_PRAGMA_UNROLL
-        for (int k = 0; k < kUnroll - 1; ++k) {
-          if (r + k * step < un.r1) {
-            t[k] = load(r + k * step, cv);
-          }
-        }
-        CULAYERS_PRAGMA_UNROLL
-        for (int k = 0; k < kUnroll - 1; ++k) {
-          if (r + k * step < un.r1) {
-            use(r + k * step, cv, t[k]);
-          }
-        }
+        walk_strided(
+            un.r0 + iy, un.r1, geo.ty, [&](std::int64_t r) { return load(r, cv); },
+            [&](std::int64_t r, const auto& v) { use(r, cv, v); });
       }
       end(cv, active);
     }
@@ -208,34 +184,9 @@ CULAYERS_DEVICE void visit(const Geometry& geo, const Unit& un, int tid, Begin&&
       const bool active = r < un.r1;
       begin(r, active);
       if (active) {
-        const std::int64_t step = geo.tx;
-        std::int64_t cv = un.v0 + ix;
-        for (; cv + (kUnroll - 1) * step < un.v1; cv += kUnroll * step) {
-          decltype(load(r, cv)) v[kUnroll];
-          CULAYERS_PRAGMA_UNROLL
-          for (int k = 0; k < kUnroll; ++k) {
-            v[k] = load(r, cv + k * step);
-          }
-          CULAYERS_PRAGMA_UNROLL
-          for (int k = 0; k < kUnroll; ++k) {
-            use(r, cv + k * step, v[k]);
-          }
-        }
-        // The last (fewer than kUnroll) vectors: loads issued together, then used in order (a forward
-        // team with tx = 256 lanes over 512 column vectors has 2 per row, which went one round trip each).
-        decltype(load(r, cv)) t[kUnroll - 1] = {};
-        CULAYERS_PRAGMA_UNROLL
-        for (int k = 0; k < kUnroll - 1; ++k) {
-          if (cv + k * step < un.v1) {
-            t[k] = load(r, cv + k * step);
-          }
-        }
-        CULAYERS_PRAGMA_UNROLL
-        for (int k = 0; k < kUnroll - 1; ++k) {
-          if (cv + k * step < un.v1) {
-            use(r, cv + k * step, t[k]);
-          }
-        }
+        walk_strided(
+            un.v0 + ix, un.v1, geo.tx, [&](std::int64_t cv) { return load(r, cv); },
+            [&](std::int64_t cv, const auto& v) { use(r, cv, v); });
       }
       end(r, active);
     }

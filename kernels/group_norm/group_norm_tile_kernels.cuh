@@ -59,39 +59,11 @@ CULAYERS_DEVICE TileUnit make_tile_unit(const Geometry& geo, std::int64_t u) {
   return un;
 }
 
-/// Visits this thread's rows of the tile (r = rows relative to the tile's first row), kUnroll loads in
-/// flight before any use (the last fewer than kUnroll rows: all their loads, then the uses).
+/// Visits this thread's rows of the tile (r = rows relative to the tile's first row; walk_strided).
 template <class Load, class Use>
 CULAYERS_DEVICE void visit_tile_rows(const Geometry& geo, const TileUnit& un, int iy, Load&& load,
                                      Use&& use) {
-  const std::int64_t rows = un.r1 - un.r0;
-  const std::int64_t step = geo.ty;
-  std::int64_t r = iy;
-  for (; r + (kUnroll - 1) * step < rows; r += kUnroll * step) {
-    decltype(load(r)) v[kUnroll];
-    CULAYERS_PRAGMA_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
-      v[k] = load(r + k * step);
-    }
-    CULAYERS_PRAGMA_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
-      use(r + k * step, v[k]);
-    }
-  }
-  // The last (fewer than kUnroll) rows: loads issued together, then used in order.
-  decltype(load(r)) t[kUnroll - 1] = {};
-  CULAYERS_PRAGMA_UNROLL
-  for (int k = 0; k < kUnroll - 1; ++k) {
-    if (r + k * step < rows) {
-      t[k] = load(r + k * step);
-    }
-  }
-  CULAYERS_PRAGMA_UNROLL
-  for (int k = 0; k < kUnroll - 1; ++k) {
-    if (r + k * step < rows) {
-      use(r + k * step, t[k]);
-    }
-  }
+  walk_strided(iy, un.r1 - un.r0, geo.ty, load, use);
 }
 
 /// Sums `kCount` floats per thread over the block's k thread rows in a fixed tree (row i takes row i + s
