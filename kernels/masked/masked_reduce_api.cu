@@ -241,10 +241,11 @@ ForwardPlan plan_forward(const MaskedReduceArgs& a) {
   const std::int64_t max_threads = std::min<std::int64_t>(km::kWideMaxThreads, smem_threads);
   const std::int64_t max_ty = std::max<std::int64_t>(1, max_threads / tx);
   // Blocks of `threads` resident on the whole GPU (see `target` in masked_reduce_internal.cuh).
+  // Threads the wide kernel keeps resident per SM (its 64-register bound).
+  const std::int64_t wide_sm_threads =
+      std::min<std::int64_t>(dev.threads_per_sm, km::kWideResidentWarps * km::kWarpSize);
   const auto resident_for = [&](std::int64_t threads) {
-    const std::int64_t per_sm = std::max<std::int64_t>(
-        threads, std::min<std::int64_t>(dev.threads_per_sm, km::kWideResidentWarps * km::kWarpSize) /
-                     threads * threads);
+    const std::int64_t per_sm = std::max<std::int64_t>(threads, wide_sm_threads / threads * threads);
     const std::int64_t target = t.target_threads > 0 ? t.target_threads : dev.sm_count * per_sm;
     return std::max<std::int64_t>(1, target / threads);
   };
@@ -292,11 +293,8 @@ ForwardPlan plan_forward(const MaskedReduceArgs& a) {
     const std::int64_t wide_threads =
         std::min(a.outer * col_blocks * splits, resident_blocks) * block_threads;
     const std::int64_t narrow_capacity =
-        (t.target_threads > 0
-             ? t.target_threads
-             : dev.sm_count *
-                   std::min<std::int64_t>(dev.threads_per_sm, km::kWideResidentWarps * km::kWarpSize)) *
-        km::kNarrowResidentNum / km::kNarrowResidentDen;
+        (t.target_threads > 0 ? t.target_threads : dev.sm_count * wide_sm_threads) * km::kNarrowResidentNum /
+        km::kNarrowResidentDen;
     const std::int64_t narrow_threads = std::min(a.outer * km::kWarpSize, narrow_capacity);
     if (narrow_threads * narrow_vec >= wide_threads * vec) {
       return narrow_plan();
