@@ -52,25 +52,30 @@ CULAYERS_DEVICE void push_step(typename AccTraits<K>::State (&acc)[N], const Vec
   }
 }
 
-/// Loads in flight per thread of the wide kernel: kUnroll, except for 16-bit max/min/moments with 8
-/// columns per thread, whose 16 accumulator registers (value + index, or mean + m2, per column) leave no
-/// room for 4 x 4 registers of loads under the 64-register bound (ptxas spilled 8-28 bytes); 3 loads of
-/// 16 B at 1024 resident threads are still 48 KB in flight per SM, 2.7x the ~18 KB Little's law asks for.
+/// Loads in flight per thread of the wide kernel: kUnroll, except for 16-bit moments with 8 columns per
+/// thread, whose 16 accumulator registers (mean + m2 per column) leave no room for 4 x 4 registers of
+/// loads under the 64-register bound (ptxas spilled 12-52 bytes in bf16); 3 loads of 16 B at 1024
+/// resident threads are still 48 KB in flight per SM, 2.7x the ~18 KB Little's law asks for. 16-bit
+/// max/min hold 16 too (value + index) but their two-compare update (ExtremumTraits::push) leaves room
+/// for 4 loads: 64 registers in bf16 on sm_90, no spill on sm_80-90 (they ran 3 before that update).
 template <class T, AccKind K, int N>
 constexpr int wide_unroll() {
-  return (K != AccKind::kSum && N == 8 && sizeof(T) == 2) ? kUnroll - 1 : kUnroll;
+  return (K == AccKind::kMoments && N == 8 && sizeof(T) == 2) ? kUnroll - 1 : kUnroll;
 }
 
 /// Accumulates steps r = first, first + stride, ... < end of the N columns at `xcol` (x + row base +
 /// column) into acc; `flags` (a mask tile, indexed by r - flag_base) gates each step when kMasked.
 /// wide_unroll() loads are issued before any is consumed. Moments leave acc[j].count alone (see push_step).
+/// Max/min with kMasked record the thread's first valid step in first_valid (for finish); without a
+/// mask it is the walk's first step, which the caller knows.
 /// Steps are 32-bit unsigned (r < R < 2^31 and r + kUnroll x stride < 2^32 never wraps) and the row pointer
 /// advances by a precomputed stride: fewer 64-bit registers in the unrolled loop.
 template <class T, AccKind K, int N, bool kMasked>
 CULAYERS_DEVICE void accumulate_steps(const T* xcol, std::int64_t inner, std::uint32_t first,
                                       std::uint32_t end, std::uint32_t stride, const std::uint8_t* flags,
                                       std::uint32_t flag_base, typename AccTraits<K>::State (&acc)[N],
-                                      std::int32_t& cnt) {
+                                      std::int32_t& cnt, std::uint32_t& first_valid) {
+  constexpr bool kTrackFirst = kMasked && (K == AccKind::kMax || K == AccKind::kMin);
   const std::int64_t step = static_cast<std::int64_t>(stride) * inner;
   const T* ptr = xcol + static_cast<std::int64_t>(first) * inner;
   constexpr int kU = wide_unroll<T, K, N>();
@@ -94,6 +99,9 @@ CULAYERS_DEVICE void accumulate_steps(const T* xcol, std::int64_t inner, std::ui
     for (int u = 0; u < kU; ++u) {
       if (f[u]) {
         ++cnt;
+        if constexpr (kTrackFirst) {
+          first_valid = cnt == 1 ? r + u * stride : first_valid;
+        }
         push_step<T, K, N>(acc, v[u], r + u * stride, cnt);
       }
     }
@@ -102,6 +110,9 @@ CULAYERS_DEVICE void accumulate_steps(const T* xcol, std::int64_t inner, std::ui
     if (!kMasked || flags[r - flag_base] != 0) {
       const Vec<T, N> v = load_vec<N, CacheHint::kStreaming>(ptr);
       ++cnt;
+      if constexpr (kTrackFirst) {
+        first_valid = cnt == 1 ? r : first_valid;
+      }
       push_step<T, K, N>(acc, v, r, cnt);
     }
   }
@@ -173,6 +184,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kWideMaxThreads, kWideMinBlocks) wide_ker
       acc[j] = Tr::empty();
     }
     std::int32_t cnt = 0;
+    std::uint32_t first_valid = r_begin + static_cast<std::uint32_t>(cy); // max/min: see finish
     const T* xcol = x + o * p.reduce * p.inner + col;
     if (p.validity == kValidMask) {
       const std::uint8_t* mask_row = p.mask + o * p.reduce;
@@ -213,7 +225,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kWideMaxThreads, kWideMinBlocks) wide_ker
         }
         if (active) {
           accumulate_steps<T, K, N, true>(xcol, p.inner, t0 + cy, tile_end, static_cast<std::uint32_t>(p.ty),
-                                          flags + cur * kMaskTile, t0, acc, cnt);
+                                          flags + cur * kMaskTile, t0, acc, cnt, first_valid);
         }
         if (more) {
           stage(flags + (1 - cur) * kMaskTile); // last read before the previous barrier
@@ -223,7 +235,13 @@ CULAYERS_GLOBAL void __launch_bounds__(kWideMaxThreads, kWideMinBlocks) wide_ker
       }
     } else if (active) {
       accumulate_steps<T, K, N, false>(xcol, p.inner, r_begin + cy, r_end, static_cast<std::uint32_t>(p.ty),
-                                       nullptr, 0u, acc, cnt);
+                                       nullptr, 0u, acc, cnt, first_valid);
+    }
+    if constexpr (K == AccKind::kMax || K == AccKind::kMin) {
+      CULAYERS_PRAGMA_UNROLL
+      for (int j = 0; j < N; ++j) {
+        Tr::finish(acc[j], cnt, static_cast<std::int32_t>(first_valid));
+      }
     }
     if constexpr (K == AccKind::kMoments) {
       CULAYERS_PRAGMA_UNROLL
@@ -432,6 +450,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kNarrowThreads, 1) narrow_kernel(const Fo
     const std::uint8_t* mask_row = p.validity == kValidMask ? p.mask + o * p.reduce : nullptr;
     State acc = Tr::empty();
     std::int32_t cnt = 0;
+    std::int32_t first_valid = 0; // max/min: the lane's first valid step, see ExtremumTraits::finish
     // r_end is warp-uniform, so every lane runs the same iterations (the mask shuffle needs all lanes).
     for (std::int64_t r0 = 0; r0 < r_end; r0 += kUnroll * step_rows) {
       bool f[kUnroll][N];
@@ -481,10 +500,16 @@ CULAYERS_GLOBAL void __launch_bounds__(kNarrowThreads, 1) narrow_kernel(const Fo
         for (int j = 0; j < N; ++j) {
           if (f[u][j]) {
             ++cnt;
+            if constexpr (K == AccKind::kMax || K == AccKind::kMin) {
+              first_valid = cnt == 1 ? static_cast<std::int32_t>(rb + j) : first_valid;
+            }
             Tr::push(acc, to_float(v[u][j]), static_cast<std::int32_t>(rb + j));
           }
         }
       }
+    }
+    if constexpr (K == AccKind::kMax || K == AccKind::kMin) {
+      Tr::finish(acc, cnt, first_valid);
     }
     // Butterfly over groups: group g merges group g + half (same column, interleaved steps) as the left
     // operand; the order depends only on the layout, so the bits are reproducible.

@@ -8,6 +8,7 @@
 #include "kernels/masked/masked_reduce_internal.cuh"
 
 #include <cstdint>
+#include <limits>
 
 CULAYERS_NAMESPACE_BEGIN
 namespace kernels {
@@ -47,12 +48,24 @@ struct ExtremumTraits {
     const bool ordered = kIsMax ? a > b : a < b;
     return ordered | (a_nan & !b_nan);
   }
-  static CULAYERS_HD State empty() { return State{0.0f, -1}; }
-  // Pushes come in increasing r within a thread, so a tie keeps the element already held.
+  // A walk (a thread's steps in increasing r) starts from empty(): -inf for max (+inf for min) and no
+  // index; merges read only the index of an empty state. push takes the element when it compares
+  // greater (less) or unordered and the held value is a number, two compares and two selects per
+  // element: any NaN beats a number, nothing replaces a held NaN, equal values keep the earlier step,
+  // and the first element is taken unless it equals the start value. A walk whose valid elements all
+  // equal the start value ends with idx = -1 and a count above 0; finish then gives it its first valid
+  // step (the start value is already its extremum).
+  static CULAYERS_HD State empty() {
+    return State{kIsMax ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity(),
+                 -1};
+  }
   static CULAYERS_HD void push(State& a, float v, std::int32_t r) {
-    const bool take = (a.idx < 0) | beats(v, a.v);
+    const bool take = !(kIsMax ? v <= a.v : v >= a.v) & (a.v == a.v);
     a.v = take ? v : a.v;
     a.idx = take ? r : a.idx;
+  }
+  static CULAYERS_HD void finish(State& a, std::int32_t count, std::int32_t first_valid) {
+    a.idx = (count > 0 && a.idx < 0) ? first_valid : a.idx;
   }
   static CULAYERS_HD State merge(const State& a, const State& b) {
     if (b.idx < 0) {

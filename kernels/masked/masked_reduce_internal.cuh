@@ -41,7 +41,7 @@ using ::culayers::kernels::kWarpSize;
 //    supported architecture; it caps the wide block so the per-thread partial slots fit.
 //  - kUnroll = 4 independent loads in flight per thread: with the wide kernel's 1024 resident threads per
 //    SM that is 64 KB in flight per SM for 16-byte vectors, several times HBM3's bandwidth x latency per
-//    SM (3.35 TB/s x ~0.7 us / 132 SMs ~ 18 KB on H100 SXM). 16-bit max/min/moments with 8 columns per
+//    SM (3.35 TB/s x ~0.7 us / 132 SMs ~ 18 KB on H100 SXM). 16-bit moments with 8 columns per
 //    thread use one less (wide_unroll in forward_kernels.cuh: 64 registers).
 //  - kCountLoads = 16 one-byte mask loads in flight per thread of the backward's count kernel: a block
 //    counts kCountChunk = 4 KB of a row per item (4 KB x 8 blocks = 32 KB in flight per SM, the same

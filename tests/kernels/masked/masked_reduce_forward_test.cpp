@@ -510,6 +510,72 @@ TEST(MaskedReduceForward, NanInValidPositionPropagates) {
   }
 }
 
+// Infinities at valid steps. The wide and split paths' max/min walks start from -inf (max) / +inf (min)
+// with no index, so a lane whose valid elements all equal the start value must still report its first
+// valid step (with a mask: not the lane's first step), and a start-valued element must not hide a later
+// number, zero or NaN. Columns by col % 8: 0 all -inf; 1 all +inf; 2 -inf but one number; 3 +inf but one
+// number; 4 -inf with a NaN and a number; 5 +inf with a NaN; 6 +-0 among -inf and +inf; 7 plain numbers.
+// Every lane of R sees each pattern (ty > 1 on the wide path, several chunks on the split path).
+TYPED_TEST(MaskedReduceForwardTyped, InfinitiesAtValidSteps) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  const double inf = std::numeric_limits<double>::infinity();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const std::int64_t outer = 5;
+  const std::int64_t reduce = 97;
+  for (const std::int64_t inner : {std::int64_t{64}, std::int64_t{7}}) {
+    std::vector<T> x = tm::exact_values<T>(rng, static_cast<std::size_t>(outer * reduce * inner));
+    std::uniform_int_distribution<std::int64_t> step(0, reduce - 1);
+    std::uniform_int_distribution<int> coin(0, 1);
+    for (std::int64_t o = 0; o < outer; ++o) {
+      for (std::int64_t i = 0; i < inner; ++i) {
+        auto at = [&](std::int64_t r) -> T& {
+          return x[static_cast<std::size_t>((o * reduce + r) * inner + i)];
+        };
+        const int pattern = static_cast<int>(i % 8);
+        if (pattern == 7) {
+          continue;
+        }
+        for (std::int64_t r = 0; r < reduce; ++r) {
+          const bool neg = pattern == 0 || pattern == 2 || pattern == 4 || (pattern == 6 && coin(rng) == 0);
+          at(r) = Dtype<T>::from_double(neg ? -inf : inf);
+        }
+        if (pattern == 2 || pattern == 3) {
+          at(step(rng)) = Dtype<T>::from_double(static_cast<double>(step(rng)) / 8.0 - 6.0);
+        } else if (pattern == 4 || pattern == 5) {
+          at(step(rng)) = Dtype<T>::from_double(nan);
+          at(step(rng)) = Dtype<T>::from_double(1.5);
+        } else if (pattern == 6) {
+          for (int k = 0; k < 6; ++k) {
+            at(step(rng)) = Dtype<T>::from_double(coin(rng) == 0 ? -0.0 : 0.0);
+          }
+        }
+      }
+    }
+    const std::vector<mr::Tuning> tunings =
+        inner <= 32 ? std::vector<mr::Tuning>{forced(Path::kNarrow), forced(Path::kWide), with_splits(3)}
+                    : std::vector<mr::Tuning>{forced(Path::kWide), wide_min_rows(4), with_splits(3)};
+    for (const Validity kind : kValidities) {
+      const tm::ValidityData v = tm::make_validity(rng, kind, outer, reduce);
+      for (const mr::Tuning& t : tunings) {
+        for (const ReduceOp op : {ReduceOp::kMax, ReduceOp::kMin}) {
+          Config c;
+          c.op = op;
+          c.validity = kind;
+          c.outer = outer;
+          c.reduce = reduce;
+          c.inner = inner;
+          c.tuning = t;
+          const Result<T> got = run_forward(c, x, v);
+          ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
+          SCOPED_TRACE(mr::path_name(got.path));
+          EXPECT_EQ(check_forward(c, x, v, got), 0);
+        }
+      }
+    }
+  }
+}
+
 // ---- empty rows, fill, zero sizes -----------------------------------------------------------------------
 
 TYPED_TEST(MaskedReduceForwardTyped, EmptyRowsGiveFillAndZeroCount) {
