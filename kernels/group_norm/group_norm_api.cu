@@ -425,20 +425,19 @@ Status make_plan(const Common& c, Planned* out) {
   const double byte_ratio = c.backward ? 3.0 / 5.0 : 2.0 / 3.0;
   const bool block_streams = in_flight >= byte_ratio * needed;
 
+  // A tensor-size threshold: the tuning's value when set, else a per-SM default times the SMs.
+  const auto bytes_knob = [&](std::int64_t knob, std::int64_t per_sm) {
+    return knob > 0 ? knob : static_cast<std::int64_t>(info.sm_count) * per_sm;
+  };
   // Tile path (channels last): one thread per column vector of a whole row, so C / N <= kTileMaxThreads.
   const std::int64_t row_vecs = c.channels / vec;
   const bool tile_fits = geo.cl != 0 && row_vecs <= k::kTileMaxThreads;
   const std::int64_t x_bytes = c.batch * c.channels * c.spatial * static_cast<std::int64_t>(elem);
-  const bool tile_wins =
-      geo.cpg * static_cast<std::int64_t>(elem) < k::kTileSliverBytes &&
-      x_bytes >= (t.tile_min_bytes > 0 ? t.tile_min_bytes
-                                       : static_cast<std::int64_t>(info.sm_count) * k::kTileMinBytesPerSm);
+  const bool tile_wins = geo.cpg * static_cast<std::int64_t>(elem) < k::kTileSliverBytes &&
+                         x_bytes >= bytes_knob(t.tile_min_bytes, k::kTileMinBytesPerSm);
 
   // Channels first: a tensor too small to stream takes the block path whenever it fits (kSplitMinBytesPerSm).
-  const bool small_tensor =
-      geo.cl == 0 &&
-      x_bytes < (t.split_min_bytes > 0 ? t.split_min_bytes
-                                       : static_cast<std::int64_t>(info.sm_count) * k::kSplitMinBytesPerSm);
+  const bool small_tensor = geo.cl == 0 && x_bytes < bytes_knob(t.split_min_bytes, k::kSplitMinBytesPerSm);
 
   // 2-5. Path.
   Path path = t.path;
