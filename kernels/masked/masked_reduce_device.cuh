@@ -39,8 +39,7 @@ struct ExtremumTraits {
     float v;
     std::int32_t idx; // -1: no valid element yet
   };
-  // Branch-free (bitwise, not short-circuit) so that ptxas predicates the per-element update instead of
-  // branching around it: an ordered compare is false when either side is NaN, so NaN beats a number
+  // a beats b (used by merge): an ordered compare is false when either side is NaN, so NaN beats a number
   // only through the second term.
   static CULAYERS_HD bool beats(float a, float b) {
     const bool a_nan = a != a;

@@ -510,20 +510,27 @@ TEST(MaskedReduceForward, NanInValidPositionPropagates) {
   }
 }
 
-// Infinities at valid steps. The wide and split paths' max/min walks start from -inf (max) / +inf (min)
-// with no index, so a lane whose valid elements all equal the start value must still report its first
-// valid step (with a mask: not the lane's first step), and a start-valued element must not hide a later
-// number, zero or NaN. Columns by col % 8: 0 all -inf; 1 all +inf; 2 -inf but one number; 3 +inf but one
-// number; 4 -inf with a NaN and a number; 5 +inf with a NaN; 6 +-0 among -inf and +inf; 7 plain numbers.
-// Every lane of R sees each pattern (ty > 1 on the wide path, several chunks on the split path).
+// Infinities at valid steps. Every forward path's max/min walk starts from -inf (max) / +inf (min) with
+// no index, so a lane whose valid elements all equal the start value must still report its first valid
+// step (with a mask: not the lane's first step, possibly in a later mask tile), and a start-valued
+// element must not hide a later number, zero or NaN. Columns by col % 8: 0 all -inf; 1 all +inf; 2 -inf
+// but one number; 3 +inf but one number; 4 -inf with a NaN and a number; 5 +inf with a NaN; 6 +-0 among
+// -inf and +inf; 7 plain numbers. Every lane of R sees each pattern (ty > 1 on the wide path, several
+// chunks on the split path, lane groups or 8-step vectors on the narrow path). The long shapes' masks
+// hide a prefix of each row (1030, all, 700 and 1100 steps), longer than the wide kernel's first mask
+// tile in rows 0 and 3.
 TYPED_TEST(MaskedReduceForwardTyped, InfinitiesAtValidSteps) {
   using T = TypeParam;
   auto rng = rng_for_test();
   const double inf = std::numeric_limits<double>::infinity();
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  const std::int64_t outer = 5;
-  const std::int64_t reduce = 97;
-  for (const std::int64_t inner : {std::int64_t{64}, std::int64_t{7}}) {
+  struct Case {
+    std::int64_t outer, reduce, inner;
+  };
+  for (const Case& s : {Case{5, 97, 64}, Case{5, 97, 7}, Case{4, 1200, 64}, Case{4, 1200, 1}}) {
+    const std::int64_t outer = s.outer;
+    const std::int64_t reduce = s.reduce;
+    const std::int64_t inner = s.inner;
     std::vector<T> x = tm::exact_values<T>(rng, static_cast<std::size_t>(outer * reduce * inner));
     std::uniform_int_distribution<std::int64_t> step(0, reduce - 1);
     std::uniform_int_distribution<int> coin(0, 1);
@@ -532,7 +539,8 @@ TYPED_TEST(MaskedReduceForwardTyped, InfinitiesAtValidSteps) {
         auto at = [&](std::int64_t r) -> T& {
           return x[static_cast<std::size_t>((o * reduce + r) * inner + i)];
         };
-        const int pattern = static_cast<int>(i % 8);
+        // Single-column rows cycle the patterns over rows instead.
+        const int pattern = static_cast<int>((inner == 1 ? o : i) % 8);
         if (pattern == 7) {
           continue;
         }
@@ -552,12 +560,27 @@ TYPED_TEST(MaskedReduceForwardTyped, InfinitiesAtValidSteps) {
         }
       }
     }
-    const std::vector<mr::Tuning> tunings =
-        inner <= 32 ? std::vector<mr::Tuning>{forced(Path::kNarrow), forced(Path::kWide), with_splits(3)}
-                    : std::vector<mr::Tuning>{forced(Path::kWide), wide_min_rows(4), with_splits(3)};
+    struct Run {
+      mr::Tuning tuning;
+      Path expect;
+    };
+    const std::vector<Run> runs = inner <= 32 ? std::vector<Run>{{forced(Path::kNarrow), Path::kNarrow},
+                                                                 {forced(Path::kWide), Path::kWide},
+                                                                 {with_splits(3), Path::kSplit}}
+                                              : std::vector<Run>{{forced(Path::kWide), Path::kWide},
+                                                                 {wide_min_rows(4), Path::kWide},
+                                                                 {with_splits(3), Path::kSplit}};
     for (const Validity kind : kValidities) {
-      const tm::ValidityData v = tm::make_validity(rng, kind, outer, reduce);
-      for (const mr::Tuning& t : tunings) {
+      tm::ValidityData v = tm::make_validity(rng, kind, outer, reduce);
+      if (kind == Validity::kMask && reduce > 1024) {
+        const std::int64_t hidden[] = {1030, reduce, 700, 1100};
+        for (std::int64_t o = 0; o < outer; ++o) {
+          for (std::int64_t r = 0; r < hidden[o % 4]; ++r) {
+            v.mask[static_cast<std::size_t>(o * reduce + r)] = 0;
+          }
+        }
+      }
+      for (const Run& run : runs) {
         for (const ReduceOp op : {ReduceOp::kMax, ReduceOp::kMin}) {
           Config c;
           c.op = op;
@@ -565,9 +588,10 @@ TYPED_TEST(MaskedReduceForwardTyped, InfinitiesAtValidSteps) {
           c.outer = outer;
           c.reduce = reduce;
           c.inner = inner;
-          c.tuning = t;
+          c.tuning = run.tuning;
           const Result<T> got = run_forward(c, x, v);
           ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
+          ASSERT_EQ(got.path, run.expect) << describe(c);
           SCOPED_TRACE(mr::path_name(got.path));
           EXPECT_EQ(check_forward(c, x, v, got), 0);
         }
