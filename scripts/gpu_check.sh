@@ -22,7 +22,8 @@
 # The card, driver, CUDA version and clocks are recorded read-only: clocks, power limits, modes and the
 # GPU itself are never changed or reset.
 #
-# Writes bench/results/<card-slug>-<YYYY-MM-DD>.md (and .json: every benchmark part merged) after every
+# Writes bench/results/<card-slug>-<YYYY-MM-DD>.md (and .json: every benchmark part merged; the .md opens
+# with bench/goals.py's table of the performance goals against these numbers) after every
 # step, and copies both into $OUT when that is set, with the logs and benchmark part JSONs in one archive
 # (gpu_check_logs.tar.gz: three files in all), so a run cut off from outside still leaves what it had
 # finished. A step that would start with under 20 s left before the deadline is
@@ -253,6 +254,14 @@ write_report() {
     for i in "${!step_names[@]}"; do
       echo "| ${step_names[$i]} | ${step_results[$i]} | ${step_seconds[$i]} |"
     done
+    echo
+    echo "## Goals (bench/goals.py)"
+    echo
+    if [[ -s "$json" ]]; then
+      python3 "$root/bench/goals.py" "$json" 2>&1 || echo "(bench/goals.py could not read $json)"
+    else
+      echo "(no benchmark JSON)"
+    fi
     echo
     echo "## Benchmarks"
     echo
