@@ -5,7 +5,8 @@
 
 Prints a Markdown report: one row per goal of docs/performance.md section 10 (the targets of the masked
 reduction, dropout and group normalization issues) with the numbers that decide it and whether it is
-met, then the same-process A/B variants (`ours_no_tile`, `ours_no_small`) next to `ours`. Several files
+met, then the A/B variants (`ours_no_tile`, `ours_no_small`; `..._no_pdl`, which scripts/gpu_check.sh
+measures with CULAYERS_NO_PDL=1 and renames) next to `ours`. Several files
 are merged (a GPU check may write its benchmark parts to separate files; a later file's case replaces an
 earlier one's). A goal whose benchmarks are missing says so instead of guessing. Times are the medians
 Google Benchmark reports (aggregate "median"), or the single run when there are no repetitions.
@@ -221,20 +222,25 @@ def group_norm_goals(cases):
     summary = f"{sum(1 for r in measured if r)} of {len(measured)} cases beat both"
     add(fam, "UNet shapes (shape 1) faster than both baselines, both layouts",
         summary + ("; misses: " + "; ".join(parts) if parts else ""), all_met(results))
-    return configs
 
 
-def ab_table(configs):
+_VARIANT = re.compile(r"/(ours[a-z_]*?)_(no_tile|no_small|no_pdl)$")
+
+
+def ab_table(cases):
+    """Rows for every same-process variant (a case named ..._no_tile, _no_small or _no_pdl) next to its ours
+    case: the plan before the tile path, before the small-tensor rule, or plain launches."""
     lines = []
-    for key in sorted(configs):
-        v = configs[key]
-        ours = v.get("ours")
-        for variant in ("ours_no_tile", "ours_no_small"):
-            other = v.get(variant)
-            if ours is None or other is None:
-                continue
-            lines.append(f"| {'/'.join(key)} | {variant} | {ours['us']:.1f} | {other['us']:.1f} | "
-                         f"{other['us'] / ours['us']:.2f} | {ours['label']} |")
+    for name in sorted(cases):
+        m = _VARIANT.search(name)
+        if m is None:
+            continue
+        base = name[:m.start()] + "/" + m.group(1)
+        ours, other = cases.get(base), cases[name]
+        if ours is None:
+            continue
+        lines.append(f"| {short(base)} | {m.group(2)} | {ours['us']:.1f} | {other['us']:.1f} | "
+                     f"{other['us'] / ours['us']:.2f} | {ours['label']} |")
     return lines
 
 
@@ -248,16 +254,17 @@ def main(argv):
         return 2
     masked_goals(cases)
     dropout_goals(cases)
-    configs = group_norm_goals(cases)
+    group_norm_goals(cases)
     print("Each goal of docs/performance.md section 10 against these results (medians; ✗ marks a case that")
     print("misses). \"not measured\": none of the goal's benchmarks is in the results.\n")
     print("| family | goal | measured | met |")
     print("|---|---|---|---|")
     for family, goal, numbers, met in rows:
         print(f"| {family} | {goal} | {numbers} | {met} |")
-    ab = ab_table(configs)
+    ab = ab_table(cases)
     if ab:
-        print("\nSame-process variants (time in µs; ratio = variant / ours, above 1 means ours is faster):\n")
+        print("\nSame-process variants: no_tile = the plan before the tile path, no_small = before the small-tensor")
+        print("rule, no_pdl = CULAYERS_NO_PDL=1 (time in µs; ratio = variant / ours, above 1: ours is faster):\n")
         print("| configuration | variant | ours | variant | ratio | ours' path |")
         print("|---|---|---:|---:|---:|---|")
         print("\n".join(ab))

@@ -10,8 +10,9 @@
 # device time in all, so the whole check runs against one deadline and keeps its report current):
 #   tests      the CUDA test binary (every test)
 #   bench      culayers_bench in parts, each with its own JSON: masked reductions, dropout, group norm
-#              shape 3, shape 2, shape 1, the roofline cases, batch normalization (a part cut off by the
-#              deadline loses only itself)
+#              shape 3, shape 2, shape 1, the roofline cases, batch normalization, and last the multi-kernel
+#              cases again with CULAYERS_NO_PDL=1 (named ..._no_pdl in the merged JSON) (a part cut off by
+#              the deadline loses only itself)
 #   examples   the demo (culayers_demo) and the engine example (culayers_engine_example_cuda), which check
 #              their own results
 #   memcheck   compute-sanitizer memcheck (with leak check) over CULAYERS_SANITIZER_FILTER (default: every
@@ -112,6 +113,9 @@ bench_parts=(
   "group_norm_s1" "^group_norm/s1_"
   "roofline" "^BM_"
   "batch_norm" "^batch_norm/"
+  # ours again with CULAYERS_NO_PDL=1 (plain launches for every kernel), where ops run more than one
+  # kernel; the merged JSON names these cases ..._no_pdl (bench/goals.py lists them next to ours).
+  "no_pdl" "^(masked_reduce/s6_moments_f32_B2_T65536_F256/ours_(lengths|mask)|group_norm/s[123]_[^/]*/[^/]*/[^/]*/[^/]*/[^/]*/ours)(/|$)"
 )
 
 if [[ -n "${CULAYERS_BENCH_PARTS:-}" ]]; then
@@ -186,13 +190,18 @@ merge_json() {
   done
   ((${#parts[@]} > 0)) || return 0
   python3 - "$json" "${parts[@]}" <<'PY' || echo "gpu_check: could not merge the benchmark JSON parts" >&2
-import json, sys
+import json, re, sys
 out, merged = sys.argv[1], None
 for path in sys.argv[2:]:
     try:
         data = json.load(open(path))
     except Exception:  # a part cut off mid-write: skipped; its step is TIMEOUT and its console log is kept
         continue
+    if path.endswith("bench-no_pdl.json"):  # the same cases as the other parts: renamed ours..._no_pdl
+        for b in data.get("benchmarks", []):
+            for key in ("name", "run_name"):
+                if key in b:
+                    b[key] = re.sub(r"/(ours[a-z_]*)(?=/|$)", r"/\1_no_pdl", b[key], count=1)
     if merged is None:
         merged = data
     else:
@@ -385,8 +394,10 @@ step_bench() {
     name="${bench_parts[$i]}"
     filter="${bench_parts[$((i + 1))]}"
     part_json="$logs/bench-$name.json"
+    local env_args=()
+    [[ "$name" == no_pdl ]] && env_args=(env CULAYERS_NO_PDL=1)
     # shellcheck disable=SC2086  # CULAYERS_BENCH_ARGS is a list of flags
-    run_step "bench/$name" "$logs/bench-$name.log" "$bench_bin" "--benchmark_filter=$filter" \
+    run_step "bench/$name" "$logs/bench-$name.log" ${env_args[@]+"${env_args[@]}"} "$bench_bin" "--benchmark_filter=$filter" \
       --benchmark_out="$part_json" --benchmark_out_format=json ${CULAYERS_BENCH_ARGS:-}
     last=$((${#step_results[@]} - 1))
     [[ "${step_results[$last]}" == PASS ]] || continue

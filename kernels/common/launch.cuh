@@ -7,7 +7,9 @@
 
 #include "culayers/status.hpp"
 
+#include <atomic>
 #include <cstddef>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -51,6 +53,109 @@ cudaError_t launch(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, 
   (void)cudaGetLastError(); // as after a real launch: the error is returned, not left pending
   return e;
 #endif
+}
+
+// ---- programmatic dependent launch -------------------------------------------------------------------
+//
+// The second and later kernels of one op (a combine after partials, a normalize after statistics) are
+// launched with CULAYERS_LAUNCH_DEPENDENT. On a GPU of compute capability 9.0 or newer that is a
+// programmatic dependent launch: the kernel's blocks may be launched while the kernel before it on the
+// stream still runs its last blocks, instead of after it has drained, which hides the launch gap between
+// the two. Every kernel launched that way calls grid_dependency_wait() before it touches global memory
+// (the wait returns once every block of the kernel before it has finished and its writes are visible),
+// and a kernel followed by a dependent launch calls allow_dependent_launch() at its start (without it the
+// dependent blocks are launched only as its blocks exit). On older GPUs, with CULAYERS_NO_PDL set to a
+// value other than 0, and in the emulator (which runs a stream's kernels one after the other) it is a
+// plain launch and both device calls do nothing. Verified only on a GPU.
+
+/// Blocks until the kernel this one depends on (the previous kernel on the stream, when this one was
+/// launched with CULAYERS_LAUNCH_DEPENDENT) has finished and its writes are visible. Call it before any
+/// global-memory access.
+CULAYERS_DEVICE void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/// Lets a kernel launched with CULAYERS_LAUNCH_DEPENDENT after this one be launched before this one ends
+/// (its blocks then wait in grid_dependency_wait). Memory order is not affected.
+CULAYERS_DEVICE void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/// Per-device state of programmatic dependent launch: 0 not yet known, 1 used, -1 not used.
+inline std::atomic<signed char>& dependent_launch_state(int device) {
+  constexpr int kDevices = 64;
+  static std::atomic<signed char> states[kDevices + 1] = {};
+  return states[device >= 0 && device < kDevices ? device : kDevices]; // the last slot: never used
+}
+
+/// Whether CULAYERS_LAUNCH_DEPENDENT uses programmatic dependent launch on `device`: compute capability
+/// 9.0 or newer, CULAYERS_NO_PDL unset (or 0), and not refused by the runtime before on that device.
+inline bool dependent_launch_enabled(int device) {
+  static const bool disabled_by_env = [] {
+    const char* v = std::getenv("CULAYERS_NO_PDL");
+    return v != nullptr && v[0] != '\0' && !(v[0] == '0' && v[1] == '\0');
+  }();
+  if (disabled_by_env || device < 0 || device >= 64) {
+    return false;
+  }
+  std::atomic<signed char>& state = dependent_launch_state(device);
+  signed char known = state.load(std::memory_order_relaxed);
+  if (known == 0) {
+    int major = 0;
+    known =
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9
+            ? 1
+            : -1;
+    state.store(known, std::memory_order_relaxed);
+  }
+  return known > 0;
+}
+
+/// Launches `kernel` after the previous kernel on `stream` as a programmatic dependent launch where
+/// dependent_launch_enabled() says so, else as launch() does. The kernel must call grid_dependency_wait()
+/// before its first global-memory access. A runtime that refuses the attribute (an old driver, a capture
+/// that cannot take it) gets the plain launch, and the device is not asked again. Use through
+/// CULAYERS_LAUNCH_DEPENDENT.
+template <class... KArgs, class... Args>
+cudaError_t launch_dependent(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, dim3 block,
+                             std::size_t smem, cudaStream_t stream, const Args&... args) {
+#if defined(__CUDACC__)
+  int device = -1;
+  if (cudaGetDevice(&device) == cudaSuccess && dependent_launch_enabled(device)) {
+    cudaLaunchAttribute attribute[1] = {};
+    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    config.attrs = attribute;
+    config.numAttrs = 1;
+    cudaError_t e = cudaLaunchKernelEx(&config, kernel, args...);
+    if (e == cudaSuccess) {
+#  if CULAYERS_DEBUG_SYNC
+      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+      if (cudaStreamIsCapturing(stream, &capture) == cudaSuccess && capture == cudaStreamCaptureStatusNone) {
+        e = cudaStreamSynchronize(stream);
+      }
+#  endif
+      return e;
+    }
+    (void)cudaGetLastError();
+    const cudaError_t plain = launch(site, kernel, grid, block, smem, stream, args...);
+    if (plain == cudaSuccess) {
+      dependent_launch_state(device).store(-1,
+                                           std::memory_order_relaxed); // the attribute was refused
+    }
+    return plain;
+  }
+#endif
+  return launch(site, kernel, grid, block, smem, stream, args...);
 }
 
 /// True for the runtime's "no usable device" answers (none present, or a driver too old for this runtime),
@@ -110,3 +215,10 @@ CULAYERS_NAMESPACE_END
 #define CULAYERS_LAUNCH(kernel, grid, block, smem, stream, ...)                                              \
   ::culayers::kernels::launch(::culayers::kernels::LaunchSite{#kernel, __FILE__, __LINE__}, kernel, grid,    \
                               block, smem, stream, ##__VA_ARGS__)
+
+/// CULAYERS_LAUNCH for a kernel that depends on the kernel launched before it on the stream (the next
+/// step of the same op): a programmatic dependent launch where supported (see launch_dependent). The
+/// kernel calls grid_dependency_wait() before touching global memory.
+#define CULAYERS_LAUNCH_DEPENDENT(kernel, grid, block, smem, stream, ...)                                    \
+  ::culayers::kernels::launch_dependent(::culayers::kernels::LaunchSite{#kernel, __FILE__, __LINE__},        \
+                                        kernel, grid, block, smem, stream, ##__VA_ARGS__)

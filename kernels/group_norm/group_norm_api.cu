@@ -19,6 +19,7 @@ namespace group_norm {
 /// y, y + kFinalThreadsY, ... (coalesced across channels) and thread row 0 adds the warps' sums in order.
 CULAYERS_GLOBAL void __launch_bounds__(kFinalThreadsX* kFinalThreadsY)
     channel_sums_kernel(const BackwardParams p, const std::int64_t rows) {
+  grid_dependency_wait(); // a dependent launch after the kernel that wrote the partials
   CULAYERS_DYNAMIC_SMEM(float, smem);
   const int tx = static_cast<int>(threadIdx.x) % kFinalThreadsX;
   const int ty = static_cast<int>(threadIdx.x) / kFinalThreadsX;
@@ -53,10 +54,10 @@ CULAYERS_GLOBAL void __launch_bounds__(kFinalThreadsX* kFinalThreadsY)
 
 Status launch_channel_sums(const BackwardParams& params, std::int64_t rows, cudaStream_t stream) {
   const std::int64_t grid = (params.geo.channels + kFinalThreadsX - 1) / kFinalThreadsX;
-  return check_launch(CULAYERS_LAUNCH(channel_sums_kernel, dim3(static_cast<unsigned>(grid)),
-                                      dim3(kFinalThreadsX * kFinalThreadsY),
-                                      2 * kFinalThreadsX * kFinalThreadsY * sizeof(float), stream, params,
-                                      rows),
+  return check_launch(CULAYERS_LAUNCH_DEPENDENT(channel_sums_kernel, dim3(static_cast<unsigned>(grid)),
+                                                dim3(kFinalThreadsX * kFinalThreadsY),
+                                                2 * kFinalThreadsX * kFinalThreadsY * sizeof(float), stream,
+                                                params, rows),
                       "group_norm_backward");
 }
 
@@ -64,6 +65,8 @@ Status launch_channel_sums(const BackwardParams& params, std::int64_t rows, cuda
 /// tiles l, l + 32, ...; then a butterfly in lane order), writes mean / rstd (when wanted) and p.stats.
 CULAYERS_GLOBAL void __launch_bounds__(kWarpSize* kWarpTeamsPerBlock)
     forward_tile_merge_kernel(const ForwardParams p) {
+  grid_dependency_wait();   // a dependent launch after forward_tile_stats_kernel
+  allow_dependent_launch(); // forward_tile_normalize_kernel follows
   const std::int64_t ng = static_cast<std::int64_t>(blockIdx.x) * kWarpTeamsPerBlock +
                           static_cast<std::int64_t>(threadIdx.x) / kWarpSize;
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
@@ -96,6 +99,8 @@ CULAYERS_GLOBAL void __launch_bounds__(kWarpSize* kWarpTeamsPerBlock)
 /// order into p.group_totals.
 CULAYERS_GLOBAL void __launch_bounds__(kWarpSize* kWarpTeamsPerBlock)
     backward_tile_merge_kernel(const BackwardParams p) {
+  grid_dependency_wait();   // a dependent launch after backward_tile_sums_kernel
+  allow_dependent_launch(); // backward_tile_dx_kernel follows
   const std::int64_t ng = static_cast<std::int64_t>(blockIdx.x) * kWarpTeamsPerBlock +
                           static_cast<std::int64_t>(threadIdx.x) / kWarpSize;
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
@@ -129,14 +134,14 @@ unsigned tile_merge_grid(const Geometry& geo) {
 } // namespace
 
 Status launch_tile_merge(const ForwardParams& params, cudaStream_t stream) {
-  return check_launch(CULAYERS_LAUNCH(forward_tile_merge_kernel, dim3(tile_merge_grid(params.geo)),
-                                      dim3(kWarpSize * kWarpTeamsPerBlock), 0, stream, params),
+  return check_launch(CULAYERS_LAUNCH_DEPENDENT(forward_tile_merge_kernel, dim3(tile_merge_grid(params.geo)),
+                                                dim3(kWarpSize * kWarpTeamsPerBlock), 0, stream, params),
                       "group_norm");
 }
 
 Status launch_tile_merge(const BackwardParams& params, cudaStream_t stream) {
-  return check_launch(CULAYERS_LAUNCH(backward_tile_merge_kernel, dim3(tile_merge_grid(params.geo)),
-                                      dim3(kWarpSize * kWarpTeamsPerBlock), 0, stream, params),
+  return check_launch(CULAYERS_LAUNCH_DEPENDENT(backward_tile_merge_kernel, dim3(tile_merge_grid(params.geo)),
+                                                dim3(kWarpSize * kWarpTeamsPerBlock), 0, stream, params),
                       "group_norm_backward");
 }
 

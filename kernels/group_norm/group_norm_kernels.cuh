@@ -306,6 +306,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kWarpTeam ? kWarpSize* kWarpTeamsPerBlock
 /// Split path, kernel 1: a block per unit (group chunk) writes its Welford partial.
 template <class T, int N, bool kCL>
 CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) forward_partial_kernel(const ForwardParams p) {
+  allow_dependent_launch(); // forward_normalize_kernel follows
   CULAYERS_DYNAMIC_SMEM(unsigned char, smem);
   const Geometry& geo = p.geo;
   const Team<false> team = Team<false>::make();
@@ -347,6 +348,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) forward_partial_kernel(
 /// (a bound of 4 spills).
 template <class T, int N, bool kCL>
 CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 3) forward_normalize_kernel(const ForwardParams p) {
+  grid_dependency_wait(); // a dependent launch after forward_partial_kernel
   CULAYERS_DYNAMIC_SMEM(unsigned char, smem);
   const Geometry& geo = p.geo;
   const Team<false> team = Team<false>::make();
@@ -545,6 +547,7 @@ CULAYERS_DEVICE void backward_store(const BackwardParams& p, const Unit& un, int
 template <class T, int N, bool kCL, bool kWarpTeam>
 CULAYERS_GLOBAL void __launch_bounds__(kWarpTeam ? kWarpSize* kWarpTeamsPerBlock : kMaxBlockThreads, 1)
     backward_cached_kernel(const BackwardParams p) {
+  allow_dependent_launch(); // channel_sums_kernel follows
   CULAYERS_DYNAMIC_SMEM(unsigned char, smem);
   const Geometry& geo = p.geo;
   const Team<kWarpTeam> team = Team<kWarpTeam>::make();
@@ -581,6 +584,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kWarpTeam ? kWarpSize* kWarpTeamsPerBlock
 /// partials.
 template <class T, int N, bool kCL>
 CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) backward_partial_kernel(const BackwardParams p) {
+  allow_dependent_launch(); // backward_dx_kernel follows
   CULAYERS_DYNAMIC_SMEM(unsigned char, smem);
   const Geometry& geo = p.geo;
   const Team<false> team = Team<false>::make();
@@ -610,6 +614,8 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) backward_partial_kernel
 /// are taken last first (see "Second passes" in group_norm_internal.cuh).
 template <class T, int N, bool kCL>
 CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) backward_dx_kernel(const BackwardParams p) {
+  grid_dependency_wait();   // a dependent launch after backward_partial_kernel
+  allow_dependent_launch(); // channel_sums_kernel follows
   CULAYERS_DYNAMIC_SMEM(unsigned char, smem);
   const Geometry& geo = p.geo;
   const Team<false> team = Team<false>::make();
@@ -660,8 +666,8 @@ Status launch_forward_typed(const Plan& plan, const ForwardParams& p, cudaStream
     if (st != Status::kSuccess) {
       return st;
     }
-    return check_launch(CULAYERS_LAUNCH((forward_normalize_kernel<T, N, kCL>), dim3(plan.grid),
-                                        dim3(plan.threads), plan.smem, stream, p),
+    return check_launch(CULAYERS_LAUNCH_DEPENDENT((forward_normalize_kernel<T, N, kCL>), dim3(plan.grid),
+                                                  dim3(plan.threads), plan.smem, stream, p),
                         kOp);
   }
   auto kernel = plan.path == Path::kWarp ? forward_cached_kernel<T, N, kCL, true>
@@ -691,8 +697,8 @@ Status launch_backward_typed(const Plan& plan, const BackwardParams& p, cudaStre
     if (st != Status::kSuccess) {
       return st;
     }
-    return check_launch(CULAYERS_LAUNCH((backward_dx_kernel<T, N, kCL>), dim3(plan.grid), dim3(plan.threads),
-                                        plan.smem, stream, p),
+    return check_launch(CULAYERS_LAUNCH_DEPENDENT((backward_dx_kernel<T, N, kCL>), dim3(plan.grid),
+                                                  dim3(plan.threads), plan.smem, stream, p),
                         kOp);
   }
   auto kernel = plan.path == Path::kWarp ? backward_cached_kernel<T, N, kCL, true>

@@ -101,6 +101,7 @@ CULAYERS_DEVICE void tile_affine(const float* gamma, const float* beta, std::int
 /// Kernel 1: a block per tile; a Welford partial per (n, g, t).
 template <class T, int N>
 CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) forward_tile_stats_kernel(const ForwardParams p) {
+  allow_dependent_launch(); // forward_tile_merge_kernel follows
   CULAYERS_DYNAMIC_SMEM(float, smem);
   const Geometry& geo = p.geo;
   const int tid = static_cast<int>(threadIdx.x);
@@ -163,6 +164,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) forward_tile_stats_ke
 template <class T, int N>
 CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1)
     forward_tile_normalize_kernel(const ForwardParams p) {
+  grid_dependency_wait(); // a dependent launch after forward_tile_merge_kernel
   const Geometry& geo = p.geo;
   const int tid = static_cast<int>(threadIdx.x);
   const int V = geo.tx;
@@ -208,6 +210,7 @@ constexpr int kTileBackwardFloats = 3 + 2 * N;
 /// when dgamma / dbeta are wanted, the tile's per-channel partials as row n * T + t of channel_partials.
 template <class T, int N>
 CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_sums_kernel(const BackwardParams p) {
+  allow_dependent_launch(); // backward_tile_merge_kernel follows
   CULAYERS_DYNAMIC_SMEM(float, smem);
   constexpr int kF = kTileBackwardFloats<N>;
   const Geometry& geo = p.geo;
@@ -314,6 +317,8 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_sums_ke
 /// Backward kernel 3: a block per tile writes dx; tiles last first.
 template <class T, int N>
 CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_dx_kernel(const BackwardParams p) {
+  grid_dependency_wait();   // a dependent launch after backward_tile_merge_kernel
+  allow_dependent_launch(); // channel_sums_kernel follows
   const Geometry& geo = p.geo;
   const int tid = static_cast<int>(threadIdx.x);
   const int V = geo.tx;
@@ -377,8 +382,8 @@ Status launch_forward_tile(const Plan& plan, const ForwardParams& p, cudaStream_
   if (Status st = launch_tile_merge(p, stream); st != Status::kSuccess) {
     return st;
   }
-  return check_launch(CULAYERS_LAUNCH((forward_tile_normalize_kernel<T, N>), dim3(plan.grid),
-                                      dim3(plan.threads), 0, stream, p),
+  return check_launch(CULAYERS_LAUNCH_DEPENDENT((forward_tile_normalize_kernel<T, N>), dim3(plan.grid),
+                                                dim3(plan.threads), 0, stream, p),
                       kOp);
 }
 
@@ -400,9 +405,9 @@ Status launch_backward_tile(const Plan& plan, const BackwardParams& p, cudaStrea
   if (Status st = launch_tile_merge(p, stream); st != Status::kSuccess) {
     return st;
   }
-  return check_launch(
-      CULAYERS_LAUNCH((backward_tile_dx_kernel<T, N>), dim3(plan.grid), dim3(plan.threads), 0, stream, p),
-      kOp);
+  return check_launch(CULAYERS_LAUNCH_DEPENDENT((backward_tile_dx_kernel<T, N>), dim3(plan.grid),
+                                                dim3(plan.threads), 0, stream, p),
+                      kOp);
 }
 
 } // namespace group_norm

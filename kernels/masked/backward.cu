@@ -19,6 +19,7 @@ namespace {
 /// T = 65536) do not serialize on one warp per row.
 CULAYERS_GLOBAL void __launch_bounds__(kBackwardThreads)
     count_kernel(const std::uint8_t* mask, std::int64_t outer, std::int64_t reduce, std::int32_t* counts) {
+  allow_dependent_launch(); // backward_kernel follows
   __shared__ std::int32_t warp_sums[kBackwardThreads / kWarpSize];
   const int tid = static_cast<int>(threadIdx.x);
   const std::int64_t chunks = (reduce + kCountChunk - 1) / kCountChunk;
@@ -56,6 +57,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kBackwardThreads)
 // IEEE division's slow-path call on sm_80 (4 bytes); the kernel uses about 66 registers either way.
 template <class T, BackwardKind K, int N>
 CULAYERS_GLOBAL void __launch_bounds__(kBackwardThreads, 1) backward_kernel(const BackwardParams p) {
+  grid_dependency_wait(); // after count_kernel, a dependent launch that reads its counts
   const int tid = static_cast<int>(threadIdx.x);
   const int cx = tid % p.tx;
   const int cy = tid / p.tx;
@@ -167,6 +169,11 @@ CULAYERS_GLOBAL void __launch_bounds__(kBackwardThreads, 1) backward_kernel(cons
 
 template <class T, BackwardKind K, int N>
 Status launch_backward_n(const BackwardLaunch& l, const BackwardParams& p, cudaStream_t stream) {
+  if (l.count_first) {
+    return check_launch(
+        CULAYERS_LAUNCH_DEPENDENT((backward_kernel<T, K, N>), dim3(l.grid), dim3(l.threads), 0, stream, p),
+        "masked_reduce_backward");
+  }
   return check_launch(
       CULAYERS_LAUNCH((backward_kernel<T, K, N>), dim3(l.grid), dim3(l.threads), 0, stream, p),
       "masked_reduce_backward");

@@ -128,6 +128,7 @@ CULAYERS_DEVICE void accumulate_steps(const T* xcol, std::int64_t inner, std::ui
 /// Dynamic shared memory: blockDim.x Slots, 2 x kMaskTile mask flags, one int64 (the row's length).
 template <class T, AccKind K, int N>
 CULAYERS_GLOBAL void __launch_bounds__(kWideMaxThreads, kWideMinBlocks) wide_kernel(const ForwardParams p) {
+  allow_dependent_launch(); // split path: combine_kernel follows
   using Tr = AccTraits<K>;
   using State = typename Tr::State;
   using SlotT = Slot<K, N>;
@@ -325,6 +326,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kWideMaxThreads, kWideMinBlocks) wide_ker
 template <class T, AccKind K>
 CULAYERS_GLOBAL void __launch_bounds__(kCombineThreads) combine_kernel(const ForwardParams p) {
   static_assert(kCombineCols == kWarpSize, "a combine lane is one warp");
+  grid_dependency_wait(); // launched dependent on wide_kernel, whose partials it reads
   using Tr = AccTraits<K>;
   using State = typename Tr::State;
   __shared__ State lane_acc[kCombineLanes][kCombineCols];
@@ -543,8 +545,8 @@ Status launch_forward_n(const ForwardLaunch& l, const ForwardParams& p, cudaStre
   if (!ok(st) || l.path != masked_reduce::Path::kSplit) {
     return st;
   }
-  return check_launch(CULAYERS_LAUNCH((combine_kernel<T, K>), dim3(l.combine_grid), dim3(kCombineThreads),
-                                      l.combine_smem, stream, p),
+  return check_launch(CULAYERS_LAUNCH_DEPENDENT((combine_kernel<T, K>), dim3(l.combine_grid),
+                                                dim3(kCombineThreads), l.combine_smem, stream, p),
                       op);
 }
 

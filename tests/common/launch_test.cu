@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
@@ -41,6 +42,36 @@ CULAYERS_GLOBAL void smem_reverse_kernel(const float* in, float* out, int n) {
   __syncthreads();
   for (int i = static_cast<int>(threadIdx.x); i < n; i += static_cast<int>(blockDim.x)) {
     ck::store(out + i, buffer[n - 1 - i]);
+  }
+}
+
+// Programmatic dependent launch: the producer lets its dependent start early, then computes and writes;
+// the consumer (launched with CULAYERS_LAUNCH_DEPENDENT) waits, then reads elements other blocks wrote.
+std::uint32_t producer_value(int i, int rounds) {
+  std::uint32_t v = static_cast<std::uint32_t>(i) + 1u;
+  for (int k = 0; k < rounds; ++k) {
+    v = v * 1103515245u + 12345u;
+  }
+  return v;
+}
+
+CULAYERS_GLOBAL void pdl_producer_kernel(std::uint32_t* data, int n, int rounds) {
+  ck::allow_dependent_launch();
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) {
+    std::uint32_t v = static_cast<std::uint32_t>(i) + 1u;
+    for (int k = 0; k < rounds; ++k) { // keeps the producer's blocks busy while the consumer is launched
+      v = v * 1103515245u + 12345u;
+    }
+    ck::store(data + i, v);
+  }
+}
+
+CULAYERS_GLOBAL void pdl_consumer_kernel(const std::uint32_t* data, std::uint32_t* out, int n) {
+  ck::grid_dependency_wait();
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) {
+    ck::store(out + i, ck::load(data + (n - 1 - i)));
   }
 }
 
@@ -235,6 +266,67 @@ TEST(CommonLaunch, LaunchOnACreatedStream) {
     EXPECT_EQ(got[static_cast<std::size_t>(i)], i);
   }
   EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
+}
+
+// A dependent launch sees every write of the kernel before it, launched eagerly (default and created
+// stream) and from a captured graph replayed several times. On the emulator (and GPUs below compute
+// capability 9.0) it is a plain launch; on an sm_90 GPU the consumer is launched while the producer runs.
+TEST(CommonLaunch, DependentLaunchSeesThePreviousKernelsWrites) {
+  constexpr int kN = 1 << 14;
+  const int rounds = CULAYERS_TEST_EMULATED ? 8 : 4096;
+  const dim3 grid((kN + 255) / 256);
+  std::vector<std::uint32_t> want(kN);
+  for (int i = 0; i < kN; ++i) {
+    want[static_cast<std::size_t>(i)] = producer_value(kN - 1 - i, rounds);
+  }
+  DeviceBuffer<std::uint32_t> data(kN);
+  DeviceBuffer<std::uint32_t> out(kN);
+  cudaStream_t created = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaStreamCreateWithFlags(&created, cudaStreamNonBlocking));
+  auto enqueue = [&](cudaStream_t stream) {
+    EXPECT_EQ(ck::check_launch(
+                  CULAYERS_LAUNCH(pdl_producer_kernel, grid, dim3(256), 0, stream, data.get(), kN, rounds),
+                  "common_pdl_producer"),
+              Status::kSuccess);
+    EXPECT_EQ(ck::check_launch(CULAYERS_LAUNCH_DEPENDENT(pdl_consumer_kernel, grid, dim3(256), 0, stream,
+                                                         static_cast<const std::uint32_t*>(data.get()),
+                                                         out.get(), kN),
+                               "common_pdl_consumer"),
+              Status::kSuccess);
+  };
+  auto check = [&](cudaStream_t stream, const char* what) {
+    std::vector<std::uint32_t> got(kN);
+    EXPECT_EQ(
+        cudaMemcpyAsync(got.data(), out.get(), sizeof(std::uint32_t) * kN, cudaMemcpyDeviceToHost, stream),
+        cudaSuccess);
+    EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    int wrong = 0;
+    for (int i = 0; i < kN; ++i) {
+      wrong += got[static_cast<std::size_t>(i)] != want[static_cast<std::size_t>(i)] ? 1 : 0;
+    }
+    EXPECT_EQ(wrong, 0) << what;
+  };
+  for (cudaStream_t stream : {cudaStream_t{nullptr}, created}) {
+    out.fill_bytes(0);
+    data.fill_bytes(0);
+    enqueue(stream);
+    check(stream, stream == nullptr ? "default stream" : "created stream");
+  }
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(created, cudaStreamCaptureModeGlobal));
+  enqueue(created);
+  CULAYERS_ASSERT_CUDA(cudaStreamEndCapture(created, &graph));
+  CULAYERS_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  for (int replay = 0; replay < 3; ++replay) {
+    out.fill_bytes(0);
+    data.fill_bytes(0);
+    CULAYERS_ASSERT_CUDA(cudaGraphLaunch(exec, created));
+    check(created, "graph replay");
+  }
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  EXPECT_EQ(cudaStreamDestroy(created), cudaSuccess);
 }
 
 } // namespace

@@ -93,6 +93,23 @@ with tempfile.TemporaryDirectory() as tmp:
     expect(cells[4] == "**no**" and "ours_lengths: 88.0 %" in cells[3] and "ours_mask: missing" in cells[3],
            "one-case file: " + cells[3])
     expect(row(out, "UNet shapes")[4] == "not measured", "UNet without data")
+    # Same-process variants: listed next to their ours case, with the ratio variant / ours.
+    ab = os.path.join(tmp, "ab.json")
+    gn = "group_norm/s1_C320_64x64/bf16/nhwc/none/fwd/"
+    s6 = "masked_reduce/s6_moments_f32_B2_T65536_F256/"
+    with open(ab, "w") as f:
+        json.dump({"benchmarks": [
+            {"run_name": gn + v + "/iterations:200/manual_time", "aggregate_name": "median", "real_time": t,
+             "time_unit": "us", "label": "path tile"}
+            for v, t in (("ours", 10.0), ("ours_no_tile", 15.0), ("ours_no_pdl", 12.0))] + [
+            {"run_name": s6 + v + "/manual_time", "aggregate_name": "median", "real_time": t, "time_unit": "us"}
+            for v, t in (("ours_lengths", 60.0), ("ours_lengths_no_pdl", 63.0))]}, f)
+    rc, out, err = run([ab])
+    expect("| s1_C320_64x64/bf16/nhwc/none/fwd/ours | no_tile | 10.0 | 15.0 | 1.50 | path tile |" in out,
+           "no_tile row: " + out)
+    expect("| s1_C320_64x64/bf16/nhwc/none/fwd/ours | no_pdl | 10.0 | 12.0 | 1.20 | path tile |" in out,
+           "no_pdl row")
+    expect("| s6_moments_f32_B2_T65536_F256/ours_lengths | no_pdl | 60.0 | 63.0 | 1.05 |" in out, "masked no_pdl row")
     bad = os.path.join(tmp, "bad.json")
     with open(bad, "w") as f:
         f.write("{ not json")
