@@ -263,8 +263,9 @@ def main(argv):
         print(f"| {family} | {goal} | {numbers} | {met} |")
     ab = ab_table(cases)
     if ab:
-        print("\nSame-process variants: no_tile = the plan before the tile path, no_small = before the small-tensor")
-        print("rule, no_pdl = CULAYERS_NO_PDL=1 (time in µs; ratio = variant / ours, above 1: ours is faster):\n")
+        print("\nVariants: no_tile = the plan before the tile path and no_small = before the small-tensor rule (both")
+        print("in the same process as ours); no_pdl = CULAYERS_NO_PDL=1, a later process (its one-kernel cases show")
+        print("the drift between the two). Time in µs; ratio = variant / ours, above 1: ours is faster.\n")
         print("| configuration | variant | ours | variant | ratio | ours' path |")
         print("|---|---|---:|---:|---:|---|")
         print("\n".join(ab))

@@ -330,8 +330,20 @@ void count_launch_stats(std::uint64_t blocks, std::uint64_t threads, std::uint64
   s.context_switches += switches;
 }
 
+void grid_dependency_wait() {
+  if (tls_thread != nullptr) {
+    tls_thread->must_wait = false;
+  }
+}
+
 void check_global_access(const void* p, std::size_t bytes, std::size_t align, bool write, const char* file,
                          int line) {
+  if (tls_thread != nullptr && tls_thread->must_wait) {
+    device_fail(file, line,
+                "%zu-byte %s at %p before grid_dependency_wait() in a kernel launched with "
+                "CULAYERS_LAUNCH_DEPENDENT (on a GPU it may still be running the kernel before it)",
+                bytes, write ? "store" : "load", p);
+  }
   const auto addr = reinterpret_cast<std::uintptr_t>(p);
   if (align > 1 && addr % align != 0) {
     device_fail(file, line, "misaligned %zu-byte %s at %p (needs %zu-byte alignment)", bytes,

@@ -561,6 +561,7 @@ std::uint64_t Block::run_threads(const LaunchRecord& launch, uint3 block_idx, un
     t.info.linear = i;
     t.info.lane = i % kWarpSize;
     t.info.warp = i / kWarpSize;
+    t.info.must_wait = launch.site.dependent;
   }
   const std::uint64_t seed = schedule_seed();
   order_.resize(n_);

@@ -25,6 +25,7 @@ struct LaunchSite {
   const char* kernel;
   const char* file;
   int line;
+  bool dependent = false; // launched with CULAYERS_LAUNCH_DEPENDENT (the emulator checks its wait)
 };
 
 /// Launches `kernel<<<grid, block, smem, stream>>>(args...)` and returns the launch's error (what
@@ -47,9 +48,9 @@ cudaError_t launch(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, 
 #  endif
   return e;
 #else
-  const cudaError_t e =
-      ::culayers_emu::launch_kernel(::culayers_emu::LaunchSite{site.kernel, site.file, site.line}, kernel,
-                                    grid, block, smem, stream, std::forward<Args>(args)...);
+  const cudaError_t e = ::culayers_emu::launch_kernel(
+      ::culayers_emu::LaunchSite{site.kernel, site.file, site.line, site.dependent}, kernel, grid, block,
+      smem, stream, std::forward<Args>(args)...);
   (void)cudaGetLastError(); // as after a real launch: the error is returned, not left pending
   return e;
 #endif
@@ -63,10 +64,18 @@ cudaError_t launch(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, 
 // stream still runs its last blocks, instead of after it has drained, which hides the launch gap between
 // the two. Every kernel launched that way calls grid_dependency_wait() before it touches global memory
 // (the wait returns once every block of the kernel before it has finished and its writes are visible),
-// and a kernel followed by a dependent launch calls allow_dependent_launch() at its start (without it the
-// dependent blocks are launched only as its blocks exit). On older GPUs, with CULAYERS_NO_PDL set to a
-// value other than 0, and in the emulator (which runs a stream's kernels one after the other) it is a
-// plain launch and both device calls do nothing. Verified only on a GPU.
+// and a kernel followed by a dependent launch calls allow_dependent_launch() early (without it the
+// dependent blocks are launched only as its blocks exit). Since each dependent kernel waits in every
+// block, it cannot finish before the kernel it waits for, so a chain of them also orders a kernel after
+// everything written two or more launches back (channel_sums_kernel reads what the first kernel of the
+// group-norm backward wrote).
+//
+// Used only where the wait is in the kernel's code: the loaded binary of the kernel comes from sm_90 or
+// newer (a build for older architectures JIT-compiled on a newer GPU has no wait in it), the driver is
+// CUDA 12.3 or newer (programmatic launches in captured graphs), and CULAYERS_NO_PDL is unset or 0.
+// Everywhere else, and in the emulator (which runs a stream's kernels one after the other but reports a
+// global access before the wait), it is a plain launch and the device calls do nothing. Not yet run on a
+// GPU: CommonLaunch.DependentLaunchSeesThePreviousKernelsWrites checks it there.
 
 /// Blocks until the kernel this one depends on (the previous kernel on the stream, when this one was
 /// launched with CULAYERS_LAUNCH_DEPENDENT) has finished and its writes are visible. Call it before any
@@ -74,6 +83,8 @@ cudaError_t launch(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, 
 CULAYERS_DEVICE void grid_dependency_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
+#elif CULAYERS_EMULATED_BUILD
+  ::culayers_emu::detail::grid_dependency_wait(); // checks that no global access came before it
 #endif
 }
 
@@ -92,14 +103,17 @@ inline std::atomic<signed char>& dependent_launch_state(int device) {
   return states[device >= 0 && device < kDevices ? device : kDevices]; // the last slot: never used
 }
 
-/// Whether CULAYERS_LAUNCH_DEPENDENT uses programmatic dependent launch on `device`: compute capability
-/// 9.0 or newer, CULAYERS_NO_PDL unset (or 0), and not refused by the runtime before on that device.
+/// Whether CULAYERS_LAUNCH_DEPENDENT may use programmatic dependent launch on `device`: compute capability
+/// 9.0 or newer, a CUDA 12.3 or newer driver, CULAYERS_NO_PDL unset (or 0), and not refused by the runtime
+/// before on that device. (Each kernel's binary is checked too: dependent_launch_used.)
 inline bool dependent_launch_enabled(int device) {
-  static const bool disabled_by_env = [] {
+  static const bool allowed = [] {
     const char* v = std::getenv("CULAYERS_NO_PDL");
-    return v != nullptr && v[0] != '\0' && !(v[0] == '0' && v[1] == '\0');
+    const bool env_off = v != nullptr && v[0] != '\0' && !(v[0] == '0' && v[1] == '\0');
+    int driver = 0;
+    return !env_off && cudaDriverGetVersion(&driver) == cudaSuccess && driver >= 12030;
   }();
-  if (disabled_by_env || device < 0 || device >= 64) {
+  if (!allowed || device < 0 || device >= 64) {
     return false;
   }
   std::atomic<signed char>& state = dependent_launch_state(device);
@@ -115,17 +129,44 @@ inline bool dependent_launch_enabled(int device) {
   return known > 0;
 }
 
+/// Whether a dependent launch of `kernel` on `device` is a programmatic one: dependent_launch_enabled and
+/// the kernel's loaded binary compiled for sm_90 or newer (cudaFuncAttributes::ptxVersion, the virtual
+/// architecture its code came from, so a compute_80 build JIT-compiled for an sm_90 GPU, whose
+/// grid_dependency_wait is empty, is not). Cached per (kernel, device); never throws.
+template <class... KArgs>
+bool dependent_launch_used(void (*kernel)(KArgs...), int device) noexcept {
+  if (!dependent_launch_enabled(device)) {
+    return false;
+  }
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, bool> known;
+  const void* key = reinterpret_cast<const void*>(kernel);
+  try {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = known.find({key, device});
+    if (it != known.end()) {
+      return it->second;
+    }
+    cudaFuncAttributes attributes = {};
+    const bool used = cudaFuncGetAttributes(&attributes, key) == cudaSuccess && attributes.ptxVersion >= 90;
+    (void)cudaGetLastError();
+    known.emplace(std::make_pair(key, device), used);
+    return used;
+  } catch (...) {
+    return false;
+  }
+}
+
 /// Launches `kernel` after the previous kernel on `stream` as a programmatic dependent launch where
-/// dependent_launch_enabled() says so, else as launch() does. The kernel must call grid_dependency_wait()
-/// before its first global-memory access. A runtime that refuses the attribute (an old driver, a capture
-/// that cannot take it) gets the plain launch, and the device is not asked again. Use through
-/// CULAYERS_LAUNCH_DEPENDENT.
+/// dependent_launch_used() says so, else as launch() does. The kernel must call grid_dependency_wait()
+/// before its first global-memory access. A runtime that refuses the attribute gets the plain launch,
+/// and the device is not asked again in this process. Use through CULAYERS_LAUNCH_DEPENDENT.
 template <class... KArgs, class... Args>
 cudaError_t launch_dependent(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, dim3 block,
                              std::size_t smem, cudaStream_t stream, const Args&... args) {
 #if defined(__CUDACC__)
   int device = -1;
-  if (cudaGetDevice(&device) == cudaSuccess && dependent_launch_enabled(device)) {
+  if (cudaGetDevice(&device) == cudaSuccess && dependent_launch_used(kernel, device)) {
     cudaLaunchAttribute attribute[1] = {};
     attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attribute[0].val.programmaticStreamSerializationAllowed = 1;
@@ -148,14 +189,15 @@ cudaError_t launch_dependent(const LaunchSite& site, void (*kernel)(KArgs...), d
     }
     (void)cudaGetLastError();
     const cudaError_t plain = launch(site, kernel, grid, block, smem, stream, args...);
-    if (plain == cudaSuccess) {
-      dependent_launch_state(device).store(-1,
-                                           std::memory_order_relaxed); // the attribute was refused
+    if (plain == cudaSuccess) { // the configuration was fine: the attribute was refused
+      dependent_launch_state(device).store(-1, std::memory_order_relaxed);
     }
     return plain;
   }
 #endif
-  return launch(site, kernel, grid, block, smem, stream, args...);
+  LaunchSite dependent_site = site;
+  dependent_site.dependent = true; // the emulator reports a global access before grid_dependency_wait()
+  return launch(dependent_site, kernel, grid, block, smem, stream, args...);
 }
 
 /// True for the runtime's "no usable device" answers (none present, or a driver too old for this runtime),

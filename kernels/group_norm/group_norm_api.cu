@@ -53,12 +53,15 @@ CULAYERS_GLOBAL void __launch_bounds__(kFinalThreadsX* kFinalThreadsY)
 }
 
 Status launch_channel_sums(const BackwardParams& params, std::int64_t rows, cudaStream_t stream) {
-  const std::int64_t grid = (params.geo.channels + kFinalThreadsX - 1) / kFinalThreadsX;
-  return check_launch(CULAYERS_LAUNCH_DEPENDENT(channel_sums_kernel, dim3(static_cast<unsigned>(grid)),
-                                                dim3(kFinalThreadsX * kFinalThreadsY),
-                                                2 * kFinalThreadsX * kFinalThreadsY * sizeof(float), stream,
-                                                params, rows),
-                      "group_norm_backward");
+  const dim3 grid(static_cast<unsigned>((params.geo.channels + kFinalThreadsX - 1) / kFinalThreadsX));
+  const dim3 block(kFinalThreadsX * kFinalThreadsY);
+  const std::size_t smem = 2 * kFinalThreadsX * kFinalThreadsY * sizeof(float);
+  // A dependent launch after the backward kernels; with no partial rows (nothing to read) no kernel of
+  // this op ran before it, so a plain launch.
+  const cudaError_t e =
+      rows > 0 ? CULAYERS_LAUNCH_DEPENDENT(channel_sums_kernel, grid, block, smem, stream, params, rows)
+               : CULAYERS_LAUNCH(channel_sums_kernel, grid, block, smem, stream, params, rows);
+  return check_launch(e, "group_norm_backward");
 }
 
 /// Tile path, forward kernel 2: a warp per group merges its T Welford partials in a fixed order (lane l takes

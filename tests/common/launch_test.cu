@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -270,7 +271,8 @@ TEST(CommonLaunch, LaunchOnACreatedStream) {
 
 // A dependent launch sees every write of the kernel before it, launched eagerly (default and created
 // stream) and from a captured graph replayed several times. On the emulator (and GPUs below compute
-// capability 9.0) it is a plain launch; on an sm_90 GPU the consumer is launched while the producer runs.
+// capability 9.0) it is a plain launch; on an sm_90 GPU the consumer is launched while the producer runs,
+// and the test checks that it was.
 TEST(CommonLaunch, DependentLaunchSeesThePreviousKernelsWrites) {
   constexpr int kN = 1 << 14;
   const int rounds = CULAYERS_TEST_EMULATED ? 8 : 4096;
@@ -306,6 +308,20 @@ TEST(CommonLaunch, DependentLaunchSeesThePreviousKernelsWrites) {
     }
     EXPECT_EQ(wrong, 0) << what;
   };
+#if !CULAYERS_TEST_EMULATED
+  // On an sm_90 GPU (binaries built for it, a CUDA 12.3+ driver, CULAYERS_NO_PDL unset) the consumer is a
+  // programmatic dependent launch, before and after the launches below (none may be refused).
+  int device = 0;
+  int major = 0;
+  int driver = 0;
+  CULAYERS_ASSERT_CUDA(cudaGetDevice(&device));
+  CULAYERS_ASSERT_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  CULAYERS_ASSERT_CUDA(cudaDriverGetVersion(&driver));
+  const char* no_pdl = std::getenv("CULAYERS_NO_PDL");
+  const bool expect_pdl = major >= 9 && driver >= 12030 &&
+                          (no_pdl == nullptr || std::string(no_pdl).empty() || std::string(no_pdl) == "0");
+  EXPECT_EQ(ck::dependent_launch_used(pdl_consumer_kernel, device), expect_pdl);
+#endif
   for (cudaStream_t stream : {cudaStream_t{nullptr}, created}) {
     out.fill_bytes(0);
     data.fill_bytes(0);
@@ -324,6 +340,10 @@ TEST(CommonLaunch, DependentLaunchSeesThePreviousKernelsWrites) {
     CULAYERS_ASSERT_CUDA(cudaGraphLaunch(exec, created));
     check(created, "graph replay");
   }
+#if !CULAYERS_TEST_EMULATED
+  EXPECT_EQ(ck::dependent_launch_used(pdl_consumer_kernel, device), expect_pdl)
+      << "a dependent launch was refused";
+#endif
   EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
   EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
   EXPECT_EQ(cudaStreamDestroy(created), cudaSuccess);

@@ -165,6 +165,46 @@ TEST(EmulatorPlantedBugs, EarlyReturnBeforeBarrierIsReported) {
   EXPECT_NE(msg.find(file_and_line(__FILE__, g_bug_line)), std::string::npos) << msg;
 }
 
+// ---- dependent launch reading before its wait ---------------------------------------------------------
+
+CULAYERS_GLOBAL void read_before_wait_kernel(const float* x, float* y, int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  const float v = i < n ? CULAYERS_MARK_LINE(load(x + i)) : 0.0f; // planted: read before the wait
+  kernels::grid_dependency_wait();
+  if (i < n) {
+    store(y + i, v);
+  }
+}
+
+CULAYERS_GLOBAL void wait_then_read_kernel(const float* x, float* y, int n) {
+  kernels::grid_dependency_wait();
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) {
+    store(y + i, load(x + i));
+  }
+}
+
+// On a GPU the read may see the previous kernel's data half written; the emulator names the access.
+TEST(EmulatorPlantedBugs, GlobalAccessBeforeDependencyWaitIsReported) {
+  const int n = 100;
+  DeviceBuffer<float> x(n), y(n);
+  {
+    QuietEmulator quiet;
+    const cudaError_t e =
+        finish(CULAYERS_LAUNCH_DEPENDENT(read_before_wait_kernel, 1, 128, 0, nullptr, x.get(), y.get(), n));
+    EXPECT_EQ(e, cudaErrorLaunchFailure);
+    const std::string msg = culayers_emu::last_error_message();
+    EXPECT_NE(msg.find("read_before_wait_kernel"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("before grid_dependency_wait()"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(file_and_line(__FILE__, g_bug_line)), std::string::npos) << msg;
+  }
+  // The same kernel launched plainly, and a dependent kernel that waits first, are fine.
+  EXPECT_EQ(finish(CULAYERS_LAUNCH(read_before_wait_kernel, 1, 128, 0, nullptr, x.get(), y.get(), n)),
+            cudaSuccess);
+  EXPECT_EQ(finish(CULAYERS_LAUNCH_DEPENDENT(wait_then_read_kernel, 1, 128, 0, nullptr, x.get(), y.get(), n)),
+            cudaSuccess);
+}
+
 // ---- threads at different barriers ------------------------------------------------------------------
 
 CULAYERS_GLOBAL void divergent_barrier_kernel(float* out) {

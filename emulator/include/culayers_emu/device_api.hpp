@@ -20,6 +20,7 @@ struct ThreadInfo {
   unsigned linear; // linear thread index in the block
   unsigned lane;
   unsigned warp;
+  bool must_wait; // a dependent launch's thread that has not called grid_dependency_wait() yet
 };
 
 // __thread rather than thread_local: a trivially initialized pointer needs no TLS init function, whose
@@ -56,6 +57,11 @@ void* dynamic_smem();
 // inside one allocation and `p` must be aligned to `align`. Counts the bytes for byte-model tests.
 void check_global_access(const void* p, std::size_t bytes, std::size_t align, bool write, const char* file,
                          int line);
+
+// grid_dependency_wait() of a kernel launched with CULAYERS_LAUNCH_DEPENDENT: from here on the thread
+// may access global memory (the emulator runs a stream's kernels one after the other, so there is
+// nothing to wait for; it only checks that kernels wait before they access memory, as they must on a GPU).
+void grid_dependency_wait();
 
 // Reports a device-side fault naming the kernel, block, thread and source line, and aborts the launch.
 [[noreturn]] void device_fail(const char* file, int line, const char* fmt, ...)

@@ -83,6 +83,9 @@ struct LaunchSite {
   const char* kernel; // the kernel expression as written at the launch site
   const char* file;
   int line;
+  // A dependent launch (CULAYERS_LAUNCH_DEPENDENT): each thread must call grid_dependency_wait() before
+  // its first global-memory access, which is reported otherwise.
+  bool dependent = false;
 };
 
 // Validates the configuration and the kernel's pointer arguments, then runs `body` once per thread of
