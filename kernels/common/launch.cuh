@@ -138,19 +138,23 @@ bool dependent_launch_used(void (*kernel)(KArgs...), int device) noexcept {
   if (!dependent_launch_enabled(device)) {
     return false;
   }
-  static std::mutex mutex;
-  static std::map<std::pair<const void*, int>, bool> known;
+  // Never destroyed, so a launch from a static destructor still finds them.
+  static std::mutex* const mutex = new std::mutex;
+  static auto* const known = new std::map<std::pair<const void*, int>, bool>;
   const void* key = reinterpret_cast<const void*>(kernel);
   try {
-    std::lock_guard<std::mutex> lock(mutex);
-    auto it = known.find({key, device});
-    if (it != known.end()) {
+    std::lock_guard<std::mutex> lock(*mutex);
+    auto it = known->find({key, device});
+    if (it != known->end()) {
       return it->second;
     }
     cudaFuncAttributes attributes = {};
-    const bool used = cudaFuncGetAttributes(&attributes, key) == cudaSuccess && attributes.ptxVersion >= 90;
-    (void)cudaGetLastError();
-    known.emplace(std::make_pair(key, device), used);
+    const cudaError_t e = cudaFuncGetAttributes(&attributes, key);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError(); // the query's own error, not left for the caller
+    }
+    const bool used = e == cudaSuccess && attributes.ptxVersion >= 90;
+    known->emplace(std::make_pair(key, device), used);
     return used;
   } catch (...) {
     return false;

@@ -317,8 +317,11 @@ TEST(CommonLaunch, DependentLaunchSeesThePreviousKernelsWrites) {
   CULAYERS_ASSERT_CUDA(cudaGetDevice(&device));
   CULAYERS_ASSERT_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   CULAYERS_ASSERT_CUDA(cudaDriverGetVersion(&driver));
+  cudaFuncAttributes attributes = {};
+  CULAYERS_ASSERT_CUDA(
+      cudaFuncGetAttributes(&attributes, reinterpret_cast<const void*>(pdl_consumer_kernel)));
   const char* no_pdl = std::getenv("CULAYERS_NO_PDL");
-  const bool expect_pdl = major >= 9 && driver >= 12030 &&
+  const bool expect_pdl = major >= 9 && driver >= 12030 && attributes.ptxVersion >= 90 &&
                           (no_pdl == nullptr || std::string(no_pdl).empty() || std::string(no_pdl) == "0");
   EXPECT_EQ(ck::dependent_launch_used(pdl_consumer_kernel, device), expect_pdl);
 #endif
