@@ -77,18 +77,34 @@ def all_met(results):
     return all(measured)
 
 
+class Row:
+    """One goal's row: each case's numbers (✗ marks a miss) and whether it met the goal (None: missing)."""
+
+    def __init__(self):
+        self.parts, self.results = [], []
+
+    def missing(self, what):
+        self.parts.append(f"{what}: missing")
+        self.results.append(None)
+
+    def case(self, ok, text):
+        self.parts.append(text + ("" if ok else " ✗"))
+        self.results.append(ok)
+
+    def emit(self, family, goal, summary=None):
+        add(family, goal, summary if summary is not None else "; ".join(self.parts) or "no case",
+            all_met(self.results))
+
+
 def pct_goal(cases, family, goal, names, threshold):
-    parts, results = [], []
+    row = Row()
     for name in names:
         c = cases.get(name)
         if c is None or c["pct"] is None:
-            parts.append(f"{short(name)}: missing")
-            results.append(None)
+            row.missing(short(name))
             continue
-        ok = c["pct"] >= threshold
-        parts.append(f"{short(name)}: {c['pct']:.1f} % ({fmt_us(c['us'])})" + ("" if ok else " ✗"))
-        results.append(ok)
-    add(family, goal, "; ".join(parts), all_met(results))
+        row.case(c["pct"] >= threshold, f"{short(name)}: {c['pct']:.1f} % ({fmt_us(c['us'])})")
+    row.emit(family, goal)
 
 
 def short(name):
@@ -107,31 +123,26 @@ def masked_goals(cases):
     pct_goal(cases, fam, "≥ 90 % of copy, bf16, long context (B16 T8192 F4096)",
              [s5.format(v) for v in ("ours_lengths", "ours_mask")], 90.0)
     base = cases.get(s4.format(4, "mean", "unfused_cub"))
-    parts, results = [], []
+    row = Row()
     for v in ("ours_lengths", "ours_mask"):
         c = cases.get(s4.format(4, "mean", v))
         if base is None or c is None:
-            parts.append(f"{v}: missing")
-            results.append(None)
+            row.missing(v)
             continue
         ratio = base["us"] / c["us"]
-        parts.append(f"{v}: {ratio:.1f}× ({fmt_us(base['us'])} against {fmt_us(c['us'])})")
-        results.append(ratio >= 3.0)
-    add(fam, "≥ 3× the unfused CUB baseline, sentence-embedding mean", "; ".join(parts), all_met(results))
+        row.case(ratio >= 3.0, f"{v}: {ratio:.1f}× ({fmt_us(base['us'])} against {fmt_us(c['us'])})")
+    row.emit(fam, "≥ 3× the unfused CUB baseline, sentence-embedding mean")
     s6 = "masked_reduce/s6_moments_f32_B2_T65536_F256/{}"
     copy = cases.get(s6.format("copy_same_bytes"))
-    parts, results = [], []
+    row = Row()
     for v in ("ours_lengths", "ours_mask"):
         c = cases.get(s6.format(v))
         if copy is None or c is None:
-            parts.append(f"{v}: missing")
-            results.append(None)
+            row.missing(v)
             continue
         ratio = c["us"] / copy["us"]
-        parts.append(f"{v}: {ratio:.3f}× ({fmt_us(c['us'])} against copy {fmt_us(copy['us'])})")
-        results.append(ratio <= 1.2)
-    add(fam, "few-output moments (fp32 B2 T65536 F256) within 1.2× of the copy of the same bytes",
-        "; ".join(parts), all_met(results))
+        row.case(ratio <= 1.2, f"{v}: {ratio:.3f}× ({fmt_us(c['us'])} against copy {fmt_us(copy['us'])})")
+    row.emit(fam, "few-output moments (fp32 B2 T65536 F256) within 1.2× of the copy of the same bytes")
 
 
 def dropout_goals(cases):
@@ -139,34 +150,28 @@ def dropout_goals(cases):
     keeps = ("0.9", "0.5", "0.8731")
     names = [f"dropout_{d}/ours/8192x4096/keep{k}" for d in ("fwd", "bwd") for k in keeps]
     pct_goal(cases, fam, "≥ 92 % of copy, forward and backward, 8192×4096 bf16", names, 92.0)
-    parts, results = [], []
+    row = Row()
     for d in ("fwd", "bwd"):
         for k in keeps:
             ours = cases.get(f"dropout_{d}/ours/8192x4096/keep{k}")
             cudnn = cases.get(f"dropout_{d}/cudnn/8192x4096/keep{k}")
             if ours is None or cudnn is None:
-                parts.append(f"{d} keep {k}: missing")
-                results.append(None)
+                row.missing(f"{d} keep {k}")
                 continue
-            ok = ours["us"] < cudnn["us"]
-            parts.append(f"{d} keep {k}: {ours['us']:.1f} against {cudnn['us']:.1f} µs" + ("" if ok else " ✗"))
-            results.append(ok)
-    add(fam, "faster than cuDNN (8192×4096)", "; ".join(parts), all_met(results))
-    parts, results = [], []
+            row.case(ours["us"] < cudnn["us"], f"{d} keep {k}: {ours['us']:.1f} against {cudnn['us']:.1f} µs")
+    row.emit(fam, "faster than cuDNN (8192×4096)")
+    row = Row()
     pairs = [("32x2048x1024", "noise32x1x1024"), ("32x256x56x56", "noise32x256x1x1")]
     for d in ("fwd", "bwd"):
         for shape, noise in pairs:
             b = cases.get(f"dropout_{d}/ours/{shape}/{noise}/keep0.9")
             p = cases.get(f"dropout_{d}/ours/{shape}/plain/keep0.9")
             if b is None or p is None:
-                parts.append(f"{d} {noise}: missing")
-                results.append(None)
+                row.missing(f"{d} {noise}")
                 continue
             ratio = b["us"] / p["us"]
-            parts.append(f"{d} {noise}: {ratio:.3f}× ({b['us']:.1f} against {p['us']:.1f} µs)")
-            results.append(ratio <= 1.1)
-    add(fam, "broadcast noise within 1.1× of plain dropout of the same tensor", "; ".join(parts),
-        all_met(results))
+            row.case(ratio <= 1.1, f"{d} {noise}: {ratio:.3f}× ({b['us']:.1f} against {p['us']:.1f} µs)")
+    row.emit(fam, "broadcast noise within 1.1× of plain dropout of the same tensor")
 
 
 GN = re.compile(r"^group_norm/(s\d)_([^/]+)/(fp32|fp16|bf16)/(nchw|nhwc)/(none|silu|relu)/(fwd|bwd)/([a-z_]+)$")
@@ -182,20 +187,17 @@ def group_norm_goals(cases):
             configs.setdefault((shape, size, dtype, layout, act, direction), {})[variant] = cases[name]
 
     def pct_rows(shape, goal, threshold, direction=None):
-        parts, results = [], []
+        row = Row()
         for key in sorted(configs):
             if key[0] != shape or (direction is not None and key[5] != direction):
                 continue
             ours = configs[key].get("ours")
             what = "/".join(key[1:])
             if ours is None or ours["pct"] is None:
-                parts.append(f"{what}: missing")
-                results.append(None)
+                row.missing(what)
                 continue
-            ok = ours["pct"] >= threshold
-            parts.append(f"{what}: {ours['pct']:.1f} %" + ("" if ok else " ✗"))
-            results.append(ok)
-        add(fam, goal, "; ".join(parts) or "no case", all_met(results))
+            row.case(ours["pct"] >= threshold, f"{what}: {ours['pct']:.1f} %")
+        row.emit(fam, goal)
 
     pct_rows("s3", "training shape (N16 C256 56², G32) ≥ 85 % of copy forward", 85.0, "fwd")
     pct_rows("s3", "training shape ≥ 75 % of copy backward", 75.0, "bwd")
@@ -203,7 +205,7 @@ def group_norm_goals(cases):
     # pct_of_copy >= 100 * 2 / (3 * 1.3) = 51.3 %. Applied to the backward cases too, as docs/performance.md
     # section 10 does.
     pct_rows("s2", "VAE shapes within 1.3× of the two-reads-one-write bound (≥ 51.3 % of copy)", 100 * 2 / 3.9)
-    parts, results = [], []
+    row = Row()
     for key in sorted(configs):
         if key[0] != "s1":
             continue
@@ -211,17 +213,15 @@ def group_norm_goals(cases):
         ours, naive, cudnn = v.get("ours"), v.get("naive"), v.get("cudnn")
         what = "/".join(key[1:])
         if ours is None or naive is None or cudnn is None:
-            parts.append(f"{what}: missing")
-            results.append(None)
+            row.missing(what)
             continue
-        ok = ours["us"] < naive["us"] and ours["us"] < cudnn["us"]
-        results.append(ok)
-        if not ok:
-            parts.append(f"{what}: {ours['us']:.1f} against naive {naive['us']:.1f}, cuDNN {cudnn['us']:.1f} µs ✗")
-    measured = [r for r in results if r is not None]
+        row.case(ours["us"] < naive["us"] and ours["us"] < cudnn["us"],
+                 f"{what}: {ours['us']:.1f} against naive {naive['us']:.1f}, cuDNN {cudnn['us']:.1f} µs")
+    measured = [r for r in row.results if r is not None]
+    misses = [part for part in row.parts if part.endswith("✗") or part.endswith(": missing")]
     summary = f"{sum(1 for r in measured if r)} of {len(measured)} cases beat both"
-    add(fam, "UNet shapes (shape 1) faster than both baselines, both layouts",
-        summary + ("; misses: " + "; ".join(parts) if parts else ""), all_met(results))
+    row.emit(fam, "UNet shapes (shape 1) faster than both baselines, both layouts",
+             summary + ("; misses: " + "; ".join(misses) if misses else ""))
 
 
 _VARIANT = re.compile(r"/(ours[a-z_]*?)_(no_tile|no_small|no_pdl)$")
