@@ -28,6 +28,22 @@ struct LaunchSite {
   bool dependent = false; // launched with CULAYERS_LAUNCH_DEPENDENT (the emulator checks its wait)
 };
 
+/// A launch's error, after waiting for the stream with CULAYERS_DEBUG_SYNC (debug builds) when the launch
+/// succeeded and the stream is not being captured. CUDA build only.
+inline cudaError_t after_launch(cudaError_t e, cudaStream_t stream) {
+#if CULAYERS_DEBUG_SYNC
+  if (e == cudaSuccess) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &capture) == cudaSuccess && capture == cudaStreamCaptureStatusNone) {
+      e = cudaStreamSynchronize(stream);
+    }
+  }
+#else
+  (void)stream;
+#endif
+  return e;
+}
+
 /// Launches `kernel<<<grid, block, smem, stream>>>(args...)` and returns the launch's error (what
 /// cudaGetLastError() reports right after it). Never synchronizes, except with CULAYERS_DEBUG_SYNC
 /// (debug builds) outside graph capture. Use through CULAYERS_LAUNCH.
@@ -37,16 +53,7 @@ cudaError_t launch(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, 
 #if defined(__CUDACC__)
   (void)site;
   kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
-  cudaError_t e = cudaGetLastError();
-#  if CULAYERS_DEBUG_SYNC
-  if (e == cudaSuccess) {
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    if (cudaStreamIsCapturing(stream, &capture) == cudaSuccess && capture == cudaStreamCaptureStatusNone) {
-      e = cudaStreamSynchronize(stream);
-    }
-  }
-#  endif
-  return e;
+  return after_launch(cudaGetLastError(), stream);
 #else
   const cudaError_t e = ::culayers_emu::launch_kernel(
       ::culayers_emu::LaunchSite{site.kernel, site.file, site.line, site.dependent}, kernel, grid, block,
@@ -181,15 +188,9 @@ cudaError_t launch_dependent(const LaunchSite& site, void (*kernel)(KArgs...), d
     config.stream = stream;
     config.attrs = attribute;
     config.numAttrs = 1;
-    cudaError_t e = cudaLaunchKernelEx(&config, kernel, args...);
+    const cudaError_t e = cudaLaunchKernelEx(&config, kernel, args...);
     if (e == cudaSuccess) {
-#  if CULAYERS_DEBUG_SYNC
-      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-      if (cudaStreamIsCapturing(stream, &capture) == cudaSuccess && capture == cudaStreamCaptureStatusNone) {
-        e = cudaStreamSynchronize(stream);
-      }
-#  endif
-      return e;
+      return after_launch(e, stream);
     }
     (void)cudaGetLastError();
     const cudaError_t plain = launch(site, kernel, grid, block, smem, stream, args...);

@@ -157,8 +157,8 @@ CULAYERS_DEVICE Scratch<N> make_scratch(unsigned char* p, int team_size) {
 /// Visits this thread's vectors of a unit: for each batch of the channel axis (the same number of batches
 /// in every thread of the team, so `end` may hold barriers or shuffles), begin(outer, active), then
 /// use(r, cv, v) for each inner position with v = load(r, cv) (walk_strided: loads issued in groups of
-/// kUnroll before their uses), then end(outer, active). Channel axis: column
-/// vectors (channels last) or rows (channels first).
+/// kUnroll before their uses), then end(outer, active). Channel axis: column vectors (channels last) or
+/// rows (channels first).
 template <bool kCL, class Begin, class Load, class Use, class End>
 CULAYERS_DEVICE void visit(const Geometry& geo, const Unit& un, int tid, Begin&& begin, Load&& load,
                            Use&& use, End&& end) {

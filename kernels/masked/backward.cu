@@ -169,14 +169,12 @@ CULAYERS_GLOBAL void __launch_bounds__(kBackwardThreads, 1) backward_kernel(cons
 
 template <class T, BackwardKind K, int N>
 Status launch_backward_n(const BackwardLaunch& l, const BackwardParams& p, cudaStream_t stream) {
-  if (l.count_first) {
-    return check_launch(
-        CULAYERS_LAUNCH_DEPENDENT((backward_kernel<T, K, N>), dim3(l.grid), dim3(l.threads), 0, stream, p),
-        "masked_reduce_backward");
-  }
-  return check_launch(
-      CULAYERS_LAUNCH((backward_kernel<T, K, N>), dim3(l.grid), dim3(l.threads), 0, stream, p),
-      "masked_reduce_backward");
+  // A dependent launch after count_kernel; else the op's first kernel.
+  const cudaError_t e =
+      l.count_first
+          ? CULAYERS_LAUNCH_DEPENDENT((backward_kernel<T, K, N>), dim3(l.grid), dim3(l.threads), 0, stream, p)
+          : CULAYERS_LAUNCH((backward_kernel<T, K, N>), dim3(l.grid), dim3(l.threads), 0, stream, p);
+  return check_launch(e, "masked_reduce_backward");
 }
 
 template <class T, BackwardKind K>

@@ -48,7 +48,7 @@ CULAYERS_GLOBAL void smem_reverse_kernel(const float* in, float* out, int n) {
 
 // Programmatic dependent launch: the producer lets its dependent start early, then computes and writes;
 // the consumer (launched with CULAYERS_LAUNCH_DEPENDENT) waits, then reads elements other blocks wrote.
-std::uint32_t producer_value(int i, int rounds) {
+CULAYERS_HD std::uint32_t producer_value(int i, int rounds) {
   std::uint32_t v = static_cast<std::uint32_t>(i) + 1u;
   for (int k = 0; k < rounds; ++k) {
     v = v * 1103515245u + 12345u;
@@ -60,11 +60,8 @@ CULAYERS_GLOBAL void pdl_producer_kernel(std::uint32_t* data, int n, int rounds)
   ck::allow_dependent_launch();
   const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
   if (i < n) {
-    std::uint32_t v = static_cast<std::uint32_t>(i) + 1u;
-    for (int k = 0; k < rounds; ++k) { // keeps the producer's blocks busy while the consumer is launched
-      v = v * 1103515245u + 12345u;
-    }
-    ck::store(data + i, v);
+    // The rounds keep the producer's blocks busy while the consumer is launched.
+    ck::store(data + i, producer_value(i, rounds));
   }
 }
 
