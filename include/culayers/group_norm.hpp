@@ -109,8 +109,9 @@ struct Tuning {
   std::int64_t split_min_bytes = 0;
 };
 
-/// Forward. Preconditions: y does not overlap the other buffers except that y == x (in place) is allowed;
-/// pointers aligned to their element size.
+/// Forward. y, mean and rstd overlap neither each other nor an input, except that y == x (in place) is
+/// allowed; every pointer is aligned to its element size (x and y to the dtype's, the float arrays to 4
+/// bytes). can_implement rejects anything else, naming the argument.
 struct GroupNormArgs {
   DType dtype = DType::kFloat32; ///< of x and y: float32, float16 or bfloat16
   Layout layout = Layout::kChannelsFirst;
@@ -147,7 +148,7 @@ Path selected_path(const GroupNormArgs& args);
 
 /// Backward. mean and rstd are the forward's outputs (required); gamma/beta as given to the forward
 /// (beta is needed only to recompute the pre-activation of a fused activation). dgamma / dbeta are
-/// optional outputs; dx is required and must not overlap any input.
+/// optional outputs; dx is required; dx, dgamma and dbeta overlap neither each other nor an input.
 struct GroupNormBackwardArgs {
   DType dtype = DType::kFloat32; ///< of x, dy and dx
   Layout layout = Layout::kChannelsFirst;

@@ -97,9 +97,10 @@ struct Tuning {
   std::int64_t splits = 0; ///< force the split path with this many chunks of R (at most 4096; clamped to R)
 };
 
-/// Forward masked reduction. Preconditions: x, out, mean, variance, indices and counts do not overlap;
-/// pointers are aligned to their element size. Empty tensors (a zero size) may pass null for the
-/// buffers that have no elements.
+/// Forward masked reduction. The outputs (out, mean, variance, indices, counts, length_errors) overlap
+/// neither each other nor an input (x, mask, lengths), and every pointer is aligned to its element size:
+/// can_implement rejects anything else (kErrorInconsistentArguments / kErrorMisaligned, naming the
+/// argument). Empty tensors (a zero size) may pass null for the buffers that have no elements.
 struct MaskedReduceArgs {
   ReduceOp op = ReduceOp::kSum;
   DType dtype = DType::kFloat32; ///< of x and `out`: float32, float16 or bfloat16
@@ -173,7 +174,7 @@ struct MaskedReduceBackwardArgs {
   /// need counts: without this input run() computes them into the workspace first.
   const std::int32_t* counts = nullptr;
 
-  void* dx = nullptr; ///< [outer, R, inner] in dtype; must not overlap any input
+  void* dx = nullptr; ///< [outer, R, inner] in dtype; must not overlap any input (nor length_errors)
 
   int vector_width = 0;        ///< upper bound on the vector width; 0 = widest legal
   std::int64_t row_chunks = 0; ///< chunks of R per row (blocks per row and column chunk); 0 = automatic

@@ -1,6 +1,7 @@
 // Host side of the batch-normalization ops (include/culayers/batch_norm.hpp): validation, the apply
 // kernel's plan (vector width, shared staging, grid), the moments merge kernel (channels first) and the
 // moving-statistics update kernel.
+#include "kernels/common/arg_checks.hpp"
 #include "kernels/common/device_info.cuh"
 #include "kernels/batch_norm/batch_norm_kernels.cuh"
 
@@ -159,11 +160,7 @@ bool misaligned(const void* p, std::size_t bytes) {
   return reinterpret_cast<std::uintptr_t>(p) % bytes != 0;
 }
 
-bool overlaps(const void* a, std::size_t a_bytes, const void* b, std::size_t b_bytes) {
-  const auto pa = reinterpret_cast<std::uintptr_t>(a);
-  const auto pb = reinterpret_cast<std::uintptr_t>(b);
-  return a != nullptr && b != nullptr && a_bytes > 0 && b_bytes > 0 && pa < pb + b_bytes && pb < pa + a_bytes;
-}
+using kernels::overlaps;
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
   return (a + b - 1) / b;

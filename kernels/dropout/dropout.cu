@@ -1,5 +1,6 @@
 // Dropout ops (include/culayers/dropout.hpp): validation, planning (noise-shape canonicalization,
 // path and vector width), the state's init and update kernels, and the launches.
+#include "kernels/common/arg_checks.hpp"
 #include "kernels/common/device_info.cuh"
 #include "kernels/dropout/dropout_kernels.cuh"
 
@@ -103,12 +104,6 @@ Status check_state(const void* state, const char* op) {
                                        state, alignof(DropoutState));
   }
   return Status::kSuccess;
-}
-
-bool overlaps(const void* a, std::size_t a_bytes, const void* b, std::size_t b_bytes) {
-  const auto pa = reinterpret_cast<std::uintptr_t>(a);
-  const auto pb = reinterpret_cast<std::uintptr_t>(b);
-  return a_bytes > 0 && b_bytes > 0 && pa < pb + b_bytes && pb < pa + a_bytes;
 }
 
 /// The common arguments of the forward and the backward.

@@ -1,5 +1,6 @@
 // Host side of group normalization: argument validation, the dispatch heuristic (path, vector width,
 // thread shape, splits), workspace carving, and the dgamma/dbeta kernel shared by every dtype.
+#include "kernels/common/arg_checks.hpp"
 #include "kernels/common/device_info.cuh"
 #include "kernels/group_norm/group_norm_device.cuh"
 #include "kernels/group_norm/group_norm_internal.cuh"
@@ -156,7 +157,10 @@ namespace {
 
 using ::culayers::detail::set_error;
 namespace k = ::culayers::kernels::group_norm;
+using ::culayers::kernels::check_aligned;
+using ::culayers::kernels::check_disjoint;
 using ::culayers::kernels::kWarpSize;
+using ::culayers::kernels::overlaps;
 
 constexpr const char* kForwardOp = "group_norm";
 constexpr const char* kBackwardOp = "group_norm_backward";
@@ -187,14 +191,6 @@ std::size_t dtype_bytes(DType d) {
 bool float_dtype(DType d) {
   return d == DType::kFloat32 || d == DType::kFloat16 || d == DType::kBFloat16;
 }
-bool overlaps(const void* a, std::size_t abytes, const void* b, std::size_t bbytes) {
-  if (a == nullptr || b == nullptr || abytes == 0 || bbytes == 0) {
-    return false;
-  }
-  const auto pa = reinterpret_cast<std::uintptr_t>(a);
-  const auto pb = reinterpret_cast<std::uintptr_t>(b);
-  return pa < pb + bbytes && pb < pa + abytes;
-}
 bool misaligned(const void* p, std::size_t bytes) {
   return reinterpret_cast<std::uintptr_t>(p) % bytes != 0;
 }
@@ -212,6 +208,7 @@ struct Common {
   Activation activation;
   const std::uint8_t* mask;
   const void* data[3]; // x, y / x, dy, dx: vector alignment
+  const char* data_names[3];
   int data_count;
   Tuning tuning;
 };
@@ -290,8 +287,8 @@ Status validate_common(const Common& c) {
   }
   for (int i = 0; i < c.data_count; ++i) {
     if (c.data[i] != nullptr && misaligned(c.data[i], dtype_bytes(c.dtype))) {
-      return set_error(Status::kErrorMisaligned, "%s: a tensor pointer is not aligned to its element size",
-                       op);
+      return set_error(Status::kErrorMisaligned, "%s: %s: not aligned to its %zu-byte elements", op,
+                       c.data_names[i], dtype_bytes(c.dtype));
     }
   }
   return Status::kSuccess;
@@ -485,8 +482,9 @@ Status make_plan(const Common& c, Planned* out) {
   if (path == Path::kWarp) {
     plan.threads = static_cast<unsigned>(kWarpSize * k::kWarpTeamsPerBlock);
     plan.smem = warp_block_smem;
-    plan.grid =
-        static_cast<unsigned>(std::min<std::int64_t>(ceil_div(units, k::kWarpTeamsPerBlock), kMaxGrid));
+    // Capped so that the grid's warp teams (Team::count, an int) stay below 2^31; the kernels stride.
+    plan.grid = static_cast<unsigned>(
+        std::min<std::int64_t>(ceil_div(units, k::kWarpTeamsPerBlock), kMaxGrid / k::kWarpTeamsPerBlock));
   } else if (path == Path::kBlock) {
     team = block_threads;
     plan.threads = static_cast<unsigned>(block_threads);
@@ -599,6 +597,8 @@ Common forward_common(const GroupNormArgs& a) {
   c.mask = a.mask;
   c.data[0] = a.x;
   c.data[1] = a.y;
+  c.data_names[0] = "x";
+  c.data_names[1] = "y";
   c.data_count = 2;
   c.tuning = a.tuning;
   return c;
@@ -619,6 +619,9 @@ Common backward_common(const GroupNormBackwardArgs& a) {
   c.data[0] = a.x;
   c.data[1] = a.dy;
   c.data[2] = a.dx;
+  c.data_names[0] = "x";
+  c.data_names[1] = "dy";
+  c.data_names[2] = "dx";
   c.data_count = 3;
   c.tuning = a.tuning;
   return c;
@@ -641,18 +644,24 @@ Status validate_forward(const GroupNormArgs& a) {
     return set_error(Status::kErrorInvalidValue, "%s: epsilon: %g, must be positive and finite", op,
                      static_cast<double>(a.epsilon));
   }
+  if (Status s = check_aligned(
+          op, {{"gamma", a.gamma, 0}, {"beta", a.beta, 0}, {"mean", a.mean, 0}, {"rstd", a.rstd, 0}},
+          sizeof(float));
+      !ok(s)) {
+    return s;
+  }
   const std::size_t bytes = static_cast<std::size_t>(elements) * dtype_bytes(a.dtype);
   if (a.x != a.y && overlaps(a.x, bytes, a.y, bytes)) {
     return set_error(Status::kErrorInconsistentArguments, "%s: y: overlaps x without being x (in place)", op);
   }
+  // y == x (in place) is checked above; every output against the other outputs and the inputs.
   const std::size_t stat_bytes = static_cast<std::size_t>(a.batch * a.groups) * sizeof(float);
-  if (overlaps(a.mean, stat_bytes, a.rstd, stat_bytes)) {
-    return set_error(Status::kErrorInconsistentArguments, "%s: rstd: overlaps mean", op);
-  }
-  if (overlaps(a.mean, stat_bytes, a.y, bytes) || overlaps(a.rstd, stat_bytes, a.y, bytes)) {
-    return set_error(Status::kErrorInconsistentArguments, "%s: mean/rstd: overlap y", op);
-  }
-  return Status::kSuccess;
+  const std::size_t cbytes = static_cast<std::size_t>(a.channels) * sizeof(float);
+  return check_disjoint(op, {{"y", a.y, bytes}, {"mean", a.mean, stat_bytes}, {"rstd", a.rstd, stat_bytes}},
+                        {{"x", a.x == a.y ? nullptr : a.x, bytes},
+                         {"gamma", a.gamma, cbytes},
+                         {"beta", a.beta, cbytes},
+                         {"mask", a.mask, static_cast<std::size_t>(a.batch * a.spatial)}});
 }
 
 Status validate_backward(const GroupNormBackwardArgs& a) {
@@ -673,16 +682,28 @@ Status validate_backward(const GroupNormBackwardArgs& a) {
       }
     }
   }
+  if (Status s = check_aligned(op,
+                               {{"mean", a.mean, 0},
+                                {"rstd", a.rstd, 0},
+                                {"gamma", a.gamma, 0},
+                                {"beta", a.beta, 0},
+                                {"dgamma", a.dgamma, 0},
+                                {"dbeta", a.dbeta, 0}},
+                               sizeof(float));
+      !ok(s)) {
+    return s;
+  }
   const std::size_t bytes = static_cast<std::size_t>(elements) * dtype_bytes(a.dtype);
-  if (overlaps(a.dx, bytes, a.x, bytes) || overlaps(a.dx, bytes, a.dy, bytes)) {
-    return set_error(Status::kErrorInconsistentArguments, "%s: dx: overlaps x or dy", op);
-  }
+  const std::size_t stat_bytes = static_cast<std::size_t>(a.batch * a.groups) * sizeof(float);
   const std::size_t cbytes = static_cast<std::size_t>(a.channels) * sizeof(float);
-  if (overlaps(a.dgamma, cbytes, a.dbeta, cbytes) || overlaps(a.dgamma, cbytes, a.dx, bytes) ||
-      overlaps(a.dbeta, cbytes, a.dx, bytes)) {
-    return set_error(Status::kErrorInconsistentArguments, "%s: dgamma/dbeta: overlap each other or dx", op);
-  }
-  return Status::kSuccess;
+  return check_disjoint(op, {{"dx", a.dx, bytes}, {"dgamma", a.dgamma, cbytes}, {"dbeta", a.dbeta, cbytes}},
+                        {{"x", a.x, bytes},
+                         {"dy", a.dy, bytes},
+                         {"mean", a.mean, stat_bytes},
+                         {"rstd", a.rstd, stat_bytes},
+                         {"gamma", a.gamma, cbytes},
+                         {"beta", a.beta, cbytes},
+                         {"mask", a.mask, static_cast<std::size_t>(a.batch * a.spatial)}});
 }
 
 /// Forward workspace: split and tile paths, the per-chunk Welford triples; tile path, then the merged

@@ -165,9 +165,10 @@ CULAYERS_DEVICE void visit(const Geometry& geo, const Unit& un, int tid, Begin&&
   const int ix = tid % geo.tx;
   const int iy = tid / geo.tx;
   if constexpr (kCL) {
-    const std::int32_t batches = static_cast<std::int32_t>(un.v1 - un.v0 + geo.tx - 1) / geo.tx;
+    // Divided in 64 bits: a unit's vector count plus tx - 1 can pass 2^31 (C / G up to 2^31 - 1).
+    const std::int32_t batches = static_cast<std::int32_t>((un.v1 - un.v0 + geo.tx - 1) / geo.tx);
     for (std::int32_t b = 0; b < batches; ++b) {
-      const std::int64_t cv = un.v0 + b * geo.tx + ix;
+      const std::int64_t cv = un.v0 + static_cast<std::int64_t>(b) * geo.tx + ix;
       const bool active = cv < un.v1;
       begin(cv, active);
       if (active) {
@@ -178,9 +179,9 @@ CULAYERS_DEVICE void visit(const Geometry& geo, const Unit& un, int tid, Begin&&
       end(cv, active);
     }
   } else {
-    const std::int32_t batches = static_cast<std::int32_t>(un.r1 - un.r0 + geo.ty - 1) / geo.ty;
+    const std::int32_t batches = static_cast<std::int32_t>((un.r1 - un.r0 + geo.ty - 1) / geo.ty);
     for (std::int32_t b = 0; b < batches; ++b) {
-      const std::int64_t r = un.r0 + b * geo.ty + iy;
+      const std::int64_t r = un.r0 + static_cast<std::int64_t>(b) * geo.ty + iy;
       const bool active = r < un.r1;
       begin(r, active);
       if (active) {

@@ -3,6 +3,7 @@
 // forward_<dtype>.cu, backward.cu and masking.cu.
 #include "culayers/masked_reduce.hpp"
 
+#include "kernels/common/arg_checks.hpp"
 #include "kernels/common/device_info.cuh"
 #include "kernels/masked/masked_reduce_internal.cuh"
 
@@ -110,6 +111,18 @@ km::AccKind acc_kind(ReduceOp op) {
   }
 }
 
+// Whether every tensor of an [outer, R, inner] problem has 64-bit byte offsets: x (outer x R x inner), the
+// outputs (outer x inner), the mask (outer x R), each in elements of up to 16 bytes. Checked pairwise too,
+// so a zero factor cannot hide an overflowing product of the other two.
+bool sizes_fit(std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
+  std::int64_t n = 0;
+  return detail::checked_mul(outer, reduce, &n) && detail::checked_mul(n, 16, &n) &&
+         detail::checked_mul(outer, inner, &n) && detail::checked_mul(n, 16, &n) &&
+         detail::checked_mul(reduce, inner, &n) && detail::checked_mul(n, 16, &n) &&
+         detail::checked_mul(outer, reduce, &n) && detail::checked_mul(n, inner, &n) &&
+         detail::checked_mul(n, 16, &n);
+}
+
 // Sizes, dtype and validity checks shared by the forward and the backward.
 Status check_common(const char* op, ReduceOp rop, DType dtype, std::int64_t outer, std::int64_t reduce,
                     std::int64_t inner, Validity validity, const std::uint8_t* mask,
@@ -131,10 +144,10 @@ Status check_common(const char* op, ReduceOp rop, DType dtype, std::int64_t oute
                      "%s: reduce: R = %lld exceeds 2^31 - 1 (int32 indices and counts)", op,
                      static_cast<long long>(reduce));
   }
-  std::int64_t n = 0;
-  if (!detail::checked_mul(outer, reduce, &n) || !detail::checked_mul(n, inner, &n) ||
-      !detail::checked_mul(n, 16, &n)) {
-    return set_error(Status::kErrorSizeLimit, "%s: sizes: outer x R x inner overflows 64-bit byte offsets",
+  if (!sizes_fit(outer, reduce, inner)) {
+    return set_error(Status::kErrorSizeLimit,
+                     "%s: sizes: outer x R x inner (or one of its partial products) overflows 64-bit byte "
+                     "offsets",
                      op);
   }
   if (!valid_validity(validity)) {
@@ -479,13 +492,34 @@ Status can_implement(const MaskedReduceArgs& a) {
   if (a.indices != nullptr && !is_extremum(a.op)) {
     return set_error(Status::kErrorInconsistentArguments, "%s: indices: only max and min write indices", op);
   }
-  if (!aligned(a.x, elem) || !aligned(a.out, elem)) {
-    return set_error(Status::kErrorMisaligned, "%s: %s: not aligned to its %zu-byte elements", op,
-                     aligned(a.x, elem) ? "out" : "x", elem);
+  const std::uint32_t* length_errors = a.validity == Validity::kLengths ? a.length_errors : nullptr;
+  st = kernels::check_aligned(op, {{"x", a.x, 0}, {"out", a.out, 0}}, elem);
+  if (ok(st)) {
+    st = kernels::check_aligned(op,
+                                {{"mean", a.mean, 0},
+                                 {"variance", a.variance, 0},
+                                 {"counts", a.counts, 0},
+                                 {"indices", a.indices, 0},
+                                 {"length_errors", length_errors, 0}},
+                                4);
   }
-  if (!aligned(a.mean, 4) || !aligned(a.variance, 4) || !aligned(a.counts, 4) || !aligned(a.indices, 4)) {
-    return set_error(Status::kErrorMisaligned,
-                     "%s: mean, variance, counts or indices: not aligned to 4 bytes", op);
+  if (ok(st)) {
+    const std::size_t rows = static_cast<std::size_t>(a.outer);
+    const std::size_t outputs = rows * static_cast<std::size_t>(a.inner);
+    const std::size_t steps = rows * static_cast<std::size_t>(a.reduce);
+    st = kernels::check_disjoint(op,
+                                 {{"out", a.out, outputs * elem},
+                                  {"mean", a.mean, outputs * 4},
+                                  {"variance", a.variance, outputs * 4},
+                                  {"indices", a.indices, outputs * 4},
+                                  {"counts", a.counts, rows * 4},
+                                  {"length_errors", length_errors, 4}},
+                                 {{"x", a.x, steps * static_cast<std::size_t>(a.inner) * elem},
+                                  {"mask", a.mask, steps},
+                                  {"lengths", a.lengths, rows * 4}});
+  }
+  if (!ok(st)) {
+    return st;
   }
   const Tuning& t = a.tuning;
   if (static_cast<int>(t.path) < 0 || static_cast<int>(t.path) > static_cast<int>(Path::kSplit)) {
@@ -645,14 +679,36 @@ Status can_implement(const MaskedReduceBackwardArgs& a) {
       return set_error(Status::kErrorInconsistentArguments, "%s: indices: only used by max and min", op);
     }
   }
-  if (!aligned(a.dx, elem) || !aligned(a.dy, elem) || !aligned(a.x, elem)) {
-    return set_error(Status::kErrorMisaligned, "%s: dx, dy or x: not aligned to its %zu-byte elements", op,
-                     elem);
+  const std::uint32_t* length_errors = a.validity == Validity::kLengths ? a.length_errors : nullptr;
+  st = kernels::check_aligned(op, {{"dx", a.dx, 0}, {"dy", a.dy, 0}, {"x", a.x, 0}}, elem);
+  if (ok(st)) {
+    st = kernels::check_aligned(op,
+                                {{"indices", a.indices, 0},
+                                 {"dmean", a.dmean, 0},
+                                 {"dvar", a.dvar, 0},
+                                 {"mean", a.mean, 0},
+                                 {"counts", a.counts, 0},
+                                 {"length_errors", length_errors, 0}},
+                                4);
   }
-  if (!aligned(a.indices, 4) || !aligned(a.dmean, 4) || !aligned(a.dvar, 4) || !aligned(a.mean, 4) ||
-      !aligned(a.counts, 4)) {
-    return set_error(Status::kErrorMisaligned,
-                     "%s: indices, dmean, dvar, mean or counts: not aligned to 4 bytes", op);
+  if (ok(st)) {
+    const std::size_t rows = static_cast<std::size_t>(a.outer);
+    const std::size_t grads = rows * static_cast<std::size_t>(a.inner);
+    const std::size_t steps = rows * static_cast<std::size_t>(a.reduce);
+    const std::size_t xbytes = steps * static_cast<std::size_t>(a.inner) * elem;
+    st = kernels::check_disjoint(op, {{"dx", a.dx, xbytes}, {"length_errors", length_errors, 4}},
+                                 {{"x", a.x, xbytes},
+                                  {"dy", a.dy, grads * elem},
+                                  {"indices", a.indices, grads * 4},
+                                  {"dmean", a.dmean, grads * 4},
+                                  {"dvar", a.dvar, grads * 4},
+                                  {"mean", a.mean, grads * 4},
+                                  {"counts", a.counts, rows * 4},
+                                  {"mask", a.mask, steps},
+                                  {"lengths", a.lengths, rows * 4}});
+  }
+  if (!ok(st)) {
+    return st;
   }
   st = check_vector_width(op, "vector_width", a.vector_width);
   if (!ok(st)) {
@@ -745,10 +801,10 @@ Status can_implement(const MaskingArgs& a) {
                      static_cast<long long>(a.outer), static_cast<long long>(a.reduce),
                      static_cast<long long>(a.inner));
   }
-  std::int64_t n = 0;
-  if (!detail::checked_mul(a.outer, a.reduce, &n) || !detail::checked_mul(n, a.inner, &n) ||
-      !detail::checked_mul(n, 16, &n)) {
-    return set_error(Status::kErrorSizeLimit, "%s: sizes: outer x R x inner overflows 64-bit byte offsets",
+  if (!sizes_fit(a.outer, a.reduce, a.inner)) {
+    return set_error(Status::kErrorSizeLimit,
+                     "%s: sizes: outer x R x inner (or one of its partial products) overflows 64-bit byte "
+                     "offsets",
                      op);
   }
   const std::size_t elem = dtype_size(a.dtype);
@@ -758,11 +814,14 @@ Status can_implement(const MaskingArgs& a) {
   if (a.mask == nullptr && a.outer * a.reduce > 0) {
     return set_error(Status::kErrorNullPointer, "%s: mask: is null", op);
   }
-  if (!aligned(a.x, elem) || !aligned(a.y, elem)) {
-    return set_error(Status::kErrorMisaligned, "%s: %s: not aligned to its %zu-byte elements", op,
-                     aligned(a.x, elem) ? "y" : "x", elem);
+  if (Status st = kernels::check_aligned(op, {{"x", a.x, 0}, {"y", a.y, 0}}, elem); !ok(st)) {
+    return st;
   }
-  return Status::kSuccess;
+  // y == x exactly is the in-place form; any other overlap, and the mask overlapping either, is not.
+  const std::size_t steps = static_cast<std::size_t>(a.outer) * static_cast<std::size_t>(a.reduce);
+  const std::size_t bytes = steps * static_cast<std::size_t>(a.inner) * elem;
+  return kernels::check_disjoint(op, {{"mask", a.mask, steps}, {"y", a.y == a.x ? nullptr : a.y, bytes}},
+                                 {{"x", a.x, bytes}});
 }
 
 std::size_t workspace_size(const MaskingArgs& /*args*/) {

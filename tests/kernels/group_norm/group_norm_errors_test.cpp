@@ -9,10 +9,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -113,7 +115,25 @@ template <class Args>
 struct Case {
   const char* what;
   std::function<void(Args&)> mutate;
+  const char* message = nullptr; ///< when set, the error message must contain it (names the argument)
 };
+
+/// The last error message starts with the op's name and contains the case's expected text.
+template <class Args>
+void expect_message(const Case<Args>& e) {
+  const std::string message = culayers::last_error_message();
+  EXPECT_TRUE(message_names_op()) << e.what << ": " << message;
+  if (e.message != nullptr) {
+    EXPECT_NE(message.find(e.message), std::string::npos) << e.what << ": " << message;
+  }
+}
+
+/// `p` moved by `bytes` (a misaligned view of the same buffer).
+template <class T>
+T* shifted(T* p, std::ptrdiff_t bytes) {
+  using Byte = std::conditional_t<std::is_const_v<T>, const char, char>;
+  return reinterpret_cast<T*>(reinterpret_cast<Byte*>(p) + bytes);
+}
 
 template <class Args>
 std::vector<Case<Args>> common_cases() {
@@ -169,6 +189,21 @@ TEST(GroupNormErrors, ForwardRejectsAndWritesNothing) {
   cases.push_back({"epsilon negative", [](gnk::GroupNormArgs& a) { a.epsilon = -1e-3f; }});
   cases.push_back({"epsilon NaN", [nan](gnk::GroupNormArgs& a) { a.epsilon = nan; }});
   cases.push_back({"epsilon +Inf", [inf](gnk::GroupNormArgs& a) { a.epsilon = inf; }});
+  using F = gnk::GroupNormArgs;
+  cases.push_back({"gamma misaligned", [](F& a) { a.gamma = shifted(a.gamma, 2); }, "gamma: not aligned"});
+  cases.push_back({"beta misaligned", [](F& a) { a.beta = shifted(a.beta, 1); }, "beta: not aligned"});
+  cases.push_back({"mean misaligned", [](F& a) { a.mean = shifted(a.mean, 2); }, "mean: not aligned"});
+  cases.push_back({"rstd misaligned", [](F& a) { a.rstd = shifted(a.rstd, 2); }, "rstd: not aligned"});
+  cases.push_back({"y misaligned", [](F& a) { a.y = shifted(a.y, 2); }, "y: not aligned"});
+  cases.push_back({"y overlaps x, not equal", [&b](F& a) { a.y = b.x.get() + 1; }, "y: overlaps x"});
+  cases.push_back({"y overlaps gamma", [&b](F& a) { a.gamma = b.y.get() + 90; }, "y: overlaps gamma"});
+  cases.push_back({"y overlaps the mask",
+                   [&b](F& a) { a.mask = reinterpret_cast<const std::uint8_t*>(b.y.get() + 95); },
+                   "y: overlaps mask"});
+  cases.push_back({"mean overlaps x", [&b](F& a) { a.mean = b.x.get() + 10; }, "mean: overlaps x"});
+  cases.push_back({"mean overlaps rstd", [](F& a) { a.rstd = a.mean + 7; }, "mean: overlaps rstd"});
+  cases.push_back(
+      {"rstd overlaps beta", [](F& a) { a.rstd = const_cast<float*>(a.beta) + 7; }, "rstd: overlaps beta"});
   // The baseline itself is valid (so each case fails for its own reason).
   {
     b.poison();
@@ -185,7 +220,7 @@ TEST(GroupNormErrors, ForwardRejectsAndWritesNothing) {
     e.mutate(a);
     const Status st = gnk::can_implement(a);
     EXPECT_NE(st, Status::kSuccess) << e.what;
-    EXPECT_TRUE(message_names_op()) << e.what << ": " << culayers::last_error_message();
+    expect_message(e);
     EXPECT_EQ(gnk::workspace_size(a), 0u) << e.what;
     EXPECT_EQ(gnk::selected_path(a), Path::kAuto) << e.what;
     EXPECT_EQ(gnk::run(a, ws.get(), ws.size(), nullptr), st) << e.what;
@@ -202,6 +237,27 @@ TEST(GroupNormErrors, BackwardRejectsAndWritesNothing) {
   cases.push_back({"mean null", [](gnk::GroupNormBackwardArgs& a) { a.mean = nullptr; }});
   cases.push_back({"rstd null", [](gnk::GroupNormBackwardArgs& a) { a.rstd = nullptr; }});
   cases.push_back({"dx null", [](gnk::GroupNormBackwardArgs& a) { a.dx = nullptr; }});
+  using B = gnk::GroupNormBackwardArgs;
+  cases.push_back({"mean misaligned", [](B& a) { a.mean = shifted(a.mean, 2); }, "mean: not aligned"});
+  cases.push_back({"rstd misaligned", [](B& a) { a.rstd = shifted(a.rstd, 1); }, "rstd: not aligned"});
+  cases.push_back({"gamma misaligned", [](B& a) { a.gamma = shifted(a.gamma, 2); }, "gamma: not aligned"});
+  cases.push_back({"beta misaligned", [](B& a) { a.beta = shifted(a.beta, 3); }, "beta: not aligned"});
+  cases.push_back(
+      {"dgamma misaligned", [](B& a) { a.dgamma = shifted(a.dgamma, 2); }, "dgamma: not aligned"});
+  cases.push_back({"dbeta misaligned", [](B& a) { a.dbeta = shifted(a.dbeta, 2); }, "dbeta: not aligned"});
+  cases.push_back({"dy misaligned", [](B& a) { a.dy = shifted(a.dy, 2); }, "dy: not aligned"});
+  cases.push_back({"dx equals x", [](B& a) { a.dx = const_cast<void*>(a.x); }, "dx: overlaps x"});
+  cases.push_back({"dx overlaps dy", [&b](B& a) { a.dx = b.dy.get() + 3; }, "dx: overlaps dy"});
+  cases.push_back({"dx overlaps mean", [&b](B& a) { a.mean = b.dx.get() + 50; }, "dx: overlaps mean"});
+  cases.push_back({"dx overlaps gamma", [&b](B& a) { a.gamma = b.dx.get() + 88; }, "dx: overlaps gamma"});
+  cases.push_back({"dx overlaps the mask",
+                   [&b](B& a) { a.mask = reinterpret_cast<const std::uint8_t*>(b.dx.get()); },
+                   "dx: overlaps mask"});
+  cases.push_back({"dgamma overlaps dbeta", [](B& a) { a.dbeta = a.dgamma + 7; }, "dgamma: overlaps dbeta"});
+  cases.push_back(
+      {"dgamma overlaps rstd", [&b](B& a) { a.dgamma = b.rstd.get() + 2; }, "dgamma: overlaps rstd"});
+  cases.push_back(
+      {"dbeta overlaps beta", [](B& a) { a.dbeta = const_cast<float*>(a.beta); }, "dbeta: overlaps beta"});
   {
     b.poison();
     const gnk::GroupNormBackwardArgs a = valid_backward(b);
@@ -214,7 +270,7 @@ TEST(GroupNormErrors, BackwardRejectsAndWritesNothing) {
     e.mutate(a);
     const Status st = gnk::can_implement(a);
     EXPECT_NE(st, Status::kSuccess) << e.what;
-    EXPECT_TRUE(message_names_op()) << e.what << ": " << culayers::last_error_message();
+    expect_message(e);
     EXPECT_EQ(gnk::selected_path(a), Path::kAuto) << e.what;
     EXPECT_EQ(gnk::run(a, ws.get(), ws.size(), nullptr), st) << e.what;
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << e.what;

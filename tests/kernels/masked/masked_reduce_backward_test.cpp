@@ -453,6 +453,7 @@ TEST(MaskedReduceBackward, ArgumentErrorsLeaveDxUntouched) {
     const char* what;
     Status expect;
     std::function<void(mr::MaskedReduceBackwardArgs&)> mutate;
+    const char* message = nullptr; ///< when set, the error message must contain it (names the argument)
   };
   const Case cases[] = {
       {"dx null", Status::kErrorNullPointer, [&](mr::MaskedReduceBackwardArgs& b) { b.dx = nullptr; }},
@@ -485,6 +486,49 @@ TEST(MaskedReduceBackward, ArgumentErrorsLeaveDxUntouched) {
        [&](mr::MaskedReduceBackwardArgs& b) { b.vector_width = 6; }},
       {"row_chunks -1", Status::kErrorInvalidValue,
        [&](mr::MaskedReduceBackwardArgs& b) { b.row_chunks = -1; }},
+      {"counts misaligned", Status::kErrorMisaligned,
+       [&](mr::MaskedReduceBackwardArgs& b) {
+         b.counts = reinterpret_cast<const std::int32_t*>(reinterpret_cast<const char*>(p_idx) + 2);
+       },
+       "counts: not aligned"},
+      {"length_errors misaligned", Status::kErrorMisaligned,
+       [&](mr::MaskedReduceBackwardArgs& b) {
+         b.validity = Validity::kLengths;
+         b.lengths = p_idx;
+         b.length_errors = reinterpret_cast<std::uint32_t*>(reinterpret_cast<char*>(p_idx) + 1);
+       },
+       "length_errors: not aligned"},
+      {"dx overlaps dy", Status::kErrorInconsistentArguments,
+       [&](mr::MaskedReduceBackwardArgs& b) { b.dy = reinterpret_cast<float*>(b.dx) + 5; },
+       "dx: overlaps dy"},
+      {"moments: dx is x", Status::kErrorInconsistentArguments,
+       [&](mr::MaskedReduceBackwardArgs& b) {
+         b.op = ReduceOp::kMoments;
+         b.dy = nullptr;
+         b.dvar = p_dy;
+         b.mean = p_dy;
+         b.x = b.dx;
+       },
+       "dx: overlaps x"},
+      {"dx overlaps the mask", Status::kErrorInconsistentArguments,
+       [&](mr::MaskedReduceBackwardArgs& b) {
+         b.validity = Validity::kMask;
+         b.mask = reinterpret_cast<const std::uint8_t*>(b.dx) + 3;
+       },
+       "dx: overlaps mask"},
+      {"dx overlaps max's indices", Status::kErrorInconsistentArguments,
+       [&](mr::MaskedReduceBackwardArgs& b) {
+         b.op = ReduceOp::kMax;
+         b.indices = reinterpret_cast<const std::int32_t*>(b.dx) + 8;
+       },
+       "dx: overlaps indices"},
+      {"length_errors inside dx", Status::kErrorInconsistentArguments,
+       [&](mr::MaskedReduceBackwardArgs& b) {
+         b.validity = Validity::kLengths;
+         b.lengths = p_idx;
+         b.length_errors = reinterpret_cast<std::uint32_t*>(b.dx) + 1;
+       },
+       "dx: overlaps length_errors"},
   };
   for (const Case& e : cases) {
     dx.fill_bytes(0xa5);
@@ -500,6 +544,10 @@ TEST(MaskedReduceBackward, ArgumentErrorsLeaveDxUntouched) {
     EXPECT_EQ(mr::run(b, nullptr, 0, nullptr), e.expect) << e.what;
     EXPECT_EQ(std::string(culayers::last_error_message()).rfind("masked_reduce_backward: ", 0), 0u)
         << e.what << ": " << culayers::last_error_message();
+    if (e.message != nullptr) {
+      EXPECT_NE(std::string(culayers::last_error_message()).find(e.message), std::string::npos)
+          << e.what << ": " << culayers::last_error_message();
+    }
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     std::vector<unsigned char> host(dx.bytes());
     ASSERT_EQ(cudaMemcpy(host.data(), dx.get(), host.size(), cudaMemcpyDeviceToHost), cudaSuccess);

@@ -682,6 +682,7 @@ struct ErrorCase {
   const char* what;
   Status expect;
   std::function<void(mr::MaskedReduceArgs&)> mutate;
+  const char* message = nullptr; ///< when set, the error message must contain it (names the argument)
 };
 
 TEST(MaskedReduceForward, ArgumentErrorsLeaveOutputsUntouched) {
@@ -702,6 +703,7 @@ TEST(MaskedReduceForward, ArgumentErrorsLeaveOutputsUntouched) {
   std::int32_t* s_indices = indices.get();
   const std::int32_t* s_lengths = lengths.get();
   const float* s_x = x.get();
+  std::uint8_t* s_mask = mask.get();
 
   const ErrorCase cases[] = {
       {"x null", Status::kErrorNullPointer, [&](mr::MaskedReduceArgs& a) { a.x = nullptr; }},
@@ -775,6 +777,56 @@ TEST(MaskedReduceForward, ArgumentErrorsLeaveOutputsUntouched) {
        [&](mr::MaskedReduceArgs& a) { a.tuning.splits = 100000; }},
       {"min_rows_per_thread above 2^31 - 1", Status::kErrorInvalidValue,
        [&](mr::MaskedReduceArgs& a) { a.tuning.min_rows_per_thread = std::int64_t{1} << 62; }},
+      // R = 0 makes x empty, but the outputs are still outer x inner.
+      {"outputs overflow with R = 0", Status::kErrorSizeLimit,
+       [&](mr::MaskedReduceArgs& a) {
+         a.reduce = 0;
+         a.outer = std::int64_t{1} << 33;
+         a.inner = std::int64_t{1} << 33;
+       }},
+      {"counts misaligned", Status::kErrorMisaligned,
+       [&](mr::MaskedReduceArgs& a) {
+         a.counts = reinterpret_cast<std::int32_t*>(reinterpret_cast<char*>(a.counts) + 2);
+       },
+       "counts: not aligned"},
+      {"indices misaligned", Status::kErrorMisaligned,
+       [&](mr::MaskedReduceArgs& a) {
+         a.indices = reinterpret_cast<std::int32_t*>(reinterpret_cast<char*>(s_indices) + 2);
+       },
+       "indices: not aligned"},
+      {"length_errors misaligned", Status::kErrorMisaligned,
+       [&](mr::MaskedReduceArgs& a) {
+         a.validity = Validity::kLengths;
+         a.mask = nullptr;
+         a.lengths = s_lengths;
+         a.length_errors = reinterpret_cast<std::uint32_t*>(reinterpret_cast<char*>(s_indices) + 1);
+       },
+       "length_errors: not aligned"},
+      {"out overlaps x", Status::kErrorInconsistentArguments,
+       [&](mr::MaskedReduceArgs& a) { a.out = const_cast<float*>(s_x) + 64; }, "out: overlaps x"},
+      {"indices overlap out", Status::kErrorInconsistentArguments,
+       [&](mr::MaskedReduceArgs& a) { a.indices = reinterpret_cast<std::int32_t*>(s_out) + 3; },
+       "out: overlaps indices"},
+      {"counts overlap the mask", Status::kErrorInconsistentArguments,
+       [&](mr::MaskedReduceArgs& a) { a.counts = reinterpret_cast<std::int32_t*>(s_mask + 4); },
+       "counts: overlaps mask"},
+      {"length_errors inside counts", Status::kErrorInconsistentArguments,
+       [&](mr::MaskedReduceArgs& a) {
+         a.validity = Validity::kLengths;
+         a.mask = nullptr;
+         a.lengths = s_lengths;
+         a.length_errors = reinterpret_cast<std::uint32_t*>(a.counts) + 2;
+       },
+       "counts: overlaps length_errors"},
+      {"moments: variance overlaps mean", Status::kErrorInconsistentArguments,
+       [&](mr::MaskedReduceArgs& a) {
+         a.op = ReduceOp::kMoments;
+         a.indices = nullptr;
+         a.out = nullptr;
+         a.mean = s_mean;
+         a.variance = s_mean + outer * inner - 1;
+       },
+       "mean: overlaps variance"},
   };
   for (const ErrorCase& e : cases) {
     out.fill_bytes(0xa5);
@@ -799,6 +851,10 @@ TEST(MaskedReduceForward, ArgumentErrorsLeaveOutputsUntouched) {
     EXPECT_EQ(mr::run(a, d_ws.get(), d_ws.size(), nullptr), e.expect) << e.what;
     EXPECT_EQ(std::string(culayers::last_error_message()).rfind("masked_reduce: ", 0), 0u)
         << e.what << ": " << culayers::last_error_message();
+    if (e.message != nullptr) {
+      EXPECT_NE(std::string(culayers::last_error_message()).find(e.message), std::string::npos)
+          << e.what << ": " << culayers::last_error_message();
+    }
     EXPECT_EQ(mr::workspace_size(a), 0u) << e.what;
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     auto untouched = [&](const void* dev, std::size_t n) {

@@ -139,7 +139,7 @@ TEST(MaskedReduceMasking, MaskValueComparedInDtype) {
 }
 
 TEST(MaskedReduceMasking, ArgumentErrors) {
-  DeviceBuffer<float> x(64);
+  DeviceBuffer<float> x(128); // x is the first 64 floats; the rest hosts views next to it
   DeviceBuffer<std::uint8_t> mask(16);
   mask.fill_bytes(0xa5);
   mr::MaskingArgs a;
@@ -165,6 +165,31 @@ TEST(MaskedReduceMasking, ArgumentErrors) {
   b.y = reinterpret_cast<char*>(x.get()) + 2;
   EXPECT_EQ(mr::run(b, nullptr, 0, nullptr), Status::kErrorMisaligned);
   EXPECT_EQ(std::string(culayers::last_error_message()).rfind("masking: ", 0), 0u);
+  // y == x is the in-place form; y partly over x, or the mask over x or y, is rejected.
+  b = a;
+  b.y = x.get();
+  EXPECT_EQ(mr::can_implement(b), Status::kSuccess) << culayers::last_error_message();
+  b.y = x.get() + 4;
+  EXPECT_EQ(mr::run(b, nullptr, 0, nullptr), Status::kErrorInconsistentArguments);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("y: overlaps x"), std::string::npos)
+      << culayers::last_error_message();
+  b = a;
+  b.y = x.get() + 64; // x is 2 x 8 x 4 = 64 floats: y just after it
+  EXPECT_EQ(mr::can_implement(b), Status::kSuccess) << culayers::last_error_message();
+  b.mask = reinterpret_cast<std::uint8_t*>(x.get() + 100);
+  EXPECT_EQ(mr::run(b, nullptr, 0, nullptr), Status::kErrorInconsistentArguments);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("mask: overlaps y"), std::string::npos)
+      << culayers::last_error_message();
+  b.y = nullptr;
+  b.mask = reinterpret_cast<std::uint8_t*>(x.get() + 63);
+  EXPECT_EQ(mr::run(b, nullptr, 0, nullptr), Status::kErrorInconsistentArguments);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("mask: overlaps x"), std::string::npos)
+      << culayers::last_error_message();
+  b = a;
+  b.reduce = 0; // x and y empty, the mask too; outer x inner alone overflows
+  b.outer = std::int64_t{1} << 40;
+  b.inner = std::int64_t{1} << 40;
+  EXPECT_EQ(mr::run(b, nullptr, 0, nullptr), Status::kErrorSizeLimit);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   for (std::uint8_t m : mask.download()) {
     ASSERT_EQ(m, 0xa5);
