@@ -274,6 +274,14 @@ Status Dropout::check_input_shape(const Shape& built, const Shape& shape) const 
   return config_util::check_fixed_axes(name(), built, shape, built.rank());
 }
 
+Status Dropout::check_phase(const Shape& shape, Phase phase) const {
+  // The noise shape's batch entry against the input's, as the training call resolves it.
+  Shape unused;
+  return phase == Phase::kTraining && options_.rate != 0.0
+             ? resolve_noise_shape(name(), options_.noise_shape, shape, &unused)
+             : Status::kSuccess;
+}
+
 Status Dropout::do_build(const Shape& input_shape, cudaStream_t stream) {
   if (Status s = check_options(); !ok(s)) {
     return s;
@@ -290,7 +298,8 @@ Status Dropout::do_build(const Shape& input_shape, cudaStream_t stream) {
 
 Status Dropout::do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                         LayerOutput* out) {
-  (void)mask; // passed through by the base
+  (void)mask;                    // passed through by the base
+  state_.release_on(ctx.stream); // the last stream to use the state (see Layer::call)
   // The training-phase output buffer is taken in either phase, so a model warmed up by inference calls
   // allocates nothing in a later training call either (which may be under graph capture).
   const bool identity = ctx.phase != Phase::kTraining || options_.rate == 0.0;
@@ -404,6 +413,12 @@ Status DecayingDropout::check_input_shape(const Shape& built, const Shape& shape
   return config_util::check_fixed_axes(name(), built, shape, built.rank());
 }
 
+Status DecayingDropout::check_phase(const Shape& shape, Phase phase) const {
+  Shape unused; // as Dropout::check_phase
+  return phase == Phase::kTraining ? resolve_noise_shape(name(), options_.noise_shape, shape, &unused)
+                                   : Status::kSuccess;
+}
+
 Status DecayingDropout::check_weight_data(const std::string& weight_name, const void* data,
                                           std::size_t bytes) const {
   if (weight_name != "iterations") {
@@ -448,7 +463,8 @@ Status DecayingDropout::do_build(const Shape& input_shape, cudaStream_t stream) 
 
 Status DecayingDropout::do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                                 LayerOutput* out) {
-  (void)mask; // passed through by the base
+  (void)mask;                    // passed through by the base
+  state_.release_on(ctx.stream); // the last stream to use the state (see Layer::call)
   const bool identity = ctx.phase != Phase::kTraining;
   Shape noise;
   if (!identity) {

@@ -124,6 +124,12 @@ Status Layer::build(const Shape& input_shape, cudaStream_t stream) {
   if (Status s = input_shape.validate(name_.c_str(), "input_shape"); !ok(s)) {
     return s;
   }
+  int device = 0;
+  if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return set_error(Status::kErrorCudaRuntime, "%s: build: cudaGetDevice: %s", name_.c_str(),
+                     cudaGetErrorString(e));
+  }
   if (Status s = do_build(input_shape, stream); !ok(s)) {
     weights_.clear();
     updates_.clear();
@@ -136,6 +142,7 @@ Status Layer::build(const Shape& input_shape, cudaStream_t stream) {
   }
   built_ = true;
   built_shape_ = input_shape;
+  device_ = device;
   return Status::kSuccess;
 }
 
@@ -157,7 +164,7 @@ Status Layer::check_input_shape(const Shape& built, const Shape& shape) const {
   return config_util::check_fixed_axes(name_, built, shape, 1);
 }
 
-Status Layer::check_call(const Shape& shape, DType dtype, bool has_mask) const {
+Status Layer::check_call(const Shape& shape, DType dtype, bool has_mask, Phase phase) const {
   const char* n = name_.c_str();
   if (dtype != dtype_) {
     return set_error(Status::kErrorInvalidDType, "%s: x: dtype %s, the layer computes in %s", n,
@@ -179,8 +186,11 @@ Status Layer::check_call(const Shape& shape, DType dtype, bool has_mask) const {
       return s;
     }
   }
-  if (built_) {
-    return check_input_shape(built_shape_, shape);
+  if (built_) { // (before the build, the build's own checks come first)
+    if (Status s = check_input_shape(built_shape_, shape); !ok(s)) {
+      return s;
+    }
+    return check_phase(shape, phase);
   }
   return Status::kSuccess;
 }
@@ -191,6 +201,23 @@ Status Layer::call(const CallContext& ctx, const ConstTensorView& x, const Const
   if (out == nullptr) {
     return set_error(Status::kErrorNullPointer, "%s: out: is null", n);
   }
+  if (ctx.phase != Phase::kInference && ctx.phase != Phase::kTraining) {
+    return set_error(Status::kErrorInvalidValue, "%s: ctx.phase: %d is not a Phase", n,
+                     static_cast<int>(ctx.phase));
+  }
+  if (built_) {
+    int device = 0;
+    if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) {
+      (void)cudaGetLastError();
+      return set_error(Status::kErrorCudaRuntime, "%s: cudaGetDevice: %s", n, cudaGetErrorString(e));
+    }
+    if (device != device_) {
+      return set_error(Status::kErrorInvalidValue,
+                       "%s: the current device is %d, but the layer was built on device %d (its weights and "
+                       "buffers live there)",
+                       n, device, device_);
+    }
+  }
   if (x.data() == nullptr && x.shape().numel() != 0) {
     return set_error(Status::kErrorNullPointer, "%s: x: is null", n);
   }
@@ -198,7 +225,7 @@ Status Layer::call(const CallContext& ctx, const ConstTensorView& x, const Const
     return set_error(Status::kErrorInvalidLayout, "%s: x: must be contiguous", n);
   }
   const bool has_mask = mask.data() != nullptr;
-  if (Status s = check_call(x.shape(), x.dtype(), has_mask); !ok(s)) {
+  if (Status s = check_call(x.shape(), x.dtype(), has_mask, ctx.phase); !ok(s)) {
     return s;
   }
   if (has_mask &&
@@ -216,15 +243,29 @@ Status Layer::call(const CallContext& ctx, const ConstTensorView& x, const Const
   if (supports_masking()) {
     result.mask = mask; // passed through unless do_call computes its own
   }
-  if (Status s = do_call(ctx, x, mask, &result); !ok(s)) {
-    return s;
-  }
-  if (ctx.phase == Phase::kTraining && trainable_) {
-    for (const Update& u : updates_) {
-      if (Status s = u.op(ctx); !ok(s)) {
-        return s;
+  const Status st = [&] {
+    if (Status s = do_call(ctx, x, mask, &result); !ok(s)) {
+      return s;
+    }
+    if (ctx.phase == Phase::kTraining && trainable_) {
+      for (const Update& u : updates_) {
+        if (Status s = u.op(ctx); !ok(s)) {
+          return s;
+        }
       }
     }
+    return Status::kSuccess;
+  }();
+  // This call's stream is now the last to use the layer's memory: free it there (Tensor::release_on).
+  // Set after the call, so a buffer the call replaced was freed on the stream of its own last use.
+  for (const auto& w : weights_) {
+    w->value.release_on(ctx.stream);
+  }
+  for (Tensor& t : outputs_) {
+    t.release_on(ctx.stream);
+  }
+  if (!ok(st)) {
+    return st;
   }
   *out = result;
   return Status::kSuccess;

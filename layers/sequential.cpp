@@ -164,10 +164,10 @@ Status Sequential::build(const Shape& input_shape, cudaStream_t stream) {
   return Status::kSuccess;
 }
 
-Status Sequential::check_chain(const Shape& input_shape, DType dtype, bool has_mask) const {
+Status Sequential::check_chain(const Shape& input_shape, DType dtype, bool has_mask, Phase phase) const {
   Shape shape = input_shape;
   for (const auto& l : layers_) {
-    if (Status s = l->check_call(shape, dtype, has_mask); !ok(s)) {
+    if (Status s = l->check_call(shape, dtype, has_mask, phase); !ok(s)) {
       return s;
     }
     Shape next{};
@@ -195,7 +195,7 @@ Status Sequential::call(const CallContext& ctx, const ConstTensorView& x, const 
     }
   }
   // Check the whole chain before enqueuing anything, so a call that fails runs no layer and no update op.
-  if (Status s = check_chain(x.shape(), x.dtype(), mask.data() != nullptr); !ok(s)) {
+  if (Status s = check_chain(x.shape(), x.dtype(), mask.data() != nullptr, ctx.phase); !ok(s)) {
     return s;
   }
   LayerOutput current{x, mask};
@@ -232,7 +232,7 @@ Status Sequential::profile(const CallContext& ctx, const ConstTensorView& x, con
       return s;
     }
   }
-  if (Status s = check_chain(x.shape(), x.dtype(), mask.data() != nullptr); !ok(s)) {
+  if (Status s = check_chain(x.shape(), x.dtype(), mask.data() != nullptr, ctx.phase); !ok(s)) {
     return s;
   }
   std::vector<cudaEvent_t> events(layers_.size() + 1, nullptr);

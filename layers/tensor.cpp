@@ -34,12 +34,14 @@ void keep_pool_memory() {
     return;
   }
   std::call_once(once[device], [device] {
+    // Best effort: a failure here only costs speed. Its own error is cleared (and only then, so an
+    // error the caller has not read yet survives).
     cudaMemPool_t pool = nullptr;
-    if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) {
-      std::uint64_t keep_all = UINT64_MAX;
-      (void)cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all);
+    std::uint64_t keep_all = UINT64_MAX;
+    if (cudaDeviceGetDefaultMemPool(&pool, device) != cudaSuccess ||
+        cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all) != cudaSuccess) {
+      (void)cudaGetLastError();
     }
-    (void)cudaGetLastError();
   });
 }
 

@@ -34,12 +34,9 @@ static_assert(static_cast<int>(CULAYERS_PHASE_INFERENCE) == static_cast<int>(nn:
 static_assert(static_cast<int>(CULAYERS_PHASE_TRAINING) == static_cast<int>(nn::Phase::kTraining));
 static_assert(std::is_same_v<culayersStream_t, cudaStream_t>, "culayersStream_t must be cudaStream_t");
 
+using culayers::capi::guarded;
 using culayers::capi::null_arg;
 using culayers::capi::to_c;
-
-culayersStatus_t out_of_memory(const char* fn) {
-  return to_c(set_error(Status::kErrorOutOfMemory, "%s: host allocation failed", fn));
-}
 
 Status create(culayersModel_t* model, const std::string& config, const char* weights_path,
               cudaStream_t stream) {
@@ -80,13 +77,9 @@ culayersStatus_t culayersModelCreate(culayersModel_t* model, const char* config_
   if (model == nullptr || config_json == nullptr) {
     return null_arg("culayersModelCreate", model == nullptr ? "model" : "config_json");
   }
-  try {
+  return guarded("culayersModelCreate", [&]() -> culayersStatus_t {
     return to_c(create(model, config_json, weights_path, stream));
-  } catch (const std::bad_alloc&) {
-    return out_of_memory("culayersModelCreate");
-  } catch (const std::exception& e) {
-    return to_c(set_error(Status::kErrorInternal, "culayersModelCreate: %s", e.what()));
-  }
+  });
 }
 
 culayersStatus_t culayersModelCreateFromFile(culayersModel_t* model, const char* config_path,
@@ -94,7 +87,7 @@ culayersStatus_t culayersModelCreateFromFile(culayersModel_t* model, const char*
   if (model == nullptr || config_path == nullptr) {
     return null_arg("culayersModelCreateFromFile", model == nullptr ? "model" : "config_path");
   }
-  try {
+  return guarded("culayersModelCreateFromFile", [&]() -> culayersStatus_t {
     std::ifstream in(config_path, std::ios::binary);
     if (!in) {
       return to_c(
@@ -107,11 +100,7 @@ culayersStatus_t culayersModelCreateFromFile(culayersModel_t* model, const char*
           set_error(Status::kErrorIO, "culayersModelCreateFromFile: cannot read \"%s\"", config_path));
     }
     return to_c(create(model, text.str(), weights_path, stream));
-  } catch (const std::bad_alloc&) {
-    return out_of_memory("culayersModelCreateFromFile");
-  } catch (const std::exception& e) {
-    return to_c(set_error(Status::kErrorInternal, "culayersModelCreateFromFile: %s", e.what()));
-  }
+  });
 }
 
 void culayersModelDestroy(culayersModel_t model) {
@@ -135,7 +124,7 @@ culayersStatus_t culayersModelGetOutputShape(culayersModel_t model, int input_ra
                         : output_rank == nullptr ? "output_rank"
                                                  : "output_dims");
   }
-  try {
+  return guarded(fn, [&]() -> culayersStatus_t {
     culayers::Shape in{};
     if (Status s = make_shape(fn, "input_dims", input_rank, input_dims, &in); !culayers::ok(s)) {
       return to_c(s);
@@ -149,9 +138,7 @@ culayersStatus_t culayersModelGetOutputShape(culayersModel_t model, int input_ra
       output_dims[i] = out.dim(i);
     }
     return CULAYERS_STATUS_SUCCESS;
-  } catch (const std::bad_alloc&) {
-    return out_of_memory(fn);
-  }
+  });
 }
 
 void culayersModelRunArgsInit(culayersModelRunArgs_t* args) {
@@ -178,7 +165,7 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
     return to_c(
         set_error(Status::kErrorInvalidDType, "%s: dtype: %d is not a culayersDType_t", fn, dtype_raw));
   }
-  try {
+  return guarded(fn, [&]() -> culayersStatus_t {
     nn::Sequential& seq = *model->model;
     culayers::Shape in{};
     if (Status s = make_shape(fn, "dims", args->rank, args->dims, &in); !culayers::ok(s)) {
@@ -254,20 +241,15 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
       *wrote_mask = wrote;
     }
     return CULAYERS_STATUS_SUCCESS;
-  } catch (const std::bad_alloc&) {
-    return out_of_memory(fn);
-  }
+  });
 }
 
 culayersStatus_t culayersModelSaveWeights(culayersModel_t model, const char* path, culayersStream_t stream) {
   if (model == nullptr || path == nullptr) {
     return null_arg("culayersModelSaveWeights", model == nullptr ? "model" : "path");
   }
-  try {
-    return to_c(model->model->save_weights(path, stream));
-  } catch (const std::bad_alloc&) {
-    return out_of_memory("culayersModelSaveWeights");
-  }
+  return guarded("culayersModelSaveWeights",
+                 [&]() -> culayersStatus_t { return to_c(model->model->save_weights(path, stream)); });
 }
 
 culayersStatus_t culayersModelGetSummary(culayersModel_t model, char* buffer, size_t capacity,
@@ -275,7 +257,7 @@ culayersStatus_t culayersModelGetSummary(culayersModel_t model, char* buffer, si
   if (model == nullptr || (buffer == nullptr && capacity != 0)) {
     return null_arg("culayersModelGetSummary", model == nullptr ? "model" : "buffer");
   }
-  try {
+  return guarded("culayersModelGetSummary", [&]() -> culayersStatus_t {
     const std::string s = model->model->summary();
     if (capacity != 0) {
       const std::size_t n = std::min(s.size(), capacity - 1);
@@ -286,9 +268,7 @@ culayersStatus_t culayersModelGetSummary(culayersModel_t model, char* buffer, si
       *length = s.size();
     }
     return CULAYERS_STATUS_SUCCESS;
-  } catch (const std::bad_alloc&) {
-    return out_of_memory("culayersModelGetSummary");
-  }
+  });
 }
 
 } // extern "C"

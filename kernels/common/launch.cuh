@@ -44,21 +44,34 @@ inline cudaError_t after_launch(cudaError_t e, cudaStream_t stream) {
   return e;
 }
 
-/// Launches `kernel<<<grid, block, smem, stream>>>(args...)` and returns the launch's error (what
-/// cudaGetLastError() reports right after it). Never synchronizes, except with CULAYERS_DEBUG_SYNC
-/// (debug builds) outside graph capture. Use through CULAYERS_LAUNCH.
+/// Launches `kernel` on (grid, block, smem, stream) with `args` and returns this launch's error, which is
+/// then not left pending (cudaGetLastError() is cleared only when the launch failed, so an error the
+/// caller has not read yet is neither reported as this launch's nor lost). Never synchronizes, except
+/// with CULAYERS_DEBUG_SYNC (debug builds) outside graph capture. Use through CULAYERS_LAUNCH.
 template <class... KArgs, class... Args>
 cudaError_t launch(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem,
                    cudaStream_t stream, Args&&... args) {
 #if defined(__CUDACC__)
   (void)site;
-  kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
-  return after_launch(cudaGetLastError(), stream);
+  // cudaLaunchKernelEx returns the launch's own error; `kernel<<<...>>>` reports it only through
+  // cudaGetLastError(), which would also return (and consume) an unrelated earlier error.
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  const cudaError_t e = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+  }
+  return after_launch(e, stream);
 #else
   const cudaError_t e = ::culayers_emu::launch_kernel(
       ::culayers_emu::LaunchSite{site.kernel, site.file, site.line, site.dependent}, kernel, grid, block,
       smem, stream, std::forward<Args>(args)...);
-  (void)cudaGetLastError(); // as after a real launch: the error is returned, not left pending
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError(); // as after a real launch: the error is returned, not left pending
+  }
   return e;
 #endif
 }

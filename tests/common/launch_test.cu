@@ -173,6 +173,26 @@ TEST(CommonLaunch, FailedLaunchLeavesNoPendingError) {
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
+// An error the caller has not read yet (here a failed cudaSetDevice) is neither reported as a later
+// launch's error nor consumed by it, plain or dependent: it is still there for the caller afterwards.
+TEST(CommonLaunch, AnEarlierPendingErrorIsNeitherReportedNorLost) {
+  DeviceBuffer<int> out(64);
+  DeviceBuffer<std::uint32_t> data(64);
+  for (int dependent = 0; dependent < 2; ++dependent) {
+    SCOPED_TRACE(dependent ? "dependent launch" : "plain launch");
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    ASSERT_EQ(cudaSetDevice(-1), cudaErrorInvalidDevice);
+    const cudaError_t e =
+        dependent ? CULAYERS_LAUNCH_DEPENDENT(pdl_consumer_kernel, dim3(2), dim3(32), 0, nullptr, data.get(),
+                                              reinterpret_cast<std::uint32_t*>(out.get()), 64)
+                  : CULAYERS_LAUNCH(iota_kernel, dim3(2), dim3(32), 0, nullptr, out.get(), 64);
+    EXPECT_EQ(e, cudaSuccess);
+    EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidDevice);
+    EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+    CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  }
+}
+
 void check_reverse(std::mt19937_64& rng, cudaError_t (*launch)(const float*, float*, int), int n) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> host(static_cast<std::size_t>(n));

@@ -16,6 +16,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -558,6 +559,63 @@ TEST(GroupNormalizationLayer, BadConfigsAreClearErrors) {
         << culayers::last_error_message();
     EXPECT_EQ(out, nullptr);
   }
+}
+
+// Streams: a layer's memory is freed on the stream that used it last. Built and called on stream A,
+// called on B, then on A with another batch (the output buffer is replaced: the old one is freed on B, its
+// last user), then destroyed (the weights and the new buffer on A).
+TEST(GroupNormalizationLayer, MemoryIsFreedOnTheStreamOfItsLastUse) {
+  struct Recorder final : nn::Allocator {
+    Status allocate(void** ptr, std::size_t bytes, cudaStream_t stream) override {
+      return nn::default_allocator().allocate(ptr, bytes, stream);
+    }
+    void deallocate(void* ptr, std::size_t bytes, cudaStream_t stream) noexcept override {
+      freed.push_back({ptr, stream});
+      nn::default_allocator().deallocate(ptr, bytes, stream);
+    }
+    std::vector<std::pair<void*, cudaStream_t>> freed;
+  } recorder;
+  cudaStream_t a = nullptr;
+  cudaStream_t b = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&a), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreate(&b), cudaSuccess);
+  DeviceBuffer<float> x(4 * 6 * 8);
+  x.fill_bytes(0);
+  {
+    nn::GroupNormalizationOptions o;
+    o.groups = 2;
+    nn::GroupNormalization layer(o, "gn");
+    nn::CallContext ctx;
+    ctx.allocator = &recorder;
+    nn::LayerOutput out;
+    ctx.stream = a;
+    ASSERT_EQ(layer.call(ctx, view_of(x.get(), DType::kFloat32, Shape{2, 6, 8}), {}, &out), Status::kSuccess)
+        << culayers::last_error_message();
+    const void* first = out.y.data();
+    ASSERT_NE(layer.find_weight("gamma"), nullptr);
+    EXPECT_EQ(layer.find_weight("gamma")->value.release_stream(), a);
+    ctx.stream = b;
+    ASSERT_EQ(layer.call(ctx, view_of(x.get(), DType::kFloat32, Shape{2, 6, 8}), {}, &out), Status::kSuccess)
+        << culayers::last_error_message();
+    EXPECT_EQ(out.y.data(), first) << "same shape: the buffer is reused";
+    EXPECT_EQ(layer.find_weight("gamma")->value.release_stream(), b);
+    EXPECT_EQ(layer.find_weight("beta")->value.release_stream(), b);
+    ctx.stream = a;
+    ASSERT_EQ(layer.call(ctx, view_of(x.get(), DType::kFloat32, Shape{4, 6, 8}), {}, &out), Status::kSuccess)
+        << culayers::last_error_message();
+    ASSERT_EQ(recorder.freed.size(), 1u);
+    EXPECT_EQ(recorder.freed[0].first, first);
+    EXPECT_EQ(recorder.freed[0].second, b) << "the replaced output is freed on its last user's stream";
+    EXPECT_EQ(layer.find_weight("gamma")->value.release_stream(), a);
+    recorder.freed.clear();
+    ASSERT_EQ(cudaStreamSynchronize(b), cudaSuccess);
+    // Destroyed here: the output buffer goes back through the call's allocator, on stream a.
+  }
+  ASSERT_EQ(recorder.freed.size(), 1u);
+  EXPECT_EQ(recorder.freed[0].second, a);
+  ASSERT_EQ(cudaStreamSynchronize(a), cudaSuccess);
+  ASSERT_EQ(cudaStreamDestroy(a), cudaSuccess);
+  ASSERT_EQ(cudaStreamDestroy(b), cudaSuccess);
 }
 
 } // namespace

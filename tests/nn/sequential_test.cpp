@@ -521,6 +521,45 @@ TEST(Sequential, ExplicitBatchInANoiseShapeRoundTrips) {
       Status::kErrorInvalidShape);
 }
 
+// A noise shape's batch entry is checked with the rest of the chain, in training only: a batch it does not
+// broadcast to stops the call before the DecayingDropout in front of it runs its update op; in inference
+// (identity) the entry does not matter. An invalid phase is an error before anything runs.
+TEST(Sequential, NoiseShapeBatchIsCheckedBeforeAnyLayerRuns) {
+  Json cfg = {
+      {"class_name", "Sequential"},
+      {"config",
+       {{"name", "chain"},
+        {"layers",
+         {{{"class_name", "DecayingDropout"},
+           {"config", {{"name", "dd"}, {"initial_keep_rate", 0.9}, {"decay_interval", 4}, {"seed", 3}}}},
+          {{"class_name", "Dropout"},
+           {"config", {{"name", "drop"}, {"rate", 0.5}, {"seed", 7}, {"noise_shape", {kB, 1, nullptr}}}}}}},
+        {"build_input_shape", {nullptr, kT, kF}}}}};
+  auto model = make_model(cfg);
+  ASSERT_TRUE(model && model->built());
+  auto rng = culayers::test::rng_for_test();
+  Inputs in = make_inputs(rng);
+  const auto it0 = weight_bytes(*model, "dd", "iterations");
+  const ConstTensorView one = ConstTensorView::contiguous(in.x.get(), DType::kFloat32, Shape{1, kT, kF});
+  nn::CallContext train{};
+  train.phase = nn::Phase::kTraining;
+  nn::LayerOutput out{};
+  EXPECT_EQ(model->call(train, one, {}, &out), Status::kErrorInvalidShape);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("drop: noise_shape"), std::string::npos)
+      << culayers::last_error_message();
+  EXPECT_EQ(weight_bytes(*model, "dd", "iterations"), it0);
+  nn::CallContext infer{};
+  EXPECT_EQ(model->call(infer, one, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  nn::CallContext bad{};
+  bad.phase = static_cast<nn::Phase>(7);
+  EXPECT_EQ(model->call(bad, in.view, {}, &out), Status::kErrorInvalidValue);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("ctx.phase"), std::string::npos)
+      << culayers::last_error_message();
+  EXPECT_EQ(weight_bytes(*model, "dd", "iterations"), it0);
+  ASSERT_EQ(model->call(train, in.view, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_NE(weight_bytes(*model, "dd", "iterations"), it0);
+}
+
 TEST(Sequential, AFailingCallRunsNoLayerAndNoUpdate) {
   // Masking and DecayingDropout compute in float32, BatchNormalization in float16: the chain check stops
   // the call at the dtype mismatch before DecayingDropout's update op could advance its counter.

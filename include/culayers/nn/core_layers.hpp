@@ -139,6 +139,7 @@ class Dropout final : public Layer {
   /// Same rank as the built input; every extent may change between calls (Keras gives the layer no
   /// input spec), e.g. the number of steps of a padded batch.
   [[nodiscard]] Status check_input_shape(const Shape& built, const Shape& shape) const override;
+  [[nodiscard]] Status check_phase(const Shape& shape, Phase phase) const override;
   [[nodiscard]] Status do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                                LayerOutput* out) override;
   void add_config(Json& config) const override;
@@ -213,6 +214,7 @@ class DecayingDropout final : public Layer {
   /// Same rank as the built input; every extent may change between calls (Keras gives the layer no
   /// input spec), e.g. the number of steps of a padded batch.
   [[nodiscard]] Status check_input_shape(const Shape& built, const Shape& shape) const override;
+  [[nodiscard]] Status check_phase(const Shape& shape, Phase phase) const override;
   [[nodiscard]] Status do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                                LayerOutput* out) override;
   void add_config(Json& config) const override;

@@ -9,6 +9,11 @@
 //    supports masking passes it through unless it computes its own (compute_mask).
 //  - Update ops registered with add_update run on the stream right after a training-phase call of a
 //    trainable layer, in registration order; never in inference.
+//  - Devices and streams: a layer's weights and buffers live on the device that was current at build;
+//    calling it with another current device is an error (kErrorInvalidValue), and ctx.stream must belong
+//    to that device. Calls may use different streams; each call makes its stream the one the layer's
+//    memory is later freed on (Tensor::release_on), and work on two streams that touch the same layer
+//    must be ordered by the caller (an event), as for any shared buffer.
 //  - get_config() uses Keras's keys; layer_from_json / layer_to_json use Keras's
 //    {"class_name": ..., "config": {...}} layout through a registry of layer classes.
 #ifndef CULAYERS_NN_LAYER_HPP_
@@ -86,9 +91,11 @@ class Layer {
   }
 
   /// Every check call() makes before it enqueues anything, for an input of `shape` and `dtype` with or
-  /// without a mask: the dtype, the Keras 2 mask rule, and, once built, the input shape against the built
-  /// one. Lets a model check a whole chain of layers before running any of them.
-  [[nodiscard]] Status check_call(const Shape& shape, DType dtype, bool has_mask) const;
+  /// without a mask in `phase`: the dtype, the Keras 2 mask rule, and once built the input shape against
+  /// the built one and the layer's phase-dependent checks (check_phase). Lets a model check a whole chain
+  /// of layers before running any of them.
+  [[nodiscard]] Status check_call(const Shape& shape, DType dtype, bool has_mask,
+                                  Phase phase = Phase::kInference) const;
 
   /// Checks host bytes about to be written into weight `weight_name` (loading weights), beyond dtype and
   /// shape: e.g. a counter must not be negative. Default: anything goes.
@@ -144,6 +151,13 @@ class Layer {
     (void)shape;
     return Status::kSuccess;
   }
+  /// Checks that hold only in some phase (called by check_call once built), e.g. a dropout layer's noise
+  /// shape against the batch, which matters only in training. Default: none.
+  [[nodiscard]] virtual Status check_phase(const Shape& shape, Phase phase) const {
+    (void)shape;
+    (void)phase;
+    return Status::kSuccess;
+  }
   /// The call itself (inputs validated, layer built).
   [[nodiscard]] virtual Status do_call(const CallContext& ctx, const ConstTensorView& x,
                                        const ConstTensorView& mask, LayerOutput* out) = 0;
@@ -176,6 +190,7 @@ class Layer {
   DType dtype_ = DType::kFloat32;
   bool built_ = false;
   Shape built_shape_{};
+  int device_ = -1; // current at build
   std::vector<std::unique_ptr<Weight>> weights_;
   struct Update {
     std::string name;

@@ -115,7 +115,7 @@ class Sequential {
 
  private:
   /// Every check each layer's call would make, along the chain of output shapes, dtypes and masks.
-  [[nodiscard]] Status check_chain(const Shape& input_shape, DType dtype, bool has_mask) const;
+  [[nodiscard]] Status check_chain(const Shape& input_shape, DType dtype, bool has_mask, Phase phase) const;
 
   std::string name_;
   std::vector<std::unique_ptr<Layer>> layers_;

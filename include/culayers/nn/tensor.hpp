@@ -49,8 +49,9 @@ class StreamPoolAllocator final : public Allocator {
 /// Process-wide StreamPoolAllocator.
 Allocator& default_allocator() noexcept;
 
-/// An owning, contiguous device tensor. Move-only; the memory goes back to its allocator on the stream it
-/// was allocated on when the tensor is destroyed or reset.
+/// An owning, contiguous device tensor. Move-only; the memory goes back to its allocator when the tensor
+/// is destroyed or reset, on its release stream: the stream it was allocated on, until release_on()
+/// names another.
 class Tensor {
  public:
   Tensor() = default;
@@ -86,8 +87,14 @@ class Tensor {
   /// Enqueues a fill with zero bytes.
   [[nodiscard]] Status zero(cudaStream_t stream);
 
-  /// Frees the memory (stream-ordered) and leaves an undefined tensor.
+  /// Frees the memory (ordered on the release stream) and leaves an undefined tensor.
   void reset() noexcept;
+
+  /// Makes `stream` the release stream. A tensor used by work on another stream than its allocation's
+  /// names the last stream that uses it, so the free is ordered after that work (the layers do this on
+  /// every call); work on other streams must be ordered before it by the caller.
+  void release_on(cudaStream_t stream) noexcept { stream_ = stream; }
+  cudaStream_t release_stream() const noexcept { return stream_; }
 
  private:
   Shape shape_{};
