@@ -60,11 +60,13 @@ const CppState* to_cpp(const CState* s) {
   return reinterpret_cast<const CppState*>(s);
 }
 
-/// Builds a Shape from a C (rank, dims) pair, with the op's name in the messages.
+/// Builds a Shape from a C (rank, dims) pair, with the op's name in the messages and Shape::make's
+/// statuses (kErrorInvalidShape for a negative rank or dimension, kErrorSizeLimit above kMaxRank).
 Status make_shape(int rank, const std::int64_t* dims, const char* op, const char* name, Shape* out) {
   if (rank < 0 || rank > culayers::kMaxRank) {
-    return culayers::detail::set_error(Status::kErrorInvalidShape, "%s: %s: rank %d is not in [0, %d]", op,
-                                       name, rank, culayers::kMaxRank);
+    return culayers::detail::set_error(rank < 0 ? Status::kErrorInvalidShape : Status::kErrorSizeLimit,
+                                       "%s: %s: rank %d is not in [0, %d]", op, name, rank,
+                                       culayers::kMaxRank);
   }
   for (int j = 0; j < rank; ++j) {
     if (dims[j] < 0) {

@@ -61,9 +61,9 @@ Status create(culayersModel_t* model, const std::string& config, const char* wei
 }
 
 Status make_shape(const char* fn, const char* arg, int rank, const int64_t* dims, culayers::Shape* out) {
-  if (rank < 1 || rank > CULAYERS_MAX_RANK) {
-    return set_error(Status::kErrorInvalidShape, "%s: %s: rank %d is not in [1, %d]", fn, arg, rank,
-                     CULAYERS_MAX_RANK);
+  if (rank < 1 || rank > CULAYERS_MAX_RANK) { // the statuses of Shape::make
+    return set_error(rank < 1 ? Status::kErrorInvalidShape : Status::kErrorSizeLimit,
+                     "%s: %s: rank %d is not in [1, %d]", fn, arg, rank, CULAYERS_MAX_RANK);
   }
   return culayers::Shape::make(dims, rank, out);
 }

@@ -64,5 +64,24 @@ template <std::size_t N>
   return Status::kSuccess;
 }
 
+/// The workspace an op's run() is given against the `needed` bytes: kErrorNullPointer for a null
+/// workspace when bytes are needed, kErrorWorkspaceTooSmall for fewer bytes than needed, each with a
+/// message naming the op.
+[[nodiscard]] inline Status check_workspace(const char* op, std::size_t needed, const void* workspace,
+                                            std::size_t bytes) {
+  if (needed == 0) {
+    return Status::kSuccess;
+  }
+  if (workspace == nullptr) {
+    return detail::set_error(Status::kErrorNullPointer, "%s: workspace: is null; %zu bytes are needed", op,
+                             needed);
+  }
+  if (bytes < needed) {
+    return detail::set_error(Status::kErrorWorkspaceTooSmall, "%s: workspace: %zu bytes given, %zu needed",
+                             op, bytes, needed);
+  }
+  return Status::kSuccess;
+}
+
 } // namespace kernels
 CULAYERS_NAMESPACE_END

@@ -159,6 +159,7 @@ using ::culayers::detail::set_error;
 namespace k = ::culayers::kernels::group_norm;
 using ::culayers::kernels::check_aligned;
 using ::culayers::kernels::check_disjoint;
+using ::culayers::kernels::check_workspace;
 using ::culayers::kernels::kWarpSize;
 using ::culayers::kernels::overlaps;
 
@@ -819,9 +820,8 @@ Status run(const GroupNormArgs& args, void* workspace, std::size_t workspace_byt
     return s;
   }
   const std::size_t need = forward_workspace(pl);
-  if (workspace_bytes < need || (need > 0 && workspace == nullptr)) {
-    return set_error(Status::kErrorWorkspaceTooSmall, "%s: workspace: %zu bytes given, %zu needed",
-                     kForwardOp, workspace_bytes, need);
+  if (Status s = check_workspace(kForwardOp, need, workspace, workspace_bytes); !ok(s)) {
+    return s;
   }
   if (pl.units == 0) {
     return Status::kSuccess;
@@ -879,9 +879,8 @@ Status run(const GroupNormBackwardArgs& args, void* workspace, std::size_t works
     return s;
   }
   const std::size_t need = backward_workspace(args, pl);
-  if (workspace_bytes < need || (need > 0 && workspace == nullptr)) {
-    return set_error(Status::kErrorWorkspaceTooSmall, "%s: workspace: %zu bytes given, %zu needed",
-                     kBackwardOp, workspace_bytes, need);
+  if (Status s = check_workspace(kBackwardOp, need, workspace, workspace_bytes); !ok(s)) {
+    return s;
   }
   const BackwardCarve carve = backward_carve(args, pl);
   unsigned char* base = need > 0 ? static_cast<unsigned char*>(align_ptr(workspace)) : nullptr;

@@ -416,19 +416,7 @@ void* align_workspace(void* workspace) {
   return reinterpret_cast<void*>((p + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign);
 }
 
-Status check_workspace(const char* op, std::size_t needed, const void* workspace, std::size_t bytes) {
-  if (needed == 0) {
-    return Status::kSuccess;
-  }
-  if (workspace == nullptr) {
-    return set_error(Status::kErrorNullPointer, "%s: workspace: is null; %zu bytes are needed", op, needed);
-  }
-  if (bytes < needed) {
-    return set_error(Status::kErrorWorkspaceTooSmall, "%s: workspace: %zu bytes given, %zu needed", op, bytes,
-                     needed);
-  }
-  return Status::kSuccess;
-}
+using kernels::check_workspace;
 
 float round_to_dtype(float v, DType dtype) {
   switch (dtype) {

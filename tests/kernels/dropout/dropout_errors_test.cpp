@@ -350,7 +350,10 @@ TEST(DropoutCApi, Errors) {
   f.mask = fx.mask.get();
   f.dtype = CULAYERS_DTYPE_FLOAT32;
   f.state = reinterpret_cast<culayersDropoutState_t*>(fx.state.get());
-  f.rank = 9;
+  f.rank = 9; // as Shape::make in C++
+  EXPECT_EQ(culayersDropoutForward(&f, nullptr, 0, nullptr), CULAYERS_STATUS_SIZE_LIMIT);
+  EXPECT_NE(std::string(culayersGetLastErrorMessage()).find("rank"), std::string::npos);
+  f.rank = -1;
   EXPECT_EQ(culayersDropoutForward(&f, nullptr, 0, nullptr), CULAYERS_STATUS_INVALID_SHAPE);
   EXPECT_NE(std::string(culayersGetLastErrorMessage()).find("rank"), std::string::npos);
   f.rank = 2;

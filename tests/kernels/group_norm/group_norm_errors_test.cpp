@@ -289,8 +289,8 @@ TEST(GroupNormErrors, SplitWorkspaceMissingOrTooSmall) {
   ASSERT_EQ(gnk::selected_path(f), Path::kSplit);
   DeviceBuffer<unsigned char> ws(need);
   b.poison();
-  EXPECT_NE(gnk::run(f, nullptr, need, nullptr), Status::kSuccess);
-  EXPECT_NE(gnk::run(f, ws.get(), need - 1, nullptr), Status::kSuccess);
+  EXPECT_EQ(gnk::run(f, nullptr, need, nullptr), Status::kErrorNullPointer);
+  EXPECT_EQ(gnk::run(f, ws.get(), need - 1, nullptr), Status::kErrorWorkspaceTooSmall);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   EXPECT_TRUE(b.outputs_untouched()) << "forward: an output was written";
   EXPECT_EQ(gnk::run(f, ws.get(), need, nullptr), Status::kSuccess) << culayers::last_error_message();
@@ -398,8 +398,8 @@ TEST(GroupNormErrors, TilePathRefusals) {
 }
 
 // The tile path needs its workspace in both directions (per-tile partials and merged statistics), the
-// backward's even without dgamma / dbeta: missing or one byte short is kErrorWorkspaceTooSmall before
-// anything runs (outputs unchanged); the exact size works.
+// backward's even without dgamma / dbeta: missing (kErrorNullPointer) or one byte short
+// (kErrorWorkspaceTooSmall) is an error before anything runs (outputs unchanged); the exact size works.
 TEST(GroupNormErrors, TileWorkspaceMissingOrTooSmall) {
   Buffers b;
   gnk::GroupNormArgs f = valid_forward(b);
@@ -410,7 +410,7 @@ TEST(GroupNormErrors, TileWorkspaceMissingOrTooSmall) {
   ASSERT_EQ(gnk::selected_path(f), Path::kTile);
   DeviceBuffer<unsigned char> ws(need);
   b.poison();
-  EXPECT_EQ(gnk::run(f, nullptr, need, nullptr), Status::kErrorWorkspaceTooSmall);
+  EXPECT_EQ(gnk::run(f, nullptr, need, nullptr), Status::kErrorNullPointer);
   EXPECT_EQ(gnk::run(f, ws.get(), need - 1, nullptr), Status::kErrorWorkspaceTooSmall);
   EXPECT_TRUE(message_names_op()) << culayers::last_error_message();
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -432,7 +432,7 @@ TEST(GroupNormErrors, TileWorkspaceMissingOrTooSmall) {
     ASSERT_EQ(gnk::selected_path(g), Path::kTile);
     DeviceBuffer<unsigned char> ws_b(need_b);
     b.poison();
-    EXPECT_EQ(gnk::run(g, nullptr, need_b, nullptr), Status::kErrorWorkspaceTooSmall);
+    EXPECT_EQ(gnk::run(g, nullptr, need_b, nullptr), Status::kErrorNullPointer);
     EXPECT_EQ(gnk::run(g, ws_b.get(), need_b - 1, nullptr), Status::kErrorWorkspaceTooSmall);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     EXPECT_TRUE(b.outputs_untouched())
