@@ -474,4 +474,74 @@ inline int tile_rows_half(const TileShape& s, bool mask) {
   return (index + (mask ? 1 : 0)) % 2;
 }
 
+/// The path a tuning forces: its path, else the split path when it fixes a chunk count, else none (kAuto:
+/// the planner decides, and a test checks the path it expects by other means).
+inline group_norm::Path expected_path(const group_norm::Tuning& t) {
+  if (t.path != group_norm::Path::kAuto) {
+    return t.path;
+  }
+  return t.splits > 0 ? group_norm::Path::kSplit : group_norm::Path::kAuto;
+}
+
+// ---- randomized sweeps (forward and backward) ------------------------------------------------------------
+
+/// One random small problem for the randomized sweeps: layout, sizes (C/G up to 8 and up to 120 positions,
+/// so a group fits the warp path and any forced path is legal; spatial 0 only with the automatic path),
+/// activation, mask (channels last), and a tuning: automatic, or warp / block / split (1 to 9 chunks,
+/// possibly more than elements) / tile (channels-last view only; 0 to spatial + 2 rows per tile), with a
+/// vector-width cap of 0, 1, 2, 4 or 8.
+struct RandomCase {
+  Layout layout = Layout::kChannelsFirst;
+  std::int64_t batch = 1, channels = 1, groups = 1, spatial = 1;
+  group_norm::Activation act = group_norm::Activation::kNone;
+  bool mask = false;
+  group_norm::Tuning tuning{};
+};
+
+inline RandomCase random_case(std::mt19937_64& rng) {
+  auto pick = [&rng](std::int64_t lo, std::int64_t hi) {
+    return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
+  };
+  RandomCase r;
+  r.layout = pick(0, 1) == 0 ? Layout::kChannelsFirst : Layout::kChannelsLast;
+  r.batch = pick(1, 4);
+  r.groups = pick(1, 6);
+  r.channels = r.groups * pick(1, 8);
+  const int dims = static_cast<int>(pick(0, 3));
+  r.spatial = 1;
+  for (int d = 0; d < dims && r.spatial < 120; ++d) {
+    r.spatial = std::min<std::int64_t>(120, r.spatial * pick(1, 12));
+  }
+  r.act = static_cast<group_norm::Activation>(pick(0, 2));
+  r.mask = r.layout == Layout::kChannelsLast && pick(0, 1) == 1;
+  group_norm::Tuning& t = r.tuning;
+  t.target_blocks = 64; // split counts independent of the device
+  const bool cl_view = r.layout == Layout::kChannelsLast || r.spatial == 1;
+  switch (pick(0, cl_view ? 4 : 3)) {
+  case 0:
+    t.path = group_norm::Path::kAuto;
+    if (pick(0, 7) == 0) {
+      r.spatial = 0; // every group empty
+    }
+    break;
+  case 1:
+    t.path = group_norm::Path::kWarp;
+    break;
+  case 2:
+    t.path = group_norm::Path::kBlock;
+    break;
+  case 3:
+    t.path = group_norm::Path::kSplit;
+    t.splits = pick(0, 9); // 0: automatic chunk count
+    break;
+  default:
+    t.path = group_norm::Path::kTile;
+    t.tile_rows = pick(0, r.spatial + 2);
+    break;
+  }
+  static constexpr int kWidths[] = {0, 1, 2, 4, 8};
+  t.vector_width = kWidths[pick(0, 4)];
+  return r;
+}
+
 } // namespace culayers::test::gn

@@ -112,6 +112,32 @@ class DeviceBuffer {
   std::size_t n_ = 0;
 };
 
+/// Emulated build: the emulator's schedule seed (the order in which lanes and warps run between sync
+/// points) for this object's lifetime, the previous one restored after; a no-op on a GPU. Repeat-run tests
+/// make their second run under another seed, so a result that depends on thread timing (atomics, races)
+/// shows up as different bits instead of repeating by construction.
+class ScheduleSeed {
+ public:
+  explicit ScheduleSeed(std::uint64_t seed) {
+#if CULAYERS_TEST_EMULATED
+    saved_ = culayers_emu::schedule_seed();
+    culayers_emu::set_schedule_seed(seed);
+#else
+    (void)seed;
+#endif
+  }
+  ScheduleSeed(const ScheduleSeed&) = delete;
+  ScheduleSeed& operator=(const ScheduleSeed&) = delete;
+  ~ScheduleSeed() {
+#if CULAYERS_TEST_EMULATED
+    culayers_emu::set_schedule_seed(saved_);
+#endif
+  }
+
+ private:
+  std::uint64_t saved_ = 0;
+};
+
 /// A non-blocking stream that outlives what is declared after it: declare it BEFORE the layers, models and
 /// tensors that use it, since they free their memory on it when destroyed (freeing on a destroyed stream is
 /// undefined on a GPU; the emulated test binary reports the leak it causes there).
