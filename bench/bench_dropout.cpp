@@ -322,6 +322,13 @@ void BM_ours(benchmark::State& st, Case c, bool backward) {
   if (!verified) {
     return;
   }
+  // Google Benchmark calls this function several times per case (iteration-count probes, repetitions), each
+  // with a fresh state buffer, while the verification above runs once: initialize this call's state, so the
+  // timed runs use this case's keep rate (the backward's last_* fields equal the current call's after init).
+  if (!init_state(o.fwd.state, c.keep, stream) || cudaStreamSynchronize(stream) != cudaSuccess) {
+    st.SkipWithError("dropout_init failed before timing");
+    return;
+  }
   const std::uint64_t bytes = 4 * static_cast<std::uint64_t>(numel(c.dims));
   if (backward) {
     run_timed(st, bytes, [&](cudaStream_t s) { return cd::run(o.bwd, nullptr, 0, s); });

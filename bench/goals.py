@@ -65,16 +65,25 @@ def fmt_us(v):
     return f"{v:.1f} µs"
 
 
+_VERDICTS = {True: "yes", False: "**no**", None: "not measured",
+             "incomplete": "incomplete (a case is missing or failed its check)"}
+
+
 def add(family, goal, numbers, met):
-    rows.append((family, goal, numbers, {True: "yes", False: "**no**", None: "not measured"}[met]))
+    rows.append((family, goal, numbers, _VERDICTS[met]))
 
 
 def all_met(results):
-    """results: list of bool or None; None when nothing was measured, False if any failed."""
+    """results: list of bool or None (a case missing, or failed its verification: the benchmark then
+    reports an error and load() leaves it out). False if any measured case failed the goal; None when
+    nothing was measured; "incomplete" when the measured cases pass but some are missing, which is never
+    a "yes"."""
     measured = [r for r in results if r is not None]
     if not measured:
         return None
-    return all(measured)
+    if not all(measured):
+        return False
+    return True if len(measured) == len(results) else "incomplete"
 
 
 class Row:
@@ -201,10 +210,14 @@ def group_norm_goals(cases):
 
     pct_rows("s3", "training shape (N16 C256 56², G32) ≥ 85 % of copy forward", 85.0, "fwd")
     pct_rows("s3", "training shape ≥ 75 % of copy backward", 75.0, "bwd")
-    # Within 1.3x of two reads and one write, with bytes counted as one read and one write:
-    # pct_of_copy >= 100 * 2 / (3 * 1.3) = 51.3 %. Applied to the backward cases too, as docs/performance.md
-    # section 10 does.
-    pct_rows("s2", "VAE shapes within 1.3× of the two-reads-one-write bound (≥ 51.3 % of copy)", 100 * 2 / 3.9)
+    # The goal is the forward's: within 1.3x of two reads and one write (x read twice, y written), with the
+    # bytes counted as one read and one write: pct_of_copy >= 100 * 2 / (3 * 1.3) = 51.3 %. The backward's
+    # counterpart, a row of its own: x and dy read twice and dx written (5 passes) against the 3 its bytes
+    # count: pct_of_copy >= 100 * 3 / (5 * 1.3) = 46.2 %.
+    pct_rows("s2", "VAE shapes within 1.3× of the two-reads-one-write bound (forward, ≥ 51.3 % of copy)",
+             100 * 2 / 3.9, "fwd")
+    pct_rows("s2", "VAE shapes backward within 1.3× of its two-pass bound (≥ 46.2 % of copy)", 100 * 3 / 6.5,
+             "bwd")
     row = Row()
     for key in sorted(configs):
         if key[0] != "s1":

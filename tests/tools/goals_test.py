@@ -93,6 +93,19 @@ with tempfile.TemporaryDirectory() as tmp:
     expect(cells[4] == "**no**" and "ours_lengths: 88.0 %" in cells[3] and "ours_mask: missing" in cells[3],
            "one-case file: " + cells[3])
     expect(row(out, "UNet shapes")[4] == "not measured", "UNet without data")
+    # A goal whose measured cases pass while another case is missing (or failed its check) is not met.
+    met_one = os.path.join(tmp, "met_one.json")
+    with open(met_one, "w") as f:
+        json.dump({"benchmarks": [{"run_name": "masked_reduce/s5_mean_bf16_B16_T8192_F4096/ours_lengths/manual_time",
+                                   "aggregate_name": "median", "run_type": "aggregate", "real_time": 370.0,
+                                   "time_unit": "us", "pct_of_copy": 97.0},
+                                  {"run_name": "masked_reduce/s5_mean_bf16_B16_T8192_F4096/ours_mask/manual_time",
+                                   "aggregate_name": "median", "run_type": "aggregate", "error_occurred": True,
+                                   "error_message": "verification failed"}]}, f)
+    rc, out, err = run([met_one])
+    cells = row(out, "≥ 90 % of copy, bf16, long context")
+    expect(cells[4].startswith("incomplete") and "ours_mask: missing" in cells[3],
+           "one case met, one failed its check: " + cells[4] + " / " + cells[3])
     # Same-process variants: listed next to their ours case, with the ratio variant / ours.
     ab = os.path.join(tmp, "ab.json")
     gn = "group_norm/s1_C320_64x64/bf16/nhwc/none/fwd/"
