@@ -177,8 +177,11 @@ template <class T>
 void apply_sweep() {
   auto rng = rng_for_test();
   constexpr int kWidest = static_cast<int>(16 / sizeof(T));
-  const std::int64_t shapes[][2] = {{1, 1},   {5, 3},    {7, 7},    {3, 33},   {17, 64}, {31, 65},
-                                    {2, 511}, {4, 2048}, {2, 2049}, {3, 2053}, {0, 5},   {4, 0}};
+  // The shared-memory limit and just above it (the per-element parameter path), from the header's constant.
+  constexpr std::int64_t kLimit = culayers::batch_norm::kMaxSharedChannels;
+  const std::int64_t shapes[][2] = {{1, 1},          {5, 3},          {7, 7},   {3, 33},
+                                    {17, 64},        {31, 65},        {2, 511}, {4, kLimit},
+                                    {2, kLimit + 1}, {3, kLimit + 5}, {0, 5},   {4, 0}};
   for (const auto& s : shapes) {
     for (int affine = 0; affine < 4; ++affine) {
       ApplyCase c;
@@ -192,7 +195,7 @@ void apply_sweep() {
   }
   // Grid-stride loops: few blocks over many vectors, so every thread advances its channel by `step` many
   // times (C = 37 and 33 do not divide the stride; 64 does).
-  for (const std::int64_t channels : {37, 33, 64, 2049}) {
+  for (const std::int64_t channels : {std::int64_t{37}, std::int64_t{33}, std::int64_t{64}, kLimit + 1}) {
     for (const int blocks : {1, 2, 3}) {
       ApplyCase c;
       c.rows = 97;
@@ -204,9 +207,9 @@ void apply_sweep() {
   // Channels first ([rows, C, inner], inner > 1): runs shorter than, equal to, not dividing and longer
   // than a vector (a vector spans several channels when inner < V), C above the shared-memory limit, and
   // few blocks so that the (channel, offset) pair advances with a carry many times.
-  const std::int64_t planes[][3] = {{1, 1, 2},     {2, 3, 5},  {3, 4, 7},    {2, 5, 8},
-                                    {4, 3, 64},    {2, 3, 65}, {1, 2, 4099}, {2, 2049, 3},
-                                    {3, 2050, 16}, {5, 1, 9},  {0, 3, 4},    {2, 0, 4}};
+  const std::int64_t planes[][3] = {{1, 1, 2},           {2, 3, 5},  {3, 4, 7},    {2, 5, 8},
+                                    {4, 3, 64},          {2, 3, 65}, {1, 2, 4099}, {2, kLimit + 1, 3},
+                                    {3, kLimit + 2, 16}, {5, 1, 9},  {0, 3, 4},    {2, 0, 4}};
   for (const auto& s : planes) {
     for (int affine = 0; affine < 4; affine += 3) {
       ApplyCase c;
