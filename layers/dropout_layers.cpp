@@ -201,10 +201,19 @@ Status dropout_forward(const std::string& name, const Shape& noise, Tensor& stat
   return Status::kSuccess;
 }
 
-Status dropout_update(const std::string& name, Tensor& state, cudaStream_t stream) {
-  dropout::DropoutUpdateArgs u;
-  u.state = state_ptr(state);
-  if (Status s = dropout::run(u, nullptr, 0, stream); !ok(s)) {
+/// The update op (iterations += 1), or with `redraw` the redraw op (a fresh stream, no schedule step).
+Status dropout_update(const std::string& name, Tensor& state, cudaStream_t stream, bool redraw = false) {
+  Status st = Status::kSuccess;
+  if (redraw) {
+    dropout::DropoutRedrawArgs r;
+    r.state = state_ptr(state);
+    st = dropout::run(r, nullptr, 0, stream);
+  } else {
+    dropout::DropoutUpdateArgs u;
+    u.state = state_ptr(state);
+    st = dropout::run(u, nullptr, 0, stream);
+  }
+  if (Status s = st; !ok(s)) {
     return set_error(s, "%s: %s", name.c_str(), last_error_message());
   }
   return Status::kSuccess;
@@ -482,6 +491,13 @@ Status DecayingDropout::do_call(const CallContext& ctx, const ConstTensorView& x
   }
   if (Status s = dropout_forward(name(), noise, state_, ctx, x, y); !ok(s)) {
     return s;
+  }
+  // A frozen layer runs no update op, so its schedule stays at iteration k; Keras still draws new noise
+  // on every training call: the next call gets a fresh stream (2^63 + r) at the same keep rate.
+  if (!trainable()) {
+    if (Status s = dropout_update(name(), state_, ctx.stream, /*redraw=*/true); !ok(s)) {
+      return s;
+    }
   }
   out->y = y->view();
   return Status::kSuccess;

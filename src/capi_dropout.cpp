@@ -46,7 +46,7 @@ CULAYERS_SAME_FIELD(last_keep_rate);
 CULAYERS_SAME_FIELD(last_scale);
 CULAYERS_SAME_FIELD(reserved1);
 CULAYERS_SAME_FIELD(last_iteration);
-CULAYERS_SAME_FIELD(reserved2);
+CULAYERS_SAME_FIELD(redraws);
 #undef CULAYERS_SAME_FIELD
 static_assert(sizeof(CState) == sizeof(CppState) && alignof(CState) == alignof(CppState),
               "culayersDropoutState_t differs from DropoutState");
@@ -92,6 +92,12 @@ cd::DropoutInitArgs to_cpp_args(const culayersDropoutInitArgs_t& a, Status*) {
 
 cd::DropoutUpdateArgs to_cpp_args(const culayersDropoutUpdateArgs_t& a, Status*) {
   cd::DropoutUpdateArgs r;
+  r.state = to_cpp(a.state);
+  return r;
+}
+
+cd::DropoutRedrawArgs to_cpp_args(const culayersDropoutRedrawArgs_t& a, Status*) {
+  cd::DropoutRedrawArgs r;
   r.state = to_cpp(a.state);
   return r;
 }
@@ -148,6 +154,7 @@ constexpr auto kConvert = [](const auto& c, Status* status) { return to_cpp_args
 
 constexpr const char* kInit = "dropout_init";
 constexpr const char* kUpdate = "dropout_update";
+constexpr const char* kRedraw = "dropout_redraw";
 constexpr const char* kForward = "dropout_forward";
 constexpr const char* kBackward = "dropout_backward";
 
@@ -178,6 +185,17 @@ culayersStatus_t culayersDropoutInitWorkspaceSize(const culayersDropoutInitArgs_
 culayersStatus_t culayersDropoutInit(const culayersDropoutInitArgs_t* args, void* workspace,
                                      size_t workspace_bytes, culayersStream_t stream) {
   return culayers::capi::entry_run(args, workspace, workspace_bytes, stream, kInit, kConvert);
+}
+
+culayersStatus_t culayersDropoutRedrawCanImplement(const culayersDropoutRedrawArgs_t* args) {
+  return culayers::capi::entry_can_implement(args, kRedraw, kConvert);
+}
+culayersStatus_t culayersDropoutRedrawWorkspaceSize(const culayersDropoutRedrawArgs_t* args, size_t* bytes) {
+  return culayers::capi::entry_workspace_size(args, bytes, kRedraw, kConvert);
+}
+culayersStatus_t culayersDropoutRedraw(const culayersDropoutRedrawArgs_t* args, void* workspace,
+                                       size_t workspace_bytes, culayersStream_t stream) {
+  return culayers::capi::entry_run(args, workspace, workspace_bytes, stream, kRedraw, kConvert);
 }
 
 culayersStatus_t culayersDropoutUpdateCanImplement(const culayersDropoutUpdateArgs_t* args) {

@@ -11,6 +11,7 @@
 //   run(DropoutInitArgs{state, seed, ...})            once, before the first step
 //   run(DropoutForwardArgs{x, y, ..., state})         call k: keep rate of iteration k, stream k
 //   run(DropoutUpdateArgs{state})                     iterations += 1, next keep rate
+//   (a frozen layer instead: run(DropoutRedrawArgs{state}), a fresh stream at the same keep rate)
 //   ...
 //   run(DropoutBackwardArgs{dy, dx, ..., state})      regenerates call k's mask (the forward recorded
 //                                                     its parameters in the state's last_* fields)
@@ -43,7 +44,9 @@ inline constexpr std::uint64_t kThresholdKeepAll = 1ull << 32;
 ///   configuration      DropoutInitArgs run                 read by every op
 ///   iterations         init; the update op (+= 1)
 ///   current call       init and the update op, from        read by the forward
-///                      `iterations`
+///                      `iterations`; the redraw op
+///                      replaces only its stream
+///   redraws            init (0); the redraw op (+= 1)
 ///   last_*             the forward (copies the current     read by the backward
 ///                      call's parameters); init sets them
 ///                      equal to the current call's and
@@ -73,7 +76,7 @@ struct DropoutState {
   float last_scale;             ///< [104]
   std::uint32_t reserved1;      ///< [108] zero
   std::int64_t last_iteration;  ///< [112] `iterations` at the most recent forward; -1 before the first
-  std::uint64_t reserved2;      ///< [120] zero
+  std::uint64_t redraws;        ///< [120] redraw ops since init (see DropoutRedrawArgs)
 };
 static_assert(sizeof(DropoutState) == 128 && std::is_trivially_copyable_v<DropoutState> &&
                   std::is_standard_layout_v<DropoutState>,
@@ -92,10 +95,19 @@ struct DropoutInitArgs {
   std::int64_t iterations = 0;         ///< starting value of the counter, >= 0 (0 for a new layer)
 };
 
-/// The update op: iterations += 1, then the current call's stream, keep rate, threshold and scale for
-/// the new iteration, computed in double on the device. One 1-thread kernel; the last_* fields are
-/// left alone, so the backward of the previous call still reproduces its mask.
+/// The update op: iterations += 1 (saturating at 2^63 - 1), then the current call's stream, keep rate,
+/// threshold and scale for the new iteration, computed in double on the device. One 1-thread kernel; the
+/// last_* fields are left alone, so the backward of the previous call still reproduces its mask.
 struct DropoutUpdateArgs {
+  DropoutState* state = nullptr;
+};
+
+/// The redraw op: a fresh draw without a step of the schedule (a frozen DecayingDropout's training calls,
+/// which Keras runs with new noise at an unchanged rate): redraws += 1 and the current call's stream
+/// becomes 2^63 + redraws, a stream no schedule step k < 2^63 uses; iterations, keep rate, threshold,
+/// scale and last_* stay. The next update op sets the stream back to the new iteration's. One 1-thread
+/// kernel.
+struct DropoutRedrawArgs {
   DropoutState* state = nullptr;
 };
 
@@ -157,15 +169,17 @@ struct DropoutBackwardArgs {
 
 /// Validates every argument without touching device memory. On failure returns the status and sets
 /// last_error_message() to "<op>: <argument>: <reason>" (op = dropout_init, dropout_update,
-/// dropout_forward or dropout_backward).
+/// dropout_redraw, dropout_forward or dropout_backward).
 [[nodiscard]] Status can_implement(const DropoutInitArgs& args);
 [[nodiscard]] Status can_implement(const DropoutUpdateArgs& args);
+[[nodiscard]] Status can_implement(const DropoutRedrawArgs& args);
 [[nodiscard]] Status can_implement(const DropoutForwardArgs& args);
 [[nodiscard]] Status can_implement(const DropoutBackwardArgs& args);
 
 /// Workspace bytes run() needs: always 0 (kept for the op contract).
 std::size_t workspace_size(const DropoutInitArgs& args);
 std::size_t workspace_size(const DropoutUpdateArgs& args);
+std::size_t workspace_size(const DropoutRedrawArgs& args);
 std::size_t workspace_size(const DropoutForwardArgs& args);
 std::size_t workspace_size(const DropoutBackwardArgs& args);
 
@@ -175,6 +189,8 @@ std::size_t workspace_size(const DropoutBackwardArgs& args);
 [[nodiscard]] Status run(const DropoutInitArgs& args, void* workspace, std::size_t workspace_bytes,
                          cudaStream_t stream);
 [[nodiscard]] Status run(const DropoutUpdateArgs& args, void* workspace, std::size_t workspace_bytes,
+                         cudaStream_t stream);
+[[nodiscard]] Status run(const DropoutRedrawArgs& args, void* workspace, std::size_t workspace_bytes,
                          cudaStream_t stream);
 [[nodiscard]] Status run(const DropoutForwardArgs& args, void* workspace, std::size_t workspace_bytes,
                          cudaStream_t stream);

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <utility>
 
 CULAYERS_NAMESPACE_BEGIN
@@ -22,10 +23,12 @@ namespace {
 using culayers::dropout::DropoutBackwardArgs;
 using culayers::dropout::DropoutForwardArgs;
 using culayers::dropout::DropoutInitArgs;
+using culayers::dropout::DropoutRedrawArgs;
 using culayers::dropout::DropoutUpdateArgs;
 
 constexpr const char* kInitOp = "dropout_init";
 constexpr const char* kUpdateOp = "dropout_update";
+constexpr const char* kRedrawOp = "dropout_redraw";
 constexpr const char* kForwardOp = "dropout_forward";
 constexpr const char* kBackwardOp = "dropout_backward";
 
@@ -39,7 +42,7 @@ static_assert(offsetof(DropoutState, seed) == 0 && offsetof(DropoutState, offset
                   offsetof(DropoutState, last_stream) == 80 && offsetof(DropoutState, last_threshold) == 88 &&
                   offsetof(DropoutState, last_keep_rate) == 96 && offsetof(DropoutState, last_scale) == 104 &&
                   offsetof(DropoutState, reserved1) == 108 && offsetof(DropoutState, last_iteration) == 112 &&
-                  offsetof(DropoutState, reserved2) == 120,
+                  offsetof(DropoutState, redraws) == 120,
               "DropoutState layout documented in dropout.hpp");
 
 // ---- state kernels -----------------------------------------------------------------------------------
@@ -80,13 +83,21 @@ CULAYERS_GLOBAL void dropout_init_kernel(DropoutState* s, InitValues v) {
   store(&s->last_scale, load(&s->scale));
   store(&s->reserved1, 0u);
   store(&s->last_iteration, static_cast<std::int64_t>(-1));
-  store(&s->reserved2, static_cast<std::uint64_t>(0));
+  store(&s->redraws, static_cast<std::uint64_t>(0));
 }
 
 CULAYERS_GLOBAL void dropout_update_kernel(DropoutState* s) {
-  const std::int64_t k = load(&s->iterations) + 1;
+  const std::int64_t it = load(&s->iterations);
+  const std::int64_t k = it < std::numeric_limits<std::int64_t>::max() ? it + 1 : it; // saturates
   store(&s->iterations, k);
   write_current(s, load(&s->initial_keep_rate), load(&s->decay_rate), load(&s->decay_interval), k);
+}
+
+/// A fresh stream for the current call, outside the schedule's [0, 2^63): 2^63 + redraws.
+CULAYERS_GLOBAL void dropout_redraw_kernel(DropoutState* s) {
+  const std::uint64_t r = load(&s->redraws) + 1;
+  store(&s->redraws, r);
+  store(&s->stream, (std::uint64_t{1} << 63) | (r & ((std::uint64_t{1} << 63) - 1)));
 }
 
 // ---- validation helpers ------------------------------------------------------------------------------
@@ -478,6 +489,10 @@ Status can_implement(const DropoutUpdateArgs& args) {
   return kd::check_state(args.state, kd::kUpdateOp);
 }
 
+Status can_implement(const DropoutRedrawArgs& args) {
+  return kd::check_state(args.state, kd::kRedrawOp);
+}
+
 Status can_implement(const DropoutForwardArgs& args) {
   kd::LaunchPlan plan{};
   return kd::plan_dropout(kd::tensor_op(args), &plan);
@@ -492,6 +507,9 @@ std::size_t workspace_size(const DropoutInitArgs&) {
   return 0;
 }
 std::size_t workspace_size(const DropoutUpdateArgs&) {
+  return 0;
+}
+std::size_t workspace_size(const DropoutRedrawArgs&) {
   return 0;
 }
 std::size_t workspace_size(const DropoutForwardArgs&) {
@@ -518,6 +536,14 @@ Status run(const DropoutUpdateArgs& args, void*, std::size_t, cudaStream_t strea
   }
   return kernels::check_launch(
       CULAYERS_LAUNCH(kd::dropout_update_kernel, dim3(1), dim3(1), 0, stream, args.state), kd::kUpdateOp);
+}
+
+Status run(const DropoutRedrawArgs& args, void*, std::size_t, cudaStream_t stream) {
+  if (Status s = can_implement(args); !ok(s)) {
+    return s;
+  }
+  return kernels::check_launch(
+      CULAYERS_LAUNCH(kd::dropout_redraw_kernel, dim3(1), dim3(1), 0, stream, args.state), kd::kRedrawOp);
 }
 
 Status run(const DropoutForwardArgs& args, void*, std::size_t, cudaStream_t stream) {

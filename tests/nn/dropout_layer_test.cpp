@@ -455,7 +455,11 @@ TEST(DecayingDropoutLayer, KeepRateAfterKTrainingCallsFollowsTheSchedule) {
   schedule_case<__nv_bfloat16>(rng, Shape{2, 7, 9}, 4);
 }
 
-TEST(DecayingDropoutLayer, FrozenLayerKeepsItsRateAndMask) {
+// A frozen layer keeps its schedule (iteration 1's keep rate, no update op) but, as Keras's dropout,
+// draws new noise on every training call: call 0 frozen uses stream 1 (prepared by the last update), the
+// next ones 2^63 + 1, 2^63 + 2 (redraws). Unfrozen again, the next call uses the stream the last redraw
+// prepared, then the update op moves to iteration 2.
+TEST(DecayingDropoutLayer, FrozenLayerKeepsItsRateAndDrawsFreshMasks) {
   auto rng = rng_for_test();
   const Shape shape{3, 4, 8};
   const std::vector<float> x_host = td::random_input<float>(rng, static_cast<std::size_t>(shape.numel()));
@@ -467,7 +471,9 @@ TEST(DecayingDropoutLayer, FrozenLayerKeepsItsRateAndMask) {
   nn::LayerOutput out;
   ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess); // k = 0, then iterations = 1
   layer.set_trainable(false);
-  std::vector<float> first;
+  std::vector<std::vector<std::uint8_t>> masks;
+  const std::uint64_t high = std::uint64_t{1} << 63;
+  const std::uint64_t streams[] = {1, high + 1, high + 2};
   for (int i = 0; i < 3; ++i) {
     // The output buffer poisoned (NaN) first: a frozen call that skipped its kernel would leave it.
     ASSERT_EQ(
@@ -476,21 +482,28 @@ TEST(DecayingDropoutLayer, FrozenLayerKeepsItsRateAndMask) {
     ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess);
     const cd::DropoutState s = state_of(layer);
     EXPECT_EQ(s.iterations, 1) << "no update op runs for a non-trainable layer";
-    EXPECT_EQ(s.last_stream, 1u);
+    EXPECT_EQ(s.last_iteration, 1);
+    EXPECT_EQ(s.last_stream, streams[i]);
+    EXPECT_EQ(s.redraws, static_cast<std::uint64_t>(i + 1)) << "one redraw after each frozen call";
     EXPECT_TRUE(within_ulps(s.last_keep_rate, cd::scheduled_keep_rate(0.8, 0.7, 2, 1), kDeviceUlps));
     const std::vector<float> y = download<float>(out.y);
-    expect_reference(s, x_host, y, dims_of(shape), {});
-    if (i == 0) {
-      first = y;
-    } else {
-      EXPECT_TRUE(td::compare_bits(y, first, y.size()).empty()) << "the same mask on every frozen call";
+    masks.push_back(expect_reference(s, x_host, y, dims_of(shape), {}));
+    if (i > 0) { // 96 draws at keep ~0.74: two equal masks have probability below 0.62^96
+      EXPECT_NE(masks[static_cast<std::size_t>(i)], masks[static_cast<std::size_t>(i - 1)])
+          << "frozen calls must draw fresh masks";
     }
   }
   layer.set_trainable(true);
   ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess);
-  const cd::DropoutState s = state_of(layer);
-  EXPECT_EQ(s.last_stream, 1u) << "iteration 1 is used once more, then the counter moves";
+  cd::DropoutState s = state_of(layer);
+  EXPECT_EQ(s.last_stream, high + 3) << "the stream the last redraw prepared";
+  EXPECT_EQ(s.last_iteration, 1);
   EXPECT_EQ(s.iterations, 2);
+  EXPECT_EQ(s.stream, 2u);
+  ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess);
+  s = state_of(layer);
+  EXPECT_EQ(s.last_stream, 2u) << "the schedule's streams resume";
+  EXPECT_EQ(s.iterations, 3);
 }
 
 TEST(DecayingDropoutLayer, DecayRateIsClampedAndZeroKeepDropsEverything) {

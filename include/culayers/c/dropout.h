@@ -32,7 +32,9 @@ typedef struct CUstream_st* culayersStream_t;
  * layout (byte offsets in brackets) is identical to culayers::dropout::DropoutState.
  *   configuration         written by culayersDropoutInit
  *   iterations            init; culayersDropoutUpdate adds 1
- *   current call          init and update (from iterations); read by the forward
+ *   current call          init and update (from iterations); read by the forward; culayersDropoutRedraw
+ *                         replaces only its stream
+ *   redraws               init (0); culayersDropoutRedraw adds 1
  *   last_*                the forward copies the current call there; read by the backward (init sets
  *                         them to the current call and last_iteration to -1) */
 typedef struct culayersDropoutState_t {
@@ -53,7 +55,7 @@ typedef struct culayersDropoutState_t {
   float last_scale;         /* [104] */
   uint32_t reserved1;       /* [108] */
   int64_t last_iteration;   /* [112] iterations at the last forward; -1 before the first */
-  uint64_t reserved2;       /* [120] */
+  uint64_t redraws;         /* [120] redraw ops since init */
 } culayersDropoutState_t;
 
 /* Writes every field of *state with one 1-thread kernel (the arguments may live on the stack).
@@ -72,6 +74,12 @@ typedef struct culayersDropoutInitArgs_t {
 typedef struct culayersDropoutUpdateArgs_t {
   culayersDropoutState_t* state;
 } culayersDropoutUpdateArgs_t;
+
+/* The redraw op: a fresh draw without a schedule step (redraws += 1, stream = 2^63 + redraws; iterations
+ * and the keep rate stay), for a frozen layer's training calls (culayers::dropout::DropoutRedrawArgs). */
+typedef struct culayersDropoutRedrawArgs_t {
+  culayersDropoutState_t* state;
+} culayersDropoutRedrawArgs_t;
 
 /* y = keep ? x * scale : +0.0 over a contiguous tensor; the mask is drawn on the noise shape and
  * broadcast. Zero-initialize, then set the fields: zero means "none" or "automatic" everywhere. */
@@ -116,6 +124,12 @@ CULAYERS_API culayersStatus_t culayersDropoutInitWorkspaceSize(const culayersDro
                                                                size_t* bytes);
 CULAYERS_API culayersStatus_t culayersDropoutInit(const culayersDropoutInitArgs_t* args, void* workspace,
                                                   size_t workspace_bytes, culayersStream_t stream);
+
+CULAYERS_API culayersStatus_t culayersDropoutRedrawCanImplement(const culayersDropoutRedrawArgs_t* args);
+CULAYERS_API culayersStatus_t culayersDropoutRedrawWorkspaceSize(const culayersDropoutRedrawArgs_t* args,
+                                                                 size_t* bytes);
+CULAYERS_API culayersStatus_t culayersDropoutRedraw(const culayersDropoutRedrawArgs_t* args, void* workspace,
+                                                    size_t workspace_bytes, culayersStream_t stream);
 
 CULAYERS_API culayersStatus_t culayersDropoutUpdateCanImplement(const culayersDropoutUpdateArgs_t* args);
 CULAYERS_API culayersStatus_t culayersDropoutUpdateWorkspaceSize(const culayersDropoutUpdateArgs_t* args,

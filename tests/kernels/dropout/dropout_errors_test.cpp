@@ -311,10 +311,17 @@ TEST(DropoutCApi, MatchesTheCppApi) {
   bc.noise_shape = fc.noise_shape;
   bc.state = s_cpp.get();
 
-  for (int step = 0; step < 3; ++step) {
+  for (int step = 0; step < 4; ++step) {
     ASSERT_EQ(culayersDropoutForwardCanImplement(&f), CULAYERS_STATUS_SUCCESS)
         << culayersGetLastErrorMessage();
     ASSERT_EQ(culayersDropoutForward(&f, nullptr, 0, nullptr), CULAYERS_STATUS_SUCCESS);
+    if (step == 2) { // a redraw among the updates, the same on both sides
+      const culayersDropoutRedrawArgs_t r{s_c.get()};
+      cd::DropoutRedrawArgs rc;
+      rc.state = s_cpp.get();
+      ASSERT_EQ(culayersDropoutRedraw(&r, nullptr, 0, nullptr), CULAYERS_STATUS_SUCCESS);
+      ASSERT_EQ(cd::run(rc, nullptr, 0, nullptr), Status::kSuccess);
+    }
     ASSERT_EQ(culayersDropoutUpdate(&u, nullptr, 0, nullptr), CULAYERS_STATUS_SUCCESS);
     ASSERT_EQ(culayersDropoutBackward(&b, nullptr, 0, nullptr), CULAYERS_STATUS_SUCCESS);
     ASSERT_EQ(cd::run(fc, nullptr, 0, nullptr), Status::kSuccess);
@@ -341,6 +348,12 @@ TEST(DropoutCApi, Errors) {
   culayersDropoutUpdateArgs_t u{nullptr};
   EXPECT_EQ(culayersDropoutUpdateWorkspaceSize(&u, nullptr), CULAYERS_STATUS_NULL_POINTER);
   EXPECT_EQ(culayersDropoutUpdate(&u, nullptr, 0, nullptr), CULAYERS_STATUS_NULL_POINTER);
+  culayersDropoutRedrawArgs_t r{nullptr};
+  EXPECT_EQ(culayersDropoutRedrawCanImplement(nullptr), CULAYERS_STATUS_NULL_POINTER);
+  EXPECT_EQ(culayersDropoutRedrawWorkspaceSize(&r, nullptr), CULAYERS_STATUS_NULL_POINTER);
+  EXPECT_EQ(culayersDropoutRedraw(&r, nullptr, 0, nullptr), CULAYERS_STATUS_NULL_POINTER);
+  EXPECT_NE(std::string(culayersGetLastErrorMessage()).find("dropout_redraw: state"), std::string::npos)
+      << culayersGetLastErrorMessage();
 
   Fixture fx;
   culayersDropoutForwardArgs_t f;

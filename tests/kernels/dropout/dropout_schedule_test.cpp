@@ -145,6 +145,51 @@ TEST(DropoutSchedule, CounterPasses2To24) {
   EXPECT_LT(s.keep_rate, cd::scheduled_keep_rate(0.95, 0.977, 1 << 22, 1 << 24));
 }
 
+// A redraw gives the current call a fresh stream (2^63 + r) and changes nothing else; a plain update after
+// it moves to the next iteration as usual. The counter saturates at 2^63 - 1 instead of wrapping.
+TEST(DropoutSchedule, RedrawChangesOnlyTheStreamAndTheCounterSaturates) {
+  cd::DropoutInitArgs init;
+  init.seed = 9;
+  init.initial_keep_rate = 0.9;
+  init.decay_rate = 0.977;
+  init.decay_interval = 5;
+  init.iterations = 11;
+  DeviceState state(init);
+  ASSERT_EQ(state.init_status(), Status::kSuccess);
+  const cd::DropoutState before = state.read();
+  EXPECT_EQ(before.redraws, 0u);
+  EXPECT_EQ(before.stream, 11u);
+  for (std::uint64_t r = 1; r <= 3; ++r) {
+    ASSERT_EQ(state.redraw(), Status::kSuccess);
+    cd::DropoutState s = state.read();
+    EXPECT_EQ(s.redraws, r);
+    EXPECT_EQ(s.stream, (std::uint64_t{1} << 63) + r);
+    // Everything else as before.
+    s.redraws = before.redraws;
+    s.stream = before.stream;
+    EXPECT_EQ(std::memcmp(&s, &before, sizeof(s)), 0) << "redraw " << r << " changed another field";
+  }
+  ASSERT_EQ(state.update(), Status::kSuccess);
+  const cd::DropoutState next = state.read();
+  EXPECT_EQ(next.iterations, 12);
+  EXPECT_EQ(next.stream, 12u);
+  EXPECT_EQ(next.redraws, 3u);
+  EXPECT_EQ(next.keep_rate, next.keep_rate); // computed (not NaN)
+  EXPECT_LT(next.keep_rate, before.keep_rate);
+
+  init.decay_rate = 1.0;
+  init.iterations = INT64_MAX - 1;
+  DeviceState end(init);
+  ASSERT_EQ(end.init_status(), Status::kSuccess);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(end.update(), Status::kSuccess);
+    const cd::DropoutState s = end.read();
+    EXPECT_EQ(s.iterations, INT64_MAX) << "update " << i;
+    EXPECT_EQ(s.keep_rate, 0.9);
+    EXPECT_EQ(s.threshold, cd::keep_threshold(0.9));
+  }
+}
+
 TEST(DropoutSchedule, DecayRateIsClampedAndFixedRateStays) {
   cd::DropoutInitArgs init;
   init.initial_keep_rate = 0.8;

@@ -124,6 +124,11 @@ class DeviceState {
     u.state = buf_.get();
     return cd::run(u, nullptr, 0, stream);
   }
+  Status redraw(cudaStream_t stream = nullptr) const {
+    cd::DropoutRedrawArgs r;
+    r.state = buf_.get();
+    return cd::run(r, nullptr, 0, stream);
+  }
 
  private:
   DeviceBuffer<DropoutState> buf_;
