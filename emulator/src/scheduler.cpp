@@ -742,31 +742,54 @@ cudaError_t execute_launch(const LaunchRecord& launch) {
   std::uint64_t blocks = 0;
   std::uint64_t switches = 0;
   cudaError_t result = cudaSuccess;
-  for (unsigned z = 0; z < launch.grid.z && result == cudaSuccess; ++z) {
-    for (unsigned y = 0; y < launch.grid.y && result == cudaSuccess; ++y) {
-      for (unsigned x = 0; x < launch.grid.x; ++x) {
-        std::memset(smem, 0xFF, smem_bytes + kGuard);
-        state.block_idx = uint3{x, y, z};
-        switches += p.block.run(launch, state.block_idx, smem != nullptr ? smem : nullptr, state);
-        ++blocks;
-        if (!state.failed) {
-          for (std::size_t g = 0; g < kGuard; ++g) {
-            if (smem[smem_bytes + g] != 0xFF) {
-              state.failed = true;
-              state.message = format(
-                  "culayers emulator: kernel '%s' (launched at %s:%d), block (%u,%u,%u): dynamic shared "
-                  "memory overflow: byte %zu past the end of the %zu-byte buffer was written",
-                  launch.site.kernel, launch.site.file, launch.site.line, x, y, z, g, smem_bytes);
-              break;
-            }
-          }
-        }
-        if (state.failed) {
-          report_error(state.message);
-          result = cudaErrorLaunchFailure;
+  // Block order: ascending with schedule seed 0; otherwise the permutation k -> (a k + b) mod total with
+  // a coprime to total, both from the seed, so a kernel whose result depends on the order its blocks run
+  // in (one block reading what another wrote in the same launch) shows up under another seed.
+  const std::uint64_t gx = launch.grid.x;
+  const std::uint64_t gy = launch.grid.y;
+  const std::uint64_t total = gx * gy * launch.grid.z;
+  const std::uint64_t seed = schedule_seed();
+  std::uint64_t step = 1;
+  std::uint64_t start = 0;
+  if (seed != 0 && total > 1) {
+    step = (seed * 0x9E3779B97F4A7C15ull | 1u) % total;
+    auto gcd = [](std::uint64_t a, std::uint64_t b) {
+      while (b != 0) {
+        const std::uint64_t t = a % b;
+        a = b;
+        b = t;
+      }
+      return a;
+    };
+    while (step == 0 || gcd(step, total) != 1) {
+      step = (step + 1) % total;
+    }
+    start = (seed >> 17) % total;
+  }
+  std::uint64_t linear = start; // (start + k * step) mod total; sums stay below 2^64 (total <= 2^63)
+  for (std::uint64_t k = 0; k < total && result == cudaSuccess; ++k, linear = (linear + step) % total) {
+    const auto x = static_cast<unsigned>(linear % gx);
+    const auto y = static_cast<unsigned>((linear / gx) % gy);
+    const auto z = static_cast<unsigned>(linear / (gx * gy));
+    std::memset(smem, 0xFF, smem_bytes + kGuard);
+    state.block_idx = uint3{x, y, z};
+    switches += p.block.run(launch, state.block_idx, smem != nullptr ? smem : nullptr, state);
+    ++blocks;
+    if (!state.failed) {
+      for (std::size_t g = 0; g < kGuard; ++g) {
+        if (smem[smem_bytes + g] != 0xFF) {
+          state.failed = true;
+          state.message =
+              format("culayers emulator: kernel '%s' (launched at %s:%d), block (%u,%u,%u): dynamic shared "
+                     "memory overflow: byte %zu past the end of the %zu-byte buffer was written",
+                     launch.site.kernel, launch.site.file, launch.site.line, x, y, z, g, smem_bytes);
           break;
         }
       }
+    }
+    if (state.failed) {
+      report_error(state.message);
+      result = cudaErrorLaunchFailure;
     }
   }
   std::free(raw);
