@@ -411,5 +411,43 @@ TEST(EmulatorPlantedBugs, MissingBarrierIsExposedBySchedulePermutation) {
   EXPECT_TRUE(exposed) << "no permuted schedule exposed the missing barrier";
 }
 
+// ---- dependence on block order -----------------------------------------------------------------------
+
+// Each block adds its index to what the previous block wrote (planted: blocks of one launch are not
+// ordered on a GPU). Blocks run in ascending order hide the bug; a permuted block order exposes it.
+CULAYERS_GLOBAL void chained_blocks_kernel(int* out) {
+  if (threadIdx.x == 0) {
+    const int prev = blockIdx.x > 0 ? out[blockIdx.x - 1] : 0;
+    out[blockIdx.x] = prev + static_cast<int>(blockIdx.x);
+  }
+}
+
+bool chained_blocks_result_is_wrong(DeviceBuffer<int>& out) {
+  out.fill_bytes(0);
+  EXPECT_EQ(finish(CULAYERS_LAUNCH(chained_blocks_kernel, 16, 32, 0, nullptr, out.get())), cudaSuccess);
+  const auto h = out.download();
+  for (int b = 0, sum = 0; b < 16; ++b) {
+    sum += b;
+    if (h[static_cast<std::size_t>(b)] != sum) {
+      return true;
+    }
+  }
+  return false;
+}
+
+TEST(EmulatorPlantedBugs, BlockOrderDependenceIsExposedBySchedulePermutation) {
+  DeviceBuffer<int> out(16);
+  bool exposed = false;
+  {
+    ScheduleSeed natural(0);
+    EXPECT_FALSE(chained_blocks_result_is_wrong(out)) << "ascending block order is expected to hide this bug";
+  }
+  for (std::uint64_t seed = 1; seed <= 4 && !exposed; ++seed) {
+    ScheduleSeed permuted(seed);
+    exposed = chained_blocks_result_is_wrong(out);
+  }
+  EXPECT_TRUE(exposed) << "no permuted block order exposed the dependence";
+}
+
 } // namespace
 } // namespace culayers::test

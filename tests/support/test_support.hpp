@@ -113,9 +113,9 @@ class DeviceBuffer {
 };
 
 /// Emulated build: the emulator's schedule seed (the order in which lanes and warps run between sync
-/// points) for this object's lifetime, the previous one restored after; a no-op on a GPU. Repeat-run tests
-/// make their second run under another seed, so a result that depends on thread timing (atomics, races)
-/// shows up as different bits instead of repeating by construction.
+/// points, and blocks in a grid) for this object's lifetime, the previous one restored after; a no-op on a
+/// GPU. Repeat-run tests make their second run under another seed, so a result that depends on thread timing
+/// (atomics, races) shows up as different bits instead of repeating by construction.
 class ScheduleSeed {
  public:
   explicit ScheduleSeed(std::uint64_t seed) {
