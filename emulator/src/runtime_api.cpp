@@ -100,7 +100,15 @@ thread_local cudaError_t tls_last_error = cudaSuccess;
 
 constexpr unsigned char kFillByte = 0xFF; // NaN in every float format, -1 in every integer one
 constexpr std::size_t kFakeMemory = std::size_t{16} << 30;
-constexpr int kSmCount = 4;
+/// Multiprocessors the fake device reports: 4, or CULAYERS_EMU_SM_COUNT (1 to 1024) to plan as a larger
+/// GPU does (132: an H100 SXM), read once.
+int sm_count() {
+  static const int count = [] {
+    const std::uint64_t v = env_u64("CULAYERS_EMU_SM_COUNT");
+    return v >= 1 && v <= 1024 ? static_cast<int>(v) : 4;
+  }();
+  return count;
+}
 constexpr int kMaxSmemPerBlock = 48 * 1024;
 constexpr int kMaxSmemPerBlockOptin = 227 * 1024;
 constexpr int kSmemPerSm = 228 * 1024;
@@ -606,7 +614,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   prop->major = 9;
   prop->minor = 0;
   prop->textureAlignment = 512;
-  prop->multiProcessorCount = emu::kSmCount;
+  prop->multiProcessorCount = emu::sm_count();
   prop->concurrentKernels = 1;
   prop->unifiedAddressing = 1;
   prop->memoryBusWidth = 256;
@@ -655,7 +663,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
     *value = 32;
     break;
   case cudaDevAttrMultiProcessorCount:
-    *value = emu::kSmCount;
+    *value = emu::sm_count();
     break;
   case cudaDevAttrComputeCapabilityMajor:
     *value = 9;
