@@ -284,13 +284,15 @@ TEST(GroupNormalizationLayer, WarmedUpCallsReuseTheirBuffersAndPhaseDoesNotMatte
   EXPECT_EQ(download<float>(out.y), y_inference) << "group normalization has no phase-dependent behaviour";
 }
 
-// Groups too large for one warp (32768 elements, one group) in a tensor of 32 KB per emulated SM take the
-// op's tile path (channels last, a 32-byte group slice per row), whose workspace comes from a layer-owned
-// slot: still the reference's answer, and a warmed-up call captured in a CUDA graph and replayed gives the
-// eager call's bits. (The op's own tests cover every path's workspace.)
+// Groups too large for one warp (one group of SMs x 8192 elements: 32768 on the emulator) in a tensor of
+// 32 KB per SM (the tile path's default threshold on every device) take the op's tile path (channels last,
+// a 32-byte group slice per row), whose workspace comes from a layer-owned slot: still the reference's
+// answer, and a warmed-up call captured in a CUDA graph and replayed gives the eager call's bits. (The
+// op's own tests cover every path's workspace.)
 TEST(GroupNormalizationLayer, LargeGroupsUseTheWorkspaceSlotAndCapture) {
   auto rng = rng_for_test();
-  LayerCase c{Shape{1, 4096, 8}, -1, 1, Activation::kSiLU};
+  const std::int64_t steps = std::int64_t{culayers::test::sm_count()} * 1024; // x: SMs x 32 KB
+  LayerCase c{Shape{1, steps, 8}, -1, 1, Activation::kSiLU};
   check_layer<float>(rng, c);
 
   const std::vector<float> host =
@@ -309,7 +311,7 @@ TEST(GroupNormalizationLayer, LargeGroupsUseTheWorkspaceSlotAndCapture) {
     a.y = x.get();
     a.batch = 1;
     a.channels = 8;
-    a.spatial = 4096;
+    a.spatial = steps;
     a.groups = 1;
     EXPECT_EQ(culayers::group_norm::selected_path(a), culayers::group_norm::Path::kTile);
     EXPECT_GT(culayers::group_norm::workspace_size(a), 0u);

@@ -112,6 +112,16 @@ class DeviceBuffer {
   std::size_t n_ = 0;
 };
 
+/// The current device's multiprocessor count (4 on the emulator unless CULAYERS_EMU_SM_COUNT says
+/// otherwise): for expectations that follow a planner default scaled by the GPU's size.
+inline int sm_count() {
+  int device = 0;
+  int count = 0;
+  EXPECT_EQ(cudaGetDevice(&device), cudaSuccess);
+  EXPECT_EQ(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device), cudaSuccess);
+  return count;
+}
+
 /// Emulated build: the emulator's schedule seed (the order in which lanes and warps run between sync
 /// points, and blocks in a grid) for this object's lifetime, the previous one restored after; a no-op on a
 /// GPU. Repeat-run tests make their second run under another seed, so a result that depends on thread timing

@@ -609,10 +609,12 @@ TYPED_TEST(GroupNormForwardTyped, TilePathAutomatic) {
   c.affine = Affine::kBoth;
   c.mask = true;
   c.expect = Path::kTile;
+  c.tuning.tile_min_bytes = 128 * 1024; // the emulator's default (4 SMs x 32 KB), on every device
   EXPECT_EQ(run_and_check<T>(c, rng), 0) << describe(c);
 
   DeviceBuffer<T> buf(static_cast<std::size_t>(c.batch * c.channels * c.spatial));
   gnk::GroupNormArgs a;
+  a.tuning = c.tuning;
   a.dtype = Dtype<T>::kDType;
   a.x = buf.get();
   a.y = buf.get();
@@ -641,26 +643,34 @@ TEST(GroupNormForward, TilePathAutomaticBoundaries) {
     Tuning tuning;
     bool tile;
   };
-  Tuning warp_512;
+  // The default tile_min_bytes is SMs x 32 KB (128 KB on the emulator): the first two cases check it on
+  // this device; the others pin it to 128 KB so their expectations hold on every device.
+  const std::int64_t default_min = std::int64_t{culayers::test::sm_count()} * 32 * 1024;
+  const std::int64_t at_default = default_min / (2 * 64 * 4); // spatial: 2 x 64 x spatial x 4 bytes
+  Tuning pinned;
+  pinned.tile_min_bytes = 128 * 1024;
+  Tuning warp_512 = pinned;
   warp_512.warp_max_elements = 512;
-  Tuning splits;
+  Tuning splits = pinned;
   splits.splits = 2;
-  Tuning min_small; // tile_min_bytes injected below the default (4 SMs x 32 KB on the emulator)
+  Tuning min_small; // tile_min_bytes injected below 128 KB
   min_small.tile_min_bytes = 64 * 1024;
   Tuning min_never; // above any tensor: the tile path is never automatic
   min_never.tile_min_bytes = std::numeric_limits<std::int64_t>::max();
   Tuning min_exact; // exactly the tensor's bytes (2 x 64 x 255 x 4)
   min_exact.tile_min_bytes = 2 * 64 * 255 * 4;
   const Case cases[] = {
-      {"x exactly 128 KB", 2, 64, 8, 256, {}, true},
-      {"x 128 KB - 512 bytes", 2, 64, 8, 255, {}, false},
-      {"group slice 124 bytes (C/G = 31, N = 1)", 3, 62, 2, 200, {}, true},
-      {"group slice 128 bytes", 3, 64, 2, 200, {}, false},
-      {"warp-path groups (E = 1024)", 16, 64, 8, 128, {}, false},
+      {"x exactly the default (SMs x 32 KB)", 2, 64, 8, at_default, {}, true},
+      {"x 512 bytes below the default", 2, 64, 8, at_default - 1, {}, false},
+      {"x exactly 128 KB (pinned)", 2, 64, 8, 256, pinned, true},
+      {"x 128 KB - 512 bytes (pinned)", 2, 64, 8, 255, pinned, false},
+      {"group slice 124 bytes (C/G = 31, N = 1)", 3, 62, 2, 200, pinned, true},
+      {"group slice 128 bytes", 3, 64, 2, 200, pinned, false},
+      {"warp-path groups (E = 1024)", 16, 64, 8, 128, pinned, false},
       {"the same with warp_max_elements 512", 16, 64, 8, 128, warp_512, true},
       {"splits forced", 3, 64, 8, 200, splits, false},
-      {"V = C = 1026 > 512 (C/G = 3: N = 1)", 1, 1026, 342, 400, {}, false},
-      {"V = 512 (C/G = 2: N = 2)", 1, 1024, 512, 600, {}, true},
+      {"V = C = 1026 > 512 (C/G = 3: N = 1)", 1, 1026, 342, 400, pinned, false},
+      {"V = 512 (C/G = 2: N = 2)", 1, 1024, 512, 600, pinned, true},
       {"x 128 KB - 512 bytes, tile_min_bytes 64 KB", 2, 64, 8, 255, min_small, true},
       {"x 128 KB - 512 bytes, tile_min_bytes = its bytes", 2, 64, 8, 255, min_exact, true},
       {"x 128 KB, tile_min_bytes 1 byte more", 2, 64, 8, 256,
