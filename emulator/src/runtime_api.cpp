@@ -344,6 +344,18 @@ void grid_dependency_wait() {
   }
 }
 
+void check_atomic(const void* p, std::size_t bytes, const char* file, int line) {
+  if (tls_thread != nullptr && tls_thread->must_wait) {
+    Allocation a;
+    if (find_allocation(p, bytes, &a)) {
+      device_fail(file, line,
+                  "%zu-byte atomic at %p before grid_dependency_wait() in a kernel launched with "
+                  "CULAYERS_LAUNCH_DEPENDENT (on a GPU it may still be running the kernel before it)",
+                  bytes, p);
+    }
+  }
+}
+
 void check_global_access(const void* p, std::size_t bytes, std::size_t align, bool write, const char* file,
                          int line) {
   if (tls_thread != nullptr && tls_thread->must_wait) {

@@ -205,6 +205,38 @@ TEST(EmulatorPlantedBugs, GlobalAccessBeforeDependencyWaitIsReported) {
             cudaSuccess);
 }
 
+// An atomic on global memory before the wait (a counter bumped early) is reported too; one on shared
+// memory is fine.
+CULAYERS_GLOBAL void atomic_before_wait_kernel(unsigned* counter) {
+  __shared__ unsigned local;
+  if (threadIdx.x == 0) {
+    local = 0u;
+  }
+  __syncthreads();
+  atomicAdd(&local, 1u); // shared memory: fine before the wait
+  if (threadIdx.x == 0) {
+    CULAYERS_MARK_LINE(atomicAdd(counter, 1u)); // planted: global atomic before the wait
+  }
+  kernels::grid_dependency_wait();
+}
+
+TEST(EmulatorPlantedBugs, GlobalAtomicBeforeDependencyWaitIsReported) {
+  DeviceBuffer<unsigned> counter(1);
+  counter.fill_bytes(0);
+  {
+    QuietEmulator quiet;
+    const cudaError_t e =
+        finish(CULAYERS_LAUNCH_DEPENDENT(atomic_before_wait_kernel, 1, 64, 0, nullptr, counter.get()));
+    EXPECT_EQ(e, cudaErrorLaunchFailure);
+    const std::string msg = culayers_emu::last_error_message();
+    EXPECT_NE(msg.find("atomic"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("before grid_dependency_wait()"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(file_and_line(__FILE__, g_bug_line)), std::string::npos) << msg;
+  }
+  EXPECT_EQ(finish(CULAYERS_LAUNCH(atomic_before_wait_kernel, 1, 64, 0, nullptr, counter.get())),
+            cudaSuccess);
+}
+
 // ---- threads at different barriers ------------------------------------------------------------------
 
 CULAYERS_GLOBAL void divergent_barrier_kernel(float* out) {

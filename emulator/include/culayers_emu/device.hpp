@@ -193,31 +193,41 @@ T atomic_update(T* address, F f) {
 } // namespace culayers_emu::detail
 
 #define CULAYERS_EMU_INTEGER_ATOMICS(T)                                                                      \
-  inline T atomicAdd(T* a, T v) {                                                                            \
+  inline T atomicAdd(T* a, T v, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {          \
+    ::culayers_emu::detail::check_atomic(a, sizeof(T), file, line);                                          \
     return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST);                                                       \
   }                                                                                                          \
-  inline T atomicSub(T* a, T v) {                                                                            \
+  inline T atomicSub(T* a, T v, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {          \
+    ::culayers_emu::detail::check_atomic(a, sizeof(T), file, line);                                          \
     return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST);                                                       \
   }                                                                                                          \
-  inline T atomicExch(T* a, T v) {                                                                           \
+  inline T atomicExch(T* a, T v, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {         \
+    ::culayers_emu::detail::check_atomic(a, sizeof(T), file, line);                                          \
     return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST);                                                      \
   }                                                                                                          \
-  inline T atomicAnd(T* a, T v) {                                                                            \
+  inline T atomicAnd(T* a, T v, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {          \
+    ::culayers_emu::detail::check_atomic(a, sizeof(T), file, line);                                          \
     return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST);                                                       \
   }                                                                                                          \
-  inline T atomicOr(T* a, T v) {                                                                             \
+  inline T atomicOr(T* a, T v, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {           \
+    ::culayers_emu::detail::check_atomic(a, sizeof(T), file, line);                                          \
     return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST);                                                        \
   }                                                                                                          \
-  inline T atomicXor(T* a, T v) {                                                                            \
+  inline T atomicXor(T* a, T v, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {          \
+    ::culayers_emu::detail::check_atomic(a, sizeof(T), file, line);                                          \
     return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST);                                                       \
   }                                                                                                          \
-  inline T atomicMax(T* a, T v) {                                                                            \
+  inline T atomicMax(T* a, T v, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {          \
+    ::culayers_emu::detail::check_atomic(a, sizeof(T), file, line);                                          \
     return ::culayers_emu::detail::atomic_update(a, [v](T o) { return o < v ? v : o; });                     \
   }                                                                                                          \
-  inline T atomicMin(T* a, T v) {                                                                            \
+  inline T atomicMin(T* a, T v, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {          \
+    ::culayers_emu::detail::check_atomic(a, sizeof(T), file, line);                                          \
     return ::culayers_emu::detail::atomic_update(a, [v](T o) { return v < o ? v : o; });                     \
   }                                                                                                          \
-  inline T atomicCAS(T* a, T compare, T v) {                                                                 \
+  inline T atomicCAS(T* a, T compare, T v, const char* file = __builtin_FILE(),                              \
+                     int line = __builtin_LINE()) {                                                          \
+    ::culayers_emu::detail::check_atomic(a, sizeof(T), file, line);                                          \
     __atomic_compare_exchange_n(a, &compare, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                  \
     return compare;                                                                                          \
   }
@@ -228,31 +238,45 @@ CULAYERS_EMU_INTEGER_ATOMICS(unsigned long long)
 CULAYERS_EMU_INTEGER_ATOMICS(long long)
 #undef CULAYERS_EMU_INTEGER_ATOMICS
 
-inline unsigned short atomicCAS(unsigned short* a, unsigned short compare, unsigned short v) {
+inline unsigned short atomicCAS(unsigned short* a, unsigned short compare, unsigned short v,
+                                const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  ::culayers_emu::detail::check_atomic(a, sizeof(*a), file, line);
   __atomic_compare_exchange_n(a, &compare, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
   return compare;
 }
-inline unsigned atomicInc(unsigned* a, unsigned limit) {
+inline unsigned atomicInc(unsigned* a, unsigned limit, const char* file = __builtin_FILE(),
+                          int line = __builtin_LINE()) {
+  ::culayers_emu::detail::check_atomic(a, sizeof(*a), file, line);
   return ::culayers_emu::detail::atomic_update(a, [limit](unsigned o) { return o >= limit ? 0u : o + 1u; });
 }
-inline unsigned atomicDec(unsigned* a, unsigned limit) {
+inline unsigned atomicDec(unsigned* a, unsigned limit, const char* file = __builtin_FILE(),
+                          int line = __builtin_LINE()) {
+  ::culayers_emu::detail::check_atomic(a, sizeof(*a), file, line);
   return ::culayers_emu::detail::atomic_update(
       a, [limit](unsigned o) { return (o == 0u || o > limit) ? limit : o - 1u; });
 }
-inline float atomicAdd(float* a, float v) {
+inline float atomicAdd(float* a, float v, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  ::culayers_emu::detail::check_atomic(a, sizeof(*a), file, line);
   return ::culayers_emu::detail::atomic_update(a, [v](float o) { return o + v; });
 }
-inline double atomicAdd(double* a, double v) {
+inline double atomicAdd(double* a, double v, const char* file = __builtin_FILE(),
+                        int line = __builtin_LINE()) {
+  ::culayers_emu::detail::check_atomic(a, sizeof(*a), file, line);
   return ::culayers_emu::detail::atomic_update(a, [v](double o) { return o + v; });
 }
-inline float atomicExch(float* a, float v) {
+inline float atomicExch(float* a, float v, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  ::culayers_emu::detail::check_atomic(a, sizeof(*a), file, line);
   return ::culayers_emu::detail::atomic_update(a, [v](float) { return v; });
 }
-inline __half atomicAdd(__half* a, __half v) {
+inline __half atomicAdd(__half* a, __half v, const char* file = __builtin_FILE(),
+                        int line = __builtin_LINE()) {
+  ::culayers_emu::detail::check_atomic(a, sizeof(*a), file, line);
   return ::culayers_emu::detail::atomic_update(
       a, [v](__half o) { return __float2half_rn(__half2float(o) + __half2float(v)); });
 }
-inline __nv_bfloat16 atomicAdd(__nv_bfloat16* a, __nv_bfloat16 v) {
+inline __nv_bfloat16 atomicAdd(__nv_bfloat16* a, __nv_bfloat16 v, const char* file = __builtin_FILE(),
+                               int line = __builtin_LINE()) {
+  ::culayers_emu::detail::check_atomic(a, sizeof(*a), file, line);
   return ::culayers_emu::detail::atomic_update(
       a, [v](__nv_bfloat16 o) { return __float2bfloat16_rn(__bfloat162float(o) + __bfloat162float(v)); });
 }

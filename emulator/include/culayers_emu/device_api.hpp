@@ -58,6 +58,11 @@ void* dynamic_smem();
 void check_global_access(const void* p, std::size_t bytes, std::size_t align, bool write, const char* file,
                          int line);
 
+// An atomic on `p` (any address space): reported when the thread has not yet called
+// grid_dependency_wait() in a kernel launched with CULAYERS_LAUNCH_DEPENDENT and `p` is device memory (a
+// shared-memory atomic before the wait is fine). Not counted by the byte model.
+void check_atomic(const void* p, std::size_t bytes, const char* file, int line);
+
 // grid_dependency_wait() of a kernel launched with CULAYERS_LAUNCH_DEPENDENT: from here on the thread
 // may access global memory (the emulator runs a stream's kernels one after the other, so there is
 // nothing to wait for; it only checks that kernels wait before they access memory, as they must on a GPU).
