@@ -528,8 +528,25 @@ bool Block::resolve_barrier(bool& all_exited) {
   return false;
 }
 
+// Static __shared__ variables (device.hpp puts them in the section culayers_emu_shared outside ASan
+// builds): filled with 0xFF before every block, as static shared memory starts with garbage on a GPU. The
+// linker defines the section's bounds when some object in this module has one (weak: none otherwise).
+extern "C" {
+extern unsigned char __start_culayers_emu_shared[] __attribute__((weak));
+extern unsigned char __stop_culayers_emu_shared[] __attribute__((weak));
+}
+
+void poison_static_shared() {
+  unsigned char* begin = __start_culayers_emu_shared;
+  unsigned char* end = __stop_culayers_emu_shared;
+  if (begin != nullptr && end != nullptr && end > begin) {
+    std::memset(begin, 0xFF, static_cast<std::size_t>(end - begin));
+  }
+}
+
 std::uint64_t Block::run(const LaunchRecord& launch, uint3 block_idx, unsigned char* smem,
                          LaunchState& state) {
+  poison_static_shared();
 #if CULAYERS_EMU_TSAN_ON
   __tsan_release(start_sync_object());
 #endif

@@ -29,7 +29,11 @@
 // ---- execution-space qualifiers -------------------------------------------------------------------
 // host_defines.h turns them into GNU attributes g++ would warn about; here they mean nothing, except
 // __shared__: a function-local static is shared by the fibers of a block (blocks run one at a time on
-// one OS thread, and ASan instruments statics, unlike thread_locals).
+// one OS thread, and ASan instruments statics, unlike thread_locals). Outside ASan builds those statics
+// live in one section that the emulator fills with 0xFF before every block, as a GPU's static shared
+// memory starts with garbage in every block: a read of a slot the block never wrote sees NaN / -1, not a
+// plausible zero or the previous block's value. (Under ASan they stay ordinary statics: ASan does not
+// instrument variables in custom sections.)
 #undef __global__
 #define __global__
 #undef __device__
@@ -37,7 +41,11 @@
 #undef __host__
 #define __host__
 #undef __shared__
-#define __shared__ static
+#if defined(__SANITIZE_ADDRESS__)
+#  define __shared__ static
+#else
+#  define __shared__ static __attribute__((section("culayers_emu_shared")))
+#endif
 #undef __constant__
 #define __constant__
 #undef __managed__
