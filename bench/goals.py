@@ -8,7 +8,9 @@ reduction, dropout and group normalization issues) with the numbers that decide 
 met, then the A/B variants (`ours_no_tile`, `ours_no_small`; `..._no_pdl`, which scripts/gpu_check.sh
 measures with CULAYERS_NO_PDL=1 and renames) next to `ours`. Several files
 are merged (a GPU check may write its benchmark parts to separate files; a later file's case replaces an
-earlier one's). A goal whose benchmarks are missing says so instead of guessing. Times are the medians
+earlier one's). A goal whose benchmarks are missing, or reported an error, says so instead of guessing
+("incomplete" when the cases present pass); cases that never ran at all (a part cut off by its deadline)
+are invisible here: the GPU check's step table shows those. Times are the medians
 Google Benchmark reports (aggregate "median"), or the single run when there are no repetitions.
 
 scripts/gpu_check.sh appends this report to the GPU check's Markdown file. Exit status: 0 when the files
@@ -28,10 +30,17 @@ def case_name(run_name):
     return _SUFFIX.sub("", run_name)
 
 
+# Cases that reported an error (failed verification, baseline unavailable) and never a time: the group-norm
+# rows, which are built from the configurations present, list them as missing instead of not at all.
+errored = set()
+
+
 def load(paths):
-    """{case: {"us": median time in microseconds, "pct": pct_of_copy or None, "label": str}}."""
+    """{case: {"us": median time in microseconds, "pct": pct_of_copy or None, "label": str}}; the names of
+    the cases that only reported errors go to `errored`."""
     cases = {}
     singles = {}
+    failed = set()
     for path in paths:
         try:
             with open(path) as f:
@@ -41,6 +50,7 @@ def load(paths):
             continue
         for b in data.get("benchmarks", []):
             if b.get("error_occurred"):
+                failed.add(case_name(b.get("run_name", b.get("name", ""))))
                 continue
             unit = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}.get(b.get("time_unit", "us"), 1.0)
             entry = {"us": b.get("real_time", float("nan")) * unit, "pct": b.get("pct_of_copy"),
@@ -53,6 +63,7 @@ def load(paths):
                 singles.setdefault(name, entry)  # the first repetition, if no median comes
     for name, entry in singles.items():
         cases.setdefault(name, entry)
+    errored.update(failed - set(cases))
     return cases
 
 
@@ -189,11 +200,11 @@ GN = re.compile(r"^group_norm/(s\d)_([^/]+)/(fp32|fp16|bf16)/(nchw|nhwc)/(none|s
 def group_norm_goals(cases):
     fam = "group norm"
     configs = {}
-    for name in cases:
+    for name in list(cases) + sorted(errored):
         m = GN.match(name)
         if m:
             shape, size, dtype, layout, act, direction, variant = m.groups()
-            configs.setdefault((shape, size, dtype, layout, act, direction), {})[variant] = cases[name]
+            configs.setdefault((shape, size, dtype, layout, act, direction), {})[variant] = cases.get(name)
 
     def pct_rows(shape, goal, threshold, direction=None):
         row = Row()

@@ -90,6 +90,14 @@ Status resolve_noise_shape(const std::string& name, const NoiseShape& noise_shap
   return Shape::make(dims, rank, out);
 }
 
+/// A dropout layer's check_phase: when the call draws (`draws`: training, a nonzero rate), the noise shape
+/// resolved as the call will resolve it, batch entry included.
+Status check_training_noise(const std::string& name, const NoiseShape& noise_shape, const Shape& shape,
+                            bool draws) {
+  Shape unused;
+  return draws ? resolve_noise_shape(name, noise_shape, shape, &unused) : Status::kSuccess;
+}
+
 Json noise_shape_to_json(const NoiseShape& noise_shape) {
   if (!noise_shape) {
     return nullptr;
@@ -284,11 +292,8 @@ Status Dropout::check_input_shape(const Shape& built, const Shape& shape) const 
 }
 
 Status Dropout::check_phase(const Shape& shape, Phase phase) const {
-  // The noise shape's batch entry against the input's, as the training call resolves it.
-  Shape unused;
-  return phase == Phase::kTraining && options_.rate != 0.0
-             ? resolve_noise_shape(name(), options_.noise_shape, shape, &unused)
-             : Status::kSuccess;
+  return check_training_noise(name(), options_.noise_shape, shape,
+                              phase == Phase::kTraining && options_.rate != 0.0);
 }
 
 Status Dropout::do_build(const Shape& input_shape, cudaStream_t stream) {
@@ -423,9 +428,7 @@ Status DecayingDropout::check_input_shape(const Shape& built, const Shape& shape
 }
 
 Status DecayingDropout::check_phase(const Shape& shape, Phase phase) const {
-  Shape unused; // as Dropout::check_phase
-  return phase == Phase::kTraining ? resolve_noise_shape(name(), options_.noise_shape, shape, &unused)
-                                   : Status::kSuccess;
+  return check_training_noise(name(), options_.noise_shape, shape, phase == Phase::kTraining);
 }
 
 Status DecayingDropout::check_weight_data(const std::string& weight_name, const void* data,

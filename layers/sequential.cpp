@@ -21,7 +21,9 @@ using ::culayers::detail::set_error;
 
 namespace {
 
+/// A failed runtime call as a Status; its error is cleared from the runtime (the Status reports it).
 Status cuda_error(const char* what, cudaError_t e) {
+  (void)cudaGetLastError();
   return set_error(Status::kErrorCudaRuntime, "sequential: %s: %s", what, cudaGetErrorString(e));
 }
 

@@ -223,6 +223,7 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
     if (y_need != 0) {
       if (cudaError_t e = cudaMemcpyAsync(args->y, out.y.data(), y_need, cudaMemcpyDeviceToDevice, stream);
           e != cudaSuccess) {
+        (void)cudaGetLastError(); // reported by the status
         return to_c(
             set_error(Status::kErrorCudaRuntime, "%s: copying the output: %s", fn, cudaGetErrorString(e)));
       }
@@ -232,6 +233,7 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
       if (cudaError_t e =
               cudaMemcpyAsync(args->y_mask, out.mask.data(), m_need, cudaMemcpyDeviceToDevice, stream);
           e != cudaSuccess) {
+        (void)cudaGetLastError(); // reported by the status
         return to_c(set_error(Status::kErrorCudaRuntime, "%s: copying the output mask: %s", fn,
                               cudaGetErrorString(e)));
       }

@@ -781,7 +781,7 @@ cudaError_t execute_launch(const LaunchRecord& launch) {
     while (step == 0 || gcd(step, total) != 1) {
       step = (step + 1) % total;
     }
-    start = (seed >> 17) % total;
+    start = (seed * 0xD1B54A32D192ED03ull >> 17) % total; // mixed: small seeds too start anywhere
   }
   std::uint64_t linear = start; // (start + k * step) mod total; sums stay below 2^64 (total <= 2^63)
   for (std::uint64_t k = 0; k < total && result == cudaSuccess; ++k, linear = (linear + step) % total) {

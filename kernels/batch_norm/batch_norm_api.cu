@@ -156,10 +156,7 @@ constexpr const char* kApplyOp = "batch_norm_apply";
 constexpr const char* kUpdateOp = "batch_norm_moving_update";
 constexpr const char* kMergeOp = "batch_norm_merge_moments";
 
-bool misaligned(const void* p, std::size_t bytes) {
-  return reinterpret_cast<std::uintptr_t>(p) % bytes != 0;
-}
-
+using kernels::misaligned;
 using kernels::overlaps;
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) {

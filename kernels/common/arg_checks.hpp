@@ -17,6 +17,11 @@ struct Span {
   std::size_t bytes;
 };
 
+/// Whether `p` is not a multiple of `bytes` (null is aligned).
+inline bool misaligned(const void* p, std::size_t bytes) {
+  return reinterpret_cast<std::uintptr_t>(p) % bytes != 0;
+}
+
 /// Whether the byte ranges [a, a + a_bytes) and [b, b + b_bytes) share a byte (null or empty ranges
 /// share none).
 inline bool overlaps(const void* a, std::size_t a_bytes, const void* b, std::size_t b_bytes) {
@@ -56,7 +61,7 @@ template <std::size_t NO, std::size_t NI>
 template <std::size_t N>
 [[nodiscard]] Status check_aligned(const char* op, const Span (&args)[N], std::size_t bytes) {
   for (std::size_t i = 0; i < N; ++i) {
-    if (reinterpret_cast<std::uintptr_t>(args[i].p) % bytes != 0) {
+    if (misaligned(args[i].p, bytes)) {
       return detail::set_error(Status::kErrorMisaligned, "%s: %s: not aligned to %zu bytes", op, args[i].name,
                                bytes);
     }

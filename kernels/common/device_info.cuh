@@ -39,6 +39,7 @@ inline Status device_info(DeviceInfo* out, const char* op) {
   int device = 0;
   cudaError_t e = cudaGetDevice(&device);
   if (e != cudaSuccess) {
+    (void)cudaGetLastError(); // reported by the status
     return op == nullptr ? device_query_status(e)
                          : ::culayers::detail::set_error(device_query_status(e), "%s: cudaGetDevice: %s", op,
                                                          cudaGetErrorString(e));
@@ -57,6 +58,7 @@ inline Status device_info(DeviceInfo* out, const char* op) {
   for (int i = 0; i < 4; ++i) {
     e = cudaDeviceGetAttribute(&values[i], attrs[i], device);
     if (e != cudaSuccess) {
+      (void)cudaGetLastError(); // reported by the status
       return op == nullptr
                  ? device_query_status(e)
                  : ::culayers::detail::set_error(device_query_status(e), "%s: cudaDeviceGetAttribute(%d): %s",

@@ -44,10 +44,11 @@ inline cudaError_t after_launch(cudaError_t e, cudaStream_t stream) {
   return e;
 }
 
-/// Launches `kernel` on (grid, block, smem, stream) with `args` and returns this launch's error, which is
-/// then not left pending (cudaGetLastError() is cleared only when the launch failed, so an error the
-/// caller has not read yet is neither reported as this launch's nor lost). Never synchronizes, except
-/// with CULAYERS_DEBUG_SYNC (debug builds) outside graph capture. Use through CULAYERS_LAUNCH.
+/// Launches `kernel` on (grid, block, smem, stream) with `args` and returns this launch's own error. An
+/// error the caller has not read yet is never reported as this launch's, and a successful launch leaves
+/// it pending; a failed launch takes the runtime's one last-error slot and clears it, so nothing is left
+/// pending after a failure the Status already reports. Never synchronizes, except with
+/// CULAYERS_DEBUG_SYNC (debug builds) outside graph capture. Use through CULAYERS_LAUNCH.
 template <class... KArgs, class... Args>
 cudaError_t launch(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem,
                    cudaStream_t stream, Args&&... args) {

@@ -102,10 +102,6 @@ CULAYERS_GLOBAL void dropout_redraw_kernel(DropoutState* s) {
 
 // ---- validation helpers ------------------------------------------------------------------------------
 
-bool misaligned(const void* p, std::size_t bytes) {
-  return reinterpret_cast<std::uintptr_t>(p) % bytes != 0;
-}
-
 Status check_state(const void* state, const char* op) {
   if (state == nullptr) {
     return culayers::detail::set_error(Status::kErrorNullPointer, "%s: state: is null", op);

@@ -161,6 +161,7 @@ using ::culayers::kernels::check_aligned;
 using ::culayers::kernels::check_disjoint;
 using ::culayers::kernels::check_workspace;
 using ::culayers::kernels::kWarpSize;
+using ::culayers::kernels::misaligned;
 using ::culayers::kernels::overlaps;
 
 constexpr const char* kForwardOp = "group_norm";
@@ -191,9 +192,6 @@ std::size_t dtype_bytes(DType d) {
 }
 bool float_dtype(DType d) {
   return d == DType::kFloat32 || d == DType::kFloat16 || d == DType::kBFloat16;
-}
-bool misaligned(const void* p, std::size_t bytes) {
-  return reinterpret_cast<std::uintptr_t>(p) % bytes != 0;
 }
 
 /// What forward and backward share.

@@ -208,6 +208,7 @@ Status launch_backward(BackwardKind kind, const BackwardLaunch& l, const Backwar
     if (const cudaError_t e = cudaMemsetAsync(
             l.counts_workspace, 0, static_cast<std::size_t>(p.outer) * sizeof(std::int32_t), stream);
         e != cudaSuccess) {
+      (void)cudaGetLastError(); // reported by the status
       return ::culayers::detail::set_error(
           is_no_device_error(e) ? Status::kErrorNoDevice : Status::kErrorCudaRuntime,
           "masked_reduce_backward: zeroing the counts workspace: %s", cudaGetErrorString(e));

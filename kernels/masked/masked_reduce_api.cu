@@ -53,9 +53,6 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
 std::int64_t round_up(std::int64_t a, std::int64_t b) {
   return ceil_div(a, b) * b;
 }
-bool aligned(const void* p, std::size_t bytes) {
-  return reinterpret_cast<std::uintptr_t>(p) % bytes == 0;
-}
 std::size_t align_up(std::size_t v, std::size_t a) {
   return (v + a - 1) / a * a;
 }
@@ -70,7 +67,7 @@ int widest_vector(std::size_t elem, std::int64_t row, std::initializer_list<cons
   for (; n > 1; n /= 2) {
     bool good = row % n == 0;
     for (const void* p : pointers) {
-      good = good && (p == nullptr || aligned(p, static_cast<std::size_t>(n) * elem));
+      good = good && (p == nullptr || !kernels::misaligned(p, static_cast<std::size_t>(n) * elem));
     }
     if (good) {
       break;
@@ -82,7 +79,7 @@ int widest_vector(std::size_t elem, std::int64_t row, std::initializer_list<cons
 /// Vector stores of width N move chunks of min(N, 16 / elem) elements: the alignment they need.
 bool span_aligned(const void* p, int n, std::size_t elem) {
   const std::size_t chunk = std::min<std::size_t>(static_cast<std::size_t>(n), 16 / elem);
-  return p == nullptr || aligned(p, chunk * elem);
+  return p == nullptr || !kernels::misaligned(p, chunk * elem);
 }
 
 bool valid_dtype(DType d) {
@@ -167,7 +164,7 @@ Status check_common(const char* op, ReduceOp rop, DType dtype, std::int64_t oute
   if (validity == Validity::kLengths && lengths == nullptr && outer > 0) {
     return set_error(Status::kErrorNullPointer, "%s: lengths: is null with validity kLengths", op);
   }
-  if (!aligned(lengths, 4)) {
+  if (kernels::misaligned(lengths, 4)) {
     return set_error(Status::kErrorMisaligned, "%s: lengths: not aligned to 4 bytes", op);
   }
   return Status::kSuccess;
@@ -789,10 +786,12 @@ Status can_implement(const MaskingArgs& a) {
                      static_cast<long long>(a.outer), static_cast<long long>(a.reduce),
                      static_cast<long long>(a.inner));
   }
-  if (!sizes_fit(a.outer, a.reduce, a.inner)) {
+  // Masking's tensors are x and y [outer, R, inner] and the mask [outer, R] (no [outer, inner] output).
+  std::int64_t n = 0;
+  if (!detail::checked_mul(a.outer, a.reduce, &n) || !detail::checked_mul(n, 16, &n) ||
+      !detail::checked_mul(a.outer * a.reduce, a.inner, &n) || !detail::checked_mul(n, 16, &n)) {
     return set_error(Status::kErrorSizeLimit,
-                     "%s: sizes: outer x R x inner (or one of its partial products) overflows 64-bit byte "
-                     "offsets",
+                     "%s: sizes: outer x R (the mask) or outer x R x inner overflows 64-bit byte offsets",
                      op);
   }
   const std::size_t elem = dtype_size(a.dtype);
@@ -899,7 +898,7 @@ Status run(const MaskExpandArgs& a, void* /*workspace*/, std::size_t /*workspace
   if (total == 0) {
     return Status::kSuccess;
   }
-  const bool vec_ok = aligned(a.out, 16);
+  const bool vec_ok = !kernels::misaligned(a.out, 16);
   const std::int64_t chunks = vec_ok ? ceil_div(total, 16) : total;
   const unsigned grid = static_cast<unsigned>(std::min(ceil_div(chunks, km::kNarrowThreads), kMaxGrid));
   return km::launch_expand(a.mask, a.out, total, a.features, vec_ok, grid, stream);

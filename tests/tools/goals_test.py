@@ -106,6 +106,19 @@ with tempfile.TemporaryDirectory() as tmp:
     cells = row(out, "≥ 90 % of copy, bf16, long context")
     expect(cells[4].startswith("incomplete") and "ours_mask: missing" in cells[3],
            "one case met, one failed its check: " + cells[4] + " / " + cells[3])
+    # The same for a group-norm row built from the configurations present: an errored ours is missing.
+    gn_err = os.path.join(tmp, "gn_err.json")
+    s3 = "group_norm/s3_N16_C256_56x56/{}/{}/none/fwd/ours/iterations:200/manual_time"
+    with open(gn_err, "w") as f:
+        json.dump({"benchmarks": [
+            {"run_name": s3.format("fp32", "nchw"), "aggregate_name": "median", "run_type": "aggregate",
+             "real_time": 45.0, "time_unit": "us", "pct_of_copy": 93.0},
+            {"run_name": s3.format("bf16", "nhwc"), "run_type": "iteration", "error_occurred": True,
+             "error_message": "verification failed"}]}, f)
+    rc, out, err = run([gn_err])
+    cells = row(out, "training shape (N16 C256 56², G32) ≥ 85 %")
+    expect(cells[4].startswith("incomplete") and "bf16/nhwc/none/fwd: missing" in cells[3],
+           "group-norm row with an errored case: " + cells[4] + " / " + cells[3])
     # Same-process variants: listed next to their ours case, with the ratio variant / ours.
     ab = os.path.join(tmp, "ab.json")
     gn = "group_norm/s1_C320_64x64/bf16/nhwc/none/fwd/"

@@ -12,8 +12,9 @@
 //  - Devices and streams: a layer's weights and buffers live on the device that was current at build;
 //    calling it with another current device is an error (kErrorInvalidValue), and ctx.stream must belong
 //    to that device. Calls may use different streams; each call makes its stream the one the layer's
-//    memory is later freed on (Tensor::release_on), and work on two streams that touch the same layer
-//    must be ordered by the caller (an event), as for any shared buffer.
+//    memory is later freed on (Tensor::release_on), so that stream must outlive the layer (or the next
+//    call on another stream), and work on two streams that touch the same layer must be ordered by the
+//    caller (an event), as for any shared buffer.
 //  - get_config() uses Keras's keys; layer_from_json / layer_to_json use Keras's
 //    {"class_name": ..., "config": {...}} layout through a registry of layer classes.
 #ifndef CULAYERS_NN_LAYER_HPP_

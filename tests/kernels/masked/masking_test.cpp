@@ -186,9 +186,14 @@ TEST(MaskedReduceMasking, ArgumentErrors) {
   EXPECT_NE(std::string(culayers::last_error_message()).find("mask: overlaps x"), std::string::npos)
       << culayers::last_error_message();
   b = a;
-  b.reduce = 0; // x and y empty, the mask too; outer x inner alone overflows
+  b.reduce = 0; // x, y and the mask empty: no tensor to overflow, whatever outer x inner is
   b.outer = std::int64_t{1} << 40;
   b.inner = std::int64_t{1} << 40;
+  EXPECT_EQ(mr::run(b, nullptr, 0, nullptr), Status::kSuccess) << culayers::last_error_message();
+  b = a;
+  b.inner = 0; // x and y empty, but the mask [outer, R] overflows
+  b.outer = std::int64_t{1} << 40;
+  b.reduce = std::int64_t{1} << 30;
   EXPECT_EQ(mr::run(b, nullptr, 0, nullptr), Status::kErrorSizeLimit);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   for (std::uint8_t m : mask.download()) {
