@@ -498,6 +498,21 @@ struct RandomCase {
   group_norm::Tuning tuning{};
 };
 
+/// Copies a RandomCase into a test's Config (the forward's or the backward's: both name these fields);
+/// the forced path, if any, is what selected_path must report.
+template <class Config>
+void apply_random_case(const RandomCase& r, Config& c) {
+  c.layout = r.layout;
+  c.batch = r.batch;
+  c.channels = r.channels;
+  c.groups = r.groups;
+  c.spatial = r.spatial;
+  c.act = r.act;
+  c.mask = r.mask;
+  c.tuning = r.tuning;
+  c.expect = expected_path(r.tuning);
+}
+
 inline RandomCase random_case(std::mt19937_64& rng) {
   auto pick = [&rng](std::int64_t lo, std::int64_t hi) {
     return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);

@@ -1,6 +1,8 @@
 // Helpers shared by the tests of both backends: device buffers, seeded random inputs, CUDA checks.
 #pragma once
 
+#include "culayers/status.hpp"
+
 #include <cuda_runtime.h>
 
 #include <gtest/gtest.h>
@@ -111,6 +113,14 @@ class DeviceBuffer {
   T* p_ = nullptr;
   std::size_t n_ = 0;
 };
+
+/// When `expected` is set, the last error message must contain it (an error naming its argument).
+inline void expect_message_contains(const char* expected, const std::string& what) {
+  if (expected != nullptr) {
+    const std::string message = culayers::last_error_message();
+    EXPECT_NE(message.find(expected), std::string::npos) << what << ": " << message;
+  }
+}
 
 /// The current device's multiprocessor count (4 on the emulator unless CULAYERS_EMU_SM_COUNT says
 /// otherwise): for expectations that follow a planner default scaled by the GPU's size.

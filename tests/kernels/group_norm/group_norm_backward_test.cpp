@@ -578,17 +578,8 @@ TYPED_TEST(GroupNormBackwardTyped, RandomProblemsAgainstReference) {
   std::uniform_int_distribution<int> coin(0, 1);
   int failures = 0;
   for (int k = 0; k < 40; ++k) {
-    const gn::RandomCase r = gn::random_case(rng);
     Config c;
-    c.layout = r.layout;
-    c.batch = r.batch;
-    c.channels = r.channels;
-    c.groups = r.groups;
-    c.spatial = r.spatial;
-    c.act = r.act;
-    c.mask = r.mask;
-    c.tuning = r.tuning;
-    c.expect = gn::expected_path(r.tuning);
+    gn::apply_random_case(gn::random_case(rng), c);
     c.gamma = coin(rng) == 1;
     c.beta = coin(rng) == 1;
     c.dgamma = coin(rng) == 1;

@@ -447,17 +447,8 @@ TYPED_TEST(GroupNormForwardTyped, RandomProblemsAgainstReference) {
   std::uniform_int_distribution<int> small(0, 3);
   int failures = 0;
   for (int k = 0; k < 40; ++k) {
-    const gn::RandomCase r = gn::random_case(rng);
     Config c;
-    c.layout = r.layout;
-    c.batch = r.batch;
-    c.channels = r.channels;
-    c.groups = r.groups;
-    c.spatial = r.spatial;
-    c.act = r.act;
-    c.mask = r.mask;
-    c.tuning = r.tuning;
-    c.expect = gn::expected_path(r.tuning);
+    gn::apply_random_case(gn::random_case(rng), c);
     c.affine = static_cast<Affine>(small(rng));
     c.stats = small(rng);
     c.in_place = small(rng) == 0;
