@@ -209,19 +209,13 @@ Status dropout_forward(const std::string& name, const Shape& noise, Tensor& stat
   return Status::kSuccess;
 }
 
-/// The update op (iterations += 1), or with `redraw` the redraw op (a fresh stream, no schedule step).
-Status dropout_update(const std::string& name, Tensor& state, cudaStream_t stream, bool redraw = false) {
-  Status st = Status::kSuccess;
-  if (redraw) {
-    dropout::DropoutRedrawArgs r;
-    r.state = state_ptr(state);
-    st = dropout::run(r, nullptr, 0, stream);
-  } else {
-    dropout::DropoutUpdateArgs u;
-    u.state = state_ptr(state);
-    st = dropout::run(u, nullptr, 0, stream);
-  }
-  if (Status s = st; !ok(s)) {
+/// One of the state ops that take only the state: the update op (dropout::DropoutUpdateArgs, iterations
+/// += 1) or the redraw op (dropout::DropoutRedrawArgs, a fresh stream without a schedule step).
+template <class StateOpArgs>
+Status run_state_op(const std::string& name, Tensor& state, cudaStream_t stream) {
+  StateOpArgs a;
+  a.state = state_ptr(state);
+  if (Status s = dropout::run(a, nullptr, 0, stream); !ok(s)) {
     return set_error(s, "%s: %s", name.c_str(), last_error_message());
   }
   return Status::kSuccess;
@@ -336,7 +330,7 @@ Status Dropout::do_call(const CallContext& ctx, const ConstTensorView& x, const 
   }
   // Part of the call, not an update op: Keras's Dropout draws new randomness on every training call,
   // trainable or not. The next call uses the next Philox stream.
-  if (Status s = dropout_update(name(), state_, ctx.stream); !ok(s)) {
+  if (Status s = run_state_op<dropout::DropoutUpdateArgs>(name(), state_, ctx.stream); !ok(s)) {
     return s;
   }
   out->y = y->view();
@@ -468,8 +462,9 @@ Status DecayingDropout::do_build(const Shape& input_shape, cudaStream_t stream) 
     return s;
   }
   // iterations += 1 on the device, after each training-phase call of the trainable layer.
-  add_update("iterations",
-             [this](const CallContext& ctx) { return dropout_update(name(), state_, ctx.stream); });
+  add_update("iterations", [this](const CallContext& ctx) {
+    return run_state_op<dropout::DropoutUpdateArgs>(name(), state_, ctx.stream);
+  });
   return Status::kSuccess;
 }
 
@@ -498,7 +493,7 @@ Status DecayingDropout::do_call(const CallContext& ctx, const ConstTensorView& x
   // A frozen layer runs no update op, so its schedule stays at iteration k; Keras still draws new noise
   // on every training call: the next call gets a fresh stream (2^63 + r) at the same keep rate.
   if (!trainable()) {
-    if (Status s = dropout_update(name(), state_, ctx.stream, /*redraw=*/true); !ok(s)) {
+    if (Status s = run_state_op<dropout::DropoutRedrawArgs>(name(), state_, ctx.stream); !ok(s)) {
       return s;
     }
   }

@@ -206,9 +206,7 @@ struct Common {
   std::int64_t groups;
   Activation activation;
   const std::uint8_t* mask;
-  const void* data[3]; // x, y / x, dy, dx: vector alignment
-  const char* data_names[3];
-  int data_count;
+  kernels::Span data[3]; // x, y (and null) / x, dy, dx: element and vector alignment
   Tuning tuning;
 };
 
@@ -284,13 +282,7 @@ Status validate_common(const Common& c) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning.splits: %lld exceeds %lld", op,
                      static_cast<long long>(t.splits), static_cast<long long>(k::kMaxSplits));
   }
-  for (int i = 0; i < c.data_count; ++i) {
-    if (c.data[i] != nullptr && misaligned(c.data[i], dtype_bytes(c.dtype))) {
-      return set_error(Status::kErrorMisaligned, "%s: %s: not aligned to its %zu-byte elements", op,
-                       c.data_names[i], dtype_bytes(c.dtype));
-    }
-  }
-  return Status::kSuccess;
+  return check_aligned(op, c.data, dtype_bytes(c.dtype));
 }
 
 struct Planned {
@@ -339,8 +331,8 @@ Status make_plan(const Common& c, Planned* out) {
   }
   for (; vec > 1; vec /= 2) {
     bool fits = geo.cols % vec == 0 && geo.row_stride % vec == 0 && geo.group_offset % vec == 0;
-    for (int i = 0; i < c.data_count && fits; ++i) {
-      fits = c.data[i] == nullptr || !misaligned(c.data[i], elem * static_cast<std::size_t>(vec));
+    for (const kernels::Span& d : c.data) {
+      fits = fits && !misaligned(d.p, elem * static_cast<std::size_t>(vec));
     }
     if (fits) {
       break;
@@ -594,11 +586,9 @@ Common forward_common(const GroupNormArgs& a) {
   c.groups = a.groups;
   c.activation = a.activation;
   c.mask = a.mask;
-  c.data[0] = a.x;
-  c.data[1] = a.y;
-  c.data_names[0] = "x";
-  c.data_names[1] = "y";
-  c.data_count = 2;
+  c.data[0] = {"x", a.x, 0};
+  c.data[1] = {"y", a.y, 0};
+  c.data[2] = {"", nullptr, 0};
   c.tuning = a.tuning;
   return c;
 }
@@ -615,13 +605,9 @@ Common backward_common(const GroupNormBackwardArgs& a) {
   c.groups = a.groups;
   c.activation = a.activation;
   c.mask = a.mask;
-  c.data[0] = a.x;
-  c.data[1] = a.dy;
-  c.data[2] = a.dx;
-  c.data_names[0] = "x";
-  c.data_names[1] = "dy";
-  c.data_names[2] = "dx";
-  c.data_count = 3;
+  c.data[0] = {"x", a.x, 0};
+  c.data[1] = {"dy", a.dy, 0};
+  c.data[2] = {"dx", a.dx, 0};
   c.tuning = a.tuning;
   return c;
 }

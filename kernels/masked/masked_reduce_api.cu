@@ -112,12 +112,12 @@ km::AccKind acc_kind(ReduceOp op) {
 // outputs (outer x inner), the mask (outer x R), each in elements of up to 16 bytes. Checked pairwise too,
 // so a zero factor cannot hide an overflowing product of the other two.
 bool sizes_fit(std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
+  std::int64_t steps = 0; // outer x R
   std::int64_t n = 0;
-  return detail::checked_mul(outer, reduce, &n) && detail::checked_mul(n, 16, &n) &&
+  return detail::checked_mul(outer, reduce, &steps) && detail::checked_mul(steps, 16, &n) &&
          detail::checked_mul(outer, inner, &n) && detail::checked_mul(n, 16, &n) &&
          detail::checked_mul(reduce, inner, &n) && detail::checked_mul(n, 16, &n) &&
-         detail::checked_mul(outer, reduce, &n) && detail::checked_mul(n, inner, &n) &&
-         detail::checked_mul(n, 16, &n);
+         detail::checked_mul(steps, inner, &n) && detail::checked_mul(n, 16, &n);
 }
 
 // Sizes, dtype and validity checks shared by the forward and the backward.

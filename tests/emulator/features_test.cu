@@ -216,10 +216,16 @@ CULAYERS_GLOBAL void shared_memory_kernel(float* out, int* poisoned) {
   __shared__ float stat[128];
   CULAYERS_DYNAMIC_SMEM(float, dyn);
   const unsigned t = threadIdx.x;
-  // Dynamic shared memory starts as garbage (0xFF bytes) in every block.
+  // Dynamic shared memory starts as garbage (0xFF bytes) in every block, and so does static shared memory
+  // outside ASan builds (there it stays an ordinary zeroed static): the previous block's values are gone.
   int bits;
   std::memcpy(&bits, &dyn[t], sizeof(bits));
-  poisoned[blockIdx.x * blockDim.x + t] = bits == -1;
+  int static_bits;
+  std::memcpy(&static_bits, &stat[t], sizeof(static_bits));
+#if defined(__SANITIZE_ADDRESS__)
+  static_bits = -1;
+#endif
+  poisoned[blockIdx.x * blockDim.x + t] = bits == -1 && static_bits == -1;
   stat[t] = static_cast<float>(t + blockIdx.x);
   dyn[t] = 2.0f * static_cast<float>(t);
   __syncthreads();
