@@ -24,6 +24,11 @@
 //     Tuning::split_min_bytes = 1, i.e. the block-or-split choice by the in-flight rule alone (the plan
 //     before the small-tensor rule); the label names the path, so where both pick the same plan the two
 //     rows time the same kernels.
+//   - "nhwc_sums" (channels-last forward configurations): the NHWC peer in the structure of the diffusion
+//     GroupNorm plugins (TensorRT, ONNX Runtime) and Apex's NHWC GroupNorm, bench/kernels/gn_nhwc_sums.hpp:
+//     a memset, a per-(n, g) sum / sum-of-squares kernel with float atomics, a scale kernel with SiLU fused;
+//     x read twice. Written here after their published structure (no plugin code), tested on both
+//     backends (tests/bench/). Its statistics are not bit-reproducible, so it is checked only for y.
 //   - "copy_same_bytes": cudaMemcpyAsync device to device moving the same number of bytes (one case per
 //     shape, element size and direction; the harness's pct_of_copy counter compares every case with a copy
 //     of exactly its bytes as well).
@@ -75,6 +80,7 @@
 
 #include "bench/cudnn_runtime.hpp"
 #include "bench/harness.hpp"
+#include "bench/kernels/gn_nhwc_sums.hpp"
 #include "bench/variant.hpp"
 #include "culayers/group_norm.hpp"
 #include "kernels/common/common.cuh"
@@ -1383,6 +1389,79 @@ class Naive final : public Variant {
   DeviceBuffer c3_;
 };
 
+// ---- the NHWC sum / sum-of-squares peer (bench/kernels/gn_nhwc_sums.hpp) --------------------------------
+
+// Channels-last forward only: the structure of the NHWC diffusion GroupNorm plugins (memset, a sums kernel
+// with float atomics, a scale kernel with the activation fused). Its statistics are not bit-reproducible
+// (atomics) and use sum of squares; it writes no mean / rstd.
+template <class T>
+class NhwcSums final : public Variant {
+ public:
+  explicit NhwcSums(const Config& cfg) : cfg_(cfg) {}
+
+  std::string setup() override {
+    if (std::string e = make_tensors<T>(cfg_, &t_); !e.empty()) {
+      return e;
+    }
+    problem_.dtype = dtype_of<T>();
+    problem_.x = t_.x.data();
+    problem_.y = t_.y.data();
+    problem_.gamma = t_.gamma.as<float>();
+    problem_.beta = t_.beta.as<float>();
+    problem_.n = cfg_.n;
+    problem_.hw = cfg_.hw;
+    problem_.c = cfg_.c;
+    problem_.groups = cfg_.g;
+    problem_.epsilon = kEpsilon;
+    problem_.silu = cfg_.act == gn::Activation::kSiLU;
+    if (Status st = nhwc_sums_plan(problem_, sm_count(), &plan_); st != Status::kSuccess) {
+      return status_text(st, "nhwc_sums plan");
+    }
+    Allocator alloc;
+    alloc(&workspace_, nhwc_sums_workspace_bytes(problem_), "nhwc_sums workspace");
+    return alloc.error();
+  }
+
+  std::string verify() override {
+    if (std::string e = memset_async(t_.y, 0xff); !e.empty()) {
+      return e;
+    }
+    if (Status st = op(bench_stream()); st != Status::kSuccess) {
+      return status_text(st, "nhwc_sums run");
+    }
+    if (std::string e = synchronize("nhwc_sums synchronize"); !e.empty()) {
+      return e;
+    }
+    return check_forward(cfg_, dtype_of<T>(), t_.x, t_.y, nullptr, nullptr);
+  }
+
+  Status op(cudaStream_t s) override {
+    return nhwc_sums_group_norm(problem_, workspace_.data(), workspace_.bytes(), sm_count(), s);
+  }
+
+  int x_reads() const override { return 2; }
+
+  std::string label() const override {
+    return "memset + sums (float atomics) + scale" + std::string(problem_.silu ? "+SiLU" : "") + ": " +
+           std::to_string(plan_.channels_per_block) + " channels x " + std::to_string(plan_.hw_per_block) +
+           " rows per block of " + std::to_string(plan_.threads) + " threads (" + std::to_string(plan_.vec) +
+           " channels each), grid " + std::to_string(plan_.grid_x) + "x" + std::to_string(plan_.grid_y) +
+           "x" + std::to_string(plan_.grid_z) + "; x read twice; sum of squares";
+  }
+
+ private:
+  static int sm_count() {
+    const DeviceInfo& d = device_info();
+    return d.ok ? d.prop.multiProcessorCount : 1;
+  }
+
+  Config cfg_;
+  Tensors t_;
+  NhwcSumsProblem problem_;
+  NhwcSumsPlan plan_;
+  DeviceBuffer workspace_;
+};
+
 // ---- the device-to-device copy of the same bytes ----------------------------------------------------------
 
 class Copy final : public Variant {
@@ -1738,6 +1817,11 @@ void BM_naive(benchmark::State& st, Config cfg) {
   run_variant(st, config_name(cfg, "naive"), model_bytes(cfg), *v);
 }
 
+void BM_nhwc_sums(benchmark::State& st, Config cfg) {
+  std::unique_ptr<Variant> v = make_typed<NhwcSums>(cfg);
+  run_variant(st, config_name(cfg, "nhwc_sums"), model_bytes(cfg), *v);
+}
+
 void BM_copy(benchmark::State& st, std::uint64_t bytes, std::string key) {
   Copy v(bytes);
   run_variant(st, key, bytes, v);
@@ -1855,6 +1939,9 @@ bool register_all() {
     }
     reg(config_name(cfg, "naive"), BM_naive, cfg);
     reg(config_name(cfg, "cudnn"), BM_cudnn, cfg);
+    if (cfg.channels_last() && !cfg.backward) {
+      reg(config_name(cfg, "nhwc_sums"), BM_nhwc_sums, cfg);
+    }
     const std::string copy_name = std::string("group_norm/") + cfg.shape + "/" +
                                   std::to_string(dtype_size(cfg.dtype)) + "B/" +
                                   (cfg.backward ? "bwd" : "fwd") + "/copy_same_bytes";

@@ -19,6 +19,7 @@
 #include <fstream>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -111,11 +112,29 @@ std::vector<std::uint8_t> weight_bytes(nn::Sequential& model, const std::string&
   return read_back(w->value.view());
 }
 
+// The directories temp_path created, removed when the test binary exits (each run used to leave three
+// behind in the system's temporary directory).
+class TempDirs {
+ public:
+  ~TempDirs() {
+    for (const std::filesystem::path& d : dirs_) {
+      std::error_code ignored;
+      std::filesystem::remove_all(d, ignored);
+    }
+  }
+  void add(const std::filesystem::path& d) { dirs_.insert(d); }
+
+ private:
+  std::set<std::filesystem::path> dirs_;
+};
+
 std::string temp_path(const std::string& leaf) {
+  static TempDirs created;
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   const std::filesystem::path dir = std::filesystem::temp_directory_path() /
                                     ("culayers_seq_" + std::to_string(::getpid()) + "_" + info->name());
   std::filesystem::create_directories(dir);
+  created.add(dir);
   return (dir / leaf).string();
 }
 

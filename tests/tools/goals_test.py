@@ -21,6 +21,7 @@ failures = []
 
 def run(paths):
     goals.rows.clear()
+    goals.errored.clear()
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         rc = goals.main(["goals.py"] + paths)
@@ -74,6 +75,8 @@ cells = row(out, "UNet shapes")
 expect(cells[3].startswith("36 of 48 cases beat both"), "UNet count: " + cells[3])
 expect("C320_128x128/bf16/nchw/none/fwd: 59.2 against naive 166.5, cuDNN 50.0 µs ✗" in cells[3],
        "UNet miss listed: " + cells[3])
+cells = row(out, "(not an issue target) channels-last forward")
+expect(cells[4] == "not measured" and cells[3] == "no nhwc_sums case in these results", "run 2 has no NHWC peer")
 
 # Run 1 alone has cuDNN dropout and the batch-norm part; its UNet count is 34.
 rc, out, err = run([os.path.join(RESULTS, "nvidia-h100-80gb-hbm3-2026-11-26-run1.json")])
@@ -127,7 +130,7 @@ with tempfile.TemporaryDirectory() as tmp:
         json.dump({"benchmarks": [
             {"run_name": gn + v + "/iterations:200/manual_time", "aggregate_name": "median", "real_time": t,
              "time_unit": "us", "label": "path tile"}
-            for v, t in (("ours", 10.0), ("ours_no_tile", 15.0), ("ours_no_pdl", 12.0))] + [
+            for v, t in (("ours", 10.0), ("ours_no_tile", 15.0), ("ours_no_pdl", 12.0), ("nhwc_sums", 14.0))] + [
             {"run_name": s6 + v + "/manual_time", "aggregate_name": "median", "real_time": t, "time_unit": "us"}
             for v, t in (("ours_lengths", 60.0), ("ours_lengths_no_pdl", 63.0))]}, f)
     rc, out, err = run([ab])
@@ -136,6 +139,9 @@ with tempfile.TemporaryDirectory() as tmp:
     expect("| s1_C320_64x64/bf16/nhwc/none/fwd/ours | no_pdl | 10.0 | 12.0 | 1.20 | path tile |" in out,
            "no_pdl row")
     expect("| s6_moments_f32_B2_T65536_F256/ours_lengths | no_pdl | 60.0 | 63.0 | 1.05 |" in out, "masked no_pdl row")
+    cells = row(out, "(not an issue target) channels-last forward")
+    expect(cells[4] == "yes" and cells[3] == "1 of 1 cases faster; s1 C320_64x64/bf16/nhwc/none: 10.0 against 14.0 µs",
+           "NHWC peer row: " + " / ".join(cells))
     bad = os.path.join(tmp, "bad.json")
     with open(bad, "w") as f:
         f.write("{ not json")
