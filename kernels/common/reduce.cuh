@@ -203,7 +203,7 @@ CULAYERS_HD Welford welford_merge(const Welford& a, const Welford& b) {
 #endif
   const float delta = b.mean - a.mean;
   out.mean = a.mean + delta * wb;
-  out.m2 = a.m2 + b.m2 + delta * delta * a.count * wb;
+  out.m2 = a.m2 + b.m2 + delta * (delta * (a.count * wb)); // weight first: no needless overflow of delta^2
   return out;
 }
 

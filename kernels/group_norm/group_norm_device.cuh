@@ -97,7 +97,10 @@ CULAYERS_DEVICE void push_vec(Welford& w, const float (&v)[N]) {
   const float wb = __fdividef(static_cast<float>(N), count);
   const float delta = m - w.mean;
   w.mean += delta * wb;
-  w.m2 += m2 + delta * delta * w.count * wb;
+  // delta * (delta * (count_a * wb)): the weight first, so a thread's first vector (count_a = 0) adds
+  // exactly 0 even when delta^2 would overflow (|mean| above 1.8e19: Inf * 0 was NaN, then var 0), and a
+  // large delta overflows only when its real contribution does.
+  w.m2 += m2 + delta * (delta * (w.count * wb));
   w.count = count;
 }
 
@@ -132,7 +135,9 @@ CULAYERS_DEVICE Vec<T, N> normalize_vec(const Vec<T, N>& xv, float mean, const f
 
 CULAYERS_DEVICE void finish_stats(const Welford& w, float epsilon, float& mean, float& rstd) {
   mean = w.count > 0.0f ? w.mean : 0.0f;
-  const float var = w.count > 0.0f ? fmaxf(__fdividef(w.m2, w.count), 0.0f) : 0.0f;
+  // A clamp that lets NaN through (fmaxf(NaN, 0) is 0): a NaN at a valid position gives a NaN rstd too.
+  const float v = __fdividef(w.m2, w.count);
+  const float var = w.count > 0.0f ? (v < 0.0f ? 0.0f : v) : 0.0f;
   rstd = rsqrtf(var + epsilon); // ~2 ulp, as cuDNN and PyTorch use
 }
 
@@ -144,12 +149,19 @@ CULAYERS_DEVICE void backward_terms(const Vec<T, N>& xv, const Vec<T, N>& dyv, f
                                     float (&dpre)[N]) {
   CULAYERS_PRAGMA_UNROLL
   for (int j = 0; j < N; ++j) {
-    xhat[j] = (to_float(xv[j]) - mean) * rstd;
+    const float centered = to_float(xv[j]) - mean;
+    xhat[j] = centered * rstd;
     float d = to_float(dyv[j]);
-    if (act == static_cast<int>(Act::kSiLU)) {
-      d *= silu_grad(xhat[j] * gam[j] + bet[j]);
-    } else if (act == static_cast<int>(Act::kReLU)) {
-      d *= xhat[j] * gam[j] + bet[j] > 0.0f ? 1.0f : 0.0f; // a multiply: Inf * 0 stays NaN
+    if (act != static_cast<int>(Act::kNone)) {
+      // The pre-activation rounded exactly as the forward rounds it, (x - mean) * fl(gamma * rstd) + beta
+      // (normalize_vec's scale), not xhat * gamma + beta: otherwise ReLU's gate can open where the
+      // forward's pre was exactly 0 (and SiLU's derivative be taken at a slightly different point).
+      const float pre = centered * (gam[j] * rstd) + bet[j];
+      if (act == static_cast<int>(Act::kSiLU)) {
+        d *= silu_grad(pre);
+      } else {
+        d *= pre > 0.0f ? 1.0f : 0.0f; // a multiply: Inf * 0 stays NaN
+      }
     }
     dpre[j] = d;
   }

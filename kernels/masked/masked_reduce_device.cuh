@@ -118,7 +118,7 @@ struct AccTraits<AccKind::kMoments> {
     const float wb = __fdividef(b.count, out.count);
     const float delta = b.mean - a.mean;
     out.mean = a.mean + delta * wb;
-    out.m2 = a.m2 + b.m2 + delta * delta * a.count * wb;
+    out.m2 = a.m2 + b.m2 + delta * (delta * (a.count * wb)); // weight first: no needless overflow of delta^2
     return out;
   }
   static CULAYERS_DEVICE State shfl_down(const State& a, unsigned delta) {

@@ -979,6 +979,71 @@ TEST(GroupNormForward, StableWithLargeMean) {
   }
 }
 
+// Magnitudes near the top of float32's range (mean 3e19, above sqrt(FLT_MAX) = 1.8e19, so a squared
+// deviation from 0 overflows): the statistics must not overflow where the exact ones do not. (The first
+// vector a thread merged once made Inf * 0 = NaN in its m2, which the variance's clamp turned into 0: a
+// finite rstd of 1 / sqrt(epsilon) and y off by 13 orders of magnitude.) Also: a NaN at a valid position
+// gives NaN statistics, rstd included (the clamp no longer turns NaN into 0).
+template <class T>
+void check_huge_magnitudes(std::mt19937_64& rng) {
+  Tuning warp = pinned();
+  warp.warp_max_elements = 2048;
+  for (Layout layout : kLayouts) {
+    for (const Tuning& t : {warp, forced(Path::kBlock), with_splits(5), tile(37)}) {
+      if (t.path == Path::kTile && layout == Layout::kChannelsFirst) {
+        continue;
+      }
+      Config c;
+      c.layout = layout;
+      c.batch = 2;
+      c.channels = 8;
+      c.groups = 2;
+      c.spatial = 512;
+      c.tuning = t;
+      c.expect = gn::expected_path(t);
+      if (c.expect == Path::kAuto) {
+        c.expect = Path::kWarp;
+      }
+      Inputs<T> in = make_inputs<T>(c, rng, 3e19, 1e16);
+      const Result<T> got = run_forward(c, in);
+      ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
+      EXPECT_EQ(got.path, c.expect) << describe(c);
+      const gn::Problem p = gn::problem_of(c, in);
+      const std::vector<double> x = gn::to_double(in.x);
+      const gn::Stats st = gn::statistics(p, x);
+      const gn::Normalized want = gn::normalize(p, x, st.mean, st.rstd);
+      int bad = 0;
+      for (std::size_t i = 0; i < want.y.size() && bad < 3; ++i) {
+        const double v = Dtype<T>::to_double(got.y[i]);
+        // |mean| / sd = 3000: the mean's float32 error (about 1e-4 sd) plus y's rounding to T.
+        const double tol = 5e-3 + 2.0 * gn::ulp<T>(want.y[i]);
+        if (!(std::fabs(v - want.y[i]) <= tol)) {
+          ++bad;
+          ADD_FAILURE() << describe(c) << " " << Dtype<T>::kName << ": y[" << i << "] = " << v << ", want "
+                        << want.y[i] << " (" << seed_note() << ")";
+        }
+      }
+      for (std::size_t g = 0; g < st.mean.size(); ++g) {
+        EXPECT_NEAR(got.rstd[g], st.rstd[g], 1e-3 * st.rstd[g]) << describe(c) << " group " << g;
+        EXPECT_NEAR(got.mean[g], st.mean[g], 1e-6 * std::fabs(st.mean[g])) << describe(c) << " group " << g;
+      }
+      // A NaN at a valid position of group 0: its mean and rstd are NaN, group 1's are finite.
+      in.x[0] = Dtype<T>::from_double(std::numeric_limits<double>::quiet_NaN());
+      const Result<T> nan = run_forward(c, in);
+      ASSERT_EQ(nan.status, Status::kSuccess) << culayers::last_error_message();
+      EXPECT_TRUE(std::isnan(nan.mean[0]) && std::isnan(nan.rstd[0]))
+          << describe(c) << ": mean " << nan.mean[0] << " rstd " << nan.rstd[0];
+      EXPECT_TRUE(std::isfinite(nan.mean[1]) && std::isfinite(nan.rstd[1])) << describe(c);
+    }
+  }
+}
+
+TEST(GroupNormForward, StableWithHugeMagnitudes) {
+  auto rng = rng_for_test();
+  check_huge_magnitudes<float>(rng);
+  check_huge_magnitudes<__nv_bfloat16>(rng);
+}
+
 // ---- determinism ------------------------------------------------------------------------------------------
 
 /// Runs the forward twice, the second time with the emulator's schedule permuted, and expects the same bits
