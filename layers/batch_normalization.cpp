@@ -296,6 +296,16 @@ Status BatchNormalization::from_config(const Json& config, std::unique_ptr<Layer
   if (Status s = read_base_config(config, &name, &trainable, &dtype); !ok(s)) {
     return s;
   }
+  // Keras options that change what the layer computes, which this layer does not implement: accepted only
+  // at their defaults (off / null), so a config that uses them fails instead of running plain batch norm.
+  for (const auto& [key, off] : {std::pair<const char*, Json>{"renorm", false},
+                                 {"virtual_batch_size", nullptr},
+                                 {"adjustment", nullptr}}) {
+    if (const auto it = config.find(key); it != config.end() && *it != off) {
+      return set_error(Status::kErrorNotSupported, "%s config: \"%s\": %s is not supported (only %s)",
+                       kClassName, key, it->dump().c_str(), off.dump().c_str());
+    }
+  }
   BatchNormalizationOptions o;
   if (const auto it = config.find("axis"); it != config.end()) {
     // tf.keras 2 writes the axis as a list after build: accept one element.

@@ -172,7 +172,11 @@ void GroupNormalization::add_config(Json& config) const {
   config["scale"] = options_.scale;
   config["beta_initializer"] = options_.beta_initializer.to_json();
   config["gamma_initializer"] = options_.gamma_initializer.to_json();
-  config["activation"] = activation_name(options_.activation);
+  // Only a fused activation is written: Keras's GroupNormalization has no such key, and its from_config
+  // rejects unknown keys, so a config without one stays readable there.
+  if (options_.activation != group_norm::Activation::kNone) {
+    config["activation"] = activation_name(options_.activation);
+  }
 }
 
 Status GroupNormalization::from_config(const Json& config, std::unique_ptr<Layer>* out) {

@@ -220,7 +220,9 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
       return to_c(
           set_error(Status::kErrorInternal, "%s: the output mask is not [batch, steps] of the output", fn));
     }
-    if (y_need != 0) {
+    // A model that is the identity in this phase (e.g. only dropout layers in inference) returns x itself:
+    // with y == x there is nothing to copy (and a copy onto itself is not allowed).
+    if (y_need != 0 && args->y != out.y.data()) {
       if (cudaError_t e = cudaMemcpyAsync(args->y, out.y.data(), y_need, cudaMemcpyDeviceToDevice, stream);
           e != cudaSuccess) {
         (void)cudaGetLastError(); // reported by the status
@@ -231,7 +233,9 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
     int wrote = 0;
     if (copy_mask) {
       if (cudaError_t e =
-              cudaMemcpyAsync(args->y_mask, out.mask.data(), m_need, cudaMemcpyDeviceToDevice, stream);
+              args->y_mask == out.mask.data()
+                  ? cudaSuccess // the input mask passed through into the same buffer
+                  : cudaMemcpyAsync(args->y_mask, out.mask.data(), m_need, cudaMemcpyDeviceToDevice, stream);
           e != cudaSuccess) {
         (void)cudaGetLastError(); // reported by the status
         return to_c(set_error(Status::kErrorCudaRuntime, "%s: copying the output mask: %s", fn,

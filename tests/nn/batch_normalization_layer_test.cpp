@@ -756,7 +756,8 @@ TEST(BatchNormalizationLayer, ConfigsRoundTripToIdenticalOutputsAndStatistics) {
 
 TEST(BatchNormalizationLayer, KerasConfigsAreRead) {
   register_class();
-  // tf.keras 2 writes the axis as a list; regularizers, constraints and other keys are ignored.
+  // tf.keras 2 writes the axis as a list; regularizers, constraints and other keys are ignored, and so are
+  // the renorm / virtual-batch options at their defaults.
   const Json j = Json::parse(R"({"class_name": "BatchNormalization", "config": {
       "name": "bn_keras", "trainable": false, "dtype": "float16", "axis": [-1], "momentum": 0.9,
       "epsilon": 0.001, "center": true, "scale": true,
@@ -764,7 +765,8 @@ TEST(BatchNormalizationLayer, KerasConfigsAreRead) {
       "gamma_initializer": {"class_name": "Ones", "config": {}},
       "moving_mean_initializer": "zeros", "moving_variance_initializer": {"class_name": "Ones", "config": {}},
       "beta_regularizer": null, "gamma_regularizer": null, "beta_constraint": null, "gamma_constraint": null,
-      "synchronized": false}})");
+      "synchronized": false, "renorm": false, "renorm_clipping": null, "renorm_momentum": 0.99,
+      "virtual_batch_size": null, "adjustment": null}})");
   std::unique_ptr<nn::Layer> layer;
   ASSERT_EQ(nn::layer_from_json(j, &layer), Status::kSuccess) << culayers::last_error_message();
   EXPECT_EQ(layer->name(), "bn_keras");
@@ -804,6 +806,10 @@ TEST(BatchNormalizationLayer, BadConfigsAreClearErrors) {
        "moving_mean_initializer"},
       {R"({"moving_variance_initializer": [1]})", Status::kErrorParse, "moving_variance_initializer"},
       {R"({"trainable": "no"})", Status::kErrorParse, "trainable"},
+      // Keras options that change the computation and are not implemented: an error, not plain batch norm.
+      {R"({"renorm": true, "renorm_momentum": 0.99})", Status::kErrorNotSupported, "renorm"},
+      {R"({"virtual_batch_size": 8})", Status::kErrorNotSupported, "virtual_batch_size"},
+      {R"({"adjustment": "lambda"})", Status::kErrorNotSupported, "adjustment"},
   };
   for (const Bad& b : bad) {
     std::unique_ptr<nn::Layer> out;

@@ -16,8 +16,9 @@
 // statistics and still normalized (a fully masked group has mean 0 and variance 0); any other input with a
 // mask is kErrorNotSupported naming the mask. The activation (linear, SiLU, ReLU) is fused into the store.
 // Config keys: tf.keras's ("groups", "axis", "epsilon", "center", "scale", "beta_initializer",
-// "gamma_initializer") plus "activation" ("linear", "silu" (or "swish" when read), "relu"); "groups" is
-// reported as configured (-1 stays -1).
+// "gamma_initializer") plus "activation" ("linear", "silu" (or "swish" when read), "relu"), written only
+// when it is not linear (Keras's from_config rejects the key, so a plain layer's config stays readable
+// there); "groups" is reported as configured (-1 stays -1).
 //
 // BatchNormalization(axis = -1, momentum = 0.99, epsilon = 1e-3, center, scale, beta / gamma /
 // moving_mean / moving_variance initializers): input of rank >= 2 with the channels on any axis but the
@@ -53,8 +54,10 @@
 // as a one-element list (tf.keras 2 writes a list).
 //
 // from_config: the layer-class factories (use with register_layer_class); kErrorParse naming the key for a
-// value of the wrong type or out of range; unknown keys are ignored (Keras's regularizers and constraints
-// do not change the forward).
+// value of the wrong type or out of range; kErrorNotSupported for Keras BatchNormalization options that
+// change the computation and are not implemented ("renorm" true, a non-null "virtual_batch_size" or
+// "adjustment"); other unknown keys are ignored (Keras's regularizers and constraints do not change the
+// forward; the renorm_* settings matter only with renorm).
 #ifndef CULAYERS_NN_NORMALIZATION_HPP_
 #define CULAYERS_NN_NORMALIZATION_HPP_
 
