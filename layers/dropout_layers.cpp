@@ -179,7 +179,7 @@ dropout::DropoutState* state_ptr(Tensor& state) {
 
 Status init_dropout_state(const std::string& name, Tensor& state, std::uint64_t seed,
                           double initial_keep_rate, double decay_rate, std::int64_t decay_interval,
-                          std::int64_t iterations, cudaStream_t stream) {
+                          std::int64_t iterations, cudaStream_t stream, std::uint64_t redraws = 0) {
   dropout::DropoutInitArgs init;
   init.state = state_ptr(state);
   init.seed = seed;
@@ -187,6 +187,7 @@ Status init_dropout_state(const std::string& name, Tensor& state, std::uint64_t 
   init.decay_rate = decay_rate;
   init.decay_interval = decay_interval;
   init.iterations = iterations;
+  init.redraws = redraws;
   if (Status s = dropout::run(init, nullptr, 0, stream); !ok(s)) {
     return set_error(s, "%s: %s", name.c_str(), last_error_message());
   }
@@ -212,8 +213,7 @@ Status dropout_forward(const std::string& name, const Shape& noise, Tensor& stat
 /// One of the state ops that take only the state: the update op (dropout::DropoutUpdateArgs, iterations
 /// += 1) or the redraw op (dropout::DropoutRedrawArgs, a fresh stream without a schedule step).
 template <class StateOpArgs>
-Status run_state_op(const std::string& name, Tensor& state, cudaStream_t stream) {
-  StateOpArgs a;
+Status run_state_op(const std::string& name, Tensor& state, cudaStream_t stream, StateOpArgs a = {}) {
   a.state = state_ptr(state);
   if (Status s = dropout::run(a, nullptr, 0, stream); !ok(s)) {
     return set_error(s, "%s: %s", name.c_str(), last_error_message());
@@ -412,9 +412,10 @@ Status DecayingDropout::compute_output_shape(const Shape& input_shape, Shape* ou
   return dropout_output_shape(name(), options_.noise_shape, input_shape, out);
 }
 
-Status DecayingDropout::init_state(std::int64_t iterations, cudaStream_t stream) {
+Status DecayingDropout::init_state(std::int64_t iterations, std::uint64_t redraws, cudaStream_t stream) {
+  off_schedule_ = false; // the init op sets the stream of iteration `iterations`
   return init_dropout_state(name(), state_, effective_seed_, options_.initial_keep_rate, options_.decay_rate,
-                            options_.decay_interval, iterations, stream);
+                            options_.decay_interval, iterations, stream, redraws);
 }
 
 Status DecayingDropout::check_input_shape(const Shape& built, const Shape& shape) const {
@@ -458,7 +459,7 @@ Status DecayingDropout::do_build(const Shape& input_shape, cudaStream_t stream) 
   if (Status s = allocate_state(name(), &state_, stream); !ok(s)) {
     return s;
   }
-  if (Status s = init_state(0, stream); !ok(s)) {
+  if (Status s = init_state(0, 0, stream); !ok(s)) {
     return s;
   }
   // iterations += 1 on the device, after each training-phase call of the trainable layer.
@@ -487,15 +488,20 @@ Status DecayingDropout::do_call(const CallContext& ctx, const ConstTensorView& x
     out->y = x;
     return Status::kSuccess;
   }
-  if (Status s = dropout_forward(name(), noise, state_, ctx, x, y); !ok(s)) {
-    return s;
-  }
   // A frozen layer runs no update op, so its schedule stays at iteration k; Keras still draws new noise
-  // on every training call: the next call gets a fresh stream (2^63 + r) at the same keep rate.
-  if (!trainable()) {
-    if (Status s = run_state_op<dropout::DropoutRedrawArgs>(name(), state_, ctx.stream); !ok(s)) {
+  // on every training call: each frozen call first takes a fresh stream (2^63 + r) at the same keep rate,
+  // never a schedule stream. The next trainable call k returns to stream k, as if the frozen calls had not
+  // happened (the spec's "stream of call k is k": the mask a layer loaded at iteration k draws too).
+  if (!trainable() || off_schedule_) {
+    dropout::DropoutRedrawArgs op;
+    op.to_schedule = trainable();
+    if (Status s = run_state_op(name(), state_, ctx.stream, op); !ok(s)) {
       return s;
     }
+    off_schedule_ = !trainable();
+  }
+  if (Status s = dropout_forward(name(), noise, state_, ctx, x, y); !ok(s)) {
+    return s;
   }
   out->y = y->view();
   return Status::kSuccess;
@@ -539,7 +545,13 @@ Status DecayingDropout::weights_loaded(cudaStream_t stream) {
     return set_error(Status::kErrorInvalidValue, "%s: iterations: %lld is negative", name().c_str(),
                      static_cast<long long>(iterations));
   }
-  if (Status s = init_state(iterations, stream); !ok(s)) {
+  // The redraw counter is kept (it is not a weight): a frozen layer's calls after a reload do not repeat
+  // the redraw streams its earlier frozen calls used.
+  dropout::DropoutState current{};
+  if (Status s = read_dropout_state(name(), state_, &current, stream); !ok(s)) {
+    return s;
+  }
+  if (Status s = init_state(iterations, current.redraws, stream); !ok(s)) {
     return s;
   }
   // A setup step: later calls may come on another stream, so the new state must be in place.

@@ -87,6 +87,7 @@ cd::DropoutInitArgs to_cpp_args(const culayersDropoutInitArgs_t& a, Status*) {
   r.decay_rate = a.decay_rate;
   r.decay_interval = a.decay_interval;
   r.iterations = a.iterations;
+  r.redraws = a.redraws;
   return r;
 }
 
@@ -99,6 +100,7 @@ cd::DropoutUpdateArgs to_cpp_args(const culayersDropoutUpdateArgs_t& a, Status*)
 cd::DropoutRedrawArgs to_cpp_args(const culayersDropoutRedrawArgs_t& a, Status*) {
   cd::DropoutRedrawArgs r;
   r.state = to_cpp(a.state);
+  r.to_schedule = a.to_schedule != 0;
   return r;
 }
 
@@ -174,6 +176,7 @@ void culayersDropoutInitArgsInit(culayersDropoutInitArgs_t* args) {
   args->decay_rate = d.decay_rate;
   args->decay_interval = d.decay_interval;
   args->iterations = d.iterations;
+  args->redraws = d.redraws;
 }
 
 culayersStatus_t culayersDropoutInitCanImplement(const culayersDropoutInitArgs_t* args) {

@@ -11,7 +11,8 @@
 //   run(DropoutInitArgs{state, seed, ...})            once, before the first step
 //   run(DropoutForwardArgs{x, y, ..., state})         call k: keep rate of iteration k, stream k
 //   run(DropoutUpdateArgs{state})                     iterations += 1, next keep rate
-//   (a frozen layer instead: run(DropoutRedrawArgs{state}), a fresh stream at the same keep rate)
+//   (a frozen layer instead: run(DropoutRedrawArgs{state}), a fresh stream at the same keep rate;
+//    DropoutRedrawArgs{state, true} returns to stream k before the next unfrozen call)
 //   ...
 //   run(DropoutBackwardArgs{dy, dx, ..., state})      regenerates call k's mask (the forward recorded
 //                                                     its parameters in the state's last_* fields)
@@ -46,7 +47,7 @@ inline constexpr std::uint64_t kThresholdKeepAll = 1ull << 32;
 ///   current call       init and the update op, from        read by the forward
 ///                      `iterations`; the redraw op
 ///                      replaces only its stream
-///   redraws            init (0); the redraw op (+= 1)
+///   redraws            init; the redraw op (+= 1)
 ///   last_*             the forward (copies the current     read by the backward
 ///                      call's parameters); init sets them
 ///                      equal to the current call's and
@@ -93,6 +94,8 @@ struct DropoutInitArgs {
   double decay_rate = 1.0;        ///< clamped to [0, 1] (as Keras's DecayingDropout); 1 = fixed rate; not NaN
   std::int64_t decay_interval = 10000; ///< > 0
   std::int64_t iterations = 0;         ///< starting value of the counter, >= 0 (0 for a new layer)
+  std::uint64_t redraws = 0;           ///< starting value of the redraw counter (a re-initialized state
+                                       ///< that keeps its count keeps drawing unused redraw streams)
 };
 
 /// The update op: iterations += 1 (saturating at 2^63 - 1), then the current call's stream, keep rate,
@@ -105,10 +108,12 @@ struct DropoutUpdateArgs {
 /// The redraw op: a fresh draw without a step of the schedule (a frozen DecayingDropout's training calls,
 /// which Keras runs with new noise at an unchanged rate): redraws += 1 and the current call's stream
 /// becomes 2^63 + redraws, a stream no schedule step k < 2^63 uses; iterations, keep rate, threshold,
-/// scale and last_* stay. The next update op sets the stream back to the new iteration's. One 1-thread
-/// kernel.
+/// scale and last_* stay. The next update op sets the stream back to the new iteration's; so does this op
+/// with `to_schedule` (stream = iterations, nothing else changes: e.g. before the first trainable call
+/// after frozen ones, so that call k draws from stream k whatever came before). One 1-thread kernel.
 struct DropoutRedrawArgs {
   DropoutState* state = nullptr;
+  bool to_schedule = false;
 };
 
 /// y = keep ? x * scale : +0.0 over a contiguous (row-major) tensor, with the mask drawn on

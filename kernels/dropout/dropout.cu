@@ -65,6 +65,7 @@ struct InitValues {
   double decay_rate;
   std::int64_t decay_interval;
   std::int64_t iterations;
+  std::uint64_t redraws;
 };
 
 CULAYERS_GLOBAL void dropout_init_kernel(DropoutState* s, InitValues v) {
@@ -83,7 +84,7 @@ CULAYERS_GLOBAL void dropout_init_kernel(DropoutState* s, InitValues v) {
   store(&s->last_scale, load(&s->scale));
   store(&s->reserved1, 0u);
   store(&s->last_iteration, static_cast<std::int64_t>(-1));
-  store(&s->redraws, static_cast<std::uint64_t>(0));
+  store(&s->redraws, v.redraws);
 }
 
 CULAYERS_GLOBAL void dropout_update_kernel(DropoutState* s) {
@@ -93,8 +94,13 @@ CULAYERS_GLOBAL void dropout_update_kernel(DropoutState* s) {
   write_current(s, load(&s->initial_keep_rate), load(&s->decay_rate), load(&s->decay_interval), k);
 }
 
-/// A fresh stream for the current call, outside the schedule's [0, 2^63): 2^63 + redraws.
-CULAYERS_GLOBAL void dropout_redraw_kernel(DropoutState* s) {
+/// A fresh stream for the current call, outside the schedule's [0, 2^63): 2^63 + redraws; or, with
+/// to_schedule, the schedule's stream of the current iteration again.
+CULAYERS_GLOBAL void dropout_redraw_kernel(DropoutState* s, int to_schedule) {
+  if (to_schedule != 0) {
+    store(&s->stream, static_cast<std::uint64_t>(load(&s->iterations)));
+    return;
+  }
   const std::uint64_t r = load(&s->redraws) + 1;
   store(&s->redraws, r);
   store(&s->stream, (std::uint64_t{1} << 63) | (r & ((std::uint64_t{1} << 63) - 1)));
@@ -519,9 +525,13 @@ Status run(const DropoutInitArgs& args, void*, std::size_t, cudaStream_t stream)
   if (Status s = can_implement(args); !ok(s)) {
     return s;
   }
-  const kd::InitValues v{
-      args.seed,           args.offset,    args.initial_keep_rate, kd::clamp_decay(args.decay_rate),
-      args.decay_interval, args.iterations};
+  const kd::InitValues v{args.seed,
+                         args.offset,
+                         args.initial_keep_rate,
+                         kd::clamp_decay(args.decay_rate),
+                         args.decay_interval,
+                         args.iterations,
+                         args.redraws};
   return kernels::check_launch(
       CULAYERS_LAUNCH(kd::dropout_init_kernel, dim3(1), dim3(1), 0, stream, args.state, v), kd::kInitOp);
 }
@@ -538,8 +548,9 @@ Status run(const DropoutRedrawArgs& args, void*, std::size_t, cudaStream_t strea
   if (Status s = can_implement(args); !ok(s)) {
     return s;
   }
-  return kernels::check_launch(
-      CULAYERS_LAUNCH(kd::dropout_redraw_kernel, dim3(1), dim3(1), 0, stream, args.state), kd::kRedrawOp);
+  return kernels::check_launch(CULAYERS_LAUNCH(kd::dropout_redraw_kernel, dim3(1), dim3(1), 0, stream,
+                                               args.state, args.to_schedule ? 1 : 0),
+                               kd::kRedrawOp);
 }
 
 Status run(const DropoutForwardArgs& args, void*, std::size_t, cudaStream_t stream) {

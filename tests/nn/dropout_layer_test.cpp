@@ -456,9 +456,10 @@ TEST(DecayingDropoutLayer, KeepRateAfterKTrainingCallsFollowsTheSchedule) {
 }
 
 // A frozen layer keeps its schedule (iteration 1's keep rate, no update op) but, as Keras's dropout,
-// draws new noise on every training call: call 0 frozen uses stream 1 (prepared by the last update), the
-// next ones 2^63 + 1, 2^63 + 2 (redraws). Unfrozen again, the next call uses the stream the last redraw
-// prepared, then the update op moves to iteration 2.
+// draws new noise on every training call, each from a redraw stream: 2^63 + 1, + 2, + 3, never a schedule
+// stream. Unfrozen again, call 1 draws from stream 1 (as an unfrozen layer's call 1 did, and as a layer
+// loaded at iteration 1 does), then the update op moves to iteration 2. The redraw count survives
+// weights_loaded, so a reloaded frozen layer does not repeat earlier redraw streams.
 TEST(DecayingDropoutLayer, FrozenLayerKeepsItsRateAndDrawsFreshMasks) {
   auto rng = rng_for_test();
   const Shape shape{3, 4, 8};
@@ -473,7 +474,7 @@ TEST(DecayingDropoutLayer, FrozenLayerKeepsItsRateAndDrawsFreshMasks) {
   layer.set_trainable(false);
   std::vector<std::vector<std::uint8_t>> masks;
   const std::uint64_t high = std::uint64_t{1} << 63;
-  const std::uint64_t streams[] = {1, high + 1, high + 2};
+  const std::uint64_t streams[] = {high + 1, high + 2, high + 3};
   for (int i = 0; i < 3; ++i) {
     // The output buffer poisoned (NaN) first: a frozen call that skipped its kernel would leave it.
     ASSERT_EQ(
@@ -493,17 +494,35 @@ TEST(DecayingDropoutLayer, FrozenLayerKeepsItsRateAndDrawsFreshMasks) {
           << "frozen calls must draw fresh masks";
     }
   }
+  // The same calls on a layer that was never frozen: its call 1 draws the mask the unfrozen call 1 draws.
+  nn::DecayingDropout never_frozen(layer.options());
+  nn::LayerOutput reference;
+  ASSERT_EQ(never_frozen.call(ctx, xv, {}, &reference), Status::kSuccess);
+  ASSERT_EQ(never_frozen.call(ctx, xv, {}, &reference), Status::kSuccess);
   layer.set_trainable(true);
   ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess);
   cd::DropoutState s = state_of(layer);
-  EXPECT_EQ(s.last_stream, high + 3) << "the stream the last redraw prepared";
+  EXPECT_EQ(s.last_stream, 1u) << "call k draws from stream k, frozen calls or not";
   EXPECT_EQ(s.last_iteration, 1);
   EXPECT_EQ(s.iterations, 2);
   EXPECT_EQ(s.stream, 2u);
+  EXPECT_EQ(s.redraws, 3u);
+  const std::vector<float> y1 = download<float>(out.y);
+  EXPECT_TRUE(td::compare_bits(y1, download<float>(reference.y), y1.size()).empty())
+      << "the unfrozen call 1 differs from a never-frozen layer's call 1";
   ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess);
   s = state_of(layer);
   EXPECT_EQ(s.last_stream, 2u) << "the schedule's streams resume";
   EXPECT_EQ(s.iterations, 3);
+  // Reloaded (the counter written back, as loading weights does) and frozen again: the redraw streams
+  // continue after the ones already used.
+  ASSERT_EQ(layer.sync_weights(nullptr), Status::kSuccess);
+  ASSERT_EQ(layer.weights_loaded(nullptr), Status::kSuccess) << culayers::last_error_message();
+  layer.set_trainable(false);
+  ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess);
+  s = state_of(layer);
+  EXPECT_EQ(s.iterations, 3);
+  EXPECT_EQ(s.last_stream, high + 4) << "redraw streams are not reused after weights_loaded";
 }
 
 TEST(DecayingDropoutLayer, DecayRateIsClampedAndZeroKeepDropsEverything) {

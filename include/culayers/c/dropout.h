@@ -68,6 +68,7 @@ typedef struct culayersDropoutInitArgs_t {
   double decay_rate;        /* clamped to [0, 1]; not NaN; 1 = fixed keep rate */
   int64_t decay_interval;   /* > 0 */
   int64_t iterations;       /* starting counter value, >= 0 */
+  uint64_t redraws;         /* starting redraw counter (0 for a new state) */
 } culayersDropoutInitArgs_t;
 
 /* The update op: iterations += 1 and the next call's keep rate, computed on the device. */
@@ -76,9 +77,11 @@ typedef struct culayersDropoutUpdateArgs_t {
 } culayersDropoutUpdateArgs_t;
 
 /* The redraw op: a fresh draw without a schedule step (redraws += 1, stream = 2^63 + redraws; iterations
- * and the keep rate stay), for a frozen layer's training calls (culayers::dropout::DropoutRedrawArgs). */
+ * and the keep rate stay), for a frozen layer's training calls; with to_schedule nonzero, back to the
+ * schedule's stream instead (stream = iterations) (culayers::dropout::DropoutRedrawArgs). */
 typedef struct culayersDropoutRedrawArgs_t {
   culayersDropoutState_t* state;
+  int to_schedule;
 } culayersDropoutRedrawArgs_t;
 
 /* y = keep ? x * scale : +0.0 over a contiguous tensor; the mask is drawn on the noise shape and

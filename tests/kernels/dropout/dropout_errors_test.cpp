@@ -250,7 +250,9 @@ TEST(DropoutCApi, MatchesTheCppApi) {
   culayersDropoutInitArgsInit(&init);
   EXPECT_EQ(init.initial_keep_rate, 1.0);
   EXPECT_EQ(init.decay_rate, 1.0);
+  EXPECT_EQ(init.redraws, 0u);
   init.state = s_c.get();
+  init.redraws = 5; // a kept redraw count: the redraw at step 2 gives stream 2^63 + 6 on both sides
   init.seed = seed;
   init.initial_keep_rate = 0.7;
   init.decay_rate = 0.9;
@@ -266,6 +268,7 @@ TEST(DropoutCApi, MatchesTheCppApi) {
   cpp_init.initial_keep_rate = 0.7;
   cpp_init.decay_rate = 0.9;
   cpp_init.decay_interval = 3;
+  cpp_init.redraws = 5;
   ASSERT_EQ(cd::run(cpp_init, nullptr, 0, nullptr), Status::kSuccess);
 
   culayersDropoutForwardArgs_t f;
@@ -312,10 +315,11 @@ TEST(DropoutCApi, MatchesTheCppApi) {
   bc.state = s_cpp.get();
 
   for (int step = 0; step < 4; ++step) {
-    if (step == 2) { // a redraw before this step's forward, on both sides
-      const culayersDropoutRedrawArgs_t r{s_c.get()};
+    if (step == 2 || step == 3) { // a redraw before this step's forward, on both sides; then back
+      const culayersDropoutRedrawArgs_t r{s_c.get(), step == 3 ? 1 : 0};
       cd::DropoutRedrawArgs rc;
       rc.state = s_cpp.get();
+      rc.to_schedule = step == 3;
       ASSERT_EQ(culayersDropoutRedraw(&r, nullptr, 0, nullptr), CULAYERS_STATUS_SUCCESS);
       ASSERT_EQ(cd::run(rc, nullptr, 0, nullptr), Status::kSuccess);
     }
@@ -348,7 +352,7 @@ TEST(DropoutCApi, Errors) {
   culayersDropoutUpdateArgs_t u{nullptr};
   EXPECT_EQ(culayersDropoutUpdateWorkspaceSize(&u, nullptr), CULAYERS_STATUS_NULL_POINTER);
   EXPECT_EQ(culayersDropoutUpdate(&u, nullptr, 0, nullptr), CULAYERS_STATUS_NULL_POINTER);
-  culayersDropoutRedrawArgs_t r{nullptr};
+  culayersDropoutRedrawArgs_t r{nullptr, 0};
   EXPECT_EQ(culayersDropoutRedrawCanImplement(nullptr), CULAYERS_STATUS_NULL_POINTER);
   EXPECT_EQ(culayersDropoutRedrawWorkspaceSize(&r, nullptr), CULAYERS_STATUS_NULL_POINTER);
   EXPECT_EQ(culayersDropoutRedraw(&r, nullptr, 0, nullptr), CULAYERS_STATUS_NULL_POINTER);

@@ -169,11 +169,31 @@ TEST(DropoutSchedule, RedrawChangesOnlyTheStreamAndTheCounterSaturates) {
     s.stream = before.stream;
     EXPECT_EQ(std::memcmp(&s, &before, sizeof(s)), 0) << "redraw " << r << " changed another field";
   }
+  // to_schedule: back to iteration 11's stream, the redraw count kept, nothing else changed.
+  ASSERT_EQ(state.redraw(nullptr, true), Status::kSuccess);
+  {
+    cd::DropoutState s = state.read();
+    EXPECT_EQ(s.stream, 11u);
+    EXPECT_EQ(s.redraws, 3u);
+    s.redraws = before.redraws;
+    EXPECT_EQ(std::memcmp(&s, &before, sizeof(s)), 0) << "to_schedule changed another field";
+  }
+  // An init that keeps a redraw count continues from it.
+  {
+    cd::DropoutInitArgs kept = init;
+    kept.redraws = 3;
+    DeviceState again(kept);
+    ASSERT_EQ(again.init_status(), Status::kSuccess);
+    EXPECT_EQ(again.read().redraws, 3u);
+    ASSERT_EQ(again.redraw(), Status::kSuccess);
+    EXPECT_EQ(again.read().stream, (std::uint64_t{1} << 63) + 4);
+  }
+  ASSERT_EQ(state.redraw(), Status::kSuccess); // redraw 4, then the update returns to the schedule
   ASSERT_EQ(state.update(), Status::kSuccess);
   const cd::DropoutState next = state.read();
   EXPECT_EQ(next.iterations, 12);
   EXPECT_EQ(next.stream, 12u);
-  EXPECT_EQ(next.redraws, 3u);
+  EXPECT_EQ(next.redraws, 4u);
   EXPECT_EQ(next.keep_rate, next.keep_rate); // computed (not NaN)
   EXPECT_LT(next.keep_rate, before.keep_rate);
 

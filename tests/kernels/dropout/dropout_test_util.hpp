@@ -124,9 +124,10 @@ class DeviceState {
     u.state = buf_.get();
     return cd::run(u, nullptr, 0, stream);
   }
-  Status redraw(cudaStream_t stream = nullptr) const {
+  Status redraw(cudaStream_t stream = nullptr, bool to_schedule = false) const {
     cd::DropoutRedrawArgs r;
     r.state = buf_.get();
+    r.to_schedule = to_schedule;
     return cd::run(r, nullptr, 0, stream);
   }
 
