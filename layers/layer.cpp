@@ -454,10 +454,23 @@ Status read_base_config(const Json& config, std::string* name, bool* trainable, 
     *trainable = it->get<bool>();
   }
   if (const auto it = config.find("dtype"); it != config.end() && !it->is_null()) {
-    if (!it->is_string()) {
-      return set_error(Status::kErrorParse, "layer config: \"dtype\" is not a string");
+    // A name, or a dtype policy object as Keras 3 ({"class_name": "DTypePolicy", "config": {"name": ...}})
+    // and tf.keras 2's mixed precision ({"class_name": "Policy", ...}) write it. A mixed policy computes
+    // in its half type (the layers' weights are float32 anyway).
+    const Json* named = &*it;
+    if (it->is_object()) {
+      const auto cfg = it->find("config");
+      named = cfg != it->end() && cfg->is_object() && cfg->contains("name") ? &(*cfg)["name"] : nullptr;
     }
-    const std::string d = it->get<std::string>();
+    if (named == nullptr || !named->is_string()) {
+      return set_error(
+          Status::kErrorParse,
+          "layer config: \"dtype\" is not a string or a dtype policy {\"config\": {\"name\": ...}}");
+    }
+    std::string d = named->get<std::string>();
+    if (d.rfind("mixed_", 0) == 0) {
+      d = d.substr(6);
+    }
     bool found = false;
     for (DType t : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
       if (d == dtype_name(t)) {
@@ -467,7 +480,8 @@ Status read_base_config(const Json& config, std::string* name, bool* trainable, 
     }
     if (!found) {
       return set_error(Status::kErrorParse,
-                       "layer config: \"dtype\" \"%s\" is not float32, float16 or bfloat16", d.c_str());
+                       "layer config: \"dtype\" \"%s\" is not float32, float16 or bfloat16 (or mixed_...)",
+                       named->get<std::string>().c_str());
     }
   }
   return Status::kSuccess;

@@ -385,7 +385,36 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
     return set_error(Status::kErrorParse, "sequential from_json: \"layers\" is missing or not an array");
   }
   auto model = std::make_unique<Sequential>(name);
+  // Keras writes the model's input as an InputLayer entry first (tf.keras 2: "batch_input_shape", Keras 3:
+  // "batch_shape"): its shape builds the model when there is no "build_input_shape"; it adds no layer.
+  const Json* input_shape = nullptr;
+  const char* input_shape_key = "build_input_shape";
+  for (std::size_t i = 0; i < layers_it->size(); ++i) {
+    const Json& lj = (*layers_it)[i];
+    if (!lj.is_object() || lj.value("class_name", Json()) != "InputLayer") {
+      continue;
+    }
+    const Json empty = Json::object();
+    const Json& ic = lj.contains("config") ? lj["config"] : empty;
+    if (i != 0) {
+      return set_error(Status::kErrorParse,
+                       "sequential from_json: \"layers\"[%zu]: an InputLayer must come first", i);
+    }
+    if (ic.value("sparse", false) == true || ic.value("ragged", false) == true) {
+      return set_error(Status::kErrorNotSupported,
+                       "sequential from_json: InputLayer: sparse or ragged inputs are not supported");
+    }
+    for (const char* key : {"batch_input_shape", "batch_shape"}) {
+      if (const auto it = ic.find(key); it != ic.end() && !it->is_null()) {
+        input_shape = &*it;
+        input_shape_key = key;
+      }
+    }
+  }
   for (const Json& lj : *layers_it) {
+    if (lj.is_object() && lj.value("class_name", Json()) == "InputLayer") {
+      continue;
+    }
     std::unique_ptr<Layer> layer;
     if (Status s = layer_from_json(lj, &layer); !ok(s)) {
       return s;
@@ -395,29 +424,35 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
     }
   }
   if (const auto it = config.find("build_input_shape"); it != config.end() && !it->is_null()) {
-    if (!it->is_array() || it->empty() || it->size() > static_cast<std::size_t>(kMaxRank)) {
+    input_shape = &*it;
+    input_shape_key = "build_input_shape";
+  }
+  if (input_shape != nullptr) {
+    const Json& j = *input_shape;
+    const char* key = input_shape_key;
+    if (!j.is_array() || j.empty() || j.size() > static_cast<std::size_t>(kMaxRank)) {
       return set_error(Status::kErrorParse,
-                       "sequential from_json: \"build_input_shape\" is not a list of 1 to %d dimensions",
-                       kMaxRank);
+                       "sequential from_json: \"%s\" is not a list of 1 to %d dimensions", key, kMaxRank);
     }
     std::vector<std::int64_t> dims;
-    for (std::size_t i = 0; i < it->size(); ++i) {
-      const Json& d = (*it)[i];
-      if (i == 0 && d.is_null()) {
+    bool variable = false; // a null extent past the batch axis (e.g. Keras's variable-length steps)
+    for (std::size_t i = 0; i < j.size(); ++i) {
+      const Json& d = j[i];
+      if (d.is_null()) {
         dims.push_back(1); // the batch axis is not part of the model
+        variable = variable || i > 0;
       } else if (d.is_number_integer() && d.get<std::int64_t>() >= 0) {
         dims.push_back(d.get<std::int64_t>());
       } else {
         return set_error(Status::kErrorParse,
-                         "sequential from_json: \"build_input_shape\"[%zu] is not a non-negative integer%s",
-                         i, i == 0 ? " or null" : "");
+                         "sequential from_json: \"%s\"[%zu] is not a non-negative integer or null", key, i);
       }
     }
     Shape shape{};
     if (Status s = Shape::make(dims.data(), static_cast<int>(dims.size()), &shape); !ok(s)) {
-      return set_error(s, "sequential from_json: \"build_input_shape\": invalid shape");
+      return set_error(s, "sequential from_json: \"%s\": invalid shape", key);
     }
-    if (Status s = model->build(shape, stream); !ok(s)) {
+    if (Status s = variable ? Status::kSuccess : model->build(shape, stream); !ok(s)) {
       return s;
     }
   }

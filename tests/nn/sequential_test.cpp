@@ -375,6 +375,72 @@ TEST(Sequential, BadConfigsAreClearErrors) {
   EXPECT_EQ(model, nullptr);
 }
 
+// Configs as Keras writes them: tf.keras 2 puts an InputLayer with "batch_input_shape" first (and writes a
+// mixed-precision policy as a Policy object), Keras 3 an InputLayer with "batch_shape" and every dtype as
+// a DTypePolicy object. The InputLayer adds no layer; its shape builds the model unless an extent past the
+// batch is null (variable steps: the first call builds it).
+TEST(Sequential, KerasWrittenConfigsLoad) {
+  const Json input2 = {{"class_name", "InputLayer"},
+                       {"config",
+                        {{"batch_input_shape", Json::array({nullptr, kT, kF})},
+                         {"dtype", "float32"},
+                         {"sparse", false},
+                         {"ragged", false},
+                         {"name", "input_1"}}}};
+  Json keras2 = demo_config();
+  keras2["config"]["layers"].insert(keras2["config"]["layers"].begin(), input2);
+  keras2["config"]["layers"][2]["config"]["dtype"] = {{"class_name", "Policy"},
+                                                      {"config", {{"name", "mixed_float16"}}}};
+  std::unique_ptr<nn::Sequential> model = make_model(keras2);
+  ASSERT_TRUE(model);
+  EXPECT_EQ(model->size(), 5u) << "the InputLayer adds no layer";
+  EXPECT_TRUE(model->built());
+  EXPECT_EQ(model->to_json()["config"]["build_input_shape"], Json::array({nullptr, kT, kF}));
+  EXPECT_EQ(model->layer(1).dtype(), DType::kFloat16) << "mixed_float16 computes in float16";
+  EXPECT_EQ(model->layer(0).dtype(), DType::kFloat32);
+
+  const Json policy = {{"module", "keras"},
+                       {"class_name", "DTypePolicy"},
+                       {"config", {{"name", "float32"}}},
+                       {"registered_name", nullptr}};
+  Json keras3 = demo_config();
+  for (Json& l : keras3["config"]["layers"]) {
+    l["config"]["dtype"] = policy;
+  }
+  keras3["config"]["layers"].insert(
+      keras3["config"]["layers"].begin(),
+      Json{{"class_name", "InputLayer"},
+           {"config",
+            {{"batch_shape", Json::array({nullptr, nullptr, kF})}, {"dtype", policy}, {"name", "in"}}}});
+  model = make_model(keras3);
+  ASSERT_TRUE(model);
+  EXPECT_EQ(model->size(), 5u);
+  EXPECT_FALSE(model->built()) << "variable steps: built by the first call";
+  auto rng = culayers::test::rng_for_test();
+  Inputs in = make_inputs(rng);
+  nn::LayerOutput out{};
+  ASSERT_EQ(model->call(nullptr, in.view, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_TRUE(model->built());
+  EXPECT_EQ(out.y.shape(), (Shape{kB, kF}));
+
+  // An InputLayer elsewhere, a sparse one, a policy without a name: clear errors.
+  Json late = demo_config();
+  late["config"]["layers"].push_back(input2);
+  EXPECT_EQ(nn::Sequential::from_json(late, &model), Status::kErrorParse);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("InputLayer must come first"),
+            std::string::npos);
+  Json sparse = keras2;
+  sparse["config"]["layers"][0]["config"]["sparse"] = true;
+  EXPECT_EQ(nn::Sequential::from_json(sparse, &model), Status::kErrorNotSupported);
+  Json nameless = demo_config();
+  nameless["config"]["layers"][0]["config"]["dtype"] = {{"class_name", "DTypePolicy"},
+                                                        {"config", Json::object()}};
+  EXPECT_EQ(nn::Sequential::from_json(nameless, &model), Status::kErrorParse);
+  Json int8 = demo_config();
+  int8["config"]["layers"][0]["config"]["dtype"] = "mixed_int8";
+  EXPECT_EQ(nn::Sequential::from_json(int8, &model), Status::kErrorParse);
+}
+
 TEST(Sequential, InferenceRunsNoUpdateAndDropoutIsIdentity) {
   auto model = make_model(with_build_shape(demo_config()));
   ASSERT_TRUE(model);
