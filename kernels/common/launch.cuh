@@ -132,7 +132,14 @@ inline bool dependent_launch_enabled(int device) {
     const char* v = std::getenv("CULAYERS_NO_PDL");
     const bool env_off = v != nullptr && v[0] != '\0' && !(v[0] == '0' && v[1] == '\0');
     int driver = 0;
-    return !env_off && cudaDriverGetVersion(&driver) == cudaSuccess && driver >= 12030;
+    if (env_off) {
+      return false;
+    }
+    if (cudaDriverGetVersion(&driver) != cudaSuccess) {
+      (void)cudaGetLastError(); // the query's own error, not left for the caller
+      return false;
+    }
+    return driver >= 12030;
   }();
   if (!allowed || device < 0 || device >= 64) {
     return false;
@@ -141,10 +148,11 @@ inline bool dependent_launch_enabled(int device) {
   signed char known = state.load(std::memory_order_relaxed);
   if (known == 0) {
     int major = 0;
-    known =
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9
-            ? 1
-            : -1;
+    const cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError(); // the query's own error, not left for the caller
+    }
+    known = e == cudaSuccess && major >= 9 ? 1 : -1;
     state.store(known, std::memory_order_relaxed);
   }
   return known > 0;
