@@ -262,7 +262,8 @@ def group_norm_goals(cases):
     measured = [r for r in row.results if r is not None]
     row.emit(fam, "(not an issue target) channels-last forward faster than the NHWC sum / sum-of-squares peer",
              f"{sum(1 for r in measured if r)} of {len(measured)} cases faster; " + "; ".join(row.parts)
-             if measured else "no nhwc_sums case in these results")
+             if measured else ("no nhwc_sums case measured (errored, or ours missing)" if any("nhwc_sums" in v for v in configs.values())
+                               else "no nhwc_sums case in these results"))
 
 
 _VARIANT = re.compile(r"/(ours[a-z_]*?)_(no_tile|no_small|no_pdl)$")

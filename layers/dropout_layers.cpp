@@ -413,7 +413,6 @@ Status DecayingDropout::compute_output_shape(const Shape& input_shape, Shape* ou
 }
 
 Status DecayingDropout::init_state(std::int64_t iterations, std::uint64_t redraws, cudaStream_t stream) {
-  off_schedule_ = false; // the init op sets the stream of iteration `iterations`
   return init_dropout_state(name(), state_, effective_seed_, options_.initial_keep_rate, options_.decay_rate,
                             options_.decay_interval, iterations, stream, redraws);
 }
@@ -489,19 +488,26 @@ Status DecayingDropout::do_call(const CallContext& ctx, const ConstTensorView& x
     return Status::kSuccess;
   }
   // A frozen layer runs no update op, so its schedule stays at iteration k; Keras still draws new noise
-  // on every training call: each frozen call first takes a fresh stream (2^63 + r) at the same keep rate,
-  // never a schedule stream. The next trainable call k returns to stream k, as if the frozen calls had not
-  // happened (the spec's "stream of call k is k": the mask a layer loaded at iteration k draws too).
-  if (!trainable() || off_schedule_) {
-    dropout::DropoutRedrawArgs op;
-    op.to_schedule = trainable();
-    if (Status s = run_state_op(name(), state_, ctx.stream, op); !ok(s)) {
+  // on every training call: a frozen call takes a fresh stream (2^63 + r) at the same keep rate, never a
+  // schedule stream, and puts stream k back after its forward. So the state is on the schedule after every
+  // call, whatever mix of eager calls and graph replays (captured frozen or not) ran: the next trainable
+  // call k draws from stream k (the spec's "stream of call k is k", and the mask a layer loaded at iteration
+  // k draws too).
+  const bool frozen = !trainable();
+  if (frozen) {
+    if (Status s = run_state_op<dropout::DropoutRedrawArgs>(name(), state_, ctx.stream); !ok(s)) {
       return s;
     }
-    off_schedule_ = !trainable();
   }
   if (Status s = dropout_forward(name(), noise, state_, ctx, x, y); !ok(s)) {
     return s;
+  }
+  if (frozen) {
+    dropout::DropoutRedrawArgs back;
+    back.to_schedule = true;
+    if (Status s = run_state_op(name(), state_, ctx.stream, back); !ok(s)) {
+      return s;
+    }
   }
   out->y = y->view();
   return Status::kSuccess;

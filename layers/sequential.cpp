@@ -400,9 +400,20 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
       return set_error(Status::kErrorParse,
                        "sequential from_json: \"layers\"[%zu]: an InputLayer must come first", i);
     }
-    if (ic.value("sparse", false) == true || ic.value("ragged", false) == true) {
-      return set_error(Status::kErrorNotSupported,
-                       "sequential from_json: InputLayer: sparse or ragged inputs are not supported");
+    if (!ic.is_object()) {
+      return set_error(Status::kErrorParse, "sequential from_json: InputLayer: \"config\" is not an object");
+    }
+    for (const char* key : {"sparse", "ragged"}) {
+      if (const auto it = ic.find(key); it != ic.end() && !it->is_null()) {
+        if (!it->is_boolean()) {
+          return set_error(Status::kErrorParse, "sequential from_json: InputLayer: \"%s\" is not a boolean",
+                           key);
+        }
+        if (it->get<bool>()) {
+          return set_error(Status::kErrorNotSupported,
+                           "sequential from_json: InputLayer: %s inputs are not supported", key);
+        }
+      }
     }
     for (const char* key : {"batch_input_shape", "batch_shape"}) {
       if (const auto it = ic.find(key); it != ic.end() && !it->is_null()) {

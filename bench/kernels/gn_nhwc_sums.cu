@@ -154,10 +154,6 @@ CULAYERS_GLOBAL void scale_kernel(const T* __restrict__ x, T* __restrict__ y, co
   }
 }
 
-std::size_t element_bytes(DType d) {
-  return d == DType::kFloat32 ? 4 : 2;
-}
-
 bool aligned(const void* p, std::size_t bytes) {
   return reinterpret_cast<std::uintptr_t>(p) % bytes == 0;
 }
@@ -206,7 +202,7 @@ Status nhwc_sums_plan(const NhwcSumsProblem& p, int sm_count, NhwcSumsPlan* plan
                              static_cast<long long>(p.n));
   }
   const std::int64_t cpg = p.c / p.groups;
-  const std::size_t eb = element_bytes(p.dtype);
+  const std::size_t eb = dtype_size(p.dtype);
   const int vec = cpg % 2 == 0 && aligned(p.x, 2 * eb) && aligned(p.y, 2 * eb) ? 2 : 1;
   if (cpg / vec > kMaxThreads) {
     return detail::set_error(Status::kErrorInvalidValue,
@@ -229,7 +225,7 @@ Status nhwc_sums_plan(const NhwcSumsProblem& p, int sm_count, NhwcSumsPlan* plan
       static_cast<std::int64_t>(sm_count) * std::max(1, kThreadsPerSm / plan->threads);
   const std::int64_t columns = static_cast<std::int64_t>(plan->grid_x) * plan->grid_z;
   const std::int64_t hw_blocks =
-      std::clamp<std::int64_t>((target + columns - 1) / columns, 1, std::max<std::int64_t>(p.hw, 1));
+      std::clamp<std::int64_t>((target + columns - 1) / columns, 1, std::clamp<std::int64_t>(p.hw, 1, 65535));
   plan->hw_per_block = std::max<std::int64_t>((p.hw + hw_blocks - 1) / hw_blocks, 1);
   plan->grid_y =
       static_cast<unsigned>(std::max<std::int64_t>((p.hw + plan->hw_per_block - 1) / plan->hw_per_block, 1));

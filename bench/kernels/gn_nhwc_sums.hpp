@@ -16,10 +16,10 @@
 // channels per block, is the largest divisor of C that is a multiple of C / G with Cb / V <= 512 threads
 // (the plugins fix it at 256, 320 or 480 and reject other C; this version takes any C divisible by G
 // whose group fits in one block). The HW range per block is chosen so that the grid fills every SM
-// once at 2048 resident threads.
+// once at 2048 resident threads (at most 65535 ranges: the grid's y limit).
 //
 // Built with nvcc (culayers_roofline_cuda) and against the emulator (culayers_roofline_emulated), so the
-// emulated tests check it against a double-precision reference (tests/kernels/bench_baselines_test.cpp).
+// emulated tests check it against a double-precision reference (tests/bench/nhwc_sums_baseline_test.cpp).
 // Enqueues on the caller's stream, never allocates, never synchronizes.
 #pragma once
 

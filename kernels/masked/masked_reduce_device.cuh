@@ -105,22 +105,9 @@ struct AccTraits<AccKind::kMoments> {
     a.mean += __fdividef(delta, a.count);
     a.m2 += delta * (v - a.mean);
   }
-  // Chan's merge; not commutative bit for bit, so callers fix the order.
-  static CULAYERS_DEVICE State merge(const State& a, const State& b) {
-    if (b.count == 0.0f) {
-      return a;
-    }
-    if (a.count == 0.0f) {
-      return b;
-    }
-    Welford out;
-    out.count = a.count + b.count;
-    const float wb = __fdividef(b.count, out.count);
-    const float delta = b.mean - a.mean;
-    out.mean = a.mean + delta * wb;
-    out.m2 = a.m2 + b.m2 + delta * (delta * (a.count * wb)); // weight first: no needless overflow of delta^2
-    return out;
-  }
+  // Chan's merge (the fast-divide one of kernels/common); not commutative bit for bit, so callers fix the
+  // order.
+  static CULAYERS_DEVICE State merge(const State& a, const State& b) { return welford_merge<true>(a, b); }
   static CULAYERS_DEVICE State shfl_down(const State& a, unsigned delta) {
     return Welford{__shfl_down_sync(kFullMask, a.mean, delta), __shfl_down_sync(kFullMask, a.m2, delta),
                    __shfl_down_sync(kFullMask, a.count, delta)};

@@ -35,8 +35,10 @@ struct Case {
   int offset; // elements by which x and y are shifted from their allocations
 };
 
+// sms: the SM count the plan is made for (the device's, or 1: fewer, longer HW ranges, so the kernels'
+// 4-row unrolled loops run as well as their tails).
 template <class T>
-void run_case(const Case& k, std::mt19937_64& rng) {
+void run_case(const Case& k, int sms, std::mt19937_64& rng) {
   const std::string what =
       std::string(Dtype<T>::kName) + " N=" + std::to_string(k.n) + " HW=" + std::to_string(k.hw) +
       " C=" + std::to_string(k.c) + " G=" + std::to_string(k.g) + (k.affine ? " affine" : "") +
@@ -63,7 +65,7 @@ void run_case(const Case& k, std::mt19937_64& rng) {
     beta[ch] = static_cast<float>(0.5 * uniform(rng));
   }
   DeviceBuffer<T> x_dev(x);
-  DeviceBuffer<T> y_dev(x.size());
+  DeviceBuffer<T> y_dev(x.size() + 1); // one guard element after the view
   DeviceBuffer<float> gamma_dev(gamma);
   DeviceBuffer<float> beta_dev(beta);
   y_dev.fill_bytes(0xff);
@@ -80,9 +82,9 @@ void run_case(const Case& k, std::mt19937_64& rng) {
   p.groups = k.g;
   p.silu = k.silu;
   DeviceBuffer<float> workspace(b::nhwc_sums_workspace_bytes(p) / sizeof(float) + 1);
-  ASSERT_EQ(
-      b::nhwc_sums_group_norm(p, workspace.get(), workspace.bytes(), culayers::test::sm_count(), nullptr),
-      Status::kSuccess)
+  b::NhwcSumsPlan plan;
+  ASSERT_EQ(b::nhwc_sums_plan(p, sms, &plan), Status::kSuccess) << culayers::last_error_message();
+  ASSERT_EQ(b::nhwc_sums_group_norm(p, workspace.get(), workspace.bytes(), sms, nullptr), Status::kSuccess)
       << culayers::last_error_message();
   CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
   const std::vector<T> y = y_dev.download();
@@ -131,6 +133,13 @@ void run_case(const Case& k, std::mt19937_64& rng) {
   for (std::size_t i = 0; i < static_cast<std::size_t>(k.offset) * sizeof(T); ++i) {
     ASSERT_EQ(bytes[i], 0xff) << "before the view";
   }
+  for (std::size_t i = (count + static_cast<std::size_t>(k.offset)) * sizeof(T); i < y.size() * sizeof(T);
+       ++i) {
+    ASSERT_EQ(bytes[i], 0xff) << "after the view";
+  }
+  if (sms == 1 && k.hw >= 20) {
+    EXPECT_GE(plan.hw_per_block, 4) << "the unrolled loops should run";
+  }
 }
 
 const Case kCases[] = {
@@ -146,9 +155,11 @@ const Case kCases[] = {
 TEST(NhwcSumsBaseline, MatchesTheReference) {
   std::mt19937_64 rng = rng_for_test();
   for (const Case& k : kCases) {
-    run_case<float>(k, rng);
-    run_case<__half>(k, rng);
-    run_case<__nv_bfloat16>(k, rng);
+    for (const int sms : {culayers::test::sm_count(), 1}) {
+      run_case<float>(k, sms, rng);
+      run_case<__half>(k, sms, rng);
+      run_case<__nv_bfloat16>(k, sms, rng);
+    }
   }
 }
 

@@ -485,7 +485,8 @@ TEST(DecayingDropoutLayer, FrozenLayerKeepsItsRateAndDrawsFreshMasks) {
     EXPECT_EQ(s.iterations, 1) << "no update op runs for a non-trainable layer";
     EXPECT_EQ(s.last_iteration, 1);
     EXPECT_EQ(s.last_stream, streams[i]);
-    EXPECT_EQ(s.redraws, static_cast<std::uint64_t>(i + 1)) << "one redraw after each frozen call";
+    EXPECT_EQ(s.redraws, static_cast<std::uint64_t>(i + 1)) << "one redraw before each frozen call";
+    EXPECT_EQ(s.stream, 1u) << "stream k is restored after each frozen call";
     EXPECT_TRUE(within_ulps(s.last_keep_rate, cd::scheduled_keep_rate(0.8, 0.7, 2, 1), kDeviceUlps));
     const std::vector<float> y = download<float>(out.y);
     masks.push_back(expect_reference(s, x_host, y, dims_of(shape), {}));
@@ -655,6 +656,59 @@ TEST(DecayingDropoutLayer, GraphReplayEqualsEagerCalls) {
   EXPECT_EQ(value, 7);
   CULAYERS_ASSERT_CUDA(cudaGraphExecDestroy(exec));
   CULAYERS_ASSERT_CUDA(cudaGraphDestroy(graph));
+}
+
+// Freezing between replays of a graph captured trainable (forward + update), and replays of a graph
+// captured frozen (redraw, forward, back to the schedule): the state is on the schedule after every call,
+// so each trainable replay draws call k's stream k and each frozen one a fresh redraw stream, whatever ran
+// before (a host-side flag captured in neither graph would not see the eager calls in between).
+TEST(DecayingDropoutLayer, FreezingBetweenGraphReplaysKeepsTheSchedule) {
+  auto rng = rng_for_test();
+  Stream stream;
+  const Shape shape{2, 5, 8};
+  DeviceBuffer<float> x(td::random_input<float>(rng, static_cast<std::size_t>(shape.numel())));
+  const ConstTensorView xv = ConstTensorView::contiguous(x.get(), DType::kFloat32, shape);
+  nn::DecayingDropout layer(decaying(0.9, 3, 0.8, rng()));
+  nn::CallContext ctx;
+  ctx.stream = stream.get();
+  ctx.phase = nn::Phase::kTraining;
+  nn::LayerOutput out;
+  ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess) << culayers::last_error_message(); // k = 0
+  const auto capture = [&](cudaGraphExec_t* exec) {
+    cudaGraph_t graph = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeGlobal), cudaSuccess);
+    const Status cs = layer.call(ctx, xv, {}, &out);
+    ASSERT_EQ(cudaStreamEndCapture(stream.get(), &graph), cudaSuccess);
+    ASSERT_EQ(cs, Status::kSuccess) << culayers::last_error_message();
+    ASSERT_EQ(cudaGraphInstantiate(exec, graph, 0), cudaSuccess);
+    ASSERT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  };
+  cudaGraphExec_t trainable_step = nullptr;
+  capture(&trainable_step);
+  layer.set_trainable(false);
+  cudaGraphExec_t frozen_step = nullptr;
+  capture(&frozen_step);
+  const std::uint64_t high = std::uint64_t{1} << 63;
+  // Eager frozen call (k = 1), then the trainable graph: call 1 draws stream 1.
+  ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess);
+  CULAYERS_ASSERT_CUDA(cudaGraphLaunch(trainable_step, stream.get()));
+  cd::DropoutState s = state_of(layer, stream.get());
+  EXPECT_EQ(s.last_stream, 1u);
+  EXPECT_EQ(s.iterations, 2);
+  EXPECT_EQ(s.redraws, 1u);
+  // The frozen graph twice, then the trainable one: redraw streams 2 and 3, then call 2 on stream 2.
+  CULAYERS_ASSERT_CUDA(cudaGraphLaunch(frozen_step, stream.get()));
+  s = state_of(layer, stream.get());
+  EXPECT_EQ(s.last_stream, high + 2);
+  EXPECT_EQ(s.stream, 2u);
+  CULAYERS_ASSERT_CUDA(cudaGraphLaunch(frozen_step, stream.get()));
+  CULAYERS_ASSERT_CUDA(cudaGraphLaunch(trainable_step, stream.get()));
+  s = state_of(layer, stream.get());
+  EXPECT_EQ(s.last_stream, 2u);
+  EXPECT_EQ(s.iterations, 3);
+  EXPECT_EQ(s.redraws, 3u);
+  CULAYERS_ASSERT_CUDA(cudaGraphExecDestroy(trainable_step));
+  CULAYERS_ASSERT_CUDA(cudaGraphExecDestroy(frozen_step));
 }
 
 TEST(DecayingDropoutLayer, BadOptionsAreErrorsNamingThem) {

@@ -432,6 +432,10 @@ TEST(Sequential, KerasWrittenConfigsLoad) {
   Json sparse = keras2;
   sparse["config"]["layers"][0]["config"]["sparse"] = true;
   EXPECT_EQ(nn::Sequential::from_json(sparse, &model), Status::kErrorNotSupported);
+  sparse["config"]["layers"][0]["config"]["sparse"] = "yes";
+  EXPECT_EQ(nn::Sequential::from_json(sparse, &model), Status::kErrorParse);
+  sparse["config"]["layers"][0]["config"] = 7;
+  EXPECT_EQ(nn::Sequential::from_json(sparse, &model), Status::kErrorParse);
   Json nameless = demo_config();
   nameless["config"]["layers"][0]["config"]["dtype"] = {{"class_name", "DTypePolicy"},
                                                         {"config", Json::object()}};

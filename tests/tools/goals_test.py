@@ -117,11 +117,16 @@ with tempfile.TemporaryDirectory() as tmp:
             {"run_name": s3.format("fp32", "nchw"), "aggregate_name": "median", "run_type": "aggregate",
              "real_time": 45.0, "time_unit": "us", "pct_of_copy": 93.0},
             {"run_name": s3.format("bf16", "nhwc"), "run_type": "iteration", "error_occurred": True,
-             "error_message": "verification failed"}]}, f)
+             "error_message": "verification failed"},
+            {"run_name": s3.format("bf16", "nhwc").replace("/ours/", "/nhwc_sums/"), "run_type": "iteration",
+             "error_occurred": True, "error_message": "verification failed"}]}, f)
     rc, out, err = run([gn_err])
     cells = row(out, "training shape (N16 C256 56², G32) ≥ 85 %")
     expect(cells[4].startswith("incomplete") and "bf16/nhwc/none/fwd: missing" in cells[3],
            "group-norm row with an errored case: " + cells[4] + " / " + cells[3])
+    cells = row(out, "(not an issue target) channels-last forward")
+    expect(cells[3] == "no nhwc_sums case measured (errored, or ours missing)" and cells[4] == "not measured",
+           "errored NHWC peer: " + " / ".join(cells))
     # Same-process variants: listed next to their ours case, with the ratio variant / ours.
     ab = os.path.join(tmp, "ab.json")
     gn = "group_norm/s1_C320_64x64/bf16/nhwc/none/fwd/"

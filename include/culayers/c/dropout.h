@@ -34,7 +34,7 @@ typedef struct CUstream_st* culayersStream_t;
  *   iterations            init; culayersDropoutUpdate adds 1
  *   current call          init and update (from iterations); read by the forward; culayersDropoutRedraw
  *                         replaces only its stream
- *   redraws               init (0); culayersDropoutRedraw adds 1
+ *   redraws               init (its redraws argument, 0 by default); culayersDropoutRedraw adds 1
  *   last_*                the forward copies the current call there; read by the backward (init sets
  *                         them to the current call and last_iteration to -1) */
 typedef struct culayersDropoutState_t {
@@ -78,7 +78,8 @@ typedef struct culayersDropoutUpdateArgs_t {
 
 /* The redraw op: a fresh draw without a schedule step (redraws += 1, stream = 2^63 + redraws; iterations
  * and the keep rate stay), for a frozen layer's training calls; with to_schedule nonzero, back to the
- * schedule's stream instead (stream = iterations) (culayers::dropout::DropoutRedrawArgs). */
+ * schedule's stream instead (stream = iterations) (culayers::dropout::DropoutRedrawArgs). Zero-initialize
+ * (e.g. culayersDropoutRedrawArgs_t r = {state, 0};), then set the fields. */
 typedef struct culayersDropoutRedrawArgs_t {
   culayersDropoutState_t* state;
   int to_schedule;
@@ -117,7 +118,7 @@ typedef struct culayersDropoutBackwardArgs_t {
 } culayersDropoutBackwardArgs_t;
 
 /* Fills *args with the defaults (state NULL, seed 0, offset 0, keep rate 1, decay rate 1, interval
- * 10000, iterations 0). A NULL args does nothing. */
+ * 10000, iterations 0, redraws 0). A NULL args does nothing. */
 CULAYERS_API void culayersDropoutInitArgsInit(culayersDropoutInitArgs_t* args);
 
 /* For each op: CanImplement validates (no device access), WorkspaceSize stores the workspace bytes

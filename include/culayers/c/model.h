@@ -56,7 +56,9 @@ typedef struct culayersModelRunArgs_t {
   int rank;              /* 1 .. CULAYERS_MAX_RANK */
   int64_t dims[CULAYERS_MAX_RANK];
   const uint8_t* mask;   /* optional device uint8 [dims[0], dims[1]] (nonzero = valid step), or NULL */
-  void* y;               /* device output, contiguous in the output shape and the last layer's dtype */
+  void* y;               /* device output, contiguous in the output shape and the last layer's dtype; may
+                            equal x (a model that returns its input, e.g. dropout in inference, then
+                            copies nothing), else must not overlap it */
   size_t y_bytes;        /* capacity of y in bytes: at least the output's size */
   uint8_t* y_mask;       /* optional device uint8 output mask, written when the model produces one */
   size_t y_mask_bytes;   /* capacity of y_mask in bytes */

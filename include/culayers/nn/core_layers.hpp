@@ -171,10 +171,12 @@ struct DecayingDropoutOptions {
 ///
 /// A non-trainable DecayingDropout does not advance (**decision**, Keras runs no update op of a frozen
 /// layer): every training-phase call keeps the keep rate of iteration k, but draws a fresh mask (as
-/// Keras's dropout draws new noise on every call): each such call first runs the redraw op, so it draws
-/// from stream 2^63 + r (r counts the layer's redraws, and the count survives weights_loaded), never from
-/// a schedule stream. The next trainable call draws from stream k, as if the frozen calls had not
-/// happened, then the update op advances the schedule.
+/// Keras's dropout draws new noise on every call): each such call runs the redraw op before its forward,
+/// so it draws from stream 2^63 + r (r counts the layer's redraws, and the count survives
+/// weights_loaded), never from a schedule stream, and returns the state to stream k after it (the redraw
+/// op with to_schedule), so the state is on the schedule after every call, captured graphs included. The
+/// next trainable call draws from stream k, as if the frozen calls had not happened, then the update op
+/// advances the schedule.
 ///
 /// decay_rate is clamped to [0, 1] at construction (as the original layer); get_config reports the
 /// clamped value. The seed follows Dropout's rule. The incoming mask passes through unchanged. Config
@@ -228,7 +230,6 @@ class DecayingDropout final : public Layer {
   DecayingDropoutOptions options_;
   std::uint64_t effective_seed_ = 0;
   Tensor state_;
-  bool off_schedule_ = false; // the state's stream is a redraw stream (a frozen call ran last)
 };
 
 // ---- MaskedGlobalPooling1D ----------------------------------------------------------------------------
