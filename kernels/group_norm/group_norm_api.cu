@@ -79,9 +79,24 @@ CULAYERS_GLOBAL void __launch_bounds__(kWarpSize* kWarpTeamsPerBlock)
   }
   const std::int64_t tiles = p.geo.splits;
   Welford w{};
-  for (std::int64_t t = lane; t < tiles; t += kWarpSize) {
-    const float* part = p.partials + 3 * group_partial_slot(p.geo, ng, t);
-    w = welford_merge<true>(w, Welford{load(part + 0), load(part + 1), load(part + 2)});
+  // kMergeBatch of this lane's tiles are loaded before any is merged (a tile past the end reads nothing and
+  // counts 0, which the merge skips): one round trip per batch instead of two per tile (the merge's
+  // count test made each tile's loads wait for the previous merge), same order, same bits. A sample can have
+  // hundreds of tiles (the VAE shapes 792), and this kernel's small grid is pure latency.
+  constexpr int kMergeBatch = 8;
+  for (std::int64_t t0 = lane; t0 < tiles; t0 += kMergeBatch * kWarpSize) {
+    Welford batch[kMergeBatch];
+    CULAYERS_PRAGMA_UNROLL
+    for (int b = 0; b < kMergeBatch; ++b) {
+      const std::int64_t t = t0 + static_cast<std::int64_t>(b) * kWarpSize;
+      const float* part = p.partials + 3 * group_partial_slot(p.geo, ng, t);
+      batch[b] =
+          t < tiles ? Welford{load(part + 0), load(part + 1), load(part + 2)} : Welford{0.0f, 0.0f, 0.0f};
+    }
+    CULAYERS_PRAGMA_UNROLL
+    for (int b = 0; b < kMergeBatch; ++b) {
+      w = welford_merge<true>(w, batch[b]);
+    }
   }
   w = warp_welford<kWarpSize, true>(w);
   float mean = 0.0f;
