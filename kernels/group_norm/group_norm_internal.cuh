@@ -51,8 +51,10 @@ using ::culayers::kernels::kWarpSize;
 //    kMaxBlocksPerSm = 32: the resident-block limit of sm_80 and sm_90 (sm_86 / sm_89: 16 / 24, where
 //    the thread limit, 1536 per SM, binds first for block-path blocks of 128 threads or more).
 //  - kMaxSplits = 1024: the merge loops stage at most this many partials per group.
-//  - kFinalThreadsX/Y = 32 x 8: the dgamma/dbeta kernel; 32 channels per warp (coalesced), 8 warps over the
-//    partial rows, merged in order in shared memory.
+//  - kFinalThreadsX/Y = 32 x 32: the dgamma/dbeta kernel; 32 channels per warp (coalesced), 32 warps over
+//    the partial rows, merged in order in shared memory. Its grid is only ceil(C / 32) blocks and the tile
+//    path gives it N x T partial rows (528 on the training shape), so each warp's serial walk is the
+//    kernel's time: 32 warps walk a quarter of what 8 did (about 17 rows each there instead of 66).
 constexpr int kSplitThreads = 256;
 constexpr int kMaxBlockThreads = 512;
 constexpr int kWarpTeamsPerBlock = 4;
@@ -106,7 +108,7 @@ constexpr std::int64_t kTileMinBytesPerSm = 32 * 1024;
 //    (C320 64x64, S = 5) 24.3 us; C640 32x32 (2.6 MB, split S = 2) 17.6 us where the block path took
 //    12.7 us on C1280 16x16 (1.3 MB). Channels last keeps its plans (the block path reads slivers there).
 constexpr std::int64_t kSplitMinBytesPerSm = 64 * 1024;
-constexpr int kFinalThreadsY = 8;
+constexpr int kFinalThreadsY = 32;
 
 enum class Act : int { kNone = 0, kSiLU = 1, kReLU = 2 };
 
