@@ -499,15 +499,16 @@ Status DecayingDropout::do_call(const CallContext& ctx, const ConstTensorView& x
       return s;
     }
   }
-  if (Status s = dropout_forward(name(), noise, state_, ctx, x, y); !ok(s)) {
-    return s;
-  }
-  if (frozen) {
+  const Status forward = dropout_forward(name(), noise, state_, ctx, x, y);
+  if (frozen) { // also after a failed forward: the state goes back on the schedule either way
     dropout::DropoutRedrawArgs back;
     back.to_schedule = true;
-    if (Status s = run_state_op(name(), state_, ctx.stream, back); !ok(s)) {
+    if (Status s = run_state_op(name(), state_, ctx.stream, back); !ok(s) && ok(forward)) {
       return s;
     }
+  }
+  if (!ok(forward)) {
+    return forward;
   }
   out->y = y->view();
   return Status::kSuccess;

@@ -89,7 +89,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kWarpSize* kWarpTeamsPerBlock)
     CULAYERS_PRAGMA_UNROLL
     for (int b = 0; b < kMergeBatch; ++b) {
       const std::int64_t t = t0 + static_cast<std::int64_t>(b) * kWarpSize;
-      const float* part = p.partials + 3 * group_partial_slot(p.geo, ng, t);
+      const float* part = p.partials + 3 * group_partial_slot(p.geo, ng, t < tiles ? t : t0); // in bounds
       batch[b] =
           t < tiles ? Welford{load(part + 0), load(part + 1), load(part + 2)} : Welford{0.0f, 0.0f, 0.0f};
     }

@@ -208,6 +208,16 @@ TEST(NhwcSumsBaseline, Plans) {
   }
 }
 
+// The HW ranges stop at the grid's y limit: 1024 SMs x 64 blocks of 32 threads would want 65536.
+TEST(NhwcSumsBaseline, HwRangesStopAtTheGridLimit) {
+  b::NhwcSumsPlan plan;
+  ASSERT_EQ(b::nhwc_sums_plan(shape(1, 1 << 20, 32, 32), 1024, &plan), Status::kSuccess);
+  EXPECT_EQ(plan.threads, 32);
+  EXPECT_EQ(plan.hw_per_block, 17); // ceil(2^20 / 65535)
+  EXPECT_EQ(plan.grid_y, 61681u);
+  EXPECT_LE(plan.grid_y, 65535u);
+}
+
 TEST(NhwcSumsBaseline, RejectsWhatItDoesNotSupport) {
   struct Bad {
     b::NhwcSumsProblem p;

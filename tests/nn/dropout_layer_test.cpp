@@ -684,10 +684,10 @@ TEST(DecayingDropoutLayer, FreezingBetweenGraphReplaysKeepsTheSchedule) {
     ASSERT_EQ(cudaGraphDestroy(graph), cudaSuccess);
   };
   cudaGraphExec_t trainable_step = nullptr;
-  capture(&trainable_step);
+  ASSERT_NO_FATAL_FAILURE(capture(&trainable_step));
   layer.set_trainable(false);
   cudaGraphExec_t frozen_step = nullptr;
-  capture(&frozen_step);
+  ASSERT_NO_FATAL_FAILURE(capture(&frozen_step));
   const std::uint64_t high = std::uint64_t{1} << 63;
   // Eager frozen call (k = 1), then the trainable graph: call 1 draws stream 1.
   ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess);

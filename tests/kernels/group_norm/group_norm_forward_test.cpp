@@ -583,6 +583,26 @@ TYPED_TEST(GroupNormForwardTyped, TilePathForced) {
   }
 }
 
+// More than 256 tiles per sample (300 rows, one per tile): the merge kernel's lanes take their tiles in
+// batches of 8 x 32, so a second batch runs, its last one partly past the end.
+TEST(GroupNormForward, TilePathMergesMoreThanOneBatchOfTiles) {
+  auto rng = rng_for_test();
+  for (bool mask : {false, true}) {
+    Config c;
+    c.layout = Layout::kChannelsLast;
+    c.batch = 2;
+    c.channels = 8;
+    c.groups = 2;
+    c.spatial = 300;
+    c.act = Activation::kSiLU;
+    c.affine = Affine::kBoth;
+    c.mask = mask;
+    c.tuning = tile(1);
+    c.expect = Path::kTile;
+    EXPECT_EQ(run_and_check<float>(c, rng), 0) << describe(c);
+  }
+}
+
 // The automatic choice on the emulator (4 SMs: the size threshold is 4 x 32 KB = 128 KB): a channels-last
 // tensor of 150 KB whose groups are too large for the warp path (E = 8 x spatial > 1024) and whose group
 // slices are 32 bytes (fp32) or 16 bytes (16-bit) takes the tile path, and its answer matches the reference;
