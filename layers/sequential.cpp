@@ -391,39 +391,35 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
   const char* input_shape_key = "build_input_shape";
   for (std::size_t i = 0; i < layers_it->size(); ++i) {
     const Json& lj = (*layers_it)[i];
-    if (!lj.is_object() || lj.value("class_name", Json()) != "InputLayer") {
-      continue;
-    }
-    const Json empty = Json::object();
-    const Json& ic = lj.contains("config") ? lj["config"] : empty;
-    if (i != 0) {
-      return set_error(Status::kErrorParse,
-                       "sequential from_json: \"layers\"[%zu]: an InputLayer must come first", i);
-    }
-    if (!ic.is_object()) {
-      return set_error(Status::kErrorParse, "sequential from_json: InputLayer: \"config\" is not an object");
-    }
-    for (const char* key : {"sparse", "ragged"}) {
-      if (const auto it = ic.find(key); it != ic.end() && !it->is_null()) {
-        if (!it->is_boolean()) {
-          return set_error(Status::kErrorParse, "sequential from_json: InputLayer: \"%s\" is not a boolean",
-                           key);
-        }
-        if (it->get<bool>()) {
-          return set_error(Status::kErrorNotSupported,
-                           "sequential from_json: InputLayer: %s inputs are not supported", key);
-        }
-      }
-    }
-    for (const char* key : {"batch_input_shape", "batch_shape"}) {
-      if (const auto it = ic.find(key); it != ic.end() && !it->is_null()) {
-        input_shape = &*it;
-        input_shape_key = key;
-      }
-    }
-  }
-  for (const Json& lj : *layers_it) {
     if (lj.is_object() && lj.value("class_name", Json()) == "InputLayer") {
+      const Json empty = Json::object();
+      const Json& ic = lj.contains("config") ? lj["config"] : empty;
+      if (i != 0) {
+        return set_error(Status::kErrorParse,
+                         "sequential from_json: \"layers\"[%zu]: an InputLayer must come first", i);
+      }
+      if (!ic.is_object()) {
+        return set_error(Status::kErrorParse,
+                         "sequential from_json: InputLayer: \"config\" is not an object");
+      }
+      for (const char* key : {"sparse", "ragged"}) {
+        if (const auto it = ic.find(key); it != ic.end() && !it->is_null()) {
+          if (!it->is_boolean()) {
+            return set_error(Status::kErrorParse, "sequential from_json: InputLayer: \"%s\" is not a boolean",
+                             key);
+          }
+          if (it->get<bool>()) {
+            return set_error(Status::kErrorNotSupported,
+                             "sequential from_json: InputLayer: %s inputs are not supported", key);
+          }
+        }
+      }
+      for (const char* key : {"batch_input_shape", "batch_shape"}) {
+        if (const auto it = ic.find(key); it != ic.end() && !it->is_null()) {
+          input_shape = &*it;
+          input_shape_key = key;
+        }
+      }
       continue;
     }
     std::unique_ptr<Layer> layer;

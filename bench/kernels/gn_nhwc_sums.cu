@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/common/arg_checks.hpp"
 #include "kernels/common/common.cuh"
 
 namespace culayers {
@@ -17,6 +18,7 @@ using culayers::kernels::check_launch;
 using culayers::kernels::from_float;
 using culayers::kernels::load;
 using culayers::kernels::load_vec;
+using culayers::kernels::misaligned;
 using culayers::kernels::store_vec;
 using culayers::kernels::to_float;
 using culayers::kernels::Vec;
@@ -154,10 +156,6 @@ CULAYERS_GLOBAL void scale_kernel(const T* __restrict__ x, T* __restrict__ y, co
   }
 }
 
-bool aligned(const void* p, std::size_t bytes) {
-  return reinterpret_cast<std::uintptr_t>(p) % bytes == 0;
-}
-
 template <class T, int V>
 cudaError_t launch_as(const NhwcSumsProblem& p, const NhwcSumsPlan& plan, const Geometry& geo, float* red,
                       cudaStream_t stream) {
@@ -203,7 +201,7 @@ Status nhwc_sums_plan(const NhwcSumsProblem& p, int sm_count, NhwcSumsPlan* plan
   }
   const std::int64_t cpg = p.c / p.groups;
   const std::size_t eb = dtype_size(p.dtype);
-  const int vec = cpg % 2 == 0 && aligned(p.x, 2 * eb) && aligned(p.y, 2 * eb) ? 2 : 1;
+  const int vec = cpg % 2 == 0 && !misaligned(p.x, 2 * eb) && !misaligned(p.y, 2 * eb) ? 2 : 1;
   if (cpg / vec > kMaxThreads) {
     return detail::set_error(Status::kErrorInvalidValue,
                              "nhwc_sums_group_norm: C/G=%lld: a group wider than %d threads x %d channels",
@@ -248,7 +246,7 @@ Status nhwc_sums_group_norm(const NhwcSumsProblem& p, void* workspace, std::size
   if (p.x == nullptr || p.y == nullptr || workspace == nullptr) {
     return detail::set_error(Status::kErrorNullPointer, "nhwc_sums_group_norm: x, y or workspace: null");
   }
-  if (workspace_bytes < nhwc_sums_workspace_bytes(p) || !aligned(workspace, sizeof(float))) {
+  if (workspace_bytes < nhwc_sums_workspace_bytes(p) || misaligned(workspace, sizeof(float))) {
     return detail::set_error(Status::kErrorWorkspaceTooSmall,
                              "nhwc_sums_group_norm: workspace: %zu bytes (need %zu, 4-byte aligned)",
                              workspace_bytes, nhwc_sums_workspace_bytes(p));

@@ -89,8 +89,8 @@ CULAYERS_GLOBAL void __launch_bounds__(kBackwardThreads, 1) backward_kernel(cons
       valid_end = read_length(p.lengths, p.length_errors, o, p.reduce, cb == 0 && s == 0 && tid == 0);
       n = valid_end;
     } else if (p.validity == kValidMask && needs_count) {
-      n = load(p.counts +
-               o); // not the read-only path: the count kernel before this dependent launch wrote it
+      // Not the read-only path: the count kernel before this dependent launch wrote it.
+      n = load(p.counts + o);
     }
     if (n <= 0) {
       valid_end = 0; // an empty row: every dx is 0
