@@ -78,8 +78,10 @@ const char* path_name(Path path) noexcept;
 ///     of a row (C/G x element bytes) is below 128 bytes (one cache line: the other paths fetch partial
 ///     lines, one request per row and group) and x holds at least `tile_min_bytes` (default 32 KB per SM:
 ///     smaller tensors are latency-bound, one kernel beats three). Tiles of `tile_rows` consecutive rows
-///     (default: N x tiles at most two full waves of the blocks an SM holds, or `target_blocks`; each thread
-///     walking at least 4 rows), a block of (C / N) x k threads per tile.
+///     (default: N x tiles two full waves of the blocks an SM holds of the tile kernel that holds fewer
+///     (threads, shared memory and its registers as compiled for the device), then up to twice as many
+///     tiles where that fills both streaming kernels' last waves better; or `target_blocks`, taken as is;
+///     each thread walking at least 4 rows), a block of (C / N) x k threads per tile.
 ///  4. Block path when the group's bytes fit `block_max_bytes` (default: the device's opt-in shared
 ///     memory per block minus the reduction scratch) and either the groups resident at once (N * G, at
 ///     most SMs x the blocks per SM that threads and shared memory allow) keep enough bytes in flight to
@@ -93,7 +95,11 @@ const char* path_name(Path path) noexcept;
 ///  5. Otherwise split: S = ceil(target blocks / (N * G)) chunks of at least `min_split_elements`
 ///     (default 8192: below that a chunk's partial and its merge are no longer small next to its data),
 ///     at most 1024 (the merge kernel stages the partials in shared memory). Target blocks = 2 x SMs x
-///     resident blocks per SM (`target_blocks`).
+///     (threads per SM / 256: the 256-thread blocks an SM's threads allow), then up to twice as many chunks
+///     where that fills the last waves of both kernels better (each holds its own number of blocks per SM:
+///     registers); `target_blocks` is taken as is.
+///  The blocks per SM that every rule counts come from the runtime's occupancy calculator for the kernels
+///  this build compiled (registers included), with estimates where the runtime cannot say.
 struct Tuning {
   Path path = Path::kAuto;
   int vector_width = 0;                ///< upper bound on N (1, 2, 4, 8); 0 = widest legal

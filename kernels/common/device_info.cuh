@@ -9,6 +9,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 CULAYERS_NAMESPACE_BEGIN
 namespace kernels {
@@ -79,6 +82,44 @@ inline Status device_info(DeviceInfo* out, const char* op) {
   }
   *out = DeviceInfo{values[0], values[1], values[2], values[3]};
   return Status::kSuccess;
+}
+
+/// Blocks of `threads` threads that one SM of the current device holds for `kernel`, counting its threads,
+/// its registers (as compiled for this device) and the resident-block limit, but no dynamic shared memory
+/// (planners add their own shared-memory limit): the runtime's occupancy calculator with 0 bytes, which
+/// also spares it the opt-in attribute that larger sizes would need first. On the emulator, which has no
+/// registers to count, threads and block slots only. 0 when the runtime cannot say (the caller keeps its
+/// estimate); the query's own error is cleared. Cached per (kernel, device, threads): planners ask on every
+/// call, and may ask under graph capture (the query is not a stream operation). Never throws.
+template <class... KArgs>
+int resident_blocks(void (*kernel)(KArgs...), int threads) noexcept {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  // Never destroyed, so a plan made from a static destructor still finds them.
+  static std::mutex* const mutex = new std::mutex;
+  static auto* const known = new std::map<std::tuple<const void*, int, int>, int>;
+  const void* key = reinterpret_cast<const void*>(kernel);
+  try {
+    std::lock_guard<std::mutex> lock(*mutex);
+    auto it = known->find({key, device, threads});
+    if (it != known->end()) {
+      return it->second;
+    }
+    int blocks = 0;
+    const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, key, threads, 0);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError(); // the query's own error, not left for the caller
+      blocks = 0;               // not cached: a later call may succeed
+    } else {
+      known->emplace(std::make_tuple(key, device, threads), blocks);
+    }
+    return blocks > 0 ? blocks : 0;
+  } catch (...) {
+    return 0;
+  }
 }
 
 } // namespace kernels

@@ -7,6 +7,7 @@ namespace kernels {
 namespace group_norm {
 
 template Status launch_backward<__half>(const Plan& plan, const BackwardParams& params, cudaStream_t stream);
+template Residency residency<__half, true>(::culayers::group_norm::Path path, int vec, bool cl, int threads);
 
 } // namespace group_norm
 } // namespace kernels

@@ -8,6 +8,8 @@ namespace group_norm {
 
 template Status launch_forward<__nv_bfloat16>(const Plan& plan, const ForwardParams& params,
                                               cudaStream_t stream);
+template Residency residency<__nv_bfloat16, false>(::culayers::group_norm::Path path, int vec, bool cl,
+                                                   int threads);
 
 } // namespace group_norm
 } // namespace kernels

@@ -7,6 +7,7 @@ namespace kernels {
 namespace group_norm {
 
 template Status launch_forward<__half>(const Plan& plan, const ForwardParams& params, cudaStream_t stream);
+template Residency residency<__half, false>(::culayers::group_norm::Path path, int vec, bool cl, int threads);
 
 } // namespace group_norm
 } // namespace kernels

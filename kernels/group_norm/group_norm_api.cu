@@ -2,6 +2,7 @@
 // thread shape, splits), workspace carving, and the dgamma/dbeta kernel shared by every dtype.
 #include "kernels/common/arg_checks.hpp"
 #include "kernels/common/device_info.cuh"
+#include "kernels/common/wave_balance.hpp"
 #include "kernels/group_norm/group_norm_device.cuh"
 #include "kernels/group_norm/group_norm_internal.cuh"
 
@@ -209,6 +210,11 @@ bool float_dtype(DType d) {
   return d == DType::kFloat32 || d == DType::kFloat16 || d == DType::kBFloat16;
 }
 
+// Tensor passes of the two streaming kernels of the split and tile paths (their weights in balance_waves):
+// forward, x read, then x read and y written; backward, x and dy read, then x and dy read and dx written.
+constexpr double kForwardPasses[2] = {1.0, 2.0};
+constexpr double kBackwardPasses[2] = {2.0, 3.0};
+
 /// What forward and backward share.
 struct Common {
   const char* op;
@@ -300,6 +306,18 @@ Status validate_common(const Common& c) {
   return check_aligned(op, c.data, dtype_bytes(c.dtype));
 }
 
+template <class F>
+auto by_dtype(DType d, F&& f) -> decltype(f(float{})) {
+  switch (d) {
+  case DType::kFloat32:
+    return f(float{});
+  case DType::kFloat16:
+    return f(__half{});
+  default:
+    return f(__nv_bfloat16{});
+  }
+}
+
 struct Planned {
   k::Plan plan;
   k::Geometry geo;
@@ -377,17 +395,35 @@ Status make_plan(const Common& c, Planned* out) {
         static_cast<int>(std::min<std::int64_t>(block_threads, std::max<std::int64_t>(128, rows_cap)));
   }
   const std::int64_t units = c.batch * c.groups;
-  // Blocks of a given size one SM holds: threads, shared memory (1 KB reserved per block) and registers
-  // (k::kCachedRegs*, an estimate from ptxas).
+  // Blocks of `threads` threads one SM holds for each kernel of a path (threads, registers as compiled for
+  // this device, block slots: the runtime's occupancy calculator; shared memory is added below), or 0
+  // where the runtime cannot say.
+  const auto residency = [&](Path p, int threads) {
+    return by_dtype(c.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      return c.backward ? k::residency<T, true>(p, vec, geo.cl != 0, threads)
+                        : k::residency<T, false>(p, vec, geo.cl != 0, threads);
+    });
+  };
+  // The estimate where the runtime cannot say: threads, and registers at `regs` per thread.
+  const auto estimated_blocks = [&](int threads, std::int64_t regs) {
+    return std::min<std::int64_t>(info.threads_per_sm / threads, k::kRegistersPerSm / (regs * threads));
+  };
+  // Blocks of a kernel an SM holds: `queried` (or the estimate) and shared memory (1 KB reserved per block).
+  const auto with_smem = [&](std::int64_t queried, std::size_t smem) {
+    return std::clamp<std::int64_t>(
+        std::min(queried, static_cast<std::int64_t>(info.smem_per_sm) /
+                              static_cast<std::int64_t>(smem + k::kReservedSmemPerBlock)),
+        1, k::kMaxBlocksPerSm);
+  };
+  // Block-path blocks of a given size one SM holds (k::kCachedRegs*: the estimate, from ptxas).
   const auto blocks_per_sm = [&](int threads) {
     const std::size_t smem = planes * cache + k::team_scratch_bytes(threads, vec, channel_slots);
-    const std::int64_t regs =
-        static_cast<std::int64_t>(c.backward ? k::kCachedBackwardRegs : k::kCachedForwardRegs);
-    return std::clamp<std::int64_t>(std::min({static_cast<std::int64_t>(info.threads_per_sm / threads),
-                                              static_cast<std::int64_t>(info.smem_per_sm) /
-                                                  static_cast<std::int64_t>(smem + k::kReservedSmemPerBlock),
-                                              k::kRegistersPerSm / (regs * threads)}),
-                                    1, k::kMaxBlocksPerSm);
+    const int queried = residency(Path::kBlock, threads).first;
+    return with_smem(
+        queried > 0 ? queried
+                    : estimated_blocks(threads, c.backward ? k::kCachedBackwardRegs : k::kCachedForwardRegs),
+        smem);
   };
   // Waves: a block-path group is a block, so the last wave of groups can leave most SMs idle (shape 3 in
   // bf16: 512 groups, 3 blocks of 256 threads per SM = 396 a wave, so a second wave 29 % full). A smaller
@@ -506,17 +542,33 @@ Status make_plan(const Common& c, Planned* out) {
     const std::int64_t spatial = std::max<std::int64_t>(c.spatial, 1);
     std::int64_t chunk = t.tile_rows;
     if (chunk == 0) {
-      // At most kTileWaves full waves: blocks an SM holds by threads and by registers (the heaviest kernel
-      // of the direction), so N * T never starts a partial extra wave.
-      const std::int64_t regs = c.backward ? k::kTileBackwardRegs : k::kTileForwardRegs;
-      const std::int64_t resident = std::clamp<std::int64_t>(
-          std::min<std::int64_t>(info.threads_per_sm / team, k::kRegistersPerSm / (regs * team)), 1,
-          k::kMaxBlocksPerSm);
-      const std::int64_t target = t.target_blocks > 0
-                                      ? t.target_blocks
-                                      : static_cast<std::int64_t>(info.sm_count) * resident * k::kTileWaves;
-      const std::int64_t most = std::max<std::int64_t>(1, spatial / (rows_at_once * k::kUnroll));
-      const std::int64_t tiles = std::clamp<std::int64_t>(target / batch, 1, most); // N * T <= target
+      // Blocks an SM holds of each of the two streaming kernels (the statistics kernel's shared memory
+      // counted); the estimate, kTile*Regs for both, where the runtime cannot say.
+      const k::Residency queried = residency(Path::kTile, team);
+      const std::int64_t estimate =
+          estimated_blocks(team, c.backward ? k::kTileBackwardRegs : k::kTileForwardRegs);
+      const std::size_t first_smem =
+          c.backward ? k::tile_backward_smem(team, vec) : k::tile_forward_smem(team);
+      const std::int64_t resident[2] = {with_smem(queried.first > 0 ? queried.first : estimate, first_smem),
+                                        with_smem(queried.second > 0 ? queried.second : estimate, 0)};
+      // At least kTileWaves full waves of the kernel that holds fewer blocks, N * T <= that target; each
+      // thread walks at least kUnroll rows.
+      const std::int64_t target =
+          t.target_blocks > 0
+              ? t.target_blocks
+              : static_cast<std::int64_t>(info.sm_count) * std::min(resident[0], resident[1]) * k::kTileWaves;
+      const std::int64_t most =
+          std::min(std::max<std::int64_t>(1, spatial / (rows_at_once * k::kUnroll)), k::kMaxTiles);
+      std::int64_t tiles = std::clamp<std::int64_t>(target / batch, 1, most);
+      if (t.target_blocks == 0) {
+        // Then up to twice as many tiles where that fills the two kernels' last waves better.
+        const std::int64_t slots[2] = {info.sm_count * resident[0], info.sm_count * resident[1]};
+        const auto grid_of = [&](std::int64_t tiles_wanted) {
+          return batch * ceil_div(spatial, ceil_div(spatial, tiles_wanted));
+        };
+        tiles = kernels::balance_waves(tiles, std::min(2 * tiles, most), batch, grid_of, slots,
+                                       c.backward ? kBackwardPasses : kForwardPasses);
+      }
       chunk = ceil_div(spatial, tiles);
     }
     chunk = std::max(chunk, ceil_div(spatial, std::max<std::int64_t>(1, kMaxGrid / batch))); // N * T < 2^31
@@ -537,16 +589,33 @@ Status make_plan(const Common& c, Planned* out) {
     team = k::kSplitThreads;
     const std::int64_t axis = geo.cl ? geo.rows : geo.colvecs; // the split axis, in its units
     std::int64_t splits = t.splits;
+    const std::int64_t unit_cap = units > 0 ? kMaxGrid / units : 1; // keeps N * G * splits below 2^31
+    const std::int64_t most = std::max<std::int64_t>(
+        1, std::min({k::kMaxSplits, std::max<std::int64_t>(axis, 1), std::max<std::int64_t>(unit_cap, 1)}));
     if (splits == 0) {
       const std::int64_t target = t.target_blocks > 0 ? t.target_blocks
                                                       : 2 * static_cast<std::int64_t>(info.sm_count) *
                                                             (info.threads_per_sm / k::kSplitThreads);
       splits = units > 0 ? ceil_div(target, units) : 1;
-      splits = std::min(splits, std::max<std::int64_t>(1, elements / min_split));
+      const std::int64_t by_size = std::max<std::int64_t>(1, elements / min_split);
+      splits = std::clamp<std::int64_t>(std::min(splits, by_size), 1, most);
+      if (t.target_blocks == 0 && units > 0) {
+        // Then up to twice as many chunks (each still of at least min_split elements) where that fills the
+        // two kernels' last waves better: blocks an SM holds of each by registers, threads and the reduction
+        // scratch. Where the runtime cannot say, S stays.
+        const k::Residency queried = residency(Path::kSplit, k::kSplitThreads);
+        if (queried.first > 0 && queried.second > 0) {
+          const std::size_t smem = k::team_scratch_bytes(k::kSplitThreads, vec, channel_slots);
+          const std::int64_t slots[2] = {info.sm_count * with_smem(queried.first, smem),
+                                         info.sm_count * with_smem(queried.second, smem)};
+          splits = kernels::balance_waves(
+              splits, std::min({2 * splits, by_size, most}), units,
+              [&](std::int64_t s_wanted) { return units * s_wanted; }, slots,
+              c.backward ? kBackwardPasses : kForwardPasses);
+        }
+      }
     }
-    const std::int64_t unit_cap = units > 0 ? kMaxGrid / units : 1; // keeps N * G * splits below 2^31
-    splits = std::max<std::int64_t>(1, std::min({splits, k::kMaxSplits, std::max<std::int64_t>(axis, 1),
-                                                 std::max<std::int64_t>(unit_cap, 1)}));
+    splits = std::clamp<std::int64_t>(splits, 1, most);
     geo.chunk = std::max<std::int64_t>(1, ceil_div(axis, splits));
     geo.splits = axis > 0 ? ceil_div(axis, geo.chunk) : 1;
     plan.threads = static_cast<unsigned>(k::kSplitThreads);
@@ -754,18 +823,6 @@ std::size_t backward_workspace(const GroupNormBackwardArgs& a, const Planned& pl
 void* align_ptr(void* p) {
   const auto v = reinterpret_cast<std::uintptr_t>(p);
   return reinterpret_cast<void*>((v + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign);
-}
-
-template <class F>
-Status by_dtype(DType d, F&& f) {
-  switch (d) {
-  case DType::kFloat32:
-    return f(float{});
-  case DType::kFloat16:
-    return f(__half{});
-  default:
-    return f(__nv_bfloat16{});
-  }
 }
 
 } // namespace

@@ -63,7 +63,8 @@ constexpr double kInFlightBytesPerSm = 18.0 * 1024.0;
 constexpr std::size_t kReservedSmemPerBlock = 1024;
 //  - kCachedForwardRegs / kCachedBackwardRegs = 80 / 128: registers per thread of the cached (block-path)
 //    kernels, bf16 (the most), from ptxas for sm_90 (the H100 profile read 79 and 128); kRegistersPerSm =
-//    64 K registers, every sm_80-sm_90 SM. The residency model counts them.
+//    64 K registers, every sm_80-sm_90 SM. Only where the runtime cannot say: the planner asks it for each
+//    kernel's residency (residency<T, kBackward>, the compiled registers).
 constexpr int kCachedForwardRegs = 80;
 constexpr int kCachedBackwardRegs = 128;
 constexpr std::int64_t kRegistersPerSm = 65536;
@@ -74,11 +75,14 @@ constexpr int kFinalThreadsX = 32;
 //    (V = C / N) times k rows; V <= 512 (C <= 4096 in 16-bit, 2048 in fp32 at full vector width) keeps
 //    128 registers per thread available (the bf16 backward sums hold 2 x 8 partials and 8 loads in
 //    flight); wider rows take the other paths. k = max(1, 256 / V): 256-thread blocks where the row allows.
-//  - kTileWaves = 2: the tile kernels' grid is at most 2 full waves of the blocks an SM holds (threads, and
-//    registers: kTileForwardRegs / kTileBackwardRegs = 80 / 128, the most ptxas gives any dtype's
-//    normalize / backward kernel on sm_90), each block walking at least kUnroll row steps. Whole waves: a
-//    last wave a third full ran at a fraction of bandwidth on the masked path (docs/performance.md,
-//    section 3); two of them halve the cost of uneven tiles and keep few partials per group.
+//  - kTileWaves = 2: the tile kernels' grid starts from 2 full waves of the blocks an SM holds of the tile
+//    kernel that holds fewer (threads, shared memory, and registers from the runtime's occupancy
+//    calculator; where it cannot say, kTileForwardRegs / kTileBackwardRegs = 80 / 128, the most ptxas gives
+//    any dtype's normalize / backward kernel on sm_90), each block walking at least kUnroll row steps; then
+//    up to twice as many tiles where that fills both streaming kernels' last waves better
+//    (kernels/common/wave_balance.hpp). Whole waves: a last wave a third full ran at a fraction of
+//    bandwidth on the masked path (docs/performance.md, section 3); two of them halve the cost of uneven
+//    tiles and keep few partials per group.
 //  - kMaxTiles = 65536 tiles per sample at most (a forced tile_rows is raised to meet it): the merge warp
 //    reads a group's partials serially.
 //  - kTileSliverBytes = 128: the automatic choice takes the tile path when a group's slice of a row
@@ -176,6 +180,18 @@ struct Plan {
 
 template <class T>
 Status launch_forward(const Plan& plan, const ForwardParams& params, cudaStream_t stream);
+
+/// Blocks of `threads` threads one SM holds (threads, registers as compiled for the current device, the
+/// block-slot limit; no shared memory: the planner adds its own limit) for the kernels that a plan with
+/// this path, vector width and view runs (kernels::resident_blocks). `first`: the warp or block path's one
+/// kernel, or the split or tile path's first pass; `second`: the split or tile path's second pass (equal to
+/// `first` on the one-kernel paths). 0 where the runtime cannot say: the planner keeps its estimate.
+struct Residency {
+  int first = 0;
+  int second = 0;
+};
+template <class T, bool kBackward>
+Residency residency(::culayers::group_norm::Path path, int vec, bool cl, int threads);
 
 template <class T>
 Status launch_backward(const Plan& plan, const BackwardParams& params, cudaStream_t stream);

@@ -11,6 +11,7 @@
 // order by every block that needs them. No floating-point atomics anywhere.
 #pragma once
 
+#include "kernels/common/device_info.cuh"
 #include "kernels/group_norm/group_norm_device.cuh"
 #include "kernels/group_norm/group_norm_internal.cuh"
 #include "kernels/group_norm/group_norm_tile_kernels.cuh"
@@ -751,6 +752,52 @@ Status launch_backward(const Plan& plan, const BackwardParams& params, cudaStrea
   return dispatch_vec<T>(plan.vec, params.geo.cl != 0, [&](auto n, auto cl) {
     return launch_backward_typed<T, decltype(n)::value, decltype(cl)::value>(plan, params, stream);
   });
+}
+
+template <class T, bool kBackward>
+Residency residency(::culayers::group_norm::Path path, int vec, bool cl, int threads) {
+  using ::culayers::group_norm::Path;
+  Residency r{};
+  (void)dispatch_vec<T>(vec, cl, [&](auto n, auto view) {
+    constexpr int N = decltype(n)::value;
+    constexpr bool kCL = decltype(view)::value;
+    const auto two = [&](auto first, auto second) {
+      r = {resident_blocks(first, threads), resident_blocks(second, threads)};
+    };
+    const auto one = [&](auto kernel) {
+      const int blocks = resident_blocks(kernel, threads);
+      r = {blocks, blocks};
+    };
+    if constexpr (kCL) {
+      if (path == Path::kTile) {
+        if constexpr (kBackward) {
+          two(backward_tile_sums_kernel<T, N>, backward_tile_dx_kernel<T, N>);
+        } else {
+          two(forward_tile_stats_kernel<T, N>, forward_tile_normalize_kernel<T, N>);
+        }
+        return Status::kSuccess;
+      }
+    }
+    if constexpr (kBackward) {
+      if (path == Path::kSplit) {
+        two(backward_partial_kernel<T, N, kCL>, backward_dx_kernel<T, N, kCL>);
+      } else if (path == Path::kWarp) {
+        one(backward_cached_kernel<T, N, kCL, true>);
+      } else if (path == Path::kBlock) {
+        one(backward_cached_kernel<T, N, kCL, false>);
+      }
+    } else {
+      if (path == Path::kSplit) {
+        two(forward_partial_kernel<T, N, kCL>, forward_normalize_kernel<T, N, kCL>);
+      } else if (path == Path::kWarp) {
+        one(forward_cached_kernel<T, N, kCL, true>);
+      } else if (path == Path::kBlock) {
+        one(forward_cached_kernel<T, N, kCL, false>);
+      }
+    }
+    return Status::kSuccess;
+  });
+  return r;
 }
 
 } // namespace group_norm

@@ -2,6 +2,7 @@
 // naming the op, CUDA's configuration limits are enforced by both backends, and dynamic shared memory
 // above 48 KB needs the per-kernel opt-in (real GPUs behave the same).
 #include "kernels/common/common.cuh"
+#include "kernels/common/device_info.cuh"
 #include "tests/common/common_test_helpers.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -367,6 +368,60 @@ TEST(CommonLaunch, DependentLaunchSeesThePreviousKernelsWrites) {
   EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
   EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
   EXPECT_EQ(cudaStreamDestroy(created), cudaSuccess);
+}
+
+// resident_blocks: the runtime's occupancy calculator with no dynamic shared memory, cached; 0 (and no
+// pending error) where the runtime cannot say; safe to ask during a global-mode stream capture (the group
+// norm planner asks on every call, and a first call may come while a graph is being captured).
+CULAYERS_GLOBAL void residency_probe_kernel(int* out, int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) {
+    ck::store(out + i, 2 * i);
+  }
+}
+
+TEST(CommonLaunch, ResidentBlocksIsTheOccupancyCalculatorsAnswer) {
+  for (int threads : {32, 128, 256, 1024}) {
+    int expected = 0;
+    CULAYERS_ASSERT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &expected, reinterpret_cast<const void*>(iota_kernel), threads, 0));
+    EXPECT_GE(expected, 1) << threads;
+    EXPECT_EQ(ck::resident_blocks(iota_kernel, threads), expected) << threads;
+    EXPECT_EQ(ck::resident_blocks(iota_kernel, threads), expected) << threads << " (cached)";
+  }
+  EXPECT_EQ(ck::resident_blocks(iota_kernel, 4096), 0) << "more threads than a block may have";
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+
+  // First asked (not cached) during a global-mode capture: the answer, and the capture still valid.
+  cudaStream_t stream = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  DeviceBuffer<int> out(256);
+  int expected = 0;
+  CULAYERS_ASSERT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &expected, reinterpret_cast<const void*>(residency_probe_kernel), 256, 0));
+  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  const int during = ck::resident_blocks(residency_probe_kernel, 256);
+  const cudaError_t launched = CULAYERS_LAUNCH(residency_probe_kernel, 1, 256, 0, stream, out.get(), 256);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  EXPECT_EQ(during, expected);
+  EXPECT_EQ(launched, cudaSuccess);
+  EXPECT_EQ(ended, cudaSuccess) << "the query invalidated the capture";
+  if (graph != nullptr) {
+    cudaGraphExec_t exec = nullptr;
+    EXPECT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    if (exec != nullptr) {
+      EXPECT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      const std::vector<int> got = out.download();
+      for (int i = 0; i < 256; ++i) {
+        ASSERT_EQ(got[static_cast<std::size_t>(i)], 2 * i) << i;
+      }
+      EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+    }
+    EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  }
+  EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
 }
 
 } // namespace

@@ -1,0 +1,105 @@
+// Tests of kernels/common/wave_balance.hpp: the grid size that fills two kernels' last waves, against a
+// brute-force search over every count in the range with the same cost model (double precision).
+#include "kernels/common/wave_balance.hpp"
+#include "tests/support/test_support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+
+namespace {
+
+namespace ck = culayers::kernels;
+using culayers::test::rng_for_test;
+
+// The model the function documents: passes[k] x ceil(grid / slots[k]) x slots[k] / grid, summed.
+template <class GridOf>
+double model_cost(std::int64_t count, GridOf&& grid_of, const std::int64_t (&slots)[2],
+                  const double (&passes)[2]) {
+  const double grid = static_cast<double>(grid_of(count));
+  double total = 0.0;
+  for (int k = 0; k < 2; ++k) {
+    const double waves = std::ceil(grid / static_cast<double>(slots[k]));
+    total += passes[k] * waves * static_cast<double>(slots[k]) / grid;
+  }
+  return total;
+}
+
+// Group norm's split path on the VAE shape in bf16 on an H100 (132 SMs): 32 groups, S = 66 chunks from the
+// 2-wave target, the statistics kernel 4 blocks per SM (528 a wave), the normalize kernel 3 (396).
+TEST(WaveBalance, VaeSplitTakesWholeWavesOfBothKernels) {
+  const std::int64_t slots[2] = {528, 396};
+  const double passes[2] = {1.0, 2.0};
+  const auto grid = [](std::int64_t s) { return 32 * s; };
+  EXPECT_EQ(ck::balance_waves(66, 132, 32, grid, slots, passes), 99); // 3168 blocks: 6 and 8 waves
+  // Backward: both kernels 2 blocks per SM; 2112 blocks are 8 whole waves of each, so S stays.
+  const std::int64_t even[2] = {264, 264};
+  const double backward[2] = {2.0, 3.0};
+  EXPECT_EQ(ck::balance_waves(66, 132, 32, grid, even, backward), 66);
+  // A range that cannot reach 99 keeps the best it has: S = 66 (4 and 5.33 waves) against 67-98.
+  const std::int64_t best_below = ck::balance_waves(66, 98, 32, grid, slots, passes);
+  EXPECT_GE(best_below, 66);
+  EXPECT_LE(best_below, 98);
+  for (std::int64_t s = 66; s <= 98; ++s) {
+    EXPECT_LE(model_cost(best_below, grid, slots, passes), model_cost(s, grid, slots, passes) * 1.005) << s;
+  }
+}
+
+TEST(WaveBalance, EmptyOrInvertedRangesAndUnknownSlotsKeepLo) {
+  const std::int64_t slots[2] = {528, 396};
+  const std::int64_t unknown[2] = {0, 396};
+  const double passes[2] = {1.0, 2.0};
+  const auto grid = [](std::int64_t s) { return 32 * s; };
+  EXPECT_EQ(ck::balance_waves(66, 66, 32, grid, slots, passes), 66);
+  EXPECT_EQ(ck::balance_waves(66, 10, 32, grid, slots, passes), 66);
+  EXPECT_EQ(ck::balance_waves(66, 132, 0, grid, slots, passes), 66);
+  EXPECT_EQ(ck::balance_waves(66, 132, 32, grid, unknown, passes), 66);
+}
+
+// Random ranges, units, residencies and both grid shapes (count x unit, and the tile path's
+// unit x ceil(spatial / ceil(spatial / count))): the result lies in [lo, hi] and costs at most 0.5 % more
+// than the cheapest count of the range (brute force), where each kernel has at most 64 waves in the range
+// (the ones the function enumerates).
+TEST(WaveBalance, MatchesBruteForce) {
+  auto rng = rng_for_test();
+  std::uniform_int_distribution<int> sms_d(1, 160);
+  std::uniform_int_distribution<int> per_sm_d(1, 8);
+  std::uniform_int_distribution<int> unit_d(1, 96);
+  std::uniform_int_distribution<int> lo_d(1, 300);
+  std::uniform_int_distribution<int> spatial_d(1, 100000);
+  int checked = 0;
+  for (int trial = 0; trial < 4000; ++trial) {
+    const std::int64_t sms = sms_d(rng);
+    const std::int64_t slots[2] = {sms * per_sm_d(rng), sms * per_sm_d(rng)};
+    const double passes[2] = {trial % 2 == 0 ? 1.0 : 2.0, trial % 2 == 0 ? 2.0 : 3.0};
+    const std::int64_t unit = unit_d(rng);
+    const std::int64_t lo = lo_d(rng);
+    const std::int64_t hi = lo + std::uniform_int_distribution<std::int64_t>(0, lo)(rng);
+    const std::int64_t spatial = std::max<std::int64_t>(hi, spatial_d(rng));
+    const bool tile = trial % 3 == 0;
+    const auto grid = [&](std::int64_t count) {
+      return tile ? unit * ((spatial + (spatial + count - 1) / count - 1) / ((spatial + count - 1) / count))
+                  : unit * count;
+    };
+    if (hi * unit / slots[0] - lo * unit / slots[0] > 63 ||
+        hi * unit / slots[1] - lo * unit / slots[1] > 63) {
+      continue;
+    }
+    ++checked;
+    const std::int64_t got = ck::balance_waves(lo, hi, unit, grid, slots, passes);
+    ASSERT_GE(got, lo);
+    ASSERT_LE(got, hi);
+    double least = model_cost(lo, grid, slots, passes);
+    for (std::int64_t c = lo; c <= hi; ++c) {
+      least = std::min(least, model_cost(c, grid, slots, passes));
+    }
+    EXPECT_LE(model_cost(got, grid, slots, passes), least * 1.005 + 1e-12)
+        << "trial " << trial << ": lo " << lo << " hi " << hi << " unit " << unit << " slots " << slots[0]
+        << "/" << slots[1] << (tile ? " tile" : " split");
+  }
+  EXPECT_GT(checked, 1000);
+}
+
+} // namespace
