@@ -24,6 +24,10 @@
 //     Tuning::split_min_bytes = 1, i.e. the block-or-split choice by the in-flight rule alone (the plan
 //     before the small-tensor rule); the label names the path, so where both pick the same plan the two
 //     rows time the same kernels.
+//   - "ours_no_balance" (the VAE shapes and the channels-last training shape: split and tile plans): ours
+//     with Tuning::wave_balance = 1, the split or tile count from the target alone, before it is raised to
+//     fill both streaming kernels' last waves (kernels/common/wave_balance.hpp); where the count does not
+//     change the two rows time the same kernels.
 //   - "nhwc_sums" (channels-last forward configurations): the NHWC peer in the structure of the diffusion
 //     GroupNorm plugins (TensorRT, ONNX Runtime) and Apex's NHWC GroupNorm, bench/kernels/gn_nhwc_sums.hpp:
 //     a memset, a per-(n, g) sum / sum-of-squares kernel with float atomics, a scale kernel with SiLU fused;
@@ -493,8 +497,9 @@ struct Config {
   Layout layout = Layout::kChannelsFirst;
   gn::Activation act = gn::Activation::kNone;
   bool backward = false;
-  bool no_tile = false;  // "ours_no_tile": the tile path never chosen (the per-group plans it replaced)
-  bool no_small = false; // "ours_no_small": the small-tensor block rule off (split_min_bytes = 1)
+  bool no_tile = false;    // "ours_no_tile": the tile path never chosen (the per-group plans it replaced)
+  bool no_small = false;   // "ours_no_small": the small-tensor block rule off (split_min_bytes = 1)
+  bool no_balance = false; // "ours_no_balance": split / tile counts before the balance (wave_balance 1)
 
   std::int64_t numel() const { return n * c * hw; }
   std::int64_t cpg() const { return c / g; }
@@ -1142,6 +1147,9 @@ class Ours final : public Variant {
     }
     if (cfg_.no_small) {
       fwd_.tuning.split_min_bytes = 1;
+    }
+    if (cfg_.no_balance) {
+      fwd_.tuning.wave_balance = 1;
     }
     if (Status st = gn::can_implement(fwd_); st != Status::kSuccess) {
       return status_text(st, "group_norm forward can_implement");
@@ -1812,6 +1820,12 @@ void BM_ours_no_small(benchmark::State& st, Config cfg) {
   run_variant(st, config_name(cfg, "ours_no_small"), model_bytes(cfg), *v);
 }
 
+void BM_ours_no_balance(benchmark::State& st, Config cfg) {
+  cfg.no_balance = true;
+  std::unique_ptr<Variant> v = make_typed<Ours>(cfg);
+  run_variant(st, config_name(cfg, "ours_no_balance"), model_bytes(cfg), *v);
+}
+
 void BM_naive(benchmark::State& st, Config cfg) {
   std::unique_ptr<Variant> v = make_typed<Naive>(cfg);
   run_variant(st, config_name(cfg, "naive"), model_bytes(cfg), *v);
@@ -1936,6 +1950,10 @@ bool register_all() {
     } else if (cfg.numel() * static_cast<std::int64_t>(dtype_size(cfg.dtype)) <= kNoSmallMaxBytes) {
       // The plan before the small-tensor rule (split_min_bytes), in the same run.
       reg(config_name(cfg, "ours_no_small"), BM_ours_no_small, cfg);
+    }
+    if (cfg.shape.rfind("s2_", 0) == 0 || (cfg.shape.rfind("s3_", 0) == 0 && cfg.channels_last())) {
+      // The split / tile count before the whole-wave balance, in the same run.
+      reg(config_name(cfg, "ours_no_balance"), BM_ours_no_balance, cfg);
     }
     reg(config_name(cfg, "naive"), BM_naive, cfg);
     reg(config_name(cfg, "cudnn"), BM_cudnn, cfg);

@@ -5,7 +5,7 @@
 
 Prints a Markdown report: one row per goal of docs/performance.md section 10 (the targets of the masked
 reduction, dropout and group normalization issues) with the numbers that decide it and whether it is
-met, then the A/B variants (`ours_no_tile`, `ours_no_small`; `..._no_pdl`, which scripts/gpu_check.sh
+met, then the A/B variants (`ours_no_tile`, `ours_no_small`, `ours_no_balance`; `..._no_pdl`, which scripts/gpu_check.sh
 measures with CULAYERS_NO_PDL=1 and renames) next to `ours`. Several files
 are merged (a GPU check may write its benchmark parts to separate files; a later file's case replaces an
 earlier one's). A goal whose benchmarks are missing, or reported an error, says so instead of guessing
@@ -266,12 +266,13 @@ def group_norm_goals(cases):
                                else "no nhwc_sums case in these results"))
 
 
-_VARIANT = re.compile(r"/(ours[a-z_]*?)_(no_tile|no_small|no_pdl)$")
+_VARIANT = re.compile(r"/(ours[a-z_]*?)_(no_tile|no_small|no_balance|no_pdl)$")
 
 
 def ab_table(cases):
-    """Rows for every same-process variant (a case named ..._no_tile, _no_small or _no_pdl) next to its ours
-    case: the plan before the tile path, before the small-tensor rule, or plain launches."""
+    """Rows for every same-process variant (a case named ..._no_tile, _no_small, _no_balance or _no_pdl) next
+    to its ours case: the plan before the tile path, before the small-tensor rule, before the whole-wave
+    balance of split / tile counts, or plain launches."""
     lines = []
     for name in sorted(cases):
         m = _VARIANT.search(name)
@@ -305,8 +306,9 @@ def main(argv):
         print(f"| {family} | {goal} | {numbers} | {met} |")
     ab = ab_table(cases)
     if ab:
-        print("\nVariants: no_tile = the plan before the tile path and no_small = before the small-tensor rule (both")
-        print("in the same process as ours); no_pdl = CULAYERS_NO_PDL=1, a later process (its one-kernel cases show")
+        print("\nVariants: no_tile = the plan before the tile path, no_small = before the small-tensor rule and")
+        print("no_balance = split / tile counts before the whole-wave balance (all in the same process as ours);")
+        print("no_pdl = CULAYERS_NO_PDL=1, a later process (its one-kernel cases show")
         print("the drift between the two). Time in µs; ratio = variant / ours, above 1: ours is faster.\n")
         print("| configuration | variant | ours | variant | ratio | ours' path |")
         print("|---|---|---:|---:|---:|---|")

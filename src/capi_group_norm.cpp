@@ -47,6 +47,7 @@ CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, splits);
 CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, tile_rows);
 CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, tile_min_bytes);
 CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, split_min_bytes);
+CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, wave_balance);
 CULAYERS_SAME_TYPE(culayersGroupNormArgs_t, gn::GroupNormArgs, batch);
 CULAYERS_SAME_TYPE(culayersGroupNormArgs_t, gn::GroupNormArgs, channels);
 CULAYERS_SAME_TYPE(culayersGroupNormArgs_t, gn::GroupNormArgs, spatial);
@@ -77,6 +78,7 @@ gn::Tuning to_cpp(const culayersGroupNormTuning_t& c) {
   t.tile_rows = c.tile_rows;
   t.tile_min_bytes = c.tile_min_bytes;
   t.split_min_bytes = c.split_min_bytes;
+  t.wave_balance = c.wave_balance;
   return t;
 }
 
@@ -92,6 +94,7 @@ culayersGroupNormTuning_t to_c(const gn::Tuning& t) {
   c.tile_rows = t.tile_rows;
   c.tile_min_bytes = t.tile_min_bytes;
   c.split_min_bytes = t.split_min_bytes;
+  c.wave_balance = t.wave_balance;
   return c;
 }
 

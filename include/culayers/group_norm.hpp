@@ -113,6 +113,9 @@ struct Tuning {
   /// Channels first: x bytes from which the split path may replace a block path that fits (default SMs x
   /// 64 KB; 1: only the in-flight rule decides).
   std::int64_t split_min_bytes = 0;
+  /// Split and tile counts chosen automatically: 0 = then raised (up to 2x) where that fills both streaming
+  /// kernels' last waves better; 1 = the first count, from the target alone (for comparisons).
+  std::int64_t wave_balance = 0;
 };
 
 /// Forward. y, mean and rstd overlap neither each other nor an input, except that y == x (in place) is

@@ -295,6 +295,10 @@ Status validate_common(const Common& c) {
       t.splits < 0 || t.tile_rows < 0 || t.tile_min_bytes < 0 || t.split_min_bytes < 0) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning: negative threshold", op);
   }
+  if (t.wave_balance != 0 && t.wave_balance != 1) {
+    return set_error(Status::kErrorInvalidValue, "%s: tuning.wave_balance: %lld is not 0 (on) or 1 (off)", op,
+                     static_cast<long long>(t.wave_balance));
+  }
   if (t.target_blocks > kMaxGrid) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning.target_blocks: %lld exceeds 2^31 - 1", op,
                      static_cast<long long>(t.target_blocks));
@@ -560,7 +564,7 @@ Status make_plan(const Common& c, Planned* out) {
       const std::int64_t most =
           std::min(std::max<std::int64_t>(1, spatial / (rows_at_once * k::kUnroll)), k::kMaxTiles);
       std::int64_t tiles = std::clamp<std::int64_t>(target / batch, 1, most);
-      if (t.target_blocks == 0) {
+      if (t.target_blocks == 0 && t.wave_balance == 0) {
         // Then up to twice as many tiles where that fills the two kernels' last waves better.
         const std::int64_t slots[2] = {info.sm_count * resident[0], info.sm_count * resident[1]};
         const auto grid_of = [&](std::int64_t tiles_wanted) {
@@ -599,7 +603,7 @@ Status make_plan(const Common& c, Planned* out) {
       splits = units > 0 ? ceil_div(target, units) : 1;
       const std::int64_t by_size = std::max<std::int64_t>(1, elements / min_split);
       splits = std::clamp<std::int64_t>(std::min(splits, by_size), 1, most);
-      if (t.target_blocks == 0 && units > 0) {
+      if (t.target_blocks == 0 && t.wave_balance == 0 && units > 0) {
         // Then up to twice as many chunks (each still of at least min_split elements) where that fills the
         // two kernels' last waves better: blocks an SM holds of each by registers, threads and the reduction
         // scratch. Where the runtime cannot say, S stays.

@@ -135,7 +135,8 @@ with tempfile.TemporaryDirectory() as tmp:
         json.dump({"benchmarks": [
             {"run_name": gn + v + "/iterations:200/manual_time", "aggregate_name": "median", "real_time": t,
              "time_unit": "us", "label": "path tile"}
-            for v, t in (("ours", 10.0), ("ours_no_tile", 15.0), ("ours_no_pdl", 12.0), ("nhwc_sums", 14.0))] + [
+            for v, t in (("ours", 10.0), ("ours_no_tile", 15.0), ("ours_no_pdl", 12.0), ("ours_no_balance", 11.0),
+                         ("nhwc_sums", 14.0))] + [
             {"run_name": s6 + v + "/manual_time", "aggregate_name": "median", "real_time": t, "time_unit": "us"}
             for v, t in (("ours_lengths", 60.0), ("ours_lengths_no_pdl", 63.0))]}, f)
     rc, out, err = run([ab])
@@ -143,6 +144,8 @@ with tempfile.TemporaryDirectory() as tmp:
            "no_tile row: " + out)
     expect("| s1_C320_64x64/bf16/nhwc/none/fwd/ours | no_pdl | 10.0 | 12.0 | 1.20 | path tile |" in out,
            "no_pdl row")
+    expect("| s1_C320_64x64/bf16/nhwc/none/fwd/ours | no_balance | 10.0 | 11.0 | 1.10 | path tile |" in out,
+           "no_balance row")
     expect("| s6_moments_f32_B2_T65536_F256/ours_lengths | no_pdl | 60.0 | 63.0 | 1.05 |" in out, "masked no_pdl row")
     cells = row(out, "(not an issue target) channels-last forward")
     expect(cells[4] == "yes" and cells[3] == "1 of 1 cases faster; s1 C320_64x64/bf16/nhwc/none: 10.0 against 14.0 µs",

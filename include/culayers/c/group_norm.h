@@ -50,6 +50,8 @@ typedef struct culayersGroupNormTuning_t {
   int64_t tile_min_bytes;     /* x bytes from which the tile path is automatic; 0 = SMs x 32 KB */
   int64_t split_min_bytes;    /* channels first: x bytes from which the split path may replace a block
                                  path that fits; 0 = SMs x 64 KB */
+  int64_t wave_balance;       /* 0 = automatic split / tile counts raised to fill the kernels' last waves;
+                                 1 = the first count from the target alone */
 } culayersGroupNormTuning_t;
 
 /* Forward: x [N, C, *spatial] (channels first) or [N, *spatial, C] (channels last) -> y of the same shape

@@ -71,6 +71,8 @@ TEST(GroupNormCapi, EnumsAndDefaultsMatchCpp) {
   EXPECT_EQ(c.tuning.tile_min_bytes, 0);
   EXPECT_EQ(c.tuning.split_min_bytes, cpp.tuning.split_min_bytes);
   EXPECT_EQ(c.tuning.split_min_bytes, 0);
+  EXPECT_EQ(c.tuning.wave_balance, cpp.tuning.wave_balance);
+  EXPECT_EQ(c.tuning.wave_balance, 0);
 
   culayersGroupNormBackwardArgs_t b;
   std::memset(&b, 0x5a, sizeof(b));
@@ -84,6 +86,7 @@ TEST(GroupNormCapi, EnumsAndDefaultsMatchCpp) {
   EXPECT_EQ(b.tuning.tile_rows, 0);
   EXPECT_EQ(b.tuning.tile_min_bytes, 0);
   EXPECT_EQ(b.tuning.split_min_bytes, 0);
+  EXPECT_EQ(b.tuning.wave_balance, 0);
   culayersGroupNormArgsInit(nullptr); // ignored
   culayersGroupNormBackwardArgsInit(nullptr);
 }
@@ -420,6 +423,50 @@ TEST(GroupNormCapi, SplitMinBytesReachesCpp) {
   EXPECT_EQ(culayersGroupNormSelectedPath(&c), CULAYERS_GROUP_NORM_PATH_SPLIT)
       << culayersGetLastErrorMessage();
   c.tuning.split_min_bytes = -1;
+  EXPECT_EQ(culayersGroupNormCanImplement(&c), CULAYERS_STATUS_INVALID_VALUE);
+}
+
+// wave_balance reaches the C++ API: the workspace is the C++ one with the same tuning, for both values (on
+// the emulator's default 4 SMs the split counts differ, 32 and 22 chunks: GroupNormForward's
+// WaveBalanceFillsTheLastWaves), and a value other than 0 or 1 is INVALID_VALUE.
+TEST(GroupNormCapi, WaveBalanceReachesCpp) {
+  DeviceBuffer<float> x(3 * 22528);
+  culayersGroupNormArgs_t c;
+  culayersGroupNormArgsInit(&c);
+  c.dtype = CULAYERS_DTYPE_FLOAT32;
+  c.layout = CULAYERS_LAYOUT_CHANNELS_FIRST;
+  c.x = x.get();
+  c.y = x.get();
+  c.batch = 1;
+  c.channels = 3;
+  c.spatial = 22528;
+  c.groups = 3;
+  c.tuning.path = CULAYERS_GROUP_NORM_PATH_SPLIT;
+  c.tuning.min_split_elements = 512;
+  gn::GroupNormArgs cpp;
+  cpp.x = x.get();
+  cpp.y = x.get();
+  cpp.batch = 1;
+  cpp.channels = 3;
+  cpp.spatial = 22528;
+  cpp.groups = 3;
+  cpp.tuning.path = gn::Path::kSplit;
+  cpp.tuning.min_split_elements = 512;
+  std::size_t bytes[2] = {};
+  for (const int64_t balance : {0, 1}) {
+    c.tuning.wave_balance = balance;
+    cpp.tuning.wave_balance = balance;
+    bytes[balance] = culayers::test::c_workspace_bytes(culayersGroupNormWorkspaceSize, &c);
+    EXPECT_EQ(bytes[balance], gn::workspace_size(cpp)) << balance;
+  }
+  EXPECT_GE(bytes[0], bytes[1]);
+#if CULAYERS_TEST_EMULATED
+  if (culayers::test::sm_count() == 4) {
+    EXPECT_EQ(bytes[0], 3u * 32 * 12 + 256);
+    EXPECT_EQ(bytes[1], 3u * 22 * 12 + 256);
+  }
+#endif
+  c.tuning.wave_balance = 2;
   EXPECT_EQ(culayersGroupNormCanImplement(&c), CULAYERS_STATUS_INVALID_VALUE);
 }
 

@@ -165,6 +165,8 @@ std::vector<Case<Args>> common_cases() {
       {"tuning tile_rows -1", [](Args& a) { a.tuning.tile_rows = -1; }},
       {"tuning tile_min_bytes -1", [](Args& a) { a.tuning.tile_min_bytes = -1; }},
       {"tuning split_min_bytes -1", [](Args& a) { a.tuning.split_min_bytes = -1; }},
+      {"tuning wave_balance 2", [](Args& a) { a.tuning.wave_balance = 2; }},
+      {"tuning wave_balance -1", [](Args& a) { a.tuning.wave_balance = -1; }},
       {"tile path with channels first",
        [](Args& a) {
          a.layout = Layout::kChannelsFirst;

@@ -603,6 +603,87 @@ TEST(GroupNormForward, TilePathMergesMoreThanOneBatchOfTiles) {
   }
 }
 
+// Tuning::wave_balance: the split and tile counts raised (up to 2x) to fill both streaming kernels' last
+// waves (kernels/common/wave_balance.hpp), against the first count (wave_balance 1). Both match the
+// reference; the workspace (a partial per group and chunk or tile) says which count was taken: the
+// balanced one is never fewer, at most twice as many chunks. The split count without balancing is
+// ceil(2 x SMs x (threads per SM / 256) / groups). On the emulator at its default 4 SMs every kernel holds
+// 8 blocks of 256 threads (it has no registers to count), so the first counts leave a wave almost full:
+// 3 groups x 22 chunks = 66 blocks (2.06 waves of 32) become 3 x 32 = 96 (3 waves), and 3 samples x 21
+// tiles = 63 blocks (1.97 waves) become 3 x 32.
+TEST(GroupNormForward, WaveBalanceFillsTheLastWaves) {
+  auto rng = rng_for_test();
+  const int sms = culayers::test::sm_count();
+  int device = 0;
+  int threads_per_sm = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device),
+            cudaSuccess);
+  const bool emulator_default = CULAYERS_TEST_EMULATED != 0 && sms == 4;
+  for (const bool tiled : {false, true}) {
+    Config c;
+    if (tiled) { // channels last, C/G = 8 (vectors of 4 floats: 16 threads a row, 16 rows a block)
+      c.layout = Layout::kChannelsLast;
+      c.batch = 3;
+      c.channels = 64;
+      c.groups = 8;
+      c.spatial = 4096; // up to 64 tiles per sample (4 row steps of 16 rows each)
+      c.tuning.path = Path::kTile;
+    } else { // channels first, 3 groups of 22 528 elements: up to 44 chunks of 512
+      c.batch = 1;
+      c.channels = 3;
+      c.groups = 3;
+      c.spatial = 22528;
+      c.tuning.path = Path::kSplit;
+      c.tuning.min_split_elements = 512;
+    }
+    c.expect = c.tuning.path;
+    c.affine = Affine::kBoth;
+    c.act = Activation::kSiLU;
+    std::size_t workspace[2] = {};
+    for (const std::int64_t balance : {0, 1}) {
+      c.tuning.wave_balance = balance;
+      EXPECT_EQ(run_and_check<float>(c, rng), 0) << describe(c) << " wave_balance " << balance;
+      DeviceBuffer<float> x(static_cast<std::size_t>(c.batch * c.channels * c.spatial));
+      gnk::GroupNormArgs a;
+      a.layout = c.layout;
+      a.x = x.get();
+      a.y = x.get();
+      a.batch = c.batch;
+      a.channels = c.channels;
+      a.spatial = c.spatial;
+      a.groups = c.groups;
+      a.tuning = c.tuning;
+      workspace[balance] = gnk::workspace_size(a);
+      ASSERT_GT(workspace[balance], 0u) << culayers::last_error_message();
+    }
+    const std::size_t units = static_cast<std::size_t>(c.batch * c.groups);
+    // The partials: a Welford triple per group and chunk or tile (tile path: aligned to 256 bytes, then
+    // the per-group statistics and 256 bytes of alignment slack).
+    const auto count_of = [&](std::size_t bytes) {
+      return tiled ? (bytes - units * 2 * sizeof(float) - 256) / (units * 3 * sizeof(float))
+                   : (bytes - 256) / (units * 3 * sizeof(float));
+    };
+    const std::size_t balanced = count_of(workspace[0]);
+    const std::size_t first = count_of(workspace[1]);
+    EXPECT_GE(workspace[0], workspace[1]) << (tiled ? "tile" : "split");
+    if (!tiled) {
+      const std::size_t target =
+          2 * static_cast<std::size_t>(sms) * static_cast<std::size_t>(threads_per_sm / 256);
+      EXPECT_EQ(first, std::min<std::size_t>((target + units - 1) / units, 44)) << "split, first count";
+      EXPECT_LE(balanced, 2 * first) << "split";
+    }
+    if (emulator_default) {
+      // Tile partials are padded to 256 bytes: 3 x 8 x 21 triples (6048 bytes) take 6144, 3 x 8 x 32 take
+      // 9216 exactly.
+      EXPECT_EQ(tiled ? workspace[0] : balanced, tiled ? 9216u + units * 8 + 256 : 32u)
+          << (tiled ? "tile" : "split");
+      EXPECT_EQ(tiled ? workspace[1] : first, tiled ? 6144u + units * 8 + 256 : 22u)
+          << (tiled ? "tile" : "split");
+    }
+  }
+}
+
 // The automatic choice on the emulator (4 SMs: the size threshold is 4 x 32 KB = 128 KB): a channels-last
 // tensor of 150 KB whose groups are too large for the warp path (E = 8 x spatial > 1024) and whose group
 // slices are 32 bytes (fp32) or 16 bytes (16-bit) takes the tile path, and its answer matches the reference;
