@@ -99,7 +99,8 @@ const char* path_name(Path path) noexcept;
 ///     where that fills the last waves of both kernels better (each holds its own number of blocks per SM:
 ///     registers); `target_blocks` is taken as is.
 ///  The blocks per SM that every rule counts come from the runtime's occupancy calculator for the kernels
-///  this build compiled (registers included), with estimates where the runtime cannot say.
+///  this build compiled (registers included); where the runtime cannot say, the block and tile rules use
+///  register estimates and the split count is not balanced.
 struct Tuning {
   Path path = Path::kAuto;
   int vector_width = 0;                ///< upper bound on N (1, 2, 4, 8); 0 = widest legal

@@ -89,8 +89,10 @@ inline Status device_info(DeviceInfo* out, const char* op) {
 /// (planners add their own shared-memory limit): the runtime's occupancy calculator with 0 bytes, which
 /// also spares it the opt-in attribute that larger sizes would need first. On the emulator, which has no
 /// registers to count, threads and block slots only. 0 when the runtime cannot say (the caller keeps its
-/// estimate); the query's own error is cleared. Cached per (kernel, device, threads): planners ask on every
-/// call, and may ask under graph capture (the query is not a stream operation). Never throws.
+/// estimate), and 0 again on every later call (so two plans of one op agree); the query's own error is
+/// cleared (a caller's non-sticky error pending from before is cleared with it: the runtime keeps one).
+/// Cached per (kernel, device, threads): planners ask on every call, and may ask under graph capture (the
+/// query is not a stream operation). Never throws.
 template <class... KArgs>
 int resident_blocks(void (*kernel)(KArgs...), int threads) noexcept {
   int device = 0;
@@ -112,11 +114,12 @@ int resident_blocks(void (*kernel)(KArgs...), int threads) noexcept {
     const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, key, threads, 0);
     if (e != cudaSuccess) {
       (void)cudaGetLastError(); // the query's own error, not left for the caller
-      blocks = 0;               // not cached: a later call may succeed
-    } else {
-      known->emplace(std::make_tuple(key, device, threads), blocks);
+      blocks = 0;
     }
-    return blocks > 0 ? blocks : 0;
+    // A failure is cached too: a plan made for workspace_size and the one made for run must agree.
+    blocks = blocks > 0 ? blocks : 0;
+    known->emplace(std::make_tuple(key, device, threads), blocks);
+    return blocks;
   } catch (...) {
     return 0;
   }

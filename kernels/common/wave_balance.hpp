@@ -21,9 +21,9 @@ namespace kernels {
 /// normalize kernel (3 per SM) in 5.33; S = 99 gives 6 and 8. Between two grids that fill some kernel's last
 /// wave exactly, every kernel's cost falls as the grid grows, so the candidates are `lo`, `hi` and, for each
 /// kernel and whole number of its waves m, the largest count whose grid is at most m waves (the grid is
-/// at most count x `unit`, unit = groups or samples). The smallest count within 0.5 % of the least cost
-/// is taken (more chunks mean more partials and merges). A kernel with more than 64 waves between `lo` and
-/// `hi` is not enumerated: its last wave is under 2 % of its time.
+/// at most count x `unit`, unit = groups or samples). The smallest candidate within 0.5 % of the least
+/// candidate cost is taken (more chunks mean more partials and merges). A kernel with more than 64 waves
+/// between `lo` and `hi` is not enumerated: its last wave is under 2 % of its time.
 template <class GridOf>
 std::int64_t balance_waves(std::int64_t lo, std::int64_t hi, std::int64_t unit, GridOf&& grid_of,
                            const std::int64_t (&slots)[2], const double (&passes)[2]) {

@@ -612,10 +612,13 @@ Status make_plan(const Common& c, Planned* out) {
           const std::size_t smem = k::team_scratch_bytes(k::kSplitThreads, vec, channel_slots);
           const std::int64_t slots[2] = {info.sm_count * with_smem(queried.first, smem),
                                          info.sm_count * with_smem(queried.second, smem)};
-          splits = kernels::balance_waves(
-              splits, std::min({2 * splits, by_size, most}), units,
-              [&](std::int64_t s_wanted) { return units * s_wanted; }, slots,
-              c.backward ? kBackwardPasses : kForwardPasses);
+          // The grid a count gives: the chunks the axis is actually cut into (chunk = ceil(axis / S)).
+          const std::int64_t cut = std::max<std::int64_t>(axis, 1);
+          const auto grid_of = [&](std::int64_t s_wanted) {
+            return units * ceil_div(cut, ceil_div(cut, s_wanted));
+          };
+          splits = kernels::balance_waves(splits, std::min({2 * splits, by_size, most}), units, grid_of,
+                                          slots, c.backward ? kBackwardPasses : kForwardPasses);
         }
       }
     }

@@ -684,6 +684,43 @@ TEST(GroupNormForward, WaveBalanceFillsTheLastWaves) {
   }
 }
 
+// The balance counts the chunks a split count actually cuts the axis into: one group of 65 column vectors
+// (C = G = 1, spatial 260 floats). The first count from the target, 64 at the emulator's 4 SMs, cuts it into
+// 33 chunks of 2 (33 blocks: one more than a wave of 32); the balance takes 65 chunks of 1 (2.03 waves),
+// the whole axis. A balance over the requested count (64 x 1 blocks: 2 whole waves by that reckoning) kept
+// 64, i.e. the 33 blocks.
+TEST(GroupNormForward, WaveBalanceCountsTheChunksTheAxisIsCutInto) {
+  auto rng = rng_for_test();
+  Config c;
+  c.batch = 1;
+  c.channels = 1;
+  c.groups = 1;
+  c.spatial = 260;
+  c.tuning.path = Path::kSplit;
+  c.tuning.min_split_elements = 1;
+  c.expect = Path::kSplit;
+  std::size_t workspace[2] = {};
+  DeviceBuffer<float> x(260);
+  for (const std::int64_t balance : {0, 1}) {
+    c.tuning.wave_balance = balance;
+    EXPECT_EQ(run_and_check<float>(c, rng), 0) << describe(c) << " wave_balance " << balance;
+    gnk::GroupNormArgs a;
+    a.x = x.get();
+    a.y = x.get();
+    a.batch = 1;
+    a.channels = 1;
+    a.spatial = 260;
+    a.groups = 1;
+    a.tuning = c.tuning;
+    workspace[balance] = gnk::workspace_size(a);
+  }
+  EXPECT_GE(workspace[0], workspace[1]);
+  if (CULAYERS_TEST_EMULATED != 0 && culayers::test::sm_count() == 4) {
+    EXPECT_EQ(workspace[0], 65u * 12 + 256) << "balanced: 65 chunks";
+    EXPECT_EQ(workspace[1], 33u * 12 + 256) << "first count 64: 33 chunks";
+  }
+}
+
 // The automatic choice on the emulator (4 SMs: the size threshold is 4 x 32 KB = 128 KB): a channels-last
 // tensor of 150 KB whose groups are too large for the warp path (E = 8 x spatial > 1024) and whose group
 // slices are 32 bytes (fp32) or 16 bytes (16-bit) takes the tile path, and its answer matches the reference;
