@@ -17,41 +17,13 @@ CULAYERS_NAMESPACE_BEGIN
 namespace kernels {
 namespace group_norm {
 
-/// dgamma / dbeta: a block covers kFinalThreadsX channels; its kFinalThreadsY warps sum the partial rows
-/// y, y + kFinalThreadsY, ... (coalesced across channels) and thread row 0 adds the warps' sums in order.
+/// dgamma / dbeta: a block of kFinalThreadsX x kFinalThreadsY threads per 32 channels (channel_sums_block).
 CULAYERS_GLOBAL void __launch_bounds__(kFinalThreadsX* kFinalThreadsY)
     channel_sums_kernel(const BackwardParams p, const std::int64_t rows) {
   grid_dependency_wait(); // a dependent launch after the kernel that wrote the partials
   CULAYERS_DYNAMIC_SMEM(float, smem);
-  const int tx = static_cast<int>(threadIdx.x) % kFinalThreadsX;
-  const int ty = static_cast<int>(threadIdx.x) / kFinalThreadsX;
-  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * kFinalThreadsX + tx;
-  const std::int64_t channels = p.geo.channels;
-  float sg = 0.0f;
-  float sb = 0.0f;
-  if (c < channels) {
-    for (std::int64_t r = ty; r < rows; r += kFinalThreadsY) {
-      sg += load(p.channel_partials + r * channels + c);
-      sb += load(p.channel_partials + (rows + r) * channels + c);
-    }
-  }
-  smem[ty * kFinalThreadsX + tx] = sg;
-  smem[(kFinalThreadsY + ty) * kFinalThreadsX + tx] = sb;
-  __syncthreads();
-  if (ty == 0 && c < channels) {
-    float tg = 0.0f;
-    float tb = 0.0f;
-    for (int k = 0; k < kFinalThreadsY; ++k) {
-      tg += smem[k * kFinalThreadsX + tx];
-      tb += smem[(kFinalThreadsY + k) * kFinalThreadsX + tx];
-    }
-    if (p.dgamma != nullptr) {
-      store(p.dgamma + c, tg);
-    }
-    if (p.dbeta != nullptr) {
-      store(p.dbeta + c, tb);
-    }
-  }
+  channel_sums_block(p, rows, blockIdx.x, static_cast<int>(threadIdx.x), kFinalThreadsX * kFinalThreadsY,
+                     smem);
 }
 
 Status launch_channel_sums(const BackwardParams& params, std::int64_t rows, cudaStream_t stream) {
@@ -575,7 +547,9 @@ Status make_plan(const Common& c, Planned* out) {
       }
       chunk = ceil_div(spatial, tiles);
     }
-    chunk = std::max(chunk, ceil_div(spatial, std::max<std::int64_t>(1, kMaxGrid / batch))); // N * T < 2^31
+    // N * T + C / 32 < 2^31: the dx kernel adds a dgamma / dbeta block per 32 channels (C <= 8 x 512 here).
+    const std::int64_t tile_grid_cap = kMaxGrid - k::kTileMaxThreads;
+    chunk = std::max(chunk, ceil_div(spatial, std::max<std::int64_t>(1, tile_grid_cap / batch)));
     chunk = std::max(chunk, ceil_div(spatial, k::kMaxTiles));
     geo.chunk = std::min(chunk, spatial);
     geo.splits = ceil_div(spatial, geo.chunk);
@@ -975,7 +949,9 @@ Status run(const GroupNormBackwardArgs& args, void* workspace, std::size_t works
       return s;
     }
   }
-  if ((args.dgamma != nullptr || args.dbeta != nullptr) && args.channels > 0) {
+  // dgamma / dbeta: the tile path's dx kernel sums them itself; every other plan (and no elements) here.
+  if ((args.dgamma != nullptr || args.dbeta != nullptr) && args.channels > 0 &&
+      !(has_elements && pl.plan.path == Path::kTile)) {
     const std::int64_t rows = has_elements ? args.batch * pl.geo.splits : 0;
     return k::launch_channel_sums(p, rows, stream);
   }

@@ -193,6 +193,66 @@ struct Pair {
   Vec<T, N> dy;
 };
 
+/// dgamma[c], dbeta[c] for the kFinalThreadsX channels of `chunk` (c = chunk x 32 + lane) from the `rows`
+/// per-channel partial rows (p.channel_partials: the dgamma plane, then the dbeta plane): the block's first
+/// W = threads / 32 warps sum rows w, w + W, ... in order (coalesced across channels; four rows' loads issued
+/// before they are added, same order), then thread row 0 adds the W warps' sums in order. `smem`: 2 x W x 32
+/// floats. Every thread of the block calls it (one barrier). The same bits for the same W;
+/// channel_sums_kernel runs W = kFinalThreadsY, the tile path's dx kernel its own block's warps
+/// (channel_sum_smem).
+CULAYERS_DEVICE void channel_sums_block(const BackwardParams& p, std::int64_t rows, std::int64_t chunk,
+                                        int tid, int threads, float* smem) {
+  const int warps = threads / kFinalThreadsX;
+  const int tx = tid % kFinalThreadsX;
+  const int ty = tid / kFinalThreadsX;
+  const std::int64_t c = chunk * kFinalThreadsX + tx;
+  const std::int64_t channels = p.geo.channels;
+  float sg = 0.0f;
+  float sb = 0.0f;
+  if (ty < warps && c < channels) {
+    const float* pg = p.channel_partials + c;
+    const float* pb = p.channel_partials + rows * channels + c;
+    std::int64_t r = ty;
+    for (; r + 3 * warps < rows; r += 4 * warps) {
+      float g[4];
+      float b[4];
+      CULAYERS_PRAGMA_UNROLL
+      for (int k = 0; k < 4; ++k) {
+        g[k] = load(pg + (r + k * warps) * channels);
+        b[k] = load(pb + (r + k * warps) * channels);
+      }
+      CULAYERS_PRAGMA_UNROLL
+      for (int k = 0; k < 4; ++k) {
+        sg += g[k];
+        sb += b[k];
+      }
+    }
+    for (; r < rows; r += warps) {
+      sg += load(pg + r * channels);
+      sb += load(pb + r * channels);
+    }
+  }
+  if (ty < warps) {
+    smem[ty * kFinalThreadsX + tx] = sg;
+    smem[(warps + ty) * kFinalThreadsX + tx] = sb;
+  }
+  __syncthreads();
+  if (ty == 0 && c < channels) {
+    float tg = 0.0f;
+    float tb = 0.0f;
+    for (int k = 0; k < warps; ++k) {
+      tg += smem[k * kFinalThreadsX + tx];
+      tb += smem[(warps + k) * kFinalThreadsX + tx];
+    }
+    if (p.dgamma != nullptr) {
+      store(p.dgamma + c, tg);
+    }
+    if (p.dbeta != nullptr) {
+      store(p.dbeta + c, tb);
+    }
+  }
+}
+
 } // namespace group_norm
 } // namespace kernels
 CULAYERS_NAMESPACE_END

@@ -22,8 +22,8 @@
 //
 // Backward: backward_tile_sums_kernel writes per (n, g, t) (sum g, sum g * xhat, valid elements) and per
 // (n, t) the per-channel dgamma / dbeta partials; backward_tile_merge_kernel adds a group's T triples in
-// the same fixed order; backward_tile_dx_kernel reads x and dy again and writes dx; dgamma / dbeta come
-// from the per-channel partials (launch_channel_sums, rows = N * T).
+// the same fixed order; backward_tile_dx_kernel reads x and dy again and writes dx, and its first
+// ceil(C / 32) blocks sum dgamma / dbeta from the per-channel partials (rows = N * T) meanwhile.
 //
 // Reductions inside a block: a fixed tree over the k thread rows in shared memory, then the group's
 // C/G / N lanes merged in lane order by the group's first lane. Deterministic; no atomics.
@@ -314,13 +314,30 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_sums_ke
 // Backward kernel 2 (backward_tile_merge_kernel, group_norm_api.cu) adds a group's triples; see
 // launch_tile_merge.
 
-/// Backward kernel 3: a block per tile writes dx; tiles last first.
+/// Blocks of the tile path's dx kernel that sum dgamma / dbeta instead (one per 32 channels; none when
+/// neither is wanted), and their shared memory (channel_sums_block with the block's warps).
+CULAYERS_HD std::int64_t tile_channel_sum_blocks(const BackwardParams& p) {
+  return p.channel_partials != nullptr ? (p.geo.channels + kFinalThreadsX - 1) / kFinalThreadsX : 0;
+}
+constexpr std::size_t tile_channel_sum_smem(int threads) {
+  return static_cast<std::size_t>(2 * (threads / kFinalThreadsX) * kFinalThreadsX) * sizeof(float);
+}
+
+/// Backward kernel 3: a block per tile writes dx; tiles last first. The grid's first
+/// tile_channel_sum_blocks(p) blocks sum dgamma / dbeta from the per-(n, tile) channel partials instead,
+/// while the others write dx: a separate kernel after this one was a serial step of ceil(C / 32) blocks
+/// walking N x T partial rows (528 on the training shape).
 template <class T, int N>
 CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_dx_kernel(const BackwardParams p) {
-  grid_dependency_wait();   // a dependent launch after backward_tile_merge_kernel
-  allow_dependent_launch(); // channel_sums_kernel follows
+  grid_dependency_wait(); // a dependent launch after backward_tile_merge_kernel (its partials before it)
   const Geometry& geo = p.geo;
   const int tid = static_cast<int>(threadIdx.x);
+  const std::int64_t sum_blocks = tile_channel_sum_blocks(p);
+  if (static_cast<std::int64_t>(blockIdx.x) < sum_blocks) {
+    CULAYERS_DYNAMIC_SMEM(float, smem);
+    channel_sums_block(p, geo.batch * geo.splits, blockIdx.x, tid, static_cast<int>(blockDim.x), smem);
+    return;
+  }
   const int V = geo.tx;
   const int ix = tid % V;
   const int iy = tid / V;
@@ -333,7 +350,8 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_dx_kern
   float gam[N];
   float bet[N];
   tile_affine(p.gamma, p.beta, c0, gam, bet);
-  for (std::int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+  const std::int64_t dx_blocks = static_cast<std::int64_t>(gridDim.x) - sum_blocks;
+  for (std::int64_t u = blockIdx.x - sum_blocks; u < units; u += dx_blocks) {
     const TileUnit un = make_tile_unit(geo, units - 1 - u);
     const std::int64_t ng = un.n * geo.groups + ix / vpg;
     const float mean = load(p.mean + ng);
@@ -405,8 +423,13 @@ Status launch_backward_tile(const Plan& plan, const BackwardParams& p, cudaStrea
   if (Status st = launch_tile_merge(p, stream); st != Status::kSuccess) {
     return st;
   }
-  return check_launch(CULAYERS_LAUNCH_DEPENDENT((backward_tile_dx_kernel<T, N>), dim3(plan.grid),
-                                                dim3(plan.threads), 0, stream, p),
+  // The dgamma / dbeta blocks first, so they are scheduled with the first dx blocks (the grid stays below
+  // 2^31: N x T is planned at most 2^31 - 1 - 512, and C / 32 <= 128 on this path).
+  const std::int64_t sum_blocks = tile_channel_sum_blocks(p);
+  const std::size_t dx_smem = sum_blocks > 0 ? tile_channel_sum_smem(static_cast<int>(plan.threads)) : 0;
+  return check_launch(CULAYERS_LAUNCH_DEPENDENT((backward_tile_dx_kernel<T, N>),
+                                                dim3(static_cast<unsigned>(plan.grid + sum_blocks)),
+                                                dim3(plan.threads), dx_smem, stream, p),
                       kOp);
 }
 
