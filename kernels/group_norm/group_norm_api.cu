@@ -22,14 +22,14 @@ CULAYERS_GLOBAL void __launch_bounds__(kFinalThreadsX* kFinalThreadsY)
     channel_sums_kernel(const BackwardParams p, const std::int64_t rows) {
   grid_dependency_wait(); // a dependent launch after the kernel that wrote the partials
   CULAYERS_DYNAMIC_SMEM(float, smem);
-  channel_sums_block(p, rows, blockIdx.x, static_cast<int>(threadIdx.x), kFinalThreadsX * kFinalThreadsY,
-                     smem);
+  channel_sums_block<kFinalThreadsX>(p, rows, blockIdx.x, static_cast<int>(threadIdx.x),
+                                     kFinalThreadsX * kFinalThreadsY, smem);
 }
 
 Status launch_channel_sums(const BackwardParams& params, std::int64_t rows, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((params.geo.channels + kFinalThreadsX - 1) / kFinalThreadsX));
   const dim3 block(kFinalThreadsX * kFinalThreadsY);
-  const std::size_t smem = 2 * kFinalThreadsX * kFinalThreadsY * sizeof(float);
+  const std::size_t smem = channel_sums_smem<kFinalThreadsX>(kFinalThreadsX * kFinalThreadsY);
   // A dependent launch after the backward kernels; with no partial rows (nothing to read) no kernel of
   // this op ran before it, so a plain launch.
   const cudaError_t e =
@@ -547,7 +547,7 @@ Status make_plan(const Common& c, Planned* out) {
       }
       chunk = ceil_div(spatial, tiles);
     }
-    // N * T + C / 32 < 2^31: the dx kernel adds a dgamma / dbeta block per 32 channels (C <= 8 x 512 here).
+    // N * T + C / 8 < 2^31: the dx kernel adds a dgamma / dbeta block per 8 channels (C <= 8 x 512 here).
     const std::int64_t tile_grid_cap = kMaxGrid - k::kTileMaxThreads;
     chunk = std::max(chunk, ceil_div(spatial, std::max<std::int64_t>(1, tile_grid_cap / batch)));
     chunk = std::max(chunk, ceil_div(spatial, k::kMaxTiles));
@@ -558,7 +558,8 @@ Status make_plan(const Common& c, Planned* out) {
     plan.threads = static_cast<unsigned>(team);
     plan.smem = c.backward ? k::tile_backward_smem(team, vec) : k::tile_forward_smem(team);
     plan.smem_optin = plan.smem > kNoOptinSmem;
-    plan.grid = static_cast<unsigned>(c.batch * geo.splits);
+    // The tile kernels stride over units: a batch above the cap (T = 1) runs in a capped grid.
+    plan.grid = static_cast<unsigned>(std::min<std::int64_t>(c.batch * geo.splits, tile_grid_cap));
     out->plan = plan;
     out->geo = geo;
     out->units = units;

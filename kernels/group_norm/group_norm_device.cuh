@@ -193,33 +193,37 @@ struct Pair {
   Vec<T, N> dy;
 };
 
-/// dgamma[c], dbeta[c] for the kFinalThreadsX channels of `chunk` (c = chunk x 32 + lane) from the `rows`
-/// per-channel partial rows (p.channel_partials: the dgamma plane, then the dbeta plane): the block's first
-/// W = threads / 32 warps sum rows w, w + W, ... in order (coalesced across channels; four rows' loads issued
-/// before they are added, same order), then thread row 0 adds the W warps' sums in order. `smem`: 2 x W x 32
-/// floats. Every thread of the block calls it (one barrier). The same bits for the same W;
-/// channel_sums_kernel runs W = kFinalThreadsY, the tile path's dx kernel its own block's warps
-/// (channel_sum_smem).
+/// dgamma[c], dbeta[c] for the kChannels channels of `chunk` (c = chunk x kChannels + tid % kChannels) from
+/// the `rows` per-channel partial rows (p.channel_partials: the dgamma plane, then the dbeta plane). The
+/// block's threads form kChannels columns by R = threads / kChannels row lanes (a last partial row of
+/// threads idles); row lane l sums rows l, l + R, ... in order (four rows' loads issued before they are
+/// added, same order), then row lane 0 adds the R lanes' sums in order. `smem`: 2 x R x kChannels floats
+/// (channel_sums_smem). Every thread of the block calls it (one barrier). The same bits for the same R:
+/// channel_sums_kernel runs kChannels = 32 (a warp reads 128 contiguous bytes of a row) with R = 32; the
+/// tile path's dx kernel kChannels = 8 (32-byte sectors of partial rows that L2 holds) with its block's
+/// threads, so that a block walks about as few rows per lane and its blocks leave the dx blocks' slots
+/// quickly.
+template <int kChannels>
 CULAYERS_DEVICE void channel_sums_block(const BackwardParams& p, std::int64_t rows, std::int64_t chunk,
                                         int tid, int threads, float* smem) {
-  const int warps = threads / kFinalThreadsX;
-  const int tx = tid % kFinalThreadsX;
-  const int ty = tid / kFinalThreadsX;
-  const std::int64_t c = chunk * kFinalThreadsX + tx;
+  const int lanes = threads / kChannels;
+  const int tx = tid % kChannels;
+  const int ty = tid / kChannels;
+  const std::int64_t c = chunk * kChannels + tx;
   const std::int64_t channels = p.geo.channels;
   float sg = 0.0f;
   float sb = 0.0f;
-  if (ty < warps && c < channels) {
+  if (ty < lanes && c < channels) {
     const float* pg = p.channel_partials + c;
     const float* pb = p.channel_partials + rows * channels + c;
     std::int64_t r = ty;
-    for (; r + 3 * warps < rows; r += 4 * warps) {
+    for (; r + 3 * lanes < rows; r += 4 * lanes) {
       float g[4];
       float b[4];
       CULAYERS_PRAGMA_UNROLL
       for (int k = 0; k < 4; ++k) {
-        g[k] = load(pg + (r + k * warps) * channels);
-        b[k] = load(pb + (r + k * warps) * channels);
+        g[k] = load(pg + (r + k * lanes) * channels);
+        b[k] = load(pb + (r + k * lanes) * channels);
       }
       CULAYERS_PRAGMA_UNROLL
       for (int k = 0; k < 4; ++k) {
@@ -227,22 +231,22 @@ CULAYERS_DEVICE void channel_sums_block(const BackwardParams& p, std::int64_t ro
         sb += b[k];
       }
     }
-    for (; r < rows; r += warps) {
+    for (; r < rows; r += lanes) {
       sg += load(pg + r * channels);
       sb += load(pb + r * channels);
     }
   }
-  if (ty < warps) {
-    smem[ty * kFinalThreadsX + tx] = sg;
-    smem[(warps + ty) * kFinalThreadsX + tx] = sb;
+  if (ty < lanes) {
+    smem[ty * kChannels + tx] = sg;
+    smem[(lanes + ty) * kChannels + tx] = sb;
   }
   __syncthreads();
   if (ty == 0 && c < channels) {
     float tg = 0.0f;
     float tb = 0.0f;
-    for (int k = 0; k < warps; ++k) {
-      tg += smem[k * kFinalThreadsX + tx];
-      tb += smem[(warps + k) * kFinalThreadsX + tx];
+    for (int k = 0; k < lanes; ++k) {
+      tg += smem[k * kChannels + tx];
+      tb += smem[(lanes + k) * kChannels + tx];
     }
     if (p.dgamma != nullptr) {
       store(p.dgamma + c, tg);
@@ -251,6 +255,12 @@ CULAYERS_DEVICE void channel_sums_block(const BackwardParams& p, std::int64_t ro
       store(p.dbeta + c, tb);
     }
   }
+}
+
+/// Shared-memory bytes channel_sums_block<kChannels> needs with `threads` threads.
+template <int kChannels>
+constexpr std::size_t channel_sums_smem(int threads) {
+  return static_cast<std::size_t>(2 * (threads / kChannels) * kChannels) * sizeof(float);
 }
 
 } // namespace group_norm

@@ -51,10 +51,11 @@ using ::culayers::kernels::kWarpSize;
 //    kMaxBlocksPerSm = 32: the resident-block limit of sm_80 and sm_90 (sm_86 / sm_89: 16 / 24, where
 //    the thread limit, 1536 per SM, binds first for block-path blocks of 128 threads or more).
 //  - kMaxSplits = 1024: the merge loops stage at most this many partials per group.
-//  - kFinalThreadsX/Y = 32 x 32: the dgamma/dbeta kernel; 32 channels per warp (coalesced), 32 warps over
-//    the partial rows, merged in order in shared memory. Its grid is only ceil(C / 32) blocks and the tile
-//    path gives it N x T partial rows (528 on the training shape), so each warp's serial walk is the
-//    kernel's time: 32 warps walk a quarter of what 8 did (about 17 rows each there instead of 66).
+//  - kFinalThreadsX/Y = 32 x 32: the dgamma/dbeta kernel (warp, block and split paths); 32 channels per warp
+//    (coalesced), 32 warps over the partial rows, merged in order in shared memory. Its grid is only
+//    ceil(C / 32) blocks, so each warp's serial walk is the kernel's time: 32 warps walk a quarter of what 8
+//    did (the tile path gave it N x T partial rows, 528 on the training shape, until its dx kernel took the
+//    sums over: 17 rows per warp there instead of 66).
 constexpr int kSplitThreads = 256;
 constexpr int kMaxBlockThreads = 512;
 constexpr int kWarpTeamsPerBlock = 4;

@@ -23,7 +23,7 @@
 // Backward: backward_tile_sums_kernel writes per (n, g, t) (sum g, sum g * xhat, valid elements) and per
 // (n, t) the per-channel dgamma / dbeta partials; backward_tile_merge_kernel adds a group's T triples in
 // the same fixed order; backward_tile_dx_kernel reads x and dy again and writes dx, and its first
-// ceil(C / 32) blocks sum dgamma / dbeta from the per-channel partials (rows = N * T) meanwhile.
+// ceil(C / 8) blocks sum dgamma / dbeta from the per-channel partials (rows = N * T) meanwhile.
 //
 // Reductions inside a block: a fixed tree over the k thread rows in shared memory, then the group's
 // C/G / N lanes merged in lane order by the group's first lane. Deterministic; no atomics.
@@ -314,19 +314,20 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_sums_ke
 // Backward kernel 2 (backward_tile_merge_kernel, group_norm_api.cu) adds a group's triples; see
 // launch_tile_merge.
 
-/// Blocks of the tile path's dx kernel that sum dgamma / dbeta instead (one per 32 channels; none when
-/// neither is wanted), and their shared memory (channel_sums_block with the block's warps).
+/// Blocks of the tile path's dx kernel that sum dgamma / dbeta instead: one per kTileSumChannels channels
+/// (none when neither is wanted). p.channel_partials is carved exactly when dgamma or dbeta is wanted and
+/// the op has elements, which is when the host leaves channel_sums_kernel out.
+constexpr int kTileSumChannels = 8;
 CULAYERS_HD std::int64_t tile_channel_sum_blocks(const BackwardParams& p) {
-  return p.channel_partials != nullptr ? (p.geo.channels + kFinalThreadsX - 1) / kFinalThreadsX : 0;
-}
-constexpr std::size_t tile_channel_sum_smem(int threads) {
-  return static_cast<std::size_t>(2 * (threads / kFinalThreadsX) * kFinalThreadsX) * sizeof(float);
+  return p.channel_partials != nullptr ? (p.geo.channels + kTileSumChannels - 1) / kTileSumChannels : 0;
 }
 
 /// Backward kernel 3: a block per tile writes dx; tiles last first. The grid's first
-/// tile_channel_sum_blocks(p) blocks sum dgamma / dbeta from the per-(n, tile) channel partials instead,
-/// while the others write dx: a separate kernel after this one was a serial step of ceil(C / 32) blocks
-/// walking N x T partial rows (528 on the training shape).
+/// tile_channel_sum_blocks(p) blocks sum dgamma / dbeta from the per-(n, tile) channel partials instead
+/// (8 channels by threads / 8 row lanes each: about as few rows per lane as the separate kernel's 32 warps
+/// walked, so these blocks free their slots early), while the others write dx: a separate kernel after
+/// this one was a serial step of ceil(C / 32) blocks walking N x T partial rows (528 on the training
+/// shape).
 template <class T, int N>
 CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_dx_kernel(const BackwardParams p) {
   grid_dependency_wait(); // a dependent launch after backward_tile_merge_kernel (its partials before it)
@@ -335,7 +336,8 @@ CULAYERS_GLOBAL void __launch_bounds__(kTileMaxThreads, 1) backward_tile_dx_kern
   const std::int64_t sum_blocks = tile_channel_sum_blocks(p);
   if (static_cast<std::int64_t>(blockIdx.x) < sum_blocks) {
     CULAYERS_DYNAMIC_SMEM(float, smem);
-    channel_sums_block(p, geo.batch * geo.splits, blockIdx.x, tid, static_cast<int>(blockDim.x), smem);
+    channel_sums_block<kTileSumChannels>(p, geo.batch * geo.splits, blockIdx.x, tid,
+                                         static_cast<int>(blockDim.x), smem);
     return;
   }
   const int V = geo.tx;
@@ -424,9 +426,10 @@ Status launch_backward_tile(const Plan& plan, const BackwardParams& p, cudaStrea
     return st;
   }
   // The dgamma / dbeta blocks first, so they are scheduled with the first dx blocks (the grid stays below
-  // 2^31: N x T is planned at most 2^31 - 1 - 512, and C / 32 <= 128 on this path).
+  // 2^31: the plan's grid is at most 2^31 - 1 - 512, and C / 8 <= 512 on this path).
   const std::int64_t sum_blocks = tile_channel_sum_blocks(p);
-  const std::size_t dx_smem = sum_blocks > 0 ? tile_channel_sum_smem(static_cast<int>(plan.threads)) : 0;
+  const std::size_t dx_smem =
+      sum_blocks > 0 ? channel_sums_smem<kTileSumChannels>(static_cast<int>(plan.threads)) : 0;
   return check_launch(CULAYERS_LAUNCH_DEPENDENT((backward_tile_dx_kernel<T, N>),
                                                 dim3(static_cast<unsigned>(plan.grid + sum_blocks)),
                                                 dim3(plan.threads), dx_smem, stream, p),
