@@ -603,6 +603,21 @@ TEST(GroupNormForward, TilePathMergesMoreThanOneBatchOfTiles) {
   }
 }
 
+/// workspace_size of the float32 forward `c` describes (16-byte-aligned buffers, no mask or statistics).
+std::size_t float_workspace(const Config& c) {
+  DeviceBuffer<float> x(static_cast<std::size_t>(c.batch * c.channels * c.spatial));
+  gnk::GroupNormArgs a;
+  a.layout = c.layout;
+  a.x = x.get();
+  a.y = x.get();
+  a.batch = c.batch;
+  a.channels = c.channels;
+  a.spatial = c.spatial;
+  a.groups = c.groups;
+  a.tuning = c.tuning;
+  return gnk::workspace_size(a);
+}
+
 // Tuning::wave_balance: the split and tile counts raised (up to 2x) to fill both streaming kernels' last
 // waves (kernels/common/wave_balance.hpp), against the first count (wave_balance 1). Both match the
 // reference; the workspace (a partial per group and chunk or tile) says which count was taken: the
@@ -644,17 +659,7 @@ TEST(GroupNormForward, WaveBalanceFillsTheLastWaves) {
     for (const std::int64_t balance : {0, 1}) {
       c.tuning.wave_balance = balance;
       EXPECT_EQ(run_and_check<float>(c, rng), 0) << describe(c) << " wave_balance " << balance;
-      DeviceBuffer<float> x(static_cast<std::size_t>(c.batch * c.channels * c.spatial));
-      gnk::GroupNormArgs a;
-      a.layout = c.layout;
-      a.x = x.get();
-      a.y = x.get();
-      a.batch = c.batch;
-      a.channels = c.channels;
-      a.spatial = c.spatial;
-      a.groups = c.groups;
-      a.tuning = c.tuning;
-      workspace[balance] = gnk::workspace_size(a);
+      workspace[balance] = float_workspace(c);
       ASSERT_GT(workspace[balance], 0u) << culayers::last_error_message();
     }
     const std::size_t units = static_cast<std::size_t>(c.batch * c.groups);
@@ -700,19 +705,10 @@ TEST(GroupNormForward, WaveBalanceCountsTheChunksTheAxisIsCutInto) {
   c.tuning.min_split_elements = 1;
   c.expect = Path::kSplit;
   std::size_t workspace[2] = {};
-  DeviceBuffer<float> x(260);
   for (const std::int64_t balance : {0, 1}) {
     c.tuning.wave_balance = balance;
     EXPECT_EQ(run_and_check<float>(c, rng), 0) << describe(c) << " wave_balance " << balance;
-    gnk::GroupNormArgs a;
-    a.x = x.get();
-    a.y = x.get();
-    a.batch = 1;
-    a.channels = 1;
-    a.spatial = 260;
-    a.groups = 1;
-    a.tuning = c.tuning;
-    workspace[balance] = gnk::workspace_size(a);
+    workspace[balance] = float_workspace(c);
   }
   EXPECT_GE(workspace[0], workspace[1]);
   if (CULAYERS_TEST_EMULATED != 0 && culayers::test::sm_count() == 4) {
