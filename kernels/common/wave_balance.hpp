@@ -10,8 +10,19 @@
 CULAYERS_NAMESPACE_BEGIN
 namespace kernels {
 
-/// The count (e.g. chunks per group, or tiles per sample) from `lo` to `hi` whose grid, `grid_of(count)`
-/// blocks, wastes the least of two kernels' last waves, for a plan whose two kernels run the same grid;
+/// Pieces an axis of `axis` units is cut into when `wanted` pieces are asked for: pieces of
+/// ceil(axis / wanted) units, so ceil(axis / ceil(axis / wanted)) of them (at most `wanted`; 1 for an empty
+/// axis).
+inline std::int64_t pieces(std::int64_t axis, std::int64_t wanted) {
+  const std::int64_t a = std::max<std::int64_t>(axis, 1);
+  const std::int64_t w = std::max<std::int64_t>(wanted, 1);
+  const std::int64_t piece = (a + w - 1) / w;
+  return (a + piece - 1) / piece;
+}
+
+/// The count (chunks per group, or tiles per sample) from `lo` to `hi` whose grid, `unit` x
+/// pieces(axis, count) blocks (the chunks or tiles the axis is actually cut into, `unit` groups or samples
+/// each), wastes the least of two kernels' last waves, for a plan whose two kernels run the same grid;
 /// `slots[k]`: blocks one wave of kernel k holds (SMs x blocks per SM), `passes[k]`: its tensor passes. The
 /// model: a wave takes a full wave's time however few blocks it has (a memory-bound kernel with one block per
 /// SM streams at a fraction of the bandwidth), so kernel k takes passes[k] x ceil(grid / slots[k]) x slots[k]
@@ -21,17 +32,16 @@ namespace kernels {
 /// normalize kernel (3 per SM) in 5.33; S = 99 gives 6 and 8. Between two grids that fill some kernel's last
 /// wave exactly, every kernel's cost falls as the grid grows, so the candidates are `lo`, `hi` and, for each
 /// kernel and whole number of its waves m, the largest count whose grid is at most m waves (the grid is
-/// at most count x `unit`, unit = groups or samples). The smallest candidate within 0.5 % of the least
-/// candidate cost is taken (more chunks mean more partials and merges). A kernel with more than 64 waves
-/// between `lo` and `hi` is not enumerated: its last wave is under 2 % of its time.
-template <class GridOf>
-std::int64_t balance_waves(std::int64_t lo, std::int64_t hi, std::int64_t unit, GridOf&& grid_of,
-                           const std::int64_t (&slots)[2], const double (&passes)[2]) {
+/// at most count x `unit`). The smallest candidate within 0.5 % of the least candidate cost is taken (more
+/// chunks mean more partials and merges). A kernel with more than 64 waves between `lo` and `hi` is not
+/// enumerated: its last wave is under 2 % of its time.
+inline std::int64_t balance_waves(std::int64_t lo, std::int64_t hi, std::int64_t unit, std::int64_t axis,
+                                  const std::int64_t (&slots)[2], const double (&passes)[2]) {
   if (hi <= lo || unit <= 0 || slots[0] <= 0 || slots[1] <= 0) {
     return lo;
   }
   const auto cost = [&](std::int64_t count) {
-    const double grid = static_cast<double>(grid_of(count));
+    const double grid = static_cast<double>(unit * pieces(axis, count));
     double total = 0.0;
     for (int k = 0; k < 2; ++k) {
       const double wave = static_cast<double>(slots[k]);

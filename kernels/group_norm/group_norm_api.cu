@@ -539,10 +539,7 @@ Status make_plan(const Common& c, Planned* out) {
       if (t.target_blocks == 0 && t.wave_balance == 0) {
         // Then up to twice as many tiles where that fills the two kernels' last waves better.
         const std::int64_t slots[2] = {info.sm_count * resident[0], info.sm_count * resident[1]};
-        const auto grid_of = [&](std::int64_t tiles_wanted) {
-          return batch * ceil_div(spatial, ceil_div(spatial, tiles_wanted));
-        };
-        tiles = kernels::balance_waves(tiles, std::min(2 * tiles, most), batch, grid_of, slots,
+        tiles = kernels::balance_waves(tiles, std::min(2 * tiles, most), batch, spatial, slots,
                                        c.backward ? kBackwardPasses : kForwardPasses);
       }
       chunk = ceil_div(spatial, tiles);
@@ -587,13 +584,8 @@ Status make_plan(const Common& c, Planned* out) {
           const std::size_t smem = k::team_scratch_bytes(k::kSplitThreads, vec, channel_slots);
           const std::int64_t slots[2] = {info.sm_count * with_smem(queried.first, smem),
                                          info.sm_count * with_smem(queried.second, smem)};
-          // The grid a count gives: the chunks the axis is actually cut into (chunk = ceil(axis / S)).
-          const std::int64_t cut = std::max<std::int64_t>(axis, 1);
-          const auto grid_of = [&](std::int64_t s_wanted) {
-            return units * ceil_div(cut, ceil_div(cut, s_wanted));
-          };
-          splits = kernels::balance_waves(splits, std::min({2 * splits, by_size, most}), units, grid_of,
-                                          slots, c.backward ? kBackwardPasses : kForwardPasses);
+          splits = kernels::balance_waves(splits, std::min({2 * splits, by_size, most}), units, axis, slots,
+                                          c.backward ? kBackwardPasses : kForwardPasses);
         }
       }
     }

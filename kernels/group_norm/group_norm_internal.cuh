@@ -184,9 +184,10 @@ Status launch_forward(const Plan& plan, const ForwardParams& params, cudaStream_
 
 /// Blocks of `threads` threads one SM holds (threads, registers as compiled for the current device, the
 /// block-slot limit; no shared memory: the planner adds its own limit) for the kernels that a plan with
-/// this path, vector width and view runs (kernels::resident_blocks). `first`: the warp or block path's one
-/// kernel, or the split or tile path's first pass; `second`: the split or tile path's second pass (equal to
-/// `first` on the one-kernel paths). 0 where the runtime cannot say: the planner keeps its estimate.
+/// this path, vector width and view runs (kernels::resident_blocks). `first`: the block path's kernel, or
+/// the split or tile path's first pass; `second`: the split or tile path's second pass (equal to `first` on
+/// the block path). 0 where the runtime cannot say (and for the warp path, which the planner never asks
+/// about): the planner keeps its estimate.
 struct Residency {
   int first = 0;
   int second = 0;

@@ -781,16 +781,12 @@ Residency residency(::culayers::group_norm::Path path, int vec, bool cl, int thr
     if constexpr (kBackward) {
       if (path == Path::kSplit) {
         two(backward_partial_kernel<T, N, kCL>, backward_dx_kernel<T, N, kCL>);
-      } else if (path == Path::kWarp) {
-        one(backward_cached_kernel<T, N, kCL, true>);
       } else if (path == Path::kBlock) {
         one(backward_cached_kernel<T, N, kCL, false>);
       }
     } else {
       if (path == Path::kSplit) {
         two(forward_partial_kernel<T, N, kCL>, forward_normalize_kernel<T, N, kCL>);
-      } else if (path == Path::kWarp) {
-        one(forward_cached_kernel<T, N, kCL, true>);
       } else if (path == Path::kBlock) {
         one(forward_cached_kernel<T, N, kCL, false>);
       }
