@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -883,6 +884,16 @@ cudaError_t check_copy(const char* api, void* dst, const void* src, size_t count
     return emu::fail_api(
         cudaErrorInvalidValue,
         emu::format("%s: source [%p, +%zu) is not inside one device allocation", api, src, count));
+  }
+  // CUDA: "The memory areas may not overlap" (what a GPU does then is undefined; here it is an error, like
+  // a range outside an allocation). Host-to-host copies included: the same rule covers every kind.
+  const auto d = reinterpret_cast<std::uintptr_t>(dst);
+  const auto s = reinterpret_cast<std::uintptr_t>(src);
+  if (d < s + count && s < d + count) {
+    return emu::fail_api(cudaErrorInvalidValue,
+                         emu::format("%s: source [%p, +%zu) and destination [%p, +%zu) overlap (CUDA: the "
+                                     "memory areas may not overlap)",
+                                     api, src, count, dst, count));
   }
   return cudaSuccess;
 }

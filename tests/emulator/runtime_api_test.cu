@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -51,6 +52,33 @@ TEST(EmulatorRuntime, CopiesOutsideAnAllocationAreRejected) {
   EXPECT_NE(culayers_emu::last_error_message().find("not inside one device allocation"), std::string::npos);
   EXPECT_EQ(cudaMemset(d.get() + 8, 0, 9 * sizeof(float)), cudaErrorInvalidValue);
   (void)cudaGetLastError();
+}
+
+TEST(EmulatorRuntime, OverlappingCopiesAreRejected) {
+  DeviceBuffer<float> d(16);
+  const std::vector<float> values{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  d.upload(values);
+  {
+    QuietEmulator quiet;
+    // Onto itself, and shifted by one element either way: CUDA leaves all three undefined.
+    EXPECT_EQ(cudaMemcpy(d.get(), d.get(), 8 * sizeof(float), cudaMemcpyDeviceToDevice),
+              cudaErrorInvalidValue);
+    EXPECT_NE(culayers_emu::last_error_message().find("overlap"), std::string::npos);
+    EXPECT_EQ(cudaMemcpyAsync(d.get() + 1, d.get(), 8 * sizeof(float), cudaMemcpyDeviceToDevice, nullptr),
+              cudaErrorInvalidValue);
+    EXPECT_EQ(cudaMemcpyAsync(d.get(), d.get() + 7, 8 * sizeof(float), cudaMemcpyDeviceToDevice, nullptr),
+              cudaErrorInvalidValue);
+    std::vector<float> h(8);
+    EXPECT_EQ(cudaMemcpy(h.data() + 1, h.data(), 4 * sizeof(float), cudaMemcpyHostToHost),
+              cudaErrorInvalidValue);
+    (void)cudaGetLastError();
+  }
+  EXPECT_EQ(d.download(), values); // nothing was copied
+  // Adjacent ranges do not overlap.
+  CULAYERS_ASSERT_CUDA(cudaMemcpy(d.get() + 8, d.get(), 8 * sizeof(float), cudaMemcpyDeviceToDevice));
+  CULAYERS_ASSERT_CUDA(cudaMemcpy(d.get(), d.get() + 8, 0, cudaMemcpyDeviceToDevice)); // nothing to copy
+  const std::vector<float> got = d.download();
+  EXPECT_TRUE(std::equal(got.begin() + 8, got.end(), values.begin()));
 }
 
 TEST(EmulatorRuntime, StreamsRunInOrderAndEventsTime) {

@@ -769,4 +769,63 @@ TEST(ModelCApi, LoadsRunsAndMatchesCpp) {
   EXPECT_EQ(none, nullptr);
 }
 
+// A model that is the identity in inference (dropout only) returns x and the input mask themselves: run
+// with y == x and y_mask == mask, it copies nothing (a copy onto itself is undefined in CUDA; the emulator
+// rejects overlapping copies, so this fails if either copy is issued). In training it writes y.
+TEST(ModelCApi, IdentityModelRunsInPlace) {
+  Json cfg = {{"class_name", "Sequential"},
+              {"config",
+               {{"name", "identity"},
+                {"layers",
+                 {{{"class_name", "Dropout"}, {"config", {{"name", "drop"}, {"rate", 0.25}, {"seed", 5}}}}}},
+                {"build_input_shape", {nullptr, kT, kF}}}}};
+  culayersModel_t handle = nullptr;
+  ASSERT_EQ(culayersModelCreate(&handle, cfg.dump().c_str(), nullptr, nullptr), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  auto rng = culayers::test::rng_for_test();
+  Inputs in = make_inputs(rng);
+  const std::vector<std::uint8_t> mask_host{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0};
+  ASSERT_EQ(mask_host.size(), static_cast<std::size_t>(kB) * kT);
+  DeviceBuffer<std::uint8_t> mask(mask_host);
+  const std::int64_t dims[3] = {kB, kT, kF};
+  culayersModelRunArgs_t args;
+  culayersModelRunArgsInit(&args);
+  args.x = in.x.get();
+  args.rank = 3;
+  std::memcpy(args.dims, dims, sizeof(dims));
+  args.mask = mask.get();
+  args.y = in.x.get();
+  args.y_bytes = in.host.size() * sizeof(float);
+  args.y_mask = mask.get();
+  args.y_mask_bytes = mask_host.size();
+  int wrote_mask = -1;
+  ASSERT_EQ(culayersModelRun(handle, &args, &wrote_mask, nullptr), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_EQ(wrote_mask, 1); // the input mask, passed through into the same buffer
+  EXPECT_EQ(in.x.download(), in.host);
+  EXPECT_EQ(mask.download(), mask_host);
+
+  // Training draws a mask: into a separate y (y == x would be in place, which the Dropout op allows but the
+  // model's output buffer is not x), some elements zeroed, the rest scaled by 1 / 0.75.
+  DeviceBuffer<float> y(in.host.size());
+  args.y = y.get();
+  args.phase = CULAYERS_PHASE_TRAINING;
+  ASSERT_EQ(culayersModelRun(handle, &args, &wrote_mask, nullptr), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  const std::vector<float> got = y.download();
+  int dropped = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (got[i] == 0.0f && in.host[i] != 0.0f) {
+      ++dropped;
+    } else {
+      EXPECT_EQ(got[i], in.host[i] * static_cast<float>(1.0 / 0.75)) << i; // scale = (float)(1 / p)
+    }
+  }
+  EXPECT_GT(dropped, 0);
+  EXPECT_EQ(in.x.download(), in.host);
+  culayersModelDestroy(handle);
+}
+
 } // namespace
