@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 namespace {
@@ -60,19 +61,32 @@ const CppState* to_cpp(const CState* s) {
   return reinterpret_cast<const CppState*>(s);
 }
 
-/// Builds a Shape from a C (rank, dims) pair, with the op's name in the messages and Shape::make's
-/// statuses (kErrorInvalidShape for a negative rank or dimension, kErrorSizeLimit above kMaxRank).
+/// Builds a Shape from a C (rank, dims) pair, with the op's name and the argument in the messages and
+/// Shape::make's statuses (kErrorInvalidShape for a negative rank or dimension, kErrorSizeLimit above
+/// kMaxRank or for an element count that overflows int64). A noise shape whose count overflows can never
+/// broadcast to x (whose count does not): kErrorInvalidShape, as the C++ op reports it.
 Status make_shape(int rank, const std::int64_t* dims, const char* op, const char* name, Shape* out) {
   if (rank < 0 || rank > culayers::kMaxRank) {
     return culayers::detail::set_error(rank < 0 ? Status::kErrorInvalidShape : Status::kErrorSizeLimit,
                                        "%s: %s: rank %d is not in [0, %d]", op, name, rank,
                                        culayers::kMaxRank);
   }
+  if (rank > 0 && dims == nullptr) {
+    return culayers::detail::set_error(Status::kErrorNullPointer, "%s: %s: dims is null for rank %d", op,
+                                       name, rank);
+  }
+  std::int64_t count = 1;
   for (int j = 0; j < rank; ++j) {
     if (dims[j] < 0) {
       return culayers::detail::set_error(Status::kErrorInvalidShape,
                                          "%s: %s: dimension %d is negative (%lld)", op, name, j,
                                          static_cast<long long>(dims[j]));
+    }
+    if (dims[j] != 0 && !culayers::detail::checked_mul(count, dims[j], &count)) {
+      const bool noise = std::strcmp(name, "noise_shape") == 0;
+      return culayers::detail::set_error(noise ? Status::kErrorInvalidShape : Status::kErrorSizeLimit,
+                                         "%s: %s: the element count overflows int64%s", op, name,
+                                         noise ? " (it cannot broadcast to x's shape)" : "");
     }
   }
   return Shape::make(dims, rank, out);

@@ -55,8 +55,9 @@ culayersStatus_t entry_can_implement(const CArgs* args, const char* op, Convert 
   });
 }
 
-/// Stores the workspace bytes in *bytes (0 for arguments the op would reject: CanImplement says why);
-/// nothing is stored when args or bytes is NULL or the C args do not convert.
+/// Stores the workspace bytes in *bytes (0 for arguments the op would reject: CanImplement says why; also
+/// 0, with the conversion's error status, when the C args do not convert); nothing is stored when args or
+/// bytes is NULL.
 template <class CArgs, class Convert>
 culayersStatus_t entry_workspace_size(const CArgs* args, std::size_t* bytes, const char* op,
                                       Convert convert) {
@@ -64,6 +65,7 @@ culayersStatus_t entry_workspace_size(const CArgs* args, std::size_t* bytes, con
     return null_arg(op, args == nullptr ? "args" : "bytes");
   }
   return guarded(op, [&] {
+    *bytes = 0;
     Status s = Status::kSuccess;
     const auto a = convert(*args, &s);
     if (!ok(s)) {

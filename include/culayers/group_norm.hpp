@@ -106,7 +106,7 @@ struct Tuning {
   int vector_width = 0;                ///< upper bound on N (1, 2, 4, 8); 0 = widest legal
   std::int64_t warp_max_elements = 0;  ///< default 1024
   std::int64_t block_max_bytes = 0;    ///< default: shared memory per block minus scratch
-  std::int64_t min_split_elements = 0; ///< default 8192
+  std::int64_t min_split_elements = 0; ///< default 8192; <= 2^31 - 1
   std::int64_t target_blocks = 0;      ///< blocks that count as "the whole GPU" (<= 2^31 - 1)
   std::int64_t splits = 0;             ///< force the split path with this many chunks per group (<= 1024)
   std::int64_t tile_rows = 0;      ///< tile path: rows per tile (0 = automatic; raised to spatial / 65536)

@@ -90,7 +90,7 @@ const char* path_name(Path path) noexcept;
 struct Tuning {
   Path path = Path::kAuto;              ///< force a path (kNarrow requires inner <= 32)
   int vector_width = 0;                 ///< upper bound on N (1, 2, 4, 8, 16); 0 = widest legal
-  std::int64_t target_threads = 0;      ///< threads that count as "the whole GPU"
+  std::int64_t target_threads = 0;      ///< threads that count as "the whole GPU" (<= (2^31 - 1) x 1024)
   std::int64_t narrow_max_inner = 0;    ///< default 32
   std::int64_t narrow_max_row = 0;      ///< default 1024 elements (R * inner)
   std::int64_t min_rows_per_thread = 0; ///< default 8; at most 2^31 - 1

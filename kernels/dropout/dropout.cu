@@ -349,7 +349,7 @@ Status plan_dropout(const TensorOp& t, LaunchPlan* plan) {
   }
   const int ptr_width = pointer_width(elem, {t.in, t.out}, t.mask);
   int vec = ptr_width < shape_width ? ptr_width : shape_width;
-  if (fw != 0 && path != Path::kGeneric) { // the generic path is scalar whatever is asked
+  if (fw != 0) { // the generic path is scalar: shape_width 1, so it serves a forced width of 1 only
     if (fw > ptr_width) {
       return culayers::detail::set_error(
           Status::kErrorMisaligned,

@@ -232,15 +232,23 @@ Status validate_common(const Common& c) {
     return set_error(Status::kErrorInvalidShape, "%s: groups: %lld channels are not divisible by %lld groups",
                      op, static_cast<long long>(c.channels), static_cast<long long>(c.groups));
   }
+  // The limits hold for empty tensors too (spatial or batch 0 counted as 1): the kernels still walk a
+  // group's C/G rows and the N x G groups (writing mean 0 / rstd), with 32-bit counts, and plan C x spatial
+  // strides; an empty tensor with 2^32 channels per group would loop for minutes.
   const std::int64_t cpg = c.channels / c.groups;
-  if (c.spatial > 0 && cpg > (std::numeric_limits<std::int32_t>::max)() / c.spatial) {
-    return set_error(Status::kErrorSizeLimit, "%s: shape: a group of %lld x %lld elements exceeds 2^31 - 1",
-                     op, static_cast<long long>(cpg), static_cast<long long>(c.spatial));
+  const std::int64_t spatial1 = std::max<std::int64_t>(c.spatial, 1);
+  const std::int64_t batch1 = std::max<std::int64_t>(c.batch, 1);
+  if (cpg > (std::numeric_limits<std::int32_t>::max)() / spatial1) {
+    return set_error(Status::kErrorSizeLimit,
+                     "%s: shape: a group of %lld channels x %lld positions exceeds 2^31 - 1 elements", op,
+                     static_cast<long long>(cpg), static_cast<long long>(c.spatial));
   }
-  if (c.batch > 0 && c.groups > (std::numeric_limits<std::int32_t>::max)() / c.batch) {
-    return set_error(Status::kErrorSizeLimit, "%s: shape: batch x groups exceeds 2^31 - 1", op);
+  if (c.groups > (std::numeric_limits<std::int32_t>::max)() / batch1) {
+    return set_error(Status::kErrorSizeLimit, "%s: shape: batch x groups (%lld x %lld) exceeds 2^31 - 1", op,
+                     static_cast<long long>(c.batch), static_cast<long long>(c.groups));
   }
-  if (c.batch > 0 && c.channels * c.spatial > (std::numeric_limits<std::int64_t>::max)() / 16 / c.batch) {
+  // C x spatial1 < 2^62 here (G and (C/G) x spatial1 are each below 2^31): no overflow before the test.
+  if (c.channels * spatial1 > (std::numeric_limits<std::int64_t>::max)() / 16 / batch1) {
     return set_error(Status::kErrorSizeLimit, "%s: shape: too many elements", op);
   }
   if (c.activation != Activation::kNone && c.activation != Activation::kSiLU &&
@@ -270,6 +278,12 @@ Status validate_common(const Common& c) {
   if (t.wave_balance != 0 && t.wave_balance != 1) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning.wave_balance: %lld is not 0 (on) or 1 (off)", op,
                      static_cast<long long>(t.wave_balance));
+  }
+  // A group has at most 2^31 - 1 elements, so a larger minimum means "never split" as well; rejecting it
+  // keeps the planner's 2 x min_split_elements from overflowing.
+  if (t.min_split_elements > (std::numeric_limits<std::int32_t>::max)()) {
+    return set_error(Status::kErrorInvalidValue, "%s: tuning.min_split_elements: %lld exceeds 2^31 - 1", op,
+                     static_cast<long long>(t.min_split_elements));
   }
   if (t.target_blocks > kMaxGrid) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning.target_blocks: %lld exceeds 2^31 - 1", op,

@@ -525,6 +525,12 @@ Status can_implement(const MaskedReduceArgs& a) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning.min_rows_per_thread: %lld exceeds 2^31 - 1", op,
                      static_cast<long long>(t.min_rows_per_thread));
   }
+  // At most the threads of a full grid (2^31 - 1 blocks of 1024); the planner scales it by small factors.
+  if (t.target_threads > (std::numeric_limits<std::int32_t>::max)() * std::int64_t{1024}) {
+    return set_error(Status::kErrorInvalidValue,
+                     "%s: tuning.target_threads: %lld exceeds (2^31 - 1) x 1024, the threads of a full grid",
+                     op, static_cast<long long>(t.target_threads));
+  }
   if (t.splits > km::kMaxSplits) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning.splits: %lld exceeds %lld", op,
                      static_cast<long long>(t.splits), static_cast<long long>(km::kMaxSplits));

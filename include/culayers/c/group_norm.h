@@ -43,7 +43,7 @@ typedef struct culayersGroupNormTuning_t {
   int vector_width;           /* upper bound on the vector width (1, 2, 4, 8); 0 = widest legal */
   int64_t warp_max_elements;  /* 0 = 1024 */
   int64_t block_max_bytes;    /* 0 = the device's shared memory per block minus scratch */
-  int64_t min_split_elements; /* 0 = 8192 */
+  int64_t min_split_elements; /* 0 = 8192; <= 2^31 - 1 */
   int64_t target_blocks;      /* blocks that count as "the whole GPU"; 0 = from the device */
   int64_t splits;             /* > 0: force the split path with this many chunks per group (<= 1024) */
   int64_t tile_rows;          /* tile path: rows per tile; 0 = automatic */

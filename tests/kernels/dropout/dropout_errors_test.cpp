@@ -370,9 +370,32 @@ TEST(DropoutCApi, Errors) {
   f.rank = 9; // as Shape::make in C++
   EXPECT_EQ(culayersDropoutForward(&f, nullptr, 0, nullptr), CULAYERS_STATUS_SIZE_LIMIT);
   EXPECT_NE(std::string(culayersGetLastErrorMessage()).find("rank"), std::string::npos);
+  bytes = 777; // arguments that do not convert: the status says why, and 0 bytes
+  EXPECT_EQ(culayersDropoutForwardWorkspaceSize(&f, &bytes), CULAYERS_STATUS_SIZE_LIMIT);
+  EXPECT_EQ(bytes, 0u);
   f.rank = -1;
   EXPECT_EQ(culayersDropoutForward(&f, nullptr, 0, nullptr), CULAYERS_STATUS_INVALID_SHAPE);
   EXPECT_NE(std::string(culayersGetLastErrorMessage()).find("rank"), std::string::npos);
+  // Element counts that overflow int64: named by the op and the argument; a noise shape that overflows
+  // cannot broadcast to x, as the C++ op says of it.
+  f.rank = 2;
+  f.dims[0] = std::int64_t{1} << 40;
+  f.dims[1] = std::int64_t{1} << 40;
+  EXPECT_EQ(culayersDropoutForward(&f, nullptr, 0, nullptr), CULAYERS_STATUS_SIZE_LIMIT);
+  EXPECT_NE(
+      std::string(culayersGetLastErrorMessage()).find("dropout_forward: shape: the element count overflows"),
+      std::string::npos)
+      << culayersGetLastErrorMessage();
+  f.dims[0] = 4;
+  f.dims[1] = 24;
+  f.noise_rank = 2;
+  f.noise_dims[0] = std::int64_t{1} << 40;
+  f.noise_dims[1] = std::int64_t{1} << 40;
+  EXPECT_EQ(culayersDropoutForward(&f, nullptr, 0, nullptr), CULAYERS_STATUS_INVALID_SHAPE);
+  EXPECT_NE(std::string(culayersGetLastErrorMessage()).find("dropout_forward: noise_shape:"),
+            std::string::npos)
+      << culayersGetLastErrorMessage();
+  f.noise_rank = 0;
   f.rank = 2;
   f.dims[0] = 4;
   f.dims[1] = -24;

@@ -149,6 +149,21 @@ std::vector<Case<Args>> common_cases() {
          a.groups = 1;
          a.spatial = std::int64_t{1} << 28;
        }},
+      // Empty tensors keep the limits: their groups' rows are still walked (mean 0 / rstd written).
+      {"spatial 0, C/G >= 2^31",
+       [](Args& a) {
+         a.channels = std::int64_t{1} << 32;
+         a.groups = 1;
+         a.spatial = 0;
+       },
+       "exceeds 2^31 - 1 elements"},
+      {"N 0, G >= 2^31",
+       [](Args& a) {
+         a.channels = std::int64_t{1} << 31;
+         a.groups = std::int64_t{1} << 31;
+         a.batch = 0;
+       },
+       "batch x groups"},
       {"x null", [](Args& a) { a.x = nullptr; }},
       {"dtype int32", [](Args& a) { a.dtype = DType::kInt32; }},
       {"dtype uint8", [](Args& a) { a.dtype = DType::kUInt8; }},
@@ -165,6 +180,9 @@ std::vector<Case<Args>> common_cases() {
       {"tuning tile_rows -1", [](Args& a) { a.tuning.tile_rows = -1; }},
       {"tuning tile_min_bytes -1", [](Args& a) { a.tuning.tile_min_bytes = -1; }},
       {"tuning split_min_bytes -1", [](Args& a) { a.tuning.split_min_bytes = -1; }},
+      {"tuning min_split_elements above 2^31 - 1",
+       [](Args& a) { a.tuning.min_split_elements = std::numeric_limits<std::int64_t>::max(); },
+       "tuning.min_split_elements"},
       {"tuning wave_balance 2", [](Args& a) { a.tuning.wave_balance = 2; }},
       {"tuning wave_balance -1", [](Args& a) { a.tuning.wave_balance = -1; }},
       {"tile path with channels first",

@@ -790,6 +790,8 @@ TEST(MaskedReduceForward, ArgumentErrorsLeaveOutputsUntouched) {
        [&](mr::MaskedReduceArgs& a) { a.tuning.splits = 100000; }},
       {"min_rows_per_thread above 2^31 - 1", Status::kErrorInvalidValue,
        [&](mr::MaskedReduceArgs& a) { a.tuning.min_rows_per_thread = std::int64_t{1} << 62; }},
+      {"target_threads above a full grid's threads", Status::kErrorInvalidValue,
+       [&](mr::MaskedReduceArgs& a) { a.tuning.target_threads = std::numeric_limits<std::int64_t>::max(); }},
       // R = 0 makes x empty, but the outputs are still outer x inner.
       {"outputs overflow with R = 0", Status::kErrorSizeLimit,
        [&](mr::MaskedReduceArgs& a) {
