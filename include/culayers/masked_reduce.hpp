@@ -171,7 +171,8 @@ struct MaskedReduceBackwardArgs {
   const float* mean = nullptr;           ///< [outer, inner]: moments with dvar (the forward's mean)
   const void* x = nullptr;               ///< [outer, R, inner]: moments with dvar
   /// Optional [outer] valid-step counts (the forward's `counts` output). Mean and moments with a mask
-  /// need counts: without this input run() computes them into the workspace first.
+  /// need counts: without this input run() computes them into the workspace first. Given for any other op
+  /// or validity: kErrorInconsistentArguments.
   const std::int32_t* counts = nullptr;
 
   void* dx = nullptr; ///< [outer, R, inner] in dtype; must not overlap any input (nor length_errors)

@@ -670,6 +670,11 @@ Status can_implement(const MaskedReduceBackwardArgs& a) {
       return set_error(Status::kErrorInconsistentArguments, "%s: indices: only used by max and min", op);
     }
   }
+  if (a.counts != nullptr &&
+      !(a.validity == Validity::kMask && (a.op == ReduceOp::kMean || a.op == ReduceOp::kMoments))) {
+    return set_error(Status::kErrorInconsistentArguments,
+                     "%s: counts: only used by mean and moments with a mask", op);
+  }
   const std::uint32_t* length_errors = a.validity == Validity::kLengths ? a.length_errors : nullptr;
   st = kernels::check_aligned(op, {{"dx", a.dx, 0}, {"dy", a.dy, 0}, {"x", a.x, 0}}, elem);
   if (ok(st)) {

@@ -90,7 +90,7 @@ typedef struct culayersMaskedReduceBackwardArgs_t {
   const float* dvar;
   const float* mean;
   const void* x;
-  const int32_t* counts;
+  const int32_t* counts; /* optional: mean and moments with a mask only (else INCONSISTENT_ARGUMENTS) */
   void* dx;
   int vector_width;
   int64_t row_chunks;

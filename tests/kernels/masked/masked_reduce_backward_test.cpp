@@ -276,7 +276,9 @@ TYPED_TEST(MaskedReduceBackwardTyped, MatrixAgainstReference) {
         c.reduce = s.reduce;
         c.inner = s.inner;
         c.row_chunks = s.row_chunks;
-        c.pass_counts = (k++ % 2) == 0;
+        // counts is an input of mean and moments with a mask only (an error elsewhere).
+        c.pass_counts = (k++ % 2) == 0 && validity == Validity::kMask &&
+                        (op == ReduceOp::kMean || op == ReduceOp::kMoments);
         run_and_check<T>(c, rng);
         if (::testing::Test::HasFailure()) {
           return;
@@ -488,9 +490,27 @@ TEST(MaskedReduceBackward, ArgumentErrorsLeaveDxUntouched) {
        [&](mr::MaskedReduceBackwardArgs& b) { b.row_chunks = -1; }},
       {"counts misaligned", Status::kErrorMisaligned,
        [&](mr::MaskedReduceBackwardArgs& b) {
+         b.op = ReduceOp::kMean;
+         b.validity = Validity::kMask;
+         b.mask = mask.get();
          b.counts = reinterpret_cast<const std::int32_t*>(reinterpret_cast<const char*>(p_idx) + 2);
        },
        "counts: not aligned"},
+      {"counts for sum", Status::kErrorInconsistentArguments,
+       [&](mr::MaskedReduceBackwardArgs& b) {
+         b.validity = Validity::kMask;
+         b.mask = mask.get();
+         b.counts = p_idx;
+       },
+       "counts: only used by mean and moments with a mask"},
+      {"counts for mean with lengths", Status::kErrorInconsistentArguments,
+       [&](mr::MaskedReduceBackwardArgs& b) {
+         b.op = ReduceOp::kMean;
+         b.validity = Validity::kLengths;
+         b.lengths = p_idx;
+         b.counts = p_idx;
+       },
+       "counts: only used by mean and moments with a mask"},
       {"length_errors misaligned", Status::kErrorMisaligned,
        [&](mr::MaskedReduceBackwardArgs& b) {
          b.validity = Validity::kLengths;
