@@ -5,7 +5,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "culayers/nn/initializer.hpp"
 #include "culayers/nn/layer.hpp"
@@ -17,31 +21,125 @@ CULAYERS_NAMESPACE_BEGIN
 namespace nn {
 namespace config_util {
 
+/// What parse_json_checked enforces while it reads the text, before any value is built.
+struct JsonChecks {
+  int max_depth = 64;                 ///< nesting of objects and arrays
+  bool reject_duplicate_keys = false; ///< nlohmann keeps the last of duplicate keys silently
+  std::size_t max_array_values = 0;   ///< values one array may hold; 0: no limit
+};
+
+/// Why parse_json_checked rejected a text: the kind, and for kSyntax the parser's message, for kDuplicate
+/// the key.
+struct JsonFailure {
+  enum class Kind { kSyntax, kDepth, kDuplicate, kArrayLength } kind = Kind::kSyntax;
+  std::string detail;
+};
+
+/// Reads JSON text in two linear passes: a SAX pass that builds nothing and checks `checks` (and that the
+/// text is JSON: a number that overflows a double is an error, as is a NUL byte, where nlohmann-json would
+/// stop as if the input ended), then the plain parse. Why not a parser callback: nlohmann-json's callback
+/// parser rescans the parent's elements after every object it closes, so a text of n objects took time
+/// ~n^2 (80 000 empty objects, 2 s; a 100 MB text, days), and the whole tree was built before any check.
+/// Never throws nlohmann-json's exceptions: false, with `why` filled.
+inline bool parse_json_checked(const char* begin, const char* end, const JsonChecks& checks, Json* out,
+                               JsonFailure* why) {
+  using Kind = JsonFailure::Kind;
+  if (const void* nul = std::memchr(begin, 0, static_cast<std::size_t>(end - begin)); nul != nullptr) {
+    why->kind = Kind::kSyntax;
+    why->detail = "NUL byte at offset " + std::to_string(static_cast<const char*>(nul) - begin);
+    return false;
+  }
+  class Checker {
+   public:
+    Checker(const JsonChecks& c, JsonFailure* f) : checks_(c), why_(f) {}
+    bool null() { return value(); }
+    bool boolean(bool) { return value(); }
+    bool number_integer(Json::number_integer_t) { return value(); }
+    bool number_unsigned(Json::number_unsigned_t) { return value(); }
+    bool number_float(Json::number_float_t, const Json::string_t&) { return value(); }
+    bool string(Json::string_t&) { return value(); }
+    bool binary(Json::binary_t&) { return value(); }
+    bool start_object(std::size_t) { return enter(false); }
+    bool start_array(std::size_t) { return enter(true); }
+    bool end_object() { return leave(); }
+    bool end_array() { return leave(); }
+    bool key(Json::string_t& k) {
+      if (checks_.reject_duplicate_keys && !open_.back().keys.insert(k).second) {
+        return fail(Kind::kDuplicate, k);
+      }
+      return true;
+    }
+    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
+      return fail(Kind::kSyntax, e.what());
+    }
+
+   private:
+    struct Open {
+      bool array;
+      std::size_t values;
+      std::set<std::string> keys;
+    };
+    bool value() {
+      if (!open_.empty() && open_.back().array && checks_.max_array_values > 0 &&
+          ++open_.back().values > checks_.max_array_values) {
+        return fail(Kind::kArrayLength, std::to_string(checks_.max_array_values));
+      }
+      return true;
+    }
+    bool enter(bool array) {
+      if (!value()) {
+        return false;
+      }
+      if (static_cast<int>(open_.size()) >= checks_.max_depth) {
+        return fail(Kind::kDepth, std::to_string(checks_.max_depth));
+      }
+      open_.push_back(Open{array, 0, {}});
+      return true;
+    }
+    bool leave() {
+      open_.pop_back();
+      return true;
+    }
+    bool fail(Kind kind, std::string detail) {
+      why_->kind = kind;
+      why_->detail = std::move(detail);
+      return false;
+    }
+    const JsonChecks& checks_;
+    JsonFailure* why_;
+    std::vector<Open> open_;
+  };
+  Checker checker(checks, why);
+  try {
+    if (!Json::sax_parse(begin, end, &checker)) {
+      return false;
+    }
+    *out = Json::parse(begin, end);
+  } catch (const Json::exception& e) { // not expected after the SAX pass accepted the text
+    why->kind = Kind::kSyntax;
+    why->detail = e.what();
+    return false;
+  }
+  return true;
+}
+
 /// Parses JSON text with the nesting depth bounded (configs nest a few levels; a hostile document nested
 /// thousands deep would otherwise make copying or destroying the value recurse off the stack).
-/// kErrorParse "<what>: ..." when the text is not JSON or nests deeper than `max_depth`.
+/// kErrorParse "<what>: ..." when the text is not JSON (a NUL byte, a number beyond a double's range
+/// included) or nests deeper than `max_depth`.
 inline Status parse_json(const std::string& text, const char* what, Json* out, int max_depth = 64) {
-  struct TooDeep {};
-  int depth = 0;
-  const Json::parser_callback_t bound = [&](int, Json::parse_event_t event, Json&) {
-    if (event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) {
-      if (++depth > max_depth) {
-        throw TooDeep{};
-      }
-    } else if (event == Json::parse_event_t::object_end || event == Json::parse_event_t::array_end) {
-      --depth;
-    }
-    return true;
-  };
-  try {
-    *out = Json::parse(text, bound);
-  } catch (const Json::parse_error& e) {
-    return ::culayers::detail::set_error(Status::kErrorParse, "%s: not valid JSON: %s", what, e.what());
-  } catch (const TooDeep&) {
+  JsonChecks checks;
+  checks.max_depth = max_depth;
+  JsonFailure why;
+  if (parse_json_checked(text.data(), text.data() + text.size(), checks, out, &why)) {
+    return Status::kSuccess;
+  }
+  if (why.kind == JsonFailure::Kind::kDepth) {
     return ::culayers::detail::set_error(Status::kErrorParse, "%s: the JSON nests deeper than %d levels",
                                          what, max_depth);
   }
-  return Status::kSuccess;
+  return ::culayers::detail::set_error(Status::kErrorParse, "%s: not valid JSON: %s", what,
+                                       why.detail.c_str());
 }
 
 /// The most recent error again, as kErrorParse (an option check failing inside from_config).

@@ -16,6 +16,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "layers/config_util.hpp"
+
 CULAYERS_NAMESPACE_BEGIN
 namespace nn {
 
@@ -31,6 +33,8 @@ constexpr const char* kMetadataKey = "__metadata__";
 /// Nesting limit of the header JSON (serde_json's default recursion limit, which the reference
 /// implementation parses with).
 constexpr int kMaxDepth = 128;
+/// Values one array of the header may hold (a shape or data_offsets; see parse_header).
+constexpr std::size_t kMaxArrayValues = 64;
 
 Status fail(Status status, const std::string& what, const std::string& message) {
   return ::culayers::detail::set_error(status, "safetensors: %s: %s", what.c_str(), message.c_str());
@@ -192,64 +196,37 @@ Status parse_entry(const std::string& what, const std::string& name, const Json&
 /// Parses and validates the header text against a data buffer of `buffer_bytes` bytes.
 Status parse_header(const std::string& what, const char* text, std::size_t length, std::uint64_t buffer_bytes,
                     Header* out) {
-  // nlohmann's objects keep the last of duplicate keys; the parser callback sees every key, so each
-  // open object keeps the set of keys seen so far. The callback also bounds the nesting depth (a valid
-  // header nests 3 deep; older nlohmann-json releases destroy deep values recursively).
-  struct TooDeep {};
-  std::vector<std::set<std::string>> open_objects;
-  int depth = 0;
-  std::string duplicate;
-  const Json::parser_callback_t callback = [&](int, Json::parse_event_t event, Json& parsed) {
-    switch (event) {
-    case Json::parse_event_t::object_start:
-    case Json::parse_event_t::array_start:
-      if (++depth > kMaxDepth) {
-        throw TooDeep{};
-      }
-      if (event == Json::parse_event_t::object_start) {
-        open_objects.emplace_back();
-      }
-      break;
-    case Json::parse_event_t::object_end:
-    case Json::parse_event_t::array_end:
-      --depth;
-      if (event == Json::parse_event_t::object_end && !open_objects.empty()) {
-        open_objects.pop_back();
-      }
-      break;
-    case Json::parse_event_t::key:
-      if (!open_objects.empty() && duplicate.empty() &&
-          !open_objects.back().insert(parsed.get_ref<const std::string&>()).second) {
-        duplicate = parsed.get_ref<const std::string&>();
-      }
-      break;
-    case Json::parse_event_t::value:
+  // One SAX pass checks, before any value is built (config_util::parse_json_checked): duplicate keys
+  // (nlohmann's objects keep the last one silently), the nesting depth (a valid header nests 3 deep; older
+  // nlohmann-json releases destroy deep values recursively), and array lengths (shapes have at most
+  // kMaxRank dimensions and data_offsets 2 values: a longer array can only be garbage, and without the
+  // bound a header of 100 MB of empty arrays would build a tree of several GB before it is rejected).
+  config_util::JsonChecks checks;
+  checks.max_depth = kMaxDepth;
+  checks.reject_duplicate_keys = true;
+  checks.max_array_values = kMaxArrayValues;
+  config_util::JsonFailure why;
+  Json header;
+  if (!config_util::parse_json_checked(text, text + length, checks, &header, &why)) {
+    switch (why.kind) {
+    case config_util::JsonFailure::Kind::kDepth:
+      return parse_fail(what, "header nests deeper than " + std::to_string(kMaxDepth) + " levels");
+    case config_util::JsonFailure::Kind::kDuplicate:
+      return parse_fail(what, "header: duplicate key " + in_quotes(why.detail));
+    case config_util::JsonFailure::Kind::kArrayLength:
+      return parse_fail(what, "header: an array holds more than " + why.detail +
+                                  " values (shapes have at most " + std::to_string(kMaxRank) +
+                                  " dimensions, data_offsets 2)");
+    case config_util::JsonFailure::Kind::kSyntax:
       break;
     }
-    return true;
-  };
-  // nlohmann-json stops at a NUL byte as if the input ended there, which would accept anything after
-  // it; JSON text never holds a raw NUL (inside strings it must be escaped).
-  if (const void* nul = std::memchr(text, 0, length); nul != nullptr) {
-    return parse_fail(what, "header is not valid JSON: NUL byte at offset " +
-                                std::to_string(static_cast<const char*>(nul) - text));
-  }
-  Json header;
-  try {
-    header = Json::parse(text, text + length, callback);
-  } catch (const Json::parse_error& e) {
-    return parse_fail(what, std::string("header is not valid JSON: ") + e.what());
-  } catch (const TooDeep&) {
-    return parse_fail(what, "header nests deeper than " + std::to_string(kMaxDepth) + " levels");
+    return parse_fail(what, "header is not valid JSON: " + why.detail);
   }
   if (!header.is_object()) {
     return parse_fail(what, "header is not a JSON object");
   }
   if (length == 0 || text[0] != '{') {
     return parse_fail(what, "header does not start with '{'");
-  }
-  if (!duplicate.empty()) {
-    return parse_fail(what, "header: duplicate key " + in_quotes(duplicate));
   }
 
   Header result;

@@ -357,6 +357,20 @@ TEST(Sequential, LoadWeightsChecksEverythingBeforeWriting) {
 TEST(Sequential, BadConfigsAreClearErrors) {
   std::unique_ptr<nn::Sequential> model;
   EXPECT_EQ(nn::Sequential::from_json_string("{not json", &model), Status::kErrorParse);
+  // A number beyond a double's range is a parse error (nlohmann-json throws out_of_range for it), through
+  // C++ and C alike; so is anything after a NUL byte (nlohmann-json would stop there as at the end).
+  const std::string huge = "{\"class_name\": \"Sequential\", \"config\": {\"name\": \"m\", \"x\": 1e400}}";
+  EXPECT_EQ(nn::Sequential::from_json_string(huge, &model), Status::kErrorParse);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("number overflow"), std::string::npos)
+      << culayers::last_error_message();
+  culayersModel_t handle = nullptr;
+  EXPECT_EQ(culayersModelCreate(&handle, huge.c_str(), nullptr, nullptr), CULAYERS_STATUS_PARSE);
+  const std::string after_nul =
+      with_build_shape(demo_config()).dump() + std::string(1, '\0') + "{\"ignored\": true}";
+  EXPECT_EQ(nn::Sequential::from_json_string(after_nul, &model), Status::kErrorParse);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("NUL byte"), std::string::npos)
+      << culayers::last_error_message();
+  EXPECT_EQ(handle, nullptr);
   EXPECT_EQ(nn::Sequential::from_json(Json::array(), &model), Status::kErrorParse);
   EXPECT_EQ(nn::Sequential::from_json({{"class_name", "Functional"}, {"config", Json::object()}}, &model),
             Status::kErrorUnknownClass);
