@@ -310,10 +310,11 @@ Status BatchNormalization::from_config(const Json& config, std::unique_ptr<Layer
   if (const auto it = config.find("axis"); it != config.end()) {
     // tf.keras 2 writes the axis as a list after build: accept one element.
     const Json& v = it->is_array() && it->size() == 1 ? (*it)[0] : *it;
-    if (!v.is_number_integer() || v.get<std::int64_t>() < -kMaxRank || v.get<std::int64_t>() >= kMaxRank) {
+    std::int64_t axis = 0;
+    if (!config_util::int64_value(v, &axis) || axis < -kMaxRank || axis >= kMaxRank) {
       return config_util::bad_key(kClassName, "axis", "is not an integer axis (or a list of one)");
     }
-    o.axis = static_cast<int>(v.get<std::int64_t>());
+    o.axis = static_cast<int>(axis);
   }
   if (const auto it = config.find("momentum"); it != config.end()) {
     if (!it->is_number() || !valid_momentum(it->get<double>())) {

@@ -142,6 +142,17 @@ inline Status parse_json(const std::string& text, const char* what, Json* out, i
                                        why.detail.c_str());
 }
 
+/// `v` as a signed 64-bit integer: false unless it is a JSON integer that fits (nlohmann-json's
+/// get<int64_t>() wraps an unsigned value above INT64_MAX to a negative one, e.g. 2^64 - 2 to -2).
+inline bool int64_value(const Json& v, std::int64_t* out) {
+  if (!v.is_number_integer() ||
+      (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))) {
+    return false;
+  }
+  *out = v.get<std::int64_t>();
+  return true;
+}
+
 /// The most recent error again, as kErrorParse (an option check failing inside from_config).
 inline Status as_parse_error() {
   return ::culayers::detail::set_error(Status::kErrorParse, "%s", last_error_message());

@@ -602,11 +602,9 @@ Status DecayingDropout::from_config(const Json& config, std::unique_ptr<Layer>* 
     return s;
   }
   if (const auto it = config.find("decay_interval"); it != config.end()) {
-    if (!it->is_number_integer() ||
-        (it->is_number_unsigned() && it->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))) {
+    if (!config_util::int64_value(*it, &options.decay_interval)) {
       return set_error(Status::kErrorParse, "%s config: \"decay_interval\": is not an integer", cls);
     }
-    options.decay_interval = it->get<std::int64_t>();
   }
   if (Status s = read_noise_shape(cls, config, &options.noise_shape); !ok(s)) {
     return s;

@@ -191,17 +191,18 @@ Status GroupNormalization::from_config(const Json& config, std::unique_ptr<Layer
   }
   GroupNormalizationOptions o;
   if (const auto it = config.find("groups"); it != config.end()) {
-    if (!it->is_number_integer() || (it->get<std::int64_t>() < 1 && it->get<std::int64_t>() != -1)) {
+    std::int64_t groups = 0;
+    if (!config_util::int64_value(*it, &groups) || (groups < 1 && groups != -1)) {
       return config_util::bad_key(kClassName, "groups", "is not an integer >= 1 or -1");
     }
-    o.groups = it->get<std::int64_t>();
+    o.groups = groups;
   }
   if (const auto it = config.find("axis"); it != config.end()) {
-    if (!it->is_number_integer() || it->get<std::int64_t>() < -kMaxRank ||
-        it->get<std::int64_t>() >= kMaxRank) {
+    std::int64_t axis = 0;
+    if (!config_util::int64_value(*it, &axis) || axis < -kMaxRank || axis >= kMaxRank) {
       return config_util::bad_key(kClassName, "axis", "is not an integer axis");
     }
-    o.axis = static_cast<int>(it->get<std::int64_t>());
+    o.axis = static_cast<int>(axis);
   }
   if (const auto it = config.find("epsilon"); it != config.end()) {
     if (!it->is_number() || !config_util::valid_epsilon(it->get<double>())) {

@@ -192,11 +192,11 @@ Status MaskedGlobalPooling1D::from_config(const Json& config, std::unique_ptr<La
     }
   }
   if (const auto it = config.find("axis"); it != config.end()) {
-    if (!it->is_number_integer() || it->get<std::int64_t>() < INT32_MIN ||
-        it->get<std::int64_t>() > INT32_MAX) {
+    std::int64_t axis = 0;
+    if (!config_util::int64_value(*it, &axis) || axis < INT32_MIN || axis > INT32_MAX) {
       return set_error(Status::kErrorParse, "%s config: \"axis\": is not an integer", cls);
     }
-    options.axis = static_cast<int>(it->get<std::int64_t>());
+    options.axis = static_cast<int>(axis);
   }
   auto layer = std::make_unique<MaskedGlobalPooling1D>(options, name, dtype);
   layer->set_trainable(trainable);

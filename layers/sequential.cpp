@@ -448,8 +448,8 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
       if (d.is_null()) {
         dims.push_back(1); // the batch axis is not part of the model
         variable = variable || i > 0;
-      } else if (d.is_number_integer() && d.get<std::int64_t>() >= 0) {
-        dims.push_back(d.get<std::int64_t>());
+      } else if (std::int64_t v = 0; config_util::int64_value(d, &v) && v >= 0) {
+        dims.push_back(v);
       } else {
         return set_error(Status::kErrorParse,
                          "sequential from_json: \"%s\"[%zu] is not a non-negative integer or null", key, i);

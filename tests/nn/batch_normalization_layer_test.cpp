@@ -797,6 +797,7 @@ TEST(BatchNormalizationLayer, BadConfigsAreClearErrors) {
       {R"({"axis": "last"})", Status::kErrorParse, "axis"},
       {R"({"axis": [1, 2]})", Status::kErrorParse, "axis"},
       {R"({"axis": 2.5})", Status::kErrorParse, "axis"},
+      {R"({"axis": 18446744073709551614})", Status::kErrorParse, "axis"}, // not wrapped to -2
       {R"({"momentum": 1.5})", Status::kErrorParse, "momentum"},
       {R"({"momentum": "high"})", Status::kErrorParse, "momentum"},
       {R"({"epsilon": -1})", Status::kErrorParse, "epsilon"},

@@ -546,6 +546,9 @@ TEST(GroupNormalizationLayer, BadConfigsAreClearErrors) {
       {R"({"groups": 0})", Status::kErrorParse, "groups"},
       {R"({"groups": 2.5})", Status::kErrorParse, "groups"},
       {R"({"axis": 1.5})", Status::kErrorParse, "axis"},
+      // Above INT64_MAX: nlohmann-json's get<int64_t>() would wrap these to -1 (a valid groups) and -2.
+      {R"({"groups": 18446744073709551615})", Status::kErrorParse, "groups"},
+      {R"({"axis": 18446744073709551614})", Status::kErrorParse, "axis"},
       {R"({"epsilon": 0})", Status::kErrorParse, "epsilon"},
       {R"({"epsilon": "small"})", Status::kErrorParse, "epsilon"},
       {R"({"center": 1})", Status::kErrorParse, "center"},

@@ -288,6 +288,10 @@ TEST(MaskedGlobalPooling1DLayer, ConfigRoundTripsAndBadConfigsAreParseErrors) {
   EXPECT_EQ(nn::MaskedGlobalPooling1D::from_config(Json{{"mode", 2}}, &bad), Status::kErrorParse);
   EXPECT_TRUE(message_has("\"mode\"")) << culayers::last_error_message();
   EXPECT_EQ(nn::MaskedGlobalPooling1D::from_config(Json{{"axis", 2}}, &bad), Status::kErrorParse);
+  // Above INT64_MAX: an error, not wrapped to -2.
+  EXPECT_EQ(
+      nn::MaskedGlobalPooling1D::from_config(Json{{"axis", std::uint64_t{18446744073709551614u}}}, &bad),
+      Status::kErrorParse);
   EXPECT_TRUE(message_has("axis")) << culayers::last_error_message();
   EXPECT_EQ(nn::MaskedGlobalPooling1D::from_config(Json{{"axis", "1"}}, &bad), Status::kErrorParse);
   EXPECT_TRUE(message_has("axis")) << culayers::last_error_message();
