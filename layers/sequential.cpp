@@ -548,7 +548,14 @@ Status Sequential::set_weights(const SafetensorsFile& file, cudaStream_t stream)
       plan.emplace_back(w.get(), t);
     }
   }
+  std::set<std::string> seen;
   for (const SafetensorsTensor& t : file.tensors) {
+    // A file read from disk cannot repeat a name (the reader rejects duplicate keys); one built in code
+    // could, and find() would take the first silently.
+    if (!seen.insert(t.name).second) {
+      return set_error(Status::kErrorInvalidValue, "%s: set_weights: \"%s\" appears twice", name_.c_str(),
+                       t.name.c_str());
+    }
     if (expected.count(t.name) == 0) {
       return set_error(Status::kErrorInvalidValue, "%s: set_weights: \"%s\" is not a weight of this model",
                        name_.c_str(), t.name.c_str());

@@ -13,11 +13,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <new>
-#include <sstream>
 #include <string>
+#include <system_error>
 #include <type_traits>
 
 struct culayersModel_st {
@@ -88,18 +89,26 @@ culayersStatus_t culayersModelCreateFromFile(culayersModel_t* model, const char*
     return null_arg("culayersModelCreateFromFile", model == nullptr ? "model" : "config_path");
   }
   return guarded("culayersModelCreateFromFile", [&]() -> culayersStatus_t {
+    // The size first, as the safetensors reader does: a directory (which an ifstream opens on Linux and
+    // reads as empty) or anything else without one is an I/O error, not an empty config.
+    std::error_code ec;
+    const std::uintmax_t size = std::filesystem::file_size(config_path, ec);
+    if (ec) {
+      return to_c(set_error(Status::kErrorIO, "culayersModelCreateFromFile: cannot open \"%s\": %s",
+                            config_path, ec.message().c_str()));
+    }
     std::ifstream in(config_path, std::ios::binary);
     if (!in) {
       return to_c(
           set_error(Status::kErrorIO, "culayersModelCreateFromFile: cannot open \"%s\"", config_path));
     }
-    std::ostringstream text;
-    text << in.rdbuf();
-    if (in.bad()) {
+    std::string text(static_cast<std::size_t>(size), '\0');
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    if (in.bad() || static_cast<std::uintmax_t>(in.gcount()) != size) {
       return to_c(
           set_error(Status::kErrorIO, "culayersModelCreateFromFile: cannot read \"%s\"", config_path));
     }
-    return to_c(create(model, text.str(), weights_path, stream));
+    return to_c(create(model, text, weights_path, stream));
   });
 }
 

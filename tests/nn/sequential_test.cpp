@@ -333,6 +333,12 @@ TEST(Sequential, LoadWeightsChecksEverythingBeforeWriting) {
     expect_rejected(f, Status::kErrorInvalidValue, "bn/unexpected");
   }
   {
+    // A name twice (possible in a file built in code; the reader rejects it in files).
+    nn::SafetensorsFile f = good;
+    f.tensors.push_back(*f.find("gn/gamma"));
+    expect_rejected(f, Status::kErrorInvalidValue, "\"gn/gamma\" appears twice");
+  }
+  {
     // A negative counter is rejected before anything is written (DecayingDropout's check_weight_data).
     nn::SafetensorsFile f = good;
     auto* t = const_cast<nn::SafetensorsTensor*>(f.find("dd/iterations"));
@@ -777,6 +783,10 @@ TEST(ModelCApi, LoadsRunsAndMatchesCpp) {
             CULAYERS_STATUS_INVALID_VALUE); // no build_input_shape
   EXPECT_EQ(culayersModelCreateFromFile(&none, temp_path("nope.json").c_str(), nullptr, nullptr),
             CULAYERS_STATUS_IO);
+  const std::string dir = temp_path("a_directory");
+  std::filesystem::create_directories(dir);
+  EXPECT_EQ(culayersModelCreateFromFile(&none, dir.c_str(), nullptr, nullptr), CULAYERS_STATUS_IO)
+      << culayersGetLastErrorMessage(); // not an empty config (a parse error)
   EXPECT_EQ(culayersModelCreate(&none, with_build_shape(demo_config()).dump().c_str(),
                                 temp_path("nope.safetensors").c_str(), nullptr),
             CULAYERS_STATUS_IO);
