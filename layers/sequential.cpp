@@ -148,16 +148,30 @@ Status Sequential::build(const Shape& input_shape, cudaStream_t stream) {
   if (Status s = input_shape.validate(name_.c_str(), "input_shape"); !ok(s)) {
     return s;
   }
+  // All or nothing: a layer that is already built (added built, or built by hand) must take this shape,
+  // and when a later layer fails, the layers this call built are unbuilt again; otherwise a failed build
+  // (or a first call with a wrong shape) would leave early layers built for a shape the model never
+  // takes, and a later build for another shape would skip them.
+  std::vector<Layer*> built_here;
+  const auto undo = [&built_here](Status s) {
+    for (Layer* l : built_here) {
+      l->unbuild();
+    }
+    return s;
+  };
   Shape shape = input_shape;
   for (const auto& l : layers_) {
     if (!l->built()) {
       if (Status s = l->build(shape, stream); !ok(s)) {
-        return s;
+        return undo(s);
       }
+      built_here.push_back(l.get());
+    } else if (Status s = l->check_call(shape, l->dtype(), false, Phase::kInference); !ok(s)) {
+      return undo(s);
     }
     Shape next{};
     if (Status s = l->compute_output_shape(shape, &next); !ok(s)) {
-      return s;
+      return undo(s);
     }
     shape = next;
   }

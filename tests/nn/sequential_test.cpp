@@ -360,6 +360,53 @@ TEST(Sequential, LoadWeightsChecksEverythingBeforeWriting) {
   EXPECT_EQ(unbuilt.set_weights(good), Status::kErrorInvalidValue);
 }
 
+// A build that fails leaves no layer built (GroupNormalization(groups = 3) cannot take 8 channels): a
+// later build for a shape every layer takes succeeds, and one that the first layer alone accepted is still
+// refused. The same through a first call with the wrong shape.
+TEST(Sequential, FailedBuildUnbuildsItsLayers) {
+  const auto gn = [](const char* name, int groups) {
+    return Json{{"class_name", "GroupNormalization"}, {"config", {{"name", name}, {"groups", groups}}}};
+  };
+  const Json cfg = {{"class_name", "Sequential"},
+                    {"config", {{"name", "two"}, {"layers", {gn("gn0", 4), gn("gn1", 3)}}}}};
+  auto model = make_model(cfg);
+  ASSERT_TRUE(model && !model->built());
+  EXPECT_NE(model->build(Shape{2, 5, 8}), Status::kSuccess);
+  EXPECT_FALSE(model->built());
+  EXPECT_FALSE(model->find_layer("gn0")->built());
+  EXPECT_TRUE(model->find_layer("gn0")->weights().empty());
+  ASSERT_EQ(model->build(Shape{2, 5, 12}), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_EQ(model->find_layer("gn0")->built_shape(), (Shape{2, 5, 12}));
+  EXPECT_EQ(model->find_layer("gn0")->find_weight("gamma")->value.shape(), (Shape{12}));
+  EXPECT_EQ(model->to_json()["config"]["build_input_shape"], Json::array({nullptr, 5, 12}));
+
+  // The first call builds: a wrong shape fails and leaves the model unbuilt, then the right one works.
+  auto again = make_model(cfg);
+  ASSERT_TRUE(again);
+  std::vector<float> host(static_cast<std::size_t>(2 * 5 * 12), 1.0f);
+  DeviceBuffer<float> x(host);
+  nn::LayerOutput out{};
+  EXPECT_NE(
+      again->call(nullptr, ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{2, 6, 10}), {}, &out),
+      Status::kSuccess);
+  EXPECT_FALSE(again->find_layer("gn0")->built());
+  EXPECT_EQ(
+      again->call(nullptr, ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{2, 5, 12}), {}, &out),
+      Status::kSuccess)
+      << culayers::last_error_message();
+
+  // A layer built by hand before it is added must take its shape in the chain.
+  std::unique_ptr<nn::Layer> built;
+  ASSERT_EQ(nn::layer_from_json(gn("solo", 2), &built), Status::kSuccess);
+  ASSERT_EQ(built->build(Shape{1, 4, 6}), Status::kSuccess);
+  nn::Sequential manual("manual");
+  ASSERT_EQ(manual.add(std::move(built)), Status::kSuccess);
+  EXPECT_NE(manual.build(Shape{1, 4, 8}), Status::kSuccess);
+  EXPECT_FALSE(manual.built());
+  EXPECT_TRUE(manual.find_layer("solo")->built()); // not built by that build: left as it was
+  EXPECT_EQ(manual.build(Shape{3, 4, 6}), Status::kSuccess) << culayers::last_error_message();
+}
+
 TEST(Sequential, BadConfigsAreClearErrors) {
   std::unique_ptr<nn::Sequential> model;
   EXPECT_EQ(nn::Sequential::from_json_string("{not json", &model), Status::kErrorParse);

@@ -185,6 +185,19 @@ class Layer {
                                      Tensor** out);
 
  private:
+  friend class Sequential; // unbuild(): a model's build that fails takes back the layers it built
+
+  /// Undoes a successful build() that no call has used since (weights and update ops dropped, built() false),
+  /// so the layer can be built again for another shape. do_build sets all of a layer's shape-dependent
+  /// state afresh, so nothing else needs resetting.
+  void unbuild() noexcept {
+    weights_.clear();
+    updates_.clear();
+    built_ = false;
+    built_shape_ = Shape{};
+    device_ = -1;
+  }
+
   std::string class_name_;
   std::string name_;
   bool trainable_ = true;

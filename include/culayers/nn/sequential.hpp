@@ -64,6 +64,9 @@ class Sequential {
 
   /// Builds every layer for inputs of `input_shape` (batch first; the batch extent is not part of the
   /// model: later calls may use any batch size). Synchronizes `stream` (weights are initialized there).
+  /// All or nothing: a layer already built must accept its input shape in this chain, and when a layer
+  /// fails, the layers this build built are unbuilt again (so a first call with a wrong shape leaves the
+  /// model as it was).
   [[nodiscard]] Status build(const Shape& input_shape, cudaStream_t stream = nullptr);
   bool built() const noexcept { return built_; }
   /// The shape build() saw.
