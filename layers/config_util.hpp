@@ -153,6 +153,39 @@ inline bool int64_value(const Json& v, std::int64_t* out) {
   return true;
 }
 
+/// A double for a config: finite values as JSON numbers; NaN, +Inf and -Inf as the strings "NaN",
+/// "Infinity" and "-Infinity" (the tokens Python's json module writes for them, which a Keras config may
+/// hold but JSON cannot: nlohmann-json writes a non-finite number as null, which would not read back).
+inline Json json_double(double v) {
+  if (std::isnan(v)) {
+    return "NaN";
+  }
+  if (std::isinf(v)) {
+    return v > 0 ? "Infinity" : "-Infinity";
+  }
+  return v;
+}
+
+/// The inverse of json_double: a JSON number, or one of its three strings. False for anything else.
+inline bool double_value(const Json& v, double* out) {
+  if (v.is_number()) {
+    *out = v.get<double>();
+    return true;
+  }
+  if (v.is_string()) {
+    const std::string& text = v.get_ref<const std::string&>();
+    if (text == "NaN") {
+      *out = std::nan("");
+      return true;
+    }
+    if (text == "Infinity" || text == "-Infinity") {
+      *out = text[0] == '-' ? -HUGE_VAL : HUGE_VAL;
+      return true;
+    }
+  }
+  return false;
+}
+
 /// The most recent error again, as kErrorParse (an option check failing inside from_config).
 inline Status as_parse_error() {
   return ::culayers::detail::set_error(Status::kErrorParse, "%s", last_error_message());

@@ -1,5 +1,6 @@
 // Keras weight initializers (include/culayers/nn/initializer.hpp).
 #include "culayers/nn/initializer.hpp"
+#include "layers/config_util.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -61,10 +62,11 @@ Status read_number(const Json& config, const char* key, double* out) {
   if (it == config.end()) {
     return Status::kSuccess;
   }
-  if (!it->is_number()) {
-    return set_error(Status::kErrorParse, "%s: config: \"%s\" is not a number", kOp, key);
+  if (!config_util::double_value(*it, out)) {
+    return set_error(Status::kErrorParse,
+                     "%s: config: \"%s\" is not a number (or \"NaN\", \"Infinity\", \"-Infinity\")", kOp,
+                     key);
   }
-  *out = it->get<double>();
   return Status::kSuccess;
 }
 
@@ -121,15 +123,15 @@ Json Initializer::to_json() const {
   Json config = Json::object();
   switch (kind) {
   case Kind::kConstant:
-    config["value"] = value;
+    config["value"] = config_util::json_double(value);
     break;
   case Kind::kRandomUniform:
-    config["minval"] = minval;
-    config["maxval"] = maxval;
+    config["minval"] = config_util::json_double(minval);
+    config["maxval"] = config_util::json_double(maxval);
     break;
   case Kind::kRandomNormal:
-    config["mean"] = mean;
-    config["stddev"] = stddev;
+    config["mean"] = config_util::json_double(mean);
+    config["stddev"] = config_util::json_double(stddev);
     break;
   default:
     break;

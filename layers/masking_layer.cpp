@@ -97,7 +97,7 @@ Status Masking::do_call(const CallContext& ctx, const ConstTensorView& x, const 
 }
 
 void Masking::add_config(Json& config) const {
-  config["mask_value"] = options_.mask_value;
+  config["mask_value"] = config_util::json_double(options_.mask_value); // NaN / Inf as strings
 }
 
 Status Masking::from_config(const Json& config, std::unique_ptr<Layer>* out) {
@@ -112,10 +112,11 @@ Status Masking::from_config(const Json& config, std::unique_ptr<Layer>* out) {
   }
   MaskingOptions options;
   if (const auto it = config.find("mask_value"); it != config.end()) {
-    if (!it->is_number()) {
-      return set_error(Status::kErrorParse, "%s config: \"mask_value\": is not a number", kClassName);
+    if (!config_util::double_value(*it, &options.mask_value)) {
+      return set_error(Status::kErrorParse,
+                       "%s config: \"mask_value\": is not a number (or \"NaN\", \"Infinity\", \"-Infinity\")",
+                       kClassName);
     }
-    options.mask_value = it->get<double>();
   }
   auto layer = std::make_unique<Masking>(options, name, dtype);
   layer->set_trainable(trainable);

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -148,6 +149,24 @@ TEST(NnInitializer, JsonRoundTripInKerasLayout) {
                             "seed": null}})"));
   EXPECT_EQ(Initializer::constant(3.0).to_json(),
             Json::parse(R"({"class_name": "Constant", "config": {"value": 3.0}})"));
+  // Non-finite constants: written as "NaN" / "Infinity" / "-Infinity" strings and read back.
+  const double inf = std::numeric_limits<double>::infinity();
+  EXPECT_EQ(Initializer::constant(-inf).to_json(),
+            Json::parse(R"({"class_name": "Constant", "config": {"value": "-Infinity"}})"));
+  Initializer back = Initializer::zeros();
+  ASSERT_EQ(Initializer::from_json(Json::parse(Initializer::constant(inf).to_json().dump()), &back),
+            Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_EQ(back, Initializer::constant(inf));
+  ASSERT_EQ(Initializer::from_json(
+                Json::parse(Initializer::constant(std::numeric_limits<double>::quiet_NaN()).to_json().dump()),
+                &back),
+            Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_TRUE(std::isnan(back.value));
+  EXPECT_EQ(
+      Initializer::from_json(Json::parse(R"({"class_name": "Constant", "config": {"value": "nan"}})"), &back),
+      Status::kErrorParse); // only the three exact spellings
 }
 
 TEST(NnInitializer, KerasIdentifiersAndDefaults) {

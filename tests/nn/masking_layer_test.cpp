@@ -236,6 +236,22 @@ TEST(MaskingLayer, ConfigRoundTripsAndBadConfigsAreParseErrors) {
   EXPECT_EQ(download<std::uint8_t>(a.mask), download<std::uint8_t>(b.mask));
   EXPECT_EQ(download<std::uint8_t>(a.mask), (std::vector<std::uint8_t>{0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1}));
 
+  // Non-finite mask values round-trip as the strings Python's json writes for them ("NaN", "Infinity",
+  // "-Infinity"); a JSON number cannot hold them (nlohmann-json would write null).
+  for (const double v : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
+                         -std::numeric_limits<double>::infinity()}) {
+    const nn::Masking special(nn::MaskingOptions{v}, "special");
+    const std::string text = nn::layer_to_json(special).dump();
+    EXPECT_EQ(text.find("null"), std::string::npos) << text;
+    ASSERT_EQ(nn::layer_from_json(Json::parse(text), &back), Status::kSuccess)
+        << text << ": " << culayers::last_error_message();
+    const double got = static_cast<nn::Masking&>(*back).mask_value();
+    EXPECT_TRUE(std::isnan(v) ? std::isnan(got) : got == v) << text;
+  }
+  EXPECT_EQ(nn::Masking(nn::MaskingOptions{-std::numeric_limits<double>::infinity()}, "m")
+                .get_config()["mask_value"],
+            "-Infinity");
+
   // Defaults, and errors naming the key.
   ASSERT_EQ(nn::Masking::from_config(Json::object(), &back), Status::kSuccess);
   EXPECT_EQ(static_cast<nn::Masking&>(*back).mask_value(), 0.0);
