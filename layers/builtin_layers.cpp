@@ -27,10 +27,8 @@ void register_builtin_layers() {
         {"MaskedFlatten", &MaskedFlatten::from_config},
     };
     for (const auto& c : classes) {
-      // A class the user registered first (a replacement) is kept.
-      if (!is_layer_class_registered(c.name)) {
-        (void)register_layer_class(c.name, c.factory);
-      }
+      // A class the user registered first (a replacement) is kept: test and insert under one lock.
+      detail::register_layer_class_if_absent(c.name, c.factory);
     }
   });
 }

@@ -372,6 +372,10 @@ Status Layer::output_buffer(const CallContext& ctx, int slot, const Shape& shape
     if (Status s = Tensor::empty(shape, dtype, &fresh, ctx.stream, &ctx.alloc()); !ok(s)) {
       return s;
     }
+    // The old buffer is freed on this call's stream, not on the stream of its previous call: a reader on
+    // another stream is ordered before this call (a same-shape call would overwrite the buffer in place),
+    // so not necessarily before work on the previous stream that could reuse the memory.
+    t.release_on(ctx.stream);
     t = std::move(fresh);
   }
   *out = &t;
@@ -386,6 +390,12 @@ Status register_layer_class(const std::string& class_name, LayerFactory factory)
   std::lock_guard<std::mutex> lock(r.mutex);
   r.factories[class_name] = std::move(factory);
   return Status::kSuccess;
+}
+
+void detail::register_layer_class_if_absent(const std::string& class_name, LayerFactory factory) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  r.factories.emplace(class_name, std::move(factory)); // no-op when the class is there
 }
 
 bool is_layer_class_registered(const std::string& class_name) {

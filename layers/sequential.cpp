@@ -139,6 +139,12 @@ Status Sequential::compute_output_shape(const Shape& input_shape, Shape* out) co
 }
 
 Status Sequential::build(const Shape& input_shape, cudaStream_t stream) {
+  std::vector<Layer*> built_here;
+  return build_layers(input_shape, stream, &built_here);
+}
+
+Status Sequential::build_layers(const Shape& input_shape, cudaStream_t stream,
+                                std::vector<Layer*>* built_here) {
   if (built_) {
     return set_error(Status::kErrorInvalidValue, "%s: build: already built", name_.c_str());
   }
@@ -152,11 +158,11 @@ Status Sequential::build(const Shape& input_shape, cudaStream_t stream) {
   // and when a later layer fails, the layers this call built are unbuilt again; otherwise a failed build
   // (or a first call with a wrong shape) would leave early layers built for a shape the model never
   // takes, and a later build for another shape would skip them.
-  std::vector<Layer*> built_here;
-  const auto undo = [&built_here](Status s) {
-    for (Layer* l : built_here) {
+  const auto undo = [built_here](Status s) {
+    for (Layer* l : *built_here) {
       l->unbuild();
     }
+    built_here->clear();
     return s;
   };
   Shape shape = input_shape;
@@ -165,7 +171,7 @@ Status Sequential::build(const Shape& input_shape, cudaStream_t stream) {
       if (Status s = l->build(shape, stream); !ok(s)) {
         return undo(s);
       }
-      built_here.push_back(l.get());
+      built_here->push_back(l.get());
     } else if (Status s = l->check_call(shape, l->dtype(), false, Phase::kInference); !ok(s)) {
       return undo(s);
     }
@@ -205,13 +211,22 @@ Status Sequential::call(const CallContext& ctx, const ConstTensorView& x, const 
   if (layers_.empty()) {
     return set_error(Status::kErrorInvalidValue, "%s: call: the model has no layers", name_.c_str());
   }
-  if (!built_) {
-    if (Status s = build(x.shape(), ctx.stream); !ok(s)) {
+  std::vector<Layer*> built_now; // a first call builds; if its checks then fail, that build is undone
+  const bool builds = !built_;
+  if (builds) {
+    if (Status s = build_layers(x.shape(), ctx.stream, &built_now); !ok(s)) {
       return s;
     }
   }
   // Check the whole chain before enqueuing anything, so a call that fails runs no layer and no update op.
   if (Status s = check_chain(x.shape(), x.dtype(), mask.data() != nullptr, ctx.phase); !ok(s)) {
+    if (builds) {
+      for (Layer* l : built_now) {
+        l->unbuild();
+      }
+      built_ = false;
+      input_shape_ = Shape{};
+    }
     return s;
   }
   LayerOutput current{x, mask};

@@ -572,8 +572,10 @@ TEST(GroupNormalizationLayer, BadConfigsAreClearErrors) {
 }
 
 // Streams: a layer's memory is freed on the stream that used it last. Built and called on stream A,
-// called on B, then on A with another batch (the output buffer is replaced: the old one is freed on B, its
-// last user), then destroyed (the weights and the new buffer on A).
+// called on B, then on A with another batch (the output buffer is replaced: the old one is freed on A, the
+// stream of the call that replaces it, since an output is valid only until the layer's next call, so its
+// readers, on any stream, are ordered before that call; B's later work need not be after them), then
+// destroyed (the weights and the new buffer on A).
 TEST(GroupNormalizationLayer, MemoryIsFreedOnTheStreamOfItsLastUse) {
   struct Recorder final : nn::Allocator {
     Status allocate(void** ptr, std::size_t bytes, cudaStream_t stream) override {
@@ -615,7 +617,7 @@ TEST(GroupNormalizationLayer, MemoryIsFreedOnTheStreamOfItsLastUse) {
         << culayers::last_error_message();
     ASSERT_EQ(recorder.freed.size(), 1u);
     EXPECT_EQ(recorder.freed[0].first, first);
-    EXPECT_EQ(recorder.freed[0].second, b) << "the replaced output is freed on its last user's stream";
+    EXPECT_EQ(recorder.freed[0].second, a) << "the replaced output is freed on the replacing call's stream";
     EXPECT_EQ(layer.find_weight("gamma")->value.release_stream(), a);
     recorder.freed.clear();
     ASSERT_EQ(cudaStreamSynchronize(b), cudaSuccess);

@@ -1,6 +1,7 @@
 // MaskedGlobalPooling1D and MaskedFlatten (culayers/nn/core_layers.hpp): hand-worked padded batches,
 // random inputs of every dtype against the double reference of the masked reductions, empty rows, NaN in
 // masked steps, mask expansion bit for bit, views without copies, wrong masks and bad options, configs.
+#include "culayers/masked_reduce.hpp"
 #include "culayers/nn/core_layers.hpp"
 
 #include "tests/reference/masked_reduce_reference.hpp"
@@ -92,6 +93,55 @@ TEST(MaskedGlobalPooling1DLayer, HandWorkedPaddedBatch) {
   EXPECT_EQ(std::vector<float>(got.begin() + 1, got.end()),
             (std::vector<float>{106.0f / 3, 7, 8, 8.0f / 3, 11.0f / 3}));
   EXPECT_EQ(out.mask.data(), nullptr);
+}
+
+// A warmed-up call allocates nothing, whatever x's alignment: the op's workspace size follows the vector
+// width the alignment allows (few rows, long steps: the split path), and the layer's workspace slot only
+// grows, so calls alternating a 16-byte-aligned x and a 4-byte-aligned view of it reuse one buffer.
+TEST(MaskedGlobalPooling1DLayer, WarmedUpCallsAllocateNothingWhateverTheAlignment) {
+  struct Counting final : nn::Allocator {
+    Status allocate(void** ptr, std::size_t bytes, cudaStream_t stream) override {
+      ++allocations;
+      return nn::default_allocator().allocate(ptr, bytes, stream);
+    }
+    void deallocate(void* ptr, std::size_t bytes, cudaStream_t stream) noexcept override {
+      nn::default_allocator().deallocate(ptr, bytes, stream);
+    }
+    int allocations = 0;
+  } counting;
+  const Shape shape{1, 512, 64};
+  std::vector<float> host(static_cast<std::size_t>(shape.numel()) + 1, 0.5f);
+  DeviceBuffer<float> x(host);
+  const ConstTensorView aligned = ConstTensorView::contiguous(x.get(), DType::kFloat32, shape);
+  const ConstTensorView shifted = ConstTensorView::contiguous(x.get() + 1, DType::kFloat32, shape);
+  culayers::masked_reduce::MaskedReduceArgs probe;
+  probe.op = culayers::masked_reduce::ReduceOp::kMean;
+  probe.dtype = DType::kFloat32;
+  probe.outer = 1;
+  probe.reduce = 512;
+  probe.inner = 64;
+  DeviceBuffer<float> probe_out(64);
+  probe.out = probe_out.get();
+  probe.x = aligned.data();
+  const std::size_t wide = culayers::masked_reduce::workspace_size(probe);
+  probe.x = shifted.data();
+  const std::size_t narrow = culayers::masked_reduce::workspace_size(probe);
+  ASSERT_GT(narrow, wide) << "the case needs a workspace that grows with a narrower vector";
+
+  auto layer = make_pooling(PoolingMode::kMean);
+  nn::CallContext ctx;
+  ctx.allocator = &counting;
+  nn::LayerOutput out;
+  ASSERT_EQ(layer.call(ctx, aligned, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  ASSERT_EQ(layer.call(ctx, shifted, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  const int warm = counting.allocations;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(layer.call(ctx, aligned, {}, &out), Status::kSuccess) << culayers::last_error_message();
+    EXPECT_EQ(download<float>(out.y), std::vector<float>(64, 0.5f));
+    ASSERT_EQ(layer.call(ctx, shifted, {}, &out), Status::kSuccess) << culayers::last_error_message();
+    EXPECT_EQ(download<float>(out.y), std::vector<float>(64, 0.5f));
+  }
+  EXPECT_EQ(counting.allocations, warm);
 }
 
 template <class T>

@@ -395,6 +395,26 @@ TEST(Sequential, FailedBuildUnbuildsItsLayers) {
       Status::kSuccess)
       << culayers::last_error_message();
 
+  // A first call whose build succeeds but whose checks then fail (a float16 input to float32 layers)
+  // undoes that build too: the model is not left built for the rejected shape.
+  const Json bn_cfg = {
+      {"class_name", "Sequential"},
+      {"config",
+       {{"name", "bn_only"},
+        {"layers", {{{"class_name", "BatchNormalization"}, {"config", {{"name", "bn"}}}}}}}}};
+  auto bn_model = make_model(bn_cfg);
+  ASSERT_TRUE(bn_model);
+  DeviceBuffer<std::uint16_t> half(64);
+  EXPECT_EQ(bn_model->call(nullptr, ConstTensorView::contiguous(half.get(), DType::kFloat16, Shape{4, 16}),
+                           {}, &out),
+            Status::kErrorInvalidDType);
+  EXPECT_FALSE(bn_model->built());
+  EXPECT_FALSE(bn_model->find_layer("bn")->built());
+  EXPECT_EQ(
+      bn_model->call(nullptr, ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{4, 8}), {}, &out),
+      Status::kSuccess)
+      << culayers::last_error_message();
+
   // A layer built by hand before it is added must take its shape in the chain.
   std::unique_ptr<nn::Layer> built;
   ASSERT_EQ(nn::layer_from_json(gn("solo", 2), &built), Status::kSuccess);

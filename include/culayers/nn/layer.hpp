@@ -223,6 +223,12 @@ std::string default_layer_name(const std::string& class_name);
 /// Makes a layer from its config ({"name", "trainable", "dtype", ...}); the factory of a layer class.
 using LayerFactory = std::function<Status(const Json& config, std::unique_ptr<Layer>* out)>;
 
+namespace detail {
+/// Registers `factory` unless `class_name` already has one, in one step under the registry's lock (the
+/// built-in classes: a user's replacement registered first, even from another thread, is kept).
+void register_layer_class_if_absent(const std::string& class_name, LayerFactory factory);
+} // namespace detail
+
 /// Adds (or replaces) a layer class in the process-wide registry.
 [[nodiscard]] Status register_layer_class(const std::string& class_name, LayerFactory factory);
 /// Whether `class_name` is registered.

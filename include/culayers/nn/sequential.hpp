@@ -123,6 +123,9 @@ class Sequential {
   [[nodiscard]] Status load_weights(const std::string& path, cudaStream_t stream = nullptr);
 
  private:
+  /// build(), listing the layers it built (all unbuilt again when it fails).
+  [[nodiscard]] Status build_layers(const Shape& input_shape, cudaStream_t stream,
+                                    std::vector<Layer*>* built_here);
   /// Every check each layer's call would make, along the chain of output shapes, dtypes and masks.
   [[nodiscard]] Status check_chain(const Shape& input_shape, DType dtype, bool has_mask, Phase phase) const;
 

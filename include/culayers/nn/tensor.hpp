@@ -109,7 +109,10 @@ class Tensor {
 struct CallContext {
   cudaStream_t stream = nullptr;
   Phase phase = Phase::kInference;
-  Allocator* allocator = nullptr; ///< null: default_allocator()
+  /// null: default_allocator(). Layers keep the buffers a call allocates and free them through this allocator
+  /// later (when a buffer is replaced, and when the layer is destroyed): it must outlive every layer or
+  /// model called with it.
+  Allocator* allocator = nullptr;
 
   Allocator& alloc() const noexcept { return allocator != nullptr ? *allocator : default_allocator(); }
 };
