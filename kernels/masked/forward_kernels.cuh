@@ -505,13 +505,25 @@ CULAYERS_GLOBAL void __launch_bounds__(kNarrowThreads, 1) narrow_kernel(const Fo
             if constexpr (K == AccKind::kMax || K == AccKind::kMin) {
               first_valid = cnt == 1 ? static_cast<std::int32_t>(rb + j) : first_valid;
             }
-            Tr::push(acc, to_float(v[u][j]), static_cast<std::int32_t>(rb + j));
+            if constexpr (K == AccKind::kMoments) {
+              // Weighted by the integer count, as push_step does (a float count stops growing at 2^24:
+              // a lane with more valid steps gave a wrong variance); .count is set from cnt below.
+              const float x = to_float(v[u][j]);
+              const float delta = x - acc.mean;
+              acc.mean += delta * __fdividef(1.0f, static_cast<float>(cnt));
+              acc.m2 += delta * (x - acc.mean);
+            } else {
+              Tr::push(acc, to_float(v[u][j]), static_cast<std::int32_t>(rb + j));
+            }
           }
         }
       }
     }
     if constexpr (K == AccKind::kMax || K == AccKind::kMin) {
       Tr::finish(acc, cnt, first_valid);
+    }
+    if constexpr (K == AccKind::kMoments) {
+      acc.count = static_cast<float>(cnt);
     }
     // Butterfly over groups: group g merges group g + half (same column, interleaved steps) as the left
     // operand; the order depends only on the layout, so the bits are reproducible.

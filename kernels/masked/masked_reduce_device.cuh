@@ -99,12 +99,8 @@ template <>
 struct AccTraits<AccKind::kMoments> {
   using State = Welford;
   static CULAYERS_HD State empty() { return Welford{0.0f, 0.0f, 0.0f}; }
-  static CULAYERS_DEVICE void push(State& a, float v, std::int32_t /*r*/) {
-    a.count += 1.0f;
-    const float delta = v - a.mean;
-    a.mean += __fdividef(delta, a.count);
-    a.m2 += delta * (v - a.mean);
-  }
+  // No push: the kernels push moments with their integer step count (push_step, narrow_kernel), since a
+  // float count stops growing at 2^24; they set .count from it before merging.
   // Chan's merge (the fast-divide one of kernels/common); not commutative bit for bit, so callers fix the
   // order.
   static CULAYERS_DEVICE State merge(const State& a, const State& b) { return welford_merge<true>(a, b); }
