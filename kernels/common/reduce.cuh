@@ -164,6 +164,21 @@ CULAYERS_DEVICE T block_reduce_min(T v, T* scratch) {
 /// the merge weights carry float32 rounding, below the accumulation error of the sums themselves.
 /// A plain aggregate (no default member initializers) so that it can live in __shared__ memory; use
 /// Welford{} for the empty partial.
+/// Compensated (Kahan) summation: the running sum plus the low-order part its last addition lost, added
+/// back into the next term. The error stays a few ulp of the sum however many terms, where a plain float
+/// sum's grows with their count. Relies on IEEE order (no reassociation: the project builds without
+/// fast-math, and (t - sum) - y contains no product for FMA contraction).
+struct KahanSum {
+  float sum = 0.0f;
+  float lost = 0.0f;
+  CULAYERS_HD void add(float v) {
+    const float y = v - lost;
+    const float t = sum + y;
+    lost = (t - sum) - y;
+    sum = t;
+  }
+};
+
 struct Welford {
   float mean;
   float m2;

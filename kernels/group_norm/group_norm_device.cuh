@@ -211,8 +211,13 @@ CULAYERS_DEVICE void channel_sums_block(const BackwardParams& p, std::int64_t ro
   const int ty = tid / kChannels;
   const std::int64_t c = chunk * kChannels + tx;
   const std::int64_t channels = p.geo.channels;
-  float sg = 0.0f;
-  float sb = 0.0f;
+  // A lane adds rows / lanes partial rows in sequence: N x splits of them, with N up to 2^31 / G. A plain
+  // float sum's error grows linearly with that count when the terms share a sign (e.g. dbeta of a
+  // positive dy: 1.7 % at N = 2^26, C = 8, against the tests' sqrt(N) model); compensated (Kahan)
+  // summation keeps it at a few ulp whatever the count, for 3 more additions per term in a loop that waits
+  // on its loads anyway.
+  KahanSum sg;
+  KahanSum sb;
   if (ty < lanes && c < channels) {
     const float* pg = p.channel_partials + c;
     const float* pb = p.channel_partials + rows * channels + c;
@@ -227,18 +232,18 @@ CULAYERS_DEVICE void channel_sums_block(const BackwardParams& p, std::int64_t ro
       }
       CULAYERS_PRAGMA_UNROLL
       for (int k = 0; k < 4; ++k) {
-        sg += g[k];
-        sb += b[k];
+        sg.add(g[k]);
+        sb.add(b[k]);
       }
     }
     for (; r < rows; r += lanes) {
-      sg += load(pg + r * channels);
-      sb += load(pb + r * channels);
+      sg.add(load(pg + r * channels));
+      sb.add(load(pb + r * channels));
     }
   }
   if (ty < lanes) {
-    smem[ty * kChannels + tx] = sg;
-    smem[(lanes + ty) * kChannels + tx] = sb;
+    smem[ty * kChannels + tx] = sg.sum;
+    smem[(lanes + ty) * kChannels + tx] = sb.sum;
   }
   __syncthreads();
   if (ty == 0 && c < channels) {

@@ -676,4 +676,36 @@ TEST(CommonWelford, BlockWelfordMatchesReferenceAndThreadsAgree) {
   }
 }
 
+// Compensated summation: ten million terms of the float nearest 0.1 (one sign, so a plain float sum's
+// error grows with the count: it ends near 1.09e6) stay within a few ulp of the exact double sum. Used by
+// the group-norm backward's dgamma / dbeta walk over N x splits partial rows (the same CULAYERS_HD code
+// runs on the device).
+TEST(CommonKahanSum, ErrorDoesNotGrowWithTheCount) {
+  constexpr int kTerms = 10000000;
+  const float term = 0.1f;
+  ck::KahanSum kahan;
+  float plain = 0.0f;
+  for (int i = 0; i < kTerms; ++i) {
+    kahan.add(term);
+    plain += term;
+  }
+  const double exact = static_cast<double>(term) * kTerms;
+  const double ulp = std::ldexp(1.0, std::ilogb(exact) - 23);
+  EXPECT_LE(std::fabs(kahan.sum - exact), 2.0 * ulp) << kahan.sum << " vs " << exact;
+  EXPECT_GT(std::fabs(plain - exact), 1000.0 * ulp) << "the plain sum should drift: " << plain;
+  // Mixed signs and magnitudes: compensated, within a few ulp of the largest partial sum.
+  std::mt19937_64 rng = rng_for_test();
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  ck::KahanSum mixed;
+  double exact_mixed = 0.0;
+  double largest = 0.0;
+  for (int i = 0; i < 1000000; ++i) {
+    const float v = dist(rng) * (i % 7 == 0 ? 1e4f : 1.0f);
+    mixed.add(v);
+    exact_mixed += v;
+    largest = std::max(largest, std::fabs(exact_mixed));
+  }
+  EXPECT_LE(std::fabs(mixed.sum - exact_mixed), 4.0 * std::ldexp(1.0, std::ilogb(largest) - 23));
+}
+
 } // namespace
