@@ -110,6 +110,17 @@ Status BatchNormalization::check_mask(const Shape& shape) const {
   return config_util::check_sequence_mask(name(), options_.axis, shape);
 }
 
+Status BatchNormalization::check_phase(const Shape& shape, Phase phase) const {
+  if (phase != Phase::kTraining || !trainable()) {
+    return Status::kSuccess; // the moving statistics: no reduction
+  }
+  // As do_call views x for the moments: channels last [1, rows, C], otherwise [rows x C, inner, 1].
+  const std::int64_t rows = shape.product(0, axis_);
+  const std::int64_t inner = shape.product(axis_ + 1, shape.rank());
+  return inner != 1 ? config_util::check_masked_sizes(name(), rows * channels_, inner, 1)
+                    : config_util::check_masked_sizes(name(), 1, rows, channels_);
+}
+
 Status BatchNormalization::do_call(const CallContext& ctx, const ConstTensorView& x,
                                    const ConstTensorView& mask, LayerOutput* out) {
   const char* n = this->name().c_str();

@@ -3,6 +3,7 @@
 #ifndef CULAYERS_LAYERS_CONFIG_UTIL_HPP_
 #define CULAYERS_LAYERS_CONFIG_UTIL_HPP_
 
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -184,6 +185,54 @@ inline bool double_value(const Json& v, double* out) {
     }
   }
   return false;
+}
+
+/// The masked reductions' size limits (docs/semantics.md, "Limits") for x viewed as [outer, steps, inner]:
+/// steps <= 2^31 - 1 and outer x steps x inner x 16 (and outer x inner x 16) fit int64. A layer checks
+/// them in check_call, so a model's chain check refuses a call the op would refuse before any layer runs.
+inline Status check_masked_sizes(const std::string& name, std::int64_t outer, std::int64_t steps,
+                                 std::int64_t inner) {
+  if (steps > INT32_MAX) {
+    return ::culayers::detail::set_error(Status::kErrorSizeLimit,
+                                         "%s: x: %lld steps exceed 2^31 - 1 (int32 counts and indices)",
+                                         name.c_str(), static_cast<long long>(steps));
+  }
+  std::int64_t all = 16;
+  std::int64_t outputs = 16;
+  if (!::culayers::detail::checked_mul(all, outer, &all) ||
+      !::culayers::detail::checked_mul(all, steps, &all) ||
+      !::culayers::detail::checked_mul(all, inner, &all) ||
+      !::culayers::detail::checked_mul(outputs, outer, &outputs) ||
+      !::culayers::detail::checked_mul(outputs, inner, &outputs)) {
+    return ::culayers::detail::set_error(Status::kErrorSizeLimit, "%s: x: too many elements", name.c_str());
+  }
+  return Status::kSuccess;
+}
+
+/// Group normalization's size limits (docs/semantics.md, "Limits"), spatial and batch 0 counted as 1:
+/// (C/G) x spatial <= 2^31 - 1, N x G <= 2^31 - 1, N x C x spatial x 16 fits int64.
+inline Status check_group_norm_sizes(const std::string& name, std::int64_t batch, std::int64_t channels,
+                                     std::int64_t spatial, std::int64_t groups) {
+  const std::int64_t spatial1 = spatial > 0 ? spatial : 1;
+  const std::int64_t batch1 = batch > 0 ? batch : 1;
+  if (groups > 0 && channels / groups > INT32_MAX / spatial1) {
+    return ::culayers::detail::set_error(Status::kErrorSizeLimit,
+                                         "%s: x: a group of %lld channels x %lld positions exceeds 2^31 - 1 "
+                                         "elements",
+                                         name.c_str(), static_cast<long long>(channels / groups),
+                                         static_cast<long long>(spatial));
+  }
+  if (groups > INT32_MAX / batch1) {
+    return ::culayers::detail::set_error(Status::kErrorSizeLimit, "%s: x: batch x groups exceeds 2^31 - 1",
+                                         name.c_str());
+  }
+  std::int64_t all = 16;
+  if (!::culayers::detail::checked_mul(all, batch1, &all) ||
+      !::culayers::detail::checked_mul(all, channels, &all) ||
+      !::culayers::detail::checked_mul(all, spatial1, &all)) {
+    return ::culayers::detail::set_error(Status::kErrorSizeLimit, "%s: x: too many elements", name.c_str());
+  }
+  return Status::kSuccess;
 }
 
 /// The most recent error again, as kErrorParse (an option check failing inside from_config).

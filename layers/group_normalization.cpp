@@ -101,8 +101,14 @@ Status GroupNormalization::do_build(const Shape& input_shape, cudaStream_t strea
 }
 
 Status GroupNormalization::check_input_shape(const Shape& built, const Shape& shape) const {
-  return config_util::check_channel_axis(name(), built, shape,
-                                         layout_ == Layout::kChannelsLast ? built.rank() - 1 : 1);
+  const bool last = layout_ == Layout::kChannelsLast;
+  if (Status s = config_util::check_channel_axis(name(), built, shape, last ? built.rank() - 1 : 1); !ok(s)) {
+    return s;
+  }
+  const int rank = shape.rank();
+  return config_util::check_group_norm_sizes(name(), shape.dim(0), last ? shape.dim(rank - 1) : shape.dim(1),
+                                             last ? shape.product(1, rank - 1) : shape.product(2, rank),
+                                             groups_);
 }
 
 Status GroupNormalization::check_mask(const Shape& shape) const {

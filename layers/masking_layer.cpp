@@ -52,7 +52,12 @@ Status Masking::compute_output_shape(const Shape& input_shape, Shape* out) const
 }
 
 Status Masking::check_input_shape(const Shape& built, const Shape& shape) const {
-  return config_util::check_fixed_axes(name(), built, shape, built.rank());
+  if (Status s = config_util::check_fixed_axes(name(), built, shape, built.rank()); !ok(s)) {
+    return s;
+  }
+  return shape.rank() < 2 ? Status::kSuccess
+                          : config_util::check_masked_sizes(name(), shape.dim(0), shape.dim(1),
+                                                            shape.product(2, shape.rank()));
 }
 
 Status Masking::do_build(const Shape& input_shape, cudaStream_t stream) {

@@ -427,6 +427,43 @@ TEST(Sequential, FailedBuildUnbuildsItsLayers) {
   EXPECT_EQ(manual.build(Shape{3, 4, 6}), Status::kSuccess) << culayers::last_error_message();
 }
 
+// The ops' size limits are part of the chain check: a call a later layer's op would refuse (here, empty
+// tensors whose extents exceed them) runs no layer, so DecayingDropout's update op does not advance its
+// counter. MaskedGlobalPooling1D: more than 2^31 - 1 steps; GroupNormalization: N x G above 2^31 - 1.
+TEST(Sequential, OpSizeLimitsAreCheckedBeforeAnyLayerRuns) {
+  const Json dd = {
+      {"class_name", "DecayingDropout"},
+      {"config", {{"name", "dd"}, {"initial_keep_rate", 0.9}, {"decay_interval", 4}, {"seed", 3}}}};
+  const struct {
+    Json last;
+    Shape built;
+    Shape shape;
+  } cases[] = {
+      {{{"class_name", "MaskedGlobalPooling1D"}, {"config", {{"name", "pool"}}}},
+       Shape{2, 3, 0},
+       Shape{1, std::int64_t{1} << 31, 0}},
+      {{{"class_name", "GroupNormalization"}, {"config", {{"name", "gn"}, {"groups", 1}}}},
+       Shape{2, 3, 1},
+       Shape{std::int64_t{1} << 31, 0, 1}},
+  };
+  DeviceBuffer<float> x(4);
+  for (const auto& c : cases) {
+    const Json cfg = {{"class_name", "Sequential"},
+                      {"config", {{"name", "limits"}, {"layers", {dd, c.last}}}}};
+    auto model = make_model(cfg);
+    ASSERT_TRUE(model);
+    ASSERT_EQ(model->build(c.built), Status::kSuccess) << culayers::last_error_message();
+    const auto it0 = weight_bytes(*model, "dd", "iterations");
+    nn::CallContext train{};
+    train.phase = nn::Phase::kTraining;
+    nn::LayerOutput out{};
+    EXPECT_EQ(model->call(train, ConstTensorView::contiguous(x.get(), DType::kFloat32, c.shape), {}, &out),
+              Status::kErrorSizeLimit)
+        << c.last.dump() << ": " << culayers::last_error_message();
+    EXPECT_EQ(weight_bytes(*model, "dd", "iterations"), it0) << c.last.dump();
+  }
+}
+
 TEST(Sequential, BadConfigsAreClearErrors) {
   std::unique_ptr<nn::Sequential> model;
   EXPECT_EQ(nn::Sequential::from_json_string("{not json", &model), Status::kErrorParse);

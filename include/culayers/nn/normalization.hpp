@@ -152,6 +152,9 @@ class BatchNormalization final : public Layer {
   /// Masked statistics: rank-3 input with the channels on the last axis only (kErrorNotSupported naming
   /// "mask"; Keras's mask of shape [batch, steps] does not broadcast against [batch, channels, steps]).
   [[nodiscard]] Status check_mask(const Shape& shape) const override;
+  /// Training (trainable): the batch statistics' size limits (the masked moments': at most 2^31 - 1 rows
+  /// channels last, or positions per plane channels first).
+  [[nodiscard]] Status check_phase(const Shape& shape, Phase phase) const override;
   [[nodiscard]] Status do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                                LayerOutput* out) override;
   void add_config(Json& config) const override;
