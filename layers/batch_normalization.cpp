@@ -114,11 +114,15 @@ Status BatchNormalization::check_phase(const Shape& shape, Phase phase) const {
   if (phase != Phase::kTraining || !trainable()) {
     return Status::kSuccess; // the moving statistics: no reduction
   }
-  // As do_call views x for the moments: channels last [1, rows, C], otherwise [rows x C, inner, 1].
+  if (!shape.is_valid()) {
+    return Status::kSuccess; // the call's own shape checks report it
+  }
+  // As do_call views x for the moments: channels last [1, rows, C], otherwise [rows x C, inner, 1]
+  // (rows x C x inner is x's element count, so rows x C cannot overflow here).
   const std::int64_t rows = shape.product(0, axis_);
   const std::int64_t inner = shape.product(axis_ + 1, shape.rank());
-  return inner != 1 ? config_util::check_masked_sizes(name(), rows * channels_, inner, 1)
-                    : config_util::check_masked_sizes(name(), 1, rows, channels_);
+  return inner != 1 ? config_util::check_masked_sizes(name(), Shape{rows * channels_, inner, 1})
+                    : config_util::check_masked_sizes(name(), Shape{1, rows, channels_});
 }
 
 Status BatchNormalization::do_call(const CallContext& ctx, const ConstTensorView& x,

@@ -187,23 +187,34 @@ inline bool double_value(const Json& v, double* out) {
   return false;
 }
 
-/// The masked reductions' size limits (docs/semantics.md, "Limits") for x viewed as [outer, steps, inner]:
-/// steps <= 2^31 - 1 and outer x steps x inner x 16 (and outer x inner x 16) fit int64. A layer checks
-/// them in check_call, so a model's chain check refuses a call the op would refuse before any layer runs.
-inline Status check_masked_sizes(const std::string& name, std::int64_t outer, std::int64_t steps,
-                                 std::int64_t inner) {
-  if (steps > INT32_MAX) {
+/// a x b x c x 16 fits int64, for non-negative a, b, c.
+inline bool fits_16(std::int64_t a, std::int64_t b, std::int64_t c = 1) {
+  std::int64_t p = 16;
+  return ::culayers::detail::checked_mul(p, a, &p) && ::culayers::detail::checked_mul(p, b, &p) &&
+         ::culayers::detail::checked_mul(p, c, &p);
+}
+
+/// The masked reductions' size limits (docs/semantics.md, "Limits") for a valid shape viewed as
+/// [outer, steps, inner]: steps <= 2^31 - 1, and outer x steps x inner, outer x steps, outer x inner and
+/// steps x inner, each times 16, fit int64 (the op checks the pairs too: one extent may be 0). A layer
+/// checks them in check_call, so a model's chain check refuses a call the op would refuse before any
+/// layer runs. With `reduction` false, the Masking op's limits: no steps limit, and only
+/// outer x steps x inner and outer x steps.
+inline Status check_masked_sizes(const std::string& name, const Shape& shape, bool reduction = true) {
+  if (!shape.is_valid() || shape.rank() < 2) {
+    return Status::kSuccess; // the call's own shape checks report these
+  }
+  const std::int64_t outer = shape.dim(0);
+  const std::int64_t steps = shape.dim(1);
+  const std::int64_t inner = shape.product(2, shape.rank());
+  if (reduction && steps > INT32_MAX) {
     return ::culayers::detail::set_error(Status::kErrorSizeLimit,
                                          "%s: x: %lld steps exceed 2^31 - 1 (int32 counts and indices)",
                                          name.c_str(), static_cast<long long>(steps));
   }
-  std::int64_t all = 16;
-  std::int64_t outputs = 16;
-  if (!::culayers::detail::checked_mul(all, outer, &all) ||
-      !::culayers::detail::checked_mul(all, steps, &all) ||
-      !::culayers::detail::checked_mul(all, inner, &all) ||
-      !::culayers::detail::checked_mul(outputs, outer, &outputs) ||
-      !::culayers::detail::checked_mul(outputs, inner, &outputs)) {
+  const bool fits = fits_16(outer, steps, inner) && fits_16(outer, steps) &&
+                    (!reduction || (fits_16(outer, inner) && fits_16(steps, inner)));
+  if (!fits) {
     return ::culayers::detail::set_error(Status::kErrorSizeLimit, "%s: x: too many elements", name.c_str());
   }
   return Status::kSuccess;
@@ -213,6 +224,9 @@ inline Status check_masked_sizes(const std::string& name, std::int64_t outer, st
 /// (C/G) x spatial <= 2^31 - 1, N x G <= 2^31 - 1, N x C x spatial x 16 fits int64.
 inline Status check_group_norm_sizes(const std::string& name, std::int64_t batch, std::int64_t channels,
                                      std::int64_t spatial, std::int64_t groups) {
+  if (batch < 0 || channels < 0 || spatial < 0) {
+    return Status::kSuccess; // an invalid shape: the call's own shape checks report it
+  }
   const std::int64_t spatial1 = spatial > 0 ? spatial : 1;
   const std::int64_t batch1 = batch > 0 ? batch : 1;
   if (groups > 0 && channels / groups > INT32_MAX / spatial1) {
@@ -226,10 +240,7 @@ inline Status check_group_norm_sizes(const std::string& name, std::int64_t batch
     return ::culayers::detail::set_error(Status::kErrorSizeLimit, "%s: x: batch x groups exceeds 2^31 - 1",
                                          name.c_str());
   }
-  std::int64_t all = 16;
-  if (!::culayers::detail::checked_mul(all, batch1, &all) ||
-      !::culayers::detail::checked_mul(all, channels, &all) ||
-      !::culayers::detail::checked_mul(all, spatial1, &all)) {
+  if (!fits_16(batch1, channels, spatial1)) {
     return ::culayers::detail::set_error(Status::kErrorSizeLimit, "%s: x: too many elements", name.c_str());
   }
   return Status::kSuccess;

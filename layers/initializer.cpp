@@ -192,6 +192,12 @@ Status Initializer::from_json(const Json& json, Initializer* out) {
     }
     init.seed = it->get<std::uint64_t>();
   }
+  // Non-finite values read back only for Constant (its value may be NaN or infinite, as a Masking value);
+  // a random initializer's bounds, mean and deviation must be finite.
+  if ((init.kind == Kind::kRandomUniform && !(std::isfinite(init.minval) && std::isfinite(init.maxval))) ||
+      (init.kind == Kind::kRandomNormal && !(std::isfinite(init.mean) && std::isfinite(init.stddev)))) {
+    return set_error(Status::kErrorInvalidValue, "%s: %s: parameters must be finite", kOp, name.c_str());
+  }
   if (init.kind == Kind::kRandomUniform && !(init.minval <= init.maxval)) {
     return set_error(Status::kErrorInvalidValue, "%s: RandomUniform: minval %g > maxval %g", kOp, init.minval,
                      init.maxval);

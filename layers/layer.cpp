@@ -257,7 +257,7 @@ Status Layer::call(const CallContext& ctx, const ConstTensorView& x, const Const
     return Status::kSuccess;
   }();
   // This call's stream is now the last to use the layer's memory: free it there (Tensor::release_on).
-  // Set after the call, so a buffer the call replaced was freed on the stream of its own last use.
+  // (A buffer the call replaced was freed on this stream too: output_buffer.)
   for (const auto& w : weights_) {
     w->value.release_on(ctx.stream);
   }

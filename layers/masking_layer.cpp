@@ -55,9 +55,7 @@ Status Masking::check_input_shape(const Shape& built, const Shape& shape) const 
   if (Status s = config_util::check_fixed_axes(name(), built, shape, built.rank()); !ok(s)) {
     return s;
   }
-  return shape.rank() < 2 ? Status::kSuccess
-                          : config_util::check_masked_sizes(name(), shape.dim(0), shape.dim(1),
-                                                            shape.product(2, shape.rank()));
+  return config_util::check_masked_sizes(name(), shape, false); // the Masking op's limits
 }
 
 Status Masking::do_build(const Shape& input_shape, cudaStream_t stream) {

@@ -101,9 +101,7 @@ Status MaskedGlobalPooling1D::check_input_shape(const Shape& built, const Shape&
   if (Status s = config_util::check_fixed_axes(name(), built, shape, 2); !ok(s)) {
     return s;
   }
-  return shape.rank() < 2 ? Status::kSuccess
-                          : config_util::check_masked_sizes(name(), shape.dim(0), shape.dim(1),
-                                                            shape.product(2, shape.rank()));
+  return config_util::check_masked_sizes(name(), shape);
 }
 
 Status MaskedGlobalPooling1D::do_build(const Shape& input_shape, cudaStream_t stream) {

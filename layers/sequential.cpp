@@ -203,14 +203,7 @@ Status Sequential::check_chain(const Shape& input_shape, DType dtype, bool has_m
   return Status::kSuccess;
 }
 
-Status Sequential::call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
-                        LayerOutput* out) {
-  if (out == nullptr) {
-    return set_error(Status::kErrorNullPointer, "%s: out: is null", name_.c_str());
-  }
-  if (layers_.empty()) {
-    return set_error(Status::kErrorInvalidValue, "%s: call: the model has no layers", name_.c_str());
-  }
+Status Sequential::build_and_check(const CallContext& ctx, const ConstTensorView& x, bool has_mask) {
   std::vector<Layer*> built_now; // a first call builds; if its checks then fail, that build is undone
   const bool builds = !built_;
   if (builds) {
@@ -219,7 +212,7 @@ Status Sequential::call(const CallContext& ctx, const ConstTensorView& x, const 
     }
   }
   // Check the whole chain before enqueuing anything, so a call that fails runs no layer and no update op.
-  if (Status s = check_chain(x.shape(), x.dtype(), mask.data() != nullptr, ctx.phase); !ok(s)) {
+  if (Status s = check_chain(x.shape(), x.dtype(), has_mask, ctx.phase); !ok(s)) {
     if (builds) {
       for (Layer* l : built_now) {
         l->unbuild();
@@ -227,6 +220,20 @@ Status Sequential::call(const CallContext& ctx, const ConstTensorView& x, const 
       built_ = false;
       input_shape_ = Shape{};
     }
+    return s;
+  }
+  return Status::kSuccess;
+}
+
+Status Sequential::call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
+                        LayerOutput* out) {
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s: out: is null", name_.c_str());
+  }
+  if (layers_.empty()) {
+    return set_error(Status::kErrorInvalidValue, "%s: call: the model has no layers", name_.c_str());
+  }
+  if (Status s = build_and_check(ctx, x, mask.data() != nullptr); !ok(s)) {
     return s;
   }
   LayerOutput current{x, mask};
@@ -258,12 +265,7 @@ Status Sequential::profile(const CallContext& ctx, const ConstTensorView& x, con
   if (layers_.empty()) {
     return set_error(Status::kErrorInvalidValue, "%s: profile: the model has no layers", name_.c_str());
   }
-  if (!built_) {
-    if (Status s = build(x.shape(), ctx.stream); !ok(s)) {
-      return s;
-    }
-  }
-  if (Status s = check_chain(x.shape(), x.dtype(), mask.data() != nullptr, ctx.phase); !ok(s)) {
+  if (Status s = build_and_check(ctx, x, mask.data() != nullptr); !ok(s)) {
     return s;
   }
   std::vector<cudaEvent_t> events(layers_.size() + 1, nullptr);

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <new>
 #include <string>
@@ -89,22 +90,20 @@ culayersStatus_t culayersModelCreateFromFile(culayersModel_t* model, const char*
     return null_arg("culayersModelCreateFromFile", model == nullptr ? "model" : "config_path");
   }
   return guarded("culayersModelCreateFromFile", [&]() -> culayersStatus_t {
-    // The size first, as the safetensors reader does: a directory (which an ifstream opens on Linux and
-    // reads as empty) or anything else without one is an I/O error, not an empty config.
+    // A directory opens as an empty stream on Linux: an I/O error here, not an empty config's parse error.
+    // (Pipes and other files without a size are read as streams.)
     std::error_code ec;
-    const std::uintmax_t size = std::filesystem::file_size(config_path, ec);
-    if (ec) {
-      return to_c(set_error(Status::kErrorIO, "culayersModelCreateFromFile: cannot open \"%s\": %s",
-                            config_path, ec.message().c_str()));
+    if (std::filesystem::is_directory(config_path, ec)) {
+      return to_c(
+          set_error(Status::kErrorIO, "culayersModelCreateFromFile: \"%s\" is a directory", config_path));
     }
     std::ifstream in(config_path, std::ios::binary);
     if (!in) {
       return to_c(
           set_error(Status::kErrorIO, "culayersModelCreateFromFile: cannot open \"%s\"", config_path));
     }
-    std::string text(static_cast<std::size_t>(size), '\0');
-    in.read(text.data(), static_cast<std::streamsize>(text.size()));
-    if (in.bad() || static_cast<std::uintmax_t>(in.gcount()) != size) {
+    const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    if (in.bad()) {
       return to_c(
           set_error(Status::kErrorIO, "culayersModelCreateFromFile: cannot read \"%s\"", config_path));
     }

@@ -159,11 +159,6 @@ CULAYERS_DEVICE T block_reduce_min(T v, T* scratch) {
   return block_reduce(v, MinOp{}, scratch);
 }
 
-/// Running mean and sum of squared deviations (Welford), merged with Chan's formula: numerically stable
-/// where E[x^2] - E[x]^2 cancels. `count` is a float: exact up to 2^24 elements per partial; beyond that
-/// the merge weights carry float32 rounding, below the accumulation error of the sums themselves.
-/// A plain aggregate (no default member initializers) so that it can live in __shared__ memory; use
-/// Welford{} for the empty partial.
 /// Compensated (Kahan) summation: the running sum plus the low-order part its last addition lost, added
 /// back into the next term. The error stays a few ulp of the sum however many terms, where a plain float
 /// sum's grows with their count. Relies on IEEE order (no reassociation: the project builds without
@@ -179,6 +174,11 @@ struct KahanSum {
   }
 };
 
+/// Running mean and sum of squared deviations (Welford), merged with Chan's formula: numerically stable
+/// where E[x^2] - E[x]^2 cancels. `count` is a float: exact up to 2^24 elements per partial; beyond that
+/// the merge weights carry float32 rounding, below the accumulation error of the sums themselves.
+/// A plain aggregate (no default member initializers) so that it can live in __shared__ memory; use
+/// Welford{} for the empty partial.
 struct Welford {
   float mean;
   float m2;

@@ -167,6 +167,14 @@ TEST(NnInitializer, JsonRoundTripInKerasLayout) {
   EXPECT_EQ(
       Initializer::from_json(Json::parse(R"({"class_name": "Constant", "config": {"value": "nan"}})"), &back),
       Status::kErrorParse); // only the three exact spellings
+  // A random initializer's parameters must be finite (-Infinity .. Infinity would draw NaN weights).
+  EXPECT_EQ(Initializer::from_json(Json::parse(R"({"class_name": "RandomUniform",
+                                                  "config": {"minval": "-Infinity", "maxval": "Infinity"}})"),
+                                   &back),
+            Status::kErrorInvalidValue);
+  EXPECT_EQ(Initializer::from_json(
+                Json::parse(R"({"class_name": "RandomNormal", "config": {"mean": "NaN"}})"), &back),
+            Status::kErrorInvalidValue);
 }
 
 TEST(NnInitializer, KerasIdentifiersAndDefaults) {

@@ -386,8 +386,9 @@ TEST(Sequential, FailedBuildUnbuildsItsLayers) {
   std::vector<float> host(static_cast<std::size_t>(2 * 5 * 12), 1.0f);
   DeviceBuffer<float> x(host);
   nn::LayerOutput out{};
+  // (8 channels: gn0 builds, gn1's 3 groups do not divide them, so gn0's build is undone.)
   EXPECT_NE(
-      again->call(nullptr, ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{2, 6, 10}), {}, &out),
+      again->call(nullptr, ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{2, 6, 8}), {}, &out),
       Status::kSuccess);
   EXPECT_FALSE(again->find_layer("gn0")->built());
   EXPECT_EQ(
@@ -410,6 +411,12 @@ TEST(Sequential, FailedBuildUnbuildsItsLayers) {
             Status::kErrorInvalidDType);
   EXPECT_FALSE(bn_model->built());
   EXPECT_FALSE(bn_model->find_layer("bn")->built());
+  std::vector<nn::LayerTiming> timings;
+  EXPECT_EQ(bn_model->profile(nn::CallContext{},
+                              ConstTensorView::contiguous(half.get(), DType::kFloat16, Shape{4, 16}), {},
+                              &out, &timings),
+            Status::kErrorInvalidDType); // profile() likewise
+  EXPECT_FALSE(bn_model->built());
   EXPECT_EQ(
       bn_model->call(nullptr, ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{4, 8}), {}, &out),
       Status::kSuccess)
@@ -442,6 +449,10 @@ TEST(Sequential, OpSizeLimitsAreCheckedBeforeAnyLayerRuns) {
       {{{"class_name", "MaskedGlobalPooling1D"}, {"config", {{"name", "pool"}}}},
        Shape{2, 3, 0},
        Shape{1, std::int64_t{1} << 31, 0}},
+      // No rows, but steps x features x 16 overflows int64 (the op checks each pair of extents).
+      {{{"class_name", "MaskedGlobalPooling1D"}, {"config", {{"name", "pool"}}}},
+       Shape{2, 3, std::int64_t{1} << 29},
+       Shape{0, (std::int64_t{1} << 31) - 1, std::int64_t{1} << 29}},
       {{{"class_name", "GroupNormalization"}, {"config", {{"name", "gn"}, {"groups", 1}}}},
        Shape{2, 3, 1},
        Shape{std::int64_t{1} << 31, 0, 1}},

@@ -141,7 +141,9 @@ class Layer {
   }
 
  protected:
-  /// Creates weights (add_weight) and update ops (add_update). Called once by build().
+  /// Creates weights (add_weight) and update ops (add_update). Called by build(): once, or again after a
+  /// model's build failed at a later layer and unbuilt this one (weights and update ops dropped), so it
+  /// must set every shape-dependent member afresh.
   [[nodiscard]] virtual Status do_build(const Shape& input_shape, cudaStream_t stream);
   /// Whether inputs of `shape` can follow a build with `built`. Default: same rank and the same extent on
   /// every axis but the batch axis (0).

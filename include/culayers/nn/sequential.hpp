@@ -126,6 +126,9 @@ class Sequential {
   /// build(), listing the layers it built (all unbuilt again when it fails).
   [[nodiscard]] Status build_layers(const Shape& input_shape, cudaStream_t stream,
                                     std::vector<Layer*>* built_here);
+  /// call() and profile()'s first step: builds on first use, then check_chain; a failed check undoes that
+  /// build.
+  [[nodiscard]] Status build_and_check(const CallContext& ctx, const ConstTensorView& x, bool has_mask);
   /// Every check each layer's call would make, along the chain of output shapes, dtypes and masks.
   [[nodiscard]] Status check_chain(const Shape& input_shape, DType dtype, bool has_mask, Phase phase) const;
 
