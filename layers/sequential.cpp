@@ -138,6 +138,13 @@ Status Sequential::compute_output_shape(const Shape& input_shape, Shape* out) co
   return Status::kSuccess;
 }
 
+void Sequential::unbuild_all(std::vector<Layer*>* layers) noexcept {
+  for (Layer* l : *layers) {
+    l->unbuild();
+  }
+  layers->clear();
+}
+
 Status Sequential::build(const Shape& input_shape, cudaStream_t stream) {
   std::vector<Layer*> built_here;
   return build_layers(input_shape, stream, &built_here);
@@ -159,10 +166,7 @@ Status Sequential::build_layers(const Shape& input_shape, cudaStream_t stream,
   // (or a first call with a wrong shape) would leave early layers built for a shape the model never
   // takes, and a later build for another shape would skip them.
   const auto undo = [built_here](Status s) {
-    for (Layer* l : *built_here) {
-      l->unbuild();
-    }
-    built_here->clear();
+    unbuild_all(built_here);
     return s;
   };
   Shape shape = input_shape;
@@ -214,9 +218,7 @@ Status Sequential::build_and_check(const CallContext& ctx, const ConstTensorView
   // Check the whole chain before enqueuing anything, so a call that fails runs no layer and no update op.
   if (Status s = check_chain(x.shape(), x.dtype(), has_mask, ctx.phase); !ok(s)) {
     if (builds) {
-      for (Layer* l : built_now) {
-        l->unbuild();
-      }
+      unbuild_all(&built_now);
       built_ = false;
       input_shape_ = Shape{};
     }

@@ -13,7 +13,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
 namespace {
@@ -63,17 +62,15 @@ const CppState* to_cpp(const CState* s) {
 
 /// Builds a Shape from a C (rank, dims) pair, with the op's name and the argument in the messages and
 /// Shape::make's statuses (kErrorInvalidShape for a negative rank or dimension, kErrorSizeLimit above
-/// kMaxRank or for an element count that overflows int64). A noise shape whose count overflows can never
-/// broadcast to x (whose count does not): kErrorInvalidShape, as the C++ op reports it.
-Status make_shape(int rank, const std::int64_t* dims, const char* op, const char* name, Shape* out) {
+/// kMaxRank); an element count that overflows int64 is `overflow` (kErrorSizeLimit for x; a noise shape's
+/// can never broadcast to x, whose count does not: kErrorInvalidShape, as the C++ op reports it). `dims` is
+/// a C struct's array member, never null.
+Status make_shape(int rank, const std::int64_t* dims, const char* op, const char* name, Status overflow,
+                  Shape* out) {
   if (rank < 0 || rank > culayers::kMaxRank) {
     return culayers::detail::set_error(rank < 0 ? Status::kErrorInvalidShape : Status::kErrorSizeLimit,
                                        "%s: %s: rank %d is not in [0, %d]", op, name, rank,
                                        culayers::kMaxRank);
-  }
-  if (rank > 0 && dims == nullptr) {
-    return culayers::detail::set_error(Status::kErrorNullPointer, "%s: %s: dims is null for rank %d", op,
-                                       name, rank);
   }
   std::int64_t count = 1;
   for (int j = 0; j < rank; ++j) {
@@ -83,10 +80,9 @@ Status make_shape(int rank, const std::int64_t* dims, const char* op, const char
                                          static_cast<long long>(dims[j]));
     }
     if (dims[j] != 0 && !culayers::detail::checked_mul(count, dims[j], &count)) {
-      const bool noise = std::strcmp(name, "noise_shape") == 0;
-      return culayers::detail::set_error(noise ? Status::kErrorInvalidShape : Status::kErrorSizeLimit,
-                                         "%s: %s: the element count overflows int64%s", op, name,
-                                         noise ? " (it cannot broadcast to x's shape)" : "");
+      return culayers::detail::set_error(
+          overflow, "%s: %s: the element count overflows int64%s", op, name,
+          overflow == Status::kErrorInvalidShape ? " (it cannot broadcast to x's shape)" : "");
     }
   }
   return Shape::make(dims, rank, out);
@@ -122,11 +118,13 @@ cd::DropoutForwardArgs to_cpp_args(const culayersDropoutForwardArgs_t& a, Status
   const char* op = "dropout_forward";
   cd::DropoutForwardArgs out;
   cd::DropoutForwardArgs* r = &out;
-  if (Status s = make_shape(a.rank, a.dims, op, "shape", &r->shape); !culayers::ok(s)) {
+  if (Status s = make_shape(a.rank, a.dims, op, "shape", Status::kErrorSizeLimit, &r->shape);
+      !culayers::ok(s)) {
     *status = s;
     return out;
   }
-  if (Status s = make_shape(a.noise_rank, a.noise_dims, op, "noise_shape", &r->noise_shape);
+  if (Status s = make_shape(a.noise_rank, a.noise_dims, op, "noise_shape", Status::kErrorInvalidShape,
+                            &r->noise_shape);
       !culayers::ok(s)) {
     *status = s;
     return out;
@@ -146,11 +144,13 @@ cd::DropoutBackwardArgs to_cpp_args(const culayersDropoutBackwardArgs_t& a, Stat
   const char* op = "dropout_backward";
   cd::DropoutBackwardArgs out;
   cd::DropoutBackwardArgs* r = &out;
-  if (Status s = make_shape(a.rank, a.dims, op, "shape", &r->shape); !culayers::ok(s)) {
+  if (Status s = make_shape(a.rank, a.dims, op, "shape", Status::kErrorSizeLimit, &r->shape);
+      !culayers::ok(s)) {
     *status = s;
     return out;
   }
-  if (Status s = make_shape(a.noise_rank, a.noise_dims, op, "noise_shape", &r->noise_shape);
+  if (Status s = make_shape(a.noise_rank, a.noise_dims, op, "noise_shape", Status::kErrorInvalidShape,
+                            &r->noise_shape);
       !culayers::ok(s)) {
     *status = s;
     return out;

@@ -123,6 +123,8 @@ class Sequential {
   [[nodiscard]] Status load_weights(const std::string& path, cudaStream_t stream = nullptr);
 
  private:
+  /// Unbuilds `layers` (those one build built) and clears the list.
+  static void unbuild_all(std::vector<Layer*>* layers) noexcept;
   /// build(), listing the layers it built (all unbuilt again when it fails).
   [[nodiscard]] Status build_layers(const Shape& input_shape, cudaStream_t stream,
                                     std::vector<Layer*>* built_here);
