@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "culayers/group_norm.hpp"
+#include "culayers/masked_reduce.hpp"
 #include "culayers/nn/initializer.hpp"
 #include "culayers/nn/layer.hpp"
 #include "culayers/status.hpp"
@@ -187,19 +189,14 @@ inline bool double_value(const Json& v, double* out) {
   return false;
 }
 
-/// a x b x c x 16 fits int64, for non-negative a, b, c.
-inline bool fits_16(std::int64_t a, std::int64_t b, std::int64_t c = 1) {
-  std::int64_t p = 16;
-  return ::culayers::detail::checked_mul(p, a, &p) && ::culayers::detail::checked_mul(p, b, &p) &&
-         ::culayers::detail::checked_mul(p, c, &p);
+/// The op's size limits, for a layer's check_call: a model's chain check refuses a call that an op would
+/// refuse before any layer runs. The op's message (it names the limit), prefixed with the layer and x.
+inline Status as_layer_error(const std::string& name, Status s) {
+  return ok(s) ? s : ::culayers::detail::set_error(s, "%s: x: %s", name.c_str(), last_error_message());
 }
 
-/// The masked reductions' size limits (docs/semantics.md, "Limits") for a valid shape viewed as
-/// [outer, steps, inner]: steps <= 2^31 - 1, and outer x steps x inner, outer x steps, outer x inner and
-/// steps x inner, each times 16, fit int64 (the op checks the pairs too: one extent may be 0). A layer
-/// checks them in check_call, so a model's chain check refuses a call the op would refuse before any
-/// layer runs. With `reduction` false, the Masking op's limits: no steps limit, and only
-/// outer x steps x inner and outer x steps.
+/// The masked reductions' size limits (masked_reduce::check_sizes) for a valid shape viewed as
+/// [outer, steps, inner]; with `reduction` false, the Masking op's (masked_reduce::check_masking_sizes).
 inline Status check_masked_sizes(const std::string& name, const Shape& shape, bool reduction = true) {
   if (!shape.is_valid() || shape.rank() < 2) {
     return Status::kSuccess; // the call's own shape checks report these
@@ -207,43 +204,18 @@ inline Status check_masked_sizes(const std::string& name, const Shape& shape, bo
   const std::int64_t outer = shape.dim(0);
   const std::int64_t steps = shape.dim(1);
   const std::int64_t inner = shape.product(2, shape.rank());
-  if (reduction && steps > INT32_MAX) {
-    return ::culayers::detail::set_error(Status::kErrorSizeLimit,
-                                         "%s: x: %lld steps exceed 2^31 - 1 (int32 counts and indices)",
-                                         name.c_str(), static_cast<long long>(steps));
-  }
-  const bool fits = fits_16(outer, steps, inner) && fits_16(outer, steps) &&
-                    (!reduction || (fits_16(outer, inner) && fits_16(steps, inner)));
-  if (!fits) {
-    return ::culayers::detail::set_error(Status::kErrorSizeLimit, "%s: x: too many elements", name.c_str());
-  }
-  return Status::kSuccess;
+  return as_layer_error(name, reduction
+                                  ? ::culayers::masked_reduce::check_sizes(outer, steps, inner)
+                                  : ::culayers::masked_reduce::check_masking_sizes(outer, steps, inner));
 }
 
-/// Group normalization's size limits (docs/semantics.md, "Limits"), spatial and batch 0 counted as 1:
-/// (C/G) x spatial <= 2^31 - 1, N x G <= 2^31 - 1, N x C x spatial x 16 fits int64.
+/// Group normalization's size limits (group_norm::check_sizes) for a valid shape.
 inline Status check_group_norm_sizes(const std::string& name, std::int64_t batch, std::int64_t channels,
                                      std::int64_t spatial, std::int64_t groups) {
   if (batch < 0 || channels < 0 || spatial < 0) {
     return Status::kSuccess; // an invalid shape: the call's own shape checks report it
   }
-  const std::int64_t spatial1 = spatial > 0 ? spatial : 1;
-  const std::int64_t batch1 = batch > 0 ? batch : 1;
-  if (groups > 0 && channels / groups > INT32_MAX / spatial1) {
-    return ::culayers::detail::set_error(Status::kErrorSizeLimit,
-                                         "%s: x: a group of %lld channels x %lld positions exceeds 2^31 - 1 "
-                                         "elements",
-                                         name.c_str(), static_cast<long long>(channels / groups),
-                                         static_cast<long long>(spatial));
-  }
-  if (groups > INT32_MAX / batch1) {
-    return ::culayers::detail::set_error(Status::kErrorSizeLimit, "%s: x: batch x groups exceeds 2^31 - 1",
-                                         name.c_str());
-  }
-  if (!fits_16(batch1, channels, spatial1)) {
-    return ::culayers::detail::set_error(Status::kErrorSizeLimit, "%s: x: too many elements", name.c_str());
-  }
-  return Status::kSuccess;
+  return as_layer_error(name, ::culayers::group_norm::check_sizes(batch, channels, spatial, groups));
 }
 
 /// The most recent error again, as kErrorParse (an option check failing inside from_config).

@@ -191,6 +191,13 @@ void culayersGroupNormBackwardArgsInit(culayersGroupNormBackwardArgs_t* args) {
   }
 }
 
+culayersStatus_t culayersGroupNormCheckSizes(int64_t batch, int64_t channels, int64_t spatial,
+                                             int64_t groups) {
+  return culayers::capi::guarded("culayersGroupNormCheckSizes", [&] {
+    return culayers::capi::to_c(culayers::group_norm::check_sizes(batch, channels, spatial, groups));
+  });
+}
+
 culayersStatus_t culayersGroupNormCanImplement(const culayersGroupNormArgs_t* args) {
   return culayers::capi::entry_can_implement(args, kForward, kConvert);
 }

@@ -178,6 +178,18 @@ culayersStatus_t culayersMaskExpandCanImplement(const culayersMaskExpandArgs_t* 
   return culayers::capi::entry_can_implement(args, kExpand, kConvert);
 }
 
+culayersStatus_t culayersMaskedReduceCheckSizes(int64_t outer, int64_t reduce, int64_t inner) {
+  return culayers::capi::guarded("culayersMaskedReduceCheckSizes", [&] {
+    return culayers::capi::to_c(culayers::masked_reduce::check_sizes(outer, reduce, inner));
+  });
+}
+
+culayersStatus_t culayersMaskingCheckSizes(int64_t outer, int64_t reduce, int64_t inner) {
+  return culayers::capi::guarded("culayersMaskingCheckSizes", [&] {
+    return culayers::capi::to_c(culayers::masked_reduce::check_masking_sizes(outer, reduce, inner));
+  });
+}
+
 culayersStatus_t culayersMaskedReduceWorkspaceSize(const culayersMaskedReduceArgs_t* args, size_t* bytes) {
   return culayers::capi::entry_workspace_size(args, bytes, kReduce, kConvert);
 }

@@ -119,6 +119,14 @@ struct Tuning {
   std::int64_t wave_balance = 0;
 };
 
+/// The shape checks of the forward and the backward, from the sizes alone (for a caller that plans before
+/// it has buffers: a layer's shape check, an engine's format negotiation). kErrorInvalidShape for a
+/// negative size, groups < 1, or C not a multiple of G (G > C included); kErrorSizeLimit unless, with
+/// spatial 0 and batch 0 counted as 1, (C/G) x spatial <= 2^31 - 1, N x G <= 2^31 - 1 and
+/// N x C x spatial x 16 bytes fits int64. can_implement applies exactly these checks to its sizes.
+[[nodiscard]] Status check_sizes(std::int64_t batch, std::int64_t channels, std::int64_t spatial,
+                                 std::int64_t groups);
+
 /// Forward. y, mean and rstd overlap neither each other nor an input, except that y == x (in place) is
 /// allowed; every pointer is aligned to its element size (x and y to the dtype's, the float arrays to 4
 /// bytes). can_implement rejects anything else, naming the argument.

@@ -97,6 +97,18 @@ struct Tuning {
   std::int64_t splits = 0; ///< force the split path with this many chunks of R (at most 4096; clamped to R)
 };
 
+/// The size limits of the forward and backward reductions for an [outer, R, inner] problem, from the sizes
+/// alone (for a caller that plans before it has buffers: a layer's shape check, an engine's format
+/// negotiation): every size >= 0 (else kErrorInvalidShape); R <= 2^31 - 1 (int32 counts and indices); and
+/// outer x R x inner, outer x R, outer x inner and R x inner, each times 16 bytes, within int64 (pairs
+/// too, so an empty extent cannot hide an overflowing product of the other two). Else kErrorSizeLimit.
+/// can_implement applies exactly these checks to its sizes.
+[[nodiscard]] Status check_sizes(std::int64_t outer, std::int64_t reduce, std::int64_t inner);
+
+/// Masking's size limits (MaskingArgs): every size >= 0; outer x R (the mask) and outer x R x inner,
+/// times 16 bytes, within int64. No limit on R. can_implement(MaskingArgs) applies exactly these.
+[[nodiscard]] Status check_masking_sizes(std::int64_t outer, std::int64_t reduce, std::int64_t inner);
+
 /// Forward masked reduction. The outputs (out, mean, variance, indices, counts, length_errors) overlap
 /// neither each other nor an input (x, mask, lengths), and every pointer is aligned to its element size:
 /// can_implement rejects anything else (kErrorInconsistentArguments / kErrorMisaligned, naming the

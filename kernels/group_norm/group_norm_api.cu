@@ -187,6 +187,49 @@ bool float_dtype(DType d) {
 constexpr double kForwardPasses[2] = {1.0, 2.0};
 constexpr double kBackwardPasses[2] = {2.0, 3.0};
 
+// The shape checks of group_norm::check_sizes, reported as `op`.
+Status check_sizes_as(const char* op, std::int64_t batch, std::int64_t channels, std::int64_t spatial,
+                      std::int64_t groups) {
+  if (batch < 0 || channels < 0 || spatial < 0) {
+    return set_error(
+        Status::kErrorInvalidShape, "%s: shape: negative size (batch %lld, channels %lld, spatial %lld)", op,
+        static_cast<long long>(batch), static_cast<long long>(channels), static_cast<long long>(spatial));
+  }
+  if (groups < 1) {
+    return set_error(Status::kErrorInvalidShape, "%s: groups: %lld, must be at least 1", op,
+                     static_cast<long long>(groups));
+  }
+  if (channels < groups) {
+    return set_error(Status::kErrorInvalidShape,
+                     "%s: groups: %lld groups for %lld channels (fewer channels than groups)", op,
+                     static_cast<long long>(groups), static_cast<long long>(channels));
+  }
+  if (channels % groups != 0) {
+    return set_error(Status::kErrorInvalidShape, "%s: groups: %lld channels are not divisible by %lld groups",
+                     op, static_cast<long long>(channels), static_cast<long long>(groups));
+  }
+  // The limits hold for empty tensors too (spatial or batch 0 counted as 1): the kernels still walk a
+  // group's C/G rows and the N x G groups (writing mean 0 / rstd), with 32-bit counts, and plan C x spatial
+  // strides; an empty tensor with 2^32 channels per group would loop for minutes.
+  const std::int64_t cpg = channels / groups;
+  const std::int64_t spatial1 = std::max<std::int64_t>(spatial, 1);
+  const std::int64_t batch1 = std::max<std::int64_t>(batch, 1);
+  if (cpg > (std::numeric_limits<std::int32_t>::max)() / spatial1) {
+    return set_error(Status::kErrorSizeLimit,
+                     "%s: shape: a group of %lld channels x %lld positions exceeds 2^31 - 1 elements", op,
+                     static_cast<long long>(cpg), static_cast<long long>(spatial));
+  }
+  if (groups > (std::numeric_limits<std::int32_t>::max)() / batch1) {
+    return set_error(Status::kErrorSizeLimit, "%s: shape: batch x groups (%lld x %lld) exceeds 2^31 - 1", op,
+                     static_cast<long long>(batch), static_cast<long long>(groups));
+  }
+  // C x spatial1 < 2^62 here (G and (C/G) x spatial1 are each below 2^31): no overflow before the test.
+  if (channels * spatial1 > (std::numeric_limits<std::int64_t>::max)() / 16 / batch1) {
+    return set_error(Status::kErrorSizeLimit, "%s: shape: too many elements", op);
+  }
+  return Status::kSuccess;
+}
+
 /// What forward and backward share.
 struct Common {
   const char* op;
@@ -213,43 +256,8 @@ Status validate_common(const Common& c) {
     return set_error(Status::kErrorInvalidLayout, "%s: layout: %d is not channels-first or channels-last", op,
                      static_cast<int>(c.layout));
   }
-  if (c.batch < 0 || c.channels < 0 || c.spatial < 0) {
-    return set_error(Status::kErrorInvalidShape,
-                     "%s: shape: negative size (batch %lld, channels %lld, spatial %lld)", op,
-                     static_cast<long long>(c.batch), static_cast<long long>(c.channels),
-                     static_cast<long long>(c.spatial));
-  }
-  if (c.groups < 1) {
-    return set_error(Status::kErrorInvalidShape, "%s: groups: %lld, must be at least 1", op,
-                     static_cast<long long>(c.groups));
-  }
-  if (c.channels < c.groups) {
-    return set_error(Status::kErrorInvalidShape,
-                     "%s: groups: %lld groups for %lld channels (fewer channels than groups)", op,
-                     static_cast<long long>(c.groups), static_cast<long long>(c.channels));
-  }
-  if (c.channels % c.groups != 0) {
-    return set_error(Status::kErrorInvalidShape, "%s: groups: %lld channels are not divisible by %lld groups",
-                     op, static_cast<long long>(c.channels), static_cast<long long>(c.groups));
-  }
-  // The limits hold for empty tensors too (spatial or batch 0 counted as 1): the kernels still walk a
-  // group's C/G rows and the N x G groups (writing mean 0 / rstd), with 32-bit counts, and plan C x spatial
-  // strides; an empty tensor with 2^32 channels per group would loop for minutes.
-  const std::int64_t cpg = c.channels / c.groups;
-  const std::int64_t spatial1 = std::max<std::int64_t>(c.spatial, 1);
-  const std::int64_t batch1 = std::max<std::int64_t>(c.batch, 1);
-  if (cpg > (std::numeric_limits<std::int32_t>::max)() / spatial1) {
-    return set_error(Status::kErrorSizeLimit,
-                     "%s: shape: a group of %lld channels x %lld positions exceeds 2^31 - 1 elements", op,
-                     static_cast<long long>(cpg), static_cast<long long>(c.spatial));
-  }
-  if (c.groups > (std::numeric_limits<std::int32_t>::max)() / batch1) {
-    return set_error(Status::kErrorSizeLimit, "%s: shape: batch x groups (%lld x %lld) exceeds 2^31 - 1", op,
-                     static_cast<long long>(c.batch), static_cast<long long>(c.groups));
-  }
-  // C x spatial1 < 2^62 here (G and (C/G) x spatial1 are each below 2^31): no overflow before the test.
-  if (c.channels * spatial1 > (std::numeric_limits<std::int64_t>::max)() / 16 / batch1) {
-    return set_error(Status::kErrorSizeLimit, "%s: shape: too many elements", op);
+  if (Status s = check_sizes_as(op, c.batch, c.channels, c.spatial, c.groups); !ok(s)) {
+    return s;
   }
   if (c.activation != Activation::kNone && c.activation != Activation::kSiLU &&
       c.activation != Activation::kReLU) {
@@ -814,6 +822,10 @@ void* align_ptr(void* p) {
 }
 
 } // namespace
+
+Status check_sizes(std::int64_t batch, std::int64_t channels, std::int64_t spatial, std::int64_t groups) {
+  return check_sizes_as("group_norm::check_sizes", batch, channels, spatial, groups);
+}
 
 const char* path_name(Path path) noexcept {
   switch (path) {

@@ -120,17 +120,8 @@ bool sizes_fit(std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
          detail::checked_mul(steps, inner, &n) && detail::checked_mul(n, 16, &n);
 }
 
-// Sizes, dtype and validity checks shared by the forward and the backward.
-Status check_common(const char* op, ReduceOp rop, DType dtype, std::int64_t outer, std::int64_t reduce,
-                    std::int64_t inner, Validity validity, const std::uint8_t* mask,
-                    const std::int32_t* lengths) {
-  if (!valid_op(rop)) {
-    return set_error(Status::kErrorInvalidValue, "%s: op: %d is not a ReduceOp", op, static_cast<int>(rop));
-  }
-  if (!valid_dtype(dtype)) {
-    return set_error(Status::kErrorInvalidDType, "%s: dtype: %s (%d) is not float32, float16 or bfloat16", op,
-                     dtype_name(dtype), static_cast<int>(dtype));
-  }
+// The size limits of masked_reduce::check_sizes, reported as `op`.
+Status check_sizes_as(const char* op, std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
   if (outer < 0 || reduce < 0 || inner < 0) {
     return set_error(Status::kErrorInvalidShape, "%s: sizes: outer %lld, R %lld, inner %lld must be >= 0", op,
                      static_cast<long long>(outer), static_cast<long long>(reduce),
@@ -146,6 +137,41 @@ Status check_common(const char* op, ReduceOp rop, DType dtype, std::int64_t oute
                      "%s: sizes: outer x R x inner (or one of its partial products) overflows 64-bit byte "
                      "offsets",
                      op);
+  }
+  return Status::kSuccess;
+}
+
+// The size limits of masked_reduce::check_masking_sizes, reported as `op`.
+Status check_masking_sizes_as(const char* op, std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
+  if (outer < 0 || reduce < 0 || inner < 0) {
+    return set_error(Status::kErrorInvalidShape, "%s: sizes: outer %lld, R %lld, inner %lld must be >= 0", op,
+                     static_cast<long long>(outer), static_cast<long long>(reduce),
+                     static_cast<long long>(inner));
+  }
+  // Masking's tensors are x and y [outer, R, inner] and the mask [outer, R] (no [outer, inner] output).
+  std::int64_t n = 0;
+  if (!detail::checked_mul(outer, reduce, &n) || !detail::checked_mul(n, 16, &n) ||
+      !detail::checked_mul(outer * reduce, inner, &n) || !detail::checked_mul(n, 16, &n)) {
+    return set_error(Status::kErrorSizeLimit,
+                     "%s: sizes: outer x R (the mask) or outer x R x inner overflows 64-bit byte offsets",
+                     op);
+  }
+  return Status::kSuccess;
+}
+
+// Sizes, dtype and validity checks shared by the forward and the backward.
+Status check_common(const char* op, ReduceOp rop, DType dtype, std::int64_t outer, std::int64_t reduce,
+                    std::int64_t inner, Validity validity, const std::uint8_t* mask,
+                    const std::int32_t* lengths) {
+  if (!valid_op(rop)) {
+    return set_error(Status::kErrorInvalidValue, "%s: op: %d is not a ReduceOp", op, static_cast<int>(rop));
+  }
+  if (!valid_dtype(dtype)) {
+    return set_error(Status::kErrorInvalidDType, "%s: dtype: %s (%d) is not float32, float16 or bfloat16", op,
+                     dtype_name(dtype), static_cast<int>(dtype));
+  }
+  if (Status st = check_sizes_as(op, outer, reduce, inner); !ok(st)) {
+    return st;
   }
   if (!valid_validity(validity)) {
     return set_error(Status::kErrorInvalidValue, "%s: validity: %d is not a Validity", op,
@@ -440,6 +466,14 @@ const char* path_name(Path path) noexcept {
     return "split";
   }
   return "unknown path";
+}
+
+Status check_sizes(std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
+  return check_sizes_as("masked_reduce::check_sizes", outer, reduce, inner);
+}
+
+Status check_masking_sizes(std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
+  return check_masking_sizes_as("masked_reduce::check_masking_sizes", outer, reduce, inner);
 }
 
 // ---- forward ---------------------------------------------------------------------------------------------
@@ -792,18 +826,8 @@ Status can_implement(const MaskingArgs& a) {
     return set_error(Status::kErrorInvalidDType, "%s: dtype: %s (%d) is not float32, float16 or bfloat16", op,
                      dtype_name(a.dtype), static_cast<int>(a.dtype));
   }
-  if (a.outer < 0 || a.reduce < 0 || a.inner < 0) {
-    return set_error(Status::kErrorInvalidShape, "%s: sizes: outer %lld, R %lld, inner %lld must be >= 0", op,
-                     static_cast<long long>(a.outer), static_cast<long long>(a.reduce),
-                     static_cast<long long>(a.inner));
-  }
-  // Masking's tensors are x and y [outer, R, inner] and the mask [outer, R] (no [outer, inner] output).
-  std::int64_t n = 0;
-  if (!detail::checked_mul(a.outer, a.reduce, &n) || !detail::checked_mul(n, 16, &n) ||
-      !detail::checked_mul(a.outer * a.reduce, a.inner, &n) || !detail::checked_mul(n, 16, &n)) {
-    return set_error(Status::kErrorSizeLimit,
-                     "%s: sizes: outer x R (the mask) or outer x R x inner overflows 64-bit byte offsets",
-                     op);
+  if (Status st = check_masking_sizes_as(op, a.outer, a.reduce, a.inner); !ok(st)) {
+    return st;
   }
   const std::size_t elem = dtype_size(a.dtype);
   if (a.x == nullptr && a.outer * a.reduce * a.inner > 0) {

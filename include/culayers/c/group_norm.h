@@ -109,6 +109,12 @@ CULAYERS_API culayersStatus_t culayersGroupNormCanImplement(const culayersGroupN
 CULAYERS_API culayersStatus_t
 culayersGroupNormBackwardCanImplement(const culayersGroupNormBackwardArgs_t* args);
 
+/* The shape checks alone, for planning before buffers exist (C++ group_norm::check_sizes): no device
+ * needed. CULAYERS_STATUS_INVALID_SHAPE for a negative size or groups that do not divide channels,
+ * CULAYERS_STATUS_SIZE_LIMIT beyond the limits. Both CanImplement functions apply exactly these checks. */
+CULAYERS_API culayersStatus_t culayersGroupNormCheckSizes(int64_t batch, int64_t channels, int64_t spatial,
+                                                          int64_t groups);
+
 /* Stores the workspace bytes the launch needs in *bytes (0 when none, or for arguments the op would
  * reject: CanImplement says why). A NULL args or bytes is CULAYERS_STATUS_NULL_POINTER, nothing stored. */
 CULAYERS_API culayersStatus_t culayersGroupNormWorkspaceSize(const culayersGroupNormArgs_t* args,

@@ -131,6 +131,12 @@ culayersMaskedReduceBackwardCanImplement(const culayersMaskedReduceBackwardArgs_
 CULAYERS_API culayersStatus_t culayersMaskingCanImplement(const culayersMaskingArgs_t* args);
 CULAYERS_API culayersStatus_t culayersMaskExpandCanImplement(const culayersMaskExpandArgs_t* args);
 
+/* The size limits alone, for planning before buffers exist (C++ masked_reduce::check_sizes and
+ * check_masking_sizes): a negative size is CULAYERS_STATUS_INVALID_SHAPE, sizes beyond the op's limits
+ * CULAYERS_STATUS_SIZE_LIMIT. The CanImplement functions apply exactly these checks to their sizes. */
+CULAYERS_API culayersStatus_t culayersMaskedReduceCheckSizes(int64_t outer, int64_t reduce, int64_t inner);
+CULAYERS_API culayersStatus_t culayersMaskingCheckSizes(int64_t outer, int64_t reduce, int64_t inner);
+
 /* Stores the workspace bytes the launch needs in *bytes (0 when none, or for arguments the op would
  * reject: CanImplement says why). A NULL args or bytes is CULAYERS_STATUS_NULL_POINTER, nothing stored. */
 CULAYERS_API culayersStatus_t culayersMaskedReduceWorkspaceSize(const culayersMaskedReduceArgs_t* args,
