@@ -78,6 +78,33 @@ Initializer Initializer::ones() {
   return i;
 }
 
+namespace {
+
+// The parameters a random kind draws with (from_json and generate both check them): finite (Constant alone
+// may hold NaN or an infinity, as a Masking value may), minval <= maxval with a finite range (an infinite
+// range draws NaN), stddev >= 0.
+Status check_parameters(const Initializer& init, const char* name) {
+  using Kind = Initializer::Kind;
+  if ((init.kind == Kind::kRandomUniform && !(std::isfinite(init.minval) && std::isfinite(init.maxval))) ||
+      (init.kind == Kind::kRandomNormal && !(std::isfinite(init.mean) && std::isfinite(init.stddev)))) {
+    return set_error(Status::kErrorInvalidValue, "%s: %s: parameters must be finite", kOp, name);
+  }
+  if (init.kind == Kind::kRandomUniform && !(init.minval <= init.maxval)) {
+    return set_error(Status::kErrorInvalidValue, "%s: %s: minval %g > maxval %g", kOp, name, init.minval,
+                     init.maxval);
+  }
+  if (init.kind == Kind::kRandomUniform && !std::isfinite(init.maxval - init.minval)) {
+    return set_error(Status::kErrorInvalidValue, "%s: %s: maxval - minval (%g - %g) overflows a double", kOp,
+                     name, init.maxval, init.minval);
+  }
+  if (init.kind == Kind::kRandomNormal && !(init.stddev >= 0.0)) {
+    return set_error(Status::kErrorInvalidValue, "%s: %s: stddev %g < 0", kOp, name, init.stddev);
+  }
+  return Status::kSuccess;
+}
+
+} // namespace
+
 Initializer Initializer::constant(double value) {
   Initializer i;
   i.kind = Kind::kConstant;
@@ -192,18 +219,8 @@ Status Initializer::from_json(const Json& json, Initializer* out) {
     }
     init.seed = it->get<std::uint64_t>();
   }
-  // Non-finite values read back only for Constant (its value may be NaN or infinite, as a Masking value);
-  // a random initializer's bounds, mean and deviation must be finite.
-  if ((init.kind == Kind::kRandomUniform && !(std::isfinite(init.minval) && std::isfinite(init.maxval))) ||
-      (init.kind == Kind::kRandomNormal && !(std::isfinite(init.mean) && std::isfinite(init.stddev)))) {
-    return set_error(Status::kErrorInvalidValue, "%s: %s: parameters must be finite", kOp, name.c_str());
-  }
-  if (init.kind == Kind::kRandomUniform && !(init.minval <= init.maxval)) {
-    return set_error(Status::kErrorInvalidValue, "%s: RandomUniform: minval %g > maxval %g", kOp, init.minval,
-                     init.maxval);
-  }
-  if (init.kind == Kind::kRandomNormal && !(init.stddev >= 0.0)) {
-    return set_error(Status::kErrorInvalidValue, "%s: RandomNormal: stddev %g < 0", kOp, init.stddev);
+  if (Status s = check_parameters(init, name.c_str()); !ok(s)) {
+    return s;
   }
   *out = init;
   return Status::kSuccess;
@@ -214,6 +231,9 @@ Status Initializer::generate(const Shape& shape, std::vector<double>* out) const
     return set_error(Status::kErrorNullPointer, "%s: out: is null", kOp);
   }
   if (Status s = shape.validate(kOp, "shape"); !ok(s)) {
+    return s;
+  }
+  if (Status s = check_parameters(*this, class_name()); !ok(s)) {
     return s;
   }
   const std::int64_t n = shape.numel();

@@ -355,6 +355,12 @@ Status plan_dropout(const TensorOp& t, LaunchPlan* plan) {
           Status::kErrorMisaligned,
           "%s: force_vector_width: %d, but the pointers' alignment allows at most %d", op, fw, ptr_width);
     }
+    if (fw > shape_width && path == Path::kGeneric && wide) {
+      return culayers::detail::set_error(Status::kErrorInvalidValue,
+                                         "%s: force_vector_width: %d, but a broadcast noise shape over more "
+                                         "than 2^32 elements takes the scalar generic path (width 1)",
+                                         op, fw);
+    }
     if (fw > shape_width) {
       return culayers::detail::set_error(
           Status::kErrorInvalidValue,

@@ -222,4 +222,34 @@ TEST(NnInitializer, MalformedConfigsAreClearErrors) {
   EXPECT_EQ(Initializer::zeros().generate(Shape{2}, nullptr), Status::kErrorNullPointer);
 }
 
+// An initializer built in code is checked as a config is: generate refuses parameters that would draw
+// NaN or nonsense, and writes nothing.
+TEST(NnInitializer, GenerateRefusesBadParameters) {
+  const double inf = std::numeric_limits<double>::infinity();
+  const double big = std::numeric_limits<double>::max();
+  const Initializer bad[] = {
+      Initializer::random_uniform(-inf, inf, 1),
+      Initializer::random_uniform(0.0, std::numeric_limits<double>::quiet_NaN(), 1),
+      Initializer::random_uniform(-big, big, 1), // finite bounds, infinite range: 0 x inf is NaN
+      Initializer::random_uniform(1.0, 0.0, 1),
+      Initializer::random_normal(inf, 1.0, 1),
+      Initializer::random_normal(0.0, -1.0, 1),
+  };
+  for (const Initializer& init : bad) {
+    std::vector<double> v = {42.0};
+    EXPECT_EQ(init.generate(Shape{64}, &v), Status::kErrorInvalidValue) << init.to_json().dump();
+    EXPECT_EQ(v, std::vector<double>{42.0});
+    // The same parameters from a config are refused alike.
+    Initializer back;
+    EXPECT_EQ(Initializer::from_json(init.to_json(), &back), Status::kErrorInvalidValue)
+        << init.to_json().dump();
+  }
+  // The widest finite range still draws finite values.
+  std::vector<double> v;
+  ASSERT_EQ(Initializer::random_uniform(-big / 2, big / 2, 3).generate(Shape{1000}, &v), Status::kSuccess);
+  for (double x : v) {
+    EXPECT_TRUE(std::isfinite(x)) << x;
+  }
+}
+
 } // namespace

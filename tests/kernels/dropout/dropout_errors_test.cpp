@@ -169,6 +169,30 @@ TEST(DropoutErrors, ForwardArguments) {
   EXPECT_EQ(cd::can_implement(fx.forward()), Status::kSuccess) << culayers::last_error_message();
 }
 
+// A broadcast noise shape over more than 2^32 elements takes the scalar generic path whatever the
+// innermost extent, so a forced width above 1 is refused with that reason (not a noise-shape one). Only
+// can_implement: the addresses are distinct and aligned, and never dereferenced.
+TEST(DropoutErrors, ForcedWidthOnTheWideGenericPathSaysWhy) {
+  Fixture fx;
+  cd::DropoutForwardArgs a = fx.forward();
+  a.shape = shape_of({std::int64_t{1} << 31, 4}); // 2^33 elements
+  a.noise_shape = shape_of({std::int64_t{1} << 31, 1});
+  a.x = reinterpret_cast<const float*>(std::uintptr_t{1} << 40);
+  a.y = reinterpret_cast<float*>(std::uintptr_t{1} << 40); // in place
+  a.mask = nullptr;
+  a.force_vector_width = 1;
+  EXPECT_EQ(cd::can_implement(a), Status::kSuccess) << culayers::last_error_message();
+  a.force_vector_width = 4;
+  EXPECT_EQ(cd::can_implement(a), Status::kErrorInvalidValue);
+  const std::string message = culayers::last_error_message();
+  EXPECT_NE(message.find("force_vector_width: 4"), std::string::npos) << message;
+  EXPECT_NE(message.find("more than 2^32 elements"), std::string::npos) << message;
+  // Below 2^32 elements the same broadcast takes the run path, which serves width 4.
+  a.shape = shape_of({std::int64_t{1} << 20, 4});
+  a.noise_shape = shape_of({std::int64_t{1} << 20, 1});
+  EXPECT_EQ(cd::can_implement(a), Status::kSuccess) << culayers::last_error_message();
+}
+
 TEST(DropoutErrors, BackwardArguments) {
   Fixture fx;
   cd::DropoutBackwardArgs a = fx.backward();
