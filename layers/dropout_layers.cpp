@@ -301,7 +301,17 @@ Status Dropout::do_build(const Shape& input_shape, cudaStream_t stream) {
   if (Status s = allocate_state(name(), &state_, stream); !ok(s)) {
     return s;
   }
-  return init_dropout_state(name(), state_, effective_seed_, 1.0 - options_.rate, 1.0, 1, 0, stream);
+  if (Status s = init_dropout_state(name(), state_, effective_seed_, 1.0 - options_.rate, 1.0, 1, 0, stream);
+      !ok(s)) {
+    return s;
+  }
+  // Part of every training call, not an update op: Keras's Dropout draws new randomness on every training
+  // call, trainable or not. The next call uses the next Philox stream (rate 0 draws nothing).
+  add_call_step("next_stream", [this](const CallContext& ctx) {
+    return options_.rate == 0.0 ? Status::kSuccess
+                                : run_state_op<dropout::DropoutUpdateArgs>(name(), state_, ctx.stream);
+  });
+  return Status::kSuccess;
 }
 
 Status Dropout::do_call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
@@ -328,12 +338,7 @@ Status Dropout::do_call(const CallContext& ctx, const ConstTensorView& x, const 
   if (Status s = dropout_forward(name(), noise, state_, ctx, x, y); !ok(s)) {
     return s;
   }
-  // Part of the call, not an update op: Keras's Dropout draws new randomness on every training call,
-  // trainable or not. The next call uses the next Philox stream.
-  if (Status s = run_state_op<dropout::DropoutUpdateArgs>(name(), state_, ctx.stream); !ok(s)) {
-    return s;
-  }
-  out->y = y->view();
+  out->y = y->view(); // the move to the next stream is a call step (do_build)
   return Status::kSuccess;
 }
 

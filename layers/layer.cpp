@@ -133,6 +133,7 @@ Status Layer::build(const Shape& input_shape, cudaStream_t stream) {
   if (Status s = do_build(input_shape, stream); !ok(s)) {
     weights_.clear();
     updates_.clear();
+    call_steps_.clear();
     return s;
   }
   // Weight initialization was enqueued from host buffers that go away now: wait for it.
@@ -197,10 +198,42 @@ Status Layer::check_call(const Shape& shape, DType dtype, bool has_mask, Phase p
 
 Status Layer::call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                    LayerOutput* out) {
-  const char* n = name_.c_str();
   if (out == nullptr) {
-    return set_error(Status::kErrorNullPointer, "%s: out: is null", n);
+    return set_error(Status::kErrorNullPointer, "%s: out: is null", name_.c_str());
   }
+  LayerOutput result{};
+  if (Status s = call_forward(ctx, x, mask, &result); !ok(s)) {
+    return s;
+  }
+  if (Status s = run_updates(ctx); !ok(s)) {
+    return s;
+  }
+  *out = result;
+  return Status::kSuccess;
+}
+
+Status Layer::run_updates(const CallContext& ctx) {
+  if (ctx.phase != Phase::kTraining) {
+    return Status::kSuccess;
+  }
+  for (const Update& u : call_steps_) {
+    if (Status s = u.op(ctx); !ok(s)) {
+      return s;
+    }
+  }
+  if (trainable_) {
+    for (const Update& u : updates_) {
+      if (Status s = u.op(ctx); !ok(s)) {
+        return s;
+      }
+    }
+  }
+  return Status::kSuccess;
+}
+
+Status Layer::call_forward(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
+                           LayerOutput* out) {
+  const char* n = name_.c_str();
   if (ctx.phase != Phase::kInference && ctx.phase != Phase::kTraining) {
     return set_error(Status::kErrorInvalidValue, "%s: ctx.phase: %d is not a Phase", n,
                      static_cast<int>(ctx.phase));
@@ -243,19 +276,7 @@ Status Layer::call(const CallContext& ctx, const ConstTensorView& x, const Const
   if (supports_masking()) {
     result.mask = mask; // passed through unless do_call computes its own
   }
-  const Status st = [&] {
-    if (Status s = do_call(ctx, x, mask, &result); !ok(s)) {
-      return s;
-    }
-    if (ctx.phase == Phase::kTraining && trainable_) {
-      for (const Update& u : updates_) {
-        if (Status s = u.op(ctx); !ok(s)) {
-          return s;
-        }
-      }
-    }
-    return Status::kSuccess;
-  }();
+  const Status st = do_call(ctx, x, mask, &result);
   // This call's stream is now the last to use the layer's memory: free it there (Tensor::release_on).
   // (A buffer the call replaced was freed on this stream too: output_buffer.)
   for (const auto& w : weights_) {
@@ -357,6 +378,10 @@ Status Layer::add_weight(const std::string& name, const Shape& shape, DType dtyp
 
 void Layer::add_update(std::string name, UpdateOp op) {
   updates_.push_back(Update{std::move(name), std::move(op)});
+}
+
+void Layer::add_call_step(std::string name, UpdateOp op) {
+  call_steps_.push_back(Update{std::move(name), std::move(op)});
 }
 
 Status Layer::output_buffer(const CallContext& ctx, int slot, const Shape& shape, DType dtype, Tensor** out) {

@@ -238,13 +238,22 @@ Status Sequential::call(const CallContext& ctx, const ConstTensorView& x, const 
   if (Status s = build_and_check(ctx, x, mask.data() != nullptr); !ok(s)) {
     return s;
   }
+  // Every layer's forward first, then their call steps and update ops: a call that fails part-way (a
+  // buffer allocation in a later layer, say) has changed no layer's state (counters, random streams,
+  // moving statistics). Each layer's steps and updates touch only its own state, so running them after
+  // the later layers' kernels computes what layer-by-layer calls would.
   LayerOutput current{x, mask};
   for (const auto& l : layers_) {
     LayerOutput next{};
-    if (Status s = l->call(ctx, current.y, current.mask, &next); !ok(s)) {
+    if (Status s = l->call_forward(ctx, current.y, current.mask, &next); !ok(s)) {
       return s;
     }
     current = next;
+  }
+  for (const auto& l : layers_) {
+    if (Status s = l->run_updates(ctx); !ok(s)) {
+      return s;
+    }
   }
   *out = current;
   return Status::kSuccess;
@@ -270,7 +279,10 @@ Status Sequential::profile(const CallContext& ctx, const ConstTensorView& x, con
   if (Status s = build_and_check(ctx, x, mask.data() != nullptr); !ok(s)) {
     return s;
   }
-  std::vector<cudaEvent_t> events(layers_.size() + 1, nullptr);
+  // As call(): every forward, then every layer's steps and updates. Events 0..L bound the forwards,
+  // events L..2L the layers' updates; a layer's time is the sum of its two intervals.
+  const std::size_t count = layers_.size();
+  std::vector<cudaEvent_t> events(2 * count + 1, nullptr);
   Status result = Status::kSuccess;
   for (auto& e : events) {
     if (cudaError_t err = cudaEventCreate(&e); err != cudaSuccess) {
@@ -278,20 +290,27 @@ Status Sequential::profile(const CallContext& ctx, const ConstTensorView& x, con
       break;
     }
   }
-  LayerOutput current{x, mask};
-  if (ok(result)) {
-    if (cudaError_t err = cudaEventRecord(events[0], ctx.stream); err != cudaSuccess) {
+  const auto record = [&](std::size_t k) {
+    if (cudaError_t err = cudaEventRecord(events[k], ctx.stream); err != cudaSuccess) {
       result = cuda_error("cudaEventRecord", err);
     }
+  };
+  LayerOutput current{x, mask};
+  if (ok(result)) {
+    record(0);
   }
-  for (std::size_t i = 0; ok(result) && i < layers_.size(); ++i) {
+  for (std::size_t i = 0; ok(result) && i < count; ++i) {
     LayerOutput next{};
-    result = layers_[i]->call(ctx, current.y, current.mask, &next);
+    result = layers_[i]->call_forward(ctx, current.y, current.mask, &next);
     if (ok(result)) {
       current = next;
-      if (cudaError_t err = cudaEventRecord(events[i + 1], ctx.stream); err != cudaSuccess) {
-        result = cuda_error("cudaEventRecord", err);
-      }
+      record(i + 1);
+    }
+  }
+  for (std::size_t i = 0; ok(result) && i < count; ++i) {
+    result = layers_[i]->run_updates(ctx);
+    if (ok(result)) {
+      record(count + i + 1);
     }
   }
   std::vector<LayerTiming> t;
@@ -300,12 +319,16 @@ Status Sequential::profile(const CallContext& ctx, const ConstTensorView& x, con
       result = cuda_error("cudaEventSynchronize", err);
     }
   }
-  for (std::size_t i = 0; ok(result) && i < layers_.size(); ++i) {
-    float ms = 0.0f;
-    if (cudaError_t err = cudaEventElapsedTime(&ms, events[i], events[i + 1]); err != cudaSuccess) {
+  for (std::size_t i = 0; ok(result) && i < count; ++i) {
+    float forward_ms = 0.0f;
+    float update_ms = 0.0f;
+    if (cudaError_t err = cudaEventElapsedTime(&forward_ms, events[i], events[i + 1]); err != cudaSuccess) {
       result = cuda_error("cudaEventElapsedTime", err);
+    } else if (cudaError_t err2 = cudaEventElapsedTime(&update_ms, events[count + i], events[count + i + 1]);
+               err2 != cudaSuccess) {
+      result = cuda_error("cudaEventElapsedTime", err2);
     }
-    t.push_back(LayerTiming{layers_[i]->name(), layers_[i]->class_name(), ms});
+    t.push_back(LayerTiming{layers_[i]->name(), layers_[i]->class_name(), forward_ms + update_ms});
   }
   for (cudaEvent_t e : events) {
     if (e != nullptr) {

@@ -4,6 +4,7 @@
 #include "culayers/nn/sequential.hpp"
 
 #include "culayers/c/model.h"
+#include "culayers/nn/core_layers.hpp"
 #include "culayers/nn/layer.hpp"
 #include "culayers/nn/safetensors.hpp"
 
@@ -808,6 +809,88 @@ TEST(Sequential, AFailingCallRunsNoLayerAndNoUpdate) {
                         ConstTensorView::contiguous(mask.get(), DType::kUInt8, Shape{kB, kT + 1}), &out),
             Status::kSuccess);
   EXPECT_EQ(weight_bytes(*model, "dd", "iterations"), it0);
+}
+
+// Counts allocations and fails the one numbered `fail_at` (0-based; -1: none) with kErrorOutOfMemory.
+class FailingAllocator final : public nn::Allocator {
+ public:
+  Status allocate(void** ptr, std::size_t bytes, cudaStream_t stream) override {
+    if (count_++ == fail_at) {
+      return culayers::detail::set_error(Status::kErrorOutOfMemory, "test allocator: allocation %d refused",
+                                         fail_at);
+    }
+    return nn::default_allocator().allocate(ptr, bytes, stream);
+  }
+  void deallocate(void* ptr, std::size_t bytes, cudaStream_t stream) noexcept override {
+    nn::default_allocator().deallocate(ptr, bytes, stream);
+  }
+  int count() const { return count_; }
+  int fail_at = -1;
+
+ private:
+  int count_ = 0;
+};
+
+// A training call that runs out of memory in its last layer has run the earlier layers' kernels, but no
+// call step or update op: every layer's state (DecayingDropout's counter, Dropout's random stream,
+// BatchNormalization's moving statistics) is as before, so the next call gives what it gives on a twin
+// model that never saw the failed call.
+TEST(Sequential, OutOfMemoryPartWayChangesNoState) {
+  FailingAllocator probe_alloc; // before the models: they free their buffers through them
+  FailingAllocator failing_alloc;
+  Json cfg = demo_config("oom");
+  cfg["config"]["layers"].insert(
+      cfg["config"]["layers"].begin() + 3,
+      Json{{"class_name", "Dropout"}, {"config", {{"name", "drop"}, {"rate", 0.25}, {"seed", 99}}}});
+  cfg = with_build_shape(cfg);
+  auto model = make_model(cfg);
+  auto twin = make_model(cfg);
+  auto probe = make_model(cfg);
+  ASSERT_TRUE(model && twin && probe);
+  auto rng = culayers::test::rng_for_test();
+  Inputs in = make_inputs(rng);
+  const ConstTensorView first_row =
+      ConstTensorView::contiguous(in.x.get(), DType::kFloat32, Shape{1, kT, kF});
+  nn::CallContext train{};
+  train.phase = nn::Phase::kTraining;
+  nn::LayerOutput out{};
+  // The same warm-up for the three: a batch of one, so the full batch below reallocates every output.
+  for (nn::Sequential* m : {model.get(), twin.get(), probe.get()}) {
+    ASSERT_EQ(m->call(train, first_row, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  }
+  // How many allocations the full-batch call makes; the failing call refuses the last (the pooling
+  // layer's, after every other layer's forward).
+  nn::CallContext counted = train;
+  counted.allocator = &probe_alloc;
+  ASSERT_EQ(probe->call(counted, in.view, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  ASSERT_GE(probe_alloc.count(), 4);
+  failing_alloc.fail_at = probe_alloc.count() - 1;
+  nn::CallContext failing = train;
+  failing.allocator = &failing_alloc;
+  EXPECT_EQ(model->call(failing, in.view, {}, &out), Status::kErrorOutOfMemory);
+  EXPECT_EQ(failing_alloc.count(), probe_alloc.count());
+
+  nn::LayerOutput model_out{};
+  nn::LayerOutput twin_out{};
+  for (int call = 0; call < 2; ++call) {
+    ASSERT_EQ(model->call(train, in.view, {}, &model_out), Status::kSuccess)
+        << culayers::last_error_message();
+    ASSERT_EQ(twin->call(train, in.view, {}, &twin_out), Status::kSuccess) << culayers::last_error_message();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(read_back(model_out.y), read_back(twin_out.y)) << "call " << call;
+  }
+  EXPECT_EQ(weight_bytes(*model, "dd", "iterations"), weight_bytes(*twin, "dd", "iterations"));
+  for (const char* w : {"moving_mean", "moving_variance"}) {
+    EXPECT_EQ(weight_bytes(*model, "bn", w), weight_bytes(*twin, "bn", w)) << w;
+  }
+  culayers::dropout::DropoutState model_state{};
+  culayers::dropout::DropoutState twin_state{};
+  auto* model_drop = dynamic_cast<nn::Dropout*>(model->find_layer("drop"));
+  auto* twin_drop = dynamic_cast<nn::Dropout*>(twin->find_layer("drop"));
+  ASSERT_TRUE(model_drop && twin_drop);
+  ASSERT_EQ(model_drop->read_state(&model_state, nullptr), Status::kSuccess);
+  ASSERT_EQ(twin_drop->read_state(&twin_state, nullptr), Status::kSuccess);
+  EXPECT_EQ(std::memcmp(&model_state, &twin_state, sizeof(model_state)), 0);
 }
 
 // The C API loads the same model from files and computes the same bits as the C++ model.

@@ -178,6 +178,10 @@ class Layer {
   /// Registers an update op (an iteration counter, a moving average): run after every training-phase
   /// call of the layer while it is trainable.
   void add_update(std::string name, UpdateOp op);
+  /// Registers a step of every training-phase call, trainable or not, that changes state the next call
+  /// reads (plain Dropout's move to the next random stream). Like the update ops, it runs after do_call,
+  /// and in a model after every layer's do_call: a model call that fails changes no layer's state.
+  void add_call_step(std::string name, UpdateOp op);
 
   /// A layer-owned device buffer for output `slot`: kept while shape and dtype stay the same, otherwise
   /// reallocated from ctx's allocator (the only allocation a call may make). The returned Tensor* stays
@@ -195,6 +199,7 @@ class Layer {
   void unbuild() noexcept {
     weights_.clear();
     updates_.clear();
+    call_steps_.clear();
     built_ = false;
     built_shape_ = Shape{};
     device_ = -1;
@@ -213,6 +218,14 @@ class Layer {
     UpdateOp op;
   };
   std::vector<Update> updates_;
+  std::vector<Update> call_steps_; // add_call_step: training phase, trainable or not; before updates_
+
+  /// call() up to and including do_call (checks, the first build, the kernels), without the call steps
+  /// and update ops; *out is written on success. A model runs this for every layer, then run_updates.
+  [[nodiscard]] Status call_forward(const CallContext& ctx, const ConstTensorView& x,
+                                    const ConstTensorView& mask, LayerOutput* out);
+  /// The rest of a call: in the training phase, the call steps, then (trainable only) the update ops.
+  [[nodiscard]] Status run_updates(const CallContext& ctx);
   std::deque<Tensor> outputs_; // a deque: growing it never moves the buffers handed out earlier
 };
 

@@ -80,14 +80,19 @@ class Sequential {
   void set_default_phase(Phase phase) noexcept { default_phase_ = phase; }
 
   /// Runs every layer (builds on first use). `out` views the last layer's output and output mask (valid
-  /// until the next call). kErrorInvalidValue for an empty model.
+  /// until the next call). kErrorInvalidValue for an empty model. Every layer's kernels are enqueued
+  /// before any layer's training-phase steps and update ops (iteration counters, random streams, moving
+  /// statistics), so a call that fails before its updates (a later layer's buffer allocation running out
+  /// of memory, say) leaves every layer's state as it was; the outputs of the layers that ran are then
+  /// overwritten, as any call may.
   [[nodiscard]] Status call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                             LayerOutput* out);
   /// As above in default_phase() with the default allocator.
   [[nodiscard]] Status call(cudaStream_t stream, const ConstTensorView& x, const ConstTensorView& mask,
                             LayerOutput* out);
   /// A call that also measures each layer with CUDA events (synchronizes at the end: a diagnostic, not a
-  /// hot-path call; the update ops are part of their layer's time).
+  /// hot-path call; a layer's time includes its call steps and update ops, which run after every forward as
+  /// in call()).
   [[nodiscard]] Status profile(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                                LayerOutput* out, std::vector<LayerTiming>* timings);
 
