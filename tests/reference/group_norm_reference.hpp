@@ -483,6 +483,24 @@ inline group_norm::Path expected_path(const group_norm::Tuning& t) {
   return t.splits > 0 ? group_norm::Path::kSplit : group_norm::Path::kAuto;
 }
 
+/// The path expected for a shape the automatic choice splits because its one to three groups, resident at
+/// once, keep too few bytes in flight for the block path (Tuning's rule 4, which has no knob): kSplit on a
+/// device of 4 SMs or more (the emulator's default; GPUs have more). On 1 or 2 SMs those groups do keep
+/// the device's bytes in flight, the block path is the right choice, and the path is not checked (kAuto;
+/// the answer still is).
+inline group_norm::Path in_flight_split(int sm_count) {
+  return sm_count >= 4 ? group_norm::Path::kSplit : group_norm::Path::kAuto;
+}
+
+/// The path a shape case with `tuning` must take: `expect`, except that an automatic split (no path or
+/// chunk count forced) is a split by the in-flight rule (in_flight_split).
+inline group_norm::Path shape_case_path(group_norm::Path expect, const group_norm::Tuning& tuning,
+                                        int sm_count) {
+  const bool in_flight =
+      expect == group_norm::Path::kSplit && expected_path(tuning) == group_norm::Path::kAuto;
+  return in_flight ? in_flight_split(sm_count) : expect;
+}
+
 // ---- randomized sweeps (forward and backward) ------------------------------------------------------------
 
 /// One random small problem for the randomized sweeps: layout, sizes (C/G up to 8 and up to 120 positions,
