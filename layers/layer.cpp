@@ -6,8 +6,11 @@
 
 #include <atomic>
 #include <cctype>
+#include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <string>
@@ -55,15 +58,44 @@ std::string detail::default_layer_name(const std::string& class_name) {
 
 namespace {
 
-/// Host values converted once to `dtype` (round to nearest even).
+/// `v` rounded to float32 to nearest even, overflowing to an infinity as the hardware's conversion does
+/// (a C++ conversion of a finite double beyond float's range is undefined behaviour).
+float to_float(double v) {
+  constexpr double kMax = 0x1.fffffep127;       // FLT_MAX
+  constexpr double kHalfUlpUp = 0x1.ffffffp127; // FLT_MAX + half an ulp: rounds to the even neighbour, inf
+  const float sign = std::signbit(v) ? -1.0f : 1.0f;
+  if (std::fabs(v) >= kHalfUlpUp) {
+    return sign * HUGE_VALF;
+  }
+  return std::fabs(v) > kMax ? sign * FLT_MAX : static_cast<float>(v);
+}
+
+/// `v` as an integer of [lo, hi] when it is one exactly (integer weights: counters).
+template <class Int>
+bool to_integer(double v, Int* out) {
+  constexpr double lo = static_cast<double>(std::numeric_limits<Int>::min());
+  constexpr double hi_exclusive = static_cast<double>(std::numeric_limits<Int>::max()) + 1.0; // 2^k exactly
+  if (!(v >= lo && v < hi_exclusive) || std::trunc(v) != v) {
+    return false;
+  }
+  *out = static_cast<Int>(v);
+  return true;
+}
+
+/// Host values converted once to `dtype`: floating types round to nearest even (overflowing to an
+/// infinity); an integer weight takes only values that are integers in its range (kErrorInvalidValue).
 Status encode(const std::vector<double>& values, DType dtype, std::vector<unsigned char>* out) {
   const std::size_t size = dtype_size(dtype);
   out->resize(values.size() * size);
+  const auto not_integer = [&](std::size_t i) {
+    return set_error(Status::kErrorInvalidValue, "initializer value %g is not a %s", values[i],
+                     dtype_name(dtype));
+  };
   for (std::size_t i = 0; i < values.size(); ++i) {
     unsigned char* p = out->data() + i * size;
     switch (dtype) {
     case DType::kFloat32: {
-      const float v = static_cast<float>(values[i]);
+      const float v = to_float(values[i]);
       std::memcpy(p, &v, size);
       break;
     }
@@ -78,22 +110,31 @@ Status encode(const std::vector<double>& values, DType dtype, std::vector<unsign
       break;
     }
     case DType::kInt32: {
-      const std::int32_t v = static_cast<std::int32_t>(values[i]);
+      std::int32_t v = 0;
+      if (!to_integer(values[i], &v)) {
+        return not_integer(i);
+      }
       std::memcpy(p, &v, size);
       break;
     }
     case DType::kUInt8: {
-      const std::uint8_t v = static_cast<std::uint8_t>(values[i]);
+      std::uint8_t v = 0;
+      if (!to_integer(values[i], &v)) {
+        return not_integer(i);
+      }
       std::memcpy(p, &v, size);
       break;
     }
     case DType::kInt64: {
-      const std::int64_t v = static_cast<std::int64_t>(values[i]);
+      std::int64_t v = 0;
+      if (!to_integer(values[i], &v)) {
+        return not_integer(i);
+      }
       std::memcpy(p, &v, size);
       break;
     }
     default:
-      return set_error(Status::kErrorInvalidDType, "layer: add_weight: dtype %d", static_cast<int>(dtype));
+      return set_error(Status::kErrorInvalidDType, "dtype %d is not a weight dtype", static_cast<int>(dtype));
     }
   }
   return Status::kSuccess;
@@ -348,11 +389,11 @@ Status Layer::add_weight(const std::string& name, const Shape& shape, DType dtyp
   }
   std::vector<double> values;
   if (Status s = initializer.generate(shape, &values); !ok(s)) {
-    return s;
+    return set_error(s, "%s: add_weight: %s: %s", n, name.c_str(), last_error_message());
   }
   std::vector<unsigned char> bytes;
   if (Status s = encode(values, dtype, &bytes); !ok(s)) {
-    return s;
+    return set_error(s, "%s: add_weight: %s: %s", n, name.c_str(), last_error_message());
   }
   auto w = std::make_unique<Weight>();
   w->name = name;

@@ -7,8 +7,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -99,6 +101,73 @@ std::vector<float> download_floats(const nn::Tensor& t) {
   EXPECT_EQ(t.copy_to_host(v.data(), v.size() * sizeof(float), nullptr), Status::kSuccess);
   EXPECT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
   return v;
+}
+
+/// One weight "w" [3] of `dtype` initialized by `init`: add_weight's conversion of the initializer's values.
+class WeightLayer final : public nn::Layer {
+ public:
+  WeightLayer(DType dtype, nn::Initializer init)
+      : Layer("WeightLayer", "weights"), dtype_(dtype), init_(init) {}
+
+ protected:
+  Status do_build(const Shape&, cudaStream_t stream) override {
+    return add_weight("w", Shape{3}, dtype_, init_, true, stream);
+  }
+  Status do_call(const nn::CallContext&, const ConstTensorView&, const ConstTensorView&,
+                 nn::LayerOutput*) override {
+    return Status::kErrorNotSupported;
+  }
+
+ private:
+  DType dtype_;
+  nn::Initializer init_;
+};
+
+/// The weight's first element as `T`, after a build that must succeed.
+template <class T>
+T built_value(DType dtype, double value) {
+  WeightLayer layer(dtype, nn::Initializer::constant(value));
+  EXPECT_EQ(layer.build(Shape{1, 3}), Status::kSuccess) << culayers::last_error_message();
+  const nn::Weight* w = layer.find_weight("w");
+  T v[3] = {};
+  if (w != nullptr) {
+    EXPECT_EQ(w->value.copy_to_host(v, sizeof(v), nullptr), Status::kSuccess)
+        << culayers::last_error_message();
+    EXPECT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
+  }
+  return v[0];
+}
+
+// Initializer values beyond a float weight's range round as the hardware's conversion does (to the largest
+// float below half an ulp above it, else to an infinity); an integer weight takes only integers in its
+// range, anything else is refused with the layer, the weight and the value named (no undefined conversion).
+TEST(NnLayer, WeightValuesConvertWithoutUndefinedBehaviour) {
+  const double flt_max = std::numeric_limits<float>::max();
+  EXPECT_EQ(built_value<float>(DType::kFloat32, 1e39), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(built_value<float>(DType::kFloat32, -1e39), -std::numeric_limits<float>::infinity());
+  EXPECT_EQ(built_value<float>(DType::kFloat32, flt_max * (1.0 + 0x1p-26)),
+            std::numeric_limits<float>::max());
+  EXPECT_EQ(built_value<float>(DType::kFloat32, flt_max * (1.0 + 0x1p-24)),
+            std::numeric_limits<float>::infinity());
+  EXPECT_EQ(built_value<float>(DType::kFloat32, 0.1), 0.1f);
+  EXPECT_TRUE(std::isnan(built_value<float>(DType::kFloat32, std::numeric_limits<double>::quiet_NaN())));
+  EXPECT_EQ(built_value<std::int32_t>(DType::kInt32, 7.0), 7);
+  EXPECT_EQ(built_value<std::int32_t>(DType::kInt32, -2147483648.0),
+            std::numeric_limits<std::int32_t>::min());
+  EXPECT_EQ(built_value<std::int64_t>(DType::kInt64, -0x1p63), std::numeric_limits<std::int64_t>::min());
+  EXPECT_EQ(built_value<std::uint8_t>(DType::kUInt8, 255.0), 255);
+  const struct {
+    DType dtype;
+    double value;
+  } refused[] = {{DType::kInt32, 1.5},          {DType::kInt32, 2147483648.0}, {DType::kInt64, 0x1p63},
+                 {DType::kInt64, std::nan("")}, {DType::kUInt8, 256.0},        {DType::kUInt8, -1.0}};
+  for (const auto& r : refused) {
+    WeightLayer layer(r.dtype, nn::Initializer::constant(r.value));
+    EXPECT_EQ(layer.build(Shape{1, 3}), Status::kErrorInvalidValue) << r.value;
+    const std::string message = culayers::last_error_message();
+    EXPECT_NE(message.find("weights: add_weight: w: initializer value"), std::string::npos) << message;
+    EXPECT_FALSE(layer.built());
+  }
 }
 
 TEST(NnLayer, DefaultNamesAreKerasLike) {
