@@ -895,10 +895,10 @@ Status can_implement(const MaskExpandArgs& a) {
         Status::kErrorInvalidShape, "%s: sizes: outer %lld, steps %lld, features %lld must be >= 0", op,
         static_cast<long long>(a.outer), static_cast<long long>(a.steps), static_cast<long long>(a.features));
   }
-  std::int64_t n = 0;
-  if (!detail::checked_mul(a.outer, a.steps, &n) || !detail::checked_mul(n, a.features, &n) ||
-      !detail::checked_mul(n, 16, &n)) {
-    return set_error(Status::kErrorSizeLimit, "%s: sizes: outer x steps x features overflows", op);
+  // Masking's limits, with R = steps and inner = features: the mask [outer, steps] and the output
+  // [outer, steps x features] (so an empty output cannot hide an oversized mask).
+  if (Status st = check_masking_sizes_as(op, a.outer, a.steps, a.features); !ok(st)) {
+    return st;
   }
   const std::int64_t in_bytes = a.outer * a.steps;
   const std::int64_t out_bytes = in_bytes * a.features;
