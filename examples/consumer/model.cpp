@@ -46,7 +46,7 @@ int consumer_check_model() {
     return 1;
   }
   cudaStream_t stream = nullptr;
-  nn::CallContext ctx{stream, nn::Phase::kTraining}; // update ops run after each layer's call
+  nn::CallContext ctx{stream, nn::Phase::kTraining}; // update ops run after every layer's forward
   nn::LayerOutput out;
   const culayers::ConstTensorView x_view = culayers::ConstTensorView::contiguous(
       x, culayers::DType::kFloat32, culayers::Shape{batch, steps, features});

@@ -62,6 +62,17 @@ void expect_agrees(Status check, const std::string& check_reason, Full&& full, c
   }
 }
 
+// A max reduction's forward or backward arguments with these sizes (the buffers are the caller's).
+template <class Args>
+Args max_args(std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
+  Args a;
+  a.op = mr::ReduceOp::kMax;
+  a.outer = outer;
+  a.reduce = reduce;
+  a.inner = inner;
+  return a;
+}
+
 TEST(CheckSizes, MaskedReduceAgreesWithCanImplement) {
   int refused = 0;
   for (std::int64_t outer : kSizes) {
@@ -80,22 +91,14 @@ TEST(CheckSizes, MaskedReduceAgreesWithCanImplement) {
                   static_cast<int>(check))
             << what;
 
-        mr::MaskedReduceArgs f;
-        f.op = mr::ReduceOp::kMax;
-        f.outer = outer;
-        f.reduce = reduce;
-        f.inner = inner;
+        auto f = max_args<mr::MaskedReduceArgs>(outer, reduce, inner);
         f.x = fake<const float>(0);
         f.out = fake<float>(1 << 20);
         f.indices = fake<std::int32_t>(2 << 20);
         expect_agrees(
             check, check_reason, [&] { return mr::can_implement(f); }, "forward: " + what);
 
-        mr::MaskedReduceBackwardArgs b;
-        b.op = mr::ReduceOp::kMax;
-        b.outer = outer;
-        b.reduce = reduce;
-        b.inner = inner;
+        auto b = max_args<mr::MaskedReduceBackwardArgs>(outer, reduce, inner);
         b.dy = fake<const float>(0);
         b.indices = fake<const std::int32_t>(1 << 20);
         b.dx = fake<float>(2 << 20);
@@ -125,6 +128,20 @@ TEST(CheckSizes, MaskedReduceAgreesWithCanImplement) {
   EXPECT_GT(refused, 100); // the grid reaches the limits
 }
 
+// The fields the forward and backward group-norm arguments share, and x.
+template <class Args>
+Args gn_args(culayers::Layout layout, std::int64_t batch, std::int64_t channels, std::int64_t spatial,
+             std::int64_t groups) {
+  Args a;
+  a.layout = layout;
+  a.batch = batch;
+  a.channels = channels;
+  a.spatial = spatial;
+  a.groups = groups;
+  a.x = fake<const float>(0);
+  return a;
+}
+
 TEST(CheckSizes, GroupNormAgreesWithCanImplement) {
   const std::int64_t groups_grid[] = {-1, 0, 1, 2, 3, (std::int64_t{1} << 31) - 1, std::int64_t{1} << 31};
   int refused = 0;
@@ -143,24 +160,12 @@ TEST(CheckSizes, GroupNormAgreesWithCanImplement) {
               << what;
           for (culayers::Layout layout :
                {culayers::Layout::kChannelsFirst, culayers::Layout::kChannelsLast}) {
-            gnk::GroupNormArgs f;
-            f.layout = layout;
-            f.batch = batch;
-            f.channels = channels;
-            f.spatial = spatial;
-            f.groups = groups;
-            f.x = fake<const float>(0);
+            auto f = gn_args<gnk::GroupNormArgs>(layout, batch, channels, spatial, groups);
             f.y = fake<float>(1 << 20);
             expect_agrees(
                 check, check_reason, [&] { return gnk::can_implement(f); }, "forward: " + what);
 
-            gnk::GroupNormBackwardArgs b;
-            b.layout = layout;
-            b.batch = batch;
-            b.channels = channels;
-            b.spatial = spatial;
-            b.groups = groups;
-            b.x = fake<const float>(0);
+            auto b = gn_args<gnk::GroupNormBackwardArgs>(layout, batch, channels, spatial, groups);
             b.dy = fake<const float>(1 << 20);
             b.dx = fake<float>(2 << 20);
             b.mean = fake<const float>(3 << 20);

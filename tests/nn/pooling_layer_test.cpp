@@ -100,9 +100,9 @@ TEST(MaskedGlobalPooling1DLayer, HandWorkedPaddedBatch) {
 // grows, so calls alternating a 16-byte-aligned x and a 4-byte-aligned view of it reuse one buffer (a slot
 // sized to each call would be reallocated on every call, whichever width needs more).
 TEST(MaskedGlobalPooling1DLayer, WarmedUpCallsAllocateNothingWhateverTheAlignment) {
-  // Long enough for the split path at both widths on devices of 1 to 132 SMs; which width needs the larger
-  // workspace depends on the SM count (2048 steps, 1 / 2 / 4 SMs: 1024 / 1536 / 2560 bytes aligned, 0 /
-  // 1024 / 1536 shifted), so the test asks only that the two differ.
+  // Long enough that the two widths need different workspaces on devices of 1 to 132 SMs, though which one
+  // needs more depends on the SM count (2048 steps, 1 / 2 / 4 SMs: 1024 / 1536 / 2560 bytes aligned, 0 /
+  // 1024 / 1536 shifted: on 1 SM the shifted call needs no split), so the test asks only that they differ.
   constexpr std::int64_t kSteps = 2048;
   struct Counting final : nn::Allocator {
     Status allocate(void** ptr, std::size_t bytes, cudaStream_t stream) override {

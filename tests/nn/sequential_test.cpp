@@ -12,7 +12,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -111,6 +113,23 @@ std::vector<std::uint8_t> weight_bytes(nn::Sequential& model, const std::string&
   }
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   return read_back(w->value.view());
+}
+
+/// A dropout layer's whole device state (culayers/dropout.hpp): the schedule and current call, and the
+/// record of the most recent forward (last_*), so a forward that ran changes it as an update does.
+std::vector<std::uint8_t> dropout_state(nn::Sequential& model, const std::string& layer) {
+  culayers::dropout::DropoutState s{};
+  nn::Layer* l = model.find_layer(layer);
+  Status st = Status::kErrorInvalidValue;
+  if (auto* dd = dynamic_cast<nn::DecayingDropout*>(l)) {
+    st = dd->read_state(&s, nullptr);
+  } else if (auto* d = dynamic_cast<nn::Dropout*>(l)) {
+    st = d->read_state(&s, nullptr);
+  }
+  EXPECT_EQ(st, Status::kSuccess) << layer << ": " << culayers::last_error_message();
+  std::vector<std::uint8_t> bytes(sizeof(s));
+  std::memcpy(bytes.data(), &s, sizeof(s));
+  return bytes;
 }
 
 // The directories temp_path created, removed when the test binary exits (each run used to leave three
@@ -436,8 +455,9 @@ TEST(Sequential, FailedBuildUnbuildsItsLayers) {
 }
 
 // The ops' size limits are part of the chain check: a call a later layer's op would refuse (here, empty
-// tensors whose extents exceed them) runs no layer, so DecayingDropout's update op does not advance its
-// counter. MaskedGlobalPooling1D: more than 2^31 - 1 steps; GroupNormalization: N x G above 2^31 - 1.
+// tensors whose extents exceed them) runs no layer: DecayingDropout's whole state, the record of its last
+// forward included, is unchanged (its counter alone would be: updates run after every layer's forward).
+// MaskedGlobalPooling1D: more than 2^31 - 1 steps; GroupNormalization: N x G above 2^31 - 1.
 TEST(Sequential, OpSizeLimitsAreCheckedBeforeAnyLayerRuns) {
   const Json dd = {
       {"class_name", "DecayingDropout"},
@@ -465,14 +485,14 @@ TEST(Sequential, OpSizeLimitsAreCheckedBeforeAnyLayerRuns) {
     auto model = make_model(cfg);
     ASSERT_TRUE(model);
     ASSERT_EQ(model->build(c.built), Status::kSuccess) << culayers::last_error_message();
-    const auto it0 = weight_bytes(*model, "dd", "iterations");
+    const auto it0 = dropout_state(*model, "dd");
     nn::CallContext train{};
     train.phase = nn::Phase::kTraining;
     nn::LayerOutput out{};
     EXPECT_EQ(model->call(train, ConstTensorView::contiguous(x.get(), DType::kFloat32, c.shape), {}, &out),
               Status::kErrorSizeLimit)
         << c.last.dump() << ": " << culayers::last_error_message();
-    EXPECT_EQ(weight_bytes(*model, "dd", "iterations"), it0) << c.last.dump();
+    EXPECT_EQ(dropout_state(*model, "dd"), it0) << c.last.dump();
   }
 }
 
@@ -588,12 +608,13 @@ TEST(Sequential, InferenceRunsNoUpdateAndDropoutIsIdentity) {
   Inputs in = make_inputs(rng);
   const auto mean0 = weight_bytes(*model, "bn", "moving_mean");
   const auto it0 = weight_bytes(*model, "dd", "iterations");
+  const auto state0 = dropout_state(*model, "dd");
   nn::LayerOutput out{};
   for (int i = 0; i < 3; ++i) {
     ASSERT_EQ(model->call(nullptr, in.view, {}, &out), Status::kSuccess);
   }
   EXPECT_EQ(weight_bytes(*model, "bn", "moving_mean"), mean0);
-  EXPECT_EQ(weight_bytes(*model, "dd", "iterations"), it0);
+  EXPECT_EQ(dropout_state(*model, "dd"), state0); // inference: no forward kernel either
 
   // trainable = false on the model's layers: training-phase calls run no update either.
   for (std::size_t i = 0; i < model->size(); ++i) {
@@ -747,7 +768,8 @@ TEST(Sequential, ExplicitBatchInANoiseShapeRoundTrips) {
 }
 
 // A noise shape's batch entry is checked with the rest of the chain, in training only: a batch it does not
-// broadcast to stops the call before the DecayingDropout in front of it runs its update op; in inference
+// broadcast to stops the call before the DecayingDropout in front of it runs (its state, the record of its
+// last forward included, is unchanged); in inference
 // (identity) the entry does not matter. An invalid phase is an error before anything runs.
 TEST(Sequential, NoiseShapeBatchIsCheckedBeforeAnyLayerRuns) {
   Json cfg = {
@@ -764,7 +786,7 @@ TEST(Sequential, NoiseShapeBatchIsCheckedBeforeAnyLayerRuns) {
   ASSERT_TRUE(model && model->built());
   auto rng = culayers::test::rng_for_test();
   Inputs in = make_inputs(rng);
-  const auto it0 = weight_bytes(*model, "dd", "iterations");
+  const auto it0 = dropout_state(*model, "dd");
   const ConstTensorView one = ConstTensorView::contiguous(in.x.get(), DType::kFloat32, Shape{1, kT, kF});
   nn::CallContext train{};
   train.phase = nn::Phase::kTraining;
@@ -772,7 +794,7 @@ TEST(Sequential, NoiseShapeBatchIsCheckedBeforeAnyLayerRuns) {
   EXPECT_EQ(model->call(train, one, {}, &out), Status::kErrorInvalidShape);
   EXPECT_NE(std::string(culayers::last_error_message()).find("drop: noise_shape"), std::string::npos)
       << culayers::last_error_message();
-  EXPECT_EQ(weight_bytes(*model, "dd", "iterations"), it0);
+  EXPECT_EQ(dropout_state(*model, "dd"), it0);
   nn::CallContext infer{};
   EXPECT_EQ(model->call(infer, one, {}, &out), Status::kSuccess) << culayers::last_error_message();
   nn::CallContext bad{};
@@ -780,14 +802,14 @@ TEST(Sequential, NoiseShapeBatchIsCheckedBeforeAnyLayerRuns) {
   EXPECT_EQ(model->call(bad, in.view, {}, &out), Status::kErrorInvalidValue);
   EXPECT_NE(std::string(culayers::last_error_message()).find("ctx.phase"), std::string::npos)
       << culayers::last_error_message();
-  EXPECT_EQ(weight_bytes(*model, "dd", "iterations"), it0);
+  EXPECT_EQ(dropout_state(*model, "dd"), it0);
   ASSERT_EQ(model->call(train, in.view, {}, &out), Status::kSuccess) << culayers::last_error_message();
-  EXPECT_NE(weight_bytes(*model, "dd", "iterations"), it0);
+  EXPECT_NE(dropout_state(*model, "dd"), it0);
 }
 
 TEST(Sequential, AFailingCallRunsNoLayerAndNoUpdate) {
   // Masking and DecayingDropout compute in float32, BatchNormalization in float16: the chain check stops
-  // the call at the dtype mismatch before DecayingDropout's update op could advance its counter.
+  // the call at the dtype mismatch before DecayingDropout runs (its forward or its update op).
   Json cfg = demo_config("mixed");
   cfg["config"]["layers"][3]["config"]["dtype"] = "float16";
   cfg = with_build_shape(cfg);
@@ -795,20 +817,20 @@ TEST(Sequential, AFailingCallRunsNoLayerAndNoUpdate) {
   ASSERT_TRUE(model);
   auto rng = culayers::test::rng_for_test();
   Inputs in = make_inputs(rng);
-  const auto it0 = weight_bytes(*model, "dd", "iterations");
+  const auto it0 = dropout_state(*model, "dd");
   nn::CallContext train{};
   train.phase = nn::Phase::kTraining;
   nn::LayerOutput out{};
   EXPECT_EQ(model->call(train, in.view, {}, &out), Status::kErrorInvalidDType);
   EXPECT_NE(std::string(culayers::last_error_message()).find("bn"), std::string::npos)
       << culayers::last_error_message();
-  EXPECT_EQ(weight_bytes(*model, "dd", "iterations"), it0);
+  EXPECT_EQ(dropout_state(*model, "dd"), it0);
   // A mask given to a chain whose first layer produces its own is fine; one with the wrong shape is not.
   DeviceBuffer<std::uint8_t> mask(static_cast<std::size_t>(kB) * (kT + 1));
   EXPECT_NE(model->call(train, in.view,
                         ConstTensorView::contiguous(mask.get(), DType::kUInt8, Shape{kB, kT + 1}), &out),
             Status::kSuccess);
-  EXPECT_EQ(weight_bytes(*model, "dd", "iterations"), it0);
+  EXPECT_EQ(dropout_state(*model, "dd"), it0);
 }
 
 // Counts allocations and fails the one numbered `fail_at` (0-based; -1: none) with kErrorOutOfMemory.
@@ -832,8 +854,8 @@ class FailingAllocator final : public nn::Allocator {
 };
 
 // A training call that runs out of memory in its last layer has run the earlier layers' kernels, but no
-// call step or update op: every layer's state (DecayingDropout's counter, Dropout's random stream,
-// BatchNormalization's moving statistics) is as before, so the next call gives what it gives on a twin
+// call step or update op: the schedules (DecayingDropout's counter, Dropout's random stream) and
+// BatchNormalization's moving statistics are as before, so the next calls give what they give on a twin
 // model that never saw the failed call.
 TEST(Sequential, OutOfMemoryPartWayChangesNoState) {
   FailingAllocator probe_alloc; // before the models: they free their buffers through them
@@ -867,8 +889,24 @@ TEST(Sequential, OutOfMemoryPartWayChangesNoState) {
   failing_alloc.fail_at = probe_alloc.count() - 1;
   nn::CallContext failing = train;
   failing.allocator = &failing_alloc;
+  const auto dd0 = dropout_state(*model, "dd");
+  const auto drop0 = dropout_state(*model, "drop");
+  const auto mean0 = weight_bytes(*model, "bn", "moving_mean");
+  const auto var0 = weight_bytes(*model, "bn", "moving_variance");
   EXPECT_EQ(model->call(failing, in.view, {}, &out), Status::kErrorOutOfMemory);
   EXPECT_EQ(failing_alloc.count(), probe_alloc.count());
+  // Right after the failure: the dropouts' schedule and current call (the first 80 bytes of the state:
+  // iterations, stream, threshold, ...) and the moving statistics are unchanged. Their forwards did run:
+  // the record of the last forward (last_*, read by a backward) is the failed call's, as documented.
+  const auto dd1 = dropout_state(*model, "dd");
+  const auto drop1 = dropout_state(*model, "drop");
+  const std::size_t kSchedule = offsetof(culayers::dropout::DropoutState, last_stream);
+  EXPECT_TRUE(std::equal(dd1.begin(), dd1.begin() + kSchedule, dd0.begin()));
+  EXPECT_TRUE(std::equal(drop1.begin(), drop1.begin() + kSchedule, drop0.begin()));
+  EXPECT_NE(dd1, dd0) << "the failure came before DecayingDropout's forward: the test checks nothing";
+  EXPECT_NE(drop1, drop0) << "the failure came before Dropout's forward: the test checks nothing";
+  EXPECT_EQ(weight_bytes(*model, "bn", "moving_mean"), mean0);
+  EXPECT_EQ(weight_bytes(*model, "bn", "moving_variance"), var0);
 
   nn::LayerOutput model_out{};
   nn::LayerOutput twin_out{};

@@ -20,7 +20,8 @@ extern "C" {
 /* Keras's learning phase; mirrors culayers::nn::Phase. */
 typedef enum culayersPhase_t {
   CULAYERS_PHASE_INFERENCE = 0, /* dropout is the identity, normalization uses moving statistics */
-  CULAYERS_PHASE_TRAINING = 1   /* dropout drops, batch statistics, update ops run after each layer */
+  CULAYERS_PHASE_TRAINING =
+      1 /* dropout drops, batch statistics, update ops run after every layer's forward */
 } culayersPhase_t;
 
 typedef struct culayersModel_st* culayersModel_t;

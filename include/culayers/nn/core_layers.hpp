@@ -101,9 +101,10 @@ struct DropoutOptions {
 /// Keras Dropout(rate, noise_shape, seed) on the dropout op with a fixed keep rate (a DropoutState with
 /// decay_rate 1, created on the device when the layer is built).
 ///  - Inference phase: the identity; no kernel runs and y aliases x.
-///  - Training phase: the forward kernel, then the dropout update kernel, both enqueued by the call itself
-///    whether or not the layer is trainable (Keras's Dropout draws fresh randomness on every call; it has
-///    no update op), so training call k draws Philox stream k and two calls never share a mask.
+///  - Training phase: the forward kernel, then the dropout update kernel as a call step (add_call_step:
+///    run after the call's forward, in a model after every layer's forward, whether or not the layer is
+///    trainable; Keras's Dropout draws fresh randomness on every call and has no update op), so training
+///    call k draws Philox stream k and two calls never share a mask.
 ///  - rate 0: the identity in both phases, as Keras (no kernel, the stream does not advance).
 /// y lives in a layer-owned buffer (training). The incoming mask passes through unchanged.
 ///

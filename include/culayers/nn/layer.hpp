@@ -7,8 +7,9 @@
 //    allocates nothing and never synchronizes, and can be captured in a CUDA graph).
 //  - A mask arriving at a layer that does not support masking is an error (Keras 2); a layer that
 //    supports masking passes it through unless it computes its own (compute_mask).
-//  - Update ops registered with add_update run on the stream right after a training-phase call of a
-//    trainable layer, in registration order; never in inference.
+//  - Update ops registered with add_update run on the stream after a training-phase call's do_call of a
+//    trainable layer, in registration order (call steps, add_call_step, first, trainable or not); never in
+//    inference. A Sequential runs every layer's do_call before any layer's steps and updates.
 //  - Devices and streams: a layer's weights and buffers live on the device that was current at build;
 //    calling it with another current device is an error (kErrorInvalidValue), and ctx.stream must belong
 //    to that device. Calls may use different streams; each call makes its stream the one the layer's
@@ -180,7 +181,7 @@ class Layer {
   void add_update(std::string name, UpdateOp op);
   /// Registers a step of every training-phase call, trainable or not, that changes state the next call
   /// reads (plain Dropout's move to the next random stream). Like the update ops, it runs after do_call,
-  /// and in a model after every layer's do_call: a model call that fails changes no layer's state.
+  /// and in a model after every layer's do_call: a model call that fails part-way runs none of them.
   void add_call_step(std::string name, UpdateOp op);
 
   /// A layer-owned device buffer for output `slot`: kept while shape and dtype stay the same, otherwise

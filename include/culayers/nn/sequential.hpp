@@ -83,8 +83,9 @@ class Sequential {
   /// until the next call). kErrorInvalidValue for an empty model. Every layer's kernels are enqueued
   /// before any layer's training-phase steps and update ops (iteration counters, random streams, moving
   /// statistics), so a call that fails before its updates (a later layer's buffer allocation running out
-  /// of memory, say) leaves every layer's state as it was; the outputs of the layers that ran are then
-  /// overwritten, as any call may.
+  /// of memory, say) leaves the schedules and moving statistics as they were; the layers that ran did run
+  /// (their outputs, a dropout state's record of its last forward and a frozen DecayingDropout's redraw
+  /// count are the failed call's).
   [[nodiscard]] Status call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                             LayerOutput* out);
   /// As above in default_phase() with the default allocator.
