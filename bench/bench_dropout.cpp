@@ -136,11 +136,15 @@ std::string keep_name(double keep) {
 }
 
 /// Uploads the shape's x; false after SkipWithError.
+/// A cudaMemcpy from pageable memory may return before its DMA lands, and the benchmark stream is
+/// non-blocking (not ordered after the legacy stream): the device is synchronized after the upload.
 bool upload_input(benchmark::State& state, const DeviceBuffer& x, std::int64_t n) {
   const auto host = host_input(n);
   return check_cuda(
-      state, cudaMemcpy(x.data(), host->data(), host->size() * sizeof(std::uint16_t), cudaMemcpyHostToDevice),
-      "upload x");
+             state,
+             cudaMemcpy(x.data(), host->data(), host->size() * sizeof(std::uint16_t), cudaMemcpyHostToDevice),
+             "upload x") &&
+         check_cuda(state, cudaDeviceSynchronize(), "upload x: synchronize");
 }
 
 // ---- ours: state, args, reference -----------------------------------------------------------------------
@@ -151,6 +155,19 @@ bool init_state(cd::DropoutState* state, double keep, cudaStream_t stream) {
   a.seed = kSeed;
   a.initial_keep_rate = keep;
   return cd::run(a, nullptr, 0, stream) == Status::kSuccess;
+}
+
+/// The keep rule the state reports is the case's: T = floor(keep x 2^32 + 0.5) and scale = (float)(1 / keep)
+/// (check_ours takes them from the state, so a wrong keep rate would otherwise verify).
+std::string check_keep(const Case& c, std::uint64_t threshold, float scale) {
+  const auto want_t = static_cast<std::uint64_t>(std::floor(c.keep * 4294967296.0 + 0.5));
+  const auto want_scale = static_cast<float>(1.0 / c.keep);
+  if (threshold != want_t || scale != want_scale) {
+    return "state threshold " + std::to_string(threshold) + " / scale " + std::to_string(scale) + ", want " +
+           std::to_string(want_t) + " / " + std::to_string(want_scale) + " for keep " +
+           std::to_string(c.keep);
+  }
+  return {};
 }
 
 /// Compares y (downloaded from the device) with the reference for the call parameters `stream`,
@@ -284,17 +301,25 @@ void BM_ours(benchmark::State& st, Case c, bool backward) {
     if (Status s = cd::run(o.fwd, nullptr, 0, stream); s != Status::kSuccess) {
       return status_text("dropout_forward", s);
     }
+    // The stream is non-blocking: the legacy-stream read-backs below wait for nothing on it.
+    if (cudaStreamSynchronize(stream) != cudaSuccess) {
+      return "forward: synchronize failed";
+    }
     std::vector<std::uint16_t> first(o.y.bytes() / 2);
     if (cudaMemcpy(first.data(), o.y.data(), o.y.bytes(), cudaMemcpyDeviceToHost) != cudaSuccess) {
       return "download";
     }
     const cd::DropoutState s = o.read_state();
+    if (std::string e = check_keep(c, s.threshold, s.scale); !e.empty()) {
+      return "forward: " + e;
+    }
     if (std::string e = check_ours(c, o.y.data(), s, s.stream, s.threshold, s.scale); !e.empty()) {
       return "forward: " + e;
     }
     // Run to run: the same state and input give the same bits.
     (void)cudaMemsetAsync(o.y.data(), 0, o.y.bytes(), stream);
-    if (cd::run(o.fwd, nullptr, 0, stream) != Status::kSuccess) {
+    if (cd::run(o.fwd, nullptr, 0, stream) != Status::kSuccess ||
+        cudaStreamSynchronize(stream) != cudaSuccess) {
       return "second forward failed";
     }
     std::vector<std::uint16_t> second(first.size());
@@ -308,10 +333,14 @@ void BM_ours(benchmark::State& st, Case c, bool backward) {
       u.state = o.fwd.state;
       (void)cudaMemsetAsync(o.y.data(), 0xff, o.y.bytes(), stream);
       if (cd::run(u, nullptr, 0, stream) != Status::kSuccess ||
-          cd::run(o.bwd, nullptr, 0, stream) != Status::kSuccess) {
+          cd::run(o.bwd, nullptr, 0, stream) != Status::kSuccess ||
+          cudaStreamSynchronize(stream) != cudaSuccess) {
         return status_text("dropout_backward", Status::kErrorInternal);
       }
       const cd::DropoutState b = o.read_state();
+      if (std::string e = check_keep(c, b.last_threshold, b.last_scale); !e.empty()) {
+        return "backward: " + e;
+      }
       if (std::string e = check_ours(c, o.y.data(), b, b.last_stream, b.last_threshold, b.last_scale);
           !e.empty()) {
         return "backward: " + e;
