@@ -463,7 +463,10 @@ class Ours final : public Variant {
 template <class T>
 class CudnnBn final : public Variant {
  public:
-  CudnnBn(const Config& c, cudnnBatchNormMode_t mode) : cfg_(c), mode_(mode) {}
+  /// `ex`: cudnnBatchNormalizationForwardTrainingEx with its workspace and reserve space (training only):
+  /// cuDNN's fast NHWC kernels run only through that call (with SPATIAL_PERSISTENT and a workspace; without
+  /// one it behaves as the plain call), as frameworks call it for channels-last batch norm.
+  CudnnBn(const Config& c, cudnnBatchNormMode_t mode, bool ex = false) : cfg_(c), mode_(mode), ex_(ex) {}
   ~CudnnBn() override {
     if (x_desc_ != nullptr) {
       cudnn().destroy_tensor(x_desc_);
@@ -532,6 +535,30 @@ class CudnnBn final : public Variant {
     if (s != CUDNN_STATUS_SUCCESS) {
       return cudnn_failure("cudnnSetTensor4dDescriptor", s);
     }
+    if (ex_) {
+      if (!cfg_.training || dnn.bn_forward_training_ex == nullptr ||
+          dnn.bn_training_ex_workspace == nullptr || dnn.bn_training_ex_reserve == nullptr) {
+        last_status_ = CUDNN_STATUS_NOT_SUPPORTED;
+        return "cudnnBatchNormalizationForwardTrainingEx: not available here (training only)";
+      }
+      std::size_t ws = 0;
+      std::size_t reserve = 0;
+      s = dnn.bn_training_ex_workspace(dnn.handle, mode_, CUDNN_BATCHNORM_OPS_BN, x_desc_, nullptr, x_desc_,
+                                       p_desc_, nullptr, &ws);
+      if (s == CUDNN_STATUS_SUCCESS) {
+        s = dnn.bn_training_ex_reserve(dnn.handle, mode_, CUDNN_BATCHNORM_OPS_BN, nullptr, x_desc_, &reserve);
+      }
+      if (s != CUDNN_STATUS_SUCCESS) {
+        last_status_ = s;
+        return cudnn_failure("cudnnBatchNormalizationForwardTrainingEx sizes", s);
+      }
+      workspace_ = DeviceBuffer(ws);
+      reserve_ = DeviceBuffer(reserve);
+      if ((ws > 0 && !workspace_.ok()) || (reserve > 0 && !reserve_.ok())) {
+        return cuda_failure("cuDNN Ex workspace",
+                            ws > 0 && !workspace_.ok() ? workspace_.error() : reserve_.error());
+      }
+    }
     // A first run tells whether cuDNN takes this dtype, layout and mode.
     if (Status st = op(bench_stream()); st != Status::kSuccess) {
       return last_error_message();
@@ -593,7 +620,14 @@ class CudnnBn final : public Variant {
     const float one = 1.0f;
     const float zero = 0.0f;
     cudnnStatus_t cs = dnn.set_stream(dnn.handle, s);
-    if (cs == CUDNN_STATUS_SUCCESS && cfg_.training) {
+    if (cs == CUDNN_STATUS_SUCCESS && cfg_.training && ex_) {
+      cs = dnn.bn_forward_training_ex(
+          dnn.handle, mode_, CUDNN_BATCHNORM_OPS_BN, &one, &zero, x_desc_, x_.data(), nullptr, nullptr,
+          x_desc_, y_.data(), p_desc_, scale_.data(), bias_.data(), 1.0 - static_cast<double>(kMomentum),
+          mean_.data(), variance_.data(), static_cast<double>(kEpsilon), saved_mean_.data(),
+          saved_inv_std_.data(), nullptr, workspace_.bytes() > 0 ? workspace_.data() : nullptr,
+          workspace_.bytes(), reserve_.bytes() > 0 ? reserve_.data() : nullptr, reserve_.bytes());
+    } else if (cs == CUDNN_STATUS_SUCCESS && cfg_.training) {
       cs = dnn.bn_forward_training(dnn.handle, mode_, &one, &zero, x_desc_, x_.data(), x_desc_, y_.data(),
                                    p_desc_, scale_.data(), bias_.data(), 1.0 - static_cast<double>(kMomentum),
                                    mean_.data(), variance_.data(), static_cast<double>(kEpsilon),
@@ -605,17 +639,18 @@ class CudnnBn final : public Variant {
     }
     last_status_ = cs;
     if (cs != CUDNN_STATUS_SUCCESS) {
-      return detail::set_error(Status::kErrorCudaRuntime, "cudnnBatchNormalizationForward%s (%s, %s): %s",
-                               cfg_.training ? "Training" : "Inference", mode_name(),
+      return detail::set_error(Status::kErrorCudaRuntime, "cudnnBatchNormalizationForward%s%s (%s, %s): %s",
+                               cfg_.training ? "Training" : "Inference", ex_ ? "Ex" : "", mode_name(),
                                dtype_tag(dtype_of<T>()), dnn.error_string(cs));
     }
     return Status::kSuccess;
   }
 
   std::string label() const override {
-    std::string l = cudnn_version_string() + " BN " +
-                    (cfg_.training ? "ForwardTraining " : "ForwardInference ") + mode_name() + " " +
-                    (cfg_.channels_last ? "NHWC " : "NCHW ") + dtype_tag(dtype_of<T>());
+    std::string l =
+        cudnn_version_string() + " BN " +
+        (cfg_.training ? (ex_ ? "ForwardTrainingEx " : "ForwardTraining ") : "ForwardInference ") +
+        mode_name() + " " + (cfg_.channels_last ? "NHWC " : "NCHW ") + dtype_tag(dtype_of<T>());
     if (dtype_of<T>() != cfg_.dtype) {
       l += " (bf16 did not run or verify)";
     }
@@ -630,6 +665,9 @@ class CudnnBn final : public Variant {
 
   Config cfg_;
   cudnnBatchNormMode_t mode_;
+  bool ex_ = false;
+  DeviceBuffer workspace_; // Ex only
+  DeviceBuffer reserve_;   // Ex only
   DeviceBuffer x_;
   DeviceBuffer y_;
   DeviceBuffer scale_;
@@ -643,11 +681,32 @@ class CudnnBn final : public Variant {
   cudnnStatus_t last_status_ = CUDNN_STATUS_SUCCESS;
 };
 
+// Channels-last training first tries the extended call (SPATIAL_PERSISTENT with a workspace: cuDNN's NHWC
+// kernels), in the configuration's dtype and, for bfloat16, in float16 over the same bytes; then the plain
+// calls as below. The first candidate that runs and verifies is timed.
+int cudnn_ex_candidates(const Config& c) {
+  if (!c.training || !c.channels_last) {
+    return 0;
+  }
+  return c.dtype == DType::kBFloat16 ? 2 : 1;
+}
+
 int cudnn_candidates(const Config& c) {
-  return c.dtype == DType::kBFloat16 ? 4 : 2;
+  return cudnn_ex_candidates(c) + (c.dtype == DType::kBFloat16 ? 4 : 2);
 }
 
 std::unique_ptr<Variant> make_cudnn(const Config& c, int candidate) {
+  const int ex = cudnn_ex_candidates(c);
+  if (candidate < ex) {
+    if (candidate == 1) {
+      return std::make_unique<CudnnBn<__half>>(c, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, true);
+    }
+    if (c.dtype == DType::kFloat32) {
+      return std::make_unique<CudnnBn<float>>(c, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, true);
+    }
+    return std::make_unique<CudnnBn<__nv_bfloat16>>(c, CUDNN_BATCHNORM_SPATIAL_PERSISTENT, true);
+  }
+  candidate -= ex;
   const cudnnBatchNormMode_t mode =
       candidate % 2 == 0 ? CUDNN_BATCHNORM_SPATIAL_PERSISTENT : CUDNN_BATCHNORM_SPATIAL;
   if (candidate >= 2) {

@@ -57,6 +57,11 @@ struct Cudnn {
   decltype(&cudnnBatchNormalizationForwardTraining) bn_forward_training = nullptr;
   decltype(&cudnnBatchNormalizationForwardInference) bn_forward_inference = nullptr;
   decltype(&cudnnBatchNormalizationBackward) bn_backward = nullptr;
+  // Optional (null when this cuDNN lacks them): the extended training call, the one whose NHWC
+  // SPATIAL_PERSISTENT form with a workspace runs cuDNN's fast channels-last kernels.
+  decltype(&cudnnBatchNormalizationForwardTrainingEx) bn_forward_training_ex = nullptr;
+  decltype(&cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize) bn_training_ex_workspace = nullptr;
+  decltype(&cudnnGetBatchNormalizationTrainingExReserveSpaceSize) bn_training_ex_reserve = nullptr;
 };
 
 /// The process's cuDNN (loaded and its handle created on the first call).

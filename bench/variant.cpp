@@ -1,6 +1,7 @@
 // One benchmarked variant: set up, verify once, time (see variant.hpp).
 #include "bench/variant.hpp"
 
+#include <cstdio>
 #include <map>
 #include <mutex>
 
@@ -48,6 +49,10 @@ void run_first_candidate(benchmark::State& state, const std::string& key, std::u
       if (e.empty()) {
         std::lock_guard<std::mutex> lock(mutex);
         chosen[key] = i;
+        if (!errors.empty()) { // the candidates passed over, and why (a wrong result is not "unsupported")
+          std::fprintf(stderr, "%s: timing candidate %d (%s); passed over: %s\n", key.c_str(), i,
+                       v->label().c_str(), errors.c_str());
+        }
         return {};
       }
       all_unsupported = all_unsupported && v->unsupported();
