@@ -12,7 +12,10 @@
 //     first allocates nothing). Training: per-channel moments by masked_reduce (channels last: [1, rows,
 //     C]; channels first: per-(sample, channel) planes merged by batch_norm_merge_moments), the apply
 //     kernel, then the moving-average update op. Inference: the apply kernel alone.
-//   - "cudnn": cudnnBatchNormalizationForwardTraining (exponential average factor 1 - momentum, the saved
+//   - "cudnn": channels-last training first tries cudnnBatchNormalizationForwardTrainingEx with
+//     SPATIAL_PERSISTENT and a workspace (cuDNN's NHWC kernels; in the configuration's dtype, then float16
+//     over the same bytes; a dtype it gives no workspace is skipped). Then, and for everything else:
+//     cudnnBatchNormalizationForwardTraining (exponential average factor 1 - momentum, the saved
 //     mean and inverse std written) or cudnnBatchNormalizationForwardInference, NCHW or NHWC descriptors
 //     ([B, T, F] is NHWC with H = T, W = 1). Mode SPATIAL_PERSISTENT, else SPATIAL; bfloat16, else
 //     float16 over the same bytes: the first combination that runs and verifies is timed and named in the
@@ -539,11 +542,13 @@ class CudnnBn final : public Variant {
       if (!cfg_.training || dnn.bn_forward_training_ex == nullptr ||
           dnn.bn_training_ex_workspace == nullptr || dnn.bn_training_ex_reserve == nullptr) {
         last_status_ = CUDNN_STATUS_NOT_SUPPORTED;
-        return "cudnnBatchNormalizationForwardTrainingEx: not available here (training only)";
+        return "cudnnBatchNormalizationForwardTrainingEx: not available here (training only)" +
+               (dnn.ex_error.empty() ? std::string() : ": " + dnn.ex_error);
       }
       std::size_t ws = 0;
       std::size_t reserve = 0;
-      s = dnn.bn_training_ex_workspace(dnn.handle, mode_, CUDNN_BATCHNORM_OPS_BN, x_desc_, nullptr, x_desc_,
+      // zDesc as PyTorch passes it to the size query (the x descriptor; null in the call itself).
+      s = dnn.bn_training_ex_workspace(dnn.handle, mode_, CUDNN_BATCHNORM_OPS_BN, x_desc_, x_desc_, x_desc_,
                                        p_desc_, nullptr, &ws);
       if (s == CUDNN_STATUS_SUCCESS) {
         s = dnn.bn_training_ex_reserve(dnn.handle, mode_, CUDNN_BATCHNORM_OPS_BN, nullptr, x_desc_, &reserve);
@@ -551,6 +556,13 @@ class CudnnBn final : public Variant {
       if (s != CUDNN_STATUS_SUCCESS) {
         last_status_ = s;
         return cudnn_failure("cudnnBatchNormalizationForwardTrainingEx sizes", s);
+      }
+      // Without a workspace the extended call is the plain one (cuDNN's NHWC kernels take float16 only):
+      // not a candidate of its own, so a bfloat16 case goes on to the float16 extended call.
+      if (ws == 0) {
+        last_status_ = CUDNN_STATUS_NOT_SUPPORTED;
+        return "cudnnBatchNormalizationForwardTrainingEx: no workspace for this dtype and layout (the plain "
+               "call's path)";
       }
       workspace_ = DeviceBuffer(ws);
       reserve_ = DeviceBuffer(reserve);
@@ -649,14 +661,19 @@ class CudnnBn final : public Variant {
   std::string label() const override {
     std::string l =
         cudnn_version_string() + " BN " +
-        (cfg_.training ? (ex_ ? "ForwardTrainingEx " : "ForwardTraining ") : "ForwardInference ") +
+        (cfg_.training ? (ex_ ? "ForwardTrainingEx (workspace " + std::to_string(workspace_.bytes()) + " B) "
+                              : std::string("ForwardTraining "))
+                       : std::string("ForwardInference ")) +
         mode_name() + " " + (cfg_.channels_last ? "NHWC " : "NCHW ") + dtype_tag(dtype_of<T>());
     if (dtype_of<T>() != cfg_.dtype) {
-      l += " (bf16 did not run or verify)";
+      l += ex_ ? " (float16 over the same bytes: cuDNN's NHWC kernels)" : " (bf16 did not run or verify)";
     }
     return l;
   }
-  bool unsupported() const override { return last_status_ == CUDNN_STATUS_NOT_SUPPORTED; }
+  // cuDNN 9 also answers NOT_SUPPORTED with detailed codes (3001, ...): the category.
+  bool unsupported() const override {
+    return CUDNN_STATUS_CATEGORY(last_status_) == CUDNN_STATUS_NOT_SUPPORTED;
+  }
 
  private:
   const char* mode_name() const {

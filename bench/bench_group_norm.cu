@@ -125,7 +125,8 @@ CULAYERS_HD float x_value(std::int64_t logical, std::int64_t channel) {
 // offset and the x term give each group's sums of dy and dy x xhat (the terms the split and tile paths
 // merge across blocks) a size of the order of the group's, so a dx that drops or mis-merges them, and a
 // dgamma / dbeta near 0, fail the check (with zero-mean noise alone those sums were below bf16's rounding
-// of dx). Not exact in 16 bits: the reference uses the dy downloaded after rounding.
+// of dx). |dy| < 7 in steps of 1/64: exact in fp16 and fp32, rounded in bf16 (the reference uses the dy
+// downloaded after rounding).
 CULAYERS_HD float dy_value(std::int64_t logical, std::int64_t channel) {
   const int k = static_cast<int>(mix(kSeedDy + static_cast<std::uint64_t>(logical)) >> 56) - 128;
   const int offset = static_cast<int>(mix(kSeedDy ^ static_cast<std::uint64_t>(channel)) >> 62); // 0..3

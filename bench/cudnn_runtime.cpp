@@ -49,12 +49,12 @@ Cudnn load() {
   resolve(lib, "cudnnBatchNormalizationForwardTraining", &r.bn_forward_training, &r.error);
   resolve(lib, "cudnnBatchNormalizationForwardInference", &r.bn_forward_inference, &r.error);
   resolve(lib, "cudnnBatchNormalizationBackward", &r.bn_backward, &r.error);
-  std::string optional_error; // the extended batch-norm calls are optional: their candidates report it
-  resolve(lib, "cudnnBatchNormalizationForwardTrainingEx", &r.bn_forward_training_ex, &optional_error);
+  // The extended batch-norm calls are optional: their candidates report ex_error.
+  resolve(lib, "cudnnBatchNormalizationForwardTrainingEx", &r.bn_forward_training_ex, &r.ex_error);
   resolve(lib, "cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize", &r.bn_training_ex_workspace,
-          &optional_error);
+          &r.ex_error);
   resolve(lib, "cudnnGetBatchNormalizationTrainingExReserveSpaceSize", &r.bn_training_ex_reserve,
-          &optional_error);
+          &r.ex_error);
   if (r.error.empty()) {
     if (const cudnnStatus_t s = r.create(&r.handle); s != CUDNN_STATUS_SUCCESS) {
       r.error = std::string(kBaselineUnavailable) + "cudnnCreate: " + r.error_string(s);

@@ -62,6 +62,7 @@ struct Cudnn {
   decltype(&cudnnBatchNormalizationForwardTrainingEx) bn_forward_training_ex = nullptr;
   decltype(&cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize) bn_training_ex_workspace = nullptr;
   decltype(&cudnnGetBatchNormalizationTrainingExReserveSpaceSize) bn_training_ex_reserve = nullptr;
+  std::string ex_error; // why the extended calls are missing (empty when they resolved)
 };
 
 /// The process's cuDNN (loaded and its handle created on the first call).

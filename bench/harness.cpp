@@ -253,7 +253,8 @@ cudaError_t flush_l2(cudaStream_t stream) {
   // The memset evicts the op's lines but leaves L2 full of its own dirty ones, whose write-back would overlap
   // the timed op (a cost that grows with the distinct bytes a case touches, so baselines with temporaries
   // paid more of it). A read-only pass over a second, never-written buffer then replaces them with clean
-  // lines, and their write-back happens here, outside the timed region.
+  // lines, and their write-back happens here, outside the timed region. (The second buffer is written once,
+  // at the first flush.)
   static DeviceBuffer buffer(l2_flush_bytes());
   static DeviceBuffer clean(l2_flush_bytes());
   static DeviceBuffer partials(roofline_reduce_workspace_bytes(kFlushBlocks) + sizeof(float));
@@ -284,7 +285,11 @@ cudaError_t flush_l2(cudaStream_t stream) {
   const Status s = roofline_reduce_sum(
       static_cast<const float*>(clean.data()), static_cast<std::int64_t>(clean.bytes() / sizeof(float)), out,
       partials.data(), roofline_reduce_workspace_bytes(kFlushBlocks), kFlushBlocks, stream);
-  return s == Status::kSuccess ? cudaSuccess : cudaErrorLaunchFailure;
+  if (s != Status::kSuccess) {
+    std::fprintf(stderr, "flush_l2: roofline_reduce_sum: %s\n", last_error_message());
+    return cudaErrorLaunchFailure;
+  }
+  return cudaSuccess;
 }
 
 double copy_reference_gbps(std::uint64_t bytes_moved) {
@@ -405,7 +410,9 @@ void add_context() {
 #endif
   benchmark::AddCustomContext("culayers_l2_flush",
                               "cudaMemsetAsync over " + mib(static_cast<double>(l2_flush_bytes())) +
-                                  " MiB (2 x L2) before every timed iteration, outside the timed region");
+                                  " MiB (2 x L2), then a read-only roofline_reduce_sum over another " +
+                                  mib(static_cast<double>(l2_flush_bytes())) +
+                                  " MiB, before every timed iteration, outside the timed region");
   benchmark::AddCustomContext(
       "culayers_timing", "CUDA events around each iteration (manual time), " + std::to_string(kWarmupRuns) +
                              " untimed warm-up runs per repetition; report the median over repetitions");

@@ -3,8 +3,10 @@
 // Method (bench/results/README.md explains it next to the results):
 // - Time with CUDA events around each iteration (UseManualTime + SetIterationTime), after a few
 //   untimed warm-up runs.
-// - Flush L2 before every timed iteration by writing a buffer of twice the L2 size (cudaMemsetAsync,
-//   outside the timed region), so no iteration reads a previous iteration's data from cache.
+// - Flush L2 before every timed iteration, outside the timed region: write a buffer of twice the L2 size
+//   (cudaMemsetAsync), then read another of the same size that is written only once at start-up
+//   (roofline_reduce_sum), so no iteration reads a previous iteration's data from cache and no dirty line
+//   is left to be written back while the op runs.
 // - Verify every configuration against a CPU reference once, before timing it; a mismatch skips the
 //   benchmark with an error (state.SkipWithError).
 // - Counters: bytes (the op's byte model: each input read once, each output written once), GB/s
@@ -91,7 +93,8 @@ bool check_buffer(benchmark::State& state, const DeviceBuffer& buffer, const cha
 // kBaselineUnavailable (bench/cudnn_runtime.hpp) is reported as it is: the baseline cannot run here.
 bool verify_once(benchmark::State& state, const std::string& key, const std::function<std::string()>& verify);
 
-// Writes 2 x L2 bytes (cudaMemsetAsync) on `stream`, evicting whatever the previous iteration left in L2.
+// Writes 2 x L2 bytes (cudaMemsetAsync) on `stream`, then reads 2 x L2 clean bytes: evicts whatever the
+// previous iteration left in L2 and leaves only clean lines.
 cudaError_t flush_l2(cudaStream_t stream);
 std::size_t l2_flush_bytes();
 

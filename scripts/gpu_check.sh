@@ -360,9 +360,9 @@ run_step() {
   if [[ "$result" == PASS ]] && grep -q "no CUDA GPU visible" "$log"; then
     result="FAIL (the binary saw no usable GPU)"
   fi
-  # A gtest filter that matched nothing (a renamed suite) checked nothing.
+  # A gtest filter that matched nothing (a renamed suite), or tests that all skipped, checked nothing.
   if [[ "$result" == PASS ]] && grep -q "^\[  PASSED  \] 0 tests" "$log"; then
-    result="FAIL (the test filter matched no test)"
+    result="FAIL (no test ran: the filter matched none, or every one skipped)"
   fi
   echo "   $result in ${secs} s"
   record "$name" "$result" "$secs" "$log"
