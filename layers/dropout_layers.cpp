@@ -306,11 +306,12 @@ Status Dropout::do_build(const Shape& input_shape, cudaStream_t stream) {
     return s;
   }
   // Part of every training call, not an update op: Keras's Dropout draws new randomness on every training
-  // call, trainable or not. The next call uses the next Philox stream (rate 0 draws nothing).
-  add_call_step("next_stream", [this](const CallContext& ctx) {
-    return options_.rate == 0.0 ? Status::kSuccess
-                                : run_state_op<dropout::DropoutUpdateArgs>(name(), state_, ctx.stream);
-  });
+  // call, trainable or not. The next call uses the next Philox stream (rate 0, the identity, draws nothing).
+  if (options_.rate != 0.0) {
+    add_call_step("next_stream", [this](const CallContext& ctx) {
+      return run_state_op<dropout::DropoutUpdateArgs>(name(), state_, ctx.stream);
+    });
+  }
   return Status::kSuccess;
 }
 

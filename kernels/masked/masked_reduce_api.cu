@@ -120,12 +120,20 @@ bool sizes_fit(std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
          detail::checked_mul(steps, inner, &n) && detail::checked_mul(n, 16, &n);
 }
 
-// The size limits of masked_reduce::check_sizes, reported as `op`.
-Status check_sizes_as(const char* op, std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
+// Sizes >= 0, the first check of both size checks below.
+Status check_nonnegative(const char* op, std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
   if (outer < 0 || reduce < 0 || inner < 0) {
     return set_error(Status::kErrorInvalidShape, "%s: sizes: outer %lld, R %lld, inner %lld must be >= 0", op,
                      static_cast<long long>(outer), static_cast<long long>(reduce),
                      static_cast<long long>(inner));
+  }
+  return Status::kSuccess;
+}
+
+// The size limits of masked_reduce::check_sizes, reported as `op`.
+Status check_sizes_as(const char* op, std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
+  if (Status st = check_nonnegative(op, outer, reduce, inner); !ok(st)) {
+    return st;
   }
   if (reduce > std::numeric_limits<std::int32_t>::max()) {
     return set_error(Status::kErrorSizeLimit,
@@ -143,10 +151,8 @@ Status check_sizes_as(const char* op, std::int64_t outer, std::int64_t reduce, s
 
 // The size limits of masked_reduce::check_masking_sizes, reported as `op`.
 Status check_masking_sizes_as(const char* op, std::int64_t outer, std::int64_t reduce, std::int64_t inner) {
-  if (outer < 0 || reduce < 0 || inner < 0) {
-    return set_error(Status::kErrorInvalidShape, "%s: sizes: outer %lld, R %lld, inner %lld must be >= 0", op,
-                     static_cast<long long>(outer), static_cast<long long>(reduce),
-                     static_cast<long long>(inner));
+  if (Status st = check_nonnegative(op, outer, reduce, inner); !ok(st)) {
+    return st;
   }
   // Masking's tensors are x and y [outer, R, inner] and the mask [outer, R] (no [outer, inner] output).
   std::int64_t n = 0;

@@ -303,8 +303,8 @@ TEST(MaskedReduceMaskExpand, ArgumentErrors) {
   b.steps = std::int64_t{1} << 30;
   EXPECT_EQ(mr::run(b, nullptr, 0, nullptr), Status::kErrorSizeLimit);
   EXPECT_EQ(std::string(culayers::last_error_message()).rfind("mask_expand: ", 0), 0u);
-  b.features =
-      0; // an empty output, but the mask [outer, steps] x 16 bytes still overflows (Masking's limits)
+  // An empty output, but the mask [outer, steps] x 16 bytes still overflows (Masking's limits).
+  b.features = 0;
   b.outer = std::int64_t{1} << 40;
   b.steps = std::int64_t{1} << 30;
   EXPECT_EQ(mr::run(b, nullptr, 0, nullptr), Status::kErrorSizeLimit);
