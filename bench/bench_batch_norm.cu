@@ -18,9 +18,10 @@
 //     cudnnBatchNormalizationForwardTraining (exponential average factor 1 - momentum, the saved
 //     mean and inverse std written) or cudnnBatchNormalizationForwardInference, NCHW or NHWC descriptors
 //     ([B, T, F] is NHWC with H = T, W = 1). Mode SPATIAL_PERSISTENT, else SPATIAL; bfloat16, else
-//     float16 over the same bytes: the first combination that runs and verifies is timed and named in the
-//     label. If cuDNN answers NOT_SUPPORTED for every one, the case is "baseline unavailable" with its
-//     reasons; any other failure is a verification failure.
+//     float16 over the same bytes: the fastest combination that runs and verifies (each probe-timed once,
+//     run_fastest_candidate) is timed and named in the label; stderr lists every candidate's probe time. If
+//     cuDNN answers NOT_SUPPORTED for every one, the case is "baseline unavailable" with its reasons; any
+//     other failure is a verification failure.
 //   - "copy_same_bytes": cudaMemcpyAsync moving the same bytes (one per shape and dtype, training bytes).
 //
 // Byte model (counters "bytes", "GB/s", "pct_of_copy"): x read once and y written once, plus the [C]
@@ -666,7 +667,7 @@ class CudnnBn final : public Variant {
                        : std::string("ForwardInference ")) +
         mode_name() + " " + (cfg_.channels_last ? "NHWC " : "NCHW ") + dtype_tag(dtype_of<T>());
     if (dtype_of<T>() != cfg_.dtype) {
-      l += ex_ ? " (float16 over the same bytes: cuDNN's NHWC kernels)" : " (bf16 did not run or verify)";
+      l += ex_ ? " (float16 over the same bytes: cuDNN's NHWC kernels)" : " (float16 over the same bytes)";
     }
     return l;
   }
@@ -700,7 +701,7 @@ class CudnnBn final : public Variant {
 
 // Channels-last training first tries the extended call (SPATIAL_PERSISTENT with a workspace: cuDNN's NHWC
 // kernels), in the configuration's dtype and, for bfloat16, in float16 over the same bytes; then the plain
-// calls as below. The first candidate that runs and verifies is timed.
+// calls as below. The fastest candidate that runs and verifies is timed (run_fastest_candidate).
 int cudnn_ex_candidates(const Config& c) {
   if (!c.training || !c.channels_last) {
     return 0;
@@ -756,8 +757,8 @@ void BM_cudnn(benchmark::State& st, Config c) {
     return;
   }
   // cuDNN answering NOT_SUPPORTED for every candidate makes the case a baseline that cannot run here.
-  run_first_candidate(st, config_name(c, "cudnn"), model_bytes(c), cudnn_candidates(c),
-                      [&](int i) { return make_cudnn(c, i); });
+  run_fastest_candidate(st, config_name(c, "cudnn"), model_bytes(c), cudnn_candidates(c),
+                        [&](int i) { return make_cudnn(c, i); });
 }
 #else
 void BM_cudnn(benchmark::State& st, Config) {

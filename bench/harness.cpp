@@ -292,6 +292,35 @@ cudaError_t flush_l2(cudaStream_t stream) {
   return cudaSuccess;
 }
 
+double median_time_ms(const TimedOp& op, int runs, std::string* error) {
+  cudaStream_t stream = bench_stream();
+  std::vector<float> ms;
+  for (int i = 0; i < kWarmupRuns + runs; ++i) {
+    float t = 0.0f;
+    Status status = Status::kSuccess;
+    const cudaError_t err = time_once(op, stream, &t, &status);
+    if (err != cudaSuccess || status != Status::kSuccess) {
+      if (error != nullptr) {
+        *error = err != cudaSuccess ? cuda_error_text(err)
+                                    : std::string(status_string(status)) + ": " + last_error_message();
+      }
+      (void)cudaGetLastError();
+      return 0.0;
+    }
+    if (i >= kWarmupRuns) {
+      ms.push_back(t);
+    }
+  }
+  if (ms.empty()) {
+    if (error != nullptr) {
+      *error = "no timed run";
+    }
+    return 0.0;
+  }
+  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+  return static_cast<double>(ms[ms.size() / 2]);
+}
+
 double copy_reference_gbps(std::uint64_t bytes_moved) {
   static std::mutex mutex;
   static std::map<std::uint64_t, double> cache;
@@ -304,29 +333,16 @@ double copy_reference_gbps(std::uint64_t bytes_moved) {
   const std::size_t half = static_cast<std::size_t>((bytes_moved + 1) / 2);
   DeviceBuffer src(half);
   DeviceBuffer dst(half);
-  if (half > 0 && src.ok() && dst.ok()) {
-    cudaStream_t stream = bench_stream();
+  if (half > 0 && src.ok() && dst.ok() &&
+      cudaMemsetAsync(src.data(), 0x5a, half, bench_stream()) == cudaSuccess) {
     const TimedOp copy = [&](cudaStream_t s) {
       return cudaMemcpyAsync(dst.data(), src.data(), half, cudaMemcpyDeviceToDevice, s) == cudaSuccess
                  ? Status::kSuccess
                  : Status::kErrorCudaRuntime;
     };
-    bool ok = cudaMemsetAsync(src.data(), 0x5a, half, stream) == cudaSuccess;
-    std::vector<float> ms;
-    for (int i = 0; ok && i < kWarmupRuns + kCopyReferenceRuns; ++i) {
-      float t = 0.0f;
-      Status status = Status::kSuccess;
-      ok = time_once(copy, stream, &t, &status) == cudaSuccess && status == Status::kSuccess;
-      if (ok && i >= kWarmupRuns) {
-        ms.push_back(t);
-      }
-    }
-    if (ok && !ms.empty()) {
-      std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-      const double median_s = ms[ms.size() / 2] * 1e-3;
-      if (median_s > 0.0) {
-        gbps = 2.0 * static_cast<double>(half) / median_s * 1e-9;
-      }
+    const double median_ms = median_time_ms(copy, kCopyReferenceRuns, nullptr);
+    if (median_ms > 0.0) {
+      gbps = 2.0 * static_cast<double>(half) / (median_ms * 1e-3) * 1e-9;
     }
   }
   (void)cudaGetLastError();

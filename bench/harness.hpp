@@ -105,6 +105,11 @@ using TimedOp = std::function<Status(cudaStream_t)>;
 // SetIterationTime(elapsed). Sets the counters bytes, GB/s and pct_of_copy for bytes_moved bytes.
 void run_timed(benchmark::State& state, std::uint64_t bytes_moved, const TimedOp& op);
 
+// Median milliseconds of `runs` L2-flushed, event-timed runs of `op` on bench_stream(), after the warm-up
+// runs. Returns 0 on failure (*error, when given, says why). For choices made before timing (the copy
+// reference, the fastest of a baseline's candidates), not for the reported numbers.
+double median_time_ms(const TimedOp& op, int runs, std::string* error);
+
 // GB/s of a cudaMemcpyAsync device-to-device copy moving `bytes_moved` bytes in total (bytes_moved / 2
 // read plus bytes_moved / 2 written), median of several L2-flushed runs, cached per byte count.
 // Returns 0 when it cannot be measured (e.g. out of memory).

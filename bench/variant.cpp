@@ -10,6 +10,12 @@
 
 namespace culayers {
 namespace bench {
+namespace {
+
+// Probe runs behind each candidate's median in run_fastest_candidate (before the timed repetitions).
+constexpr int kCandidateProbeRuns = 7;
+
+} // namespace
 
 void time_variant(benchmark::State& state, std::uint64_t bytes, Variant& v) {
   run_timed(state, bytes, [&](cudaStream_t s) { return v.op(s); });
@@ -33,30 +39,54 @@ void run_variant(benchmark::State& state, const std::string& key, std::uint64_t 
   time_variant(state, bytes, v);
 }
 
-void run_first_candidate(benchmark::State& state, const std::string& key, std::uint64_t bytes, int candidates,
-                         const std::function<std::unique_ptr<Variant>(int)>& make) {
+void run_fastest_candidate(benchmark::State& state, const std::string& key, std::uint64_t bytes,
+                           int candidates, const std::function<std::unique_ptr<Variant>(int)>& make) {
   static std::mutex mutex;
   static std::map<std::string, int> chosen;
   const bool verified = verify_once(state, key, [&]() -> std::string {
-    std::string errors;
+    std::string errors;  // candidates that failed, and why (a wrong result is not "unsupported")
+    std::string timings; // candidates that verified, with their probe medians
     bool all_unsupported = true;
+    int best = -1;
+    double best_ms = 0.0;
     for (int i = 0; i < candidates; ++i) {
+      // One candidate at a time: its buffers are freed before the next one allocates.
       std::unique_ptr<Variant> v = make(i);
       std::string e = v->setup();
       if (e.empty()) {
         e = v->verify();
       }
+      double ms = 0.0;
       if (e.empty()) {
-        std::lock_guard<std::mutex> lock(mutex);
-        chosen[key] = i;
-        if (!errors.empty()) { // the candidates passed over, and why (a wrong result is not "unsupported")
-          std::fprintf(stderr, "%s: timing candidate %d (%s); passed over: %s\n", key.c_str(), i,
-                       v->label().c_str(), errors.c_str());
+        ms = median_time_ms([&](cudaStream_t s) { return v->op(s); }, kCandidateProbeRuns, &e);
+        if (e.empty() && !(ms > 0.0)) {
+          e = "probe timing gave no time";
         }
-        return {};
+      }
+      if (e.empty()) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, " %.4f ms", ms);
+        timings += (timings.empty() ? "" : ", ") + v->label() + buf;
+        if (best < 0 || ms < best_ms) {
+          best = i;
+          best_ms = ms;
+        }
+        continue;
       }
       all_unsupported = all_unsupported && v->unsupported();
       errors += (errors.empty() ? "" : "; ") + v->label() + ": " + e;
+    }
+    if (best >= 0) {
+      std::lock_guard<std::mutex> lock(mutex);
+      chosen[key] = best;
+      if (candidates > 1) {
+        std::fprintf(
+            stderr,
+            "%s: timing candidate %d, the fastest of those that verified (median of %d probe runs: %s)%s%s\n",
+            key.c_str(), best, kCandidateProbeRuns, timings.c_str(),
+            errors.empty() ? "" : "; passed over: ", errors.c_str());
+      }
+      return {};
     }
     return (all_unsupported && candidates > 0
                 ? std::string(kBaselineUnavailable) + "the library does not support this configuration: "
