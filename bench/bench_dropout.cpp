@@ -613,22 +613,42 @@ bool register_all() {
   const auto name = [](const char* what, const Case& c) {
     return std::string("dropout_") + what + "/" + c.name + "/" + keep_name(c.keep);
   };
+  // Fixed iteration counts (iterations_for: about 20 ms of device time per repetition): Google Benchmark's
+  // own probing would rerun each case's setup (a 0.1-1 GiB upload) for every probe.
+  const auto iterations = [](const Case& c) {
+    return iterations_for(4 * static_cast<std::uint64_t>(numel(c.dims)));
+  };
   for (const Case& c : plain) {
-    benchmark::RegisterBenchmark(name("fwd/ours", c).c_str(), BM_ours, c, false)->Apply(configure);
-    benchmark::RegisterBenchmark(name("fwd/cudnn", c).c_str(), BM_cudnn, c, false)->Apply(configure);
-    benchmark::RegisterBenchmark(name("bwd/ours", c).c_str(), BM_ours, c, true)->Apply(configure);
-    benchmark::RegisterBenchmark(name("bwd/cudnn", c).c_str(), BM_cudnn, c, true)->Apply(configure);
+    benchmark::RegisterBenchmark(name("fwd/ours", c).c_str(), BM_ours, c, false)
+        ->Apply(configure)
+        ->Iterations(iterations(c));
+    benchmark::RegisterBenchmark(name("fwd/cudnn", c).c_str(), BM_cudnn, c, false)
+        ->Apply(configure)
+        ->Iterations(iterations(c));
+    benchmark::RegisterBenchmark(name("bwd/ours", c).c_str(), BM_ours, c, true)
+        ->Apply(configure)
+        ->Iterations(iterations(c));
+    benchmark::RegisterBenchmark(name("bwd/cudnn", c).c_str(), BM_cudnn, c, true)
+        ->Apply(configure)
+        ->Iterations(iterations(c));
   }
   for (const Case& c : broadcast) {
-    benchmark::RegisterBenchmark(name("fwd/ours", c).c_str(), BM_ours, c, false)->Apply(configure);
-    benchmark::RegisterBenchmark(name("bwd/ours", c).c_str(), BM_ours, c, true)->Apply(configure);
+    benchmark::RegisterBenchmark(name("fwd/ours", c).c_str(), BM_ours, c, false)
+        ->Apply(configure)
+        ->Iterations(iterations(c));
+    benchmark::RegisterBenchmark(name("bwd/ours", c).c_str(), BM_ours, c, true)
+        ->Apply(configure)
+        ->Iterations(iterations(c));
   }
   for (const Case& c : {plain[0], plain[3], plain[6], broadcast[0], broadcast[2]}) {
     const std::string dims = c.name.substr(0, c.name.find('/'));
-    benchmark::RegisterBenchmark(("dropout_copy/" + dims).c_str(), BM_copy, c)->Apply(configure);
+    benchmark::RegisterBenchmark(("dropout_copy/" + dims).c_str(), BM_copy, c)
+        ->Apply(configure)
+        ->Iterations(iterations(c));
   }
   benchmark::RegisterBenchmark(name("graph/ours", plain[2]).c_str(), BM_ours_graph, plain[2])
-      ->Apply(configure);
+      ->Apply(configure)
+      ->Iterations(iterations(plain[2]));
   return true;
 }
 

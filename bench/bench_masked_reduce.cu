@@ -561,7 +561,12 @@ void bench_case(benchmark::State& state, const Workload* w, Variant v) {
         continue; // the multiply + reduce + divide baseline computes means
       }
       const std::string name = std::string("masked_reduce/") + w.name + "/" + variant_name(v);
-      benchmark::RegisterBenchmark(name.c_str(), bench_case, &w, v)->Apply(configure);
+      // A fixed iteration count (about 20 ms of device time per repetition, from x's bytes): Google
+      // Benchmark's probing would rerun the setup (x's fill, the mask upload) for every probe.
+      const std::uint64_t x_bytes = static_cast<std::uint64_t>(w.b * w.t * w.f) * dtype_size(w.dtype);
+      benchmark::RegisterBenchmark(name.c_str(), bench_case, &w, v)
+          ->Apply(configure)
+          ->Iterations(iterations_for(x_bytes));
     }
   }
   return true;

@@ -182,9 +182,21 @@ void BM_reduce_sum(benchmark::State& state) {
 
 } // namespace
 
-BENCHMARK(BM_copy_kernel)->Apply(configure)->Apply(roofline_sizes);
-BENCHMARK(BM_copy_memcpy)->Apply(configure)->Apply(roofline_sizes);
-BENCHMARK(BM_reduce_sum)->Apply(configure)->Apply(roofline_sizes);
+// One registration per size, each with a fixed iteration count (about 20 ms of device time per repetition):
+// Google Benchmark's probing would refill the input for every probe. The copies move 2 x bytes.
+[[maybe_unused]] const bool kRegistered = [] {
+  for (const std::int64_t bytes : roofline_byte_sizes()) {
+    const auto add = [bytes](const char* name, void (*fn)(benchmark::State&), std::uint64_t moved) {
+      benchmark::RegisterBenchmark(name, fn)->Apply(configure)->ArgName("bytes")->Arg(bytes)->Iterations(
+          iterations_for(moved));
+    };
+    const auto b = static_cast<std::uint64_t>(bytes);
+    add("BM_copy_kernel", BM_copy_kernel, 2 * b);
+    add("BM_copy_memcpy", BM_copy_memcpy, 2 * b);
+    add("BM_reduce_sum", BM_reduce_sum, b);
+  }
+  return true;
+}();
 
 } // namespace bench
 } // namespace culayers

@@ -451,11 +451,8 @@ void configure(benchmark::internal::Benchmark* b) {
   b->ReportAggregatesOnly(true);
 }
 
-void roofline_sizes(benchmark::internal::Benchmark* b) {
-  b->ArgName("bytes");
-  for (const std::int64_t mib : {64, 256, 1024}) {
-    b->Arg(mib << 20);
-  }
+std::vector<std::int64_t> roofline_byte_sizes() {
+  return {std::int64_t{64} << 20, std::int64_t{256} << 20, std::int64_t{1024} << 20};
 }
 
 } // namespace bench

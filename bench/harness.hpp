@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <benchmark/benchmark.h>
 #include <cuda_runtime_api.h>
@@ -127,7 +128,7 @@ std::int64_t iterations_for(std::uint64_t bytes);
 void configure(benchmark::internal::Benchmark* b);
 
 // Byte sizes used by the roofline cases: 64 MiB, 256 MiB, 1 GiB (of input).
-void roofline_sizes(benchmark::internal::Benchmark* b);
+std::vector<std::int64_t> roofline_byte_sizes();
 
 } // namespace bench
 } // namespace culayers

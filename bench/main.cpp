@@ -3,6 +3,7 @@
 // Defaults (each overridable on the command line, later flags win):
 //   --benchmark_repetitions=5 --benchmark_min_time=0.1 --benchmark_counters_tabular=true
 // Machine-readable output: --benchmark_out=<file.json> --benchmark_out_format=json.
+// --benchmark_list_tests lists the cases, also on a machine without a GPU.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -12,6 +13,16 @@
 #include "bench/harness.hpp"
 
 int main(int argc, char** argv) {
+  // Listing the cases needs no GPU (registration touches no device).
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--benchmark_list_tests" || arg == "--benchmark_list_tests=true") {
+      benchmark::Initialize(&argc, argv);
+      benchmark::RunSpecifiedBenchmarks(); // lists (honouring --benchmark_filter), runs nothing
+      benchmark::Shutdown();
+      return 0;
+    }
+  }
   std::string reason;
   if (!culayers::bench::gpu_visible(&reason)) {
     std::printf("no CUDA GPU visible; benchmarks need a GPU (%s)\n", reason.c_str());

@@ -58,7 +58,9 @@ cells = row(out, "≥ 90 % of copy, bf16, long context")
 expect(cells[4] == "yes" and "ours_lengths: 96.6 % (374.1 µs);" in cells[3] and "✗" not in cells[3],
        "long-context goal met at 96.6 %: " + cells[3])
 cells = row(out, "few-output moments")
-expect("1.196×" in cells[3] and "1.208×" in cells[3] and cells[4] == "**no**", "few-output ratios: " + cells[3])
+# ours_lengths moves 131064 bytes fewer than the copy case (lengths instead of the mask): 1.196× of the copy's
+# time, 1.197× of the copy's time for its own bytes.
+expect("1.197×" in cells[3] and "1.208×" in cells[3] and cells[4] == "**no**", "few-output ratios: " + cells[3])
 cells = row(out, "≥ 3× the unfused CUB baseline")
 expect("11.7×" in cells[3] and cells[4] == "yes", "CUB ratio: " + cells[3])
 cells = row(out, "≥ 92 % of copy, forward and backward")
