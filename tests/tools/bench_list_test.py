@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Checks that every benchmark case bench/goals.py reads is registered in culayers_bench: lists the cases
+(--benchmark_list_tests, which needs no GPU), gives goals.py one made-up result per listed case and fails
+when a goal row reports a case missing or nothing measured (a renamed or dropped case would otherwise
+surface only as "not measured" after a GPU run). Usage: bench_list_test.py <culayers_bench>. Run by ctest
+(bench/CMakeLists.txt) when the benchmark binary and a Python 3 interpreter exist."""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import goals  # noqa: E402
+
+
+def main(argv):
+    if len(argv) != 2:
+        print(__doc__.strip().splitlines()[-1], file=sys.stderr)
+        return 2
+    listed = subprocess.run([argv[1], "--benchmark_list_tests"], capture_output=True, text=True, timeout=120)
+    names = [goals.case_name(line.strip()) for line in listed.stdout.splitlines() if line.strip()]
+    failures = []
+    if listed.returncode != 0 or not names:
+        failures.append(f"listing failed (exit {listed.returncode}): {listed.stderr.strip()}")
+    if len(set(names)) != len(names):
+        dups = sorted({n for n in names if names.count(n) > 1})
+        failures.append("cases registered twice: " + ", ".join(dups))
+    # Made-up results: every case measured, with the fields goals.py reads.
+    cases = {n: {"us": 1.0, "pct": 100.0, "bytes": 1000, "label": ""} for n in names}
+    goals.rows.clear()
+    goals.errored.clear()
+    goals.masked_goals(cases)
+    goals.dropout_goals(cases)
+    goals.group_norm_goals(cases)
+    if len(goals.rows) < 12:
+        failures.append(f"goals.py wrote {len(goals.rows)} rows, expected at least 12")
+    for family, goal, numbers, met in goals.rows:
+        if met.startswith("not measured") or met.startswith("incomplete") or "missing" in numbers:
+            failures.append(f"{family}: {goal}: {met}: {numbers[:300]}")
+    if failures:
+        print("bench_list_test: FAILED")
+        for f in failures:
+            print("  " + f)
+        return 1
+    print(f"bench_list_test: {len(names)} cases listed; every goal row finds its cases")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
