@@ -522,6 +522,46 @@ TEST(MaskedReduceForward, NanInValidPositionPropagates) {
   }
 }
 
+// Moments next to float32's limits (docs/semantics.md, "Moments' range"): a large constant row keeps its
+// mean and a zero variance on every path (no overflow from the magnitude alone); a row whose sum of squared
+// deviations overflows gives +Inf variance (never a finite wrong value or NaN) and a finite mean.
+TEST(MaskedReduceForward, MomentsNearFloatMax) {
+  const std::int64_t outer = 2;
+  const std::int64_t reduce = 1000;
+  const std::int64_t inner = 3;
+  std::vector<float> x(static_cast<std::size_t>(outer * reduce * inner));
+  for (std::int64_t o = 0; o < outer; ++o) {
+    for (std::int64_t r = 0; r < reduce; ++r) {
+      for (std::int64_t i = 0; i < inner; ++i) {
+        // Row 0: 3e38 at every step. Row 1: +-1e19 alternating (variance 1e38, n * variance 1e41).
+        x[static_cast<std::size_t>((o * reduce + r) * inner + i)] =
+            o == 0 ? 3e38f : (r % 2 == 0 ? 1e19f : -1e19f);
+      }
+    }
+  }
+  auto rng = rng_for_test();
+  const tm::ValidityData v = tm::make_validity(rng, Validity::kNone, outer, reduce);
+  for (const mr::Tuning& t : {forced(Path::kNarrow), forced(Path::kWide), with_splits(4)}) {
+    Config c;
+    c.op = ReduceOp::kMoments;
+    c.outer = outer;
+    c.reduce = reduce;
+    c.inner = inner;
+    c.tuning = t;
+    const Result<float> got = run_forward(c, x, v);
+    ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
+    for (std::int64_t i = 0; i < inner; ++i) {
+      EXPECT_EQ(got.mean[static_cast<std::size_t>(i)], 3e38f) << describe(c);
+      EXPECT_EQ(got.variance[static_cast<std::size_t>(i)], 0.0f) << describe(c);
+      const float mean = got.mean[static_cast<std::size_t>(inner + i)];
+      EXPECT_TRUE(std::isfinite(mean) && std::fabs(mean) <= 1e19f * 1e-6f)
+          << describe(c) << ": mean " << mean;
+      EXPECT_EQ(got.variance[static_cast<std::size_t>(inner + i)], std::numeric_limits<float>::infinity())
+          << describe(c);
+    }
+  }
+}
+
 // Infinities at valid steps. Every forward path's max/min walk starts from -inf (max) / +inf (min) with
 // no index, so a lane whose valid elements all equal the start value must still report its first valid
 // step (with a mask: not the lane's first step, possibly in a later mask tile), and a start-valued
