@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <set>
 #include <string>
 #include <utility>
@@ -34,9 +35,157 @@ struct JsonChecks {
 /// Why parse_json_checked rejected a text: the kind, and for kSyntax the parser's message, for kDuplicate
 /// the key.
 struct JsonFailure {
-  enum class Kind { kSyntax, kDepth, kDuplicate, kArrayLength } kind = Kind::kSyntax;
+  /// kRejected: a MemberSink returned false (it keeps its own reason).
+  enum class Kind { kSyntax, kDepth, kDuplicate, kArrayLength, kRejected } kind = Kind::kSyntax;
   std::string detail;
 };
+
+/// Receives each member of a top-level object as soon as its value is complete (parse_json_members);
+/// returning false stops the parse.
+using MemberSink = std::function<bool(const std::string& key, Json&& value)>;
+
+namespace json_detail {
+
+/// The SAX handler of parse_json_checked and parse_json_members: enforces `checks` and, with a sink, builds
+/// one top-level member's value at a time and hands it over when it is complete (the whole tree is never
+/// built, so memory is bounded by the largest member rather than the document).
+class Checker {
+ public:
+  using Kind = JsonFailure::Kind;
+  Checker(const JsonChecks& c, JsonFailure* f, const MemberSink* sink) : checks_(c), why_(f), sink_(sink) {}
+  bool null() { return value() && add(Json(nullptr)); }
+  bool boolean(bool b) { return value() && add(Json(b)); }
+  bool number_integer(Json::number_integer_t v) { return value() && add(Json(v)); }
+  bool number_unsigned(Json::number_unsigned_t v) { return value() && add(Json(v)); }
+  bool number_float(Json::number_float_t v, const Json::string_t&) { return value() && add(Json(v)); }
+  bool string(Json::string_t& v) { return value() && add(Json(std::move(v))); }
+  bool binary(Json::binary_t& v) { return value() && add(Json::binary(std::move(v))); }
+  bool start_object(std::size_t) { return enter(false) && open_container(Json::object()); }
+  bool start_array(std::size_t) { return enter(true) && open_container(Json::array()); }
+  bool end_object() { return close_container() && leave(); }
+  bool end_array() { return close_container() && leave(); }
+  bool key(Json::string_t& k) {
+    if (checks_.reject_duplicate_keys && !open_.back().keys.insert(k).second) {
+      return fail(Kind::kDuplicate, k);
+    }
+    if (sink_ != nullptr) {
+      (open_.size() == 1 ? member_key_ : pending_key_) = k;
+    }
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
+    return fail(Kind::kSyntax, e.what());
+  }
+  bool root_is_object() const { return root_is_object_; }
+
+ private:
+  struct Open {
+    bool array;
+    std::size_t values;
+    std::set<std::string> keys;
+  };
+  bool value() {
+    if (!open_.empty() && open_.back().array && checks_.max_array_values > 0 &&
+        ++open_.back().values > checks_.max_array_values) {
+      return fail(Kind::kArrayLength, std::to_string(checks_.max_array_values));
+    }
+    return true;
+  }
+  bool enter(bool array) {
+    if (!value()) {
+      return false;
+    }
+    if (static_cast<int>(open_.size()) >= checks_.max_depth) {
+      return fail(Kind::kDepth, std::to_string(checks_.max_depth));
+    }
+    open_.push_back(Open{array, 0, {}});
+    return true;
+  }
+  bool leave() {
+    open_.pop_back();
+    return true;
+  }
+  // Member building (sink_ set). A value at depth 1 (directly in the root) is a member; deeper values go
+  // into the open container on top of `building_` (the pointers stay valid: a container is only appended
+  // to while none of its children is open).
+  Json* insert(Json&& v) {
+    Json& parent = *building_.back();
+    if (parent.is_array()) {
+      parent.push_back(std::move(v));
+      return &parent.back();
+    }
+    Json& slot = parent[pending_key_];
+    slot = std::move(v);
+    return &slot;
+  }
+  bool add(Json&& v) {
+    if (sink_ == nullptr || !root_is_object_) {
+      return true;
+    }
+    if (open_.size() == 1) {
+      return deliver(std::move(v));
+    }
+    insert(std::move(v));
+    return true;
+  }
+  bool open_container(Json&& c) { // after enter(): open_ holds the new container
+    if (sink_ == nullptr) {
+      return true;
+    }
+    if (open_.size() == 1) {
+      root_is_object_ = c.is_object();
+      return true;
+    }
+    if (!root_is_object_) {
+      return true;
+    }
+    if (open_.size() == 2) {
+      member_ = std::move(c);
+      building_.assign(1, &member_);
+    } else {
+      building_.push_back(insert(std::move(c)));
+    }
+    return true;
+  }
+  bool close_container() {
+    if (sink_ == nullptr || building_.empty()) {
+      return true;
+    }
+    building_.pop_back();
+    return building_.empty() ? deliver(std::move(member_)) : true;
+  }
+  bool deliver(Json&& v) {
+    if (!(*sink_)(member_key_, std::move(v))) {
+      return fail(Kind::kRejected, member_key_);
+    }
+    return true;
+  }
+  bool fail(Kind kind, std::string detail) {
+    why_->kind = kind;
+    why_->detail = std::move(detail);
+    return false;
+  }
+  const JsonChecks& checks_;
+  JsonFailure* why_;
+  const MemberSink* sink_;
+  std::vector<Open> open_;
+  bool root_is_object_ = false;
+  std::string member_key_;  // the top-level key whose value is being built
+  std::string pending_key_; // the key of the next value inside it
+  Json member_;
+  std::vector<Json*> building_;
+};
+
+inline bool has_nul(const char* begin, const char* end, JsonFailure* why) {
+  if (const void* nul = std::memchr(begin, 0, static_cast<std::size_t>(end - begin)); nul != nullptr) {
+    why->kind = JsonFailure::Kind::kSyntax;
+    why->detail = "NUL byte at offset " + std::to_string(static_cast<const char*>(nul) - begin);
+    return true;
+  }
+  return false;
+}
+
+} // namespace json_detail
 
 /// Reads JSON text in two linear passes: a SAX pass that builds nothing and checks `checks` (and that the
 /// text is JSON: a number that overflows a double is an error, as is a NUL byte, where nlohmann-json would
@@ -46,83 +195,46 @@ struct JsonFailure {
 /// Never throws nlohmann-json's exceptions: false, with `why` filled.
 inline bool parse_json_checked(const char* begin, const char* end, const JsonChecks& checks, Json* out,
                                JsonFailure* why) {
-  using Kind = JsonFailure::Kind;
-  if (const void* nul = std::memchr(begin, 0, static_cast<std::size_t>(end - begin)); nul != nullptr) {
-    why->kind = Kind::kSyntax;
-    why->detail = "NUL byte at offset " + std::to_string(static_cast<const char*>(nul) - begin);
+  if (json_detail::has_nul(begin, end, why)) {
     return false;
   }
-  class Checker {
-   public:
-    Checker(const JsonChecks& c, JsonFailure* f) : checks_(c), why_(f) {}
-    bool null() { return value(); }
-    bool boolean(bool) { return value(); }
-    bool number_integer(Json::number_integer_t) { return value(); }
-    bool number_unsigned(Json::number_unsigned_t) { return value(); }
-    bool number_float(Json::number_float_t, const Json::string_t&) { return value(); }
-    bool string(Json::string_t&) { return value(); }
-    bool binary(Json::binary_t&) { return value(); }
-    bool start_object(std::size_t) { return enter(false); }
-    bool start_array(std::size_t) { return enter(true); }
-    bool end_object() { return leave(); }
-    bool end_array() { return leave(); }
-    bool key(Json::string_t& k) {
-      if (checks_.reject_duplicate_keys && !open_.back().keys.insert(k).second) {
-        return fail(Kind::kDuplicate, k);
-      }
-      return true;
-    }
-    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
-      return fail(Kind::kSyntax, e.what());
-    }
-
-   private:
-    struct Open {
-      bool array;
-      std::size_t values;
-      std::set<std::string> keys;
-    };
-    bool value() {
-      if (!open_.empty() && open_.back().array && checks_.max_array_values > 0 &&
-          ++open_.back().values > checks_.max_array_values) {
-        return fail(Kind::kArrayLength, std::to_string(checks_.max_array_values));
-      }
-      return true;
-    }
-    bool enter(bool array) {
-      if (!value()) {
-        return false;
-      }
-      if (static_cast<int>(open_.size()) >= checks_.max_depth) {
-        return fail(Kind::kDepth, std::to_string(checks_.max_depth));
-      }
-      open_.push_back(Open{array, 0, {}});
-      return true;
-    }
-    bool leave() {
-      open_.pop_back();
-      return true;
-    }
-    bool fail(Kind kind, std::string detail) {
-      why_->kind = kind;
-      why_->detail = std::move(detail);
-      return false;
-    }
-    const JsonChecks& checks_;
-    JsonFailure* why_;
-    std::vector<Open> open_;
-  };
-  Checker checker(checks, why);
+  json_detail::Checker checker(checks, why, nullptr);
   try {
     if (!Json::sax_parse(begin, end, &checker)) {
       return false;
     }
     *out = Json::parse(begin, end);
   } catch (const Json::exception& e) { // not expected after the SAX pass accepted the text
-    why->kind = Kind::kSyntax;
+    why->kind = JsonFailure::Kind::kSyntax;
     why->detail = e.what();
     return false;
   }
+  return true;
+}
+
+/// One pass over JSON text with the checks of parse_json_checked that builds no document: each member of
+/// a top-level object goes to `sink`, in text order, as soon as its value is complete (a rejected member
+/// stops the parse: false with Kind::kRejected). For large documents of many small members (a
+/// safetensors header: up to 100 MB of tensor entries), where the whole tree would take ~10x the text's
+/// size before the first check. *root_is_object tells whether the text was an object (nothing reaches
+/// the sink otherwise).
+inline bool parse_json_members(const char* begin, const char* end, const JsonChecks& checks,
+                               const MemberSink& sink, bool* root_is_object, JsonFailure* why) {
+  *root_is_object = false;
+  if (json_detail::has_nul(begin, end, why)) {
+    return false;
+  }
+  json_detail::Checker checker(checks, why, &sink);
+  try {
+    if (!Json::sax_parse(begin, end, &checker)) {
+      return false;
+    }
+  } catch (const Json::exception& e) {
+    why->kind = JsonFailure::Kind::kSyntax;
+    why->detail = e.what();
+    return false;
+  }
+  *root_is_object = checker.root_is_object();
   return true;
 }
 

@@ -196,19 +196,50 @@ Status parse_entry(const std::string& what, const std::string& name, const Json&
 /// Parses and validates the header text against a data buffer of `buffer_bytes` bytes.
 Status parse_header(const std::string& what, const char* text, std::size_t length, std::uint64_t buffer_bytes,
                     Header* out) {
-  // One SAX pass checks, before any value is built (config_util::parse_json_checked): duplicate keys
-  // (nlohmann's objects keep the last one silently), the nesting depth (a valid header nests 3 deep; older
-  // nlohmann-json releases destroy deep values recursively), and array lengths (shapes have at most
-  // kMaxRank dimensions and data_offsets 2 values: a longer array can only be garbage, and without the
-  // bound a header of 100 MB of empty arrays would build a tree of several GB before it is rejected).
+  // One SAX pass (config_util::parse_json_members) checks duplicate keys (nlohmann's objects keep the last
+  // one silently), the nesting depth (a valid header nests 3 deep; older nlohmann-json releases destroy
+  // deep values recursively) and array lengths (shapes have at most kMaxRank dimensions and data_offsets 2
+  // values: a longer array can only be garbage), and hands over one tensor entry at a time, checked as
+  // soon as it is complete. The header's tree is never built: 100 MB of small junk entries took 10 s and
+  // 1 GB or more as a tree before the first entry was checked; now the first bad entry ends the parse.
   config_util::JsonChecks checks;
   checks.max_depth = kMaxDepth;
   checks.reject_duplicate_keys = true;
   checks.max_array_values = kMaxArrayValues;
   config_util::JsonFailure why;
-  Json header;
-  if (!config_util::parse_json_checked(text, text + length, checks, &header, &why)) {
+  Header result;
+  Status rejected = Status::kSuccess;
+  const config_util::MemberSink sink = [&](const std::string& key, Json&& value) {
+    if (key == kMetadataKey) {
+      if (value.is_null()) {
+        return true;
+      }
+      if (!value.is_object()) {
+        rejected = parse_fail(what, "__metadata__: is not a JSON object");
+        return false;
+      }
+      for (const auto& m : value.items()) {
+        if (!m.value().is_string()) {
+          rejected = parse_fail(what, "__metadata__: value of " + in_quotes(m.key()) + " is not a string");
+          return false;
+        }
+        result.metadata[m.key()] = m.value().get<std::string>();
+      }
+      return true;
+    }
+    Entry entry;
+    rejected = parse_entry(what, key, value, buffer_bytes, &entry);
+    if (!ok(rejected)) {
+      return false;
+    }
+    result.entries.push_back(std::move(entry));
+    return true;
+  };
+  bool is_object = false;
+  if (!config_util::parse_json_members(text, text + length, checks, sink, &is_object, &why)) {
     switch (why.kind) {
+    case config_util::JsonFailure::Kind::kRejected:
+      return rejected;
     case config_util::JsonFailure::Kind::kDepth:
       return parse_fail(what, "header nests deeper than " + std::to_string(kMaxDepth) + " levels");
     case config_util::JsonFailure::Kind::kDuplicate:
@@ -222,36 +253,15 @@ Status parse_header(const std::string& what, const char* text, std::size_t lengt
     }
     return parse_fail(what, "header is not valid JSON: " + why.detail);
   }
-  if (!header.is_object()) {
+  if (!is_object) {
     return parse_fail(what, "header is not a JSON object");
   }
   if (length == 0 || text[0] != '{') {
     return parse_fail(what, "header does not start with '{'");
   }
-
-  Header result;
-  for (const auto& item : header.items()) {
-    if (item.key() == kMetadataKey) {
-      if (item.value().is_null()) {
-        continue;
-      }
-      if (!item.value().is_object()) {
-        return parse_fail(what, "__metadata__: is not a JSON object");
-      }
-      for (const auto& m : item.value().items()) {
-        if (!m.value().is_string()) {
-          return parse_fail(what, "__metadata__: value of " + in_quotes(m.key()) + " is not a string");
-        }
-        result.metadata[m.key()] = m.value().get<std::string>();
-      }
-      continue;
-    }
-    Entry entry;
-    if (Status s = parse_entry(what, item.key(), item.value(), buffer_bytes, &entry); !ok(s)) {
-      return s;
-    }
-    result.entries.push_back(std::move(entry));
-  }
+  // Entries in name order, as the header's keys sort (they arrive in text order).
+  std::sort(result.entries.begin(), result.entries.end(),
+            [](const Entry& a, const Entry& b) { return a.name < b.name; });
 
   // The tensors must tile the data buffer exactly: sorted by offsets, each begins where the previous
   // one ended, the first at 0 and the last at the end of the buffer.

@@ -350,6 +350,34 @@ TEST(Safetensors, ReadsAHeaderOfManyEntries) {
   EXPECT_EQ(with_data, 1u);
 }
 
+// The header is read one entry at a time (never as a whole tree): the first bad entry in the text ends the
+// parse, before anything after it is read (here a syntax error and a later entry that sorts first, either of
+// which a whole-document parse would report instead), and entries given in any order come back in name
+// order.
+TEST(Safetensors, FirstBadEntryInTheTextEndsTheParse) {
+  const std::string good = "{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}";
+  expect_parse_error(image("{\"m\":" + good + ",\"k\":{},\"a\":0, this is not JSON", {7}),
+                     "tensor \"k\": missing key \"dtype\"");
+  std::string junk = "{\"b\":[]";
+  for (int i = 0; i < 100000; ++i) {
+    junk += ",\"j" + std::to_string(i) + "\":{}";
+  }
+  expect_parse_error(image(junk + ",\"a\":0}"), "tensor \"b\": entry is not a JSON object");
+  const Bytes bytes = image("{\"c\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]},"
+                            "\"__metadata__\":{\"k\":\"v\"},\"b\":" +
+                                good + "}",
+                            {7, 8});
+  nn::SafetensorsFile f;
+  ASSERT_EQ(nn::parse_safetensors(bytes.data(), bytes.size(), &f), Status::kSuccess)
+      << culayers::last_error_message();
+  ASSERT_EQ(f.tensors.size(), 2u);
+  EXPECT_EQ(f.tensors[0].name, "b");
+  EXPECT_EQ(f.tensors[0].data, (Bytes{7}));
+  EXPECT_EQ(f.tensors[1].name, "c");
+  EXPECT_EQ(f.tensors[1].data, (Bytes{8}));
+  EXPECT_EQ(f.metadata.at("k"), "v");
+}
+
 TEST(Safetensors, RejectsDuplicateKeys) {
   const std::string entry = "{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}";
   expect_parse_error(image("{\"w\":" + entry + ",\"w\":" + entry + "}", {7}), "duplicate key \"w\"");
