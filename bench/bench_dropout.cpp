@@ -615,40 +615,25 @@ bool register_all() {
   };
   // Fixed iteration counts (iterations_for: about 20 ms of device time per repetition): Google Benchmark's
   // own probing would rerun each case's setup (a 0.1-1 GiB upload) for every probe.
-  const auto iterations = [](const Case& c) {
-    return iterations_for(4 * static_cast<std::uint64_t>(numel(c.dims)));
+  const auto add = [](const std::string& case_name, const Case& c, auto fn, auto... args) {
+    benchmark::RegisterBenchmark(case_name.c_str(), fn, c, args...)
+        ->Apply(configure)
+        ->Iterations(iterations_for(4 * static_cast<std::uint64_t>(numel(c.dims))));
   };
   for (const Case& c : plain) {
-    benchmark::RegisterBenchmark(name("fwd/ours", c).c_str(), BM_ours, c, false)
-        ->Apply(configure)
-        ->Iterations(iterations(c));
-    benchmark::RegisterBenchmark(name("fwd/cudnn", c).c_str(), BM_cudnn, c, false)
-        ->Apply(configure)
-        ->Iterations(iterations(c));
-    benchmark::RegisterBenchmark(name("bwd/ours", c).c_str(), BM_ours, c, true)
-        ->Apply(configure)
-        ->Iterations(iterations(c));
-    benchmark::RegisterBenchmark(name("bwd/cudnn", c).c_str(), BM_cudnn, c, true)
-        ->Apply(configure)
-        ->Iterations(iterations(c));
+    add(name("fwd/ours", c), c, BM_ours, false);
+    add(name("fwd/cudnn", c), c, BM_cudnn, false);
+    add(name("bwd/ours", c), c, BM_ours, true);
+    add(name("bwd/cudnn", c), c, BM_cudnn, true);
   }
   for (const Case& c : broadcast) {
-    benchmark::RegisterBenchmark(name("fwd/ours", c).c_str(), BM_ours, c, false)
-        ->Apply(configure)
-        ->Iterations(iterations(c));
-    benchmark::RegisterBenchmark(name("bwd/ours", c).c_str(), BM_ours, c, true)
-        ->Apply(configure)
-        ->Iterations(iterations(c));
+    add(name("fwd/ours", c), c, BM_ours, false);
+    add(name("bwd/ours", c), c, BM_ours, true);
   }
   for (const Case& c : {plain[0], plain[3], plain[6], broadcast[0], broadcast[2]}) {
-    const std::string dims = c.name.substr(0, c.name.find('/'));
-    benchmark::RegisterBenchmark(("dropout_copy/" + dims).c_str(), BM_copy, c)
-        ->Apply(configure)
-        ->Iterations(iterations(c));
+    add("dropout_copy/" + c.name.substr(0, c.name.find('/')), c, BM_copy);
   }
-  benchmark::RegisterBenchmark(name("graph/ours", plain[2]).c_str(), BM_ours_graph, plain[2])
-      ->Apply(configure)
-      ->Iterations(iterations(plain[2]));
+  add(name("graph/ours", plain[2]), plain[2], BM_ours_graph);
   return true;
 }
 
