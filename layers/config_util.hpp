@@ -30,13 +30,18 @@ struct JsonChecks {
   int max_depth = 64;                 ///< nesting of objects and arrays
   bool reject_duplicate_keys = false; ///< nlohmann keeps the last of duplicate keys silently
   std::size_t max_array_values = 0;   ///< values one array may hold; 0: no limit
+  /// Keys one object below the root's members may hold (the members' own objects and deeper); 0: no limit.
+  /// The member named `unlimited_member` is exempt (e.g. a free-form metadata object).
+  std::size_t max_nested_object_keys = 0;
+  std::string unlimited_member;
 };
 
-/// Why parse_json_checked rejected a text: the kind, and for kSyntax the parser's message, for kDuplicate
+/// Why parse_json_checked rejected a text: the kind, and for kSyntax the parser's message, for kObjectKeys
+/// the member whose object holds too many keys, for kDuplicate
 /// the key.
 struct JsonFailure {
   /// kRejected: a MemberSink returned false (it keeps its own reason).
-  enum class Kind { kSyntax, kDepth, kDuplicate, kArrayLength, kRejected } kind = Kind::kSyntax;
+  enum class Kind { kSyntax, kDepth, kDuplicate, kArrayLength, kObjectKeys, kRejected } kind = Kind::kSyntax;
   std::string detail;
 };
 
@@ -53,23 +58,34 @@ class Checker {
  public:
   using Kind = JsonFailure::Kind;
   Checker(const JsonChecks& c, JsonFailure* f, const MemberSink* sink) : checks_(c), why_(f), sink_(sink) {}
-  bool null() { return value() && add(Json(nullptr)); }
-  bool boolean(bool b) { return value() && add(Json(b)); }
-  bool number_integer(Json::number_integer_t v) { return value() && add(Json(v)); }
-  bool number_unsigned(Json::number_unsigned_t v) { return value() && add(Json(v)); }
-  bool number_float(Json::number_float_t v, const Json::string_t&) { return value() && add(Json(v)); }
-  bool string(Json::string_t& v) { return value() && add(Json(std::move(v))); }
-  bool binary(Json::binary_t& v) { return value() && add(Json::binary(std::move(v))); }
-  bool start_object(std::size_t) { return enter(false) && open_container(Json::object()); }
-  bool start_array(std::size_t) { return enter(true) && open_container(Json::array()); }
+  // Values are built only while a member is (sink_ set and the root an object); a check-only pass builds
+  // nothing.
+  bool null() { return value() && (!building() || add(Json(nullptr))); }
+  bool boolean(bool b) { return value() && (!building() || add(Json(b))); }
+  bool number_integer(Json::number_integer_t v) { return value() && (!building() || add(Json(v))); }
+  bool number_unsigned(Json::number_unsigned_t v) { return value() && (!building() || add(Json(v))); }
+  bool number_float(Json::number_float_t v, const Json::string_t&) {
+    return value() && (!building() || add(Json(v)));
+  }
+  bool string(Json::string_t& v) { return value() && (!building() || add(Json(std::move(v)))); }
+  bool binary(Json::binary_t& v) { return value() && (!building() || add(Json::binary(std::move(v)))); }
+  bool start_object(std::size_t) { return enter(false) && open_container(false); }
+  bool start_array(std::size_t) { return enter(true) && open_container(true); }
   bool end_object() { return close_container() && leave(); }
   bool end_array() { return close_container() && leave(); }
   bool key(Json::string_t& k) {
-    if (checks_.reject_duplicate_keys && !open_.back().keys.insert(k).second) {
+    Open& o = open_.back();
+    if (checks_.max_nested_object_keys > 0 && open_.size() >= 2 &&
+        ++o.keys_seen > checks_.max_nested_object_keys && member_key_ != checks_.unlimited_member) {
+      return fail(Kind::kObjectKeys, member_key_);
+    }
+    if (checks_.reject_duplicate_keys && !o.keys.insert(k).second) {
       return fail(Kind::kDuplicate, k);
     }
-    if (sink_ != nullptr) {
-      (open_.size() == 1 ? member_key_ : pending_key_) = k;
+    if (open_.size() == 1) {
+      member_key_ = k; // also without a sink: the key limit names the member
+    } else if (building()) {
+      pending_key_ = k;
     }
     return true;
   }
@@ -82,6 +98,7 @@ class Checker {
   struct Open {
     bool array;
     std::size_t values;
+    std::size_t keys_seen;
     std::set<std::string> keys;
   };
   bool value() {
@@ -98,7 +115,7 @@ class Checker {
     if (static_cast<int>(open_.size()) >= checks_.max_depth) {
       return fail(Kind::kDepth, std::to_string(checks_.max_depth));
     }
-    open_.push_back(Open{array, 0, {}});
+    open_.push_back(Open{array, 0, 0, {}});
     return true;
   }
   bool leave() {
@@ -118,27 +135,23 @@ class Checker {
     slot = std::move(v);
     return &slot;
   }
-  bool add(Json&& v) {
-    if (sink_ == nullptr || !root_is_object_) {
-      return true;
-    }
+  bool building() const { return sink_ != nullptr && root_is_object_; }
+  bool add(Json&& v) { // building() holds
     if (open_.size() == 1) {
       return deliver(std::move(v));
     }
     insert(std::move(v));
     return true;
   }
-  bool open_container(Json&& c) { // after enter(): open_ holds the new container
-    if (sink_ == nullptr) {
-      return true;
-    }
+  bool open_container(bool array) { // after enter(): open_ holds the new container
     if (open_.size() == 1) {
-      root_is_object_ = c.is_object();
+      root_is_object_ = !array;
       return true;
     }
-    if (!root_is_object_) {
+    if (!building()) {
       return true;
     }
+    Json c = array ? Json::array() : Json::object();
     if (open_.size() == 2) {
       member_ = std::move(c);
       building_.assign(1, &member_);
@@ -216,8 +229,9 @@ inline bool parse_json_checked(const char* begin, const char* end, const JsonChe
 /// a top-level object goes to `sink`, in text order, as soon as its value is complete (a rejected member
 /// stops the parse: false with Kind::kRejected). For large documents of many small members (a
 /// safetensors header: up to 100 MB of tensor entries), where the whole tree would take ~10x the text's
-/// size before the first check. *root_is_object tells whether the text was an object (nothing reaches
-/// the sink otherwise).
+/// size before the first check. One member is held whole while it is read: bound its size with
+/// max_array_values and max_nested_object_keys. *root_is_object tells whether the text was an object (nothing
+/// reaches the sink otherwise).
 inline bool parse_json_members(const char* begin, const char* end, const JsonChecks& checks,
                                const MemberSink& sink, bool* root_is_object, JsonFailure* why) {
   *root_is_object = false;

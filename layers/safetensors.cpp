@@ -35,6 +35,8 @@ constexpr const char* kMetadataKey = "__metadata__";
 constexpr int kMaxDepth = 128;
 /// Values one array of the header may hold (a shape or data_offsets; see parse_header).
 constexpr std::size_t kMaxArrayValues = 64;
+/// Keys one object inside a tensor entry may hold (an entry has 3; see parse_header).
+constexpr std::size_t kMaxEntryKeys = 16;
 
 Status fail(Status status, const std::string& what, const std::string& message) {
   return ::culayers::detail::set_error(status, "safetensors: %s: %s", what.c_str(), message.c_str());
@@ -196,16 +198,33 @@ Status parse_entry(const std::string& what, const std::string& name, const Json&
 /// Parses and validates the header text against a data buffer of `buffer_bytes` bytes.
 Status parse_header(const std::string& what, const char* text, std::size_t length, std::uint64_t buffer_bytes,
                     Header* out) {
+  if (length == 0 || text[0] != '{') {
+    // Checked first, as the whole-header parse did when the rest is valid: " {" is refused as such, not
+    // for whatever its first entry holds. Any other first character is left to the parse ("[1]": not an
+    // object; "x": not JSON).
+    const char* first = text;
+    while (first != text + length && (*first == ' ' || *first == '\t' || *first == '\n' || *first == '\r')) {
+      ++first;
+    }
+    if (first != text + length && *first == '{') {
+      return parse_fail(what, "header does not start with '{'");
+    }
+  }
   // One SAX pass (config_util::parse_json_members) checks duplicate keys (nlohmann's objects keep the last
   // one silently), the nesting depth (a valid header nests 3 deep; older nlohmann-json releases destroy
-  // deep values recursively) and array lengths (shapes have at most kMaxRank dimensions and data_offsets 2
-  // values: a longer array can only be garbage), and hands over one tensor entry at a time, checked as
-  // soon as it is complete. The header's tree is never built: 100 MB of small junk entries took 10 s and
-  // 1 GB or more as a tree before the first entry was checked; now the first bad entry ends the parse.
+  // deep values recursively), array lengths (shapes have at most kMaxRank dimensions and data_offsets 2
+  // values: a longer array can only be garbage) and the keys of an entry's objects (an entry has 3), and
+  // hands over one tensor entry at a time, checked as soon as it is complete. The header's tree is never
+  // built: 100 MB of small junk entries took 10 s and 1 GB or more as a tree before the first entry was
+  // checked; now the first bad entry ends the parse, and what is held at once is the entries read so far
+  // (names, dtypes, shapes, offsets), the names' duplicate check, one entry of at most 16 keys and arrays
+  // of 64 values, and __metadata__ (free-form strings, kept whole as before).
   config_util::JsonChecks checks;
   checks.max_depth = kMaxDepth;
   checks.reject_duplicate_keys = true;
   checks.max_array_values = kMaxArrayValues;
+  checks.max_nested_object_keys = kMaxEntryKeys;
+  checks.unlimited_member = kMetadataKey;
   config_util::JsonFailure why;
   Header result;
   Status rejected = Status::kSuccess;
@@ -244,6 +263,10 @@ Status parse_header(const std::string& what, const char* text, std::size_t lengt
       return parse_fail(what, "header nests deeper than " + std::to_string(kMaxDepth) + " levels");
     case config_util::JsonFailure::Kind::kDuplicate:
       return parse_fail(what, "header: duplicate key " + in_quotes(why.detail));
+    case config_util::JsonFailure::Kind::kObjectKeys:
+      return parse_fail(what, "tensor " + in_quotes(why.detail) + ": an object holds more than " +
+                                  std::to_string(kMaxEntryKeys) +
+                                  " keys (an entry has dtype, shape and data_offsets)");
     case config_util::JsonFailure::Kind::kArrayLength:
       return parse_fail(what, "header: an array holds more than " + why.detail +
                                   " values (shapes have at most " + std::to_string(kMaxRank) +
@@ -255,9 +278,6 @@ Status parse_header(const std::string& what, const char* text, std::size_t lengt
   }
   if (!is_object) {
     return parse_fail(what, "header is not a JSON object");
-  }
-  if (length == 0 || text[0] != '{') {
-    return parse_fail(what, "header does not start with '{'");
   }
   // Entries in name order, as the header's keys sort (they arrive in text order).
   std::sort(result.entries.begin(), result.entries.end(),

@@ -363,6 +363,24 @@ TEST(Safetensors, FirstBadEntryInTheTextEndsTheParse) {
     junk += ",\"j" + std::to_string(i) + "\":{}";
   }
   expect_parse_error(image(junk + ",\"a\":0}"), "tensor \"b\": entry is not a JSON object");
+  // A leading blank is refused as such, not for the first entry's contents.
+  expect_parse_error(image(" {\"w\":1}"), "header does not start with '{'");
+  // An entry's objects hold at most 16 keys (it has 3): a huge one fails at its 17th key, before it is
+  // built; __metadata__ is free-form.
+  std::string wide = "{\"w\":{\"dtype\":\"U8\"";
+  std::string meta = "{\"__metadata__\":{\"k\":\"v\"";
+  for (int i = 0; i < 200; ++i) {
+    wide += ",\"x" + std::to_string(i) + "\":0";
+    meta += ",\"k" + std::to_string(i) + "\":\"v\"";
+  }
+  expect_parse_error(image(wide + "}}"), "tensor \"w\": an object holds more than 16 keys");
+  expect_parse_error(image("{\"w\":{\"shape\":{\"a\":0},\"dtype\":\"U8\",\"data_offsets\":[0,1]}}"),
+                     "tensor \"w\": shape: is not an array");
+  const Bytes big_meta = image(meta + "}}");
+  nn::SafetensorsFile m;
+  ASSERT_EQ(nn::parse_safetensors(big_meta.data(), big_meta.size(), &m), Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_EQ(m.metadata.size(), 201u);
   const Bytes bytes = image("{\"c\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]},"
                             "\"__metadata__\":{\"k\":\"v\"},\"b\":" +
                                 good + "}",

@@ -10,9 +10,10 @@
 // the right types, a supported dtype, non-negative dimensions whose byte size does not overflow,
 // end - begin equal to that byte size) and the data buffer, which the tensors must cover exactly, in
 // any order, with no overlap, hole or trailing byte (as the reference implementation requires). The header
-// is read in one pass, an entry at a time (no JSON tree of the whole header): the first bad entry in the
-// text is the error reported, and junk headers fail at their first entry without using memory in
-// proportion to their size.
+// is read in one pass, an entry at a time, each checked when it is complete (no JSON tree of the whole
+// header; an entry's objects hold at most 16 keys and its arrays 64 values): a bad entry is reported
+// before anything later in the text is read, so a junk header fails at its first entry. Memory grows with
+// the entries read (names, shapes, offsets) and with __metadata__, which is kept whole.
 //
 // Writing is deterministic: header keys sorted, the header padded with spaces so the data starts at an
 // 8-byte aligned file offset, tensors laid out in name order. write_safetensors writes "<path>.tmp"
