@@ -18,8 +18,8 @@
 //     cudnnBatchNormalizationForwardTraining (exponential average factor 1 - momentum, the saved
 //     mean and inverse std written) or cudnnBatchNormalizationForwardInference, NCHW or NHWC descriptors
 //     ([B, T, F] is NHWC with H = T, W = 1). Mode SPATIAL_PERSISTENT, else SPATIAL; bfloat16, else
-//     float16 over the same bytes: the fastest combination that runs and verifies (each probe-timed once,
-//     run_fastest_candidate) is timed and named in the label; stderr lists every candidate's probe time. If
+//     float16 over the same bytes: each is probe-timed, they are verified fastest first, and the first that
+//     passes is timed and named in the label (run_fastest_candidate); stderr lists the probe times. If
 //     cuDNN answers NOT_SUPPORTED for every one, the case is "baseline unavailable" with its reasons; any
 //     other failure is a verification failure.
 //   - "copy_same_bytes": cudaMemcpyAsync moving the same bytes (one per shape and dtype, training bytes).
@@ -701,7 +701,7 @@ class CudnnBn final : public Variant {
 
 // Channels-last training first tries the extended call (SPATIAL_PERSISTENT with a workspace: cuDNN's NHWC
 // kernels), in the configuration's dtype and, for bfloat16, in float16 over the same bytes; then the plain
-// calls as below. The fastest candidate that runs and verifies is timed (run_fastest_candidate).
+// calls as below. The fastest candidate that verifies is timed (run_fastest_candidate).
 int cudnn_ex_candidates(const Config& c) {
   if (!c.training || !c.channels_last) {
     return 0;

@@ -15,8 +15,9 @@
 //     cudnnBatchNormalizationBackward(x, dxhat) for dx. cuDNN's BN needs NCHW: channels-last cases pay
 //     for transpose kernels inside the timed region (forward: x in, y out; backward: dy in, dx out, with
 //     x's NCHW copy taken as saved by the forward). cuDNN's mode (SPATIAL_PERSISTENT, else SPATIAL) and
-//     dtype (bf16 cases: bf16 and fp16 over the same bytes) are the fastest combination that runs and
-//     verifies (each probe-timed once, run_fastest_candidate); the label says which, stderr lists them all.
+//     dtype (bf16 cases: bf16 and fp16 over the same bytes) are the fastest combination that verifies
+//     (each probe-timed, verified fastest first: run_fastest_candidate); the label says which, stderr lists
+//     the probe times.
 //   - "ours_no_tile" (channels-last configurations): ours with Tuning::tile_min_bytes above any tensor, so
 //     the automatic choice never takes the tile path: the per-group warp, block or split plan the tile path
 //     replaced, measured in the same run.

@@ -1,9 +1,11 @@
 // culayers_bench: Google Benchmark runner for the culayers kernels and their roofline.
 //
 // Defaults (each overridable on the command line, later flags win):
-//   --benchmark_repetitions=5 --benchmark_min_time=0.1 --benchmark_counters_tabular=true
+//   --benchmark_repetitions=5 --benchmark_counters_tabular=true
+// (every case sets a fixed iteration count, so --benchmark_min_time has no effect).
 // Machine-readable output: --benchmark_out=<file.json> --benchmark_out_format=json.
 // --benchmark_list_tests lists the cases, also on a machine without a GPU.
+#include <cctype>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -13,15 +15,27 @@
 #include "bench/harness.hpp"
 
 int main(int argc, char** argv) {
-  // Listing the cases needs no GPU (registration touches no device).
+  // Listing the cases needs no GPU (registration touches no device). The last --benchmark_list_tests wins,
+  // with Google Benchmark's false spellings.
+  bool list = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--benchmark_list_tests" || arg == "--benchmark_list_tests=true") {
-      benchmark::Initialize(&argc, argv);
-      benchmark::RunSpecifiedBenchmarks(); // lists (honouring --benchmark_filter), runs nothing
-      benchmark::Shutdown();
-      return 0;
+    const std::string flag = "--benchmark_list_tests";
+    if (arg == flag) {
+      list = true;
+    } else if (arg.rfind(flag + "=", 0) == 0) {
+      std::string v = arg.substr(flag.size() + 1);
+      for (char& ch : v) {
+        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      }
+      list = !(v == "false" || v == "0" || v == "no" || v == "f" || v == "n" || v == "off");
     }
+  }
+  if (list) {
+    benchmark::Initialize(&argc, argv);
+    benchmark::RunSpecifiedBenchmarks(); // lists (honouring --benchmark_filter), runs nothing
+    benchmark::Shutdown();
+    return 0;
   }
   std::string reason;
   if (!culayers::bench::gpu_visible(&reason)) {
@@ -35,8 +49,7 @@ int main(int argc, char** argv) {
   }
 
   // Defaults go right after argv[0] so that flags given on the command line override them.
-  std::vector<std::string> defaults = {"--benchmark_repetitions=5", "--benchmark_min_time=0.1",
-                                       "--benchmark_counters_tabular=true"};
+  std::vector<std::string> defaults = {"--benchmark_repetitions=5", "--benchmark_counters_tabular=true"};
   std::vector<char*> args;
   args.push_back(argv[0]);
   for (std::string& d : defaults) {

@@ -54,12 +54,12 @@ void time_variant(benchmark::State& state, std::uint64_t bytes, Variant& v);
 /// setup(), verify() once per key (verify_once), then time_variant().
 void run_variant(benchmark::State& state, const std::string& key, std::uint64_t bytes, Variant& v);
 
-/// For a baseline with several candidate setups (library modes, dtypes): every candidate is set up, verified
-/// and probe-timed (median_time_ms) in turn, once per key, and the fastest one that verified is timed in
-/// every repetition, so the baseline is the strongest the library offers here. stderr names the choice, the
-/// probe times and the candidates passed over with their reasons. When every candidate failed as
-/// unsupported() the case errors as a baseline that cannot run here (kBaselineUnavailable); any other
-/// failure is a verification failure.
+/// For a baseline with several candidate setups (library modes, dtypes): once per key, every candidate is
+/// set up and probe-timed (median_time_ms), then verified in order of speed until one passes; that one is
+/// timed in every repetition, so the baseline is the fastest correct one the library offers here. stderr
+/// names the choice, the probe times and the candidates passed over with their reasons. When every candidate
+/// failed as unsupported() the case errors as a baseline that cannot run here (kBaselineUnavailable); any
+/// other failure is a verification failure.
 void run_fastest_candidate(benchmark::State& state, const std::string& key, std::uint64_t bytes,
                            int candidates, const std::function<std::unique_ptr<Variant>(int)>& make);
 

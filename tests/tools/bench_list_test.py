@@ -15,7 +15,7 @@ import goals  # noqa: E402
 
 def main(argv):
     if len(argv) != 2:
-        print(__doc__.strip().splitlines()[-1], file=sys.stderr)
+        print("usage: bench_list_test.py <culayers_bench>", file=sys.stderr)
         return 2
     listed = subprocess.run([argv[1], "--benchmark_list_tests"], capture_output=True, text=True, timeout=120)
     names = [goals.case_name(line.strip()) for line in listed.stdout.splitlines() if line.strip()]
