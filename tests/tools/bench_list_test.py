@@ -25,6 +25,18 @@ def main(argv):
     if len(set(names)) != len(names):
         dups = sorted({n for n in names if names.count(n) > 1})
         failures.append("cases registered twice: " + ", ".join(dups))
+    # Group norm's rows are built from the configurations present, so a dropped configuration would only
+    # shrink a row: the counts per shape (docs/performance.md's table: shape 1, six sizes in four (dtype,
+    # layout, activation) combinations, forward and backward; shape 2, the VAE shapes; shape 3, the
+    # training shape) are pinned here. Change them with the table.
+    configs = {}
+    for n in names:
+        m = goals.GN.match(n)
+        if m:
+            configs.setdefault(m.group(1), set()).add(m.groups()[:6])
+    counts = {shape: len(v) for shape, v in configs.items()}
+    if counts != {"s1": 48, "s2": 6, "s3": 8}:
+        failures.append(f"group-norm configurations per shape: {counts}, expected s1 48, s2 6, s3 8")
     # Made-up results: every case measured, with the fields goals.py reads.
     cases = {n: {"us": 1.0, "pct": 100.0, "bytes": 1000, "label": ""} for n in names}
     goals.rows.clear()
