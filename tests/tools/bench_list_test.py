@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Checks that every benchmark case bench/goals.py reads is registered in culayers_bench: lists the cases
+"""Checks the benchmark case names against what reads them. Every case bench/goals.py reads is registered
+in culayers_bench, and the GPU scripts' filters select cases (gpu_check.sh's parts, gpu_profile.sh's cases): lists the cases
 (--benchmark_list_tests, which needs no GPU), gives goals.py one made-up result per listed case and fails
 when a goal row reports a case missing or nothing measured (a renamed or dropped case would otherwise
 surface only as "not measured" after a GPU run). Usage: bench_list_test.py <culayers_bench>. Run by ctest
 (bench/CMakeLists.txt) when the benchmark binary and a Python 3 interpreter exist."""
 import os
+import re
 import subprocess
 import sys
 
@@ -37,6 +39,29 @@ def main(argv):
     counts = {shape: len(v) for shape, v in configs.items()}
     if counts != {"s1": 48, "s2": 6, "s3": 8}:
         failures.append(f"group-norm configurations per shape: {counts}, expected s1 48, s2 6, s3 8")
+    # The GPU scripts' filters against the names: every benchmark part of scripts/gpu_check.sh selects some
+    # case, and every default case of scripts/gpu_profile.sh exactly one (Google Benchmark matches a filter
+    # against the whole name, /iterations:N/manual_time included).
+    listed_full = [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+    with open(os.path.join(ROOT, "scripts", "gpu_check.sh")) as f:
+        check = f.read()
+    block = re.search(r"\nbench_parts=\(\n(.*?)\n\)\n", check, re.S)
+    parts = re.findall(r'^\s*"([a-z0-9_]+)" "([^"]+)"', block.group(1), re.M) if block else []
+    if len(parts) < 8:
+        failures.append(f"read {len(parts)} benchmark parts from scripts/gpu_check.sh, expected 8")
+    for part, regex in parts:
+        if not any(re.search(regex, n) for n in listed_full):
+            failures.append(f"gpu_check.sh part {part}: filter {regex} selects no case")
+    with open(os.path.join(ROOT, "scripts", "gpu_profile.sh")) as f:
+        profile = f.read()
+    block = re.search(r"\n  cases=\(\n(.*?)\n  \)\n", profile, re.S)
+    profile_cases = re.findall(r"'([^']+)'", block.group(1)) if block else []
+    if not profile_cases:
+        failures.append("read no default case from scripts/gpu_profile.sh")
+    for regex in profile_cases:
+        hits = [n for n in listed_full if re.search(regex, n)]
+        if len(hits) != 1:
+            failures.append(f"gpu_profile.sh case {regex} selects {len(hits)} cases, expected 1")
     # Made-up results: every case measured, with the fields goals.py reads.
     cases = {n: {"us": 1.0, "pct": 100.0, "bytes": 1000, "label": ""} for n in names}
     goals.rows.clear()
