@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Checks the benchmark case names against what reads them. Every case bench/goals.py reads is registered
-in culayers_bench, and the GPU scripts' filters select cases (gpu_check.sh's parts, gpu_profile.sh's cases): lists the cases
+"""Checks the benchmark case names against what reads them: every case bench/goals.py reads is registered
+in culayers_bench, group norm's configurations per shape are as docs/performance.md lists them, and the
+GPU scripts' filters select cases (gpu_check.sh's parts, gpu_profile.sh's default cases). Lists the cases
 (--benchmark_list_tests, which needs no GPU), gives goals.py one made-up result per listed case and fails
 when a goal row reports a case missing or nothing measured (a renamed or dropped case would otherwise
 surface only as "not measured" after a GPU run). Usage: bench_list_test.py <culayers_bench>. Run by ctest
