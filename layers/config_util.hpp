@@ -30,8 +30,9 @@ struct JsonChecks {
   int max_depth = 64;                 ///< nesting of objects and arrays
   bool reject_duplicate_keys = false; ///< nlohmann keeps the last of duplicate keys silently
   std::size_t max_array_values = 0;   ///< values one array may hold; 0: no limit
-  /// Keys one object below the root's members may hold (the members' own objects and deeper); 0: no limit.
-  /// The member named `unlimited_member` is exempt (e.g. a free-form metadata object).
+  /// Keys one object inside the root object's members may hold (the members' own objects and deeper); 0: no
+  /// limit. The own object of the member named `unlimited_member` (when not empty) is exempt (e.g. a
+  /// free-form metadata object); objects nested in it are not.
   std::size_t max_nested_object_keys = 0;
   std::string unlimited_member;
 };
@@ -75,8 +76,12 @@ class Checker {
   bool end_array() { return close_container() && leave(); }
   bool key(Json::string_t& k) {
     Open& o = open_.back();
-    if (checks_.max_nested_object_keys > 0 && open_.size() >= 2 &&
-        ++o.keys_seen > checks_.max_nested_object_keys && member_key_ != checks_.unlimited_member) {
+    // Objects inside the root object's members; the exempt member's own object only (what it nests is
+    // limited as any other's).
+    if (checks_.max_nested_object_keys > 0 && root_is_object_ && open_.size() >= 2 &&
+        ++o.keys_seen > checks_.max_nested_object_keys &&
+        !(open_.size() == 2 && !checks_.unlimited_member.empty() &&
+          member_key_ == checks_.unlimited_member)) {
       return fail(Kind::kObjectKeys, member_key_);
     }
     if (checks_.reject_duplicate_keys && !o.keys.insert(k).second) {
@@ -229,9 +234,9 @@ inline bool parse_json_checked(const char* begin, const char* end, const JsonChe
 /// a top-level object goes to `sink`, in text order, as soon as its value is complete (a rejected member
 /// stops the parse: false with Kind::kRejected). For large documents of many small members (a
 /// safetensors header: up to 100 MB of tensor entries), where the whole tree would take ~10x the text's
-/// size before the first check. One member is held whole while it is read: bound its size with
-/// max_array_values and max_nested_object_keys. *root_is_object tells whether the text was an object (nothing
-/// reaches the sink otherwise).
+/// size before the first check. One member is held whole while it is read: bound its size with max_depth,
+/// max_array_values and max_nested_object_keys together (each alone leaves it unbounded). *root_is_object
+/// tells whether the text was an object (nothing reaches the sink otherwise).
 inline bool parse_json_members(const char* begin, const char* end, const JsonChecks& checks,
                                const MemberSink& sink, bool* root_is_object, JsonFailure* why) {
   *root_is_object = false;

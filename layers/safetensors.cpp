@@ -30,9 +30,12 @@ using Json = nlohmann::json;
 constexpr std::uint64_t kMaxHeaderBytes = 100000000;
 constexpr std::size_t kLengthBytes = 8;
 constexpr const char* kMetadataKey = "__metadata__";
-/// Nesting limit of the header JSON (serde_json's default recursion limit, which the reference
-/// implementation parses with).
-constexpr int kMaxDepth = 128;
+/// Nesting limit of the header JSON: a valid header nests 3 deep (the header object, an entry, its shape
+/// and data_offsets arrays; __metadata__ holds strings); the fourth level lets the entry checks name a
+/// nested value ("dimension of type array"). Deeper is never valid, and the bound keeps one entry small
+/// while it is read (arrays of 64 values nested 128 deep, serde_json's default limit, let one entry of
+/// 34 MB of text take 350 MB before its check).
+constexpr int kMaxDepth = 4;
 /// Values one array of the header may hold (a shape or data_offsets; see parse_header).
 constexpr std::size_t kMaxArrayValues = 64;
 /// Keys one object inside a tensor entry may hold (an entry has 3; see parse_header).
@@ -199,11 +202,15 @@ Status parse_entry(const std::string& what, const std::string& name, const Json&
 Status parse_header(const std::string& what, const char* text, std::size_t length, std::uint64_t buffer_bytes,
                     Header* out) {
   if (length == 0 || text[0] != '{') {
-    // Checked first, as the whole-header parse did when the rest is valid: " {" is refused as such, not
-    // for whatever its first entry holds. Any other first character is left to the parse ("[1]": not an
-    // object; "x": not JSON).
+    // Checked first, as the whole-header parse did when the rest is valid: " {" (or a byte order mark,
+    // which nlohmann-json skips) is refused as such, not for whatever its first entry holds. Any other
+    // first character is left to the parse ("[1]": not an object; "x": not JSON).
     const char* first = text;
-    while (first != text + length && (*first == ' ' || *first == '\t' || *first == '\n' || *first == '\r')) {
+    const char* const end = text + length;
+    if (end - first >= 3 && std::memcmp(first, "\xEF\xBB\xBF", 3) == 0) {
+      first += 3;
+    }
+    while (first != end && (*first == ' ' || *first == '\t' || *first == '\n' || *first == '\r')) {
       ++first;
     }
     if (first != text + length && *first == '{') {
@@ -213,7 +220,8 @@ Status parse_header(const std::string& what, const char* text, std::size_t lengt
   // One SAX pass (config_util::parse_json_members) checks duplicate keys (nlohmann's objects keep the last
   // one silently), the nesting depth (a valid header nests 3 deep; older nlohmann-json releases destroy
   // deep values recursively), array lengths (shapes have at most kMaxRank dimensions and data_offsets 2
-  // values: a longer array can only be garbage) and the keys of an entry's objects (an entry has 3), and
+  // values: a longer array can only be garbage) and the keys of an entry's objects (an entry has 3), so one
+  // entry holds a few hundred values at most, and
   // hands over one tensor entry at a time, checked as soon as it is complete. The header's tree is never
   // built: 100 MB of small junk entries took 10 s and 1 GB or more as a tree before the first entry was
   // checked; now the first bad entry ends the parse, and what is held at once is the entries read so far
@@ -260,7 +268,8 @@ Status parse_header(const std::string& what, const char* text, std::size_t lengt
     case config_util::JsonFailure::Kind::kRejected:
       return rejected;
     case config_util::JsonFailure::Kind::kDepth:
-      return parse_fail(what, "header nests deeper than " + std::to_string(kMaxDepth) + " levels");
+      return parse_fail(what, "header nests deeper than " + std::to_string(kMaxDepth) +
+                                  " levels (a valid header nests 3 deep)");
     case config_util::JsonFailure::Kind::kDuplicate:
       return parse_fail(what, "header: duplicate key " + in_quotes(why.detail));
     case config_util::JsonFailure::Kind::kObjectKeys:
@@ -278,6 +287,9 @@ Status parse_header(const std::string& what, const char* text, std::size_t lengt
   }
   if (!is_object) {
     return parse_fail(what, "header is not a JSON object");
+  }
+  if (text[0] != '{') { // anything else the parser skips before the object (the check above sees blanks)
+    return parse_fail(what, "header does not start with '{'");
   }
   // Entries in name order, as the header's keys sort (they arrive in text order).
   std::sort(result.entries.begin(), result.entries.end(),

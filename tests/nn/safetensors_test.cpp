@@ -296,12 +296,18 @@ TEST(Safetensors, RejectsBadJson) {
   expect_parse_error(image("\"{}\""), "header is not a JSON object");
   expect_parse_error(image("null"), "header is not a JSON object");
   expect_parse_error(image(" {}"), "header does not start with '{'");
-  // Nesting is bounded (a valid header nests 3 deep).
+  // A byte order mark (which the JSON parser would skip) is refused too.
+  expect_parse_error(image("\xEF\xBB\xBF{}"), "header does not start with '{'");
+  expect_parse_error(image("\xEF\xBB\xBF {\"w\":1}"), "header does not start with '{'");
+  // Nesting is bounded: a valid header nests 3 deep (header, entry, arrays); a fifth level is refused, in
+  // an entry, in __metadata__ or at the root (a fourth reaches the entry checks, RejectsBadEntries).
+  expect_parse_error(image("{\"w\":{\"shape\":[[[1]]],\"dtype\":\"U8\",\"data_offsets\":[0,1]}}", {7}),
+                     "header nests deeper than 4 levels");
   expect_parse_error(
       image("{\"__metadata__\":{\"k\":" + std::string(200, '[') + std::string(200, ']') + "}}"),
-      "header nests deeper than 128 levels");
+      "header nests deeper than 4 levels");
   expect_parse_error(image(std::string(129, '[') + std::string(129, ']')),
-                     "header nests deeper than 128 levels");
+                     "header nests deeper than 4 levels");
 }
 
 // A number beyond a double's range is malformed input (kErrorParse), not an internal error; an array longer
@@ -374,6 +380,14 @@ TEST(Safetensors, FirstBadEntryInTheTextEndsTheParse) {
     meta += ",\"k" + std::to_string(i) + "\":\"v\"";
   }
   expect_parse_error(image(wide + "}}"), "tensor \"w\": an object holds more than 16 keys");
+  // The exemption is __metadata__'s own object: one nested in it is limited (and refused anyway: metadata
+  // values are strings).
+  std::string nested_meta = "{\"__metadata__\":{\"k\":{\"a\":\"v\"";
+  for (int i = 0; i < 20; ++i) {
+    nested_meta += ",\"a" + std::to_string(i) + "\":\"v\"";
+  }
+  expect_parse_error(image(nested_meta + "}}}"),
+                     "tensor \"__metadata__\": an object holds more than 16 keys");
   expect_parse_error(image("{\"w\":{\"shape\":{\"a\":0},\"dtype\":\"U8\",\"data_offsets\":[0,1]}}"),
                      "tensor \"w\": shape: is not an array");
   const Bytes big_meta = image(meta + "}}");

@@ -11,9 +11,10 @@
 // end - begin equal to that byte size) and the data buffer, which the tensors must cover exactly, in
 // any order, with no overlap, hole or trailing byte (as the reference implementation requires). The header
 // is read in one pass, an entry at a time, each checked when it is complete (no JSON tree of the whole
-// header; an entry's objects hold at most 16 keys and its arrays 64 values): a bad entry is reported
-// before anything later in the text is read, so a junk header fails at its first entry. Memory grows with
-// the entries read (names, shapes, offsets) and with __metadata__, which is kept whole.
+// header; an entry's objects hold at most 16 keys, its arrays 64 values, and the header nests at most 4
+// deep): a bad entry is reported before anything later in the text is read, so a junk header fails at its
+// first entry. Memory grows with the entries read (names, shapes, offsets) and with __metadata__, which is
+// kept whole.
 //
 // Writing is deterministic: header keys sorted, the header padded with spaces so the data starts at an
 // 8-byte aligned file offset, tensors laid out in name order. write_safetensors writes "<path>.tmp"
