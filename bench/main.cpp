@@ -16,7 +16,8 @@
 
 int main(int argc, char** argv) {
   // Listing the cases needs no GPU (registration touches no device). The last --benchmark_list_tests wins,
-  // with Google Benchmark's false spellings.
+  // its value read as Google Benchmark reads a bool flag: one character is true when it is a letter or digit
+  // other than 0, f, F, n, N; a longer value unless false, no or off (any case); no value is true.
   bool list = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -25,10 +26,17 @@ int main(int argc, char** argv) {
       list = true;
     } else if (arg.rfind(flag + "=", 0) == 0) {
       std::string v = arg.substr(flag.size() + 1);
-      for (char& ch : v) {
-        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (v.size() == 1) {
+        const unsigned char c = static_cast<unsigned char>(v[0]);
+        list = std::isalnum(c) != 0 && std::string("0fFnN").find(static_cast<char>(c)) == std::string::npos;
+      } else if (!v.empty()) {
+        for (char& ch : v) {
+          ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        }
+        list = !(v == "false" || v == "no" || v == "off");
+      } else {
+        list = true;
       }
-      list = !(v == "false" || v == "0" || v == "no" || v == "f" || v == "n" || v == "off");
     }
   }
   if (list) {

@@ -7,7 +7,6 @@ when a goal row reports a case missing or nothing measured (a renamed or dropped
 surface only as "not measured" after a GPU run). Usage: bench_list_test.py <culayers_bench>. Run by ctest
 (bench/CMakeLists.txt) when the benchmark binary and a Python 3 interpreter exist."""
 import os
-import re
 import subprocess
 import sys
 
@@ -40,27 +39,36 @@ def main(argv):
     counts = {shape: len(v) for shape, v in configs.items()}
     if counts != {"s1": 48, "s2": 6, "s3": 8}:
         failures.append(f"group-norm configurations per shape: {counts}, expected s1 48, s2 6, s3 8")
-    # The GPU scripts' filters against the names: every benchmark part of scripts/gpu_check.sh selects some
-    # case, and every default case of scripts/gpu_profile.sh exactly one (Google Benchmark matches a filter
-    # against the whole name, /iterations:N/manual_time included).
-    listed_full = [line.strip() for line in listed.stdout.splitlines() if line.strip()]
-    with open(os.path.join(ROOT, "scripts", "gpu_check.sh")) as f:
-        check = f.read()
-    block = re.search(r"\nbench_parts=\(\n(.*?)\n\)\n", check, re.S)
-    parts = re.findall(r'^\s*"([a-z0-9_]+)" "([^"]+)"', block.group(1), re.M) if block else []
-    if len(parts) < 8:
-        failures.append(f"read {len(parts)} benchmark parts from scripts/gpu_check.sh, expected 8")
+    # The GPU scripts' filters against the names, through the binary's own filter (its regex engine, and
+    # its whole-name matching: /iterations:N/manual_time included): every benchmark part of
+    # scripts/gpu_check.sh selects some case, and every default case of scripts/gpu_profile.sh exactly one.
+    # The arrays are read by bash itself from the scripts.
+    def bash_array(script, start, stop, name):
+        cmd = ('eval "$(sed -n \'/' + start + '/,/' + stop + '/p\' "$1")"; printf \'%s\\n\' "${' + name + '[@]}"')
+        r = subprocess.run(["bash", "-c", cmd, "_", os.path.join(ROOT, "scripts", script)], capture_output=True,
+                           text=True, timeout=60)
+        return r.stdout.splitlines() if r.returncode == 0 else []
+
+    def selected(regex):
+        r = subprocess.run([argv[1], "--benchmark_list_tests", "--benchmark_filter=" + regex], capture_output=True,
+                           text=True, timeout=120)
+        text = r.stdout + r.stderr
+        if r.returncode != 0 or "Could not compile" in text or "Failed to match" in text:
+            return []
+        return [line for line in r.stdout.splitlines() if line.strip()]
+
+    flat = bash_array("gpu_check.sh", "^bench_parts=($", "^)$", "bench_parts")
+    parts = list(zip(flat[0::2], flat[1::2]))
+    if len(parts) < 8 or len(flat) % 2:
+        failures.append(f"read {len(flat)} words of bench_parts from scripts/gpu_check.sh, expected 8 pairs")
     for part, regex in parts:
-        if not any(re.search(regex, n) for n in listed_full):
+        if not selected(regex):
             failures.append(f"gpu_check.sh part {part}: filter {regex} selects no case")
-    with open(os.path.join(ROOT, "scripts", "gpu_profile.sh")) as f:
-        profile = f.read()
-    block = re.search(r"\n  cases=\(\n(.*?)\n  \)\n", profile, re.S)
-    profile_cases = re.findall(r"'([^']+)'", block.group(1)) if block else []
+    profile_cases = bash_array("gpu_profile.sh", "^  cases=($", "^  )$", "cases")
     if not profile_cases:
         failures.append("read no default case from scripts/gpu_profile.sh")
     for regex in profile_cases:
-        hits = [n for n in listed_full if re.search(regex, n)]
+        hits = selected(regex)
         if len(hits) != 1:
             failures.append(f"gpu_profile.sh case {regex} selects {len(hits)} cases, expected 1")
     # Made-up results: every case measured, with the fields goals.py reads.

@@ -48,14 +48,24 @@ esac
 # flags (the first argument that is a path to an executable file) with its own arguments.
 SANITIZER = """#!/bin/sh
 if [ "$1" = "--help" ]; then echo "  --report-api-errors arg"; exit 0; fi
-while [ $# -gt 0 ] && [ ! -x "$1" ]; do shift; done
-[ -n "$FAKE_SANITIZER_FAIL" ] && { echo "========= ERROR SUMMARY: 1 error"; exit 1; }
+echo "compute-sanitizer $*" >> "$FAKE_CALLS"
+code=0
+while [ $# -gt 0 ] && [ ! -x "$1" ]; do
+  [ "$1" = "--error-exitcode" ] && code="$2"
+  shift
+done
+# As the real tool: errors found change the exit status only through --error-exitcode.
+[ -n "$FAKE_SANITIZER_FAIL" ] && { echo "========= ERROR SUMMARY: 1 error"; exit "$code"; }
 "$@"; rc=$?
 echo "========= ERROR SUMMARY: 0 errors"
 exit $rc
 """
 
 TESTS = """#!/bin/sh
+echo "tests $*" >> "$FAKE_CALLS"
+i=0  # a hang, in 1-second sleeps (the shell takes a TERM only between them)
+while [ "$i" -lt "${FAKE_TESTS_SLEEP:-0}" ]; do sleep 1; i=$((i + 1)); done
+if [ -n "$FAKE_TESTS_NO_GPU" ]; then echo "[culayers] no CUDA GPU visible (stand-in)"; exit 0; fi
 echo "[==========] Running 3 tests from 1 test suite. $*"
 if [ -n "$FAKE_TESTS_NONE" ]; then echo "[  PASSED  ] 0 tests."; exit 0; fi
 echo "[  PASSED  ] 3 tests."
@@ -81,7 +91,11 @@ names = [
     "batch_norm/resnet/bf16/nchw/training/ours/iterations:200/manual_time",
 ]
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+with open(os.environ["FAKE_CALLS"], "a") as f:
+    f.write("bench NO_PDL=%s %s\\n" % (os.environ.get("CULAYERS_NO_PDL", ""), " ".join(sys.argv[1:])))
 chosen = [n for n in names if re.search(args.get("benchmark_filter", "."), n)]
+if os.environ.get("FAKE_BENCH_EMPTY") and re.search(os.environ["FAKE_BENCH_EMPTY"], args.get("benchmark_filter", "")):
+    chosen = []
 out = []
 for n in chosen:
     run = n
@@ -111,6 +125,8 @@ def make_tree(base):
         shutil.copy(os.path.join(ROOT, rel), os.path.join(base, rel))
     fake = os.path.join(base, "fakebin")
     write_exe(os.path.join(fake, "nvidia-smi"), NVIDIA_SMI)
+    # The stand-in bench and the script's helpers run "python3": this interpreter, whatever PATH holds.
+    write_exe(os.path.join(fake, "python3"), f"#!/bin/sh\nexec '{sys.executable}' \"$@\"\n")
     write_exe(os.path.join(fake, "compute-sanitizer"), SANITIZER)
     build = os.path.join(base, "build", "gpu")
     write_exe(os.path.join(build, "tests", "culayers_tests_cuda"), TESTS)
@@ -123,18 +139,24 @@ def make_tree(base):
 
 
 def run_check(base, fake, extra_env, args=()):
+    """Runs the check; returns (exit status, console output, $OUT, the stand-ins' calls)."""
     out = os.path.join(base, "out")
     shutil.rmtree(out, ignore_errors=True)
+    calls = os.path.join(base, "calls.txt")
+    open(calls, "w").close()
+    tmp = os.path.join(base, "tmp")  # the script's own scratch folder (mktemp) goes here too
+    os.makedirs(tmp, exist_ok=True)
     env = dict(os.environ)
     for k in list(env):
         if k.startswith("CULAYERS_") or k.startswith("FAKE_"):
             del env[k]
     env.update({"PATH": fake + os.pathsep + env.get("PATH", ""), "OUT": out, "CULAYERS_GPU_DEADLINE": "300",
-                "CULAYERS_STEP_TIMEOUT": "60"})
+                "CULAYERS_STEP_TIMEOUT": "60", "FAKE_CALLS": calls, "TMPDIR": tmp})
     env.update(extra_env)
     p = subprocess.run(["bash", os.path.join(base, "scripts", "gpu_check.sh"), *args], env=env,
-                       capture_output=True, text=True, timeout=600)
-    return p.returncode, p.stdout + p.stderr, out
+                       capture_output=True, text=True, timeout=90)
+    with open(calls) as f:
+        return p.returncode, p.stdout + p.stderr, out, f.read().splitlines()
 
 
 def report_of(out):
@@ -161,7 +183,7 @@ def main():
                  "batch_norm", "no_pdl"]
 
         # 1. Everything passes.
-        rc, log, out = run_check(base, fake, {})
+        rc, log, out, calls = run_check(base, fake, {})
         report = report_of(out)
         expect(rc == 0, f"all-pass run: exit {rc}\n{log[-3000:]}")
         expect(report != "", "all-pass run: no report in $OUT")
@@ -190,11 +212,24 @@ def main():
             expect(any(m.endswith("bench-no_pdl.json") for m in members) and any(m.endswith("tests.log")
                                                                                   for m in members),
                    f"archive holds the part JSONs and logs: {members}")
-        expect(not os.path.exists(os.path.join(ROOT, "bench", "results", "nvidia-stand-in-gpu")),
+        expect(not [f for f in os.listdir(os.path.join(ROOT, "bench", "results")) if "stand-in" in f],
                "nothing written into the checkout")
+        # What the stand-ins were run with.
+        sanitizer = [c for c in calls if c.startswith("compute-sanitizer ")]
+        expect(len(sanitizer) == 3, f"three sanitizer runs: {sanitizer}")
+        for tool, flt, extra in (("memcheck", "*Tsan*:CommonLaunch.*:NhwcSums*", "--leak-check full"),
+                                 ("racecheck", "*Tsan*", ""), ("synccheck", "*Tsan*", "")):
+            run = [c for c in sanitizer if f"--tool {tool} " in c]
+            expect(len(run) == 1 and "--error-exitcode 1" in run[0] and f"--gtest_filter={flt}" in run[0]
+                   and extra in run[0] and "--report-api-errors no" in run[0], f"{tool} run: {run}")
+        bench = [c for c in calls if c.startswith("bench ")]
+        expect(len(bench) == len(parts), f"one culayers_bench run per part: {bench}")
+        expect(all(("NO_PDL=1 " in c) == ("ours_(lengths|mask)" in c) for c in bench),
+               f"CULAYERS_NO_PDL=1 in the no_pdl part only: {bench}")
+        expect(all("--benchmark_out_format=json" in c for c in bench), "every part writes JSON")
 
         # 2. A verification failure fails its part (and the run); an unavailable baseline does not.
-        rc, log, out = run_check(base, fake, {"FAKE_BENCH_ERROR": "^dropout_fwd/ours",
+        rc, log, out, calls = run_check(base, fake, {"FAKE_BENCH_ERROR": "^dropout_fwd/ours",
                                               "FAKE_BENCH_UNAVAILABLE": "group_norm/s3_.*/cudnn"},
                                  ["bench"])
         report = report_of(out)
@@ -207,25 +242,44 @@ def main():
         expect(step_row(report, "tests") is None, "only the steps asked for run")
 
         # 3. A test binary that ran no test fails; so does a sanitizer that reports an error.
-        rc, log, out = run_check(base, fake, {"FAKE_TESTS_NONE": "1"}, ["tests"])
+        rc, log, out, calls = run_check(base, fake, {"FAKE_TESTS_NONE": "1"}, ["tests"])
         expect(rc == 1 and (step_row(report_of(out), "tests") or "").startswith("FAIL (no test ran"),
                f"no test ran: exit {rc}, {step_row(report_of(out), 'tests')}")
-        rc, log, out = run_check(base, fake, {"FAKE_SANITIZER_FAIL": "1"}, ["racecheck"])
+        rc, log, out, calls = run_check(base, fake, {"FAKE_SANITIZER_FAIL": "1"}, ["racecheck"])
         expect(rc == 1 and step_row(report_of(out), "racecheck") == "FAIL (exit 1)",
                f"sanitizer error: exit {rc}, {step_row(report_of(out), 'racecheck')}")
 
+        # 3b. A binary that saw no GPU fails although it exited 0; a part whose filter selects nothing fails.
+        rc, log, out, calls = run_check(base, fake, {"FAKE_TESTS_NO_GPU": "1"}, ["tests"])
+        expect(rc == 1 and step_row(report_of(out), "tests") == "FAIL (the binary saw no usable GPU)",
+               f"no GPU seen: exit {rc}, {step_row(report_of(out), 'tests')}")
+        rc, log, out, calls = run_check(base, fake, {"FAKE_BENCH_EMPTY": "BM_"}, ["bench"])
+        expect(rc == 1 and step_row(report_of(out), "bench/roofline") == "FAIL (the filter matched no benchmark)",
+               f"empty part: exit {rc}, {step_row(report_of(out), 'bench/roofline')}")
+
+        # 3c. A step is cut at the step timeout; steps that would start too close to the deadline are NOT RUN.
+        rc, log, out, calls = run_check(base, fake, {"FAKE_TESTS_SLEEP": "20", "CULAYERS_STEP_TIMEOUT": "2",
+                                                     "CULAYERS_GPU_DEADLINE": "30"}, ["tests", "bench"])
+        report = report_of(out)
+        expect(rc == 1 and step_row(report, "tests") == "TIMEOUT after 2s",
+               f"step timeout: exit {rc}, {step_row(report, 'tests')}")
+        expect((step_row(report, "bench/masked_reduce") or "").startswith("NOT RUN: the 30 s deadline was reached")
+               and (step_row(report, "bench/no_pdl") or "").startswith("NOT RUN"),
+               f"deadline: {step_row(report, 'bench/masked_reduce')}")
+        expect(not any(c.startswith("bench ") for c in calls), "no part started after the deadline")
+
         # 4. One benchmark part by name; an unknown part or step is refused before anything runs.
-        rc, log, out = run_check(base, fake, {"CULAYERS_BENCH_PARTS": "roofline"}, ["bench"])
+        rc, log, out, calls = run_check(base, fake, {"CULAYERS_BENCH_PARTS": "roofline"}, ["bench"])
         report = report_of(out)
         expect(rc == 0 and step_row(report, "bench/roofline") == "PASS" and step_row(report, "bench/dropout") is None,
                f"CULAYERS_BENCH_PARTS=roofline: exit {rc}")
-        rc, log, out = run_check(base, fake, {"CULAYERS_BENCH_PARTS": "nonesuch"}, ["bench"])
+        rc, log, out, calls = run_check(base, fake, {"CULAYERS_BENCH_PARTS": "nonesuch"}, ["bench"])
         expect(rc == 2 and "unknown part" in log, f"unknown part: exit {rc}")
-        rc, log, out = run_check(base, fake, {}, ["benchmarks"])
+        rc, log, out, calls = run_check(base, fake, {}, ["benchmarks"])
         expect(rc == 2 and "unknown step" in log, f"unknown step: exit {rc}")
 
         # 5. No GPU: says so and exits 0 without a report.
-        rc, log, out = run_check(base, fake, {"FAKE_NO_GPU": "1"})
+        rc, log, out, calls = run_check(base, fake, {"FAKE_NO_GPU": "1"})
         expect(rc == 0 and "no CUDA GPU visible" in log and report_of(out) == "", f"no GPU: exit {rc}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
