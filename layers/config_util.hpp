@@ -166,7 +166,7 @@ class Checker {
     return true;
   }
   bool close_container() {
-    if (sink_ == nullptr || building_.empty()) {
+    if (building_.empty()) { // not building (no sink, or outside the root object's members)
       return true;
     }
     building_.pop_back();

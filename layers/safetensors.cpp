@@ -202,9 +202,10 @@ Status parse_entry(const std::string& what, const std::string& name, const Json&
 Status parse_header(const std::string& what, const char* text, std::size_t length, std::uint64_t buffer_bytes,
                     Header* out) {
   if (length == 0 || text[0] != '{') {
-    // Checked first, as the whole-header parse did when the rest is valid: " {" (or a byte order mark,
-    // which nlohmann-json skips) is refused as such, not for whatever its first entry holds. Any other
-    // first character is left to the parse ("[1]": not an object; "x": not JSON).
+    // Checked before the parse, so " {" (or a byte order mark, which nlohmann-json skips like blanks) is
+    // refused as such, not for whatever its first entry holds. These are all the parser skips before a
+    // value, so an object root found by the parse starts at text[0]. Any other first character is left to
+    // the parse ("[1]": not an object; "x": not JSON).
     const char* first = text;
     const char* const end = text + length;
     if (end - first >= 3 && std::memcmp(first, "\xEF\xBB\xBF", 3) == 0) {
@@ -213,7 +214,7 @@ Status parse_header(const std::string& what, const char* text, std::size_t lengt
     while (first != end && (*first == ' ' || *first == '\t' || *first == '\n' || *first == '\r')) {
       ++first;
     }
-    if (first != text + length && *first == '{') {
+    if (first != end && *first == '{') {
       return parse_fail(what, "header does not start with '{'");
     }
   }
@@ -221,12 +222,11 @@ Status parse_header(const std::string& what, const char* text, std::size_t lengt
   // one silently), the nesting depth (a valid header nests 3 deep; older nlohmann-json releases destroy
   // deep values recursively), array lengths (shapes have at most kMaxRank dimensions and data_offsets 2
   // values: a longer array can only be garbage) and the keys of an entry's objects (an entry has 3), so one
-  // entry holds a few hundred values at most, and
-  // hands over one tensor entry at a time, checked as soon as it is complete. The header's tree is never
-  // built: 100 MB of small junk entries took 10 s and 1 GB or more as a tree before the first entry was
-  // checked; now the first bad entry ends the parse, and what is held at once is the entries read so far
-  // (names, dtypes, shapes, offsets), the names' duplicate check, one entry of at most 16 keys and arrays
-  // of 64 values, and __metadata__ (free-form strings, kept whole as before).
+  // entry holds a few hundred values at most. It hands over one tensor entry at a time, checked as soon as
+  // it is complete; the header's tree is never built (100 MB of small junk entries took 10 s and 1 GB or
+  // more as a tree before the first entry was checked). Held at once: the entries read so far (names,
+  // dtypes, shapes, offsets), the names' duplicate check, the entry being read, and __metadata__
+  // (free-form strings, kept whole as before).
   config_util::JsonChecks checks;
   checks.max_depth = kMaxDepth;
   checks.reject_duplicate_keys = true;
@@ -287,9 +287,6 @@ Status parse_header(const std::string& what, const char* text, std::size_t lengt
   }
   if (!is_object) {
     return parse_fail(what, "header is not a JSON object");
-  }
-  if (text[0] != '{') { // anything else the parser skips before the object (the check above sees blanks)
-    return parse_fail(what, "header does not start with '{'");
   }
   // Entries in name order, as the header's keys sort (they arrive in text order).
   std::sort(result.entries.begin(), result.entries.end(),
