@@ -46,6 +46,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <benchmark/benchmark.h>
@@ -270,7 +271,7 @@ Reference reference_stats(const Config& c, const std::vector<float>& x,
 /// |y - ref| <= k u |ref| + abs_tol, u the output dtype's rounding unit (k = 4 for float32, 2 for the 16-bit
 /// types: one rounding of the output), abs_tol covering float32 statistics (the mean's and rsqrt's
 /// rounding) on unit-scale data; tight enough that ignoring the mask or using another epsilon fails. Every
-/// element of the first two samples, then every 7th (7 is prime to C, so every channel is sampled).
+/// element.
 std::string check_y(const Config& c, DType out_dtype, const std::vector<float>& x,
                     const std::vector<float>& y, const Reference& r) {
   const double u = out_dtype == DType::kFloat32 ? 0x1p-24 : (out_dtype == DType::kFloat16 ? 0x1p-11 : 0x1p-8);
@@ -278,8 +279,7 @@ std::string check_y(const Config& c, DType out_dtype, const std::vector<float>& 
   const double abs_tol = out_dtype == DType::kFloat32 ? 1e-5 : 1e-4;
   const std::int64_t channels = c.channels();
   const std::int64_t inner = c.inner();
-  const std::int64_t dense = 2 * (c.numel() / c.dims[0]);
-  for (std::int64_t i = 0; i < c.numel(); i += i < dense ? 1 : 7) {
+  for (std::int64_t i = 0; i < c.numel(); ++i) {
     const auto k = static_cast<std::size_t>((i / inner) % channels);
     const auto ch = static_cast<std::int64_t>(k);
     const double want = (x[static_cast<std::size_t>(i)] - r.mean[k]) / std::sqrt(r.variance[k] + kEpsilon) *
@@ -373,6 +373,21 @@ class Ours final : public Variant {
     }
     if (cudaError_t e = cudaStreamSynchronize(bench_stream()); e != cudaSuccess) {
       return cuda_failure("synchronize", e);
+    }
+    // The verification self-test (harness.hpp): y, then in training the moving mean and variance.
+    std::vector<std::pair<const void*, DType>> outputs = {{out_.y.data(), cfg_.dtype}};
+    if (cfg_.training) {
+      for (const char* name : {"moving_mean", "moving_variance"}) {
+        const nn::Weight* w = layer_->find_weight(name);
+        outputs.emplace_back(w != nullptr ? w->value.data() : nullptr, DType::kFloat32);
+      }
+    }
+    for (std::size_t k = 0; k < outputs.size(); ++k) {
+      const std::int64_t count = k == 0 ? cfg_.numel() : cfg_.channels();
+      if (std::string e = perturb_output(const_cast<void*>(outputs[k].first), outputs[k].second, count);
+          !e.empty()) {
+        return e;
+      }
     }
     std::vector<float> x;
     std::vector<float> y;
@@ -597,6 +612,15 @@ class CudnnBn final : public Variant {
     }
     if (cudaError_t e = cudaStreamSynchronize(bench_stream()); e != cudaSuccess) {
       return cuda_failure("cuDNN synchronize", e);
+    }
+    // The verification self-test (harness.hpp): y, then in training the saved mean.
+    if (std::string e = perturb_output(y_.data(), dtype_of<T>(), cfg_.numel()); !e.empty()) {
+      return e;
+    }
+    if (cfg_.training) {
+      if (std::string e = perturb_output(saved_mean_.data(), DType::kFloat32, cfg_.channels()); !e.empty()) {
+        return e;
+      }
     }
     std::vector<float> x;
     std::vector<float> y;

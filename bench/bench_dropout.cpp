@@ -26,7 +26,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <benchmark/benchmark.h>
@@ -41,6 +40,9 @@
 namespace culayers {
 namespace bench {
 namespace {
+
+// Elements per verification thread at least (parallel_for): below that, a thread costs more than it saves.
+constexpr std::int64_t kVerifyGrain = std::int64_t{1} << 16;
 
 namespace cd = culayers::dropout;
 
@@ -77,19 +79,6 @@ float bf16_value(std::uint16_t bits) {
   return __half2float(__half(raw));
 }
 
-/// Runs body(begin, end) over [0, n) on all host cores (verification of up to 2^28 elements).
-void parallel_for(std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& body) {
-  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-  const std::int64_t parts = std::min<std::int64_t>(hw, std::max<std::int64_t>(1, n / (1 << 16)));
-  std::vector<std::thread> threads;
-  for (std::int64_t p = 0; p < parts; ++p) {
-    threads.emplace_back([&, p] { body(n * p / parts, n * (p + 1) / parts); });
-  }
-  for (auto& t : threads) {
-    t.join();
-  }
-}
-
 /// x of a shape as bf16 bits, generated once per element count and kept for verification.
 std::shared_ptr<const std::vector<std::uint16_t>> host_input(std::int64_t n) {
   static std::mutex mutex;
@@ -98,7 +87,7 @@ std::shared_ptr<const std::vector<std::uint16_t>> host_input(std::int64_t n) {
   auto it = cache.find(n);
   if (it == cache.end()) {
     auto v = std::make_shared<std::vector<std::uint16_t>>(static_cast<std::size_t>(n));
-    parallel_for(n, [&](std::int64_t b, std::int64_t e) {
+    parallel_for(n, kVerifyGrain, [&](std::int64_t b, std::int64_t e) {
       for (std::int64_t i = b; i < e; ++i) {
         (*v)[static_cast<std::size_t>(i)] = to_bf16_bits(value_at(i));
       }
@@ -197,7 +186,7 @@ std::string check_ours(const Case& c, const void* y_dev, const cd::DropoutState&
   }
   std::mutex mutex;
   std::string first_error;
-  parallel_for(n, [&](std::int64_t begin, std::int64_t end) {
+  parallel_for(n, kVerifyGrain, [&](std::int64_t begin, std::int64_t end) {
     constexpr std::int64_t kBlock = 1 << 20; // draws computed per block of elements
     std::vector<std::uint32_t> r;
     for (std::int64_t b = begin; b < end; b += kBlock) {
@@ -305,6 +294,9 @@ void BM_ours(benchmark::State& st, Case c, bool backward) {
     if (cudaStreamSynchronize(stream) != cudaSuccess) {
       return "forward: synchronize failed";
     }
+    if (std::string e = perturb_output(o.y.data(), DType::kBFloat16, numel(c.dims)); !e.empty()) {
+      return e;
+    }
     std::vector<std::uint16_t> first(o.y.bytes() / 2);
     if (cudaMemcpy(first.data(), o.y.data(), o.y.bytes(), cudaMemcpyDeviceToHost) != cudaSuccess) {
       return "download";
@@ -336,6 +328,9 @@ void BM_ours(benchmark::State& st, Case c, bool backward) {
           cd::run(o.bwd, nullptr, 0, stream) != Status::kSuccess ||
           cudaStreamSynchronize(stream) != cudaSuccess) {
         return status_text("dropout_backward", Status::kErrorInternal);
+      }
+      if (std::string e = perturb_output(o.y.data(), DType::kBFloat16, numel(c.dims)); !e.empty()) {
+        return e;
       }
       const cd::DropoutState b = o.read_state();
       if (std::string e = check_keep(c, b.last_threshold, b.last_scale); !e.empty()) {
@@ -405,6 +400,9 @@ void BM_ours_graph(benchmark::State& st, Case c) {
     for (int k = 0; k < 3; ++k) {
       if (replay(stream) != Status::kSuccess || cudaStreamSynchronize(stream) != cudaSuccess) {
         return "replay failed";
+      }
+      if (std::string e = perturb_output(o.y.data(), DType::kBFloat16, numel(c.dims)); !e.empty()) {
+        return e;
       }
       const cd::DropoutState s = o.read_state();
       if (s.iterations != k + 1 || s.last_iteration != k) {
@@ -548,6 +546,12 @@ void BM_cudnn(benchmark::State& st, Case c, bool backward) {
     if (fwd(stream) != Status::kSuccess || bwd(stream) != Status::kSuccess ||
         cudaStreamSynchronize(stream) != cudaSuccess) {
       return "cuDNN forward/backward failed";
+    }
+    const DType dt = d.type == CUDNN_DATA_BFLOAT16 ? DType::kBFloat16 : DType::kFloat16;
+    for (const DeviceBuffer* b : {&y, &dx}) {
+      if (std::string e = perturb_output(b->data(), dt, n); !e.empty()) {
+        return e;
+      }
     }
     const auto xin = host_input(n);
     std::vector<std::uint16_t> yh(static_cast<std::size_t>(n));

@@ -597,6 +597,19 @@ std::string synchronize(const char* what) {
   return e == cudaSuccess ? std::string() : cuda_text(e, what);
 }
 
+// The verification self-test (harness.hpp, --culayers_perturb): hands a verification's outputs over in
+// order, the first (y or dx) of `dtype`, the others (mean, rstd or dgamma, dbeta) float32.
+std::string perturb_outputs(const std::vector<DeviceBuffer*>& outs, DType dtype) {
+  for (std::size_t k = 0; k < outs.size(); ++k) {
+    const DType d = k == 0 ? dtype : DType::kFloat32;
+    const auto count = static_cast<std::int64_t>(outs[k]->bytes() / dtype_size(d));
+    if (std::string e = perturb_output(outs[k]->data(), d, count); !e.empty()) {
+      return e;
+    }
+  }
+  return {};
+}
+
 std::string download(const DeviceBuffer& b, std::vector<unsigned char>* out) {
   out->resize(b.bytes());
   const cudaError_t e = cudaMemcpy(out->data(), b.data(), b.bytes(), cudaMemcpyDeviceToHost);
@@ -1220,6 +1233,9 @@ class Ours final : public Variant {
     if (std::string e = synchronize("run synchronize"); !e.empty()) {
       return e;
     }
+    if (std::string e = perturb_outputs(outs, dtype_of<T>()); !e.empty()) {
+      return e;
+    }
     std::string e = cfg_.backward
                         ? check_backward(cfg_, dtype_of<T>(), t_.x, t_.dy, t_.dx, t_.dgamma, t_.dbeta)
                         : check_forward(cfg_, dtype_of<T>(), t_.x, t_.y, &t_.mean, &t_.rstd);
@@ -1345,6 +1361,9 @@ class Naive final : public Variant {
     if (std::string e = synchronize("naive synchronize"); !e.empty()) {
       return e;
     }
+    if (std::string e = perturb_outputs(outs, dtype_of<T>()); !e.empty()) {
+      return e;
+    }
     return cfg_.backward ? check_backward(cfg_, dtype_of<T>(), t_.x, t_.dy, t_.dx, t_.dgamma, t_.dbeta)
                          : check_forward(cfg_, dtype_of<T>(), t_.x, t_.y, &t_.mean, &t_.rstd);
   }
@@ -1451,6 +1470,9 @@ class NhwcSums final : public Variant {
       return status_text(st, "nhwc_sums run");
     }
     if (std::string e = synchronize("nhwc_sums synchronize"); !e.empty()) {
+      return e;
+    }
+    if (std::string e = perturb_outputs({&t_.y}, dtype_of<T>()); !e.empty()) {
       return e;
     }
     return check_forward(cfg_, dtype_of<T>(), t_.x, t_.y, nullptr, nullptr);
@@ -1659,6 +1681,9 @@ class CudnnComposite final : public Variant {
       return status_text(st, "cuDNN composite");
     }
     if (std::string e = synchronize("cuDNN synchronize"); !e.empty()) {
+      return e;
+    }
+    if (std::string e = perturb_outputs(outs, dtype_of<T>()); !e.empty()) {
       return e;
     }
     return cfg_.backward ? check_backward(cfg_, dtype_of<T>(), t_.x, t_.dy, t_.dx, t_.dgamma, t_.dbeta)

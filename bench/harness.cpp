@@ -3,11 +3,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <mutex>
+#include <random>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "bench/cudnn_runtime.hpp"
@@ -71,6 +76,117 @@ cudaError_t time_once(const TimedOp& op, cudaStream_t stream, float* ms, Status*
     return err;
   }
   return cudaEventElapsedTime(ms, ev.start, ev.stop);
+}
+
+// ---- self-test of the verifications (harness.hpp) ----
+
+struct PerturbState {
+  std::mutex mutex;
+  int target = -1;      // K; -1: off
+  int next = 0;         // outputs handed over so far by the verification in progress
+  bool applied = false; // that verification's output K was perturbed
+  std::string where;    // what was changed
+  std::mt19937_64 rng{0x5e1f7e57ULL};
+  std::vector<std::string> caught, missed, failed, not_applied, unavailable;
+};
+
+PerturbState& perturb_state() {
+  static PerturbState state;
+  return state;
+}
+
+double element_value(const unsigned char* bits, DType dtype) {
+  switch (dtype) {
+  case DType::kFloat32: {
+    float v;
+    std::memcpy(&v, bits, 4);
+    return v;
+  }
+  case DType::kFloat16: {
+    __half_raw raw;
+    std::memcpy(&raw.x, bits, 2);
+    return static_cast<double>(__half2float(__half(raw)));
+  }
+  case DType::kBFloat16: {
+    __nv_bfloat16_raw raw;
+    std::memcpy(&raw.x, bits, 2);
+    return static_cast<double>(__bfloat162float(__nv_bfloat16(raw)));
+  }
+  case DType::kInt32: {
+    std::int32_t v;
+    std::memcpy(&v, bits, 4);
+    return v;
+  }
+  case DType::kUInt8:
+    return bits[0];
+  case DType::kInt64: {
+    std::int64_t v;
+    std::memcpy(&v, bits, 8);
+    return static_cast<double>(v);
+  }
+  }
+  return 0.0;
+}
+
+std::string element_text(const unsigned char* bits, DType dtype) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.9g", element_value(bits, dtype));
+  return buf;
+}
+
+// Floating point: v -> v + 1024 (1 + |v|) (NaN or infinity -> 0), a change no tolerance accepts; integers:
+// every bit flipped.
+void change_element(unsigned char* bits, DType dtype) {
+  const double v = element_value(bits, dtype);
+  const double changed = std::isfinite(v) ? v + 1024.0 * (1.0 + std::fabs(v)) : 0.0;
+  switch (dtype) {
+  case DType::kFloat32: {
+    const float f = static_cast<float>(changed);
+    std::memcpy(bits, &f, 4);
+    return;
+  }
+  case DType::kFloat16: {
+    const __half_raw raw = __half_raw(__float2half(static_cast<float>(changed)));
+    std::memcpy(bits, &raw.x, 2);
+    return;
+  }
+  case DType::kBFloat16: {
+    const __nv_bfloat16_raw raw = __nv_bfloat16_raw(__float2bfloat16(static_cast<float>(changed)));
+    std::memcpy(bits, &raw.x, 2);
+    return;
+  }
+  case DType::kInt32:
+  case DType::kUInt8:
+  case DType::kInt64:
+    for (std::size_t i = 0; i < dtype_size(dtype); ++i) {
+      bits[i] = static_cast<unsigned char>(~bits[i]);
+    }
+    return;
+  }
+}
+
+// The self-test's verdict on one verification (never empty: nothing is timed in this mode).
+std::string judge_perturbed(const std::string& key, const std::string& result) {
+  PerturbState& p = perturb_state();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  if (result.rfind(kBaselineUnavailable, 0) == 0) {
+    p.unavailable.push_back(key);
+    return result;
+  }
+  if (p.applied && !result.empty()) {
+    p.caught.push_back(key);
+    return "self-test: caught (" + p.where + "): " + result;
+  }
+  if (p.applied) {
+    p.missed.push_back(key);
+    return "self-test: MISSED: " + p.where + ", and the verification passed";
+  }
+  if (!result.empty()) {
+    p.failed.push_back(key);
+    return "self-test: FAILED with nothing perturbed: " + result;
+  }
+  p.not_applied.push_back(key);
+  return "self-test: no output " + std::to_string(p.target) + " here (its verification passed)";
 }
 
 } // namespace
@@ -214,32 +330,126 @@ bool check_buffer(benchmark::State& state, const DeviceBuffer& buffer, const cha
   return false;
 }
 
-bool verify_once(benchmark::State& state, const std::string& key,
-                 const std::function<std::string()>& verify) {
+std::string verify_cached(const std::string& key, const std::function<std::string()>& verify) {
   static std::mutex mutex;
   static std::map<std::string, std::string> results;
-  std::string result;
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    auto it = results.find(key);
-    if (it == results.end()) {
-      it = results.emplace(key, verify()).first;
-      if (it->second.rfind(kBaselineUnavailable, 0) == 0) {
-        std::fprintf(stderr, "%s: %s\n", key.c_str(), it->second.c_str());
-      } else if (!it->second.empty()) {
-        std::fprintf(stderr, "verification FAILED for %s: %s\n", key.c_str(), it->second.c_str());
-      }
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = results.find(key);
+  if (it == results.end()) {
+    perturb_begin();
+    std::string r = verify();
+    if (perturb_enabled()) {
+      r = judge_perturbed(key, r);
     }
-    result = it->second;
+    it = results.emplace(key, std::move(r)).first;
+    if (it->second.rfind(kBaselineUnavailable, 0) == 0 || perturb_enabled()) {
+      std::fprintf(stderr, "%s: %s\n", key.c_str(), it->second.c_str());
+    } else if (!it->second.empty()) {
+      std::fprintf(stderr, "verification FAILED for %s: %s\n", key.c_str(), it->second.c_str());
+    }
   }
+  return it->second;
+}
+
+bool verify_once(benchmark::State& state, const std::string& key,
+                 const std::function<std::string()>& verify) {
+  const std::string result = verify_cached(key, verify);
   if (result.empty()) {
     return true;
   }
-  // A baseline that cannot run here keeps its marker first (scripts/gpu_check.sh counts those apart).
-  const std::string msg =
-      result.rfind(kBaselineUnavailable, 0) == 0 ? result : "verification failed: " + result;
+  // A baseline that cannot run here keeps its marker first (scripts/gpu_check.sh counts those apart); so
+  // does the self-test's verdict.
+  const std::string msg = result.rfind(kBaselineUnavailable, 0) == 0 || perturb_enabled()
+                              ? result
+                              : "verification failed: " + result;
   state.SkipWithError(msg.c_str());
   return false;
+}
+
+void set_perturb_output(int k) {
+  PerturbState& p = perturb_state();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  p.target = k < 0 ? -1 : k;
+  p.next = 0;
+  p.applied = false;
+  p.where.clear();
+  for (std::vector<std::string>* v : {&p.caught, &p.missed, &p.failed, &p.not_applied, &p.unavailable}) {
+    v->clear();
+  }
+}
+
+bool perturb_enabled() {
+  PerturbState& p = perturb_state();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  return p.target >= 0;
+}
+
+void perturb_begin() {
+  PerturbState& p = perturb_state();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  p.next = 0;
+  p.applied = false;
+  p.where.clear();
+}
+
+std::string perturb_output(void* device, DType dtype, std::int64_t count) {
+  PerturbState& p = perturb_state();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  if (p.target < 0 || p.next++ != p.target || device == nullptr || count <= 0) {
+    return {};
+  }
+  const std::size_t size = dtype_size(dtype);
+  if (size == 0 || size > 8) {
+    return "self-test: cannot perturb an output of dtype " + std::to_string(static_cast<int>(dtype));
+  }
+  const std::int64_t at = std::uniform_int_distribution<std::int64_t>(0, count - 1)(p.rng);
+  unsigned char* element = static_cast<unsigned char*>(device) + static_cast<std::size_t>(at) * size;
+  unsigned char bits[8] = {};
+  cudaStream_t stream = bench_stream();
+  cudaError_t err = cudaMemcpyAsync(bits, element, size, cudaMemcpyDeviceToHost, stream);
+  if (err == cudaSuccess) {
+    err = cudaStreamSynchronize(stream);
+  }
+  if (err != cudaSuccess) {
+    return "self-test: reading the element to perturb: " + cuda_error_text(err);
+  }
+  const std::string before = element_text(bits, dtype);
+  change_element(bits, dtype);
+  const std::string after = element_text(bits, dtype);
+  err = cudaMemcpyAsync(element, bits, size, cudaMemcpyHostToDevice, stream);
+  if (err == cudaSuccess) {
+    err = cudaStreamSynchronize(stream); // `bits` lives on this frame
+  }
+  if (err != cudaSuccess) {
+    return "self-test: writing the perturbed element: " + cuda_error_text(err);
+  }
+  p.applied = true;
+  p.where = "output " + std::to_string(p.target) + ", element " + std::to_string(at) + " of " +
+            std::to_string(count) + ": " + before + " -> " + after;
+  return {};
+}
+
+bool perturb_report() {
+  PerturbState& p = perturb_state();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  const auto list = [](const char* what, const std::vector<std::string>& keys) {
+    std::printf("  %-44s %zu\n", what, keys.size());
+    for (const std::string& k : keys) {
+      std::printf("    %s\n", k.c_str());
+    }
+  };
+  std::printf("self-test of the verifications (output %d perturbed):\n", p.target);
+  std::printf("  %-44s %zu\n", "caught (the verification failed, as it must)", p.caught.size());
+  list("MISSED (a perturbed output passed)", p.missed);
+  list("FAILED with nothing perturbed", p.failed);
+  std::printf("  %-44s %zu\n", "no such output (not exercised)", p.not_applied.size());
+  std::printf("  %-44s %zu\n", "baseline unavailable", p.unavailable.size());
+  const bool ok = p.missed.empty() && p.failed.empty() && !p.caught.empty();
+  std::printf("self-test: %s\n", ok ? "passed"
+                                    : (p.caught.empty() && p.missed.empty() && p.failed.empty()
+                                           ? "FAILED (no verification was exercised)"
+                                           : "FAILED"));
+  return ok;
 }
 
 std::size_t l2_flush_bytes() {
@@ -438,6 +648,20 @@ void add_context() {
       "iteration time of a repetition; pct_of_copy = GB/s as % of a cudaMemcpyAsync device-to-device copy "
       "moving the same bytes (read + write), median of " +
           std::to_string(kCopyReferenceRuns) + " L2-flushed runs in this process");
+}
+
+void parallel_for(std::int64_t n, std::int64_t grain,
+                  const std::function<void(std::int64_t, std::int64_t)>& body) {
+  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  const std::int64_t parts =
+      std::min<std::int64_t>(hw, std::max<std::int64_t>(1, n / std::max<std::int64_t>(1, grain)));
+  std::vector<std::thread> threads;
+  for (std::int64_t p = 0; p < parts; ++p) {
+    threads.emplace_back([&, p] { body(n * p / parts, n * (p + 1) / parts); });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
 }
 
 std::int64_t iterations_for(std::uint64_t bytes) {

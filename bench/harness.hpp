@@ -25,6 +25,7 @@
 #include <cuda_runtime_api.h>
 
 #include <culayers/status.hpp>
+#include <culayers/types.hpp>
 
 namespace culayers {
 namespace bench {
@@ -93,6 +94,37 @@ bool check_buffer(benchmark::State& state, const DeviceBuffer& buffer, const cha
 // false (after state.SkipWithError) for a configuration that failed, now or earlier. A result starting with
 // kBaselineUnavailable (bench/cudnn_runtime.hpp) is reported as it is: the baseline cannot run here.
 bool verify_once(benchmark::State& state, const std::string& key, const std::function<std::string()>& verify);
+// verify_once's result without a benchmark state: "" when the configuration verified, else the (remembered)
+// description; in self-test mode the verdict below.
+std::string verify_cached(const std::string& key, const std::function<std::string()>& verify);
+
+// ---- self-test of the verifications (culayers_bench --culayers_perturb=K) ------------------------------
+// A verification that cannot fail would let a wrong kernel be timed and reported. In self-test mode every
+// verification hands each output it checks to perturb_output() right after the op wrote it (before anything
+// reads it back), numbered from 0 in that order; output K gets one element, at a random position (fixed
+// seed), changed by far more than any tolerance (v -> v + 1024 (1 + |v|); a NaN or infinity -> 0). The
+// verification must then fail. verify_once turns the outcome round: a failure with output K perturbed is
+// the expected result ("self-test: caught"), a pass is an error ("self-test: MISSED"); a verification with
+// no output K, or one that failed before its perturbation, is reported apart. Nothing is timed in this
+// mode. main() prints the tally (perturb_report) and exits non-zero when a perturbation was missed, a
+// verification failed unperturbed, or nothing was caught. The device-to-device copies and the roofline
+// kernels are not in it: their checks read windows of the output, not all of it.
+// Turns the self-test on for output k (off for k < 0) and clears its tally.
+void set_perturb_output(int k);
+bool perturb_enabled();
+// Starts the numbering of one verification's outputs (verify_once calls it; run_fastest_candidate before
+// each candidate's verify()).
+void perturb_begin();
+// Perturbs `device` (count elements of `dtype`) when it is output K of the verification in progress; a
+// no-op otherwise. "" on success, else the CUDA error.
+std::string perturb_output(void* device, DType dtype, std::int64_t count);
+// Prints the self-test tally to stdout; true when the self-test passed.
+bool perturb_report();
+
+// Runs body(begin, end) over [0, n) in up to one part per host core, each part at least `grain` long (the
+// CPU references of the verifications).
+void parallel_for(std::int64_t n, std::int64_t grain,
+                  const std::function<void(std::int64_t, std::int64_t)>& body);
 
 // Writes 2 x L2 bytes (cudaMemsetAsync) on `stream`, then reads 2 x L2 clean bytes: evicts whatever the
 // previous iteration left in L2 and leaves only clean lines.

@@ -5,6 +5,9 @@
 // (every case sets a fixed iteration count, so --benchmark_min_time has no effect).
 // Machine-readable output: --benchmark_out=<file.json> --benchmark_out_format=json.
 // --benchmark_list_tests lists the cases, also on a machine without a GPU.
+// --culayers_perturb=K: the self-test of the verifications (bench/harness.hpp): output K of every
+// verification gets one element changed; each verification must then fail, nothing is timed, and the exit
+// status says whether every exercised verification caught it (one repetition unless given).
 #include <cctype>
 #include <cstdio>
 #include <string>
@@ -45,6 +48,27 @@ int main(int argc, char** argv) {
     benchmark::Shutdown();
     return 0;
   }
+  // --culayers_perturb=K is ours: taken out before Google Benchmark sees the arguments.
+  int perturb = -1;
+  std::vector<char*> rest;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const std::string flag = "--culayers_perturb=";
+    if (arg.rfind(flag, 0) != 0) {
+      rest.push_back(argv[i]);
+      continue;
+    }
+    const std::string v = arg.substr(flag.size());
+    if (v.empty() || v.size() > 2 || v.find_first_not_of("0123456789") != std::string::npos) {
+      std::fprintf(stderr,
+                   "culayers_bench: --culayers_perturb takes an output number from 0 to 99, got '%s'\n",
+                   v.c_str());
+      return 2;
+    }
+    perturb = std::stoi(v);
+  }
+  culayers::bench::set_perturb_output(perturb);
+
   std::string reason;
   if (!culayers::bench::gpu_visible(&reason)) {
     std::printf("no CUDA GPU visible; benchmarks need a GPU (%s)\n", reason.c_str());
@@ -57,14 +81,16 @@ int main(int argc, char** argv) {
   }
 
   // Defaults go right after argv[0] so that flags given on the command line override them.
-  std::vector<std::string> defaults = {"--benchmark_repetitions=5", "--benchmark_counters_tabular=true"};
+  std::vector<std::string> defaults = {perturb >= 0 ? "--benchmark_repetitions=1"
+                                                    : "--benchmark_repetitions=5",
+                                       "--benchmark_counters_tabular=true"};
   std::vector<char*> args;
   args.push_back(argv[0]);
   for (std::string& d : defaults) {
     args.push_back(d.data());
   }
-  for (int i = 1; i < argc; ++i) {
-    args.push_back(argv[i]);
+  for (char* a : rest) {
+    args.push_back(a);
   }
   int count = static_cast<int>(args.size());
   args.push_back(nullptr);
@@ -80,5 +106,8 @@ int main(int argc, char** argv) {
   culayers::bench::add_context();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
+  if (culayers::bench::perturb_enabled()) {
+    return culayers::bench::perturb_report() ? 0 : 1;
+  }
   return 0;
 }

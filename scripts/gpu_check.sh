@@ -15,6 +15,10 @@
 #              in the merged JSON) (a part cut off by the deadline loses only itself)
 #   examples   the demo (culayers_demo) and the engine example (culayers_engine_example_cuda), which check
 #              their own results
+#   selftest   the self-test of the benchmarks' verifications (culayers_bench --culayers_perturb=K, see
+#              bench/harness.hpp): one element of output K of every verification is changed and every
+#              verification must fail; output 0 over a case of every verification, outputs 1 and 2 over the
+#              cases that have them (nothing is timed)
 #   memcheck   compute-sanitizer memcheck (with leak check) over CULAYERS_SANITIZER_FILTER (default: the
 #              *Tsan* small-grid tests, the launch helper's and the NHWC benchmark peer's; every test under
 #              memcheck takes far longer than a lent machine's 10 minutes)
@@ -55,7 +59,7 @@ cd "$root" || exit 1
 # shellcheck source=scripts/gpu_common.sh
 source "$root/scripts/gpu_common.sh"
 
-all_steps=(tests bench examples memcheck racecheck synccheck)
+all_steps=(tests bench examples selftest memcheck racecheck synccheck)
 if (($# > 0)); then
   steps=("$@")
   for s in "${steps[@]}"; do
@@ -120,6 +124,17 @@ bench_parts=(
   # every group-norm ours case (the one-kernel forward cases among them show the drift between the two
   # processes); the merged JSON names these cases ..._no_pdl (bench/goals.py lists them next to ours).
   "no_pdl" "^(masked_reduce/s6_moments_f32_B2_T65536_F256/ours_(lengths|mask)|group_norm/s[123]_[^/]*/[^/]*/[^/]*/[^/]*/[^/]*/ours)(/|$)"
+)
+
+# The verification self-test: output number, then the --benchmark_filter regex. Output 0 (y, dx, the
+# reduction's output, the mean of moments) over one case of every verification and kernel path of the small
+# shapes (their CPU references take seconds); outputs 1 and 2 (mean / rstd, dgamma / dbeta, the variance of
+# moments, the backward's or a later replay's dropout output, the moving statistics) over the cases that have
+# them. The copies and the roofline are not in it (their checks read windows of the output).
+selftest_runs=(
+  "0" "^(group_norm/s3_N16_C256_56x56/(fp32|bf16)/(nchw|nhwc)/none/(fwd|bwd)/[a-z_]+|group_norm/s1_C320_64x64/bf16/nchw/none/(fwd|bwd)/ours_no_small|masked_reduce/s[46]_[^/]*/(ours_lengths|ours_mask|unfused_cub)|dropout_(fwd|bwd)/(ours|cudnn)/8191x4095/keep0.8731|dropout_(fwd|bwd)/ours/32x2048x1024/noise32x1x1024/keep0.9|dropout_graph/ours/[^/]*/[^/]*|batch_norm/(resnet_N32_C256_56x56/bf16/nchw|seq_B128_T512_F768/bf16/nhwc)/[a-z_]+/(ours|cudnn))/"
+  "1" "^(group_norm/s3_N16_C256_56x56/bf16/nhwc/none/(fwd|bwd)/(ours|naive|cudnn)|masked_reduce/s6_moments_f32_B128_T300_F1536/ours_mask|dropout_bwd/(ours|cudnn)/8191x4095/keep0.8731|dropout_graph/ours/[^/]*/[^/]*|batch_norm/resnet_N32_C256_56x56/bf16/nchw/train/(ours|cudnn))/"
+  "2" "^(group_norm/s3_N16_C256_56x56/bf16/nhwc/none/(fwd|bwd)/(ours|naive)|dropout_graph/ours/[^/]*/[^/]*|batch_norm/resnet_N32_C256_56x56/bf16/nchw/train/ours)/"
 )
 
 if [[ -n "${CULAYERS_BENCH_PARTS:-}" ]]; then
@@ -434,6 +449,19 @@ step_bench() {
   done
 }
 
+# Each run must exit 0: every verification it exercised caught the perturbation (bench/harness.hpp).
+step_selftest() {
+  if [[ ! -x "$bench_bin" ]]; then
+    skip_step selftest "$bench_bin missing (build it with scripts/gpu_build.sh and carry it)"
+    return
+  fi
+  local i
+  for ((i = 0; i < ${#selftest_runs[@]}; i += 2)); do
+    run_step "selftest/output${selftest_runs[$i]}" "$logs/selftest-output${selftest_runs[$i]}.log" "$bench_bin" \
+      "--culayers_perturb=${selftest_runs[$i]}" "--benchmark_filter=${selftest_runs[$((i + 1))]}"
+  done
+}
+
 step_examples() {
   if [[ -x "$demo_bin" ]]; then
     run_step culayers_demo "$logs/culayers_demo.log" "$demo_bin" "$logs/demo_output"
@@ -477,6 +505,7 @@ for step in "${steps[@]}"; do
     tests) step_tests ;;
     bench) step_bench ;;
     examples) step_examples ;;
+    selftest) step_selftest ;;
     memcheck) step_sanitizer memcheck "$sanitizer_filter" --leak-check full ;;
     racecheck) step_sanitizer racecheck "$race_filter" ;;
     synccheck) step_sanitizer synccheck "$race_filter" ;;

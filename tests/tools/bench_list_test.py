@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks the benchmark case names against what reads them: every case bench/goals.py reads is registered
 in culayers_bench, group norm's configurations per shape are as docs/performance.md lists them, and the
-GPU scripts' filters select cases (gpu_check.sh's parts, gpu_profile.sh's default cases). Lists the cases
+GPU scripts' filters select cases (gpu_check.sh's parts and verification self-test, gpu_profile.sh's default
+cases). Lists the cases
 (--benchmark_list_tests, which needs no GPU), gives goals.py one made-up result per listed case and fails
 when a goal row reports a case missing or nothing measured (a renamed or dropped case would otherwise
 surface only as "not measured" after a GPU run). Usage: bench_list_test.py <culayers_bench>. Run by ctest
@@ -64,6 +65,38 @@ def main(argv):
     for part, regex in parts:
         if not selected(regex):
             failures.append(f"gpu_check.sh part {part}: filter {regex} selects no case")
+    # The verification self-test (gpu_check.sh's selftest_runs: output number, filter): output 0's filter
+    # reaches every kind of verification the binary registers (a variant of an op, e.g. group norm's
+    # nhwc_sums or the dropout graph replay; the copies and the roofline check windows and are left out),
+    # and every filter selects some case and no copy or roofline case.
+    def kind(name):
+        parts = name.split("/")
+        if parts[0] in ("dropout_fwd", "dropout_bwd", "dropout_graph"):
+            return parts[0] + "/" + parts[1]
+        if parts[0] in ("group_norm", "masked_reduce", "batch_norm"):
+            return parts[0] + "/" + parts[-1]
+        return None
+
+    def not_checked_whole(name):
+        return name.startswith("BM_") or name.startswith("dropout_copy/") or name.endswith("/copy_same_bytes")
+
+    flat = bash_array("gpu_check.sh", "^selftest_runs=($", "^)$", "selftest_runs")
+    runs = list(zip(flat[0::2], flat[1::2]))
+    if [k for k, _ in runs] != ["0", "1", "2"] or len(flat) % 2:
+        failures.append(f"read {len(flat)} words of selftest_runs from scripts/gpu_check.sh, expected outputs "
+                        "0, 1 and 2")
+    for k, regex in runs:
+        hits = [goals.case_name(h.strip()) for h in selected(regex)]
+        if not hits:
+            failures.append(f"gpu_check.sh self-test of output {k}: filter {regex} selects no case")
+        if any(not_checked_whole(h) for h in hits):
+            failures.append(f"gpu_check.sh self-test of output {k} selects copies or roofline cases: "
+                            + ", ".join(h for h in hits if not_checked_whole(h)))
+        if k == "0":
+            missing = {kind(n) for n in names if not not_checked_whole(n)} - {kind(h) for h in hits}
+            if missing:
+                failures.append("gpu_check.sh self-test of output 0 reaches no case of: " + ", ".join(sorted(
+                    str(m) for m in missing)))
     profile_cases = bash_array("gpu_profile.sh", "^  cases=($", "^  )$", "cases")
     if not profile_cases:
         failures.append("read no default case from scripts/gpu_profile.sh")

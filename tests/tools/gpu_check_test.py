@@ -5,7 +5,7 @@ real ones print. A lent GPU machine gives a session a few minutes, so a broken c
 GPU run; this checks its flow here: every step runs and passes, the benchmark parts' JSON files are merged
 (the no_pdl part renamed), the goals table and the benchmark table are written, the results are copied to
 $OUT, and failures are reported as failures (a benchmark that failed its verification, a test binary that
-ran no test, a failing sanitizer), while a baseline that cannot run on the machine does not fail its part.
+ran no test, a failing sanitizer, a verification self-test that missed a perturbed output), while a baseline that cannot run on the machine does not fail its part.
 The script and what it reads are copied into a scratch folder, so nothing is written into the checkout.
 Run by ctest (tests/CMakeLists.txt) when Python 3 and bash are found."""
 import json
@@ -93,6 +93,11 @@ names = [
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
 with open(os.environ["FAKE_CALLS"], "a") as f:
     f.write("bench NO_PDL=%s %s\\n" % (os.environ.get("CULAYERS_NO_PDL", ""), " ".join(sys.argv[1:])))
+if "culayers_perturb" in args:  # the verification self-test: a tally and its exit status, no JSON
+    missed = bool(os.environ.get("FAKE_SELFTEST_MISS"))
+    print("self-test of the verifications (output %s perturbed):" % args["culayers_perturb"])
+    print("self-test: %s" % ("FAILED" if missed else "passed"))
+    sys.exit(1 if missed else 0)
 chosen = [n for n in names if re.search(args.get("benchmark_filter", "."), n)]
 if os.environ.get("FAKE_BENCH_EMPTY") and re.search(os.environ["FAKE_BENCH_EMPTY"], args.get("benchmark_filter", "")):
     chosen = []
@@ -188,7 +193,8 @@ def main():
         expect(rc == 0, f"all-pass run: exit {rc}\n{log[-3000:]}")
         expect(report != "", "all-pass run: no report in $OUT")
         for step in ["tests"] + ["bench/" + p for p in parts] + [
-                "culayers_demo", "culayers_engine_example_cuda", "memcheck", "racecheck", "synccheck"]:
+                "culayers_demo", "culayers_engine_example_cuda", "selftest/output0", "selftest/output1",
+                "selftest/output2", "memcheck", "racecheck", "synccheck"]:
             expect(step_row(report, step) == "PASS", f"all-pass run: step {step}: {step_row(report, step)}")
         expect("NVIDIA Stand-in GPU" in report and "0123456" in report, "report names the card and the commit")
         expect("## Goals (bench/goals.py)" in report and "| masked reductions |" in report,
@@ -222,8 +228,12 @@ def main():
             run = [c for c in sanitizer if f"--tool {tool} " in c]
             expect(len(run) == 1 and "--error-exitcode 1" in run[0] and f"--gtest_filter={flt}" in run[0]
                    and extra in run[0] and "--report-api-errors no" in run[0], f"{tool} run: {run}")
-        bench = [c for c in calls if c.startswith("bench ")]
+        bench = [c for c in calls if c.startswith("bench ") and "--culayers_perturb" not in c]
         expect(len(bench) == len(parts), f"one culayers_bench run per part: {bench}")
+        selftest = [c for c in calls if c.startswith("bench ") and "--culayers_perturb" in c]
+        expect([c.split("--culayers_perturb=")[1].split()[0] for c in selftest] == ["0", "1", "2"]
+               and all("--benchmark_filter=^" in c and "--benchmark_out" not in c for c in selftest),
+               f"the self-test runs outputs 0, 1 and 2, each with a filter and no JSON: {selftest}")
         expect(all(("NO_PDL=1 " in c) == ("ours_(lengths|mask)" in c) for c in bench),
                f"CULAYERS_NO_PDL=1 in the no_pdl part only: {bench}")
         expect(all("--benchmark_out_format=json" in c for c in bench), "every part writes JSON")
@@ -248,6 +258,14 @@ def main():
         rc, log, out, calls = run_check(base, fake, {"FAKE_SANITIZER_FAIL": "1"}, ["racecheck"])
         expect(rc == 1 and step_row(report_of(out), "racecheck") == "FAIL (exit 1)",
                f"sanitizer error: exit {rc}, {step_row(report_of(out), 'racecheck')}")
+
+        # 3a. A self-test run in which a perturbed output passed its verification fails.
+        rc, log, out, calls = run_check(base, fake, {"FAKE_SELFTEST_MISS": "1"}, ["selftest"])
+        report = report_of(out)
+        expect(rc == 1 and step_row(report, "selftest/output0") == "FAIL (exit 1)"
+               and step_row(report, "selftest/output2") == "FAIL (exit 1)",
+               f"self-test miss: exit {rc}, {step_row(report, 'selftest/output0')}")
+        expect("self-test: FAILED" in report, "the self-test's tally is in the report")
 
         # 3b. A binary that saw no GPU fails although it exited 0; a part whose filter selects nothing fails.
         rc, log, out, calls = run_check(base, fake, {"FAKE_TESTS_NO_GPU": "1"}, ["tests"])
