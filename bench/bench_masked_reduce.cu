@@ -17,7 +17,6 @@
 #include <cub/device/device_segmented_reduce.cuh>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -338,21 +337,12 @@ std::string verify_outputs(const Workload& w, const Inputs& in, void* out, float
     return true;
   };
   // Every output (the reference of one costs its row's valid steps: B x T x F reads of x in all).
-  std::atomic<std::size_t> first_bad{outs};
-  parallel_for(static_cast<std::int64_t>(outs), 1, [&](std::int64_t begin, std::int64_t end) {
-    for (auto at = static_cast<std::size_t>(begin); at < static_cast<std::size_t>(end) && at < first_bad;
-         ++at) {
-      if (mismatch(at, nullptr)) {
-        std::size_t seen = first_bad.load();
-        while (at < seen && !first_bad.compare_exchange_weak(seen, at)) {
-        }
-        return;
-      }
-    }
+  const std::int64_t bad = first_index_where(static_cast<std::int64_t>(outs), 1, [&](std::int64_t at) {
+    return mismatch(static_cast<std::size_t>(at), nullptr);
   });
   std::string message;
-  if (first_bad.load() < outs) {
-    mismatch(first_bad.load(), &message);
+  if (bad < static_cast<std::int64_t>(outs)) {
+    mismatch(static_cast<std::size_t>(bad), &message);
   }
   return message;
 }

@@ -1,6 +1,7 @@
 #include "bench/harness.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -392,6 +393,12 @@ void perturb_begin() {
   p.where.clear();
 }
 
+bool perturb_applied() {
+  PerturbState& p = perturb_state();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  return p.applied;
+}
+
 std::string perturb_output(void* device, DType dtype, std::int64_t count) {
   PerturbState& p = perturb_state();
   std::lock_guard<std::mutex> lock(p.mutex);
@@ -662,6 +669,22 @@ void parallel_for(std::int64_t n, std::int64_t grain,
   for (auto& t : threads) {
     t.join();
   }
+}
+
+std::int64_t first_index_where(std::int64_t n, std::int64_t grain,
+                               const std::function<bool(std::int64_t)>& pred) {
+  std::atomic<std::int64_t> first{n};
+  parallel_for(n, grain, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end && i < first.load(); ++i) {
+      if (pred(i)) {
+        std::int64_t seen = first.load();
+        while (i < seen && !first.compare_exchange_weak(seen, i)) {
+        }
+        return;
+      }
+    }
+  });
+  return first.load();
 }
 
 std::int64_t iterations_for(std::uint64_t bytes) {

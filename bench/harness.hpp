@@ -100,21 +100,26 @@ std::string verify_cached(const std::string& key, const std::function<std::strin
 
 // ---- self-test of the verifications (culayers_bench --culayers_perturb=K) ------------------------------
 // A verification that cannot fail would let a wrong kernel be timed and reported. In self-test mode every
-// verification hands each output it checks to perturb_output() right after the op wrote it (before anything
-// reads it back), numbered from 0 in that order; output K gets one element, at a random position (fixed
+// verification hands each output it checks to perturb_output() right after the op wrote it (before the
+// comparison with the reference reads it back; a run-to-run snapshot is taken before it), numbered from 0 in
+// that order; output K gets one element, at a random position (fixed
 // seed), changed by far more than any tolerance (v -> v + 1024 (1 + |v|); a NaN or infinity -> 0). The
-// verification must then fail. verify_once turns the outcome round: a failure with output K perturbed is
+// verification must then fail. verify_cached turns the outcome round: a failure with output K perturbed is
 // the expected result ("self-test: caught"), a pass is an error ("self-test: MISSED"); a verification with
 // no output K, or one that failed before its perturbation, is reported apart. Nothing is timed in this
 // mode. main() prints the tally (perturb_report) and exits non-zero when a perturbation was missed, a
-// verification failed unperturbed, or nothing was caught. The device-to-device copies and the roofline
-// kernels are not in it: their checks read windows of the output, not all of it.
+// verification failed unperturbed, or nothing was caught (scripts/gpu_check.sh also fails a run in which a
+// case errored outside its verification, e.g. in set-up). The device-to-device copies and the roofline
+// kernels are not in it: they trust cudaMemcpyAsync and their own checks (some read windows of the output).
+//
 // Turns the self-test on for output k (off for k < 0) and clears its tally.
 void set_perturb_output(int k);
 bool perturb_enabled();
-// Starts the numbering of one verification's outputs (verify_once calls it; run_fastest_candidate before
+// Starts the numbering of one verification's outputs (verify_cached calls it; run_fastest_candidate before
 // each candidate's verify()).
 void perturb_begin();
+// True when output K of the verification in progress was perturbed.
+bool perturb_applied();
 // Perturbs `device` (count elements of `dtype`) when it is output K of the verification in progress; a
 // no-op otherwise. "" on success, else the CUDA error.
 std::string perturb_output(void* device, DType dtype, std::int64_t count);
@@ -125,6 +130,11 @@ bool perturb_report();
 // CPU references of the verifications).
 void parallel_for(std::int64_t n, std::int64_t grain,
                   const std::function<void(std::int64_t, std::int64_t)>& body);
+
+// The smallest i in [0, n) with pred(i) true, or n when there is none; pred runs on all host cores (parts of
+// at least `grain`), each part stopping at its first hit or once a smaller hit is known.
+std::int64_t first_index_where(std::int64_t n, std::int64_t grain,
+                               const std::function<bool(std::int64_t)>& pred);
 
 // Writes 2 x L2 bytes (cudaMemsetAsync) on `stream`, then reads 2 x L2 clean bytes: evicts whatever the
 // previous iteration left in L2 and leaves only clean lines.

@@ -68,11 +68,11 @@ std::vector<unsigned char> random_values(DType dtype, std::size_t n, std::uint64
     } else {
       std::uint32_t bits;
       std::memcpy(&bits, &f, 4);
-      // bf16: the top half (truncation is fine for test data); fp16: a value of the same size below.
+      // bf16: the top half (truncation is fine for test data); fp16: a value in [1, 4) of either sign.
       std::uint16_t h = static_cast<std::uint16_t>(bits >> 16);
       if (dtype == DType::kFloat16) {
-        h = static_cast<std::uint16_t>(0x3c00 + (rng() % 0x0800)); // in [1, 2)
-        h = static_cast<std::uint16_t>(h | ((rng() & 1) << 15));   // either sign
+        h = static_cast<std::uint16_t>(0x3c00 + (rng() % 0x0800));
+        h = static_cast<std::uint16_t>(h | ((rng() & 1) << 15));
       }
       std::memcpy(out.data() + 2 * i, &h, 2);
     }
@@ -129,8 +129,10 @@ TEST(BenchSelfTest, OffChangesNothing) {
   EXPECT_EQ(perturb_output(b.data(), DType::kFloat32, 257), "");
   EXPECT_EQ(b.read(), before);
   int runs = 0;
-  EXPECT_EQ(verify_cached("selftest/off", [&] { return ++runs, std::string(); }), "");
-  EXPECT_EQ(verify_cached("selftest/off", [&] { return ++runs, std::string("not run again"); }), "");
+  static int repeat = 0; // keys of their own on every run of this test (--gtest_repeat)
+  const std::string key = "selftest/off/" + std::to_string(repeat++);
+  EXPECT_EQ(verify_cached(key, [&] { return ++runs, std::string(); }), "");
+  EXPECT_EQ(verify_cached(key, [&] { return ++runs, std::string("not run again"); }), "");
   EXPECT_EQ(runs, 1);
 }
 
@@ -190,17 +192,25 @@ TEST(BenchSelfTest, EveryPositionCanBeChosen) {
 
 TEST(BenchSelfTest, NonFiniteValuesBecomeZero) {
   set_perturb_output(0);
-  for (const float v : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
-                        -std::numeric_limits<float>::infinity()}) {
-    std::vector<unsigned char> bytes(4);
-    std::memcpy(bytes.data(), &v, 4);
-    Buffer b(bytes);
-    perturb_begin();
-    ASSERT_EQ(perturb_output(b.data(), DType::kFloat32, 1), "");
-    float got;
-    const std::vector<unsigned char> after = b.read();
-    std::memcpy(&got, after.data(), 4);
-    EXPECT_EQ(got, 0.0f) << v;
+  // float32, fp16 and bf16 bit patterns of NaN, +infinity and -infinity.
+  const struct {
+    DType dtype;
+    std::vector<std::uint32_t> bits;
+  } cases[] = {{DType::kFloat32, {0x7fc00000u, 0x7f800000u, 0xff800000u}},
+               {DType::kFloat16, {0x7e00u, 0x7c00u, 0xfc00u}},
+               {DType::kBFloat16, {0x7fc0u, 0x7f80u, 0xff80u}}};
+  for (const auto& c : cases) {
+    const std::size_t elem = dtype_size(c.dtype);
+    for (const std::uint32_t v : c.bits) {
+      std::vector<unsigned char> bytes(elem);
+      std::memcpy(bytes.data(), &v, elem); // little endian: the low bytes
+      Buffer b(bytes);
+      perturb_begin();
+      ASSERT_EQ(perturb_output(b.data(), c.dtype, 1), "");
+      const std::vector<unsigned char> after = b.read();
+      EXPECT_EQ(float_value(after.data(), c.dtype), 0.0)
+          << "dtype " << static_cast<int>(c.dtype) << ", bits " << v;
+    }
   }
 }
 
@@ -239,6 +249,9 @@ std::string check_all(const Buffer& out, const std::vector<unsigned char>& want,
 }
 
 TEST(BenchSelfTest, VerdictsAndTally) {
+  // Keys of their own on every run of this test (--gtest_repeat): verify_cached remembers results per key.
+  static int run = 0;
+  const std::string tag = "selftest/" + std::to_string(run++) + "/";
   const std::vector<unsigned char> want = random_values(DType::kFloat32, 1000, 42);
   Buffer out(want);
   const auto reset = [&] {
@@ -247,39 +260,57 @@ TEST(BenchSelfTest, VerdictsAndTally) {
 
   set_perturb_output(0);
   EXPECT_FALSE(perturb_report()) << "nothing exercised yet";
-  std::string r = verify_cached("selftest/caught", [&] { return check_all(out, want, true); });
+  std::string r = verify_cached(tag + "caught", [&] { return check_all(out, want, true); });
   EXPECT_EQ(r.rfind("self-test: caught (output 0, element ", 0), 0u) << r;
   EXPECT_NE(r.find(" of 1000: "), std::string::npos) << r;
   EXPECT_NE(r.find("differs"), std::string::npos) << r;
   reset();
-  r = verify_cached("selftest/none", [&] { return check_all(out, want, false); });
+  r = verify_cached(tag + "none", [&] { return check_all(out, want, false); });
   EXPECT_EQ(r, "self-test: no output 0 here (its verification passed)");
-  r = verify_cached("selftest/unavailable", [] { return std::string(kBaselineUnavailable) + "no library"; });
+  r = verify_cached(tag + "unavailable", [] { return std::string(kBaselineUnavailable) + "no library"; });
   EXPECT_EQ(r, std::string(kBaselineUnavailable) + "no library");
   EXPECT_TRUE(perturb_report()) << "caught one, the rest not exercised";
 
   // A verification that does not look at what it was handed, and one that fails unperturbed.
-  r = verify_cached("selftest/missed", [&] {
+  r = verify_cached(tag + "missed", [&] {
     return perturb_output(out.data(), DType::kFloat32, 1000); // "" : and nothing is compared
   });
   EXPECT_EQ(r.rfind("self-test: MISSED: output 0, element ", 0), 0u) << r;
   EXPECT_FALSE(perturb_report());
   reset();
   set_perturb_output(0);
-  EXPECT_EQ(verify_cached("selftest/caught2", [&] { return check_all(out, want, true); })
+  EXPECT_EQ(verify_cached(tag + "caught2", [&] { return check_all(out, want, true); })
                 .rfind("self-test: caught", 0),
             0u);
-  r = verify_cached("selftest/failed", [] { return std::string("wrong before anything was perturbed"); });
+  r = verify_cached(tag + "failed", [] { return std::string("wrong before anything was perturbed"); });
   EXPECT_EQ(r, "self-test: FAILED with nothing perturbed: wrong before anything was perturbed");
   EXPECT_FALSE(perturb_report());
 
   // A verification seen before keeps its verdict (it is not run again).
   int runs = 0;
   EXPECT_EQ(
-      verify_cached("selftest/failed", [&] { return ++runs, std::string(); }).rfind("self-test: FAILED", 0),
-      0u);
+      verify_cached(tag + "failed", [&] { return ++runs, std::string(); }).rfind("self-test: FAILED", 0), 0u);
   EXPECT_EQ(runs, 0);
   set_perturb_output(-1);
+}
+
+TEST(BenchSelfTest, FirstIndexWhereFindsTheSmallestHit) {
+  std::mt19937_64 rng(9);
+  for (const std::int64_t n : {0, 1, 2, 17, 1000, 100000}) {
+    for (const std::int64_t grain : {std::int64_t{1}, std::int64_t{64}, std::int64_t{1} << 16}) {
+      // No hit, one hit anywhere (the last element too), and many hits (the smallest wins, whichever part
+      // finds its own first).
+      EXPECT_EQ(first_index_where(n, grain, [](std::int64_t) { return false; }), n);
+      for (int round = 0; round < 5 && n > 0; ++round) {
+        const std::int64_t at =
+            round == 0 ? n - 1 : static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(n));
+        EXPECT_EQ(first_index_where(n, grain, [&](std::int64_t i) { return i == at; }), at)
+            << n << " " << grain;
+        EXPECT_EQ(first_index_where(n, grain, [&](std::int64_t i) { return i >= at && (i - at) % 3 == 0; }),
+                  at);
+      }
+    }
+  }
 }
 
 TEST(BenchSelfTest, ParallelForCoversItsRangeOnce) {

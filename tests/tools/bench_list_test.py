@@ -68,7 +68,7 @@ def main(argv):
     # The verification self-test (gpu_check.sh's selftest_runs: output number, filter): output 0's filter
     # reaches every kind of verification the binary registers (a variant of an op, e.g. group norm's
     # nhwc_sums or the dropout graph replay; the copies and the roofline check windows and are left out),
-    # and every filter selects some case and no copy or roofline case.
+    # and every filter selects some case, no copy or roofline case, and only cases that have its output.
     def kind(name):
         parts = name.split("/")
         if parts[0] in ("dropout_fwd", "dropout_bwd", "dropout_graph"):
@@ -76,6 +76,22 @@ def main(argv):
         if parts[0] in ("group_norm", "masked_reduce", "batch_norm"):
             return parts[0] + "/" + parts[-1]
         return None
+
+    def outputs_of(name):  # the outputs each verification hands to the self-test (bench/*: perturb_output)
+        parts = name.split("/")
+        if parts[0] == "group_norm":
+            if parts[-1] == "cudnn":
+                return 3 if parts[-2] == "bwd" else 1
+            return 1 if parts[-1] == "nhwc_sums" else 3
+        if parts[0] == "masked_reduce":
+            return 2 if "_moments_" in parts[1] else 1
+        if parts[0] == "dropout_graph":
+            return 3  # three replays
+        if parts[0] in ("dropout_fwd", "dropout_bwd"):
+            return 2 if parts[1] == "cudnn" or parts[0] == "dropout_bwd" else 1
+        if parts[0] == "batch_norm":
+            return (3 if parts[-1] == "ours" else 2) if parts[-2].startswith("train") else 1
+        return 0
 
     def not_checked_whole(name):
         return name.startswith("BM_") or name.startswith("dropout_copy/") or name.endswith("/copy_same_bytes")
@@ -89,6 +105,10 @@ def main(argv):
         hits = [goals.case_name(h.strip()) for h in selected(regex)]
         if not hits:
             failures.append(f"gpu_check.sh self-test of output {k}: filter {regex} selects no case")
+        short = [h for h in hits if not not_checked_whole(h) and outputs_of(h) <= int(k)]
+        if short:
+            failures.append(f"gpu_check.sh self-test of output {k} selects cases without an output {k}: "
+                            + ", ".join(short))
         if any(not_checked_whole(h) for h in hits):
             failures.append(f"gpu_check.sh self-test of output {k} selects copies or roofline cases: "
                             + ", ".join(h for h in hits if not_checked_whole(h)))

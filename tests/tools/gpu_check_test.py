@@ -85,6 +85,7 @@ names = [
     "dropout_fwd/cudnn/8192x4096/keep0.9/iterations:200/manual_time",
     "group_norm/s3_N16_C256_56x56/bf16/nchw/none/fwd/ours/iterations:200/manual_time",
     "group_norm/s3_N16_C256_56x56/bf16/nchw/none/fwd/cudnn/iterations:200/manual_time",
+    "group_norm/s3_N16_C256_56x56/bf16/nhwc/none/bwd/ours/iterations:200/manual_time",
     "group_norm/s2_C128_1024x1024/bf16/nchw/silu/fwd/ours/iterations:20/manual_time",
     "group_norm/s1_C320_64x64/bf16/nhwc/silu/fwd/ours/iterations:200/manual_time",
     "BM_copy_kernel/bytes:67108864/iterations:200/manual_time",
@@ -93,8 +94,19 @@ names = [
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
 with open(os.environ["FAKE_CALLS"], "a") as f:
     f.write("bench NO_PDL=%s %s\\n" % (os.environ.get("CULAYERS_NO_PDL", ""), " ".join(sys.argv[1:])))
-if "culayers_perturb" in args:  # the verification self-test: a tally and its exit status, no JSON
+if "culayers_perturb" in args:  # the verification self-test: every case errors with its verdict; a tally
     missed = bool(os.environ.get("FAKE_SELFTEST_MISS"))
+    setup_error = os.environ.get("FAKE_SELFTEST_SETUP_ERROR")
+    out = []
+    for n in names:
+        if re.search(args.get("benchmark_filter", "."), n):
+            msg = "self-test: caught (output 0, element 1 of 9: 1 -> 2049): stand-in"
+            if setup_error and re.search(setup_error, n):
+                msg = "setup: cudaMalloc failed (stand-in)"
+            out.append({"name": n, "run_name": n, "run_type": "iteration", "error_occurred": True,
+                        "error_message": msg})
+    if args.get("benchmark_out"):
+        json.dump({"context": {}, "benchmarks": out}, open(args["benchmark_out"], "w"))
     print("self-test of the verifications (output %s perturbed):" % args["culayers_perturb"])
     print("self-test: %s" % ("FAILED" if missed else "passed"))
     sys.exit(1 if missed else 0)
@@ -232,8 +244,11 @@ def main():
         expect(len(bench) == len(parts), f"one culayers_bench run per part: {bench}")
         selftest = [c for c in calls if c.startswith("bench ") and "--culayers_perturb" in c]
         expect([c.split("--culayers_perturb=")[1].split()[0] for c in selftest] == ["0", "1", "2"]
-               and all("--benchmark_filter=^" in c and "--benchmark_out" not in c for c in selftest),
-               f"the self-test runs outputs 0, 1 and 2, each with a filter and no JSON: {selftest}")
+               and all("--benchmark_filter=^" in c and "selftest-output" in c for c in selftest),
+               f"the self-test runs outputs 0, 1 and 2, each with a filter and its own JSON: {selftest}")
+        if jsons:
+            expect(not any("self-test" in str(b.get("error_message", "")) for b in merged.get("benchmarks", [])),
+                   "the self-test's cases stay out of the merged benchmark JSON")
         expect(all(("NO_PDL=1 " in c) == ("ours_(lengths|mask)" in c) for c in bench),
                f"CULAYERS_NO_PDL=1 in the no_pdl part only: {bench}")
         expect(all("--benchmark_out_format=json" in c for c in bench), "every part writes JSON")
@@ -266,6 +281,12 @@ def main():
                and step_row(report, "selftest/output2") == "FAIL (exit 1)",
                f"self-test miss: exit {rc}, {step_row(report, 'selftest/output0')}")
         expect("self-test: FAILED" in report, "the self-test's tally is in the report")
+        # A case that errored before its verification (set-up) fails the run although the binary exited 0.
+        rc, log, out, calls = run_check(base, fake, {"FAKE_SELFTEST_SETUP_ERROR": "^group_norm/"}, ["selftest"])
+        report = report_of(out)
+        expect(rc == 1 and (step_row(report, "selftest/output0") or "").startswith(
+            "FAIL (cases that errored before their verification: "),
+               f"self-test set-up error: exit {rc}, {step_row(report, 'selftest/output0')}")
 
         # 3b. A binary that saw no GPU fails although it exited 0; a part whose filter selects nothing fails.
         rc, log, out, calls = run_check(base, fake, {"FAKE_TESTS_NO_GPU": "1"}, ["tests"])
@@ -276,12 +297,14 @@ def main():
                f"empty part: exit {rc}, {step_row(report_of(out), 'bench/roofline')}")
 
         # 3c. A step is cut at the step timeout; steps that would start too close to the deadline are NOT RUN.
-        rc, log, out, calls = run_check(base, fake, {"FAKE_TESTS_SLEEP": "20", "CULAYERS_STEP_TIMEOUT": "2",
-                                                     "CULAYERS_GPU_DEADLINE": "30"}, ["tests", "bench"])
+        # (Deadline 40 s: the tests step starts with 30 s left less start-up time, at most 12 s of it used, so
+        # a slow start on a loaded machine has 8 s of slack; after the 12 s step fewer than 20 s are left.)
+        rc, log, out, calls = run_check(base, fake, {"FAKE_TESTS_SLEEP": "30", "CULAYERS_STEP_TIMEOUT": "12",
+                                                     "CULAYERS_GPU_DEADLINE": "40"}, ["tests", "bench"])
         report = report_of(out)
-        expect(rc == 1 and step_row(report, "tests") == "TIMEOUT after 2s",
+        expect(rc == 1 and step_row(report, "tests") == "TIMEOUT after 12s",
                f"step timeout: exit {rc}, {step_row(report, 'tests')}")
-        expect((step_row(report, "bench/masked_reduce") or "").startswith("NOT RUN: the 30 s deadline was reached")
+        expect((step_row(report, "bench/masked_reduce") or "").startswith("NOT RUN: the 40 s deadline was reached")
                and (step_row(report, "bench/no_pdl") or "").startswith("NOT RUN"),
                f"deadline: {step_row(report, 'bench/masked_reduce')}")
         expect(not any(c.startswith("bench ") for c in calls), "no part started after the deadline")
