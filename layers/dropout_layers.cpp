@@ -195,8 +195,8 @@ Status init_dropout_state(const std::string& name, Tensor& state, std::uint64_t 
 }
 
 /// The training-phase forward: y = dropout(x) with the state's current call (`noise` resolved).
-Status dropout_forward(const std::string& name, const Shape& noise, Tensor& state, const CallContext& ctx,
-                       const ConstTensorView& x, Tensor* y) {
+dropout::DropoutForwardArgs forward_args(const Shape& noise, Tensor& state, const ConstTensorView& x,
+                                         Tensor* y) {
   dropout::DropoutForwardArgs f;
   f.x = x.data();
   f.y = y->data();
@@ -204,7 +204,12 @@ Status dropout_forward(const std::string& name, const Shape& noise, Tensor& stat
   f.shape = x.shape();
   f.noise_shape = noise;
   f.state = state_ptr(state);
-  if (Status s = dropout::run(f, nullptr, 0, ctx.stream); !ok(s)) {
+  return f;
+}
+
+Status dropout_forward(const std::string& name, const Shape& noise, Tensor& state, const CallContext& ctx,
+                       const ConstTensorView& x, Tensor* y) {
+  if (Status s = dropout::run(forward_args(noise, state, x, y), nullptr, 0, ctx.stream); !ok(s)) {
     return set_error(s, "%s: %s", name.c_str(), last_error_message());
   }
   return Status::kSuccess;
@@ -501,6 +506,11 @@ Status DecayingDropout::do_call(const CallContext& ctx, const ConstTensorView& x
   // k draws too).
   const bool frozen = !trainable();
   if (frozen) {
+    // The forward's arguments are checked before the redraw: a call the op rejects launches nothing (and
+    // leaves the redraw counter alone).
+    if (Status s = dropout::can_implement(forward_args(noise, state_, x, y)); !ok(s)) {
+      return set_error(s, "%s: %s", name().c_str(), last_error_message());
+    }
     if (Status s = run_state_op<dropout::DropoutRedrawArgs>(name(), state_, ctx.stream); !ok(s)) {
       return s;
     }

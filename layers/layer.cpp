@@ -312,6 +312,12 @@ Status Layer::call_forward(const CallContext& ctx, const ConstTensorView& x, con
     if (Status s = build(x.shape(), ctx.stream); !ok(s)) {
       return s;
     }
+    // The checks that need the built layer (the op's limits for this shape, the phase) now run too; a first
+    // call they reject leaves the layer unbuilt, as Sequential's first call does.
+    if (Status s = check_call(x.shape(), x.dtype(), has_mask, ctx.phase); !ok(s)) {
+      unbuild();
+      return s;
+    }
   }
   LayerOutput result{};
   if (supports_masking()) {

@@ -7,6 +7,7 @@
 #include "culayers/nn/sequential.hpp"
 #include "culayers/status.hpp"
 #include "culayers/types.hpp"
+#include "kernels/common/arg_checks.hpp"
 
 #include <cuda_runtime_api.h>
 
@@ -218,6 +219,36 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
     if (args->y_mask != nullptr && args->y_mask_bytes < m_need) {
       return to_c(set_error(Status::kErrorInvalidValue, "%s: y_mask_bytes: %zu, an output mask needs %zu", fn,
                             args->y_mask_bytes, m_need));
+    }
+    // The outputs are written after the model ran, so y may equal x and y_mask may equal mask (the copy is
+    // then skipped, or lands on consumed input); any other overlap between y, y_mask, x and mask would have
+    // one copy read or clobber another's bytes: refused before anything runs.
+    const auto x_numel = static_cast<std::size_t>(in.numel());
+    const std::size_t x_bytes =
+        culayers::dtype_size(dtype) != 0 && x_numel > SIZE_MAX / culayers::dtype_size(dtype)
+            ? SIZE_MAX
+            : x_numel * culayers::dtype_size(dtype);
+    const std::size_t mask_bytes =
+        args->mask != nullptr ? static_cast<std::size_t>(args->dims[0] * args->dims[1]) : 0;
+    const std::size_t y_mask_used = args->y_mask != nullptr ? m_need : 0;
+    const struct {
+      const char* a;
+      const void* pa;
+      std::size_t na;
+      const char* b;
+      const void* pb;
+      std::size_t nb;
+      bool equal_allowed;
+    } pairs[] = {{"y", args->y, y_need, "x", args->x, x_bytes, true},
+                 {"y", args->y, y_need, "mask", args->mask, mask_bytes, false},
+                 {"y", args->y, y_need, "y_mask", args->y_mask, y_mask_used, false},
+                 {"y_mask", args->y_mask, y_mask_used, "mask", args->mask, mask_bytes, true},
+                 {"y_mask", args->y_mask, y_mask_used, "x", args->x, x_bytes, false}};
+    for (const auto& p : pairs) {
+      if (culayers::kernels::overlaps(p.pa, p.na, p.pb, p.nb) && !(p.equal_allowed && p.pa == p.pb)) {
+        return to_c(set_error(Status::kErrorInconsistentArguments, "%s: %s: overlaps %s%s", fn, p.a, p.b,
+                              p.equal_allowed ? " (it may only equal it)" : ""));
+      }
     }
     nn::LayerOutput out{};
     if (Status s = seq.call(ctx, x, mask, &out); !culayers::ok(s)) {

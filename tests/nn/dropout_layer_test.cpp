@@ -455,6 +455,38 @@ TEST(DecayingDropoutLayer, KeepRateAfterKTrainingCallsFollowsTheSchedule) {
   schedule_case<__nv_bfloat16>(rng, Shape{2, 7, 9}, 4);
 }
 
+// A frozen call whose forward the op rejects (here x misaligned for its dtype, which the layer's own checks
+// do not look at) fails with the op's status and launches nothing: the redraw before the forward included,
+// so the state (redraw counter, current stream, last_*) is as it was.
+TEST(DecayingDropoutLayer, FrozenCallTheOpRejectsLaunchesNothing) {
+  auto rng = rng_for_test();
+  const Shape shape{2, 3, 8};
+  const std::size_t n = static_cast<std::size_t>(shape.numel());
+  DeviceBuffer<float> x(td::random_input<float>(rng, n + 1));
+  nn::DecayingDropout layer(decaying(0.8, 2, 0.7, rng()));
+  nn::CallContext ctx;
+  ctx.phase = nn::Phase::kTraining;
+  nn::LayerOutput out;
+  ASSERT_EQ(layer.call(ctx, ConstTensorView::contiguous(x.get(), DType::kFloat32, shape), {}, &out),
+            Status::kSuccess);
+  layer.set_trainable(false);
+  const cd::DropoutState before = state_of(layer);
+  const void* odd = reinterpret_cast<const unsigned char*>(x.get()) + 2;
+#if CULAYERS_TEST_EMULATED
+  const std::uint64_t launches = culayers_emu::stats().launches;
+#endif
+  EXPECT_EQ(layer.call(ctx, ConstTensorView::contiguous(odd, DType::kFloat32, shape), {}, &out),
+            Status::kErrorMisaligned);
+  EXPECT_NE(std::string(culayers::last_error_message()).find(layer.name()), std::string::npos)
+      << culayers::last_error_message();
+#if CULAYERS_TEST_EMULATED
+  EXPECT_EQ(culayers_emu::stats().launches, launches) << "a rejected frozen call launched a kernel";
+#endif
+  const cd::DropoutState after = state_of(layer);
+  EXPECT_EQ(std::memcmp(&before, &after, sizeof before), 0)
+      << "the state changed (redraws " << before.redraws << " -> " << after.redraws << ")";
+}
+
 // A frozen layer keeps its schedule (iteration 1's keep rate, no update op) but, as Keras's dropout,
 // draws new noise on every training call, each from a redraw stream: 2^63 + 1, + 2, + 3, never a schedule
 // stream. Unfrozen again, call 1 draws from stream 1 (as an unfrozen layer's call 1 did, and as a layer

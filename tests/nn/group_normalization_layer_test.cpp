@@ -400,6 +400,29 @@ TEST(GroupNormalizationLayer, BadOptionsAreClearErrorsAtBuild) {
   }
 }
 
+// A standalone layer's first call builds, then runs the checks that need the built layer (the op's limits
+// for the shape); one they reject leaves the layer unbuilt (no weights), so the next call builds for its own
+// shape, as a model's first call does.
+TEST(GroupNormalizationLayer, FirstCallTheOpLimitsRejectLeavesTheLayerUnbuilt) {
+  nn::GroupNormalizationOptions o;
+  o.groups = 2;
+  nn::GroupNormalization layer(o, "gn_limits");
+  // Batch x groups = 2^32 (rows of the statistics) over an empty spatial axis: nothing to read, but past
+  // the op's 32-bit group count.
+  const std::int64_t batch = std::int64_t{1} << 31;
+  expect_call_error(layer, view_of(nullptr, DType::kFloat32, Shape{batch, 0, 8}), {}, Status::kErrorSizeLimit,
+                    "");
+  EXPECT_FALSE(layer.built());
+  EXPECT_TRUE(layer.weights().empty());
+  DeviceBuffer<float> x(2 * 3 * 8);
+  nn::CallContext ctx;
+  nn::LayerOutput out;
+  ASSERT_EQ(layer.call(ctx, view_of(x.get(), DType::kFloat32, Shape{2, 3, 8}), {}, &out), Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_TRUE(layer.built());
+  EXPECT_EQ(layer.built_shape().dim(2), 8);
+}
+
 TEST(GroupNormalizationLayer, MasksOnlyWithChannelsLastSequencesAndShapesMustMatch) {
   DeviceBuffer<float> x(2 * 8 * 3 * 4);
   DeviceBuffer<std::uint8_t> mask(std::vector<std::uint8_t>(2 * 8, 1));

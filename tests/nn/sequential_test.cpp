@@ -1088,4 +1088,85 @@ TEST(ModelCApi, IdentityModelRunsInPlace) {
   culayersModelDestroy(handle);
 }
 
+// culayersModelRun copies the output (and the output mask) after the model ran: y may equal x and y_mask
+// may equal mask, but any other overlap among y, y_mask, x and mask is refused before anything runs (a
+// copy would read or clobber another's bytes; an overlapping copy is undefined in CUDA), in either phase,
+// and the buffers are left as they were.
+TEST(ModelCApi, RunRefusesOverlappingOutputs) {
+  Json cfg = {{"class_name", "Sequential"},
+              {"config",
+               {{"name", "identity"},
+                {"layers",
+                 {{{"class_name", "Dropout"}, {"config", {{"name", "drop"}, {"rate", 0.25}, {"seed", 5}}}}}},
+                {"build_input_shape", {nullptr, kT, kF}}}}};
+  culayersModel_t handle = nullptr;
+  ASSERT_EQ(culayersModelCreate(&handle, cfg.dump().c_str(), nullptr, nullptr), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  auto rng = culayers::test::rng_for_test();
+  const std::size_t n = static_cast<std::size_t>(kB) * kT * kF;
+  const std::size_t steps = static_cast<std::size_t>(kB) * kT;
+  // One buffer holding x and room past it; one holding the mask and room past it.
+  std::vector<float> host = padded_batch(rng, {kT, 4, 1});
+  host.resize(2 * n, 3.0f);
+  DeviceBuffer<float> xs(host);
+  std::vector<std::uint8_t> mask_host(2 * steps, 1);
+  DeviceBuffer<std::uint8_t> masks(mask_host);
+  DeviceBuffer<float> y(n);
+  const std::vector<float> y_host(n, -7.0f);
+  y.upload(y_host);
+  const std::int64_t dims[3] = {kB, kT, kF};
+  culayersModelRunArgs_t args;
+  culayersModelRunArgsInit(&args);
+  args.x = xs.get();
+  args.rank = 3;
+  std::memcpy(args.dims, dims, sizeof(dims));
+  args.mask = masks.get();
+  args.y = y.get();
+  args.y_bytes = n * sizeof(float);
+  args.y_mask = masks.get() + steps; // its own bytes: fine
+  args.y_mask_bytes = steps;
+  auto* y_bytes = reinterpret_cast<std::uint8_t*>(y.get());
+  const struct {
+    const char* what;
+    void* y;
+    std::uint8_t* y_mask;
+    const char* message;
+  } cases[] = {
+      {"y one element into x", xs.get() + 1, args.y_mask, "y: overlaps x"},
+      {"y over the mask", masks.get(), args.y_mask, "y: overlaps mask"},
+      {"y_mask inside y", y.get(), y_bytes + 8, "y: overlaps y_mask"},
+      {"y_mask one byte into mask", y.get(), masks.get() + 1, "y_mask: overlaps mask"},
+      {"y_mask inside x", y.get(), reinterpret_cast<std::uint8_t*>(xs.get() + 4), "y_mask: overlaps x"},
+  };
+  for (const culayersPhase_t phase : {CULAYERS_PHASE_INFERENCE, CULAYERS_PHASE_TRAINING}) {
+    for (const auto& c : cases) {
+      culayersModelRunArgs_t bad = args;
+      bad.phase = phase;
+      bad.y = c.y;
+      bad.y_mask = c.y_mask;
+      int wrote_mask = -1;
+      EXPECT_EQ(culayersModelRun(handle, &bad, &wrote_mask, nullptr), CULAYERS_STATUS_INCONSISTENT_ARGUMENTS)
+          << c.what;
+      EXPECT_NE(std::string(culayersGetLastErrorMessage()).find(c.message), std::string::npos)
+          << c.what << ": " << culayersGetLastErrorMessage();
+      EXPECT_EQ(wrote_mask, -1) << c.what;
+    }
+  }
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_EQ(xs.download(), host);
+  EXPECT_EQ(masks.download(), mask_host);
+  EXPECT_EQ(y.download(), y_host);
+  // The allowed cases still run: y == x, y_mask == mask, and separate buffers.
+  culayersModelRunArgs_t same = args;
+  same.y = xs.get();
+  same.y_mask = masks.get();
+  EXPECT_EQ(culayersModelRun(handle, &same, nullptr, nullptr), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  EXPECT_EQ(culayersModelRun(handle, &args, nullptr, nullptr), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_EQ(y.download(), std::vector<float>(host.begin(), host.begin() + static_cast<std::ptrdiff_t>(n)));
+  culayersModelDestroy(handle);
+}
+
 } // namespace
