@@ -555,9 +555,19 @@ Status can_implement(const MaskedReduceArgs& a) {
   if (!ok(st)) {
     return st;
   }
-  if (t.target_threads < 0 || t.narrow_max_inner < 0 || t.narrow_max_row < 0 || t.min_rows_per_thread < 0 ||
-      t.splits < 0) {
-    return set_error(Status::kErrorInvalidValue, "%s: tuning: thresholds must be >= 0 (0 = automatic)", op);
+  const struct {
+    const char* name;
+    std::int64_t value;
+  } thresholds[] = {{"target_threads", t.target_threads},
+                    {"narrow_max_inner", t.narrow_max_inner},
+                    {"narrow_max_row", t.narrow_max_row},
+                    {"min_rows_per_thread", t.min_rows_per_thread},
+                    {"splits", t.splits}};
+  for (const auto& th : thresholds) {
+    if (th.value < 0) {
+      return set_error(Status::kErrorInvalidValue, "%s: tuning.%s: %lld, must be >= 0 (0 = automatic)", op,
+                       th.name, static_cast<long long>(th.value));
+    }
   }
   // R is below 2^31, so a larger minimum means "never split" as well; rejecting it keeps the planner's
   // ceil(R / min_rows) from overflowing.

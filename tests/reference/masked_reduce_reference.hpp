@@ -194,6 +194,7 @@ struct ForwardRef {
   std::vector<std::int32_t> count; // [outer]
   std::vector<double> abs_sum;     // [outer, inner]: sum of |x| over valid steps (tolerances)
   std::vector<double> abs_max;     // [outer, inner]: max |x| over valid steps (tolerances)
+  std::vector<double> max_dev;     // [outer, inner]: moments: max |x - mean| over valid steps (tolerances)
 };
 
 /// NaN beats every number; otherwise strictly greater (max) or smaller (min).
@@ -216,6 +217,7 @@ inline ForwardRef forward_reference(ReduceOp op, const std::vector<double>& x, s
   ref.count.assign(static_cast<std::size_t>(outer), 0);
   ref.abs_sum.assign(n_out, 0.0);
   ref.abs_max.assign(n_out, 0.0);
+  ref.max_dev.assign(n_out, 0.0);
   for (std::int64_t o = 0; o < outer; ++o) {
     const std::int64_t n = valid.count(o);
     ref.count[static_cast<std::size_t>(o)] = static_cast<std::int32_t>(n);
@@ -259,6 +261,7 @@ inline ForwardRef forward_reference(ReduceOp op, const std::vector<double>& x, s
           if (valid.valid(o, r)) {
             const double d = x[static_cast<std::size_t>((o * reduce + r) * inner + i)] - mean;
             m2 += d * d;
+            ref.max_dev[at] = std::max(ref.max_dev[at], std::fabs(d));
           }
         }
         ref.value[at] = mean;

@@ -916,77 +916,94 @@ TYPED_TEST(GroupNormForwardTyped, SmallTensorBlockPathMatchesReference) {
 // sample 0 has the tail of tile 0, the whole of tile 1, a row inside tile 2 and the whole short last tile
 // masked; sample 1 is fully masked; sample 2 has only the last row valid. The masked positions of x hold NaN,
 // +Inf and -Inf: the statistics and y at every valid position have the same bits as a run with zeros there
-// (masked positions are still normalized, so their own y follow x: NaN / Inf in, NaN / Inf out).
-TYPED_TEST(GroupNormForwardTyped, TilePathMaskedNaNAndInfDoNotLeak) {
+// (masked positions are still normalized, so their own y follow x: NaN / Inf in, NaN / Inf out). On every
+// path: the tile path, a warp and a block per group, and groups split in forced and automatic chunks (a
+// path that multiplied masked values by zero instead of skipping them would let NaN through).
+TYPED_TEST(GroupNormForwardTyped, MaskedNaNAndInfDoNotLeakOnAnyPath) {
   using T = TypeParam;
   auto rng = rng_for_test();
   const struct {
     std::int64_t channels, groups;
   } shapes[] = {{40, 4}, {24, 3}}; // C/G = 10: N = 2, 5 vectors per group; C/G = 8: one vector per group
+  Tuning split_auto = auto_split();
+  split_auto.warp_max_elements = 32;  // groups of 230 or 184 elements: not a warp per group,
+  split_auto.min_split_elements = 64; // but split in a few chunks
+  const struct {
+    Tuning tuning;
+    Path path;
+  } paths[] = {{tile(5), Path::kTile},
+               {forced(Path::kWarp), Path::kWarp},
+               {forced(Path::kBlock), Path::kBlock},
+               {with_splits(3, Path::kSplit), Path::kSplit},
+               {split_auto, Path::kSplit}};
   for (const auto& shape : shapes) {
-    Config c;
-    c.layout = Layout::kChannelsLast;
-    c.batch = 3;
-    c.channels = shape.channels;
-    c.groups = shape.groups;
-    c.spatial = 23;
-    c.act = Activation::kSiLU;
-    c.affine = Affine::kBoth;
-    c.mask = true;
-    c.tuning = tile(5);
-    c.expect = Path::kTile;
-    Inputs<T> in = make_inputs<T>(c, rng);
-    std::fill(in.mask.begin(), in.mask.end(), std::uint8_t{1});
-    for (std::int64_t s : {3, 4, 5, 6, 7, 8, 9, 12, 20, 21, 22}) {
-      in.mask[static_cast<std::size_t>(s)] = 0;
-    }
-    std::fill(in.mask.begin() + 23, in.mask.begin() + 46, std::uint8_t{0});
-    std::fill(in.mask.begin() + 46, in.mask.begin() + 68, std::uint8_t{0});
-    const double specials[] = {std::numeric_limits<double>::quiet_NaN(),
-                               std::numeric_limits<double>::infinity(),
-                               -std::numeric_limits<double>::infinity()};
-    Inputs<T> zeros = in;
-    Inputs<T> poisoned = in;
-    int masked = 0;
-    for (std::int64_t n = 0; n < c.batch; ++n) {
-      for (std::int64_t s = 0; s < c.spatial; ++s) {
-        if (in.mask[static_cast<std::size_t>(n * c.spatial + s)] != 0) {
-          continue;
-        }
-        for (std::int64_t ch = 0; ch < c.channels; ++ch) {
-          const std::size_t i = static_cast<std::size_t>((n * c.spatial + s) * c.channels + ch);
-          zeros.x[i] = Dtype<T>::from_double(0.0);
-          poisoned.x[i] = Dtype<T>::from_double(specials[masked++ % 3]);
+    for (const auto& p : paths) {
+      Config c;
+      c.layout = Layout::kChannelsLast;
+      c.batch = 3;
+      c.channels = shape.channels;
+      c.groups = shape.groups;
+      c.spatial = 23;
+      c.act = Activation::kSiLU;
+      c.affine = Affine::kBoth;
+      c.mask = true;
+      c.tuning = p.tuning;
+      c.expect = p.path;
+      Inputs<T> in = make_inputs<T>(c, rng);
+      std::fill(in.mask.begin(), in.mask.end(), std::uint8_t{1});
+      for (std::int64_t s : {3, 4, 5, 6, 7, 8, 9, 12, 20, 21, 22}) {
+        in.mask[static_cast<std::size_t>(s)] = 0;
+      }
+      std::fill(in.mask.begin() + 23, in.mask.begin() + 46, std::uint8_t{0});
+      std::fill(in.mask.begin() + 46, in.mask.begin() + 68, std::uint8_t{0});
+      const double specials[] = {std::numeric_limits<double>::quiet_NaN(),
+                                 std::numeric_limits<double>::infinity(),
+                                 -std::numeric_limits<double>::infinity()};
+      Inputs<T> zeros = in;
+      Inputs<T> poisoned = in;
+      int masked = 0;
+      for (std::int64_t n = 0; n < c.batch; ++n) {
+        for (std::int64_t s = 0; s < c.spatial; ++s) {
+          if (in.mask[static_cast<std::size_t>(n * c.spatial + s)] != 0) {
+            continue;
+          }
+          for (std::int64_t ch = 0; ch < c.channels; ++ch) {
+            const std::size_t i = static_cast<std::size_t>((n * c.spatial + s) * c.channels + ch);
+            zeros.x[i] = Dtype<T>::from_double(0.0);
+            poisoned.x[i] = Dtype<T>::from_double(specials[masked++ % 3]);
+          }
         }
       }
-    }
-    const Result<T> a = run_forward(c, zeros);
-    const Result<T> b = run_forward(c, poisoned);
-    ASSERT_EQ(a.status, Status::kSuccess) << culayers::last_error_message();
-    ASSERT_EQ(b.status, Status::kSuccess) << culayers::last_error_message();
-    EXPECT_EQ(b.path, Path::kTile) << describe(c);
-    EXPECT_EQ(check_forward(c, zeros, a), 0) << describe(c);
-    for (std::size_t k = 0; k < a.mean.size(); ++k) {
-      EXPECT_EQ(gn::bits(a.mean[k]), gn::bits(b.mean[k])) << describe(c) << ": mean[" << k << "]";
-      EXPECT_EQ(gn::bits(a.rstd[k]), gn::bits(b.rstd[k])) << describe(c) << ": rstd[" << k << "]";
-    }
-    // Sample 1: mean 0 and rstd 1 / sqrt(eps) (fully masked); checked against the reference above as well.
-    for (std::int64_t g = 0; g < c.groups; ++g) {
-      EXPECT_EQ(b.mean[static_cast<std::size_t>(c.groups + g)], 0.0f) << describe(c) << " group " << g;
-    }
-    int bad = 0;
-    for (std::size_t i = 0; i < a.y.size() && bad < 5; ++i) {
-      const std::size_t row = i / static_cast<std::size_t>(c.channels);
-      if (in.mask[row] == 0) {
-        const double x = Dtype<T>::to_double(poisoned.x[i]);
-        const double y = Dtype<T>::to_double(b.y[i]);
-        if (std::isnan(x) ? !std::isnan(y) : std::isfinite(y)) {
+      const Result<T> a = run_forward(c, zeros);
+      const Result<T> b = run_forward(c, poisoned);
+      ASSERT_EQ(a.status, Status::kSuccess) << culayers::last_error_message();
+      ASSERT_EQ(b.status, Status::kSuccess) << culayers::last_error_message();
+      EXPECT_EQ(a.path, p.path) << describe(c) << ": took " << gnk::path_name(a.path) << ", expected "
+                                << gnk::path_name(p.path);
+      EXPECT_EQ(b.path, p.path) << describe(c);
+      EXPECT_EQ(check_forward(c, zeros, a), 0) << describe(c);
+      for (std::size_t k = 0; k < a.mean.size(); ++k) {
+        EXPECT_EQ(gn::bits(a.mean[k]), gn::bits(b.mean[k])) << describe(c) << ": mean[" << k << "]";
+        EXPECT_EQ(gn::bits(a.rstd[k]), gn::bits(b.rstd[k])) << describe(c) << ": rstd[" << k << "]";
+      }
+      // Sample 1: mean 0 and rstd 1 / sqrt(eps) (fully masked); checked against the reference above as well.
+      for (std::int64_t g = 0; g < c.groups; ++g) {
+        EXPECT_EQ(b.mean[static_cast<std::size_t>(c.groups + g)], 0.0f) << describe(c) << " group " << g;
+      }
+      int bad = 0;
+      for (std::size_t i = 0; i < a.y.size() && bad < 5; ++i) {
+        const std::size_t row = i / static_cast<std::size_t>(c.channels);
+        if (in.mask[row] == 0) {
+          const double x = Dtype<T>::to_double(poisoned.x[i]);
+          const double y = Dtype<T>::to_double(b.y[i]);
+          if (std::isnan(x) ? !std::isnan(y) : std::isfinite(y)) {
+            ++bad;
+            ADD_FAILURE() << describe(c) << ": masked y[" << i << "] = " << y << " for x = " << x;
+          }
+        } else if (gn::bits(a.y[i]) != gn::bits(b.y[i])) {
           ++bad;
-          ADD_FAILURE() << describe(c) << ": masked y[" << i << "] = " << y << " for x = " << x;
+          ADD_FAILURE() << describe(c) << ": y[" << i << "] changed when masked positions hold NaN/Inf";
         }
-      } else if (gn::bits(a.y[i]) != gn::bits(b.y[i])) {
-        ++bad;
-        ADD_FAILURE() << describe(c) << ": y[" << i << "] changed when masked positions hold NaN/Inf";
       }
     }
   }
