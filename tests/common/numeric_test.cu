@@ -57,22 +57,67 @@ T from_bits16(std::uint16_t b) {
   return v;
 }
 
-// The CUDA headers' host conversions: the reference.
+// The reference: conversions written here on the bit patterns, independent of the CUDA headers' (which
+// the emulated kernels call too, so comparing with those would check them against themselves): exact
+// widening, and narrowing with round to nearest even (overflow to infinity, subnormals). NaN patterns only
+// have to stay NaN (checked with isnan), so they get a quiet NaN of the same sign.
 float host_to_float(__half h) {
-  return __half2float(h);
+  const std::uint32_t b = bits16(h);
+  const std::uint32_t sign = (b & 0x8000u) << 16;
+  const std::uint32_t exponent = (b >> 10) & 0x1fu;
+  const std::uint32_t mantissa = b & 0x3ffu;
+  if (exponent == 0x1fu) {
+    return float_from_bits(sign | 0x7f800000u | (mantissa != 0 ? 0x400000u | (mantissa << 13) : 0u));
+  }
+  if (exponent == 0) { // zero or subnormal: mantissa x 2^-24, exact in float
+    const float v = std::ldexp(static_cast<float>(mantissa), -24);
+    return sign != 0 ? -v : v;
+  }
+  return float_from_bits(sign | ((exponent + 112) << 23) | (mantissa << 13));
 }
 float host_to_float(__nv_bfloat16 h) {
-  return __bfloat162float(h);
+  return float_from_bits(static_cast<std::uint32_t>(bits16(h)) << 16);
 }
 template <class T>
 T host_from_float(float f);
 template <>
 __half host_from_float<__half>(float f) {
-  return __float2half_rn(f);
+  const std::uint32_t b = bits_of(f);
+  const auto sign = static_cast<std::uint16_t>((b >> 16) & 0x8000u);
+  const int exponent = static_cast<int>((b >> 23) & 0xffu);
+  const std::uint32_t mantissa = b & 0x7fffffu;
+  if (exponent == 0xff) {
+    return from_bits16<__half>(static_cast<std::uint16_t>(sign | (mantissa != 0 ? 0x7e00u : 0x7c00u)));
+  }
+  // |f| = m 2^(e - 23); half keeps 11 significant bits down to 2^-14, then units of 2^-24.
+  const std::uint32_t m = exponent == 0 ? mantissa : (mantissa | 0x800000u);
+  const int e = exponent == 0 ? -126 : exponent - 127;
+  const int shift = e >= -14 ? 13 : 13 + (-14 - e);
+  std::uint32_t q = 0;
+  if (shift < 32) {
+    q = m >> shift;
+    const std::uint32_t rest = m & ((1u << shift) - 1u);
+    const std::uint32_t halfway = 1u << (shift - 1);
+    if (rest > halfway || (rest == halfway && (q & 1u) != 0)) {
+      ++q; // a carry into the next binade (or from subnormal to normal) lands right by itself
+    }
+  }
+  // Normal: q holds the implicit bit (0x400 .. 0x800), so (e + 14) << 10 plus q is the biased exponent e
+  // + 15.
+  std::uint32_t out = e >= -14 ? (static_cast<std::uint32_t>(e + 14) << 10) + q : q;
+  if (out >= 0x7c00u) {
+    out = 0x7c00u; // overflow: infinity
+  }
+  return from_bits16<__half>(static_cast<std::uint16_t>(sign | out));
 }
 template <>
 __nv_bfloat16 host_from_float<__nv_bfloat16>(float f) {
-  return __float2bfloat16_rn(f);
+  std::uint32_t b = bits_of(f);
+  if ((b & 0x7fffffffu) > 0x7f800000u) {
+    return from_bits16<__nv_bfloat16>(static_cast<std::uint16_t>((b >> 16) | 0x40u)); // NaN stays NaN
+  }
+  b += 0x7fffu + ((b >> 16) & 1u); // round to nearest even on the top 16 bits (overflow carries to infinity)
+  return from_bits16<__nv_bfloat16>(static_cast<std::uint16_t>(b >> 16));
 }
 
 // Number of explicit mantissa bits of T (10 for half, 7 for bfloat16): where float's extra bits start.

@@ -268,6 +268,14 @@ TEST(CommonWarpReduce, MaxMinLanesAgreeOnEqualValuesWithDifferentBits) {
     }
     EXPECT_EQ(max_disagree, 0) << "lanes whose warp_reduce_max bits differ from lane 0's";
     EXPECT_EQ(min_disagree, 0) << "lanes whose warp_reduce_min bits differ from lane 0's";
+    // And the value they agree on is the tie's: a zero (of either sign) or a NaN, not the fill.
+    const bool nan_case = std::isnan(c.x);
+    if (c.fill < 0.0f || nan_case) { // max: the others are below the tie
+      EXPECT_TRUE(nan_case ? std::isnan(got[0]) : got[0] == 0.0f) << "warp_reduce_max gave " << got[0];
+    }
+    if (c.fill > 0.0f || nan_case) { // min: the others are above the tie
+      EXPECT_TRUE(nan_case ? std::isnan(got[32]) : got[32] == 0.0f) << "warp_reduce_min gave " << got[32];
+    }
   }
 }
 

@@ -195,20 +195,28 @@ TEST(DropoutForward, RecordsLastCall) {
   init.decay_rate = 0.9;
   init.decay_interval = 5;
   DeviceState state(init);
+  const cd::DropoutState initial = state.read();
+  EXPECT_EQ(initial.last_iteration, -1);
+  EXPECT_EQ(initial.last_stream, initial.stream);
+  EXPECT_EQ(initial.last_threshold, initial.threshold);
+  // A redraw first, so the current call's stream differs from the last_* that init wrote: the forward must
+  // copy it (a forward that recorded only last_iteration would leave last_stream at 17).
+  ASSERT_EQ(state.redraw(), Status::kSuccess);
   const cd::DropoutState before = state.read();
-  EXPECT_EQ(before.last_iteration, -1);
-  EXPECT_EQ(before.last_stream, before.stream);
-  EXPECT_EQ(before.last_threshold, before.threshold);
+  ASSERT_EQ(before.stream, (std::uint64_t{1} << 63) + 1);
+  ASSERT_EQ(before.last_stream, 17u);
   const std::vector<float> x = random_input<float>(rng, 100);
   Options o;
   (void)run_forward(x, {100}, state, o);
   cd::DropoutState after = state.read();
   EXPECT_EQ(after.last_iteration, 17);
-  EXPECT_EQ(after.last_stream, 17u);
+  EXPECT_EQ(after.last_stream, before.stream);
   EXPECT_EQ(after.last_threshold, before.threshold);
   EXPECT_EQ(after.last_scale, before.scale);
   EXPECT_EQ(after.last_keep_rate, before.keep_rate);
-  after.last_iteration = before.last_iteration; // the only field that differs from `before`
+  // The only fields that differ from `before`: last_iteration and last_stream.
+  after.last_iteration = before.last_iteration;
+  after.last_stream = before.last_stream;
   EXPECT_EQ(std::memcmp(&after, &before, sizeof(before)), 0);
 }
 

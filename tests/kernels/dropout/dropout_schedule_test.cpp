@@ -194,7 +194,11 @@ TEST(DropoutSchedule, RedrawChangesOnlyTheStreamAndTheCounterSaturates) {
   EXPECT_EQ(next.iterations, 12);
   EXPECT_EQ(next.stream, 12u);
   EXPECT_EQ(next.redraws, 4u);
-  EXPECT_EQ(next.keep_rate, next.keep_rate); // computed (not NaN)
+  // Iteration 12's rate, threshold and scale (the update after a redraw computes the schedule as ever).
+  EXPECT_TRUE(within_ulps(next.keep_rate, cd::scheduled_keep_rate(0.9, 0.977, 5, 12), kDeviceUlps))
+      << next.keep_rate;
+  EXPECT_EQ(next.threshold, ref::threshold(next.keep_rate));
+  EXPECT_EQ(next.scale, static_cast<float>(1.0 / next.keep_rate));
   EXPECT_LT(next.keep_rate, before.keep_rate);
 
   init.decay_rate = 1.0;
