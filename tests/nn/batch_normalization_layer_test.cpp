@@ -467,6 +467,7 @@ TEST(BatchNormalizationLayer, FrozenLayersAndTheInferencePhaseUseMovingStatistic
   const std::vector<float> mm = weight_floats(layer, "moving_mean");
   const std::vector<float> mvar = weight_floats(layer, "moving_variance");
   ctx.phase = nn::Phase::kInference;
+  nn_util::poison(out);
   ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess) << culayers::last_error_message();
   const std::vector<float> y_inference = download<float>(out.y);
   EXPECT_FALSE(same_bits(y_inference, y_train))
@@ -477,6 +478,7 @@ TEST(BatchNormalizationLayer, FrozenLayersAndTheInferencePhaseUseMovingStatistic
   layer.set_trainable(false);
   EXPECT_EQ(layer.trainable_weights().size(), 0u);
   ctx.phase = nn::Phase::kTraining;
+  nn_util::poison(out); // the same buffer is reused: the frozen call must rewrite it
   ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess) << culayers::last_error_message();
   EXPECT_TRUE(same_bits(download<float>(out.y), y_inference));
   EXPECT_TRUE(same_bits(weight_floats(layer, "moving_mean"), mm));
@@ -610,10 +612,18 @@ void expect_call_error(nn::BatchNormalization& layer, const ConstTensorView& x, 
   nn::LayerOutput out;
   int sentinel = 0;
   out.y = ConstTensorView::contiguous(&sentinel, DType::kFloat32, Shape{1});
+  // A built layer's weights (the moving statistics above all: this is a training-phase call) must not move.
+  std::vector<std::pair<std::string, std::vector<float>>> before;
+  for (const auto& w : layer.weights()) {
+    before.emplace_back(w->name, weight_floats(layer, w->name.c_str()));
+  }
   EXPECT_EQ(layer.call(ctx, x, mask, &out), want) << arg;
   const std::string msg = culayers::last_error_message();
   EXPECT_NE(msg.find(layer.name() + ": " + arg), std::string::npos) << msg;
   EXPECT_EQ(out.y.data(), &sentinel) << arg << ": the output was written";
+  for (const auto& [name, values] : before) {
+    EXPECT_TRUE(same_bits(weight_floats(layer, name.c_str()), values)) << arg << ": " << name << " changed";
+  }
 }
 
 TEST(BatchNormalizationLayer, BadOptionsAndUnsupportedLayoutsAreClearErrors) {

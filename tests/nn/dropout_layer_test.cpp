@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -183,9 +184,20 @@ TEST(DropoutLayer, FrozenLayersStillDrawFreshMasksAndRateZeroIsTheIdentity) {
   nn::Dropout frozen(nn::DropoutOptions{0.5, {}, 5});
   frozen.set_trainable(false); // Keras: Dropout's randomness does not depend on trainable
   nn::LayerOutput out;
-  ASSERT_EQ(frozen.call(ctx, xv, {}, &out), Status::kSuccess);
-  ASSERT_EQ(frozen.call(ctx, xv, {}, &out), Status::kSuccess);
+  const std::vector<float> x_host(64, 2.0f);
+  std::vector<std::vector<std::uint8_t>> masks;
+  for (int call = 0; call < 2; ++call) {
+    // The output poisoned first (NaN): a frozen call that skipped its forward would leave it, or return x.
+    if (out.y.data() != nullptr) {
+      ASSERT_EQ(cudaMemset(const_cast<void*>(out.y.data()), 0xff, 64 * sizeof(float)), cudaSuccess);
+    }
+    ASSERT_EQ(frozen.call(ctx, xv, {}, &out), Status::kSuccess);
+    EXPECT_NE(out.y.data(), static_cast<const void*>(x.get())) << "a frozen Dropout still drops";
+    const cd::DropoutState s = state_of(frozen);
+    masks.push_back(expect_reference(s, x_host, download<float>(out.y), {4, 16}, {}));
+  }
   EXPECT_EQ(state_of(frozen).iterations, 2);
+  EXPECT_NE(masks[0], masks[1]) << "each frozen call draws a fresh mask (64 draws at keep 0.5)";
 
   nn::Dropout none(nn::DropoutOptions{0.0, {}, 5});
   ASSERT_EQ(none.call(ctx, xv, {}, &out), Status::kSuccess);
@@ -259,10 +271,13 @@ TEST(DropoutLayer, BadOptionsAndNoiseShapesAreErrorsNamingThem) {
   const NoiseShape zero_entry = std::vector<std::optional<std::int64_t>>{std::nullopt, 0, std::nullopt};
   const NoiseShape short_list = std::vector<std::optional<std::int64_t>>{std::nullopt, 1};
   const NoiseShape not_broadcast = std::vector<std::optional<std::int64_t>>{std::nullopt, 3, std::nullopt};
-  for (const NoiseShape& noise : {zero_entry, short_list, not_broadcast}) {
-    nn::Dropout layer(nn::DropoutOptions{0.5, noise, 1}, "drop");
+  const std::pair<const NoiseShape*, Status> noise_cases[] = {{&zero_entry, Status::kErrorInvalidValue},
+                                                               {&short_list, Status::kErrorInvalidShape},
+                                                               {&not_broadcast, Status::kErrorInvalidShape}};
+  for (const auto& [noise, want] : noise_cases) {
+    nn::Dropout layer(nn::DropoutOptions{0.5, *noise, 1}, "drop");
     nn::LayerOutput out;
-    EXPECT_NE(layer.call(ctx, xv, {}, &out), Status::kSuccess);
+    EXPECT_EQ(layer.call(ctx, xv, {}, &out), want);
     EXPECT_TRUE(message_has("drop: noise_shape")) << culayers::last_error_message();
     EXPECT_FALSE(layer.built());
   }

@@ -3,6 +3,7 @@
 // incoming mask ignored, buffers reused by warmed-up calls, option and shape errors, configs.
 #include "culayers/nn/core_layers.hpp"
 
+#include "tests/nn/nn_test_util.hpp"
 #include "tests/reference/masked_reduce_reference.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -60,11 +61,12 @@ TEST(MaskingLayer, HandWorkedPaddedBatch) {
   const ConstTensorView mv = ConstTensorView::contiguous(incoming.get(), DType::kUInt8, Shape{2, 3});
   nn::Masking layer(nn::MaskingOptions{0.0}, "masking");
   EXPECT_TRUE(layer.supports_masking());
+  nn::LayerOutput out;
   for (nn::Phase phase : {nn::Phase::kInference, nn::Phase::kTraining}) {
     SCOPED_TRACE(nn::phase_name(phase));
     nn::CallContext ctx;
     ctx.phase = phase;
-    nn::LayerOutput out;
+    culayers::test::nn_util::poison(out); // the layer reuses its buffers: the call must rewrite them
     // The incoming mask is ignored (Keras): the output mask is the layer's own.
     ASSERT_EQ(layer.call(ctx, xv, mv, &out), Status::kSuccess) << culayers::last_error_message();
     EXPECT_EQ(out.y.shape(), (Shape{2, 3, 2}));
@@ -116,10 +118,11 @@ void random_case(std::mt19937_64& rng, const Shape& shape, float mask_value) {
   DeviceBuffer<T> x(x_host);
   const ConstTensorView xv = ConstTensorView::contiguous(x.get(), tm::Dtype<T>::kDType, shape);
   nn::Masking layer(nn::MaskingOptions{mask_value}, "", tm::Dtype<T>::kDType);
+  nn::LayerOutput out;
   for (nn::Phase phase : {nn::Phase::kTraining, nn::Phase::kInference}) {
     nn::CallContext ctx;
     ctx.phase = phase;
-    nn::LayerOutput out;
+    culayers::test::nn_util::poison(out); // the layer reuses its buffers: the call must rewrite them
     ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess) << culayers::last_error_message();
     EXPECT_EQ(download<std::uint8_t>(out.mask), want_mask) << "seed " << culayers::test::base_seed();
     EXPECT_TRUE(same_bits(download<T>(out.y), want_y)) << "seed " << culayers::test::base_seed();

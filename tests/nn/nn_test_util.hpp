@@ -40,6 +40,19 @@ std::vector<T> download(const culayers::ConstTensorView& v) {
   return host;
 }
 
+/// Fills a layer's previous output (y and its mask, when there is one) with 0xFF bytes (NaN, 255) after the
+/// device is idle, so a later call that should rewrite them cannot pass by leaving the earlier call's values.
+inline void poison(const culayers::nn::LayerOutput& out) {
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  for (const culayers::ConstTensorView* v : {&out.y, &out.mask}) {
+    if (v->data() != nullptr && v->numel() > 0) {
+      EXPECT_EQ(cudaMemset(const_cast<void*>(v->data()), 0xff, static_cast<std::size_t>(v->storage_bytes())),
+                cudaSuccess);
+    }
+  }
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
 /// A float32 weight's values (empty if the layer has no such weight).
 inline std::vector<float> weight_floats(const culayers::nn::Layer& layer, const char* name) {
   const culayers::nn::Weight* w = layer.find_weight(name);

@@ -4,6 +4,7 @@
 #include "culayers/masked_reduce.hpp"
 #include "culayers/nn/core_layers.hpp"
 
+#include "tests/nn/nn_test_util.hpp"
 #include "tests/reference/masked_reduce_reference.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -74,10 +75,11 @@ TEST(MaskedGlobalPooling1DLayer, HandWorkedPaddedBatch) {
     SCOPED_TRACE(nn::pooling_mode_name(c.mode));
     auto layer = make_pooling(c.mode);
     EXPECT_TRUE(layer.supports_masking());
+    nn::LayerOutput out;
     for (nn::Phase phase : {nn::Phase::kInference, nn::Phase::kTraining}) {
       nn::CallContext ctx;
       ctx.phase = phase;
-      nn::LayerOutput out;
+      culayers::test::nn_util::poison(out); // the layer reuses its buffer: the call must rewrite it
       ASSERT_EQ(layer.call(ctx, xv, mv, &out), Status::kSuccess) << culayers::last_error_message();
       EXPECT_EQ(out.y.shape(), (Shape{3, 2}));
       EXPECT_EQ(out.mask.data(), nullptr) << "the mask is consumed";
@@ -462,6 +464,61 @@ TEST(MaskedFlattenLayer, LowRanksAndErrors) {
   EXPECT_EQ(bad_dtype.check_options(), Status::kErrorInvalidDType);
   EXPECT_TRUE(message_has("flat: dtype")) << culayers::last_error_message();
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+// Between calls a built layer takes only the shapes its check allows: MaskedGlobalPooling1D a new batch or
+// step extent but the same feature extent and rank, MaskedFlatten, Masking, Dropout and DecayingDropout the
+// same rank. A refused call is kErrorInvalidShape naming the input, and leaves the previous output as it
+// was (poisoned here, so a write would show); the same layer then takes an allowed shape.
+TEST(BuiltLayers, ShapesBetweenCallsAreChecked) {
+  DeviceBuffer<float> x(std::vector<float>(4 * 6 * 10, 1.0f));
+  const auto view = [&](const Shape& s) { return ConstTensorView::contiguous(x.get(), DType::kFloat32, s); };
+  struct Case {
+    const char* what;
+    std::unique_ptr<nn::Layer> layer;
+    Shape built, refused, allowed;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"pooling: another feature extent",
+                   std::make_unique<nn::MaskedGlobalPooling1D>(
+                       nn::MaskedGlobalPooling1DOptions{PoolingMode::kMean, 1}, "pool"),
+                   Shape{2, 3, 4}, Shape{2, 3, 5}, Shape{4, 6, 4}});
+  cases.push_back({"pooling: another rank",
+                   std::make_unique<nn::MaskedGlobalPooling1D>(
+                       nn::MaskedGlobalPooling1DOptions{PoolingMode::kMax, 1}, "pool"),
+                   Shape{2, 3, 4}, Shape{2, 3, 2, 2}, Shape{3, 2, 4}});
+  cases.push_back({"flatten: another rank",
+                   std::make_unique<nn::MaskedFlatten>(nn::MaskedFlattenOptions{}, "flat"), Shape{2, 3, 4},
+                   Shape{2, 12}, Shape{2, 5, 6}});
+  cases.push_back({"masking: another rank", std::make_unique<nn::Masking>(nn::MaskingOptions{0.0}, "masking"),
+                   Shape{2, 3, 4}, Shape{2, 3, 2, 2}, Shape{4, 6, 10}});
+  cases.push_back({"dropout: another rank",
+                   std::make_unique<nn::Dropout>(nn::DropoutOptions{0.5, {}, 3}, "drop"), Shape{2, 3, 4},
+                   Shape{6, 4}, Shape{4, 6, 10}});
+  cases.push_back({"decaying dropout: another rank",
+                   std::make_unique<nn::DecayingDropout>(nn::DecayingDropoutOptions{}, "dd"), Shape{2, 3, 4},
+                   Shape{2, 12}, Shape{2, 5, 6}});
+  for (Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    nn::CallContext ctx;
+    ctx.phase = nn::Phase::kTraining;
+    nn::LayerOutput out;
+    ASSERT_EQ(c.layer->call(ctx, view(c.built), {}, &out), Status::kSuccess)
+        << culayers::last_error_message();
+    culayers::test::nn_util::poison(out);
+    const std::vector<float> poisoned = culayers::test::nn_util::download<float>(out.y);
+    nn::LayerOutput refused = out;
+    EXPECT_EQ(c.layer->call(ctx, view(c.refused), {}, &refused), Status::kErrorInvalidShape);
+    EXPECT_NE(std::string(culayers::last_error_message()).find(c.layer->name() + ": input"),
+              std::string::npos)
+        << culayers::last_error_message();
+    EXPECT_EQ(refused.y.data(), out.y.data()) << "the output view was replaced";
+    const std::vector<float> after = culayers::test::nn_util::download<float>(out.y);
+    EXPECT_EQ(std::memcmp(after.data(), poisoned.data(), after.size() * sizeof(float)), 0)
+        << "the previous output was written";
+    EXPECT_EQ(c.layer->call(ctx, view(c.allowed), {}, &out), Status::kSuccess)
+        << culayers::last_error_message();
+  }
 }
 
 TEST(MaskedFlattenLayer, ConfigRoundTrips) {

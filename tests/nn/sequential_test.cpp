@@ -20,6 +20,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <set>
@@ -391,7 +393,7 @@ TEST(Sequential, FailedBuildUnbuildsItsLayers) {
                     {"config", {{"name", "two"}, {"layers", {gn("gn0", 4), gn("gn1", 3)}}}}};
   auto model = make_model(cfg);
   ASSERT_TRUE(model && !model->built());
-  EXPECT_NE(model->build(Shape{2, 5, 8}), Status::kSuccess);
+  EXPECT_EQ(model->build(Shape{2, 5, 8}), Status::kErrorInvalidShape); // gn1: 3 groups for 8 channels
   EXPECT_FALSE(model->built());
   EXPECT_FALSE(model->find_layer("gn0")->built());
   EXPECT_TRUE(model->find_layer("gn0")->weights().empty());
@@ -448,7 +450,7 @@ TEST(Sequential, FailedBuildUnbuildsItsLayers) {
   ASSERT_EQ(built->build(Shape{1, 4, 6}), Status::kSuccess);
   nn::Sequential manual("manual");
   ASSERT_EQ(manual.add(std::move(built)), Status::kSuccess);
-  EXPECT_NE(manual.build(Shape{1, 4, 8}), Status::kSuccess);
+  EXPECT_EQ(manual.build(Shape{1, 4, 8}), Status::kErrorInvalidShape);
   EXPECT_FALSE(manual.built());
   EXPECT_TRUE(manual.find_layer("solo")->built()); // not built by that build: left as it was
   EXPECT_EQ(manual.build(Shape{3, 4, 6}), Status::kSuccess) << culayers::last_error_message();
@@ -527,7 +529,7 @@ TEST(Sequential, BadConfigsAreClearErrors) {
   EXPECT_EQ(nn::Sequential::from_json(bad_shape, &model), Status::kErrorParse);
   Json bad_groups = with_build_shape(demo_config());
   bad_groups["config"]["layers"][1]["config"]["groups"] = 3; // 8 channels are not divisible by 3
-  EXPECT_NE(nn::Sequential::from_json(bad_groups, &model), Status::kSuccess);
+  EXPECT_EQ(nn::Sequential::from_json(bad_groups, &model), Status::kErrorInvalidShape);
   EXPECT_EQ(model, nullptr);
 }
 
@@ -825,12 +827,27 @@ TEST(Sequential, AFailingCallRunsNoLayerAndNoUpdate) {
   EXPECT_NE(std::string(culayers::last_error_message()).find("bn"), std::string::npos)
       << culayers::last_error_message();
   EXPECT_EQ(dropout_state(*model, "dd"), it0);
-  // A mask given to a chain whose first layer produces its own is fine; one with the wrong shape is not.
-  DeviceBuffer<std::uint8_t> mask(static_cast<std::size_t>(kB) * (kT + 1));
-  EXPECT_NE(model->call(train, in.view,
-                        ConstTensorView::contiguous(mask.get(), DType::kUInt8, Shape{kB, kT + 1}), &out),
-            Status::kSuccess);
-  EXPECT_EQ(dropout_state(*model, "dd"), it0);
+
+  // On a model whose dtypes agree: a mask of the wrong shape fails the call before anything runs; a mask
+  // given to a chain whose first layer (Masking) produces its own is fine.
+  auto good = make_model(with_build_shape(demo_config("float32s")));
+  ASSERT_TRUE(good);
+  const auto g0 = dropout_state(*good, "dd");
+  DeviceBuffer<std::uint8_t> wrong(static_cast<std::size_t>(kB) * (kT + 1));
+  wrong.fill_bytes(1);
+  EXPECT_EQ(good->call(train, in.view,
+                       ConstTensorView::contiguous(wrong.get(), DType::kUInt8, Shape{kB, kT + 1}), &out),
+            Status::kErrorInconsistentArguments);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("mask"), std::string::npos)
+      << culayers::last_error_message();
+  EXPECT_EQ(dropout_state(*good, "dd"), g0);
+  DeviceBuffer<std::uint8_t> right(static_cast<std::size_t>(kB) * kT);
+  right.fill_bytes(1);
+  EXPECT_EQ(good->call(train, in.view, ConstTensorView::contiguous(right.get(), DType::kUInt8, Shape{kB, kT}),
+                       &out),
+            Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_NE(dropout_state(*good, "dd"), g0);
 }
 
 // Counts allocations and fails the one numbered `fail_at` (0-based; -1: none) with kErrorOutOfMemory.
@@ -995,7 +1012,7 @@ TEST(ModelCApi, LoadsRunsAndMatchesCpp) {
   EXPECT_EQ(culayersModelRun(handle, &bad, nullptr, nullptr), CULAYERS_STATUS_INVALID_VALUE);
   bad = args;
   bad.dtype = CULAYERS_DTYPE_FLOAT16;
-  EXPECT_NE(culayersModelRun(handle, &bad, nullptr, nullptr), CULAYERS_STATUS_SUCCESS);
+  EXPECT_EQ(culayersModelRun(handle, &bad, nullptr, nullptr), CULAYERS_STATUS_INVALID_DTYPE);
   bad = args;
   bad.rank = 0;
   EXPECT_EQ(culayersModelRun(handle, &bad, nullptr, nullptr), CULAYERS_STATUS_INVALID_SHAPE);
@@ -1086,6 +1103,175 @@ TEST(ModelCApi, IdentityModelRunsInPlace) {
   EXPECT_GT(dropped, 0);
   EXPECT_EQ(in.x.download(), in.host);
   culayersModelDestroy(handle);
+}
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+// A training-phase culayersModelRun that fails its checks runs nothing: the weights the model saves
+// (DecayingDropout's counter, BatchNormalization's moving statistics) are byte for byte as before, and y is
+// not written; each error has its own status. A valid call then moves them (so the comparison can see it).
+TEST(ModelCApi, TrainingRunErrorsChangeNothing) {
+  culayersModel_t handle = nullptr;
+  ASSERT_EQ(culayersModelCreate(&handle, with_build_shape(demo_config("capi_errors")).dump().c_str(), nullptr,
+                                nullptr),
+            CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  auto rng = culayers::test::rng_for_test();
+  Inputs in = make_inputs(rng);
+  DeviceBuffer<float> y(static_cast<std::size_t>(kB) * kF);
+  const std::vector<float> sentinel(y.size(), -7.0f);
+  y.upload(sentinel);
+  const std::int64_t dims[3] = {kB, kT, kF};
+  culayersModelRunArgs_t args;
+  culayersModelRunArgsInit(&args);
+  args.x = in.x.get();
+  args.rank = 3;
+  std::memcpy(args.dims, dims, sizeof(dims));
+  args.y = y.get();
+  args.y_bytes = y.size() * sizeof(float);
+  args.phase = CULAYERS_PHASE_TRAINING;
+  const std::string before = temp_path("errors_before.safetensors");
+  ASSERT_EQ(culayersModelSaveWeights(handle, before.c_str(), nullptr), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  const int seven = 7;
+  const struct {
+    const char* what;
+    culayersStatus_t want;
+    std::function<void(culayersModelRunArgs_t&)> mutate;
+  } cases[] = {
+      {"y_bytes too small", CULAYERS_STATUS_INVALID_VALUE, [](culayersModelRunArgs_t& a) { a.y_bytes = 4; }},
+      {"phase 7", CULAYERS_STATUS_INVALID_VALUE,
+       [&](culayersModelRunArgs_t& a) { std::memcpy(&a.phase, &seven, sizeof(seven)); }},
+      {"dtype float16", CULAYERS_STATUS_INVALID_DTYPE,
+       [](culayersModelRunArgs_t& a) { a.dtype = CULAYERS_DTYPE_FLOAT16; }},
+      {"rank 0", CULAYERS_STATUS_INVALID_SHAPE, [](culayersModelRunArgs_t& a) { a.rank = 0; }},
+      {"features 5", CULAYERS_STATUS_INVALID_SHAPE, [](culayersModelRunArgs_t& a) { a.dims[2] = 5; }},
+      {"y inside x", CULAYERS_STATUS_INCONSISTENT_ARGUMENTS,
+       [&](culayersModelRunArgs_t& a) { a.y = in.x.get() + 1; }},
+  };
+  for (const auto& c : cases) {
+    culayersModelRunArgs_t bad = args;
+    c.mutate(bad);
+    EXPECT_EQ(culayersModelRun(handle, &bad, nullptr, nullptr), c.want)
+        << c.what << ": " << culayersGetLastErrorMessage();
+  }
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_EQ(y.download(), sentinel);
+  const std::string after = temp_path("errors_after.safetensors");
+  ASSERT_EQ(culayersModelSaveWeights(handle, after.c_str(), nullptr), CULAYERS_STATUS_SUCCESS);
+  EXPECT_EQ(file_bytes(after), file_bytes(before)) << "a failing call moved a counter or a statistic";
+  ASSERT_EQ(culayersModelRun(handle, &args, nullptr, nullptr), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  const std::string moved = temp_path("errors_moved.safetensors");
+  ASSERT_EQ(culayersModelSaveWeights(handle, moved.c_str(), nullptr), CULAYERS_STATUS_SUCCESS);
+  EXPECT_NE(file_bytes(moved), file_bytes(before)) << "a valid training call must move the saved state";
+
+  // The saved weights load into a new model that computes the same bits (inference uses the moving
+  // statistics the training call moved).
+  culayersModel_t reloaded = nullptr;
+  ASSERT_EQ(culayersModelCreate(&reloaded, with_build_shape(demo_config("capi_errors")).dump().c_str(),
+                                moved.c_str(), nullptr),
+            CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  DeviceBuffer<float> y2(y.size());
+  culayersModelRunArgs_t infer = args;
+  infer.phase = CULAYERS_PHASE_INFERENCE;
+  ASSERT_EQ(culayersModelRun(handle, &infer, nullptr, nullptr), CULAYERS_STATUS_SUCCESS);
+  infer.y = y2.get();
+  ASSERT_EQ(culayersModelRun(reloaded, &infer, nullptr, nullptr), CULAYERS_STATUS_SUCCESS);
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+  const std::vector<float> a = y.download();
+  const std::vector<float> b = y2.download();
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+  culayersModelDestroy(reloaded);
+  culayersModelDestroy(handle);
+}
+
+// call(stream, x, mask, &out) runs in default_phase(): inference unless set (no counter or statistic moves),
+// training after set_default_phase(kTraining) (both move).
+TEST(Sequential, DefaultPhaseCallsRunInThatPhase) {
+  auto model = make_model(with_build_shape(demo_config("phases")));
+  ASSERT_TRUE(model);
+  auto rng = culayers::test::rng_for_test();
+  Inputs in = make_inputs(rng);
+  nn::LayerOutput out{};
+  EXPECT_EQ(model->default_phase(), nn::Phase::kInference);
+  const auto it0 = dropout_state(*model, "dd");
+  const std::vector<std::uint8_t> mm0 = weight_bytes(*model, "bn", "moving_mean");
+  ASSERT_EQ(model->call(nullptr, in.view, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_EQ(dropout_state(*model, "dd"), it0);
+  EXPECT_EQ(weight_bytes(*model, "bn", "moving_mean"), mm0);
+  model->set_default_phase(nn::Phase::kTraining);
+  ASSERT_EQ(model->call(nullptr, in.view, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_NE(dropout_state(*model, "dd"), it0);
+  EXPECT_NE(weight_bytes(*model, "bn", "moving_mean"), mm0);
+}
+
+// The output mask is copied into the caller's y_mask when the model produces one: Masking's own mask
+// [batch, steps], and MaskedFlatten's expanded one [batch, steps x features]; a y_mask one byte short is an
+// error before anything runs (neither y nor y_mask written).
+TEST(ModelCApi, OutputMasksAreCopiedIntoYMask) {
+  auto rng = culayers::test::rng_for_test();
+  Inputs in = make_inputs(rng); // rows of kT, 4 and 1 valid steps; padded steps are exactly 0
+  const std::vector<int> lengths = {kT, 4, 1};
+  Json masking = {{"class_name", "Masking"}, {"config", {{"name", "masking"}, {"mask_value", 0.0}}}};
+  Json flatten = {{"class_name", "MaskedFlatten"}, {"config", {{"name", "flat"}}}};
+  for (const bool flat : {false, true}) {
+    SCOPED_TRACE(flat ? "Masking, MaskedFlatten" : "Masking");
+    Json layers = Json::array({masking});
+    if (flat) {
+      layers.push_back(flatten);
+    }
+    const Json cfg = {
+        {"class_name", "Sequential"},
+        {"config", {{"name", "masks"}, {"layers", layers}, {"build_input_shape", {nullptr, kT, kF}}}}};
+    culayersModel_t handle = nullptr;
+    ASSERT_EQ(culayersModelCreate(&handle, cfg.dump().c_str(), nullptr, nullptr), CULAYERS_STATUS_SUCCESS)
+        << culayersGetLastErrorMessage();
+    const std::size_t per_row = flat ? static_cast<std::size_t>(kT) * kF : static_cast<std::size_t>(kT);
+    std::vector<std::uint8_t> want(static_cast<std::size_t>(kB) * per_row, 0);
+    for (int b = 0; b < kB; ++b) {
+      for (std::size_t j = 0; j < per_row; ++j) {
+        const std::size_t t = flat ? j / static_cast<std::size_t>(kF) : j;
+        want[static_cast<std::size_t>(b) * per_row + j] = t < static_cast<std::size_t>(lengths[b]) ? 1 : 0;
+      }
+    }
+    DeviceBuffer<float> y(in.host.size());
+    DeviceBuffer<std::uint8_t> y_mask(want.size());
+    const std::vector<float> y_sentinel(y.size(), -7.0f);
+    const std::vector<std::uint8_t> m_sentinel(want.size(), 0xa5);
+    y.upload(y_sentinel);
+    y_mask.upload(m_sentinel);
+    const std::int64_t dims[3] = {kB, kT, kF};
+    culayersModelRunArgs_t args;
+    culayersModelRunArgsInit(&args);
+    args.x = in.x.get();
+    args.rank = 3;
+    std::memcpy(args.dims, dims, sizeof(dims));
+    args.y = y.get();
+    args.y_bytes = y.size() * sizeof(float);
+    args.y_mask = y_mask.get();
+    args.y_mask_bytes = want.size() - 1;
+    int wrote_mask = -1;
+    EXPECT_EQ(culayersModelRun(handle, &args, &wrote_mask, nullptr), CULAYERS_STATUS_INVALID_VALUE);
+    EXPECT_NE(std::string(culayersGetLastErrorMessage()).find("y_mask_bytes"), std::string::npos)
+        << culayersGetLastErrorMessage();
+    EXPECT_EQ(wrote_mask, -1);
+    CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+    EXPECT_EQ(y.download(), y_sentinel);
+    EXPECT_EQ(y_mask.download(), m_sentinel);
+    args.y_mask_bytes = want.size();
+    ASSERT_EQ(culayersModelRun(handle, &args, &wrote_mask, nullptr), CULAYERS_STATUS_SUCCESS)
+        << culayersGetLastErrorMessage();
+    CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
+    EXPECT_EQ(wrote_mask, 1);
+    EXPECT_EQ(y_mask.download(), want);
+    EXPECT_EQ(y.download(), in.host) << "Masking with mask value 0 leaves padded-with-0 input as it is";
+    culayersModelDestroy(handle);
+  }
 }
 
 // culayersModelRun copies the output (and the output mask) after the model ran: y may equal x and y_mask
