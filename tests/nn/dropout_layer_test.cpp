@@ -272,8 +272,8 @@ TEST(DropoutLayer, BadOptionsAndNoiseShapesAreErrorsNamingThem) {
   const NoiseShape short_list = std::vector<std::optional<std::int64_t>>{std::nullopt, 1};
   const NoiseShape not_broadcast = std::vector<std::optional<std::int64_t>>{std::nullopt, 3, std::nullopt};
   const std::pair<const NoiseShape*, Status> noise_cases[] = {{&zero_entry, Status::kErrorInvalidValue},
-                                                               {&short_list, Status::kErrorInvalidShape},
-                                                               {&not_broadcast, Status::kErrorInvalidShape}};
+                                                              {&short_list, Status::kErrorInvalidShape},
+                                                              {&not_broadcast, Status::kErrorInvalidShape}};
   for (const auto& [noise, want] : noise_cases) {
     nn::Dropout layer(nn::DropoutOptions{0.5, *noise, 1}, "drop");
     nn::LayerOutput out;
