@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -333,6 +334,7 @@ TEST(DropoutForward, ThresholdZeroGivesPositiveZerosBFloat16) {
 struct BroadcastCase {
   std::vector<std::int64_t> dims;
   std::vector<std::int64_t> noise;
+  int widest = 0; ///< the widest forced vector width the case accepts (capped at the dtype's); 0: not checked
 };
 
 template <class T>
@@ -340,22 +342,24 @@ void broadcast_shapes() {
   auto rng = rng_for_test();
   DeviceState state(fixed_rate(rng(), 0.6, 5));
   const BroadcastCase cases[] = {
-      {{4, 9, 16}, {4, 1, 16}},           // (B, 1, F) over (B, T, F): row, F % 8 == 0
-      {{3, 5, 12}, {3, 1, 12}},           // row, F % 8 == 4
-      {{2, 3, 7, 7}, {2, 3, 1, 1}},       // (N, C, 1, 1) over (N, C, H, W): run, E = 49
-      {{2, 5, 3, 3}, {2, 5, 1, 1}},       // run, E = 9 (chunks cross runs)
-      {{3, 4, 2}, {3, 4, 1}},             // run, E = 2 (V capped at 2)
-      {{4, 5, 6}, {4, 1, 6}},             // generic: F = 6
-      {{2, 5, 3, 7}, {2, 1, 3, 1}},       // generic mix: middle and trailing broadcast
-      {{3, 4, 5}, {1, 1, 1}},             // one draw for everything: run with no outer dims
-      {{5, 8, 4}, {1, 8, 4}},             // leading broadcast: row with F = 32
-      {{1, 6, 1, 8}, {1, 6, 1, 1}},       // extent-1 dims of x dropped: run, E = 8
-      {{2, 1, 3, 8}, {1, 1, 3, 8}},       // row after dropping the extent-1 dim
-      {{2, 3, 5, 4}, {2, 1, 5, 1}},       // alternating, innermost broadcast: run, E = 4, three outer dims
-      {{3, 2, 4, 2, 8}, {3, 1, 4, 1, 8}}, // two broadcast dims between drawn ones: row
+      {{4, 9, 16}, {4, 1, 16}, 8},           // (B, 1, F) over (B, T, F): row, F % 8 == 0
+      {{3, 5, 12}, {3, 1, 12}, 4},           // row, F % 8 == 4
+      {{2, 3, 7, 7}, {2, 3, 1, 1}, 8},       // (N, C, 1, 1) over (N, C, H, W): run, E = 49
+      {{2, 5, 3, 3}, {2, 5, 1, 1}, 8},       // run, E = 9 (chunks cross runs)
+      {{3, 4, 2}, {3, 4, 1}, 2},             // run, E = 2 (V capped at 2)
+      {{4, 5, 6}, {4, 1, 6}, 1},             // generic: F = 6
+      {{2, 5, 3, 7}, {2, 1, 3, 1}, 4},       // generic mix: middle and trailing broadcast
+      {{3, 4, 5}, {1, 1, 1}, 8},             // one draw for everything: run with no outer dims
+      {{5, 8, 4}, {1, 8, 4}, 8},             // leading broadcast: row with F = 32
+      {{1, 6, 1, 8}, {1, 6, 1, 1}, 8},       // extent-1 dims of x dropped: run, E = 8
+      {{2, 1, 3, 8}, {1, 1, 3, 8}, 8},       // row after dropping the extent-1 dim
+      {{2, 3, 5, 4}, {2, 1, 5, 1}, 4},       // alternating, innermost broadcast: run, E = 4, three outer dims
+      {{3, 2, 4, 2, 8}, {3, 1, 4, 1, 8}, 8}, // two broadcast dims between drawn ones: row
   };
   for (const BroadcastCase& c : cases) {
     const std::vector<T> x = random_input<T>(rng, static_cast<std::size_t>(ref::numel(c.dims)));
+    int widest = 0; // the widest forced width can_implement accepted (a planner that refused the vector
+                    // widths of the row and run paths would otherwise only skip them)
     for (int width : {0, 1, 2, 4, 8}) {
       if (width > DTypeOf<T>::kMaxWidth) {
         continue;
@@ -380,6 +384,7 @@ void broadcast_shapes() {
           EXPECT_NE(width, 0) << culayers::last_error_message();
           continue;
         }
+        widest = std::max(widest, width);
         std::string what = "dims [";
         for (auto d : c.dims) {
           what += std::to_string(d) + " ";
@@ -392,6 +397,7 @@ void broadcast_shapes() {
         check_forward(x, c.dims, state, o, what);
       }
     }
+    EXPECT_EQ(widest, std::min(c.widest, DTypeOf<T>::kMaxWidth)) << "case " << (&c - cases);
   }
 }
 

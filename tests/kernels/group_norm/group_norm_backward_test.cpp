@@ -76,7 +76,8 @@ struct Config {
   float epsilon = 1e-3f;
   Tuning tuning{};
   Path expect = Path::kAuto;
-  int offset = 0; // elements: x, dy and dx one past an aligned address
+  int offset = 0;    // elements: x, dy and dx one past an aligned address
+  int ws_offset = 0; // bytes: the workspace pointer (any alignment is allowed)
 };
 
 std::string describe(const Config& c) {
@@ -207,8 +208,8 @@ Result<T> run_backward(const Config& c, const Inputs<T>& in) {
 
   res.path = gnk::selected_path(a);
   const std::size_t ws_bytes = gnk::workspace_size(a);
-  DeviceBuffer<unsigned char> ws(ws_bytes);
-  res.status = gnk::run(a, ws_bytes > 0 ? ws.get() : nullptr, ws_bytes, nullptr);
+  DeviceBuffer<unsigned char> ws(ws_bytes + static_cast<std::size_t>(c.ws_offset));
+  res.status = gnk::run(a, ws_bytes > 0 ? ws.get() + c.ws_offset : nullptr, ws_bytes, nullptr);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << describe(c);
   if (res.status != Status::kSuccess) {
     return res;
@@ -293,6 +294,53 @@ int run_and_check(const Config& c, std::mt19937_64& rng) {
                                   << gnk::path_name(c.expect);
   }
   return check_backward(c, in, got);
+}
+
+// The workspace may have any alignment (workspace_size includes the slack): the split and tile paths, and the
+// counts the masked backward keeps in the workspace, give the reference's answer with the workspace at odd
+// byte offsets, bit for bit as at offset 0.
+TEST(GroupNormBackward, WorkspaceAtAnyOffset) {
+  auto rng = rng_for_test();
+  const struct {
+    Layout layout;
+    bool mask;
+    Tuning tuning;
+    Path path;
+  } cases[] = {{Layout::kChannelsFirst, false, with_splits(3), Path::kSplit},
+               {Layout::kChannelsLast, true, with_splits(4), Path::kSplit},
+               {Layout::kChannelsLast, true, tile(3), Path::kTile}};
+  for (const auto& k : cases) {
+    Config c;
+    c.layout = k.layout;
+    c.batch = 2;
+    c.channels = 24;
+    c.groups = 3;
+    c.spatial = 17;
+    c.act = Activation::kSiLU;
+    c.gamma = true;
+    c.beta = true;
+    c.mask = k.mask;
+    c.tuning = k.tuning;
+    c.expect = k.path;
+    const Inputs<float> in = make_inputs<float>(c, rng);
+    const Result<float> base = run_backward(c, in);
+    ASSERT_EQ(base.status, Status::kSuccess) << culayers::last_error_message();
+    EXPECT_EQ(base.path, k.path) << describe(c);
+    EXPECT_EQ(check_backward(c, in, base), 0) << describe(c);
+    for (int offset : {1, 3, 255}) {
+      c.ws_offset = offset;
+      const Result<float> got = run_backward(c, in);
+      ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
+      for (std::size_t i = 0; i < got.dx.size(); ++i) {
+        ASSERT_EQ(gn::bits(got.dx[i]), gn::bits(base.dx[i]))
+            << describe(c) << ", offset " << offset << ", dx[" << i << "]";
+      }
+      for (std::size_t i = 0; i < got.dgamma.size(); ++i) {
+        ASSERT_EQ(gn::bits(got.dgamma[i]), gn::bits(base.dgamma[i])) << describe(c) << ", offset " << offset;
+        ASSERT_EQ(gn::bits(got.dbeta[i]), gn::bits(base.dbeta[i])) << describe(c) << ", offset " << offset;
+      }
+    }
+  }
 }
 
 // ---- the reference against finite differences -----------------------------------------------------------

@@ -60,6 +60,7 @@ struct Config {
   int x_offset = 0;          // elements: misaligned views
   int y_offset = 0;
   bool in_place = false; // y == x
+  int ws_offset = 0;     // bytes: the workspace pointer (any alignment is allowed)
 };
 
 std::string describe(const Config& c) {
@@ -162,8 +163,8 @@ Result<T> run_forward(const Config& c, const Inputs<T>& in) {
 
   res.path = gnk::selected_path(a);
   const std::size_t ws_bytes = gnk::workspace_size(a);
-  DeviceBuffer<unsigned char> ws(ws_bytes);
-  res.status = gnk::run(a, ws_bytes > 0 ? ws.get() : nullptr, ws_bytes, nullptr);
+  DeviceBuffer<unsigned char> ws(ws_bytes + static_cast<std::size_t>(c.ws_offset));
+  res.status = gnk::run(a, ws_bytes > 0 ? ws.get() + c.ws_offset : nullptr, ws_bytes, nullptr);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << describe(c);
   if (res.status != Status::kSuccess) {
     return res;
@@ -1004,6 +1005,45 @@ TYPED_TEST(GroupNormForwardTyped, MaskedNaNAndInfDoNotLeakOnAnyPath) {
           ++bad;
           ADD_FAILURE() << describe(c) << ": y[" << i << "] changed when masked positions hold NaN/Inf";
         }
+      }
+    }
+  }
+}
+
+// The workspace may have any alignment (workspace_size includes the slack): the split and tile paths give
+// the reference's answer, bit for bit the same, with the workspace at odd byte offsets.
+TEST(GroupNormForward, WorkspaceAtAnyOffset) {
+  auto rng = rng_for_test();
+  const struct {
+    Layout layout;
+    Tuning tuning;
+    Path path;
+  } cases[] = {{Layout::kChannelsFirst, with_splits(3, Path::kSplit), Path::kSplit},
+               {Layout::kChannelsLast, with_splits(5, Path::kSplit), Path::kSplit},
+               {Layout::kChannelsLast, tile(3), Path::kTile}};
+  for (const auto& k : cases) {
+    Config c;
+    c.layout = k.layout;
+    c.batch = 2;
+    c.channels = 24;
+    c.groups = 3;
+    c.spatial = 17;
+    c.act = Activation::kSiLU;
+    c.affine = Affine::kBoth;
+    c.tuning = k.tuning;
+    c.expect = k.path;
+    const Inputs<float> in = make_inputs<float>(c, rng);
+    const Result<float> base = run_forward(c, in);
+    ASSERT_EQ(base.status, Status::kSuccess) << culayers::last_error_message();
+    EXPECT_EQ(base.path, k.path) << describe(c);
+    for (int offset : {1, 3, 255}) {
+      c.ws_offset = offset;
+      EXPECT_EQ(run_and_check(c, in), 0) << describe(c) << ", workspace offset " << offset;
+      const Result<float> got = run_forward(c, in);
+      ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
+      for (std::size_t i = 0; i < got.y.size(); ++i) {
+        ASSERT_EQ(gn::bits(got.y[i]), gn::bits(base.y[i]))
+            << describe(c) << ", offset " << offset << ", y[" << i << "]";
       }
     }
   }
