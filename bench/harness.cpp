@@ -402,8 +402,12 @@ bool perturb_applied() {
 std::string perturb_output(void* device, DType dtype, std::int64_t count) {
   PerturbState& p = perturb_state();
   std::lock_guard<std::mutex> lock(p.mutex);
-  if (p.target < 0 || p.next++ != p.target || device == nullptr || count <= 0) {
-    return {};
+  if (p.target < 0 || p.next++ != p.target || count <= 0) {
+    return {}; // not output K, or an empty output (nothing to change)
+  }
+  if (device == nullptr) { // a verification that lost track of its output: a failure, not "no output K"
+    return "self-test: output " + std::to_string(p.target) + " (" + std::to_string(count) +
+           " elements) has a null pointer";
   }
   const std::size_t size = dtype_size(dtype);
   if (size == 0 || size > 8) {

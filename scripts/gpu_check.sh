@@ -15,16 +15,16 @@
 #              in the merged JSON) (a part cut off by the deadline loses only itself)
 #   examples   the demo (culayers_demo) and the engine example (culayers_engine_example_cuda), which check
 #              their own results
-#   selftest   the self-test of the benchmarks' verifications (culayers_bench --culayers_perturb=K, see
-#              bench/harness.hpp): one element of output K of every verification is changed and every
-#              verification must fail; output 0 over a case of every verification, outputs 1 and 2 over the
-#              cases that have them (nothing is timed)
 #   memcheck   compute-sanitizer memcheck (with leak check) over CULAYERS_SANITIZER_FILTER (default: the
 #              *Tsan* small-grid tests, the launch helper's and the NHWC benchmark peer's; every test under
 #              memcheck takes far longer than a lent machine's 10 minutes)
 #   racecheck  compute-sanitizer racecheck and synccheck over CULAYERS_RACE_FILTER (default *Tsan*: the
 #   synccheck  small-grid tests written to drive every shared-memory and barrier path of every kernel
 #              family through several blocks and grid-stride rounds)
+#   selftest   the self-test of the benchmarks' verifications (culayers_bench --culayers_perturb=K, see
+#              bench/harness.hpp): one element of output K of every verification is changed and every
+#              verification must fail; output 0 over a case of every verification, outputs 1 and 2 over the
+#              cases that have them (nothing is timed; last: it tests the benchmarks, not the library)
 # The card, driver, CUDA version and clocks are recorded read-only: clocks, power limits, modes and the
 # GPU itself are never changed or reset.
 #
@@ -59,7 +59,7 @@ cd "$root" || exit 1
 # shellcheck source=scripts/gpu_common.sh
 source "$root/scripts/gpu_common.sh"
 
-all_steps=(tests bench examples selftest memcheck racecheck synccheck)
+all_steps=(tests bench examples memcheck racecheck synccheck selftest)
 if (($# > 0)); then
   steps=("$@")
   for s in "${steps[@]}"; do
@@ -328,7 +328,7 @@ write_report() {
     cp "$report" "$OUT/"
     [[ -s "$json" ]] && cp "$json" "$OUT/"
     # The logs and part JSONs travel as one archive: a lent machine brings back only a few files.
-    (cd "$logs" && tar -czf "$OUT/gpu_check_logs.tar.gz" --exclude=demo_output ./*.log ./*.txt ./bench-*.json) \
+    (cd "$logs" && tar -czf "$OUT/gpu_check_logs.tar.gz" --exclude=demo_output ./*.log ./*.txt ./bench-*.json ./selftest-*.json) \
       2>/dev/null
   fi
 }
@@ -540,10 +540,10 @@ for step in "${steps[@]}"; do
     tests) step_tests ;;
     bench) step_bench ;;
     examples) step_examples ;;
-    selftest) step_selftest ;;
     memcheck) step_sanitizer memcheck "$sanitizer_filter" --leak-check full ;;
     racecheck) step_sanitizer racecheck "$race_filter" ;;
     synccheck) step_sanitizer synccheck "$race_filter" ;;
+    selftest) step_selftest ;;
   esac
 done
 write_report

@@ -213,9 +213,15 @@ culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunA
     nn::CallContext ctx{};
     ctx.stream = stream;
     ctx.phase = static_cast<nn::Phase>(phase);
-    // A mask output is [batch, steps] of the output: check y_mask's capacity before anything runs.
-    const std::size_t m_need =
-        out_shape.rank() >= 2 ? static_cast<std::size_t>(out_shape.dim(0) * out_shape.dim(1)) : 0;
+    // y_mask is written only when the model's output carries a mask (Keras's compute_mask along the chain),
+    // [batch, steps] of the output: its capacity (and its overlaps, below) are checked before anything runs.
+    bool produces_mask = args->mask != nullptr;
+    for (std::size_t i = 0; i < seq.size(); ++i) {
+      produces_mask = seq.layer(i).compute_mask(produces_mask);
+    }
+    const std::size_t m_need = produces_mask && out_shape.rank() >= 2
+                                   ? static_cast<std::size_t>(out_shape.dim(0) * out_shape.dim(1))
+                                   : 0;
     if (args->y_mask != nullptr && args->y_mask_bytes < m_need) {
       return to_c(set_error(Status::kErrorInvalidValue, "%s: y_mask_bytes: %zu, an output mask needs %zu", fn,
                             args->y_mask_bytes, m_need));

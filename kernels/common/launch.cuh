@@ -193,9 +193,9 @@ bool dependent_launch_used(void (*kernel)(KArgs...), int device) noexcept {
 /// Launches `kernel` after the previous kernel on `stream` as a programmatic dependent launch where
 /// dependent_launch_used() says so, else as launch() does. The kernel must call grid_dependency_wait()
 /// before its first global-memory access. A runtime that refuses the attribute (cudaErrorNotSupported or
-/// cudaErrorInvalidValue) gets the plain launch, and the device is not asked again in this process; under
-/// stream capture the refusal is returned as it is (the capture is invalidated; nothing is retried). Use
-/// through CULAYERS_LAUNCH_DEPENDENT.
+/// cudaErrorInvalidValue) gets the plain launch, and the device is not asked again in this process; a refusal
+/// that invalidated a stream capture is returned as it is (nothing is retried). Use through
+/// CULAYERS_LAUNCH_DEPENDENT.
 template <class... KArgs, class... Args>
 cudaError_t launch_dependent(const LaunchSite& site, void (*kernel)(KArgs...), dim3 grid, dim3 block,
                              std::size_t smem, cudaStream_t stream, const Args&... args) {
@@ -217,14 +217,15 @@ cudaError_t launch_dependent(const LaunchSite& site, void (*kernel)(KArgs...), d
       return after_launch(e, stream);
     }
     (void)cudaGetLastError();
-    // Under stream capture a refused launch has invalidated the capture: a plain retry would fail too, and
-    // says nothing about the device. Report the error and keep the device's setting.
+    // A refusal that invalidated a stream capture: a plain retry would fail too and say nothing about the
+    // device. Report the error and keep the device's setting. (While the capture is still active the plain
+    // launch is captured as usual.)
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) {
       (void)cudaGetLastError();
       capture = cudaStreamCaptureStatusNone;
     }
-    if (capture != cudaStreamCaptureStatusNone) {
+    if (capture == cudaStreamCaptureStatusInvalidated) {
       return e;
     }
     const cudaError_t plain = launch(site, kernel, grid, block, smem, stream, args...);

@@ -190,6 +190,19 @@ TEST(BenchSelfTest, EveryPositionCanBeChosen) {
   EXPECT_GT(hits[2], 0);
 }
 
+// Output K handed over as a null pointer with elements is an error (a verification that lost its output must
+// not read as "no output K"); an empty output is skipped.
+TEST(BenchSelfTest, NullOutputKIsAnError) {
+  set_perturb_output(0);
+  perturb_begin();
+  EXPECT_NE(perturb_output(nullptr, DType::kFloat32, 4).find("null pointer"), std::string::npos);
+  set_perturb_output(0);
+  perturb_begin();
+  EXPECT_EQ(perturb_output(nullptr, DType::kFloat32, 0), "");
+  EXPECT_FALSE(perturb_applied());
+  set_perturb_output(-1);
+}
+
 TEST(BenchSelfTest, NonFiniteValuesBecomeZero) {
   set_perturb_output(0);
   // float32, fp16 and bf16 bit patterns of NaN, +infinity and -infinity.

@@ -471,8 +471,6 @@ TEST(MaskedFlattenLayer, LowRanksAndErrors) {
 // same rank. A refused call is kErrorInvalidShape naming the input, and leaves the previous output as it
 // was (poisoned here, so a write would show); the same layer then takes an allowed shape.
 TEST(BuiltLayers, ShapesBetweenCallsAreChecked) {
-  DeviceBuffer<float> x(std::vector<float>(4 * 6 * 10, 1.0f));
-  const auto view = [&](const Shape& s) { return ConstTensorView::contiguous(x.get(), DType::kFloat32, s); };
   struct Case {
     const char* what;
     std::unique_ptr<nn::Layer> layer;
@@ -500,11 +498,17 @@ TEST(BuiltLayers, ShapesBetweenCallsAreChecked) {
                    Shape{2, 12}, Shape{2, 5, 6}});
   for (Case& c : cases) {
     SCOPED_TRACE(c.what);
+    DeviceBuffer<float> x(std::vector<float>(4 * 6 * 10, 1.0f)); // each case its own input
+    const auto view = [&](const Shape& s) {
+      return ConstTensorView::contiguous(x.get(), DType::kFloat32, s);
+    };
     nn::CallContext ctx;
     ctx.phase = nn::Phase::kTraining;
     nn::LayerOutput out;
     ASSERT_EQ(c.layer->call(ctx, view(c.built), {}, &out), Status::kSuccess)
         << culayers::last_error_message();
+    // MaskedFlatten's y is a view of x (no kernel): poisoned like the others, it is x that a refused call
+    // must leave alone.
     culayers::test::nn_util::poison(out);
     const std::vector<float> poisoned = culayers::test::nn_util::download<float>(out.y);
     nn::LayerOutput refused = out;

@@ -1353,6 +1353,26 @@ TEST(ModelCApi, RunRefusesOverlappingOutputs) {
   CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
   EXPECT_EQ(y.download(), std::vector<float>(host.begin(), host.begin() + static_cast<std::ptrdiff_t>(n)));
   culayersModelDestroy(handle);
+
+  // A model whose output carries no mask (pooling consumes it) writes nothing to y_mask, so y_mask is not
+  // checked: here it even lies inside y.
+  const Json pooled = {
+      {"class_name", "Sequential"},
+      {"config",
+       {{"name", "pooled"},
+        {"layers",
+         {{{"class_name", "MaskedGlobalPooling1D"}, {"config", {{"name", "pool"}, {"mode", "mean"}}}}}},
+        {"build_input_shape", {nullptr, kT, kF}}}}};
+  ASSERT_EQ(culayersModelCreate(&handle, pooled.dump().c_str(), nullptr, nullptr), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  culayersModelRunArgs_t consumed = args;
+  consumed.y_bytes = static_cast<std::size_t>(kB) * kF * sizeof(float);
+  consumed.y_mask = reinterpret_cast<std::uint8_t*>(y.get()) + 4;
+  int wrote_mask = -1;
+  EXPECT_EQ(culayersModelRun(handle, &consumed, &wrote_mask, nullptr), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  EXPECT_EQ(wrote_mask, 0);
+  culayersModelDestroy(handle);
 }
 
 } // namespace

@@ -60,11 +60,12 @@ typedef struct culayersModelRunArgs_t {
   void* y;               /* device output, contiguous in the output shape and the last layer's dtype; may
                             equal x (a model that returns its input, e.g. dropout in inference, then
                             copies nothing), else must not overlap it (nor mask); an overlap is
-                            CULAYERS_STATUS_ERROR_INCONSISTENT_ARGUMENTS before anything runs */
+                            CULAYERS_STATUS_INCONSISTENT_ARGUMENTS before anything runs */
   size_t y_bytes;        /* capacity of y in bytes: at least the output's size */
   uint8_t* y_mask;       /* optional device uint8 output mask, written when the model produces one; may
-                            equal mask, else must not overlap it, x or y */
-  size_t y_mask_bytes;   /* capacity of y_mask in bytes */
+                            equal mask, else must not overlap it, x or y (checked only when the model
+                            produces a mask) */
+  size_t y_mask_bytes;   /* capacity of y_mask in bytes (checked only when the model produces a mask) */
   culayersPhase_t phase; /* training runs the update ops (counters, moving statistics) */
 } culayersModelRunArgs_t;
 
