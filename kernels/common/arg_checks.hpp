@@ -56,6 +56,26 @@ template <std::size_t NO, std::size_t NI>
   return Status::kSuccess;
 }
 
+/// A named integer argument (the tuning thresholds).
+struct NamedValue {
+  const char* name;
+  std::int64_t value;
+};
+
+/// kSuccess when no threshold is negative; otherwise sets "<op>: tuning.<name>: <value>, must be >= 0
+/// (0 = automatic)" for the first negative one and returns kErrorInvalidValue.
+template <std::size_t N>
+[[nodiscard]] Status check_thresholds(const char* op, const NamedValue (&thresholds)[N]) {
+  for (std::size_t i = 0; i < N; ++i) {
+    if (thresholds[i].value < 0) {
+      return detail::set_error(Status::kErrorInvalidValue,
+                               "%s: tuning.%s: %lld, must be >= 0 (0 = automatic)", op, thresholds[i].name,
+                               static_cast<long long>(thresholds[i].value));
+    }
+  }
+  return Status::kSuccess;
+}
+
 /// kSuccess when every named pointer is aligned to `bytes` (null counts as aligned); otherwise sets
 /// "<op>: <name>: not aligned to <bytes> bytes" and returns kErrorMisaligned.
 template <std::size_t N>

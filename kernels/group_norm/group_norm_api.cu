@@ -147,6 +147,7 @@ using ::culayers::detail::set_error;
 namespace k = ::culayers::kernels::group_norm;
 using ::culayers::kernels::check_aligned;
 using ::culayers::kernels::check_disjoint;
+using ::culayers::kernels::check_thresholds;
 using ::culayers::kernels::check_workspace;
 using ::culayers::kernels::kWarpSize;
 using ::culayers::kernels::misaligned;
@@ -279,22 +280,16 @@ Status validate_common(const Common& c) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning.vector_width: %d is not 0, 1, 2, 4 or 8", op,
                      t.vector_width);
   }
-  const struct {
-    const char* name;
-    std::int64_t value;
-  } thresholds[] = {{"warp_max_elements", t.warp_max_elements},
-                    {"block_max_bytes", t.block_max_bytes},
-                    {"min_split_elements", t.min_split_elements},
-                    {"target_blocks", t.target_blocks},
-                    {"splits", t.splits},
-                    {"tile_rows", t.tile_rows},
-                    {"tile_min_bytes", t.tile_min_bytes},
-                    {"split_min_bytes", t.split_min_bytes}};
-  for (const auto& th : thresholds) {
-    if (th.value < 0) {
-      return set_error(Status::kErrorInvalidValue, "%s: tuning.%s: %lld, must be >= 0 (0 = automatic)", op,
-                       th.name, static_cast<long long>(th.value));
-    }
+  if (Status st = check_thresholds(op, {{"warp_max_elements", t.warp_max_elements},
+                                        {"block_max_bytes", t.block_max_bytes},
+                                        {"min_split_elements", t.min_split_elements},
+                                        {"target_blocks", t.target_blocks},
+                                        {"splits", t.splits},
+                                        {"tile_rows", t.tile_rows},
+                                        {"tile_min_bytes", t.tile_min_bytes},
+                                        {"split_min_bytes", t.split_min_bytes}});
+      !ok(st)) {
+    return st;
   }
   if (t.wave_balance != 0 && t.wave_balance != 1) {
     return set_error(Status::kErrorInvalidValue, "%s: tuning.wave_balance: %lld is not 0 (on) or 1 (off)", op,

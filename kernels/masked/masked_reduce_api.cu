@@ -555,19 +555,13 @@ Status can_implement(const MaskedReduceArgs& a) {
   if (!ok(st)) {
     return st;
   }
-  const struct {
-    const char* name;
-    std::int64_t value;
-  } thresholds[] = {{"target_threads", t.target_threads},
-                    {"narrow_max_inner", t.narrow_max_inner},
-                    {"narrow_max_row", t.narrow_max_row},
-                    {"min_rows_per_thread", t.min_rows_per_thread},
-                    {"splits", t.splits}};
-  for (const auto& th : thresholds) {
-    if (th.value < 0) {
-      return set_error(Status::kErrorInvalidValue, "%s: tuning.%s: %lld, must be >= 0 (0 = automatic)", op,
-                       th.name, static_cast<long long>(th.value));
-    }
+  if (Status th = kernels::check_thresholds(op, {{"target_threads", t.target_threads},
+                                                 {"narrow_max_inner", t.narrow_max_inner},
+                                                 {"narrow_max_row", t.narrow_max_row},
+                                                 {"min_rows_per_thread", t.min_rows_per_thread},
+                                                 {"splits", t.splits}});
+      !ok(th)) {
+    return th;
   }
   // R is below 2^31, so a larger minimum means "never split" as well; rejecting it keeps the planner's
   // ceil(R / min_rows) from overflowing.
