@@ -948,6 +948,20 @@ TEST(Sequential, OutOfMemoryPartWayChangesNoState) {
   EXPECT_EQ(std::memcmp(&model_state, &twin_state, sizeof(model_state)), 0);
 }
 
+/// Run arguments for x [kB, kT, kF] (float32, inference, no mask) into y of y_bytes bytes.
+culayersModelRunArgs_t run_args(const void* x, void* y, std::size_t y_bytes) {
+  culayersModelRunArgs_t args;
+  culayersModelRunArgsInit(&args);
+  args.x = x;
+  args.rank = 3;
+  args.dims[0] = kB;
+  args.dims[1] = kT;
+  args.dims[2] = kF;
+  args.y = y;
+  args.y_bytes = y_bytes;
+  return args;
+}
+
 // The C API loads the same model from files and computes the same bits as the C++ model.
 TEST(ModelCApi, LoadsRunsAndMatchesCpp) {
   auto model = make_model(with_build_shape(demo_config("capi")));
@@ -984,13 +998,7 @@ TEST(ModelCApi, LoadsRunsAndMatchesCpp) {
   EXPECT_EQ(out_dims[1], kF);
 
   DeviceBuffer<float> y(static_cast<std::size_t>(kB) * kF);
-  culayersModelRunArgs_t args;
-  culayersModelRunArgsInit(&args);
-  args.x = in.x.get();
-  args.rank = 3;
-  std::memcpy(args.dims, dims, sizeof(dims));
-  args.y = y.get();
-  args.y_bytes = y.size() * sizeof(float);
+  culayersModelRunArgs_t args = run_args(in.x.get(), y.get(), y.size() * sizeof(float));
   int wrote_mask = -1;
   ASSERT_EQ(culayersModelRun(handle, &args, &wrote_mask, nullptr), CULAYERS_STATUS_SUCCESS)
       << culayersGetLastErrorMessage();
@@ -1064,15 +1072,8 @@ TEST(ModelCApi, IdentityModelRunsInPlace) {
   const std::vector<std::uint8_t> mask_host{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0};
   ASSERT_EQ(mask_host.size(), static_cast<std::size_t>(kB) * kT);
   DeviceBuffer<std::uint8_t> mask(mask_host);
-  const std::int64_t dims[3] = {kB, kT, kF};
-  culayersModelRunArgs_t args;
-  culayersModelRunArgsInit(&args);
-  args.x = in.x.get();
-  args.rank = 3;
-  std::memcpy(args.dims, dims, sizeof(dims));
+  culayersModelRunArgs_t args = run_args(in.x.get(), in.x.get(), in.host.size() * sizeof(float));
   args.mask = mask.get();
-  args.y = in.x.get();
-  args.y_bytes = in.host.size() * sizeof(float);
   args.y_mask = mask.get();
   args.y_mask_bytes = mask_host.size();
   int wrote_mask = -1;
@@ -1124,14 +1125,7 @@ TEST(ModelCApi, TrainingRunErrorsChangeNothing) {
   DeviceBuffer<float> y(static_cast<std::size_t>(kB) * kF);
   const std::vector<float> sentinel(y.size(), -7.0f);
   y.upload(sentinel);
-  const std::int64_t dims[3] = {kB, kT, kF};
-  culayersModelRunArgs_t args;
-  culayersModelRunArgsInit(&args);
-  args.x = in.x.get();
-  args.rank = 3;
-  std::memcpy(args.dims, dims, sizeof(dims));
-  args.y = y.get();
-  args.y_bytes = y.size() * sizeof(float);
+  culayersModelRunArgs_t args = run_args(in.x.get(), y.get(), y.size() * sizeof(float));
   args.phase = CULAYERS_PHASE_TRAINING;
   const std::string before = temp_path("errors_before.safetensors");
   ASSERT_EQ(culayersModelSaveWeights(handle, before.c_str(), nullptr), CULAYERS_STATUS_SUCCESS)
@@ -1245,14 +1239,7 @@ TEST(ModelCApi, OutputMasksAreCopiedIntoYMask) {
     const std::vector<std::uint8_t> m_sentinel(want.size(), 0xa5);
     y.upload(y_sentinel);
     y_mask.upload(m_sentinel);
-    const std::int64_t dims[3] = {kB, kT, kF};
-    culayersModelRunArgs_t args;
-    culayersModelRunArgsInit(&args);
-    args.x = in.x.get();
-    args.rank = 3;
-    std::memcpy(args.dims, dims, sizeof(dims));
-    args.y = y.get();
-    args.y_bytes = y.size() * sizeof(float);
+    culayersModelRunArgs_t args = run_args(in.x.get(), y.get(), y.size() * sizeof(float));
     args.y_mask = y_mask.get();
     args.y_mask_bytes = want.size() - 1;
     int wrote_mask = -1;
@@ -1302,15 +1289,8 @@ TEST(ModelCApi, RunRefusesOverlappingOutputs) {
   DeviceBuffer<float> y(n);
   const std::vector<float> y_host(n, -7.0f);
   y.upload(y_host);
-  const std::int64_t dims[3] = {kB, kT, kF};
-  culayersModelRunArgs_t args;
-  culayersModelRunArgsInit(&args);
-  args.x = xs.get();
-  args.rank = 3;
-  std::memcpy(args.dims, dims, sizeof(dims));
+  culayersModelRunArgs_t args = run_args(xs.get(), y.get(), n * sizeof(float));
   args.mask = masks.get();
-  args.y = y.get();
-  args.y_bytes = n * sizeof(float);
   args.y_mask = masks.get() + steps; // its own bytes: fine
   args.y_mask_bytes = steps;
   auto* y_bytes = reinterpret_cast<std::uint8_t*>(y.get());
