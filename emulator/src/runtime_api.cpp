@@ -69,6 +69,9 @@ std::uint64_t env_u64(const char* name) {
   return v != nullptr ? std::strtoull(v, nullptr, 0) : 0;
 }
 
+/// The fake device's memory (the default of set_device_memory_limit).
+constexpr std::size_t kFakeMemory = std::size_t{16} << 30;
+
 struct Runtime {
   std::recursive_mutex mutex;
   bool deferred = env_flag("CULAYERS_EMU_DEFERRED");
@@ -84,7 +87,9 @@ struct Runtime {
   std::deque<std::pair<std::uint64_t, Work>> queue; // deferred work, in enqueue order
   std::uint64_t next_seq = 1;
   std::size_t active_captures = 0;
-  std::size_t allocated_bytes = 0;
+  std::size_t allocated_bytes = 0;        // every kind (device, managed, host)
+  std::size_t device_bytes = 0;           // MemKind::kDevice only: what the memory limit counts
+  std::size_t memory_limit = kFakeMemory; // set_device_memory_limit
   Stats stats;
 
   Runtime() { legacy_stream.legacy = true; }
@@ -100,7 +105,6 @@ std::atomic<std::uint64_t> g_bytes_written{0};
 thread_local cudaError_t tls_last_error = cudaSuccess;
 
 constexpr unsigned char kFillByte = 0xFF; // NaN in every float format, -1 in every integer one
-constexpr std::size_t kFakeMemory = std::size_t{16} << 30;
 /// Multiprocessors the fake device reports: 4, or CULAYERS_EMU_SM_COUNT (1 to 1024) to plan as a larger
 /// GPU does (132: an H100 SXM), read once.
 int sm_count() {
@@ -219,6 +223,24 @@ void* allocate(std::size_t size, MemKind kind) {
   return p;
 }
 
+/// A device allocation (cudaMalloc, cudaMallocAsync) within the device memory limit: cudaErrorMemoryAllocation,
+/// with a message naming `api`, for one that would take the device's allocations past it (as a GPU
+/// refuses one beyond its free memory).
+cudaError_t allocate_device(void** ptr, std::size_t size, const char* api) {
+  Runtime& r = rt();
+  *ptr = nullptr;
+  if (size == 0) {
+    return cudaSuccess;
+  }
+  if (size > r.memory_limit - std::min(r.memory_limit, r.device_bytes)) {
+    return fail_api(cudaErrorMemoryAllocation,
+                    format("%s(%zu): out of device memory (%zu of %zu bytes in use)", api, size, r.device_bytes,
+                           r.memory_limit));
+  }
+  *ptr = allocate(size, MemKind::kDevice);
+  return *ptr != nullptr ? cudaSuccess : set_error(cudaErrorMemoryAllocation);
+}
+
 cudaError_t release(void* p, MemKind expected, const char* api) {
   if (p == nullptr) {
     return cudaSuccess;
@@ -276,6 +298,9 @@ void register_allocation(void* base, std::size_t size, MemKind kind) {
   r.allocations[reinterpret_cast<std::uintptr_t>(base)] =
       Allocation{reinterpret_cast<std::uintptr_t>(base), size, kind};
   r.allocated_bytes += size;
+  if (kind == MemKind::kDevice) {
+    r.device_bytes += size;
+  }
   ++r.generation;
 }
 
@@ -287,6 +312,9 @@ bool unregister_allocation(void* base, MemKind* kind_out) {
   }
   *kind_out = it->second.kind;
   r.allocated_bytes -= it->second.size;
+  if (it->second.kind == MemKind::kDevice) {
+    r.device_bytes -= it->second.size;
+  }
   r.allocations.erase(it);
   ++r.generation;
   return true;
@@ -409,6 +437,17 @@ void set_schedule_seed(std::uint64_t seed) {
 std::uint64_t schedule_seed() {
   return rt().seed;
 }
+std::size_t set_device_memory_limit(std::size_t bytes) {
+  Lock lock(rt().mutex);
+  const std::size_t previous = rt().memory_limit;
+  rt().memory_limit = bytes == 0 ? detail::kFakeMemory : bytes;
+  return previous;
+}
+std::size_t device_memory_limit() {
+  Lock lock(rt().mutex);
+  return rt().memory_limit;
+}
+
 void set_report_to_stderr(bool on) {
   rt().to_stderr = on;
 }
@@ -611,7 +650,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   }
   std::memset(prop, 0, sizeof(*prop));
   std::snprintf(prop->name, sizeof(prop->name), "culayers emulated device");
-  prop->totalGlobalMem = emu::kFakeMemory;
+  prop->totalGlobalMem = rt().memory_limit;
   prop->sharedMemPerBlock = emu::kMaxSmemPerBlock;
   prop->regsPerBlock = 65536;
   prop->warpSize = 32;
@@ -742,8 +781,8 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
   if (free_bytes == nullptr || total == nullptr) {
     return emu::set_error(cudaErrorInvalidValue);
   }
-  *total = emu::kFakeMemory;
-  *free_bytes = emu::kFakeMemory - std::min(emu::kFakeMemory, rt().allocated_bytes);
+  *total = rt().memory_limit;
+  *free_bytes = rt().memory_limit - std::min(rt().memory_limit, rt().device_bytes);
   return cudaSuccess;
 }
 
@@ -757,16 +796,7 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
   if (emu::capture_violation("cudaMalloc")) {
     return emu::set_error(cudaErrorStreamCaptureUnsupported);
   }
-  *ptr = nullptr;
-  if (size == 0) {
-    return cudaSuccess;
-  }
-  if (size > emu::kFakeMemory) {
-    return emu::fail_api(cudaErrorMemoryAllocation,
-                         emu::format("cudaMalloc(%zu): more than the device has", size));
-  }
-  *ptr = emu::allocate(size, emu::MemKind::kDevice);
-  return *ptr != nullptr ? cudaSuccess : emu::set_error(cudaErrorMemoryAllocation);
+  return emu::allocate_device(ptr, size, "cudaMalloc");
 }
 
 cudaError_t cudaMallocManaged(void** ptr, size_t size, unsigned int) {
@@ -823,8 +853,7 @@ cudaError_t cudaMallocAsync(void** ptr, size_t size, cudaStream_t stream) {
     return emu::fail_api(cudaErrorStreamCaptureUnsupported,
                          "cudaMallocAsync inside stream capture is not emulated (graph memory nodes)");
   }
-  *ptr = size == 0 ? nullptr : emu::allocate(size, emu::MemKind::kDevice);
-  return (size == 0 || *ptr != nullptr) ? cudaSuccess : emu::set_error(cudaErrorMemoryAllocation);
+  return emu::allocate_device(ptr, size, "cudaMallocAsync");
 }
 
 // Memory pools: the emulator serves cudaMallocAsync from its allocation registry (no pooling), so the

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
+#include <string>
 #include <vector>
 
 namespace culayers::test {
@@ -204,6 +206,56 @@ TEST(EmulatorRuntime, UnsafeCallsDuringCaptureInvalidateIt) {
     (void)cudaGetLastError();
   }
   CULAYERS_ASSERT_CUDA(cudaStreamDestroy(s));
+}
+
+// The device memory limit counts live device allocations (cudaMalloc and cudaMallocAsync together, host
+// allocations not at all): one past it fails with cudaErrorMemoryAllocation and a message naming the API,
+// and freeing makes room again.
+TEST(EmulatorRuntime, DeviceMemoryLimitCountsLiveDeviceAllocations) {
+  constexpr std::size_t kLimit = std::size_t{1} << 20;
+  std::size_t free_before = 0;
+  std::size_t total = 0;
+  CULAYERS_ASSERT_CUDA(cudaMemGetInfo(&free_before, &total));
+  const std::size_t in_use = total - free_before; // other tests' live allocations, if any
+  const std::size_t previous = culayers_emu::set_device_memory_limit(in_use + kLimit);
+  EXPECT_EQ(previous, total);
+  EXPECT_EQ(culayers_emu::device_memory_limit(), in_use + kLimit);
+  cudaDeviceProp prop{};
+  CULAYERS_ASSERT_CUDA(cudaGetDeviceProperties(&prop, 0));
+  EXPECT_EQ(prop.totalGlobalMem, in_use + kLimit);
+  void* a = nullptr;
+  void* b = nullptr;
+  void* pinned = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaMalloc(&a, kLimit / 2));
+  CULAYERS_ASSERT_CUDA(cudaMallocHost(&pinned, kLimit)); // host memory: not counted
+  CULAYERS_ASSERT_CUDA(cudaMallocAsync(&b, kLimit / 4, nullptr));
+  std::size_t free_now = 0;
+  CULAYERS_ASSERT_CUDA(cudaMemGetInfo(&free_now, &total));
+  EXPECT_EQ(free_now, kLimit / 4);
+  {
+    QuietEmulator quiet;
+    void* c = reinterpret_cast<void*>(0x1);
+    EXPECT_EQ(cudaMalloc(&c, kLimit / 4 + 1), cudaErrorMemoryAllocation);
+    EXPECT_EQ(c, nullptr);
+    EXPECT_NE(culayers_emu::last_error_message().find("cudaMalloc("), std::string::npos)
+        << culayers_emu::last_error_message();
+    EXPECT_EQ(cudaGetLastError(), cudaErrorMemoryAllocation);
+    EXPECT_EQ(cudaMallocAsync(&c, kLimit, nullptr), cudaErrorMemoryAllocation);
+    EXPECT_NE(culayers_emu::last_error_message().find("cudaMallocAsync("), std::string::npos)
+        << culayers_emu::last_error_message();
+    (void)cudaGetLastError();
+  }
+  void* c = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaMalloc(&c, kLimit / 4)); // exactly up to the limit
+  CULAYERS_ASSERT_CUDA(cudaFree(a));
+  CULAYERS_ASSERT_CUDA(cudaMalloc(&a, kLimit / 2)); // room again after a free
+  CULAYERS_ASSERT_CUDA(cudaFree(a));
+  CULAYERS_ASSERT_CUDA(cudaFree(c));
+  CULAYERS_ASSERT_CUDA(cudaFreeAsync(b, nullptr));
+  CULAYERS_ASSERT_CUDA(cudaFreeHost(pinned));
+  CULAYERS_ASSERT_CUDA(cudaStreamSynchronize(nullptr));
+  EXPECT_EQ(culayers_emu::set_device_memory_limit(0), in_use + kLimit);
+  EXPECT_EQ(culayers_emu::device_memory_limit(), previous); // 0 restores the default
 }
 
 TEST(EmulatorRuntime, FakeDeviceProperties) {

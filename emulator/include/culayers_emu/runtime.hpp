@@ -34,6 +34,13 @@ bool deferred();
 void set_schedule_seed(std::uint64_t seed);
 std::uint64_t schedule_seed();
 
+// The fake device's memory: cudaMalloc and cudaMallocAsync fail with cudaErrorMemoryAllocation once the
+// live device allocations would exceed it, as a GPU's do past its free memory; cudaMemGetInfo and
+// totalGlobalMem report it. Default (and what 0 restores) 16 GiB. Returns the previous limit. Lets a test
+// bound what a fuzzed input may allocate, or run a caller out of memory at a chosen point.
+std::size_t set_device_memory_limit(std::size_t bytes);
+std::size_t device_memory_limit();
+
 // Whether kernel faults are also printed to stderr when they happen (default on; tests that plant
 // bugs on purpose may turn it off).
 void set_report_to_stderr(bool on);
