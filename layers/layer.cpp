@@ -13,6 +13,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -393,20 +394,27 @@ Status Layer::add_weight(const std::string& name, const Shape& shape, DType dtyp
     return set_error(Status::kErrorInvalidValue, "%s: add_weight: name \"%s\" is empty or already used", n,
                      name.c_str());
   }
-  std::vector<double> values;
-  if (Status s = initializer.generate(shape, &values); !ok(s)) {
-    return set_error(s, "%s: add_weight: %s: %s", n, name.c_str(), last_error_message());
-  }
-  std::vector<unsigned char> bytes;
-  if (Status s = encode(values, dtype, &bytes); !ok(s)) {
-    return set_error(s, "%s: add_weight: %s: %s", n, name.c_str(), last_error_message());
-  }
   auto w = std::make_unique<Weight>();
   w->name = name;
   w->trainable = trainable;
   w->initializer = initializer;
+  // The device tensor first: a weight larger than the device's free memory is refused before its initial
+  // values are generated on the host (8 bytes per element there).
   if (Status s = Tensor::empty(shape, dtype, &w->value, stream); !ok(s)) {
     return s;
+  }
+  std::vector<unsigned char> bytes;
+  try {
+    std::vector<double> values;
+    if (Status s = initializer.generate(shape, &values); !ok(s)) {
+      return set_error(s, "%s: add_weight: %s: %s", n, name.c_str(), last_error_message());
+    }
+    if (Status s = encode(values, dtype, &bytes); !ok(s)) {
+      return set_error(s, "%s: add_weight: %s: %s", n, name.c_str(), last_error_message());
+    }
+  } catch (const std::bad_alloc&) {
+    return set_error(Status::kErrorOutOfMemory, "%s: add_weight: %s: no host memory for %lld initial values", n,
+                     name.c_str(), static_cast<long long>(shape.numel()));
   }
   if (Status s = w->value.copy_from_host(bytes.data(), bytes.size(), stream); !ok(s)) {
     return s;
