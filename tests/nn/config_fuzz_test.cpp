@@ -518,11 +518,14 @@ void exercise(nn::Sequential& m, const Json& input_config, std::mt19937_64& rng,
   }
   const DType dtype = m.layer(0).dtype();
   const std::vector<std::uint8_t> host = random_input(rng, dtype, shape.numel());
-  culayers::test::DeviceBuffer<std::uint8_t> x(std::max<std::size_t>(host.size(), 1));
+  // Room for the mismatched calls' views below (up to twice the elements in 8-byte dtypes).
+  const std::size_t capacity = static_cast<std::size_t>(2 * shape.numel() + 2) * 8;
+  culayers::test::DeviceBuffer<std::uint8_t> x(capacity);
   x.upload(host);
   const std::int64_t steps = shape.rank() >= 2 ? shape.dim(1) : 0;
+  // Room for a mask with one more step, or one int32 per row (the mismatched calls below).
   culayers::test::DeviceBuffer<std::uint8_t> mask(
-      static_cast<std::size_t>(std::max<std::int64_t>(shape.dim(0) * steps, 1)));
+      static_cast<std::size_t>(shape.dim(0) * (steps + 1) * 4 + 4));
   const bool with_mask = shape.rank() >= 2 && rng() % 2 == 0;
   if (with_mask) {
     std::vector<std::uint8_t> flags(static_cast<std::size_t>(shape.dim(0) * steps));
@@ -535,21 +538,101 @@ void exercise(nn::Sequential& m, const Json& input_config, std::mt19937_64& rng,
   const ConstTensorView mv =
       with_mask ? ConstTensorView::contiguous(mask.get(), DType::kUInt8, Shape{shape.dim(0), steps})
                 : ConstTensorView{};
-  for (const nn::Phase phase : {nn::Phase::kTraining, nn::Phase::kInference, nn::Phase::kTraining}) {
+  // One call: refused with a message, or an output of the shape compute_output_shape states.
+  auto call = [&](nn::Phase phase, const ConstTensorView& xin, const ConstTensorView& min,
+                  const std::string& call_what) {
     nn::CallContext ctx;
     ctx.phase = phase;
     nn::LayerOutput out;
-    const Status s = m.call(ctx, xv, mv, &out);
+    const Status s = m.call(ctx, xin, min, &out);
     if (s != Status::kSuccess) {
       ++tally->calls_refused;
-      EXPECT_STRNE(culayers::last_error_message(), "") << what;
-      continue;
+      EXPECT_STRNE(culayers::last_error_message(), "") << call_what;
+      return false;
     }
     ++tally->calls_ok;
     Shape expected;
-    ASSERT_EQ(m.compute_output_shape(shape, &expected), Status::kSuccess) << what;
-    EXPECT_EQ(out.y.shape(), expected) << what;
-    EXPECT_TRUE(out.y.numel() == 0 || out.y.data() != nullptr) << what;
+    EXPECT_EQ(m.compute_output_shape(xin.shape(), &expected), Status::kSuccess) << call_what;
+    EXPECT_EQ(out.y.shape(), expected) << call_what;
+    EXPECT_TRUE(out.y.numel() == 0 || out.y.data() != nullptr) << call_what;
+    return true;
+  };
+  bool accepted = false;
+  for (const nn::Phase phase : {nn::Phase::kTraining, nn::Phase::kInference, nn::Phase::kTraining}) {
+    accepted = call(phase, xv, mv, what);
+  }
+  // Calls that do not match the model (another dtype, an extent or the rank changed, a mask of another
+  // shape or dtype, a strided view): refused or computed, and a model that accepted the matching call
+  // still accepts it afterwards.
+  for (int k = 0; k < 2; ++k) {
+    Shape other = shape;
+    DType other_dtype = dtype;
+    ConstTensorView other_mask = mv;
+    std::int64_t dims[culayers::kMaxRank] = {};
+    std::copy(shape.dims(), shape.dims() + shape.rank(), dims);
+    int rank = shape.rank();
+    std::string change;
+    switch (rng() % 5) {
+    case 0: {
+      static constexpr DType kDTypes[] = {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kInt32,
+                                          DType::kUInt8};
+      other_dtype = kDTypes[rng() % std::size(kDTypes)];
+      change = std::string("dtype ") + culayers::dtype_name(other_dtype);
+      break;
+    }
+    case 1: {
+      const int d = static_cast<int>(rng() % static_cast<std::uint64_t>(rank));
+      dims[d] = rng() % 2 == 0 ? dims[d] * 2 : std::max<std::int64_t>(dims[d] - 1, 0);
+      change = "extent " + std::to_string(d) + " to " + std::to_string(dims[d]);
+      break;
+    }
+    case 2:
+      if (rank < culayers::kMaxRank && rng() % 2 == 0) {
+        dims[rank++] = 1;
+        change = "a trailing 1";
+      } else if (rank >= 2) {
+        dims[rank - 2] *= dims[rank - 1];
+        --rank;
+        change = "the last two extents merged";
+      }
+      break;
+    case 3:
+      if (rank >= 2) {
+        const std::int64_t mask_dims[2] = {shape.dim(0), shape.dim(1) + 1};
+        Shape ms;
+        EXPECT_EQ(Shape::make(mask_dims, 2, &ms), Status::kSuccess);
+        const bool as_int = rng() % 2 == 0;
+        other_mask = ConstTensorView::contiguous(mask.get(), as_int ? DType::kInt32 : DType::kUInt8,
+                                                 as_int ? Shape{shape.dim(0)} : ms);
+        change = as_int ? "an int32 mask" : "a mask with one more step";
+      }
+      break;
+    default:
+      change = "a strided view";
+      break;
+    }
+    ASSERT_EQ(Shape::make(dims, rank, &other), Status::kSuccess) << what << ": " << change;
+    ConstTensorView other_x = ConstTensorView::contiguous(x.get(), other_dtype, other);
+    if (change == "a strided view" && rank >= 1) {
+      std::int64_t strides[culayers::kMaxRank] = {};
+      std::int64_t stride = 2; // every other element
+      for (int d = rank - 1; d >= 0; --d) {
+        strides[d] = stride;
+        stride *= std::max<std::int64_t>(dims[d], 1);
+      }
+      ASSERT_EQ(ConstTensorView::make(x.get(), dtype, other, strides, &other_x), Status::kSuccess) << what;
+    }
+    const std::size_t need = static_cast<std::size_t>(other.numel()) * culayers::dtype_size(other_dtype) *
+                             (change == "a strided view" ? 2 : 1);
+    if (need > capacity) {
+      continue; // the view would reach past x's buffer
+    }
+    (void)call(rng() % 2 == 0 ? nn::Phase::kTraining : nn::Phase::kInference, other_x, other_mask,
+               what + "\nmismatched call: " + change);
+  }
+  if (accepted) {
+    EXPECT_TRUE(call(nn::Phase::kInference, xv, mv, what + "\nthe matching call after the mismatched ones"))
+        << culayers::last_error_message();
   }
   const cudaError_t sync = cudaDeviceSynchronize();
   ASSERT_EQ(sync, cudaSuccess) << what << ": " << cudaGetErrorName(sync) << " " << emulator_message();
