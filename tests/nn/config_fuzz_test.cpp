@@ -726,6 +726,7 @@ TEST(ConfigFuzz, MutatedConfigTreesLoadOrFailCleanly) {
     seeds.push_back(m->to_json());
   }
   Mutator mutator = make_mutator(rng, seeds);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess); // frees still queued (deferred streams) happen first
   const std::size_t live_before = live_allocations();
   Tally tally;
   const int iterations = 2000 * iteration_scale();
@@ -764,6 +765,7 @@ TEST(ConfigFuzz, AWeightBeyondDeviceMemoryIsRefusedBeforeItsHostValues) {
   config["config"]["build_input_shape"] = Json::array({nullptr, 6, std::int64_t{1} << 40});
   config["config"]["layers"][1]["config"]["groups"] = 1;
   std::unique_ptr<nn::Sequential> m;
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess); // frees still queued (deferred streams) happen first
   const std::size_t live_before = live_allocations();
   EXPECT_EQ(nn::Sequential::from_json(config, &m), Status::kErrorOutOfMemory)
       << culayers::last_error_message();
@@ -778,6 +780,7 @@ TEST(ConfigFuzz, MutatedConfigTextsThroughCppAndCLoadOrFailCleanly) {
   std::mt19937_64 rng = culayers::test::rng_for_test();
   const std::vector<Json> seeds = seed_configs();
   Mutator mutator = make_mutator(rng, seeds);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess); // frees still queued (deferred streams) happen first
   const std::size_t live_before = live_allocations();
   Tally tally;
   Tally c_tally; // the C API's runs (the C API models' loads are counted in tally)
