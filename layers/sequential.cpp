@@ -3,6 +3,7 @@
 #include "culayers/nn/sequential.hpp"
 #include "layers/config_util.hpp"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -486,34 +487,69 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
       return s;
     }
   }
+  // The input shape may be written up to three times: "build_input_shape" (culayers, Keras 3 and tf.keras 2
+  // Sequential configs), the InputLayer's, and Keras 3's "build_config" {"input_shape"} next to the
+  // model's "config" (what Keras 3 builds an unbuilt model from). They must agree past the batch axis (the
+  // batch is not part of the model); the first one present builds the model.
+  struct ShapeSource {
+    std::string key;
+    const Json* shape;
+  };
+  std::vector<ShapeSource> sources;
   if (const auto it = config.find("build_input_shape"); it != config.end() && !it->is_null()) {
-    input_shape = &*it;
-    input_shape_key = "build_input_shape";
+    sources.push_back({"\"build_input_shape\"", &*it});
   }
   if (input_shape != nullptr) {
-    const Json& j = *input_shape;
-    const char* key = input_shape_key;
-    if (!j.is_array() || j.empty() || j.size() > static_cast<std::size_t>(kMaxRank)) {
-      return set_error(Status::kErrorParse,
-                       "sequential from_json: \"%s\" is not a list of 1 to %d dimensions", key, kMaxRank);
+    sources.push_back({std::string("InputLayer \"") + input_shape_key + "\"", input_shape});
+  }
+  if (const auto bc = json.find("build_config"); bc != json.end() && bc->is_object()) {
+    if (const auto it = bc->find("input_shape"); it != bc->end() && !it->is_null()) {
+      sources.push_back({"\"build_config\" \"input_shape\"", &*it});
     }
-    std::vector<std::int64_t> dims;
-    bool variable = false; // a null extent past the batch axis (e.g. Keras's variable-length steps)
+  }
+  // A shape's extents, null as -1 (a null past the batch axis: variable-length steps, built by the first
+  // call).
+  auto parse_shape = [](const ShapeSource& src, std::vector<std::int64_t>* dims) -> Status {
+    const Json& j = *src.shape;
+    if (!j.is_array() || j.empty() || j.size() > static_cast<std::size_t>(kMaxRank)) {
+      return set_error(Status::kErrorParse, "sequential from_json: %s is not a list of 1 to %d dimensions",
+                       src.key.c_str(), kMaxRank);
+    }
     for (std::size_t i = 0; i < j.size(); ++i) {
       const Json& d = j[i];
       if (d.is_null()) {
-        dims.push_back(1); // the batch axis is not part of the model
-        variable = variable || i > 0;
+        dims->push_back(-1);
       } else if (std::int64_t v = 0; config_util::int64_value(d, &v) && v >= 0) {
-        dims.push_back(v);
+        dims->push_back(v);
       } else {
         return set_error(Status::kErrorParse,
-                         "sequential from_json: \"%s\"[%zu] is not a non-negative integer or null", key, i);
+                         "sequential from_json: %s[%zu] is not a non-negative integer or null",
+                         src.key.c_str(), i);
       }
     }
+    return Status::kSuccess;
+  };
+  std::vector<std::int64_t> dims;
+  for (std::size_t k = 0; k < sources.size(); ++k) {
+    std::vector<std::int64_t> these;
+    if (Status s = parse_shape(sources[k], &these); !ok(s)) {
+      return s;
+    }
+    if (k == 0) {
+      dims = these;
+    } else if (these.size() != dims.size() || !std::equal(dims.begin() + 1, dims.end(), these.begin() + 1)) {
+      return set_error(Status::kErrorParse, "sequential from_json: %s %s and %s %s disagree",
+                       sources[0].key.c_str(), sources[0].shape->dump().c_str(), sources[k].key.c_str(),
+                       sources[k].shape->dump().c_str());
+    }
+  }
+  if (!dims.empty()) {
+    const bool variable = std::any_of(dims.begin() + 1, dims.end(), [](std::int64_t d) { return d < 0; });
+    dims[0] = 1; // the batch axis is not part of the model
+    std::replace(dims.begin(), dims.end(), std::int64_t{-1}, std::int64_t{1}); // checked, not built
     Shape shape{};
     if (Status s = Shape::make(dims.data(), static_cast<int>(dims.size()), &shape); !ok(s)) {
-      return set_error(s, "sequential from_json: \"%s\": invalid shape", key);
+      return set_error(s, "sequential from_json: %s: invalid shape", sources[0].key.c_str());
     }
     if (Status s = variable ? Status::kSuccess : model->build(shape, stream); !ok(s)) {
       return s;

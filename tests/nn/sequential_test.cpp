@@ -603,6 +603,66 @@ TEST(Sequential, KerasWrittenConfigsLoad) {
   EXPECT_EQ(nn::Sequential::from_json(int8, &model), Status::kErrorParse);
 }
 
+// A model's input shape may be written three times: "build_input_shape", the InputLayer's shape (Keras 3
+// writes both) and Keras 3's "build_config" {"input_shape"} beside "config" (what Keras builds an unbuilt
+// model from). Any of them builds the model; they must agree past the batch axis.
+TEST(Sequential, InputShapesFromEveryKerasKeyMustAgree) {
+  const Json input = {{"class_name", "InputLayer"},
+                      {"config", {{"batch_shape", Json::array({nullptr, kT, kF})}, {"name", "in"}}}};
+  Json both = demo_config();
+  both["config"]["layers"].insert(both["config"]["layers"].begin(), input);
+  both["config"]["build_input_shape"] = Json::array({nullptr, kT, kF});
+  std::unique_ptr<nn::Sequential> model = make_model(both);
+  ASSERT_TRUE(model);
+  EXPECT_TRUE(model->built());
+  EXPECT_EQ(model->input_shape().dim(1), kT);
+
+  Json batch = both; // the batch axis may differ: it is not part of the model
+  batch["config"]["build_input_shape"] = Json::array({32, kT, kF});
+  model = make_model(batch);
+  ASSERT_TRUE(model);
+  EXPECT_TRUE(model->built());
+
+  Json build_config = demo_config(); // Keras 3's build_config alone builds the model
+  build_config["build_config"] = {{"input_shape", Json::array({nullptr, kT, kF})}};
+  model = make_model(build_config);
+  ASSERT_TRUE(model);
+  EXPECT_TRUE(model->built());
+  EXPECT_EQ(model->to_json()["config"]["build_input_shape"], Json::array({nullptr, kT, kF}));
+
+  struct Case {
+    const char* what;
+    Json config;
+    const char* message;
+  };
+  Json steps = both;
+  steps["config"]["build_input_shape"] = Json::array({nullptr, kT + 1, kF});
+  Json rank = both;
+  rank["config"]["build_input_shape"] = Json::array({nullptr, kT * kF});
+  Json variable = both; // a null extent against a known one
+  variable["config"]["build_input_shape"] = Json::array({nullptr, nullptr, kF});
+  Json config_vs_build = build_config;
+  config_vs_build["config"]["build_input_shape"] = Json::array({nullptr, kT, kF + 1});
+  Json bad_build_config = demo_config();
+  bad_build_config["build_config"] = {{"input_shape", Json::array({nullptr, -2, kF})}};
+  const Case cases[] = {
+      {"steps differ", steps,
+       "\"build_input_shape\" [null,7,8] and InputLayer \"batch_shape\" [null,6,8] disagree"},
+      {"ranks differ", rank, "disagree"},
+      {"null against an extent", variable, "disagree"},
+      {"build_config differs", config_vs_build, "and \"build_config\" \"input_shape\" [null,6,8] disagree"},
+      {"bad build_config", bad_build_config,
+       "\"build_config\" \"input_shape\"[1] is not a non-negative integer"},
+  };
+  for (const Case& c : cases) {
+    model.reset();
+    EXPECT_EQ(nn::Sequential::from_json(c.config, &model), Status::kErrorParse) << c.what;
+    EXPECT_NE(std::string(culayers::last_error_message()).find(c.message), std::string::npos)
+        << c.what << ": " << culayers::last_error_message();
+    EXPECT_EQ(model, nullptr) << c.what;
+  }
+}
+
 TEST(Sequential, InferenceRunsNoUpdateAndDropoutIsIdentity) {
   auto model = make_model(with_build_shape(demo_config()));
   ASSERT_TRUE(model);
