@@ -49,8 +49,8 @@ Status create(culayersModel_t* model, const std::string& config, const char* wei
   }
   if (!seq->built()) {
     return set_error(Status::kErrorInvalidValue,
-                     "culayersModelCreate: config: the model has no \"build_input_shape\" (save it after "
-                     "building the model)");
+                     "culayersModelCreate: config: the model's input shape is missing or has a variable "
+                     "extent past the batch (give \"build_input_shape\": save the model after building it)");
   }
   if (weights_path != nullptr) {
     if (Status s = seq->load_weights(weights_path, stream); !culayers::ok(s)) {

@@ -1102,6 +1102,14 @@ TEST(ModelCApi, LoadsRunsAndMatchesCpp) {
   EXPECT_EQ(culayersModelCreate(&none, "{\"class_name\": 1}", nullptr, nullptr), CULAYERS_STATUS_PARSE);
   EXPECT_EQ(culayersModelCreate(&none, demo_config().dump().c_str(), nullptr, nullptr),
             CULAYERS_STATUS_INVALID_VALUE); // no build_input_shape
+  EXPECT_NE(std::string(culayersGetLastErrorMessage()).find("input shape is missing"), std::string::npos)
+      << culayersGetLastErrorMessage();
+  Json variable_steps = demo_config();
+  variable_steps["config"]["build_input_shape"] = Json::array({nullptr, nullptr, kF});
+  EXPECT_EQ(culayersModelCreate(&none, variable_steps.dump().c_str(), nullptr, nullptr),
+            CULAYERS_STATUS_INVALID_VALUE);
+  EXPECT_NE(std::string(culayersGetLastErrorMessage()).find("variable extent"), std::string::npos)
+      << culayersGetLastErrorMessage();
   EXPECT_EQ(culayersModelCreateFromFile(&none, temp_path("nope.json").c_str(), nullptr, nullptr),
             CULAYERS_STATUS_IO);
   const std::string dir = temp_path("a_directory");

@@ -27,7 +27,8 @@ typedef enum culayersPhase_t {
 typedef struct culayersModel_st* culayersModel_t;
 
 /* Creates a model from the JSON text of its config ({"class_name": "Sequential", "config": {...}}; it
- * must carry "build_input_shape", as configs saved by culayers do) and, unless `weights_path` is NULL,
+ * must give its input shape with every extent past the batch known: "build_input_shape", as configs
+ * saved by culayers do, or a Keras-written InputLayer or "build_config") and, unless `weights_path` is NULL,
  * loads its weights from that safetensors file (every weight present with its dtype and shape, nothing
  * else). Weights are created and loaded on `stream`, which is synchronized. *model is written only on
  * success. */
