@@ -226,6 +226,10 @@ Status Initializer::from_json(const Json& json, Initializer* out) {
   return Status::kSuccess;
 }
 
+Status Initializer::validate() const {
+  return check_parameters(*this, class_name());
+}
+
 Status Initializer::generate(const Shape& shape, std::vector<double>* out) const {
   if (out == nullptr) {
     return set_error(Status::kErrorNullPointer, "%s: out: is null", kOp);

@@ -394,14 +394,17 @@ Status Layer::add_weight(const std::string& name, const Shape& shape, DType dtyp
     return set_error(Status::kErrorInvalidValue, "%s: add_weight: name \"%s\" is empty or already used", n,
                      name.c_str());
   }
+  if (Status s = initializer.validate(); !ok(s)) {
+    return set_error(s, "%s: add_weight: %s: %s", n, name.c_str(), last_error_message());
+  }
   auto w = std::make_unique<Weight>();
   w->name = name;
   w->trainable = trainable;
   w->initializer = initializer;
-  // The device tensor first: a weight larger than the device's free memory is refused before its initial
-  // values are generated on the host (8 bytes per element there).
+  // The device tensor before the initial values: a weight larger than the device's free memory is refused
+  // before they are generated on the host (8 bytes per element there).
   if (Status s = Tensor::empty(shape, dtype, &w->value, stream); !ok(s)) {
-    return s;
+    return set_error(s, "%s: add_weight: %s: %s", n, name.c_str(), last_error_message());
   }
   std::vector<unsigned char> bytes;
   try {

@@ -232,7 +232,14 @@ cudaError_t allocate_device(void** ptr, std::size_t size, const char* api) {
   if (size == 0) {
     return cudaSuccess;
   }
-  if (size > r.memory_limit - std::min(r.memory_limit, r.device_bytes)) {
+  auto over = [&r, size] { return size > r.memory_limit - std::min(r.memory_limit, r.device_bytes); };
+  if (over() && r.deferred) {
+    // Frees still queued on deferred streams release their bytes first (a stream-ordered pool reuses them).
+    if (const cudaError_t e = flush_all(); e != cudaSuccess) {
+      return e; // a queued kernel's fault, reported here as the GPU reports an earlier asynchronous error
+    }
+  }
+  if (over()) {
     return fail_api(cudaErrorMemoryAllocation,
                     format("%s(%zu): out of device memory (%zu of %zu bytes in use)", api, size, r.device_bytes,
                            r.memory_limit));
@@ -245,16 +252,19 @@ cudaError_t release(void* p, MemKind expected, const char* api) {
   if (p == nullptr) {
     return cudaSuccess;
   }
-  MemKind kind;
-  if (!unregister_allocation(p, &kind)) {
+  // Checked before anything changes: a refused free leaves the allocation (and the memory accounting) as it
+  // was.
+  const auto it = rt().allocations.find(reinterpret_cast<std::uintptr_t>(p));
+  if (it == rt().allocations.end()) {
     return fail_api(
         cudaErrorInvalidValue,
         format("%s(%p): not the start of a live allocation (double free or foreign pointer)", api, p));
   }
-  if (kind != expected) {
-    register_allocation(p, 0, kind);
+  if (it->second.kind != expected) {
     return fail_api(cudaErrorInvalidValue, format("%s(%p): pointer was allocated by another API", api, p));
   }
+  MemKind kind;
+  (void)unregister_allocation(p, &kind);
   std::free(p);
   return cudaSuccess;
 }
@@ -642,6 +652,7 @@ cudaError_t cudaSetDevice(int device) {
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  Lock lock(rt().mutex);
   if (prop == nullptr) {
     return emu::set_error(cudaErrorInvalidValue);
   }
@@ -830,11 +841,10 @@ cudaError_t cudaFree(void* ptr) {
     return emu::set_error(cudaErrorStreamCaptureUnsupported);
   }
   emu::flush_all(); // cudaFree synchronizes the device
-  return emu::release(ptr, emu::MemKind::kDevice, "cudaFree") == cudaSuccess
-             ? cudaSuccess
-             : (ptr != nullptr && emu::release(ptr, emu::MemKind::kManaged, "cudaFree") == cudaSuccess
-                    ? cudaSuccess
-                    : cudaErrorInvalidValue);
+  // cudaFree takes cudaMalloc's and cudaMallocManaged's pointers alike.
+  const auto it = emu::rt().allocations.find(reinterpret_cast<std::uintptr_t>(ptr));
+  const bool managed = it != emu::rt().allocations.end() && it->second.kind == emu::MemKind::kManaged;
+  return emu::release(ptr, managed ? emu::MemKind::kManaged : emu::MemKind::kDevice, "cudaFree");
 }
 
 cudaError_t cudaFreeHost(void* ptr) {

@@ -208,17 +208,36 @@ TEST(EmulatorRuntime, UnsafeCallsDuringCaptureInvalidateIt) {
   CULAYERS_ASSERT_CUDA(cudaStreamDestroy(s));
 }
 
+// Sets the emulated device memory limit for one test and restores the previous one, whatever the test's exit.
+class MemoryLimit {
+ public:
+  explicit MemoryLimit(std::size_t bytes) : previous_(culayers_emu::set_device_memory_limit(bytes)) {}
+  ~MemoryLimit() { (void)culayers_emu::set_device_memory_limit(previous_); }
+  MemoryLimit(const MemoryLimit&) = delete;
+  MemoryLimit& operator=(const MemoryLimit&) = delete;
+  std::size_t previous() const { return previous_; }
+
+ private:
+  std::size_t previous_;
+};
+
+// Bytes of live device allocations (other tests' too, if any), from cudaMemGetInfo.
+std::size_t device_bytes_in_use() {
+  std::size_t free_bytes = 0;
+  std::size_t total = 0;
+  EXPECT_EQ(cudaMemGetInfo(&free_bytes, &total), cudaSuccess);
+  return total - free_bytes;
+}
+
 // The device memory limit counts live device allocations (cudaMalloc and cudaMallocAsync together, host
 // allocations not at all): one past it fails with cudaErrorMemoryAllocation and a message naming the API,
-// and freeing makes room again.
+// and freeing makes room again. A refused free (a pointer of another API) changes nothing; cudaFree of
+// managed memory succeeds without leaving an error.
 TEST(EmulatorRuntime, DeviceMemoryLimitCountsLiveDeviceAllocations) {
   constexpr std::size_t kLimit = std::size_t{1} << 20;
-  std::size_t free_before = 0;
-  std::size_t total = 0;
-  CULAYERS_ASSERT_CUDA(cudaMemGetInfo(&free_before, &total));
-  const std::size_t in_use = total - free_before; // other tests' live allocations, if any
-  const std::size_t previous = culayers_emu::set_device_memory_limit(in_use + kLimit);
-  EXPECT_EQ(previous, total);
+  EXPECT_EQ(culayers_emu::device_memory_limit(), std::size_t{16} << 30) << "the default: 16 GiB";
+  const std::size_t in_use = device_bytes_in_use();
+  MemoryLimit limit(in_use + kLimit);
   EXPECT_EQ(culayers_emu::device_memory_limit(), in_use + kLimit);
   cudaDeviceProp prop{};
   CULAYERS_ASSERT_CUDA(cudaGetDeviceProperties(&prop, 0));
@@ -226,12 +245,12 @@ TEST(EmulatorRuntime, DeviceMemoryLimitCountsLiveDeviceAllocations) {
   void* a = nullptr;
   void* b = nullptr;
   void* pinned = nullptr;
+  void* managed = nullptr;
   CULAYERS_ASSERT_CUDA(cudaMalloc(&a, kLimit / 2));
-  CULAYERS_ASSERT_CUDA(cudaMallocHost(&pinned, kLimit)); // host memory: not counted
+  CULAYERS_ASSERT_CUDA(cudaMallocHost(&pinned, kLimit));     // host memory: not counted
+  CULAYERS_ASSERT_CUDA(cudaMallocManaged(&managed, kLimit)); // nor is managed memory
   CULAYERS_ASSERT_CUDA(cudaMallocAsync(&b, kLimit / 4, nullptr));
-  std::size_t free_now = 0;
-  CULAYERS_ASSERT_CUDA(cudaMemGetInfo(&free_now, &total));
-  EXPECT_EQ(free_now, kLimit / 4);
+  EXPECT_EQ(device_bytes_in_use(), in_use + kLimit / 2 + kLimit / 4);
   {
     QuietEmulator quiet;
     void* c = reinterpret_cast<void*>(0x1);
@@ -244,6 +263,10 @@ TEST(EmulatorRuntime, DeviceMemoryLimitCountsLiveDeviceAllocations) {
     EXPECT_NE(culayers_emu::last_error_message().find("cudaMallocAsync("), std::string::npos)
         << culayers_emu::last_error_message();
     (void)cudaGetLastError();
+    // A pinned host pointer is not cudaFree's: refused, and nothing changes.
+    EXPECT_EQ(cudaFree(pinned), cudaErrorInvalidValue);
+    (void)cudaGetLastError();
+    EXPECT_EQ(device_bytes_in_use(), in_use + kLimit / 2 + kLimit / 4);
   }
   void* c = nullptr;
   CULAYERS_ASSERT_CUDA(cudaMalloc(&c, kLimit / 4)); // exactly up to the limit
@@ -252,10 +275,44 @@ TEST(EmulatorRuntime, DeviceMemoryLimitCountsLiveDeviceAllocations) {
   CULAYERS_ASSERT_CUDA(cudaFree(a));
   CULAYERS_ASSERT_CUDA(cudaFree(c));
   CULAYERS_ASSERT_CUDA(cudaFreeAsync(b, nullptr));
-  CULAYERS_ASSERT_CUDA(cudaFreeHost(pinned));
+  CULAYERS_ASSERT_CUDA(cudaFreeHost(pinned)); // still pinned memory after the refused cudaFree
+  CULAYERS_ASSERT_CUDA(cudaFree(managed));
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "cudaFree of managed memory left an error";
   CULAYERS_ASSERT_CUDA(cudaStreamSynchronize(nullptr));
-  EXPECT_EQ(culayers_emu::set_device_memory_limit(0), in_use + kLimit);
-  EXPECT_EQ(culayers_emu::device_memory_limit(), previous); // 0 restores the default
+  EXPECT_EQ(device_bytes_in_use(), in_use);
+}
+
+// With deferred streams a cudaFreeAsync still queued releases its bytes when an allocation would otherwise
+// go past the limit (a stream-ordered pool reuses them); a limit below what is in use refuses every
+// allocation until enough is freed; 0 restores the default.
+TEST(EmulatorRuntime, DeviceMemoryLimitWithDeferredFreesAndBelowUse) {
+  constexpr std::size_t kLimit = std::size_t{1} << 20;
+  StreamMode deferred(true);
+  const std::size_t in_use = device_bytes_in_use();
+  MemoryLimit limit(in_use + kLimit);
+  void* a = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaMallocAsync(&a, kLimit, nullptr));
+  CULAYERS_ASSERT_CUDA(cudaFreeAsync(a, nullptr)); // queued, not yet run
+  void* b = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaMallocAsync(&b, kLimit, nullptr)); // the queued free runs first
+  {
+    MemoryLimit below(in_use + kLimit / 2); // below what is in use now
+    QuietEmulator quiet;
+    void* c = nullptr;
+    EXPECT_EQ(cudaMalloc(&c, 1), cudaErrorMemoryAllocation);
+    (void)cudaGetLastError();
+    std::size_t free_bytes = 1;
+    std::size_t total = 0;
+    CULAYERS_ASSERT_CUDA(cudaMemGetInfo(&free_bytes, &total));
+    EXPECT_EQ(free_bytes, 0u);
+    EXPECT_EQ(total, in_use + kLimit / 2);
+  }
+  CULAYERS_ASSERT_CUDA(cudaFreeAsync(b, nullptr));
+  CULAYERS_ASSERT_CUDA(cudaStreamSynchronize(nullptr));
+  const std::size_t previous = culayers_emu::set_device_memory_limit(0);
+  EXPECT_EQ(previous, in_use + kLimit);
+  EXPECT_EQ(culayers_emu::device_memory_limit(), std::size_t{16} << 30) << "0 restores the default";
+  (void)culayers_emu::set_device_memory_limit(previous); // the guard restores its own previous value
 }
 
 TEST(EmulatorRuntime, FakeDeviceProperties) {

@@ -60,6 +60,10 @@ struct Initializer {
   /// unknown class name; *out is unchanged on failure.
   [[nodiscard]] static Status from_json(const Json& json, Initializer* out);
 
+  /// kErrorInvalidValue unless the parameters are usable (a random kind's parameters finite, minval <=
+  /// maxval with a finite range, stddev >= 0); generate() checks the same first.
+  [[nodiscard]] Status validate() const;
+
   /// The values of a weight of `shape` in row-major order (double precision). GlorotUniform draws from
   /// U(-l, l) with l = sqrt(6 / (fan_in + fan_out)) and Keras's fans: rank 1: (d0, d0); rank 2: (d0, d1);
   /// rank k > 2: receptive field r = d0...d(k-3), fan_in = d(k-2) r, fan_out = d(k-1) r.
