@@ -446,6 +446,7 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
   // "batch_shape"): its shape builds the model when there is no "build_input_shape"; it adds no layer.
   const Json* input_shape = nullptr;
   const char* input_shape_key = "build_input_shape";
+  const Json* first_layer_shape = nullptr; // the first layer's "batch_input_shape" (tf.keras 2)
   for (std::size_t i = 0; i < layers_it->size(); ++i) {
     const Json& lj = (*layers_it)[i];
     if (lj.is_object() && lj.value("class_name", Json()) == "InputLayer") {
@@ -483,14 +484,22 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
     if (Status s = layer_from_json(lj, &layer); !ok(s)) {
       return s;
     }
+    if (model->size() == 0) { // tf.keras 2 also writes the input shape into the first layer's config
+      if (const auto c = lj.find("config"); c != lj.end() && c->is_object()) {
+        if (const auto it = c->find("batch_input_shape"); it != c->end() && !it->is_null()) {
+          first_layer_shape = &*it;
+        }
+      }
+    }
     if (Status s = model->add(std::move(layer)); !ok(s)) {
       return s;
     }
   }
-  // The input shape may be written up to three times: "build_input_shape" (culayers, Keras 3 and tf.keras 2
-  // Sequential configs), the InputLayer's, and Keras 3's "build_config" {"input_shape"} next to the
-  // model's "config" (what Keras 3 builds an unbuilt model from). They must agree past the batch axis (the
-  // batch is not part of the model); the first one present builds the model.
+  // The input shape may be written up to four times: "build_input_shape" (culayers, Keras 3 and tf.keras 2
+  // Sequential configs), the InputLayer's, the first layer's "batch_input_shape" (tf.keras 2, which makes
+  // the InputLayer from it), and Keras 3's "build_config" {"input_shape"} next to the model's "config"
+  // (what Keras 3 builds an unbuilt model from). They must agree past the batch axis (the batch is not part
+  // of the model); the first one present builds the model.
   struct ShapeSource {
     std::string key;
     const Json* shape;
@@ -501,6 +510,9 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
   }
   if (input_shape != nullptr) {
     sources.push_back({std::string("InputLayer \"") + input_shape_key + "\"", input_shape});
+  }
+  if (first_layer_shape != nullptr) {
+    sources.push_back({"the first layer's \"batch_input_shape\"", first_layer_shape});
   }
   if (const auto bc = json.find("build_config"); bc != json.end() && bc->is_object()) {
     if (const auto it = bc->find("input_shape"); it != bc->end() && !it->is_null()) {

@@ -603,9 +603,10 @@ TEST(Sequential, KerasWrittenConfigsLoad) {
   EXPECT_EQ(nn::Sequential::from_json(int8, &model), Status::kErrorParse);
 }
 
-// A model's input shape may be written three times: "build_input_shape", the InputLayer's shape (Keras 3
-// writes both) and Keras 3's "build_config" {"input_shape"} beside "config" (what Keras builds an unbuilt
-// model from). Any of them builds the model; they must agree past the batch axis.
+// A model's input shape may be written four times: "build_input_shape", the InputLayer's shape (Keras 3
+// writes both), the first layer's "batch_input_shape" (tf.keras 2) and Keras 3's "build_config"
+// {"input_shape"} beside "config" (what Keras builds an unbuilt model from). Any of them builds the model;
+// they must agree past the batch axis.
 TEST(Sequential, InputShapesFromEveryKerasKeyMustAgree) {
   const Json input = {{"class_name", "InputLayer"},
                       {"config", {{"batch_shape", Json::array({nullptr, kT, kF})}, {"name", "in"}}}};
@@ -630,6 +631,12 @@ TEST(Sequential, InputShapesFromEveryKerasKeyMustAgree) {
   EXPECT_TRUE(model->built());
   EXPECT_EQ(model->to_json()["config"]["build_input_shape"], Json::array({nullptr, kT, kF}));
 
+  Json first_layer = demo_config(); // tf.keras 2 writes it into the first layer's config too
+  first_layer["config"]["layers"][0]["config"]["batch_input_shape"] = Json::array({nullptr, kT, kF});
+  model = make_model(first_layer);
+  ASSERT_TRUE(model);
+  EXPECT_TRUE(model->built());
+
   struct Case {
     const char* what;
     Json config;
@@ -643,6 +650,8 @@ TEST(Sequential, InputShapesFromEveryKerasKeyMustAgree) {
   variable["config"]["build_input_shape"] = Json::array({nullptr, nullptr, kF});
   Json config_vs_build = build_config;
   config_vs_build["config"]["build_input_shape"] = Json::array({nullptr, kT, kF + 1});
+  Json first_vs_input = both;
+  first_vs_input["config"]["layers"][1]["config"]["batch_input_shape"] = Json::array({nullptr, kT, kF + 1});
   Json bad_build_config = demo_config();
   bad_build_config["build_config"] = {{"input_shape", Json::array({nullptr, -2, kF})}};
   const Case cases[] = {
@@ -651,6 +660,8 @@ TEST(Sequential, InputShapesFromEveryKerasKeyMustAgree) {
       {"ranks differ", rank, "disagree"},
       {"null against an extent", variable, "disagree"},
       {"build_config differs", config_vs_build, "and \"build_config\" \"input_shape\" [null,6,8] disagree"},
+      {"the first layer's differs", first_vs_input,
+       "and the first layer's \"batch_input_shape\" [null,6,9] disagree"},
       {"bad build_config", bad_build_config,
        "\"build_config\" \"input_shape\"[1] is not a non-negative integer"},
   };

@@ -107,9 +107,10 @@ class Sequential {
   Json to_json() const;
   /// A new model from to_json()'s layout; built when the config has "build_input_shape" (or, for a model
   /// Keras wrote, a first "InputLayer" entry with "batch_input_shape" / "batch_shape", which adds no
-  /// layer, or Keras 3's "build_config": {"input_shape"} beside "config"; those written must agree past the
-  /// batch axis) with every extent but the batch known: a null one elsewhere (variable-length steps) leaves
-  /// the model to be built by its first call. Layer "dtype"s may be names or Keras dtype policy objects
+  /// layer, the first layer's "batch_input_shape" (tf.keras 2), or Keras 3's "build_config":
+  /// {"input_shape"} beside "config"; those written must agree past the batch axis) with every extent but
+  /// the batch known: a null one elsewhere (variable-length steps) leaves the model to be built by its first
+  /// call. Layer "dtype"s may be names or Keras dtype policy objects
   /// ({"class_name": "DTypePolicy" or "Policy", "config": {"name": ...}}; "mixed_float16" computes in
   /// float16). kErrorParse for a malformed document (an InputLayer that is not first),
   /// kErrorNotSupported for a sparse or ragged InputLayer, kErrorUnknownClass naming an unknown layer
