@@ -484,7 +484,7 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
     if (Status s = layer_from_json(lj, &layer); !ok(s)) {
       return s;
     }
-    if (model->size() == 0) { // tf.keras 2 also writes the input shape into the first layer's config
+    if (i == 0) { // tf.keras 2 writes the input shape into the first layer's config (no InputLayer before it)
       if (const auto c = lj.find("config"); c != lj.end() && c->is_object()) {
         if (const auto it = c->find("batch_input_shape"); it != c->end() && !it->is_null()) {
           first_layer_shape = &*it;
@@ -495,24 +495,26 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
       return s;
     }
   }
-  // The input shape may be written up to four times: "build_input_shape" (culayers, Keras 3 and tf.keras 2
-  // Sequential configs), the InputLayer's, the first layer's "batch_input_shape" (tf.keras 2, which makes
-  // the InputLayer from it), and Keras 3's "build_config" {"input_shape"} next to the model's "config"
-  // (what Keras 3 builds an unbuilt model from). They must agree past the batch axis (the batch is not part
-  // of the model); the first one present builds the model.
+  // The input shape may be written up to four times. Keras's order decides which builds the model: the
+  // InputLayer's; else the first layer's "batch_input_shape" (tf.keras 2 makes the InputLayer from it);
+  // else "build_input_shape" (culayers, Keras 3, tf.keras 2); else Keras 3's "build_config"
+  // {"input_shape"} beside the model's "config" (what Keras builds an unbuilt model from). Keras ignores
+  // the others; here they must not contradict it: the same rank, and equal extents past the batch axis
+  // where both are known (tf.keras 2 relaxes the InputLayer's changing extents to null while
+  // "build_input_shape" keeps the first call's). One that is not a shape list is ignored, as Keras does.
   struct ShapeSource {
     std::string key;
     const Json* shape;
   };
   std::vector<ShapeSource> sources;
-  if (const auto it = config.find("build_input_shape"); it != config.end() && !it->is_null()) {
-    sources.push_back({"\"build_input_shape\"", &*it});
-  }
   if (input_shape != nullptr) {
     sources.push_back({std::string("InputLayer \"") + input_shape_key + "\"", input_shape});
   }
   if (first_layer_shape != nullptr) {
     sources.push_back({"the first layer's \"batch_input_shape\"", first_layer_shape});
+  }
+  if (const auto it = config.find("build_input_shape"); it != config.end() && !it->is_null()) {
+    sources.push_back({"\"build_input_shape\"", &*it});
   }
   if (const auto bc = json.find("build_config"); bc != json.end() && bc->is_object()) {
     if (const auto it = bc->find("input_shape"); it != bc->end() && !it->is_null()) {
@@ -520,9 +522,18 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
     }
   }
   // A shape's extents, null as -1 (a null past the batch axis: variable-length steps, built by the first
-  // call).
+  // call). Keras 3 may write a tuple as {"class_name": "__tuple__", "config": {"value": [...]}}.
   auto parse_shape = [](const ShapeSource& src, std::vector<std::int64_t>* dims) -> Status {
-    const Json& j = *src.shape;
+    const Json* shape = src.shape;
+    if (shape->is_object()) {
+      const auto cls = shape->find("class_name");
+      const auto cfg = shape->find("config");
+      if (cls != shape->end() && cls->is_string() && *cls == "__tuple__" && cfg != shape->end() &&
+          cfg->is_object() && cfg->contains("value")) {
+        shape = &(*cfg)["value"];
+      }
+    }
+    const Json& j = *shape;
     if (!j.is_array() || j.empty() || j.size() > static_cast<std::size_t>(kMaxRank)) {
       return set_error(Status::kErrorParse, "sequential from_json: %s is not a list of 1 to %d dimensions",
                        src.key.c_str(), kMaxRank);
@@ -542,14 +553,22 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
     return Status::kSuccess;
   };
   std::vector<std::int64_t> dims;
-  for (std::size_t k = 0; k < sources.size(); ++k) {
-    std::vector<std::int64_t> these;
-    if (Status s = parse_shape(sources[k], &these); !ok(s)) {
+  if (!sources.empty()) {
+    if (Status s = parse_shape(sources[0], &dims); !ok(s)) {
       return s;
     }
-    if (k == 0) {
-      dims = these;
-    } else if (these.size() != dims.size() || !std::equal(dims.begin() + 1, dims.end(), these.begin() + 1)) {
+  }
+  for (std::size_t k = 1; k < sources.size(); ++k) {
+    std::vector<std::int64_t> these;
+    if (!ok(parse_shape(sources[k], &these))) {
+      ::culayers::detail::clear_error(); // not a shape: ignored
+      continue;
+    }
+    bool agree = these.size() == dims.size();
+    for (std::size_t d = 1; agree && d < dims.size(); ++d) {
+      agree = dims[d] < 0 || these[d] < 0 || dims[d] == these[d];
+    }
+    if (!agree) {
       return set_error(Status::kErrorParse, "sequential from_json: %s %s and %s %s disagree",
                        sources[0].key.c_str(), sources[0].shape->dump().c_str(), sources[k].key.c_str(),
                        sources[k].shape->dump().c_str());

@@ -603,41 +603,65 @@ TEST(Sequential, KerasWrittenConfigsLoad) {
   EXPECT_EQ(nn::Sequential::from_json(int8, &model), Status::kErrorParse);
 }
 
-// A model's input shape may be written four times: "build_input_shape", the InputLayer's shape (Keras 3
-// writes both), the first layer's "batch_input_shape" (tf.keras 2) and Keras 3's "build_config"
-// {"input_shape"} beside "config" (what Keras builds an unbuilt model from). Any of them builds the model;
-// they must agree past the batch axis.
+// A model's input shape may be written four times; Keras's order picks the one that builds the model: the
+// InputLayer's, else the first layer's "batch_input_shape" (tf.keras 2), else "build_input_shape", else
+// Keras 3's "build_config" {"input_shape"} beside "config". The others must not contradict it (same rank,
+// equal extents past the batch where both are known); one that is not a shape list is ignored.
 TEST(Sequential, InputShapesFromEveryKerasKeyMustAgree) {
   const Json input = {{"class_name", "InputLayer"},
                       {"config", {{"batch_shape", Json::array({nullptr, kT, kF})}, {"name", "in"}}}};
-  Json both = demo_config();
+  Json both = demo_config(); // as Keras 3 writes a built model
   both["config"]["layers"].insert(both["config"]["layers"].begin(), input);
   both["config"]["build_input_shape"] = Json::array({nullptr, kT, kF});
-  std::unique_ptr<nn::Sequential> model = make_model(both);
-  ASSERT_TRUE(model);
-  EXPECT_TRUE(model->built());
-  EXPECT_EQ(model->input_shape().dim(1), kT);
 
+  struct Loads {
+    const char* what;
+    Json config;
+    bool built;
+  };
   Json batch = both; // the batch axis may differ: it is not part of the model
   batch["config"]["build_input_shape"] = Json::array({32, kT, kF});
-  model = make_model(batch);
-  ASSERT_TRUE(model);
-  EXPECT_TRUE(model->built());
-
   Json build_config = demo_config(); // Keras 3's build_config alone builds the model
   build_config["build_config"] = {{"input_shape", Json::array({nullptr, kT, kF})}};
-  model = make_model(build_config);
-  ASSERT_TRUE(model);
-  EXPECT_TRUE(model->built());
-  EXPECT_EQ(model->to_json()["config"]["build_input_shape"], Json::array({nullptr, kT, kF}));
-
-  Json first_layer = demo_config(); // tf.keras 2 writes it into the first layer's config too
+  Json tuple = demo_config(); // a tuple as Keras 3 may serialize it
+  tuple["build_config"] = {
+      {"input_shape",
+       {{"class_name", "__tuple__"}, {"config", {{"value", Json::array({nullptr, kT, kF})}}}}}};
+  Json first_layer = demo_config(); // tf.keras 2 without an InputLayer entry
   first_layer["config"]["layers"][0]["config"]["batch_input_shape"] = Json::array({nullptr, kT, kF});
-  model = make_model(first_layer);
-  ASSERT_TRUE(model);
-  EXPECT_TRUE(model->built());
+  Json first_after_input = both; // after an InputLayer Keras ignores it
+  first_after_input["config"]["layers"][1]["config"]["batch_input_shape"] =
+      Json::array({nullptr, kT, kF + 1});
+  Json relaxed = both; // tf.keras 2: the InputLayer relaxed to variable steps, the first call's shape kept
+  relaxed["config"]["layers"][0]["config"]["batch_shape"] = Json::array({nullptr, nullptr, kF});
+  relaxed["config"]["build_input_shape"] = Json::array({32, kT + 3, kF});
+  relaxed["build_config"] = {{"input_shape", Json::array({32, kT + 3, kF})}};
+  Json known_input = both; // the InputLayer's known steps win over a null elsewhere
+  known_input["config"]["build_input_shape"] = Json::array({nullptr, nullptr, kF});
+  Json not_a_shape = both; // a later source that is not a shape list is ignored
+  not_a_shape["build_config"] = {{"input_shape", "(None, 6, 8)"}};
+  const Loads loads[] = {
+      {"InputLayer and build_input_shape", both, true},
+      {"another batch", batch, true},
+      {"build_config alone", build_config, true},
+      {"a __tuple__", tuple, true},
+      {"the first layer's", first_layer, true},
+      {"the first layer's after an InputLayer", first_after_input, true},
+      {"relaxed InputLayer", relaxed, false},
+      {"known steps against null", known_input, true},
+      {"a later source not a shape", not_a_shape, true},
+  };
+  std::unique_ptr<nn::Sequential> model;
+  for (const Loads& l : loads) {
+    model = make_model(l.config);
+    ASSERT_TRUE(model) << l.what;
+    EXPECT_EQ(model->built(), l.built) << l.what;
+    if (l.built) {
+      EXPECT_EQ(model->to_json()["config"]["build_input_shape"], Json::array({nullptr, kT, kF})) << l.what;
+    }
+  }
 
-  struct Case {
+  struct Refused {
     const char* what;
     Json config;
     const char* message;
@@ -646,26 +670,24 @@ TEST(Sequential, InputShapesFromEveryKerasKeyMustAgree) {
   steps["config"]["build_input_shape"] = Json::array({nullptr, kT + 1, kF});
   Json rank = both;
   rank["config"]["build_input_shape"] = Json::array({nullptr, kT * kF});
-  Json variable = both; // a null extent against a known one
-  variable["config"]["build_input_shape"] = Json::array({nullptr, nullptr, kF});
   Json config_vs_build = build_config;
   config_vs_build["config"]["build_input_shape"] = Json::array({nullptr, kT, kF + 1});
-  Json first_vs_input = both;
-  first_vs_input["config"]["layers"][1]["config"]["batch_input_shape"] = Json::array({nullptr, kT, kF + 1});
+  Json first_vs_build = first_layer;
+  first_vs_build["config"]["build_input_shape"] = Json::array({nullptr, kT, kF + 1});
   Json bad_build_config = demo_config();
   bad_build_config["build_config"] = {{"input_shape", Json::array({nullptr, -2, kF})}};
-  const Case cases[] = {
+  const Refused refused[] = {
       {"steps differ", steps,
-       "\"build_input_shape\" [null,7,8] and InputLayer \"batch_shape\" [null,6,8] disagree"},
+       "InputLayer \"batch_shape\" [null,6,8] and \"build_input_shape\" [null,7,8] disagree"},
       {"ranks differ", rank, "disagree"},
-      {"null against an extent", variable, "disagree"},
-      {"build_config differs", config_vs_build, "and \"build_config\" \"input_shape\" [null,6,8] disagree"},
-      {"the first layer's differs", first_vs_input,
-       "and the first layer's \"batch_input_shape\" [null,6,9] disagree"},
-      {"bad build_config", bad_build_config,
+      {"build_config differs", config_vs_build,
+       "\"build_input_shape\" [null,6,9] and \"build_config\" \"input_shape\" [null,6,8] disagree"},
+      {"the first layer's differs", first_vs_build,
+       "the first layer's \"batch_input_shape\" [null,6,8] and \"build_input_shape\" [null,6,9] disagree"},
+      {"a bad build_config alone", bad_build_config,
        "\"build_config\" \"input_shape\"[1] is not a non-negative integer"},
   };
-  for (const Case& c : cases) {
+  for (const Refused& c : refused) {
     model.reset();
     EXPECT_EQ(nn::Sequential::from_json(c.config, &model), Status::kErrorParse) << c.what;
     EXPECT_NE(std::string(culayers::last_error_message()).find(c.message), std::string::npos)

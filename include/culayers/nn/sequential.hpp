@@ -105,14 +105,14 @@ class Sequential {
 
   /// {"class_name": "Sequential", "config": {"name", "layers", ["build_input_shape"]}}.
   Json to_json() const;
-  /// A new model from to_json()'s layout; built when the config has "build_input_shape" (or, for a model
-  /// Keras wrote, a first "InputLayer" entry with "batch_input_shape" / "batch_shape", which adds no
-  /// layer, the first layer's "batch_input_shape" (tf.keras 2), or Keras 3's "build_config":
-  /// {"input_shape"} beside "config"; those written must agree past the batch axis) with every extent but
-  /// the batch known: a null one elsewhere (variable-length steps) leaves the model to be built by its first
-  /// call. Layer "dtype"s may be names or Keras dtype policy objects
-  /// ({"class_name": "DTypePolicy" or "Policy", "config": {"name": ...}}; "mixed_float16" computes in
-  /// float16). kErrorParse for a malformed document (an InputLayer that is not first),
+  /// A new model from to_json()'s layout, built from its input shape in Keras's order: a first "InputLayer"
+  /// entry's "batch_input_shape" / "batch_shape" (it adds no layer), else the first layer's
+  /// "batch_input_shape" (tf.keras 2), else "build_input_shape", else Keras 3's "build_config":
+  /// {"input_shape"} beside "config"; the others must not contradict it (same rank, equal known extents
+  /// past the batch; one that is not a shape list is ignored). A null extent past the batch (variable-length
+  /// steps) leaves the model to be built by its first call. Layer "dtype"s may be names or Keras dtype
+  /// policy objects ({"class_name": "DTypePolicy" or "Policy", "config": {"name": ...}}; "mixed_float16"
+  /// computes in float16). kErrorParse for a malformed document (an InputLayer that is not first),
   /// kErrorNotSupported for a sparse or ragged InputLayer, kErrorUnknownClass naming an unknown layer
   /// class.
   [[nodiscard]] static Status from_json(const Json& json, std::unique_ptr<Sequential>* out,
