@@ -227,6 +227,11 @@ Status Initializer::from_json(const Json& json, Initializer* out) {
 }
 
 Status Initializer::validate() const {
+  if (static_cast<int>(kind) < static_cast<int>(Kind::kZeros) ||
+      static_cast<int>(kind) > static_cast<int>(Kind::kGlorotUniform)) {
+    return set_error(Status::kErrorInvalidValue, "%s: kind: %d is not an initializer", kOp,
+                     static_cast<int>(kind));
+  }
   return check_parameters(*this, class_name());
 }
 

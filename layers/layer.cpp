@@ -416,11 +416,11 @@ Status Layer::add_weight(const std::string& name, const Shape& shape, DType dtyp
       return set_error(s, "%s: add_weight: %s: %s", n, name.c_str(), last_error_message());
     }
   } catch (const std::bad_alloc&) {
-    return set_error(Status::kErrorOutOfMemory, "%s: add_weight: %s: no host memory for %lld initial values", n,
-                     name.c_str(), static_cast<long long>(shape.numel()));
+    return set_error(Status::kErrorOutOfMemory, "%s: add_weight: %s: no host memory for %lld initial values",
+                     n, name.c_str(), static_cast<long long>(shape.numel()));
   }
   if (Status s = w->value.copy_from_host(bytes.data(), bytes.size(), stream); !ok(s)) {
-    return s;
+    return set_error(s, "%s: add_weight: %s: %s", n, name.c_str(), last_error_message());
   }
   // The host bytes must outlive the copy: synchronize here (build time only).
   if (const cudaError_t e = cudaStreamSynchronize(stream); e != cudaSuccess) {

@@ -236,6 +236,7 @@ std::size_t device_bytes_in_use() {
 TEST(EmulatorRuntime, DeviceMemoryLimitCountsLiveDeviceAllocations) {
   constexpr std::size_t kLimit = std::size_t{1} << 20;
   EXPECT_EQ(culayers_emu::device_memory_limit(), std::size_t{16} << 30) << "the default: 16 GiB";
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize()); // earlier tests' queued frees (deferred streams) run first
   const std::size_t in_use = device_bytes_in_use();
   MemoryLimit limit(in_use + kLimit);
   EXPECT_EQ(culayers_emu::device_memory_limit(), in_use + kLimit);
@@ -288,6 +289,7 @@ TEST(EmulatorRuntime, DeviceMemoryLimitCountsLiveDeviceAllocations) {
 TEST(EmulatorRuntime, DeviceMemoryLimitWithDeferredFreesAndBelowUse) {
   constexpr std::size_t kLimit = std::size_t{1} << 20;
   StreamMode deferred(true);
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize()); // earlier tests' queued frees (deferred streams) run first
   const std::size_t in_use = device_bytes_in_use();
   MemoryLimit limit(in_use + kLimit);
   void* a = nullptr;

@@ -60,8 +60,9 @@ struct Initializer {
   /// unknown class name; *out is unchanged on failure.
   [[nodiscard]] static Status from_json(const Json& json, Initializer* out);
 
-  /// kErrorInvalidValue unless the parameters are usable (a random kind's parameters finite, minval <=
-  /// maxval with a finite range, stddev >= 0); generate() checks the same first.
+  /// kErrorInvalidValue unless the kind and its parameters are usable (a random kind's parameters finite,
+  /// minval <= maxval with a finite range, stddev >= 0), as generate() checks them first. (Whether the
+  /// values fit a weight's dtype is known only once they are generated.)
   [[nodiscard]] Status validate() const;
 
   /// The values of a weight of `shape` in row-major order (double precision). GlorotUniform draws from
