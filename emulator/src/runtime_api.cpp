@@ -223,9 +223,9 @@ void* allocate(std::size_t size, MemKind kind) {
   return p;
 }
 
-/// A device allocation (cudaMalloc, cudaMallocAsync) within the device memory limit: cudaErrorMemoryAllocation,
-/// with a message naming `api`, for one that would take the device's allocations past it (as a GPU
-/// refuses one beyond its free memory).
+/// A device allocation (cudaMalloc, cudaMallocAsync) within the device memory limit:
+/// cudaErrorMemoryAllocation, with a message naming `api`, for one that would take the device's allocations
+/// past it (as a GPU refuses one beyond its free memory).
 cudaError_t allocate_device(void** ptr, std::size_t size, const char* api) {
   Runtime& r = rt();
   *ptr = nullptr;
@@ -241,8 +241,8 @@ cudaError_t allocate_device(void** ptr, std::size_t size, const char* api) {
   }
   if (over()) {
     return fail_api(cudaErrorMemoryAllocation,
-                    format("%s(%zu): out of device memory (%zu of %zu bytes in use)", api, size, r.device_bytes,
-                           r.memory_limit));
+                    format("%s(%zu): out of device memory (%zu of %zu bytes in use)", api, size,
+                           r.device_bytes, r.memory_limit));
   }
   *ptr = allocate(size, MemKind::kDevice);
   return *ptr != nullptr ? cudaSuccess : set_error(cudaErrorMemoryAllocation);
