@@ -72,6 +72,14 @@ std::uint64_t env_u64(const char* name) {
 /// The fake device's memory (the default of set_device_memory_limit).
 constexpr std::size_t kFakeMemory = std::size_t{16} << 30;
 
+/// The device memory limit a process starts with: CULAYERS_EMU_DEVICE_MEMORY_MB (1 MiB to 16 GiB), else
+/// kFakeMemory. Lets a program that links the emulated library run out of device memory early, to test its
+/// own out-of-memory paths.
+std::size_t initial_memory_limit() {
+  const std::uint64_t mb = env_u64("CULAYERS_EMU_DEVICE_MEMORY_MB");
+  return mb >= 1 && mb <= (kFakeMemory >> 20) ? static_cast<std::size_t>(mb) << 20 : kFakeMemory;
+}
+
 struct Runtime {
   std::recursive_mutex mutex;
   bool deferred = env_flag("CULAYERS_EMU_DEFERRED");
@@ -87,9 +95,9 @@ struct Runtime {
   std::deque<std::pair<std::uint64_t, Work>> queue; // deferred work, in enqueue order
   std::uint64_t next_seq = 1;
   std::size_t active_captures = 0;
-  std::size_t allocated_bytes = 0;        // every kind (device, managed, host)
-  std::size_t device_bytes = 0;           // MemKind::kDevice only: what the memory limit counts
-  std::size_t memory_limit = kFakeMemory; // set_device_memory_limit
+  std::size_t allocated_bytes = 0;                   // every kind (device, managed, host)
+  std::size_t device_bytes = 0;                      // MemKind::kDevice only: what the memory limit counts
+  std::size_t memory_limit = initial_memory_limit(); // set_device_memory_limit
   Stats stats;
 
   Runtime() { legacy_stream.legacy = true; }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -235,7 +236,6 @@ std::size_t device_bytes_in_use() {
 // managed memory succeeds without leaving an error.
 TEST(EmulatorRuntime, DeviceMemoryLimitCountsLiveDeviceAllocations) {
   constexpr std::size_t kLimit = std::size_t{1} << 20;
-  EXPECT_EQ(culayers_emu::device_memory_limit(), std::size_t{16} << 30) << "the default: 16 GiB";
   CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize()); // earlier tests' queued frees (deferred streams) run first
   const std::size_t in_use = device_bytes_in_use();
   MemoryLimit limit(in_use + kLimit);
@@ -315,6 +315,24 @@ TEST(EmulatorRuntime, DeviceMemoryLimitWithDeferredFreesAndBelowUse) {
   EXPECT_EQ(previous, in_use + kLimit);
   EXPECT_EQ(culayers_emu::device_memory_limit(), std::size_t{16} << 30) << "0 restores the default";
   (void)culayers_emu::set_device_memory_limit(previous); // the guard restores its own previous value
+}
+
+// CULAYERS_EMU_DEVICE_MEMORY_MB sets the limit a process starts with (ctest emulated_memory_env runs this
+// test with 64); skipped when it is unset.
+TEST(EmulatorRuntime, DeviceMemoryLimitFromTheEnvironment) {
+  const char* mb = std::getenv("CULAYERS_EMU_DEVICE_MEMORY_MB");
+  if (mb == nullptr) {
+    GTEST_SKIP() << "CULAYERS_EMU_DEVICE_MEMORY_MB is not set";
+  }
+  const std::size_t limit = static_cast<std::size_t>(std::strtoull(mb, nullptr, 10)) << 20;
+  EXPECT_EQ(culayers_emu::device_memory_limit(), limit);
+  cudaDeviceProp prop{};
+  CULAYERS_ASSERT_CUDA(cudaGetDeviceProperties(&prop, 0));
+  EXPECT_EQ(prop.totalGlobalMem, limit);
+  QuietEmulator quiet;
+  void* p = nullptr;
+  EXPECT_EQ(cudaMalloc(&p, limit + 1), cudaErrorMemoryAllocation);
+  (void)cudaGetLastError();
 }
 
 TEST(EmulatorRuntime, FakeDeviceProperties) {

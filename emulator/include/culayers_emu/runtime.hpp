@@ -37,7 +37,8 @@ std::uint64_t schedule_seed();
 // The fake device's memory: cudaMalloc and cudaMallocAsync fail with cudaErrorMemoryAllocation once the
 // live device allocations would exceed it, as a GPU's do past its free memory; cudaMemGetInfo and
 // totalGlobalMem report it. Default (and what 0 restores) 16 GiB. Returns the previous limit. Lets a test
-// bound what a fuzzed input may allocate, or run a caller out of memory at a chosen point.
+// bound what a fuzzed input may allocate, or run a caller out of memory at a chosen point. Initial value
+// from CULAYERS_EMU_DEVICE_MEMORY_MB (1 to 16384 MiB; anything else: the default).
 std::size_t set_device_memory_limit(std::size_t bytes);
 std::size_t device_memory_limit();
 
