@@ -95,7 +95,6 @@ struct Runtime {
   std::deque<std::pair<std::uint64_t, Work>> queue; // deferred work, in enqueue order
   std::uint64_t next_seq = 1;
   std::size_t active_captures = 0;
-  std::size_t allocated_bytes = 0;                   // every kind (device, managed, host)
   std::size_t device_bytes = 0;                      // MemKind::kDevice only: what the memory limit counts
   std::size_t memory_limit = initial_memory_limit(); // set_device_memory_limit
   Stats stats;
@@ -315,7 +314,6 @@ void register_allocation(void* base, std::size_t size, MemKind kind) {
   Runtime& r = rt();
   r.allocations[reinterpret_cast<std::uintptr_t>(base)] =
       Allocation{reinterpret_cast<std::uintptr_t>(base), size, kind};
-  r.allocated_bytes += size;
   if (kind == MemKind::kDevice) {
     r.device_bytes += size;
   }
@@ -329,7 +327,6 @@ bool unregister_allocation(void* base, MemKind* kind_out) {
     return false;
   }
   *kind_out = it->second.kind;
-  r.allocated_bytes -= it->second.size;
   if (it->second.kind == MemKind::kDevice) {
     r.device_bytes -= it->second.size;
   }
