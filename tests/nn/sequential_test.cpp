@@ -1155,16 +1155,21 @@ TEST(ModelCApi, LoadsRunsAndMatchesCpp) {
   EXPECT_EQ(none, nullptr);
 }
 
+/// A model that is the identity in inference: one Dropout, built for [kB, kT, kF].
+Json identity_config() {
+  return {{"class_name", "Sequential"},
+          {"config",
+           {{"name", "identity"},
+            {"layers",
+             {{{"class_name", "Dropout"}, {"config", {{"name", "drop"}, {"rate", 0.25}, {"seed", 5}}}}}},
+            {"build_input_shape", {nullptr, kT, kF}}}}};
+}
+
 // A model that is the identity in inference (dropout only) returns x and the input mask themselves: run
 // with y == x and y_mask == mask, it copies nothing (a copy onto itself is undefined in CUDA; the emulator
 // rejects overlapping copies, so this fails if either copy is issued). In training it writes y.
 TEST(ModelCApi, IdentityModelRunsInPlace) {
-  Json cfg = {{"class_name", "Sequential"},
-              {"config",
-               {{"name", "identity"},
-                {"layers",
-                 {{{"class_name", "Dropout"}, {"config", {{"name", "drop"}, {"rate", 0.25}, {"seed", 5}}}}}},
-                {"build_input_shape", {nullptr, kT, kF}}}}};
+  const Json cfg = identity_config();
   culayersModel_t handle = nullptr;
   ASSERT_EQ(culayersModelCreate(&handle, cfg.dump().c_str(), nullptr, nullptr), CULAYERS_STATUS_SUCCESS)
       << culayersGetLastErrorMessage();
@@ -1367,12 +1372,7 @@ TEST(ModelCApi, OutputMasksAreCopiedIntoYMask) {
 // copy would read or clobber another's bytes; an overlapping copy is undefined in CUDA), in either phase,
 // and the buffers are left as they were.
 TEST(ModelCApi, RunRefusesOverlappingOutputs) {
-  Json cfg = {{"class_name", "Sequential"},
-              {"config",
-               {{"name", "identity"},
-                {"layers",
-                 {{{"class_name", "Dropout"}, {"config", {{"name", "drop"}, {"rate", 0.25}, {"seed", 5}}}}}},
-                {"build_input_shape", {nullptr, kT, kF}}}}};
+  const Json cfg = identity_config();
   culayersModel_t handle = nullptr;
   ASSERT_EQ(culayersModelCreate(&handle, cfg.dump().c_str(), nullptr, nullptr), CULAYERS_STATUS_SUCCESS)
       << culayersGetLastErrorMessage();
