@@ -242,7 +242,7 @@ Status Initializer::generate(const Shape& shape, std::vector<double>* out) const
   if (Status s = shape.validate(kOp, "shape"); !ok(s)) {
     return s;
   }
-  if (Status s = check_parameters(*this, class_name()); !ok(s)) {
+  if (Status s = validate(); !ok(s)) {
     return s;
   }
   const std::int64_t n = shape.numel();

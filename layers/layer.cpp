@@ -394,8 +394,12 @@ Status Layer::add_weight(const std::string& name, const Shape& shape, DType dtyp
     return set_error(Status::kErrorInvalidValue, "%s: add_weight: name \"%s\" is empty or already used", n,
                      name.c_str());
   }
-  if (Status s = initializer.validate(); !ok(s)) {
+  // An error of the steps below, prefixed with the layer and the weight.
+  auto named = [&](Status s) {
     return set_error(s, "%s: add_weight: %s: %s", n, name.c_str(), last_error_message());
+  };
+  if (Status s = initializer.validate(); !ok(s)) {
+    return named(s);
   }
   auto w = std::make_unique<Weight>();
   w->name = name;
@@ -404,23 +408,23 @@ Status Layer::add_weight(const std::string& name, const Shape& shape, DType dtyp
   // The device tensor before the initial values: a weight larger than the device's free memory is refused
   // before they are generated on the host (8 bytes per element there).
   if (Status s = Tensor::empty(shape, dtype, &w->value, stream); !ok(s)) {
-    return set_error(s, "%s: add_weight: %s: %s", n, name.c_str(), last_error_message());
+    return named(s);
   }
   std::vector<unsigned char> bytes;
   try {
     std::vector<double> values;
     if (Status s = initializer.generate(shape, &values); !ok(s)) {
-      return set_error(s, "%s: add_weight: %s: %s", n, name.c_str(), last_error_message());
+      return named(s);
     }
     if (Status s = encode(values, dtype, &bytes); !ok(s)) {
-      return set_error(s, "%s: add_weight: %s: %s", n, name.c_str(), last_error_message());
+      return named(s);
     }
   } catch (const std::bad_alloc&) {
     return set_error(Status::kErrorOutOfMemory, "%s: add_weight: %s: no host memory for %lld initial values",
                      n, name.c_str(), static_cast<long long>(shape.numel()));
   }
   if (Status s = w->value.copy_from_host(bytes.data(), bytes.size(), stream); !ok(s)) {
-    return set_error(s, "%s: add_weight: %s: %s", n, name.c_str(), last_error_message());
+    return named(s);
   }
   // The host bytes must outlive the copy: synchronize here (build time only).
   if (const cudaError_t e = cudaStreamSynchronize(stream); e != cudaSuccess) {
