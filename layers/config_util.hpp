@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <set>
 #include <string>
 #include <utility>
@@ -348,6 +349,25 @@ inline Status check_group_norm_sizes(const std::string& name, std::int64_t batch
   }
   return as_layer_error(name, ::culayers::group_norm::check_sizes(batch, channels, spatial, groups));
 }
+
+/// The parts of a model document whose keys check_document_keys knows.
+enum class DocumentPart { kModel, kModelConfig, kLayerEntry, kInputLayerConfig };
+
+/// The unused-key check of from_json (config_keys.cpp): walks `object`'s keys (at `path`, belonging to the
+/// layer named `layer` or "" for the model), appends each unused one to options.unused_keys and, with
+/// options.reject_unknown_keys, refuses the first unknown one (kErrorParse "<op>: <path>: unknown key ...").
+/// A value that is not an object is passed over (its reader reports it).
+[[nodiscard]] Status check_document_keys(DocumentPart part, const Json& object, const std::string& path,
+                                         const std::string& layer, const char* op,
+                                         const ConfigReadOptions& options);
+/// The same for a layer's config: the base keys, the built-in class's keys, and what the layer's own
+/// get_config() writes.
+[[nodiscard]] Status check_layer_config_keys(const Json& config, const Layer& layer, const std::string& path,
+                                             const char* op, const ConfigReadOptions& options);
+/// layer_from_json for a layer entry at `path` ("" alone, "config.layers[2]" in a model), its key errors
+/// prefixed with `op`; appends to options.unused_keys without clearing it.
+[[nodiscard]] Status layer_from_json_at(const Json& json, const ConfigReadOptions& options,
+                                        const std::string& path, const char* op, std::unique_ptr<Layer>* out);
 
 /// The most recent error again, as kErrorParse (an option check failing inside from_config).
 inline Status as_parse_error() {

@@ -492,9 +492,21 @@ bool is_layer_class_registered(const std::string& class_name) {
 }
 
 Status layer_from_json(const Json& json, std::unique_ptr<Layer>* out) {
+  return layer_from_json(json, ConfigReadOptions{}, out);
+}
+
+Status layer_from_json(const Json& json, const ConfigReadOptions& options, std::unique_ptr<Layer>* out) {
   if (out == nullptr) {
     return set_error(Status::kErrorNullPointer, "layer_from_json: out: is null");
   }
+  if (options.unused_keys != nullptr) {
+    options.unused_keys->clear();
+  }
+  return config_util::layer_from_json_at(json, options, "", "layer_from_json", out);
+}
+
+Status config_util::layer_from_json_at(const Json& json, const ConfigReadOptions& options,
+                                       const std::string& path, const char* op, std::unique_ptr<Layer>* out) {
   if (!json.is_object() || !json.contains("class_name") || !json["class_name"].is_string()) {
     return set_error(Status::kErrorParse,
                      "layer_from_json: expected {\"class_name\": ..., \"config\": {...}}");
@@ -525,6 +537,17 @@ Status layer_from_json(const Json& json, std::unique_ptr<Layer>* out) {
   if (!layer) {
     return set_error(Status::kErrorInternal, "layer_from_json: the %s factory made no layer",
                      class_name.c_str());
+  }
+  if (Status s = config_util::check_document_keys(config_util::DocumentPart::kLayerEntry, json, path,
+                                                  layer->name(), op, options);
+      !ok(s)) {
+    return s;
+  }
+  if (json.contains("config")) {
+    const std::string config_path = path.empty() ? std::string("config") : path + ".config";
+    if (Status s = config_util::check_layer_config_keys(config, *layer, config_path, op, options); !ok(s)) {
+      return s;
+    }
   }
   *out = std::move(layer);
   return Status::kSuccess;

@@ -414,9 +414,18 @@ Json Sequential::to_json() const {
 }
 
 Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out, cudaStream_t stream) {
+  return from_json(json, ConfigReadOptions{}, out, stream);
+}
+
+Status Sequential::from_json(const Json& json, const ConfigReadOptions& options,
+                             std::unique_ptr<Sequential>* out, cudaStream_t stream) {
   if (out == nullptr) {
     return set_error(Status::kErrorNullPointer, "sequential from_json: out: is null");
   }
+  if (options.unused_keys != nullptr) {
+    options.unused_keys->clear();
+  }
+  constexpr const char* kOp = "sequential from_json";
   if (!json.is_object() || !json.contains("class_name") || !json["class_name"].is_string()) {
     return set_error(Status::kErrorParse,
                      "sequential from_json: expected {\"class_name\": \"Sequential\", \"config\": {...}}");
@@ -430,6 +439,16 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
     return set_error(Status::kErrorParse, "sequential from_json: \"config\" is missing or not an object");
   }
   const Json& config = json["config"];
+  if (Status s =
+          config_util::check_document_keys(config_util::DocumentPart::kModel, json, "", "", kOp, options);
+      !ok(s)) {
+    return s;
+  }
+  if (Status s = config_util::check_document_keys(config_util::DocumentPart::kModelConfig, config, "config",
+                                                  "", kOp, options);
+      !ok(s)) {
+    return s;
+  }
   std::string name;
   if (const auto it = config.find("name"); it != config.end() && !it->is_null()) {
     if (!it->is_string()) {
@@ -449,6 +468,7 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
   const Json* first_layer_shape = nullptr; // the first layer's "batch_input_shape" (tf.keras 2)
   for (std::size_t i = 0; i < layers_it->size(); ++i) {
     const Json& lj = (*layers_it)[i];
+    const std::string entry_path = "config.layers[" + std::to_string(i) + "]";
     if (lj.is_object() && lj.value("class_name", Json()) == "InputLayer") {
       const Json empty = Json::object();
       const Json& ic = lj.contains("config") ? lj["config"] : empty;
@@ -472,6 +492,19 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
           }
         }
       }
+      const auto input_name = ic.find("name");
+      const std::string layer_name =
+          input_name != ic.end() && input_name->is_string() ? input_name->get<std::string>() : std::string();
+      if (Status s = config_util::check_document_keys(config_util::DocumentPart::kLayerEntry, lj, entry_path,
+                                                      layer_name, kOp, options);
+          !ok(s)) {
+        return s;
+      }
+      if (Status s = config_util::check_document_keys(config_util::DocumentPart::kInputLayerConfig, ic,
+                                                      entry_path + ".config", layer_name, kOp, options);
+          !ok(s)) {
+        return s;
+      }
       for (const char* key : {"batch_input_shape", "batch_shape"}) {
         if (const auto it = ic.find(key); it != ic.end() && !it->is_null()) {
           input_shape = &*it;
@@ -481,7 +514,7 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
       continue;
     }
     std::unique_ptr<Layer> layer;
-    if (Status s = layer_from_json(lj, &layer); !ok(s)) {
+    if (Status s = config_util::layer_from_json_at(lj, options, entry_path, kOp, &layer); !ok(s)) {
       return s;
     }
     if (i == 0) { // tf.keras 2 writes the input shape into the first layer's config (no InputLayer before it)
@@ -592,11 +625,19 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
 
 Status Sequential::from_json_string(const std::string& text, std::unique_ptr<Sequential>* out,
                                     cudaStream_t stream) {
+  return from_json_string(text, ConfigReadOptions{}, out, stream);
+}
+
+Status Sequential::from_json_string(const std::string& text, const ConfigReadOptions& options,
+                                    std::unique_ptr<Sequential>* out, cudaStream_t stream) {
+  if (options.unused_keys != nullptr) {
+    options.unused_keys->clear(); // also when the text does not parse
+  }
   Json json;
   if (Status s = config_util::parse_json(text, "sequential from_json", &json); !ok(s)) {
     return s;
   }
-  return from_json(json, out, stream);
+  return from_json(json, options, out, stream);
 }
 
 Status Sequential::get_weights(SafetensorsFile* out, cudaStream_t stream) {

@@ -22,9 +22,11 @@
 #include <string>
 #include <system_error>
 #include <type_traits>
+#include <vector>
 
 struct culayersModel_st {
   std::unique_ptr<culayers::nn::Sequential> model;
+  std::vector<culayers::nn::UnusedConfigKey> unused_keys; // what creating it did not use from the config
 };
 
 namespace {
@@ -41,16 +43,21 @@ using culayers::capi::guarded;
 using culayers::capi::null_arg;
 using culayers::capi::to_c;
 
-Status create(culayersModel_t* model, const std::string& config, const char* weights_path,
-              cudaStream_t stream) {
+Status create(const char* fn, culayersModel_t* model, const std::string& config, const char* weights_path,
+              const culayersModelOptions_t* options, cudaStream_t stream) {
+  std::vector<nn::UnusedConfigKey> unused;
+  nn::ConfigReadOptions read;
+  read.reject_unknown_keys = options != nullptr && options->reject_unknown_config_keys != 0;
+  read.unused_keys = &unused;
   std::unique_ptr<nn::Sequential> seq;
-  if (Status s = nn::Sequential::from_json_string(config, &seq, stream); !culayers::ok(s)) {
+  if (Status s = nn::Sequential::from_json_string(config, read, &seq, stream); !culayers::ok(s)) {
     return s;
   }
   if (!seq->built()) {
     return set_error(Status::kErrorInvalidValue,
-                     "culayersModelCreate: config: the model's input shape is missing or has a variable "
-                     "extent past the batch (give \"build_input_shape\": save the model after building it)");
+                     "%s: config: the model's input shape is missing or has a variable "
+                     "extent past the batch (give \"build_input_shape\": save the model after building it)",
+                     fn);
   }
   if (weights_path != nullptr) {
     if (Status s = seq->load_weights(weights_path, stream); !culayers::ok(s)) {
@@ -59,8 +66,58 @@ Status create(culayersModel_t* model, const std::string& config, const char* wei
   }
   auto handle = std::make_unique<culayersModel_st>();
   handle->model = std::move(seq);
+  handle->unused_keys = std::move(unused);
   *model = handle.release();
   return Status::kSuccess;
+}
+
+/// Reads the config file of culayersModelCreateFromFile*.
+Status read_config_file(const char* fn, const char* config_path, std::string* text) {
+  // A directory opens as an empty stream on Linux: an I/O error here, not an empty config's parse error.
+  // (Pipes and other files without a size are read as streams.)
+  std::error_code ec;
+  if (std::filesystem::is_directory(config_path, ec)) {
+    return set_error(Status::kErrorIO, "%s: \"%s\" is a directory", fn, config_path);
+  }
+  std::ifstream in(config_path, std::ios::binary);
+  if (!in) {
+    return set_error(Status::kErrorIO, "%s: cannot open \"%s\"", fn, config_path);
+  }
+  text->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  if (in.bad()) {
+    return set_error(Status::kErrorIO, "%s: cannot read \"%s\"", fn, config_path);
+  }
+  return Status::kSuccess;
+}
+
+/// The culayersModelCreate* functions: `source` is the config's JSON text, or with `from_file` its path.
+culayersStatus_t create_from(const char* fn, culayersModel_t* model, const char* source, bool from_file,
+                             const char* weights_path, const culayersModelOptions_t* options,
+                             cudaStream_t stream) {
+  if (model == nullptr || source == nullptr) {
+    return null_arg(fn, model == nullptr ? "model" : from_file ? "config_path" : "config_json");
+  }
+  return guarded(fn, [&]() -> culayersStatus_t {
+    std::string text;
+    if (!from_file) {
+      text = source;
+    } else if (Status s = read_config_file(fn, source, &text); !culayers::ok(s)) {
+      return to_c(s);
+    }
+    return to_c(create(fn, model, text, weights_path, options, stream));
+  });
+}
+
+/// Copies `s` into a caller's text buffer (NUL-terminated, truncated to `capacity`) and its full length.
+void copy_text(const std::string& s, char* buffer, size_t capacity, size_t* length) {
+  if (capacity != 0) {
+    const std::size_t n = std::min(s.size(), capacity - 1);
+    std::memcpy(buffer, s.data(), n);
+    buffer[n] = '\0';
+  }
+  if (length != nullptr) {
+    *length = s.size();
+  }
 }
 
 Status make_shape(const char* fn, const char* arg, int rank, const int64_t* dims, culayers::Shape* out) {
@@ -77,39 +134,34 @@ extern "C" {
 
 culayersStatus_t culayersModelCreate(culayersModel_t* model, const char* config_json,
                                      const char* weights_path, culayersStream_t stream) {
-  if (model == nullptr || config_json == nullptr) {
-    return null_arg("culayersModelCreate", model == nullptr ? "model" : "config_json");
-  }
-  return guarded("culayersModelCreate", [&]() -> culayersStatus_t {
-    return to_c(create(model, config_json, weights_path, stream));
-  });
+  return create_from("culayersModelCreate", model, config_json, false, weights_path, nullptr, stream);
 }
 
 culayersStatus_t culayersModelCreateFromFile(culayersModel_t* model, const char* config_path,
                                              const char* weights_path, culayersStream_t stream) {
-  if (model == nullptr || config_path == nullptr) {
-    return null_arg("culayersModelCreateFromFile", model == nullptr ? "model" : "config_path");
+  return create_from("culayersModelCreateFromFile", model, config_path, true, weights_path, nullptr, stream);
+}
+
+void culayersModelOptionsInit(culayersModelOptions_t* options) {
+  if (options != nullptr) {
+    std::memset(options, 0, sizeof(*options));
   }
-  return guarded("culayersModelCreateFromFile", [&]() -> culayersStatus_t {
-    // A directory opens as an empty stream on Linux: an I/O error here, not an empty config's parse error.
-    // (Pipes and other files without a size are read as streams.)
-    std::error_code ec;
-    if (std::filesystem::is_directory(config_path, ec)) {
-      return to_c(
-          set_error(Status::kErrorIO, "culayersModelCreateFromFile: \"%s\" is a directory", config_path));
-    }
-    std::ifstream in(config_path, std::ios::binary);
-    if (!in) {
-      return to_c(
-          set_error(Status::kErrorIO, "culayersModelCreateFromFile: cannot open \"%s\"", config_path));
-    }
-    const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-    if (in.bad()) {
-      return to_c(
-          set_error(Status::kErrorIO, "culayersModelCreateFromFile: cannot read \"%s\"", config_path));
-    }
-    return to_c(create(model, text, weights_path, stream));
-  });
+}
+
+culayersStatus_t culayersModelCreateWithOptions(culayersModel_t* model, const char* config_json,
+                                                const char* weights_path,
+                                                const culayersModelOptions_t* options,
+                                                culayersStream_t stream) {
+  return create_from("culayersModelCreateWithOptions", model, config_json, false, weights_path, options,
+                     stream);
+}
+
+culayersStatus_t culayersModelCreateFromFileWithOptions(culayersModel_t* model, const char* config_path,
+                                                        const char* weights_path,
+                                                        const culayersModelOptions_t* options,
+                                                        culayersStream_t stream) {
+  return create_from("culayersModelCreateFromFileWithOptions", model, config_path, true, weights_path,
+                     options, stream);
 }
 
 void culayersModelDestroy(culayersModel_t model) {
@@ -309,15 +361,22 @@ culayersStatus_t culayersModelGetSummary(culayersModel_t model, char* buffer, si
     return null_arg("culayersModelGetSummary", model == nullptr ? "model" : "buffer");
   }
   return guarded("culayersModelGetSummary", [&]() -> culayersStatus_t {
-    const std::string s = model->model->summary();
-    if (capacity != 0) {
-      const std::size_t n = std::min(s.size(), capacity - 1);
-      std::memcpy(buffer, s.data(), n);
-      buffer[n] = '\0';
+    copy_text(model->model->summary(), buffer, capacity, length);
+    return CULAYERS_STATUS_SUCCESS;
+  });
+}
+
+culayersStatus_t culayersModelGetUnusedConfigKeys(culayersModel_t model, char* buffer, size_t capacity,
+                                                  size_t* length) {
+  if (model == nullptr || (buffer == nullptr && capacity != 0)) {
+    return null_arg("culayersModelGetUnusedConfigKeys", model == nullptr ? "model" : "buffer");
+  }
+  return guarded("culayersModelGetUnusedConfigKeys", [&]() -> culayersStatus_t {
+    std::string text;
+    for (const nn::UnusedConfigKey& k : model->unused_keys) {
+      text += k.path + (k.keras_key ? " (Keras, not applied)\n" : " (unknown)\n");
     }
-    if (length != nullptr) {
-      *length = s.size();
-    }
+    copy_text(text, buffer, capacity, length);
     return CULAYERS_STATUS_SUCCESS;
   });
 }

@@ -249,7 +249,10 @@ int run(const std::filesystem::path& out_dir) {
   std::ifstream config_in(config_path);
   const std::string config_text((std::istreambuf_iterator<char>(config_in)),
                                 std::istreambuf_iterator<char>());
-  if (!check(nn::Sequential::from_json_string(config_text, &reloaded), "reload config") ||
+  // What culayers wrote must read back with every key known: a strict read refuses unknown keys.
+  nn::ConfigReadOptions strict;
+  strict.reject_unknown_keys = true;
+  if (!check(nn::Sequential::from_json_string(config_text, strict, &reloaded), "reload config") ||
       !check(reloaded->load_weights(weights_path), "reload weights") ||
       !check(reloaded->call(infer, x, {}, &out), "reloaded inference call")) {
     return 1;
@@ -258,9 +261,12 @@ int run(const std::filesystem::path& out_dir) {
   std::printf("reloaded (C++ API): inference output %s\n", cpp_same ? "bit-identical" : "DIFFERS");
 
   culayersModel_t handle = nullptr;
-  if (culayersModelCreateFromFile(&handle, config_path.c_str(), weights_path.c_str(), nullptr) !=
-      CULAYERS_STATUS_SUCCESS) {
-    std::fprintf(stderr, "demo: culayersModelCreateFromFile: %s\n", culayersGetLastErrorMessage());
+  culayersModelOptions_t options;
+  culayersModelOptionsInit(&options);
+  options.reject_unknown_config_keys = 1;
+  if (culayersModelCreateFromFileWithOptions(&handle, config_path.c_str(), weights_path.c_str(), &options,
+                                             nullptr) != CULAYERS_STATUS_SUCCESS) {
+    std::fprintf(stderr, "demo: culayersModelCreateFromFileWithOptions: %s\n", culayersGetLastErrorMessage());
     return 1;
   }
   void* y_dev = nullptr;

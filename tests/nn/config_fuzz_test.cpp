@@ -440,13 +440,15 @@ struct Tally {
   int calls_ok = 0;
   int calls_refused = 0;
   int reloads_out_of_memory = 0; // exercise()'s reload of a model's own config ran out of device memory
+  int unknown_keys = 0;          // loads that listed an unknown key (refused by a strict load)
   std::map<int, int> refusals;   // status -> count
 
   std::string str() const {
     std::string s = std::to_string(mutants) + " mutants (" + std::to_string(skipped) + " skipped), " +
                     std::to_string(loaded) + " loaded, " + std::to_string(calls_ok) + " calls ran, " +
                     std::to_string(calls_refused) + " calls refused, " +
-                    std::to_string(reloads_out_of_memory) + " reloads out of memory; refusals by status:";
+                    std::to_string(reloads_out_of_memory) + " reloads out of memory, " +
+                    std::to_string(unknown_keys) + " with unknown keys; refusals by status:";
     for (const auto& [status, count] : refusals) {
       s += " " + std::string(culayers::status_string(static_cast<Status>(status))) + "=" +
            std::to_string(count);
@@ -755,6 +757,51 @@ void expect_clean_refusal(Status s, const std::string& message, const std::uniqu
   ++tally->refusals[static_cast<int>(s)];
 }
 
+/// A strict load (reject_unknown_keys) of `mutant` must agree with its lenient load (`lenient`, which
+/// listed `unused`): refused at the first unknown key the lenient load listed, else the same outcome and
+/// the same list. A lenient load that failed fails strictly too, earlier at an unknown key or the same way.
+void expect_strict_load_agrees(const Json& mutant, Status lenient,
+                               const std::vector<nn::UnusedConfigKey>& unused, Tally* tally,
+                               const std::string& what) {
+  const nn::UnusedConfigKey* first_unknown = nullptr;
+  for (const nn::UnusedConfigKey& k : unused) {
+    EXPECT_FALSE(k.key.empty()) << what;
+    EXPECT_TRUE(
+        k.path.size() >= k.key.size() &&
+        (k.path.compare(k.path.size() - k.key.size(), k.key.size(), k.key) == 0 || k.path.back() == ']'))
+        << what << ": " << k.path << " does not end with " << k.key;
+    if (!k.keras_key && first_unknown == nullptr) {
+      first_unknown = &k;
+    }
+  }
+  std::vector<nn::UnusedConfigKey> strict_unused;
+  nn::ConfigReadOptions options;
+  options.reject_unknown_keys = true;
+  options.unused_keys = &strict_unused;
+  std::unique_ptr<nn::Sequential> m;
+  culayers::detail::clear_error();
+  const Status strict = nn::Sequential::from_json(mutant, options, &m);
+  const std::string message = take_message();
+  const bool refused_at_unknown =
+      strict == Status::kErrorParse && message.find(": unknown key of ") != std::string::npos;
+  if (lenient == Status::kSuccess && first_unknown != nullptr) {
+    ++tally->unknown_keys;
+    EXPECT_TRUE(refused_at_unknown) << what << "\n" << culayers::status_string(strict) << ": " << message;
+    EXPECT_NE(message.find(first_unknown->path + ": unknown key"), std::string::npos) << what << "\n"
+                                                                                      << message;
+    EXPECT_EQ(strict_unused.size(), static_cast<std::size_t>(first_unknown - unused.data()) + 1) << what;
+    EXPECT_EQ(m, nullptr) << what;
+  } else if (lenient == Status::kSuccess) {
+    EXPECT_EQ(strict, Status::kSuccess) << what << "\n" << message;
+    EXPECT_EQ(strict_unused.size(), unused.size()) << what;
+  } else {
+    EXPECT_TRUE(strict == lenient || refused_at_unknown)
+        << what << "\nlenient: " << culayers::status_string(lenient)
+        << ", strict: " << culayers::status_string(strict) << ": " << message;
+    EXPECT_EQ(m, nullptr) << what;
+  }
+}
+
 TEST(ConfigFuzz, MutatedConfigTreesLoadOrFailCleanly) {
   DeviceMemoryLimit limit(std::size_t{4} << 20);
   std::mt19937_64 rng = culayers::test::rng_for_test();
@@ -780,11 +827,16 @@ TEST(ConfigFuzz, MutatedConfigTreesLoadOrFailCleanly) {
       continue;
     }
     std::unique_ptr<nn::Sequential> m;
+    std::vector<nn::UnusedConfigKey> unused;
+    nn::ConfigReadOptions listing;
+    listing.unused_keys = &unused;
     culayers::detail::clear_error();
-    const Status s = nn::Sequential::from_json(mutant, &m);
+    const Status s = nn::Sequential::from_json(mutant, listing, &m);
     if (s != Status::kSuccess) {
       expect_clean_refusal(s, take_message(), m, &tally, what);
-    } else {
+    }
+    expect_strict_load_agrees(mutant, s, unused, &tally, what);
+    if (s == Status::kSuccess) {
       ++tally.loaded;
       exercise(*m, mutant, rng, &tally, what);
       m.reset();
@@ -797,6 +849,7 @@ TEST(ConfigFuzz, MutatedConfigTreesLoadOrFailCleanly) {
   EXPECT_LE(tally.reloads_out_of_memory, tally.loaded / 100) << tally.str();
   EXPECT_GT(tally.calls_ok, 0) << tally.str();
   EXPECT_GT(tally.refusals.size(), 3u) << tally.str();
+  EXPECT_GT(tally.unknown_keys, tally.mutants / 100) << tally.str();
 }
 
 // Found by the fuzzer: a weight was initialized on the host (8 bytes per element) before its device tensor

@@ -37,6 +37,36 @@ CULAYERS_API culayersStatus_t culayersModelCreate(culayersModel_t* model, const 
 /* As culayersModelCreate with the config read from the file `config_path`. */
 CULAYERS_API culayersStatus_t culayersModelCreateFromFile(culayersModel_t* model, const char* config_path,
                                                           const char* weights_path, culayersStream_t stream);
+/* Options of the culayersModelCreate*WithOptions functions. Initialize with culayersModelOptionsInit (new
+ * fields may be added at the end, zero meaning the old behaviour). */
+typedef struct culayersModelOptions_t {
+  /* Nonzero: a config key neither culayers nor Keras knows for its place (a misspelt "epsilom") is
+   * CULAYERS_STATUS_PARSE naming its path, before anything is made, as Keras refuses unknown arguments.
+   * Zero (the default, and culayersModelCreate): such keys are passed over, as newer Keras versions add
+   * keys; culayersModelGetUnusedConfigKeys lists them. */
+  int reject_unknown_config_keys;
+} culayersModelOptions_t;
+
+/* Zeroes every field. */
+CULAYERS_API void culayersModelOptionsInit(culayersModelOptions_t* options);
+/* culayersModelCreate and culayersModelCreateFromFile with `options` (NULL: the defaults). */
+CULAYERS_API culayersStatus_t culayersModelCreateWithOptions(culayersModel_t* model, const char* config_json,
+                                                             const char* weights_path,
+                                                             const culayersModelOptions_t* options,
+                                                             culayersStream_t stream);
+CULAYERS_API culayersStatus_t culayersModelCreateFromFileWithOptions(culayersModel_t* model,
+                                                                     const char* config_path,
+                                                                     const char* weights_path,
+                                                                     const culayersModelOptions_t* options,
+                                                                     culayersStream_t stream);
+/* The config keys creating the model did not use, one per line in document order: the key's path
+ * ("config.layers[2].config.epsilom"), then " (unknown)" for a key neither culayers nor Keras knows, or
+ * " (Keras, not applied)" for a Keras key culayers does not apply that holds other than its default (a
+ * regularizer or a constraint: they act in training steps, which culayers does not run). Empty when every
+ * key was used. Written into `buffer` as culayersModelGetSummary writes. */
+CULAYERS_API culayersStatus_t culayersModelGetUnusedConfigKeys(culayersModel_t model, char* buffer,
+                                                               size_t capacity, size_t* length);
+
 /* Frees the model and its device memory. The memory goes back stream-ordered on the streams that
  * allocated it (the creation stream for weights, the run streams for layer buffers), so destroy the model
  * before destroying those streams. NULL is a no-op. */

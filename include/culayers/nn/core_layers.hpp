@@ -9,8 +9,9 @@
 //    callers may run up front. A bad option is an error "<layer name>: <option>: <reason>" (from_config:
 //    kErrorParse with the same message) and nothing is allocated or launched.
 //  - get_config() has "name", "trainable", "dtype" and the layer's own keys as Keras names them;
-//    from_config() reads them back (unknown extra keys are ignored), so get_config -> from_config gives
-//    a layer that computes the same outputs.
+//    from_config() reads them back (unknown extra keys are passed over; layer_from_json's
+//    ConfigReadOptions lists or refuses them), so get_config -> from_config gives a layer that computes
+//    the same outputs.
 //  - Masks are uint8 [batch, steps] (nonzero = valid). A warmed-up call allocates nothing and never
 //    synchronizes: every per-call value the device needs lives in device memory, so a training-phase
 //    call, update ops included, can be captured in a CUDA graph and replayed.

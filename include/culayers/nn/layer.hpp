@@ -245,6 +245,28 @@ namespace detail {
 void register_layer_class_if_absent(const std::string& class_name, LayerFactory factory);
 } // namespace detail
 
+/// A config key that layer_from_json / Sequential::from_json read past without using.
+struct UnusedConfigKey {
+  std::string path;  ///< where it is: `config.layers[2].config.epsilom`, `config.dtype`, ...
+  std::string layer; ///< the layer's name ("" for the model's own keys)
+  std::string key;
+  /// false: a key neither culayers nor Keras knows for this class (a misspelling, or a key of a newer
+  /// Keras). true: a Keras key culayers does not apply, set to other than its default (a regularizer or a
+  /// constraint: they act in training steps, which the layers here do not have).
+  bool keras_key = false;
+};
+
+/// How layer_from_json and Sequential::from_json treat config keys they do not use. By default an unknown
+/// key is passed over, as a reader of files from newer Keras versions must; Keras itself refuses unknown
+/// keyword arguments, so a misspelt key ("epsilom") would otherwise change nothing, silently.
+struct ConfigReadOptions {
+  /// Refuse a key neither culayers nor Keras knows (kErrorParse naming its path) before anything is built.
+  bool reject_unknown_keys = false;
+  /// When not null: cleared, then receives every unused key in document order (also when the read fails
+  /// later, up to the failure).
+  std::vector<UnusedConfigKey>* unused_keys = nullptr;
+};
+
 /// Adds (or replaces) a layer class in the process-wide registry.
 [[nodiscard]] Status register_layer_class(const std::string& class_name, LayerFactory factory);
 /// Whether `class_name` is registered.
@@ -253,6 +275,13 @@ bool is_layer_class_registered(const std::string& class_name);
 /// first use (register_builtin_layers() in culayers/nn/sequential.hpp). kErrorUnknownClass names the class;
 /// kErrorParse for a malformed document.
 [[nodiscard]] Status layer_from_json(const Json& json, std::unique_ptr<Layer>* out);
+/// As above, with `options` for the keys it does not use. A key is used when the class reads it (a
+/// built-in class: its documented keys; a registered class: the keys of the new layer's get_config()), or
+/// when it is a Keras key that does not change the computation ("fused", "renorm_momentum", regularizers
+/// and constraints -- these last reported as keras_key when set). Outer keys Keras writes beside
+/// "class_name" and "config" ("module", "registered_name", "build_config") are known too.
+[[nodiscard]] Status layer_from_json(const Json& json, const ConfigReadOptions& options,
+                                     std::unique_ptr<Layer>* out);
 /// The layer as {"class_name": ..., "config": get_config()}.
 Json layer_to_json(const Layer& layer);
 

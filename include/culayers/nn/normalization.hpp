@@ -56,8 +56,9 @@
 // from_config: the layer-class factories (use with register_layer_class); kErrorParse naming the key for a
 // value of the wrong type or out of range; kErrorNotSupported for Keras BatchNormalization options that
 // change the computation and are not implemented ("renorm" true, a non-null "virtual_batch_size" or
-// "adjustment"); other unknown keys are ignored (Keras's regularizers and constraints do not change the
-// forward; the renorm_* settings matter only with renorm).
+// "adjustment"); other keys are passed over (Keras's regularizers and constraints do not change the
+// forward; the renorm_* settings matter only with renorm; layer_from_json's ConfigReadOptions reports a
+// regularizer or constraint that is set, and lists or refuses a key Keras does not know either).
 #ifndef CULAYERS_NN_NORMALIZATION_HPP_
 #define CULAYERS_NN_NORMALIZATION_HPP_
 

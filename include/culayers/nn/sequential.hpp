@@ -117,9 +117,19 @@ class Sequential {
   /// class.
   [[nodiscard]] static Status from_json(const Json& json, std::unique_ptr<Sequential>* out,
                                         cudaStream_t stream = nullptr);
+  /// As above, with `options` for the keys it does not use (ConfigReadOptions, culayers/nn/layer.hpp): the
+  /// model's own keys, each layer entry's and each layer config's, an InputLayer's included. With
+  /// reject_unknown_keys an unknown key anywhere is kErrorParse naming its path, before any weight is made.
+  /// The model's own "trainable" and "dtype" are not applied (each layer's config has its own; Keras writes
+  /// a frozen model's layers frozen too): "trainable": false is reported as a Keras key.
+  [[nodiscard]] static Status from_json(const Json& json, const ConfigReadOptions& options,
+                                        std::unique_ptr<Sequential>* out, cudaStream_t stream = nullptr);
   /// from_json() on a JSON text (kErrorParse with the parser's message when it is not JSON, or nests
   /// deeper than 64 levels).
   [[nodiscard]] static Status from_json_string(const std::string& text, std::unique_ptr<Sequential>* out,
+                                               cudaStream_t stream = nullptr);
+  [[nodiscard]] static Status from_json_string(const std::string& text, const ConfigReadOptions& options,
+                                               std::unique_ptr<Sequential>* out,
                                                cudaStream_t stream = nullptr);
 
   /// Every weight as "<layer>/<weight>" host tensors (synchronizes `stream`). Needs a built model.
