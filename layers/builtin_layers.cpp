@@ -22,6 +22,9 @@ void register_builtin_layers() {
         {"Dropout", &Dropout::from_config},
         {"DecayingDropout", &DecayingDropout::from_config},
         {"GroupNormalization", &GroupNormalization::from_config},
+        // TensorFlow Addons' tfa.layers.GroupNormalization (tf.keras 2 models before Keras had one): the
+        // same keys and computation; the layer is written back as Keras's "GroupNormalization".
+        {"Addons>GroupNormalization", &GroupNormalization::from_config},
         {"BatchNormalization", &BatchNormalization::from_config},
         {"MaskedGlobalPooling1D", &MaskedGlobalPooling1D::from_config},
         {"MaskedFlatten", &MaskedFlatten::from_config},

@@ -211,6 +211,10 @@ TEST(ConfigKeys, EveryKeyKerasWritesIsKnown) {
   tf213["config"]["layers"][2]["config"]["renorm"] = false;
   tf213["config"]["layers"][2]["config"]["renorm_momentum"] = 0.99;
   cases.push_back({"tf.keras 2.13 entries", tf213});
+  // TensorFlow Addons' GroupNormalization in a tf.keras 2 model: the same keys as Keras's.
+  Json addons = tf_keras2_model();
+  addons["config"]["layers"][1]["class_name"] = "Addons>GroupNormalization";
+  cases.push_back({"Addons>GroupNormalization", addons});
   // culayers's own classes, every key present.
   Json own = {{"class_name", "Sequential"},
               {"config",
@@ -240,6 +244,15 @@ TEST(ConfigKeys, EveryKeyKerasWritesIsKnown) {
     EXPECT_EQ(listed(unused), std::vector<std::string>{}) << c.what;
     // What culayers writes back is read back with every key used.
     const Json written = model->to_json();
+    if (c.config["config"]["layers"].size() > 1 &&
+        c.config["config"]["layers"][1]["class_name"] == "Addons>GroupNormalization") {
+      EXPECT_EQ(written["config"]["layers"][1]["class_name"], "GroupNormalization") << c.what;
+      Json keras = c.config;
+      keras["config"]["layers"][1]["class_name"] = "GroupNormalization";
+      std::unique_ptr<nn::Sequential> same;
+      ASSERT_EQ(load(keras, true, nullptr, &same), Status::kSuccess) << culayers::last_error_message();
+      EXPECT_EQ(same->to_json(), written) << "Addons' class reads as Keras's";
+    }
     ASSERT_EQ(load(written, true, &unused, &model), Status::kSuccess)
         << c.what << " as culayers writes it: " << culayers::last_error_message();
     EXPECT_EQ(listed(unused), std::vector<std::string>{}) << c.what << " as culayers writes it";

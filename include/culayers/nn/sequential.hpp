@@ -31,8 +31,9 @@
 CULAYERS_NAMESPACE_BEGIN
 namespace nn {
 
-/// Registers the built-in layer classes (Masking, Dropout, DecayingDropout, GroupNormalization,
-/// BatchNormalization, MaskedGlobalPooling1D, MaskedFlatten) with the registry. Idempotent and
+/// Registers the built-in layer classes (Masking, Dropout, DecayingDropout, GroupNormalization -- also as
+/// TensorFlow Addons' "Addons>GroupNormalization" --, BatchNormalization, MaskedGlobalPooling1D,
+/// MaskedFlatten) with the registry. Idempotent and
 /// thread-safe; from_json() and layer_from_json() call it, so users need it only to replace a class.
 void register_builtin_layers();
 
