@@ -110,6 +110,20 @@ const KeyRule kInputLayerConfig[] = {
     {"optional", "false"},    {"type_spec", "null"},
 };
 
+// A serialized Keras object nested in a config (an initializer, a dtype policy): Keras 3 adds "module" and
+// "registered_name" beside "class_name" and "config".
+const KeyRule kKerasObject[] = {
+    {"class_name", nullptr}, {"config", nullptr}, {"module", nullptr}, {"registered_name", nullptr}};
+// Their configs by class (Keras 3's and tf.keras 2's get_config()): the initializer classes culayers reads
+// (nn/initializer.hpp; another class is refused by the reader) and the dtype policies.
+const KeyRule kConstantConfig[] = {{"value", nullptr}};
+const KeyRule kRandomUniformConfig[] = {{"minval", nullptr}, {"maxval", nullptr}, {"seed", nullptr}};
+const KeyRule kRandomNormalConfig[] = {{"mean", nullptr}, {"stddev", nullptr}, {"seed", nullptr}};
+const KeyRule kSeedConfig[] = {{"seed", nullptr}};
+const KeyRule kPolicyConfig[] = {{"name", nullptr}};
+// A model's "build_config" (Keras 3): "input_shape" builds a Sequential.
+const KeyRule kBuildConfig[] = {{"input_shape", nullptr}};
+
 struct RuleSet {
   const KeyRule* rules;
   std::size_t count;
@@ -120,7 +134,35 @@ RuleSet rules(const KeyRule (&r)[N]) {
   return RuleSet{r, N};
 }
 
-/// The built-in classes' own keys (beyond kLayerBase); false for another class.
+/// The rules of the config of a nested Keras object of class `class_name` (Zeros and Ones: no keys);
+/// false for a class without rules here.
+bool object_config_rules(const std::string& class_name, RuleSet* out) {
+  static const struct {
+    const char* class_name;
+    RuleSet rules;
+  } kClasses[] = {
+      {"Zeros", RuleSet{nullptr, 0}},
+      {"Ones", RuleSet{nullptr, 0}},
+      {"Constant", rules(kConstantConfig)},
+      {"RandomUniform", rules(kRandomUniformConfig)},
+      {"RandomNormal", rules(kRandomNormalConfig)},
+      {"GlorotUniform", rules(kSeedConfig)},
+      {"DTypePolicy", rules(kPolicyConfig)},
+      {"FloatDTypePolicy", rules(kPolicyConfig)},
+      {"Policy", rules(kPolicyConfig)},
+  };
+  for (const auto& c : kClasses) {
+    if (class_name == c.class_name) {
+      *out = c.rules;
+      return true;
+    }
+  }
+  return false;
+}
+
+/// The built-in classes' own keys (beyond kLayerBase), by the class name the document gives (so a
+/// registered replacement of a built-in class keeps the Keras keys of the class it replaces); false for
+/// another class.
 bool class_rules(const std::string& class_name, std::vector<RuleSet>* out) {
   if (class_name == "Masking") {
     out->push_back(rules(kMasking));
@@ -128,7 +170,7 @@ bool class_rules(const std::string& class_name, std::vector<RuleSet>* out) {
     out->push_back(rules(kDropout));
   } else if (class_name == "DecayingDropout") {
     out->push_back(rules(kDecayingDropout));
-  } else if (class_name == "GroupNormalization") {
+  } else if (class_name == "GroupNormalization" || class_name == "Addons>GroupNormalization") {
     out->push_back(rules(kGroupNormalization));
     out->push_back(rules(kAffineTraining));
   } else if (class_name == "BatchNormalization") {
@@ -168,31 +210,68 @@ const KeyRule* find_rule(const std::vector<RuleSet>& sets, const std::string& ke
   return nullptr;
 }
 
-/// Walks `object`'s keys against `sets` (and `also_used`, a registered class's get_config() keys).
+/// Whether a used key's value may be a serialized Keras object whose keys are checked too.
+bool holds_keras_object(const std::string& key) {
+  static constexpr char kSuffix[] = "_initializer";
+  constexpr std::size_t n = sizeof(kSuffix) - 1;
+  return key == "dtype" || (key.size() > n && key.compare(key.size() - n, n, kSuffix) == 0);
+}
+
 Status check_object(const Json& object, const std::vector<RuleSet>& sets, const Json* also_used,
-                    const std::string& path, const std::string& layer, const char* op, const char* what,
-                    const ConfigReadOptions& options) {
+                    const std::string& path, const std::string& layer, const char* op,
+                    const std::string& what, const ConfigReadOptions& options);
+
+/// A serialized Keras object at `path` (an initializer or a dtype policy): its own keys, and its config's
+/// for a class with rules. Anything else (a name string, null) is passed over.
+Status check_keras_object(const Json& value, const std::string& path, const std::string& layer,
+                          const char* op, const ConfigReadOptions& options) {
+  if (!value.is_object() || !value.contains("class_name") || !value["class_name"].is_string()) {
+    return Status::kSuccess;
+  }
+  const std::string class_name = value["class_name"].get<std::string>();
+  if (Status s = check_object(value, {rules(kKerasObject)}, nullptr, path, layer, op,
+                              "a " + class_name + " object", options);
+      !ok(s)) {
+    return s;
+  }
+  RuleSet config_rules{};
+  const auto config = value.find("config");
+  if (config == value.end() || !object_config_rules(class_name, &config_rules)) {
+    return Status::kSuccess;
+  }
+  return check_object(*config, {config_rules}, nullptr, key_path(path, "config"), layer, op,
+                      "the config of a " + class_name + " object", options);
+}
+
+/// Walks `object`'s keys against `sets` and `also_used` (a layer's get_config(): what a registered class
+/// writes, it uses), then into the Keras objects the used keys hold.
+Status check_object(const Json& object, const std::vector<RuleSet>& sets, const Json* also_used,
+                    const std::string& path, const std::string& layer, const char* op,
+                    const std::string& what, const ConfigReadOptions& options) {
   if (!object.is_object()) {
     return Status::kSuccess; // the readers report a malformed value themselves
   }
   for (auto it = object.begin(); it != object.end(); ++it) {
     const std::string& key = it.key();
+    const std::string where = key_path(path, key);
     const KeyRule* rule = find_rule(sets, key);
-    if (rule == nullptr && also_used != nullptr && also_used->is_object() && also_used->contains(key)) {
-      continue;
-    }
-    if (rule != nullptr &&
-        (rule->unapplied_unless == nullptr || *it == Json::parse(rule->unapplied_unless))) {
+    const bool written = also_used != nullptr && also_used->is_object() && also_used->contains(key);
+    if (written || (rule != nullptr &&
+                    (rule->unapplied_unless == nullptr || *it == Json::parse(rule->unapplied_unless)))) {
+      if (holds_keras_object(key)) {
+        if (Status s = check_keras_object(*it, where, layer, op, options); !ok(s)) {
+          return s;
+        }
+      }
       continue;
     }
     const bool keras_key = rule != nullptr;
-    const std::string where = key_path(path, key);
     if (options.unused_keys != nullptr) {
       options.unused_keys->push_back(UnusedConfigKey{where, layer, key, keras_key});
     }
     if (!keras_key && options.reject_unknown_keys) {
       return set_error(Status::kErrorParse, "%s: %s: unknown key of %s (neither culayers nor Keras reads it)",
-                       op, where.c_str(), what);
+                       op, where.c_str(), what.c_str());
     }
   }
   return Status::kSuccess;
@@ -202,38 +281,29 @@ Status check_object(const Json& object, const std::vector<RuleSet>& sets, const 
 
 Status check_document_keys(DocumentPart part, const Json& object, const std::string& path,
                            const std::string& layer, const char* op, const ConfigReadOptions& options) {
-  std::vector<RuleSet> sets;
-  const char* what = "";
-  switch (part) {
-  case DocumentPart::kModel:
-    sets.push_back(rules(kModel));
-    what = "the model";
-    break;
-  case DocumentPart::kModelConfig:
-    sets.push_back(rules(kModelConfig));
-    what = "the Sequential config";
-    break;
-  case DocumentPart::kLayerEntry:
-    sets.push_back(rules(kLayerEntry));
-    what = "a layer entry";
-    break;
-  case DocumentPart::kInputLayerConfig:
-    sets.push_back(rules(kInputLayerConfig));
-    what = "an InputLayer config";
-    break;
-  }
-  return check_object(object, sets, nullptr, path, layer, op, what, options);
+  static const struct {
+    RuleSet rules;
+    const char* what;
+  } kParts[] = {
+      {rules(kModel), "the model"},
+      {rules(kModelConfig), "the Sequential config"},
+      {rules(kLayerEntry), "a layer entry"},
+      {rules(kInputLayerConfig), "an InputLayer config"},
+      {rules(kBuildConfig), "the model's build_config"},
+  };
+  const auto& p = kParts[static_cast<int>(part)];
+  return check_object(object, {p.rules}, nullptr, path, layer, op, p.what, options);
 }
 
-Status check_layer_config_keys(const Json& config, const Layer& layer, const std::string& path,
-                               const char* op, const ConfigReadOptions& options) {
+Status check_layer_config_keys(const Json& config, const std::string& class_name, const Layer& layer,
+                               const std::string& path, const char* op, const ConfigReadOptions& options) {
   std::vector<RuleSet> sets{rules(kLayerBase)};
-  const bool builtin = class_rules(layer.class_name(), &sets);
+  const bool builtin = class_rules(class_name, &sets);
   // A registered class (or a replaced built-in one) uses what its get_config() writes.
   const Json written = layer.get_config();
-  const std::string what =
-      layer.class_name() + " \"" + layer.name() + "\"" + (builtin ? "" : " (by its get_config())");
-  return check_object(config, sets, &written, path, layer.name(), op, what.c_str(), options);
+  return check_object(config, sets, &written, path, layer.name(), op,
+                      class_name + " \"" + layer.name() + "\"" + (builtin ? "" : " (by its get_config())"),
+                      options);
 }
 
 } // namespace config_util

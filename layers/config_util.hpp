@@ -351,7 +351,8 @@ inline Status check_group_norm_sizes(const std::string& name, std::int64_t batch
 }
 
 /// The parts of a model document whose keys check_document_keys knows.
-enum class DocumentPart { kModel, kModelConfig, kLayerEntry, kInputLayerConfig };
+/// (The order of check_document_keys's table.)
+enum class DocumentPart { kModel, kModelConfig, kLayerEntry, kInputLayerConfig, kBuildConfig };
 
 /// The unused-key check of from_json (config_keys.cpp): walks `object`'s keys (at `path`, belonging to the
 /// layer named `layer` or "" for the model), appends each unused one to options.unused_keys and, with
@@ -360,10 +361,12 @@ enum class DocumentPart { kModel, kModelConfig, kLayerEntry, kInputLayerConfig }
 [[nodiscard]] Status check_document_keys(DocumentPart part, const Json& object, const std::string& path,
                                          const std::string& layer, const char* op,
                                          const ConfigReadOptions& options);
-/// The same for a layer's config: the base keys, the built-in class's keys, and what the layer's own
-/// get_config() writes.
-[[nodiscard]] Status check_layer_config_keys(const Json& config, const Layer& layer, const std::string& path,
-                                             const char* op, const ConfigReadOptions& options);
+/// The same for a layer's config read as class `class_name` (the document's): the base keys, the built-in
+/// class's keys, and what the new layer's own get_config() writes. Both check the initializer and
+/// dtype-policy objects a used key holds.
+[[nodiscard]] Status check_layer_config_keys(const Json& config, const std::string& class_name,
+                                             const Layer& layer, const std::string& path, const char* op,
+                                             const ConfigReadOptions& options);
 /// layer_from_json for a layer entry at `path` ("" alone, "config.layers[2]" in a model), its key errors
 /// prefixed with `op`; appends to options.unused_keys without clearing it.
 [[nodiscard]] Status layer_from_json_at(const Json& json, const ConfigReadOptions& options,

@@ -496,11 +496,11 @@ Status layer_from_json(const Json& json, std::unique_ptr<Layer>* out) {
 }
 
 Status layer_from_json(const Json& json, const ConfigReadOptions& options, std::unique_ptr<Layer>* out) {
-  if (out == nullptr) {
-    return set_error(Status::kErrorNullPointer, "layer_from_json: out: is null");
-  }
   if (options.unused_keys != nullptr) {
     options.unused_keys->clear();
+  }
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "layer_from_json: out: is null");
   }
   return config_util::layer_from_json_at(json, options, "", "layer_from_json", out);
 }
@@ -545,7 +545,8 @@ Status config_util::layer_from_json_at(const Json& json, const ConfigReadOptions
   }
   if (json.contains("config")) {
     const std::string config_path = path.empty() ? std::string("config") : path + ".config";
-    if (Status s = config_util::check_layer_config_keys(config, *layer, config_path, op, options); !ok(s)) {
+    if (Status s = config_util::check_layer_config_keys(config, class_name, *layer, config_path, op, options);
+        !ok(s)) {
       return s;
     }
   }

@@ -419,11 +419,11 @@ Status Sequential::from_json(const Json& json, std::unique_ptr<Sequential>* out,
 
 Status Sequential::from_json(const Json& json, const ConfigReadOptions& options,
                              std::unique_ptr<Sequential>* out, cudaStream_t stream) {
-  if (out == nullptr) {
-    return set_error(Status::kErrorNullPointer, "sequential from_json: out: is null");
-  }
   if (options.unused_keys != nullptr) {
     options.unused_keys->clear();
+  }
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "sequential from_json: out: is null");
   }
   constexpr const char* kOp = "sequential from_json";
   if (!json.is_object() || !json.contains("class_name") || !json["class_name"].is_string()) {
@@ -448,6 +448,13 @@ Status Sequential::from_json(const Json& json, const ConfigReadOptions& options,
                                                   "", kOp, options);
       !ok(s)) {
     return s;
+  }
+  if (const auto bc = json.find("build_config"); bc != json.end()) {
+    if (Status s = config_util::check_document_keys(config_util::DocumentPart::kBuildConfig, *bc,
+                                                    "build_config", "", kOp, options);
+        !ok(s)) {
+      return s;
+    }
   }
   std::string name;
   if (const auto it = config.find("name"); it != config.end() && !it->is_null()) {

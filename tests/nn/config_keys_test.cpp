@@ -4,6 +4,7 @@
 // registered class's keys are what its get_config() writes.
 #include "culayers/c/model.h"
 #include "culayers/nn/layer.hpp"
+#include "culayers/nn/normalization.hpp"
 #include "culayers/nn/sequential.hpp"
 
 #include "tests/support/test_support.hpp"
@@ -266,10 +267,21 @@ TEST(ConfigKeys, UnknownKeysAreListedAndRefusedWhenAsked) {
     const char* listed;
     const char* message;
   };
+  // In reading order: the model's keys, its config's (and the objects they hold), build_config's, then each
+  // layer entry's and its config's; each object's keys sorted.
   const Typo typos[] = {
+      {[](Json& j) { j["a b"] = 1; }, "[\"a b\"] @ (unknown)", "[\"a b\"]: unknown key of the model"},
       {[](Json& j) { j["modul"] = "keras"; }, "modul @ (unknown)", "modul: unknown key of the model"},
+      {[](Json& j) { j["config"]["dtype"]["config"]["nme"] = "float32"; }, // a dtype policy's config
+       "config.dtype.config.nme @ (unknown)",
+       "config.dtype.config.nme: unknown key of the config of a DTypePolicy object"},
       {[](Json& j) { j["config"]["nmae"] = "typo"; }, "config.nmae @ (unknown)",
        "config.nmae: unknown key of the Sequential config"},
+      {[](Json& j) { j["build_config"]["input_shap"] = nullptr; }, "build_config.input_shap @ (unknown)",
+       "build_config.input_shap: unknown key of the model's build_config"},
+      {[](Json& j) { j["config"]["layers"][0]["modle"] = "keras.layers"; }, // the InputLayer's entry
+       "config.layers[0].modle @input_layer (unknown)",
+       "config.layers[0].modle: unknown key of a layer entry"},
       {[](Json& j) { j["config"]["layers"][0]["config"]["batch_shap"] = 1; },
        "config.layers[0].config.batch_shap @input_layer (unknown)",
        "config.layers[0].config.batch_shap: unknown key of an InputLayer config"},
@@ -279,6 +291,16 @@ TEST(ConfigKeys, UnknownKeysAreListedAndRefusedWhenAsked) {
       {[](Json& j) { j["config"]["layers"][2]["config"]["epsilom"] = 0.1; },
        "config.layers[2].config.epsilom @group_normalization (unknown)",
        "config.layers[2].config.epsilom: unknown key of GroupNormalization \"group_normalization\""},
+      {[](Json& j) {
+         j["config"]["layers"][2]["config"]["gamma_initializer"] = {
+             {"class_name", "RandomNormal"}, {"config", {{"mean", 1.0}, {"stdev", 0.1}}}};
+       },
+       "config.layers[2].config.gamma_initializer.config.stdev @group_normalization (unknown)",
+       "config.layers[2].config.gamma_initializer.config.stdev: unknown key of the config of a RandomNormal "
+       "object"},
+      {[](Json& j) { j["config"]["layers"][4]["config"]["beta_initializer"]["modul"] = "keras"; },
+       "config.layers[4].config.beta_initializer.modul @batch_normalization (unknown)",
+       "config.layers[4].config.beta_initializer.modul: unknown key of a Zeros object"},
       {[](Json& j) { j["config"]["layers"][4]["config"]["moving mean"] = 0; }, // not an identifier
        "config.layers[4].config[\"moving mean\"] @batch_normalization (unknown)",
        "config.layers[4].config[\"moving mean\"]: unknown key of BatchNormalization \"batch_normalization\""},
@@ -296,7 +318,7 @@ TEST(ConfigKeys, UnknownKeysAreListedAndRefusedWhenAsked) {
   ASSERT_EQ(load(config, false, &unused, &model), Status::kSuccess) << culayers::last_error_message();
   EXPECT_EQ(listed(unused), expected);
   ASSERT_FALSE(unused.empty());
-  EXPECT_EQ(unused[4].key, "epsilom");
+  EXPECT_EQ(unused[8].key, "epsilom");
   EXPECT_TRUE(model->built());
   // Without a list, the same load.
   ASSERT_EQ(load(config, false, nullptr, &model), Status::kSuccess) << culayers::last_error_message();
@@ -304,8 +326,9 @@ TEST(ConfigKeys, UnknownKeysAreListedAndRefusedWhenAsked) {
   // Refused when asked: the first unknown key, by path; nothing is made; the list holds what came before.
   model.reset();
   ASSERT_EQ(load(config, true, &unused, &model), Status::kErrorParse);
-  EXPECT_EQ(std::string(culayers::last_error_message()),
-            "sequential from_json: modul: unknown key of the model (neither culayers nor Keras reads it)");
+  EXPECT_EQ(
+      std::string(culayers::last_error_message()),
+      "sequential from_json: [\"a b\"]: unknown key of the model (neither culayers nor Keras reads it)");
   EXPECT_EQ(model, nullptr);
   EXPECT_EQ(listed(unused), std::vector<std::string>{expected[0]});
   // Each one alone is refused with its own path, and listed alone by a lenient load.
@@ -376,7 +399,8 @@ TEST(ConfigKeys, KerasKeysNotAppliedAreReportedWhenSet) {
   EXPECT_FALSE(model->built());
 }
 
-/// A layer class of the test's own: its get_config() writes "alpha" (read) and nothing else of its own.
+/// A layer class of the test's own: its get_config() writes "alpha" (read) and "synchronized" (as if it
+/// implemented it).
 class AlphaLayer final : public nn::Layer {
  public:
   AlphaLayer(std::string name, double alpha) : Layer("AlphaLayer", std::move(name)), alpha_(alpha) {}
@@ -387,7 +411,10 @@ class AlphaLayer final : public nn::Layer {
     out->y = x;
     return Status::kSuccess;
   }
-  void add_config(Json& config) const override { config["alpha"] = alpha_; }
+  void add_config(Json& config) const override {
+    config["alpha"] = alpha_;
+    config["synchronized"] = true;
+  }
 
  private:
   double alpha_;
@@ -427,11 +454,48 @@ TEST(ConfigKeys, RegisteredClassesUseTheKeysTheirGetConfigWrites) {
   known["config"]["activity_regularizer"] = nullptr; // a base Keras key at its default
   ASSERT_EQ(nn::layer_from_json(known, options, &layer), Status::kSuccess) << culayers::last_error_message();
   EXPECT_TRUE(unused.empty());
-  // A built-in class alone: the entry's and the config's keys.
+  // A registered class replacing a built-in one: the Keras keys of the class the document names, and what
+  // its get_config() writes (here "synchronized", which Keras's BatchNormalization has and culayers's does
+  // not apply: the replacement writes it, so it is used).
+  struct Restore {
+    ~Restore() {
+      EXPECT_EQ(nn::register_layer_class("BatchNormalization", &nn::BatchNormalization::from_config),
+                Status::kSuccess);
+    }
+  } restore;
+  ASSERT_EQ(nn::register_layer_class("BatchNormalization", make_alpha_layer), Status::kSuccess);
+  const Json replaced = {{"class_name", "BatchNormalization"},
+                         {"config",
+                          {{"name", "r"},
+                           {"alpha", 2.0},
+                           {"momentum", 0.9},
+                           {"beta_regularizer", {{"class_name", "L2"}}},
+                           {"synchronized", true},
+                           {"gamma", 1}}}};
+  options.reject_unknown_keys = false;
+  ASSERT_EQ(nn::layer_from_json(replaced, options, &layer), Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_EQ(layer->class_name(), "AlphaLayer");
+  EXPECT_EQ(listed(unused),
+            (std::vector<std::string>{"config.beta_regularizer @r (Keras)", "config.gamma @r (unknown)"}));
+  options.reject_unknown_keys = true;
+  EXPECT_EQ(nn::layer_from_json(replaced, options, &layer), Status::kErrorParse);
+  EXPECT_NE(std::string(culayers::last_error_message())
+                .find("config.gamma: unknown key of BatchNormalization \"r\""),
+            std::string::npos)
+      << culayers::last_error_message();
+
+  // A built-in class alone: the entry's and the config's keys; an entry without a config.
+  options.reject_unknown_keys = false;
+  const Json no_config = {{"class_name", "Masking"}, {"confg", {{"mask_value", 1.0}}}};
+  ASSERT_EQ(nn::layer_from_json(no_config, options, &layer), Status::kSuccess);
+  EXPECT_EQ(listed(unused), std::vector<std::string>{"confg @" + layer->name() + " (unknown)"});
+  // A null out is refused, and the list is cleared all the same.
+  EXPECT_EQ(nn::layer_from_json(no_config, options, nullptr), Status::kErrorNullPointer);
+  EXPECT_TRUE(unused.empty());
   const Json dropout = {{"class_name", "Dropout"},
                         {"registred_name", nullptr},
                         {"config", {{"name", "d"}, {"rate", 0.5}, {"noise_shap", nullptr}}}};
-  options.reject_unknown_keys = false;
   ASSERT_EQ(nn::layer_from_json(dropout, options, &layer), Status::kSuccess);
   EXPECT_EQ(listed(unused),
             (std::vector<std::string>{"registred_name @d (unknown)", "config.noise_shap @d (unknown)"}));

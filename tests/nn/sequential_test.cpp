@@ -551,6 +551,10 @@ TEST(Sequential, KerasWrittenConfigsLoad) {
                                                       {"config", {{"name", "mixed_float16"}}}};
   std::unique_ptr<nn::Sequential> model = make_model(keras2);
   ASSERT_TRUE(model);
+  nn::ConfigReadOptions strict; // every key these configs hold is one culayers or Keras knows
+  strict.reject_unknown_keys = true;
+  EXPECT_EQ(nn::Sequential::from_json(keras2, strict, &model), Status::kSuccess)
+      << culayers::last_error_message();
   EXPECT_EQ(model->size(), 5u) << "the InputLayer adds no layer";
   EXPECT_TRUE(model->built());
   EXPECT_EQ(model->to_json()["config"]["build_input_shape"], Json::array({nullptr, kT, kF}));
@@ -572,6 +576,8 @@ TEST(Sequential, KerasWrittenConfigsLoad) {
             {{"batch_shape", Json::array({nullptr, nullptr, kF})}, {"dtype", policy}, {"name", "in"}}}});
   model = make_model(keras3);
   ASSERT_TRUE(model);
+  EXPECT_EQ(nn::Sequential::from_json(keras3, strict, &model), Status::kSuccess)
+      << culayers::last_error_message();
   EXPECT_EQ(model->size(), 5u);
   EXPECT_FALSE(model->built()) << "variable steps: built by the first call";
   auto rng = culayers::test::rng_for_test();

@@ -37,13 +37,15 @@ CULAYERS_API culayersStatus_t culayersModelCreate(culayersModel_t* model, const 
 /* As culayersModelCreate with the config read from the file `config_path`. */
 CULAYERS_API culayersStatus_t culayersModelCreateFromFile(culayersModel_t* model, const char* config_path,
                                                           const char* weights_path, culayersStream_t stream);
-/* Options of the culayersModelCreate*WithOptions functions. Initialize with culayersModelOptionsInit (new
- * fields may be added at the end, zero meaning the old behaviour). */
+/* Options of the culayersModelCreate*WithOptions functions. Initialize with culayersModelOptionsInit. Like
+ * the other argument structs it carries no size or version field: a field added later changes its layout. */
 typedef struct culayersModelOptions_t {
-  /* Nonzero: a config key neither culayers nor Keras knows for its place (a misspelt "epsilom") is
-   * CULAYERS_STATUS_PARSE naming its path, before anything is made, as Keras refuses unknown arguments.
-   * Zero (the default, and culayersModelCreate): such keys are passed over, as newer Keras versions add
-   * keys; culayersModelGetUnusedConfigKeys lists them. */
+  /* Nonzero: a key of the model document, its config, a layer entry, a layer or InputLayer config, the
+   * model's build_config, or an initializer or dtype-policy object in them, that neither culayers nor
+   * Keras knows for its place (a misspelt "epsilom") is CULAYERS_STATUS_PARSE naming its path, before
+   * anything is made, as Keras refuses unknown arguments. Zero (the default, and culayersModelCreate):
+   * such keys are passed over, as newer Keras versions add keys; culayersModelGetUnusedConfigKeys lists
+   * them. */
   int reject_unknown_config_keys;
 } culayersModelOptions_t;
 
@@ -59,11 +61,12 @@ CULAYERS_API culayersStatus_t culayersModelCreateFromFileWithOptions(culayersMod
                                                                      const char* weights_path,
                                                                      const culayersModelOptions_t* options,
                                                                      culayersStream_t stream);
-/* The config keys creating the model did not use, one per line in document order: the key's path
- * ("config.layers[2].config.epsilom"), then " (unknown)" for a key neither culayers nor Keras knows, or
- * " (Keras, not applied)" for a Keras key culayers does not apply that holds other than its default (a
- * regularizer or a constraint: they act in training steps, which culayers does not run). Empty when every
- * key was used. Written into `buffer` as culayersModelGetSummary writes. */
+/* The config keys creating the model did not use, one per line in reading order (the model's keys, its
+ * config's, its build_config's, then each layer entry's and its config's; each object's keys sorted): the
+ * key's path ("config.layers[2].config.epsilom"), then " (unknown)" for a key neither culayers nor Keras
+ * knows, or " (Keras, not applied)" for a Keras key culayers does not apply that holds other than its
+ * default (a regularizer or a constraint: they act in training steps, which culayers does not run). Empty
+ * when every key was used. Written into `buffer` as culayersModelGetSummary writes. */
 CULAYERS_API culayersStatus_t culayersModelGetUnusedConfigKeys(culayersModel_t model, char* buffer,
                                                                size_t capacity, size_t* length);
 

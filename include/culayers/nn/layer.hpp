@@ -260,10 +260,15 @@ struct UnusedConfigKey {
 /// key is passed over, as a reader of files from newer Keras versions must; Keras itself refuses unknown
 /// keyword arguments, so a misspelt key ("epsilom") would otherwise change nothing, silently.
 struct ConfigReadOptions {
-  /// Refuse a key neither culayers nor Keras knows (kErrorParse naming its path) before anything is built.
+  /// Refuse a key neither culayers nor Keras knows for its place (kErrorParse naming its path) before
+  /// anything is built. Checked: the model document, its config and "build_config", the layer entries, the
+  /// layer and InputLayer configs, and the initializer and dtype-policy objects in them; not the values of
+  /// keys culayers passes over ("compile_config", a regularizer's config).
   bool reject_unknown_keys = false;
-  /// When not null: cleared, then receives every unused key in document order (also when the read fails
-  /// later, up to the failure).
+  /// When not null: cleared, then receives every unused key in reading order (the model's keys, its
+  /// config's, its build_config's, then each layer entry's and its config's, nested initializer and
+  /// dtype-policy objects after the key holding them; each object's keys sorted, as JSON objects are read),
+  /// also when the read fails (up to the failure).
   std::vector<UnusedConfigKey>* unused_keys = nullptr;
 };
 
