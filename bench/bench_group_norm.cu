@@ -76,7 +76,6 @@
 #include <mutex>
 #include <set>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -616,44 +615,39 @@ std::string download(const DeviceBuffer& b, std::vector<unsigned char>* out) {
   return e == cudaSuccess ? std::string() : cuda_text(e, "download");
 }
 
-// Runs fn(task) for task in [0, count) on all host cores.
-void parallel_tasks(std::int64_t count, const std::function<void(std::int64_t)>& fn) {
-  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-  const std::int64_t workers = std::min<std::int64_t>(hw, count);
-  std::atomic<std::int64_t> next{0};
-  std::vector<std::thread> threads;
-  for (std::int64_t w = 0; w < workers; ++w) {
-    threads.emplace_back([&] {
-      for (std::int64_t t = next++; t < count; t = next++) {
-        fn(t);
-      }
-    });
-  }
-  for (std::thread& t : threads) {
-    t.join();
-  }
+// Runs fn(group) for every group in [0, count) on all host cores (the harness's parallel_for, one group per
+// step).
+void for_each_group(std::int64_t count, const std::function<void(std::int64_t)>& fn) {
+  parallel_for(count, 1, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t g = begin; g < end; ++g) {
+      fn(g);
+    }
+  });
 }
 
-// The first error reported by any verification thread.
-class FirstError {
+// The error of the smallest failing group, whichever thread finds it first: a group above a known failure
+// need not be checked (skip()), every group below one is, so the report does not depend on the schedule.
+class SmallestGroupError {
  public:
-  void set(const std::string& message) {
+  bool skip(std::int64_t group) const { return group > smallest_.load(); }
+  void set(std::int64_t group, const std::string& message) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (message_.empty()) {
+    if (group < smallest_.load()) {
+      smallest_.store(group);
       message_ = message;
     }
-    failed_ = true;
   }
-  bool failed() const { return failed_.load(); }
+  bool failed() const { return smallest_.load() != kNone; }
   std::string get() {
     std::lock_guard<std::mutex> lock(mutex_);
     return message_;
   }
 
  private:
+  static constexpr std::int64_t kNone = std::numeric_limits<std::int64_t>::max();
   std::mutex mutex_;
   std::string message_;
-  std::atomic<bool> failed_{false};
+  std::atomic<std::int64_t> smallest_{kNone};
 };
 
 // A downloaded tensor of dtype `dtype`, read as doubles.
@@ -806,16 +800,16 @@ std::string check_forward(const Config& cfg, DType dtype, const DeviceBuffer& x_
   const double u = unit_roundoff(dtype);
   const std::int64_t cpg = cfg.cpg();
   const std::int64_t m = cpg * cfg.hw;
-  FirstError first;
-  parallel_tasks(cfg.n * cfg.g, [&](std::int64_t ng) {
-    if (first.failed()) {
+  SmallestGroupError first;
+  for_each_group(cfg.n * cfg.g, [&](std::int64_t ng) {
+    if (first.skip(ng)) {
       return;
     }
     const std::int64_t b = ng / cfg.g;
     const std::int64_t g = ng % cfg.g;
     const GroupStats s = group_stats(cfg, x, b, g);
     if (std::string e = check_stats(s, mean, rstd, ng); !e.empty()) {
-      first.set(e);
+      first.set(ng, e);
       return;
     }
     for (std::int64_t e = 0; e < m; ++e) {
@@ -833,7 +827,7 @@ std::string check_forward(const Config& cfg, DType dtype, const DeviceBuffer& x_
         std::snprintf(
             buf, sizeof(buf), "y at n=%lld c=%lld (memory index %lld) = %.9g, want %.9g (tolerance %.3g)",
             static_cast<long long>(b), static_cast<long long>(ch), static_cast<long long>(i), got, ref, tol);
-        first.set(buf);
+        first.set(ng, buf);
         return;
       }
     }
@@ -878,9 +872,9 @@ std::string check_backward(const Config& cfg, DType dtype, const DeviceBuffer& x
   std::vector<double> pb(nc, 0.0);
   std::vector<double> pb_abs(nc, 0.0);
   const int act = cfg.act_id();
-  FirstError first;
-  parallel_tasks(cfg.n * cfg.g, [&](std::int64_t ng) {
-    if (first.failed()) {
+  SmallestGroupError first;
+  for_each_group(cfg.n * cfg.g, [&](std::int64_t ng) {
+    if (first.skip(ng)) {
       return;
     }
     const std::int64_t b = ng / cfg.g;
@@ -920,7 +914,7 @@ std::string check_backward(const Config& cfg, DType dtype, const DeviceBuffer& x
         std::snprintf(
             buf, sizeof(buf), "dx at n=%lld c=%lld (memory index %lld) = %.9g, want %.9g (tolerance %.3g)",
             static_cast<long long>(b), static_cast<long long>(ch), static_cast<long long>(i), got, ref, tol);
-        first.set(buf);
+        first.set(ng, buf);
         return;
       }
     }
