@@ -27,6 +27,8 @@ void register_builtin_layers() {
         {"Addons>GroupNormalization", &GroupNormalization::from_config},
         {"BatchNormalization", &BatchNormalization::from_config},
         {"MaskedGlobalPooling1D", &MaskedGlobalPooling1D::from_config},
+        // Keras's GlobalAveragePooling1D: with a mask it is the masked mean over the steps.
+        {"GlobalAveragePooling1D", &MaskedGlobalPooling1D::from_keras_average_config},
         {"MaskedFlatten", &MaskedFlatten::from_config},
     };
     for (const auto& c : classes) {

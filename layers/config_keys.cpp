@@ -80,6 +80,7 @@ const KeyRule kBatchNormalization[] = {
     {"synchronized", "false"},
 };
 const KeyRule kMaskedGlobalPooling1D[] = {{"mode", nullptr}, {"axis", nullptr}};
+const KeyRule kGlobalAveragePooling1D[] = {{"data_format", nullptr}, {"keepdims", nullptr}};
 
 // The model document: tf.keras 2 writes "keras_version" and "backend"; Keras 3 "module", "registered_name",
 // "build_config" (read for the input shape) and, once compiled, "compile_config" (optimizer and loss).
@@ -178,6 +179,8 @@ bool class_rules(const std::string& class_name, std::vector<RuleSet>* out) {
     out->push_back(rules(kAffineTraining));
   } else if (class_name == "MaskedGlobalPooling1D") {
     out->push_back(rules(kMaskedGlobalPooling1D));
+  } else if (class_name == "GlobalAveragePooling1D") {
+    out->push_back(rules(kGlobalAveragePooling1D));
   } else if (class_name == "MaskedFlatten") {
     // only the base keys
   } else {

@@ -215,6 +215,45 @@ Status MaskedGlobalPooling1D::from_config(const Json& config, std::unique_ptr<La
   return Status::kSuccess;
 }
 
+Status MaskedGlobalPooling1D::from_keras_average_config(const Json& config, std::unique_ptr<Layer>* out) {
+  const char* cls = "GlobalAveragePooling1D";
+  if (out == nullptr) {
+    return set_error(Status::kErrorNullPointer, "%s config: out: is null", cls);
+  }
+  std::string name;
+  bool trainable = true;
+  DType dtype = DType::kFloat32;
+  if (Status s = read_base_config(config, &name, &trainable, &dtype); !ok(s)) {
+    return s;
+  }
+  if (const auto it = config.find("data_format"); it != config.end() && !it->is_null()) {
+    if (!it->is_string() || (*it != "channels_last" && *it != "channels_first")) {
+      return config_util::bad_key(cls, "data_format", "is not \"channels_last\" or \"channels_first\"");
+    }
+    if (*it == "channels_first") {
+      return set_error(
+          Status::kErrorNotSupported,
+          "%s config: \"data_format\": channels_first is not supported (the steps must be axis 1, "
+          "the axis of the [batch, steps] mask)",
+          cls);
+    }
+  }
+  bool keepdims = false;
+  if (Status s = config_util::read_bool(cls, config, "keepdims", &keepdims); !ok(s)) {
+    return s;
+  }
+  if (keepdims) {
+    return set_error(Status::kErrorNotSupported, "%s config: \"keepdims\": true is not supported", cls);
+  }
+  auto layer = std::make_unique<MaskedGlobalPooling1D>(MaskedGlobalPooling1DOptions{}, name, dtype);
+  layer->set_trainable(trainable);
+  if (Status s = layer->check_options(); !ok(s)) {
+    return config_util::as_parse_error();
+  }
+  *out = std::move(layer);
+  return Status::kSuccess;
+}
+
 // ---- MaskedFlatten ----------------------------------------------------------------------------------------
 
 MaskedFlatten::MaskedFlatten(MaskedFlattenOptions options, std::string name, DType dtype)

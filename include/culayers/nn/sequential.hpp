@@ -32,8 +32,8 @@ CULAYERS_NAMESPACE_BEGIN
 namespace nn {
 
 /// Registers the built-in layer classes (Masking, Dropout, DecayingDropout, GroupNormalization -- also as
-/// TensorFlow Addons' "Addons>GroupNormalization" --, BatchNormalization, MaskedGlobalPooling1D,
-/// MaskedFlatten) with the registry. Idempotent and
+/// TensorFlow Addons' "Addons>GroupNormalization" --, BatchNormalization, MaskedGlobalPooling1D -- also
+/// as Keras's "GlobalAveragePooling1D" --, MaskedFlatten) with the registry. Idempotent and
 /// thread-safe; from_json() and layer_from_json() call it, so users need it only to replace a class.
 void register_builtin_layers();
 

@@ -1,0 +1,231 @@
+// Models written and run by Keras itself (tests/data/keras3, made by make_fixtures.py there with the
+// versions its MANIFEST.txt names): culayers reads each config with every key known (a strict read), loads
+// the weights under their Keras names, and must compute what Keras computed: the inference output, and for
+// the cases run in training the training output (batch statistics, masked where Keras masked them) and the
+// moving statistics after that call. Keras feeds its moving variance the biased batch variance where
+// culayers feeds the unbiased one (docs/semantics.md §6.4): the expected moving variance is Keras's with
+// that factor applied.
+#include "culayers/nn/core_layers.hpp"
+#include "culayers/nn/layer.hpp"
+#include "culayers/nn/normalization.hpp"
+#include "culayers/nn/safetensors.hpp"
+#include "culayers/nn/sequential.hpp"
+
+#include "tests/support/test_support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace nn = culayers::nn;
+using culayers::ConstTensorView;
+using culayers::DType;
+using culayers::Shape;
+using culayers::Status;
+using nn::Json;
+
+/// The fixtures' directory: $CULAYERS_TEST_DATA_DIR/keras3, else the source tree's, else tests/data/keras3
+/// under the working directory (a test binary carried to another machine with the tree).
+std::filesystem::path fixture_dir() {
+  if (const char* env = std::getenv("CULAYERS_TEST_DATA_DIR"); env != nullptr && *env != '\0') {
+    return std::filesystem::path(env) / "keras3";
+  }
+  const std::filesystem::path built = std::filesystem::path(CULAYERS_TEST_DATA_DIR) / "keras3";
+  std::error_code ec;
+  return std::filesystem::is_directory(built, ec) ? built : std::filesystem::path("tests/data/keras3");
+}
+
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in.good()) << "cannot open " << path;
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::vector<float> floats_of(const nn::SafetensorsTensor& t) {
+  EXPECT_EQ(t.dtype, DType::kFloat32) << t.name;
+  std::vector<float> v(t.data.size() / sizeof(float));
+  std::memcpy(v.data(), t.data.data(), v.size() * sizeof(float));
+  return v;
+}
+
+std::vector<float> download(const ConstTensorView& v) {
+  std::vector<float> out(static_cast<std::size_t>(v.shape().numel()));
+  EXPECT_EQ(v.dtype(), DType::kFloat32);
+  if (!out.empty()) {
+    EXPECT_EQ(cudaMemcpy(out.data(), v.data(), out.size() * sizeof(float), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+  }
+  return out;
+}
+
+/// |got - want| <= 2e-5 (1 + |want|) everywhere: both sides compute in float32 (culayers accumulates in
+/// float32 with other orders than XLA's), so they agree to a few units of float32 rounding of O(1) values.
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double tol = 2e-5 * (1.0 + std::fabs(static_cast<double>(want[i])));
+    ASSERT_LE(std::fabs(static_cast<double>(got[i]) - want[i]), tol)
+        << what << "[" << i << "]: culayers " << got[i] << ", Keras " << want[i];
+  }
+}
+
+struct Case {
+  const char* name;
+  Shape output;  // the model's output shape for the fixture's input
+  bool training; // the fixture has a training call
+  bool masked;   // a Masking layer first: batch statistics over the valid steps of [batch, steps, F]
+};
+
+/// The positions each BatchNormalization channel's batch statistics counted: the valid steps (a step is
+/// valid when any of its features differs from 0, Masking's rule) or every position but the channel axis.
+std::int64_t statistics_count(const Case& c, const Shape& x_shape, const std::vector<float>& x,
+                              std::int64_t channels) {
+  if (!c.masked) {
+    return x_shape.numel() / channels;
+  }
+  const std::int64_t features = x_shape.numel() / (x_shape.dim(0) * x_shape.dim(1));
+  std::int64_t valid = 0;
+  for (std::int64_t step = 0; step < x_shape.dim(0) * x_shape.dim(1); ++step) {
+    bool any = false;
+    for (std::int64_t f = 0; f < features; ++f) {
+      any = any || x[static_cast<std::size_t>(step * features + f)] != 0.0f;
+    }
+    valid += any ? 1 : 0;
+  }
+  return valid;
+}
+
+TEST(KerasFixtures, Keras3ModelsLoadStrictlyAndComputeWhatKerasComputed) {
+  const Case cases[] = {
+      {"masked_pooling", Shape{4, 6}, true, true},
+      {"masked_batch_norm", Shape{3, 9, 8}, true, true},
+      {"images_channels_last", Shape{2, 5, 6, 16}, true, false},
+      {"images_channels_first", Shape{3, 12, 4, 5}, true, false},
+      {"sequence_group_norm", Shape{5, 12}, false, false},
+  };
+  const std::filesystem::path dir = fixture_dir();
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    // The config as Keras wrote it, read strictly: every key is one culayers or Keras knows, and none is a
+    // Keras key culayers would leave unapplied.
+    std::vector<nn::UnusedConfigKey> unused;
+    nn::ConfigReadOptions strict;
+    strict.reject_unknown_keys = true;
+    strict.unused_keys = &unused;
+    std::unique_ptr<nn::Sequential> model;
+    ASSERT_EQ(
+        nn::Sequential::from_json_string(read_text(dir / (std::string(c.name) + ".json")), strict, &model),
+        Status::kSuccess)
+        << culayers::last_error_message();
+    for (const nn::UnusedConfigKey& k : unused) {
+      ADD_FAILURE() << "unused key " << k.path;
+    }
+    ASSERT_TRUE(model->built());
+    ASSERT_EQ(model->load_weights((dir / (std::string(c.name) + ".weights.safetensors")).string()),
+              Status::kSuccess)
+        << culayers::last_error_message();
+    nn::SafetensorsFile io;
+    ASSERT_EQ(nn::read_safetensors((dir / (std::string(c.name) + ".io.safetensors")).string(), &io),
+              Status::kSuccess)
+        << culayers::last_error_message();
+    const nn::SafetensorsTensor* x_file = io.find("x");
+    ASSERT_NE(x_file, nullptr);
+    const std::vector<float> x = floats_of(*x_file);
+    culayers::test::DeviceBuffer<float> x_dev(x.size());
+    x_dev.upload(x);
+    const ConstTensorView xv = ConstTensorView::contiguous(x_dev.get(), DType::kFloat32, x_file->shape);
+
+    nn::CallContext infer{};
+    nn::LayerOutput out{};
+    ASSERT_EQ(model->call(infer, xv, {}, &out), Status::kSuccess) << culayers::last_error_message();
+    ASSERT_EQ(out.y.shape(), c.output);
+    ASSERT_NE(io.find("y_inference"), nullptr);
+    expect_close(download(out.y), floats_of(*io.find("y_inference")), "inference output");
+    if (!c.training) {
+      EXPECT_EQ(io.find("y_training"), nullptr);
+      continue;
+    }
+
+    // One training call: the output from batch statistics, then the moving statistics it left.
+    nn::SafetensorsFile before;
+    ASSERT_EQ(model->get_weights(&before), Status::kSuccess);
+    nn::CallContext train{};
+    train.phase = nn::Phase::kTraining;
+    ASSERT_EQ(model->call(train, xv, {}, &out), Status::kSuccess) << culayers::last_error_message();
+    ASSERT_NE(io.find("y_training"), nullptr);
+    expect_close(download(out.y), floats_of(*io.find("y_training")), "training output");
+    nn::SafetensorsFile after;
+    ASSERT_EQ(model->get_weights(&after), Status::kSuccess);
+    int compared = 0;
+    for (std::size_t i = 0; i < model->size(); ++i) {
+      const auto* bn = dynamic_cast<const nn::BatchNormalization*>(&model->layer(i));
+      if (bn == nullptr) {
+        continue;
+      }
+      const std::string layer = bn->name();
+      const double m = bn->options().momentum;
+      const std::vector<float> mean_keras = floats_of(*io.find("after/" + layer + "/moving_mean"));
+      expect_close(floats_of(*after.find(layer + "/moving_mean")), mean_keras, layer + " moving mean");
+      // Keras: mv = m mv0 + (1 - m) var (biased); culayers: the same with var n / (n - 1).
+      const std::vector<float> mv0 = floats_of(*before.find(layer + "/moving_variance"));
+      const std::vector<float> mv_keras = floats_of(*io.find("after/" + layer + "/moving_variance"));
+      const std::int64_t n = statistics_count(c, x_file->shape, x, static_cast<std::int64_t>(mv0.size()));
+      ASSERT_GT(n, 1);
+      std::vector<float> want(mv0.size());
+      for (std::size_t ch = 0; ch < mv0.size(); ++ch) {
+        const double var = (mv_keras[ch] - m * mv0[ch]) / (1.0 - m);
+        want[ch] = static_cast<float>(m * mv0[ch] + (1.0 - m) * var * static_cast<double>(n) / (n - 1.0));
+      }
+      expect_close(floats_of(*after.find(layer + "/moving_variance")), want, layer + " moving variance");
+      ++compared;
+    }
+    EXPECT_GT(compared, 0) << "a training case without a BatchNormalization compares no statistics";
+  }
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+// Keras's GlobalAveragePooling1D reads as the masked mean; the options culayers does not implement are
+// refused by name.
+TEST(KerasFixtures, GlobalAveragePooling1DReadsAsTheMaskedMean) {
+  std::unique_ptr<nn::Layer> layer;
+  ASSERT_EQ(nn::layer_from_json(Json::parse(R"({"class_name": "GlobalAveragePooling1D",
+      "config": {"name": "gap", "data_format": "channels_last", "keepdims": false}})"),
+                                &layer),
+            Status::kSuccess)
+      << culayers::last_error_message();
+  const auto* pool = dynamic_cast<const nn::MaskedGlobalPooling1D*>(layer.get());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(nn::layer_to_json(*layer)["class_name"], "MaskedGlobalPooling1D");
+  EXPECT_EQ(nn::layer_to_json(*layer)["config"]["mode"], "mean");
+  EXPECT_EQ(nn::layer_from_json(Json::parse(R"({"class_name": "GlobalAveragePooling1D",
+      "config": {"data_format": "channels_first"}})"),
+                                &layer),
+            Status::kErrorNotSupported);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("\"data_format\": channels_first"),
+            std::string::npos);
+  EXPECT_EQ(nn::layer_from_json(Json::parse(R"({"class_name": "GlobalAveragePooling1D",
+      "config": {"keepdims": true}})"),
+                                &layer),
+            Status::kErrorNotSupported);
+  EXPECT_EQ(nn::layer_from_json(Json::parse(R"({"class_name": "GlobalAveragePooling1D",
+      "config": {"data_format": "nwc"}})"),
+                                &layer),
+            Status::kErrorParse);
+  EXPECT_EQ(nn::layer_from_json(Json::parse(R"({"class_name": "GlobalAveragePooling1D",
+      "config": {"keepdims": 0}})"),
+                                &layer),
+            Status::kErrorParse);
+}
+
+} // namespace
