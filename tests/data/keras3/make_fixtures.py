@@ -55,7 +55,7 @@ def weights_of(model, prefix=""):
             for layer in model.layers for v in layer.weights}
 
 
-def write_case(out_dir, name, model, x, training):
+def write_case(out_dir, name, model, x, training, input_dtype="float32"):
     randomize_weights(model)
     with open(os.path.join(out_dir, name + ".json"), "w") as f:
         f.write(model.to_json())
@@ -66,7 +66,9 @@ def write_case(out_dir, name, model, x, training):
         for key, value in weights_of(model, "after/").items():
             if key.endswith("/moving_mean") or key.endswith("/moving_variance"):
                 io[key] = value
-    save_file(io, os.path.join(out_dir, name + ".io.safetensors"))
+    # Half outputs are exact in float32; "input_dtype" tells the test which type to feed x in (the first
+    # layer's compute dtype: Keras casts the float32 input to it, x holds values exact in it).
+    save_file(io, os.path.join(out_dir, name + ".io.safetensors"), metadata={"input_dtype": input_dtype})
     json.loads(model.to_json())  # written text is JSON
     return name
 
@@ -111,6 +113,18 @@ def main():
     model = keras.Sequential([keras.Input((11, 12)), layers.GroupNormalization(groups=6),
                               layers.Dropout(0.5), layers.GlobalAveragePooling1D()], name="sequence_group_norm")
     written.append(write_case(out_dir, "sequence_group_norm", model, x, training=False))
+
+    # Mixed precision: the layers compute in the half type (variables stay float32), each layer's output
+    # rounded to it; x is drawn exact in the half type.
+    import ml_dtypes
+
+    for policy, half, name in (("mixed_float16", np.float16, "mixed_float16"),
+                               ("mixed_bfloat16", ml_dtypes.bfloat16, "mixed_bfloat16")):
+        x = (RNG.standard_normal((3, 6, 16)) * 2.0 + 1.0).astype(half).astype(np.float32)
+        model = keras.Sequential([keras.Input((6, 16)), layers.GroupNormalization(groups=4, dtype=policy),
+                                  layers.BatchNormalization(momentum=0.9, dtype=policy)], name=name)
+        written.append(write_case(out_dir, name, model, x, training=True,
+                                  input_dtype="float16" if half is np.float16 else "bfloat16"))
 
     import jax  # the backend these were computed with
 
