@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Writes the Keras fixtures of tests/nn/keras_fixtures_test.cpp: models built and run by Keras itself.
+
+  make_keras_fixtures.py keras3     Keras 3 (KERAS_BACKEND picks the backend; jax when unset)
+  make_keras_fixtures.py tf_keras2  tf.keras 2 (the tf_keras package on TensorFlow)
+
+An optional second argument names the output directory (default: the framework's folder beside this
+script). For each case NAME it writes:
+  NAME.json                 model.to_json(), as Keras writes it
+  NAME.weights.safetensors  every weight as "<layer name>/<weight name>" (culayers's names: the variable's
+                            own name without any scope or ":0"), float32
+  NAME.io.safetensors       "x" (the input, values exact in the input dtype named by the metadata key
+                            "input_dtype"), "y_inference" (model(x, training=False)) and, for cases run
+                            in training, "y_training" (model(x, training=True), one call) and the moving
+                            statistics after that call as "after/<layer name>/<weight name>"
+and cases.json (each case's name, output shape, whether it has a training call and whether its batch
+statistics are masked) and MANIFEST.txt (the versions used).
+
+Keras and its backend run on the CPU; e.g. in virtual environments:
+  python3 -m venv /tmp/k3 && /tmp/k3/bin/pip install keras jax jaxlib safetensors numpy ml_dtypes
+  KERAS_BACKEND=jax /tmp/k3/bin/python tests/data/make_keras_fixtures.py keras3
+  python3 -m venv /tmp/k2 && /tmp/k2/bin/pip install tensorflow-cpu tf-keras safetensors
+  /tmp/k2/bin/python tests/data/make_keras_fixtures.py tf_keras2
+Inputs and weights come from a fixed NumPy seed, so a rerun with the same versions writes the same values.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+
+FRAMEWORK = sys.argv[1] if len(sys.argv) > 1 else ""
+if FRAMEWORK == "keras3":
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import keras
+elif FRAMEWORK == "tf_keras2":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tf_keras as keras
+else:
+    sys.exit("usage: make_keras_fixtures.py keras3|tf_keras2 [OUTPUT_DIR]")
+import ml_dtypes  # noqa: E402
+from safetensors.numpy import save_file  # noqa: E402
+
+RNG = np.random.default_rng(20261128)
+L = keras.layers
+
+
+def padded_batch(batch, steps, features, lengths):
+    """N(0, 1) + 0.5 values; the steps past each row's length are exactly 0 (Masking's mask_value)."""
+    x = (RNG.standard_normal((batch, steps, features)) + 0.5).astype(np.float32)
+    for b, n in enumerate(lengths):
+        x[b, n:, :] = 0.0
+    return x
+
+
+def randomize_weights(model):
+    """Every weight drawn at random (gamma around 1, variances positive), so no default hides an error."""
+    for layer in model.layers:
+        values = []
+        for v in layer.weights:
+            shape = tuple(v.shape)
+            if weight_name(v) in ("gamma", "moving_variance"):
+                values.append(RNG.uniform(0.5, 1.5, shape).astype(np.float32))
+            else:
+                values.append(RNG.uniform(-0.5, 0.5, shape).astype(np.float32))
+        if values:
+            layer.set_weights(values)
+
+
+def weight_name(v):
+    """The variable's own name: Keras 3 "gamma"; tf.keras 2 "batch_normalization/gamma:0"."""
+    return v.name.split("/")[-1].split(":")[0]
+
+
+def weights_of(model, prefix=""):
+    return {f"{prefix}{layer.name}/{weight_name(v)}": np.asarray(v.numpy(), dtype=np.float32)
+            for layer in model.layers for v in layer.weights}
+
+
+def write_case(out_dir, cases, name, model, x, training, masked=False, input_dtype="float32"):
+    randomize_weights(model)
+    with open(os.path.join(out_dir, name + ".json"), "w") as f:
+        f.write(model.to_json())
+    save_file(weights_of(model), os.path.join(out_dir, name + ".weights.safetensors"))
+    y = np.asarray(model(x, training=False), dtype=np.float32)
+    io = {"x": x, "y_inference": y}
+    if training:
+        io["y_training"] = np.asarray(model(x, training=True), dtype=np.float32)
+        for key, value in weights_of(model, "after/").items():
+            if key.endswith("/moving_mean") or key.endswith("/moving_variance"):
+                io[key] = value
+    save_file(io, os.path.join(out_dir, name + ".io.safetensors"), metadata={"input_dtype": input_dtype})
+    # tf.keras 2's fused batch norm (4D input, channels on axis 1 or 3) feeds its moving variance the
+    # unbiased batch variance, as culayers does; every other Keras batch norm the biased one.
+    unbiased = [layer.name for layer in model.layers if getattr(layer, "fused", False)]
+    cases.append({"name": name, "output_shape": list(y.shape), "training": training, "masked": masked,
+                  "unbiased_moving_variance": unbiased})
+
+
+def main():
+    out_dir = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                FRAMEWORK)
+    os.makedirs(out_dir, exist_ok=True)
+    cases = []
+
+    # A padded sequence batch: Masking's mask reaches BatchNormalization (moments over valid steps in
+    # training) and GlobalAveragePooling1D (the mean over valid steps). Dropout is the identity in
+    # inference; at rate 0 it is the identity in training too, so the training output is deterministic.
+    x = padded_batch(4, 7, 6, [7, 3, 5, 1])
+    model = keras.Sequential([keras.Input((7, 6)), L.Masking(0.0), L.Dropout(0.0),
+                              L.BatchNormalization(momentum=0.8, epsilon=1e-3), L.GlobalAveragePooling1D()],
+                             name="masked_pooling")
+    write_case(out_dir, cases, "masked_pooling", model, x, training=True, masked=True)
+
+    # Masked batch statistics with the per-step output kept (every position normalized).
+    x = padded_batch(3, 9, 8, [9, 4, 6])
+    model = keras.Sequential([keras.Input((9, 8)), L.Masking(0.0), L.BatchNormalization(momentum=0.75)],
+                             name="masked_batch_norm")
+    write_case(out_dir, cases, "masked_batch_norm", model, x, training=True, masked=True)
+
+    # Images, channels last: group norms of 4 channels per group and of one channel per group (groups=-1,
+    # no center), then a batch norm on the last axis.
+    x = (RNG.standard_normal((2, 5, 6, 16)) * 2.0 + 1.0).astype(np.float32)
+    model = keras.Sequential([keras.Input((5, 6, 16)), L.GroupNormalization(groups=4, epsilon=1e-3),
+                              L.GroupNormalization(groups=-1, center=False, epsilon=1e-5),
+                              L.BatchNormalization(axis=-1, momentum=0.9)], name="images_channels_last")
+    write_case(out_dir, cases, "images_channels_last", model, x, training=True)
+
+    # Images, channels first (axis=1).
+    x = (RNG.standard_normal((3, 12, 4, 5)) - 0.5).astype(np.float32)
+    model = keras.Sequential([keras.Input((12, 4, 5)), L.GroupNormalization(groups=3, axis=1),
+                              L.BatchNormalization(axis=1, momentum=0.5, scale=False)],
+                             name="images_channels_first")
+    write_case(out_dir, cases, "images_channels_first", model, x, training=True)
+
+    # A batch norm on a middle axis (the channels of (B, H, C, W) on axis 2).
+    x = (RNG.standard_normal((2, 3, 10, 7)) * 1.5).astype(np.float32)
+    model = keras.Sequential([keras.Input((3, 10, 7)), L.BatchNormalization(axis=2, momentum=0.6)],
+                             name="batch_norm_middle_axis")
+    write_case(out_dir, cases, "batch_norm_middle_axis", model, x, training=True)
+
+    # A sequence without padding: group norm over (steps, channels of a group), then the mean over steps.
+    x = (RNG.standard_normal((5, 11, 12)) * 0.7).astype(np.float32)
+    model = keras.Sequential([keras.Input((11, 12)), L.GroupNormalization(groups=6), L.Dropout(0.5),
+                              L.GlobalAveragePooling1D()], name="sequence_group_norm")
+    write_case(out_dir, cases, "sequence_group_norm", model, x, training=False)
+
+    # Mixed precision: the layers compute in the half type (variables stay float32), each layer's output
+    # rounded to it; x is drawn exact in the half type.
+    for policy, half, input_dtype in (("mixed_float16", np.float16, "float16"),
+                                      ("mixed_bfloat16", ml_dtypes.bfloat16, "bfloat16")):
+        x = (RNG.standard_normal((3, 6, 16)) * 2.0 + 1.0).astype(half).astype(np.float32)
+        model = keras.Sequential([keras.Input((6, 16)), L.GroupNormalization(groups=4, dtype=policy),
+                                  L.BatchNormalization(momentum=0.9, dtype=policy)], name=policy)
+        write_case(out_dir, cases, policy, model, x, training=True, input_dtype=input_dtype)
+
+    with open(os.path.join(out_dir, "cases.json"), "w") as f:
+        json.dump(cases, f, indent=1)
+        f.write("\n")
+    if FRAMEWORK == "keras3":
+        import jax
+
+        versions = "keras %s (backend %s), jax %s" % (keras.__version__, keras.backend.backend(), jax.__version__)
+    else:
+        import tensorflow as tf
+
+        versions = "tf_keras %s, tensorflow %s" % (keras.__version__, tf.__version__)
+    with open(os.path.join(out_dir, "MANIFEST.txt"), "w") as f:
+        f.write("Written by make_keras_fixtures.py %s with %s, numpy %s.\n" % (FRAMEWORK, versions, np.__version__))
+    print("wrote", ", ".join(c["name"] for c in cases), "into", out_dir)
+
+
+if __name__ == "__main__":
+    main()
