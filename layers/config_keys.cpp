@@ -120,7 +120,9 @@ const KeyRule kKerasObject[] = {
 const KeyRule kConstantConfig[] = {{"value", nullptr}};
 const KeyRule kRandomUniformConfig[] = {{"minval", nullptr}, {"maxval", nullptr}, {"seed", nullptr}};
 const KeyRule kRandomNormalConfig[] = {{"mean", nullptr}, {"stddev", nullptr}, {"seed", nullptr}};
-const KeyRule kSeedConfig[] = {{"seed", nullptr}};
+// GlorotUniform: Keras 3.15 added "input_axes" / "output_axes" (which axes count as fan-in and fan-out),
+// null by default; culayers computes the fans of its [C] weights as Keras's default does.
+const KeyRule kGlorotConfig[] = {{"seed", nullptr}, {"input_axes", "null"}, {"output_axes", "null"}};
 const KeyRule kPolicyConfig[] = {{"name", nullptr}};
 // A model's "build_config" (Keras 3): "input_shape" builds a Sequential.
 const KeyRule kBuildConfig[] = {{"input_shape", nullptr}};
@@ -147,7 +149,7 @@ bool object_config_rules(const std::string& class_name, RuleSet* out) {
       {"Constant", rules(kConstantConfig)},
       {"RandomUniform", rules(kRandomUniformConfig)},
       {"RandomNormal", rules(kRandomNormalConfig)},
-      {"GlorotUniform", rules(kSeedConfig)},
+      {"GlorotUniform", rules(kGlorotConfig)},
       {"DTypePolicy", rules(kPolicyConfig)},
       {"FloatDTypePolicy", rules(kPolicyConfig)},
       {"Policy", rules(kPolicyConfig)},

@@ -77,6 +77,19 @@ def weights_of(model, prefix=""):
             for layer in model.layers for v in layer.weights}
 
 
+def unapplied_keys(config):
+    """The paths of the keys culayers reports as Keras keys it does not apply (docs/semantics.md 6.3) in a
+    model's JSON: regularizers and constraints that are set, and a frozen model's "trainable"."""
+    paths = []
+    if config["config"].get("trainable") is False:
+        paths.append("config.trainable")
+    for i, entry in enumerate(config["config"]["layers"]):
+        for key, value in sorted(entry["config"].items()):
+            if value is not None and (key.endswith("_regularizer") or key.endswith("_constraint")):
+                paths.append("config.layers[%d].config.%s" % (i, key))
+    return paths
+
+
 def write_case(out_dir, cases, name, model, x, training, masked=False, input_dtype="float32"):
     randomize_weights(model)
     with open(os.path.join(out_dir, name + ".json"), "w") as f:
@@ -94,7 +107,8 @@ def write_case(out_dir, cases, name, model, x, training, masked=False, input_dty
     # unbiased batch variance, as culayers does; every other Keras batch norm the biased one.
     unbiased = [layer.name for layer in model.layers if getattr(layer, "fused", False)]
     cases.append({"name": name, "output_shape": list(y.shape), "training": training, "masked": masked,
-                  "unbiased_moving_variance": unbiased})
+                  "unbiased_moving_variance": unbiased,
+                  "keras_keys_not_applied": unapplied_keys(json.loads(model.to_json()))})
 
 
 def main():
@@ -144,6 +158,28 @@ def main():
     model = keras.Sequential([keras.Input((11, 12)), L.GroupNormalization(groups=6), L.Dropout(0.5),
                               L.GlobalAveragePooling1D()], name="sequence_group_norm")
     write_case(out_dir, cases, "sequence_group_norm", model, x, training=False)
+
+    # Features without steps (B, C): a group norm with no spatial axis, then a batch norm. The initializers
+    # are Keras objects with configs (read, then overwritten by the weights), and the regularizers and
+    # constraints set here are Keras keys culayers does not apply: listed, not refused.
+    x = (RNG.standard_normal((6, 12)) * 3.0).astype(np.float32)
+    model = keras.Sequential([keras.Input((12,)),
+                              L.GroupNormalization(groups=4, gamma_initializer=keras.initializers.Constant(1.5),
+                                                   beta_initializer=keras.initializers.RandomNormal(stddev=0.1, seed=3),
+                                                   gamma_regularizer=keras.regularizers.L2(0.01)),
+                              L.BatchNormalization(momentum=0.7, gamma_initializer="glorot_uniform",
+                                                   moving_variance_initializer=keras.initializers.RandomUniform(
+                                                       0.5, 1.5, seed=7),
+                                                   beta_constraint=keras.constraints.NonNeg())],
+                             name="features_regularized")
+    write_case(out_dir, cases, "features_regularized", model, x, training=True)
+
+    # A frozen model (trainable = False): a training call normalizes with the moving statistics and
+    # updates nothing, in Keras (since tf.keras 2.0) as in culayers.
+    x = (RNG.standard_normal((4, 5, 8)) + 2.0).astype(np.float32)
+    model = keras.Sequential([keras.Input((5, 8)), L.BatchNormalization(momentum=0.5)], name="frozen")
+    model.trainable = False
+    write_case(out_dir, cases, "frozen", model, x, training=True)
 
     # Mixed precision: the layers compute in the half type (variables stay float32), each layer's output
     # rounded to it; x is drawn exact in the half type.
