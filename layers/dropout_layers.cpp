@@ -454,6 +454,30 @@ Status DecayingDropout::check_weight_data(const std::string& weight_name, const 
   return Status::kSuccess;
 }
 
+Status DecayingDropout::convert_weight_data(const std::string& weight_name, DType dtype, const Shape& shape,
+                                            const std::vector<std::uint8_t>& data,
+                                            std::vector<std::uint8_t>* bytes, bool* converted) const {
+  *converted = false;
+  if (weight_name != "iterations" || dtype != DType::kFloat32 || shape.numel() != 1 || shape.rank() > 1 ||
+      data.size() != sizeof(float)) {
+    return Status::kSuccess;
+  }
+  float v = 0.0f;
+  std::memcpy(&v, data.data(), sizeof(v));
+  // 2^63 is exact in float: a whole number below it fits in int64.
+  if (!(v >= 0.0f) || v >= 9223372036854775808.0f || std::floor(v) != v) {
+    return set_error(Status::kErrorInvalidValue,
+                     "%s: iterations: the float32 count %.9g is not a whole number in "
+                     "[0, 2^63)",
+                     name().c_str(), static_cast<double>(v));
+  }
+  const auto count = static_cast<std::int64_t>(v);
+  bytes->resize(sizeof(count));
+  std::memcpy(bytes->data(), &count, sizeof(count));
+  *converted = true;
+  return Status::kSuccess;
+}
+
 Status DecayingDropout::do_build(const Shape& input_shape, cudaStream_t stream) {
   if (Status s = check_options(); !ok(s)) {
     return s;

@@ -7,6 +7,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <set>
 #include <sstream>
 #include <string>
@@ -691,7 +692,8 @@ Status Sequential::set_weights(const SafetensorsFile& file, cudaStream_t stream)
   }
   // Check everything before writing anything.
   std::set<std::string> expected;
-  std::vector<std::pair<Weight*, const SafetensorsTensor*>> plan;
+  std::vector<std::pair<Weight*, const std::vector<std::uint8_t>*>> plan;
+  std::deque<std::vector<std::uint8_t>> converted_data; // a deque: the plan keeps pointers into it
   for (const auto& l : layers_) {
     for (const auto& w : l->weights()) {
       const std::string key = l->name() + "/" + w->name;
@@ -701,11 +703,31 @@ Status Sequential::set_weights(const SafetensorsFile& file, cudaStream_t stream)
         return set_error(Status::kErrorInvalidValue, "%s: set_weights: weight \"%s\" is missing",
                          name_.c_str(), key.c_str());
       }
-      if (t->dtype != w->value.dtype()) {
+      const std::vector<std::uint8_t>* data = &t->data;
+      if (t->dtype != w->value.dtype() || t->shape != w->value.shape()) {
+        // Another layout of the weight (another Keras version's): the layer may convert it.
+        std::vector<std::uint8_t> bytes;
+        bool converted = false;
+        if (Status s = l->convert_weight_data(w->name, t->dtype, t->shape, t->data, &bytes, &converted);
+            !ok(s)) {
+          return set_error(s, "%s: set_weights: \"%s\": %s", name_.c_str(), key.c_str(),
+                           last_error_message());
+        }
+        if (converted) {
+          if (bytes.size() != w->value.bytes()) {
+            return set_error(Status::kErrorInternal,
+                             "%s: set_weights: \"%s\": converted to %zu bytes, not %zu", name_.c_str(),
+                             key.c_str(), bytes.size(), static_cast<std::size_t>(w->value.bytes()));
+          }
+          converted_data.push_back(std::move(bytes));
+          data = &converted_data.back();
+        }
+      }
+      if (data == &t->data && t->dtype != w->value.dtype()) {
         return set_error(Status::kErrorInvalidDType, "%s: set_weights: \"%s\": dtype %s, the model has %s",
                          name_.c_str(), key.c_str(), dtype_name(t->dtype), dtype_name(w->value.dtype()));
       }
-      if (t->shape != w->value.shape() || t->data.size() != w->value.bytes()) {
+      if (data == &t->data && (t->shape != w->value.shape() || t->data.size() != w->value.bytes())) {
         std::ostringstream got;
         std::ostringstream want;
         got << t->shape;
@@ -713,10 +735,10 @@ Status Sequential::set_weights(const SafetensorsFile& file, cudaStream_t stream)
         return set_error(Status::kErrorInvalidShape, "%s: set_weights: \"%s\": shape %s, the model has %s",
                          name_.c_str(), key.c_str(), got.str().c_str(), want.str().c_str());
       }
-      if (Status s = l->check_weight_data(w->name, t->data.data(), t->data.size()); !ok(s)) {
+      if (Status s = l->check_weight_data(w->name, data->data(), data->size()); !ok(s)) {
         return s;
       }
-      plan.emplace_back(w.get(), t);
+      plan.emplace_back(w.get(), data);
     }
   }
   std::set<std::string> seen;
@@ -732,8 +754,8 @@ Status Sequential::set_weights(const SafetensorsFile& file, cudaStream_t stream)
                        name_.c_str(), t.name.c_str());
     }
   }
-  for (const auto& [w, t] : plan) {
-    if (Status s = w->value.copy_from_host(t->data.data(), t->data.size(), stream); !ok(s)) {
+  for (const auto& [w, data] : plan) {
+    if (Status s = w->value.copy_from_host(data->data(), data->size(), stream); !ok(s)) {
       return s;
     }
   }

@@ -53,13 +53,66 @@ def padded_batch(batch, steps, features, lengths):
     return x
 
 
+def decaying_dropout_class():
+    """The tutorial's DecayingDropout (its keys, its float32 (1,) "iterations" counter, its schedule
+    keep = initial_keep_rate * decay_rate ** ((iterations + 1) / decay_interval), the counter advanced by
+    each training call), written for this framework's API: Keras writes its config as a custom layer's."""
+    if FRAMEWORK == "keras3":
+        register, ops, K = keras.saving.register_keras_serializable, keras.ops, None
+    else:
+        import tensorflow as tf
+
+        register, ops, K = keras.utils.register_keras_serializable, None, tf
+
+    @register(package="Custom")
+    class DecayingDropout(L.Layer):
+        def __init__(self, initial_keep_rate=1.0, decay_interval=10000, decay_rate=0.977, noise_shape=None,
+                     seed=None, **kwargs):
+            super().__init__(**kwargs)
+            self.supports_masking = True
+            self.initial_keep_rate = initial_keep_rate
+            self.decay_interval = decay_interval
+            self.decay_rate = min(1.0, max(0.0, decay_rate))
+            self.noise_shape = noise_shape
+            self.seed = seed
+
+        def build(self, input_shape):
+            self.iterations = self.add_weight(name="iterations", shape=(1,), dtype="float32", initializer="zeros",
+                                              trainable=False)
+            super().build(input_shape)
+
+        def call(self, inputs, training=None):
+            if not training:
+                return inputs
+            t = self.iterations + 1.0
+            keep = self.initial_keep_rate * self.decay_rate ** (t / float(self.decay_interval))
+            if ops is not None:
+                noise = keras.random.uniform(ops.shape(inputs), seed=self.seed)
+                outputs = ops.where(noise < keep, inputs / keep, 0.0)
+            else:
+                noise = K.random.uniform(K.shape(inputs), seed=self.seed)
+                outputs = K.where(noise < keep, inputs / keep, 0.0)
+            self.iterations.assign(self.iterations + 1.0)
+            return outputs
+
+        def get_config(self):
+            config = {"initial_keep_rate": self.initial_keep_rate, "decay_interval": self.decay_interval,
+                      "decay_rate": self.decay_rate, "noise_shape": self.noise_shape, "seed": self.seed}
+            return dict(list(super().get_config().items()) + list(config.items()))
+
+    return DecayingDropout
+
+
 def randomize_weights(model):
-    """Every weight drawn at random (gamma around 1, variances positive), so no default hides an error."""
+    """Every weight drawn at random (gamma around 1, variances positive, a counter a whole number), so no
+    default hides an error."""
     for layer in model.layers:
         values = []
         for v in layer.weights:
             shape = tuple(v.shape)
-            if weight_name(v) in ("gamma", "moving_variance"):
+            if weight_name(v) == "iterations":
+                values.append(np.full(shape, 41.0, dtype=np.float32))
+            elif weight_name(v) in ("gamma", "moving_variance"):
                 values.append(RNG.uniform(0.5, 1.5, shape).astype(np.float32))
             else:
                 values.append(RNG.uniform(-0.5, 0.5, shape).astype(np.float32))
@@ -90,7 +143,8 @@ def unapplied_keys(config):
     return paths
 
 
-def write_case(out_dir, cases, name, model, x, training, masked=False, input_dtype="float32"):
+def write_case(out_dir, cases, name, model, x, training, masked=False, input_dtype="float32",
+               random_training=False):
     randomize_weights(model)
     with open(os.path.join(out_dir, name + ".json"), "w") as f:
         f.write(model.to_json())
@@ -98,9 +152,11 @@ def write_case(out_dir, cases, name, model, x, training, masked=False, input_dty
     y = np.asarray(model(x, training=False), dtype=np.float32)
     io = {"x": x, "y_inference": y}
     if training:
-        io["y_training"] = np.asarray(model(x, training=True), dtype=np.float32)
+        y_training = np.asarray(model(x, training=True), dtype=np.float32)
+        if not random_training:  # a dropout that drops draws other masks than culayers's
+            io["y_training"] = y_training
         for key, value in weights_of(model, "after/").items():
-            if key.endswith("/moving_mean") or key.endswith("/moving_variance"):
+            if key.endswith(("/moving_mean", "/moving_variance", "/iterations")):
                 io[key] = value
     save_file(io, os.path.join(out_dir, name + ".io.safetensors"), metadata={"input_dtype": input_dtype})
     # tf.keras 2's fused batch norm (4D input, channels on axis 1 or 3) feeds its moving variance the
@@ -180,6 +236,15 @@ def main():
     model = keras.Sequential([keras.Input((5, 8)), L.BatchNormalization(momentum=0.5)], name="frozen")
     model.trainable = False
     write_case(out_dir, cases, "frozen", model, x, training=True)
+
+    # The tutorial's DecayingDropout as a custom layer: its config, its float32 (1,) counter (41 before the
+    # training call, 42 after), the identity in inference. Its training output is random (not compared).
+    decaying_dropout = decaying_dropout_class()
+    x = padded_batch(2, 6, 4, [6, 2])
+    model = keras.Sequential([keras.Input((6, 4)), L.Masking(0.0),
+                              decaying_dropout(initial_keep_rate=0.9, decay_interval=100, decay_rate=0.5,
+                                               noise_shape=None, seed=5)], name="decaying_dropout")
+    write_case(out_dir, cases, "decaying_dropout", model, x, training=True, masked=True, random_training=True)
 
     # Mixed precision: the layers compute in the half type (variables stay float32), each layer's output
     # rounded to it; x is drawn exact in the half type.

@@ -5,6 +5,8 @@
 // errors naming the bad option.
 #include "culayers/dropout.hpp"
 #include "culayers/nn/core_layers.hpp"
+#include "culayers/nn/safetensors.hpp"
+#include "culayers/nn/sequential.hpp"
 #include "tests/kernels/dropout/dropout_test_util.hpp"
 #include "tests/reference/dropout_reference.hpp"
 #include "tests/support/test_support.hpp"
@@ -649,6 +651,63 @@ TEST(DecayingDropoutLayer, SyncWeightsAndWeightsLoadedRoundTripTheCounter) {
   EXPECT_EQ(b.weights_loaded(nullptr), Status::kErrorInvalidValue);
   EXPECT_TRUE(message_has("iterations")) << culayers::last_error_message();
   EXPECT_EQ(state_of(b).iterations, 6);
+}
+
+// The Keras layer of the tutorial keeps its counter as float32 of shape (1,): set_weights converts a whole
+// number in [0, 2^63) to the int64 count and refuses any other value by name, writing nothing.
+TEST(DecayingDropoutLayer, KerasFloatCountersLoadAsTheCount) {
+  nn::Sequential model("m");
+  ASSERT_EQ(model.add(std::make_unique<nn::DecayingDropout>(decaying(0.9, 4, 0.8, 7), "dd")),
+            Status::kSuccess);
+  ASSERT_EQ(model.build(Shape{1, 5, 6}), Status::kSuccess) << culayers::last_error_message();
+  auto* dd = dynamic_cast<nn::DecayingDropout*>(model.find_layer("dd"));
+  ASSERT_NE(dd, nullptr);
+  auto file_of = [](DType dtype, const Shape& shape, const std::vector<std::uint8_t>& data) {
+    nn::SafetensorsFile f;
+    nn::SafetensorsTensor t;
+    t.name = "dd/iterations";
+    t.dtype = dtype;
+    t.shape = shape;
+    t.data = data;
+    f.tensors.push_back(std::move(t));
+    return f;
+  };
+  auto float_bytes = [](std::vector<float> v) {
+    std::vector<std::uint8_t> b(v.size() * sizeof(float));
+    std::memcpy(b.data(), v.data(), b.size());
+    return b;
+  };
+  struct Loads {
+    Shape shape;
+    float value;
+    std::int64_t count;
+  };
+  for (const Loads& l :
+       {Loads{Shape{1}, 12.0f, 12}, Loads{Shape{}, 7.0f, 7},
+        Loads{Shape{1}, 4611686018427387904.0f, std::int64_t{1} << 62}, Loads{Shape{1}, 0.0f, 0}}) {
+    ASSERT_EQ(model.set_weights(file_of(DType::kFloat32, l.shape, float_bytes({l.value}))), Status::kSuccess)
+        << l.value << ": " << culayers::last_error_message();
+    EXPECT_EQ(state_of(*dd).iterations, l.count) << l.value;
+  }
+  ASSERT_EQ(model.set_weights(file_of(DType::kFloat32, Shape{1}, float_bytes({5.0f}))), Status::kSuccess);
+  for (const float bad : {3.5f, -1.0f, 9223372036854775808.0f, std::numeric_limits<float>::quiet_NaN(),
+                          std::numeric_limits<float>::infinity()}) {
+    EXPECT_EQ(model.set_weights(file_of(DType::kFloat32, Shape{1}, float_bytes({bad}))),
+              Status::kErrorInvalidValue)
+        << bad;
+    EXPECT_TRUE(message_has("dd/iterations") && message_has("not a whole number"))
+        << culayers::last_error_message();
+    EXPECT_EQ(state_of(*dd).iterations, 5) << "a refused count changes nothing";
+  }
+  // Other layouts are not converted: the mismatch is reported as before.
+  EXPECT_EQ(model.set_weights(file_of(DType::kFloat32, Shape{2}, float_bytes({1.0f, 2.0f}))),
+            Status::kErrorInvalidDType);
+  EXPECT_EQ(model.set_weights(file_of(DType::kInt32, Shape{}, std::vector<std::uint8_t>(4, 0))),
+            Status::kErrorInvalidDType);
+  std::vector<std::uint8_t> one(8, 0);
+  one[0] = 1;
+  EXPECT_EQ(model.set_weights(file_of(DType::kInt64, Shape{1}, one)), Status::kErrorInvalidShape);
+  EXPECT_EQ(state_of(*dd).iterations, 5);
 }
 
 TEST(DecayingDropoutLayer, GraphReplayEqualsEagerCalls) {

@@ -211,6 +211,12 @@ class DecayingDropout final : public Layer {
   /// "iterations" must hold one non-negative int64 (checked before Sequential::set_weights writes anything).
   [[nodiscard]] Status check_weight_data(const std::string& weight_name, const void* data,
                                          std::size_t bytes) const override;
+  /// "iterations" as the Keras layer of the tutorial saves it, float32 of shape (1,) (or a float32 scalar),
+  /// converts to the int64 count when it holds a whole number in [0, 2^63); another value is
+  /// kErrorInvalidValue naming it.
+  [[nodiscard]] Status convert_weight_data(const std::string& weight_name, DType dtype, const Shape& shape,
+                                           const std::vector<std::uint8_t>& data,
+                                           std::vector<std::uint8_t>* bytes, bool* converted) const override;
   /// As Dropout::read_state.
   [[nodiscard]] Status read_state(dropout::DropoutState* host, cudaStream_t stream) const;
 

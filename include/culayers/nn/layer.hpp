@@ -109,6 +109,23 @@ class Layer {
     return Status::kSuccess;
   }
 
+  /// Converts a weight saved in another layout than this layer's (another Keras version's dtype or shape)
+  /// for Sequential::set_weights / load_weights, which call it only when the dtype or shape differs from
+  /// the weight's. *converted = false: not a layout the layer converts (set_weights reports the mismatch);
+  /// true: *bytes holds the weight in its own dtype and shape. An error: the layout is one the layer
+  /// converts but the value cannot be (named in the message). Default: converts nothing.
+  [[nodiscard]] virtual Status convert_weight_data(const std::string& weight_name, DType dtype,
+                                                   const Shape& shape, const std::vector<std::uint8_t>& data,
+                                                   std::vector<std::uint8_t>* bytes, bool* converted) const {
+    (void)weight_name;
+    (void)dtype;
+    (void)shape;
+    (void)data;
+    (void)bytes;
+    *converted = false;
+    return Status::kSuccess;
+  }
+
   /// Enqueues the layer on ctx.stream (see the file comment). x must be contiguous and of dtype();
   /// mask (optional) uint8 [batch, steps].
   [[nodiscard]] Status call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,

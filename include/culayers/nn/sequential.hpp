@@ -135,8 +135,10 @@ class Sequential {
 
   /// Every weight as "<layer>/<weight>" host tensors (synchronizes `stream`). Needs a built model.
   [[nodiscard]] Status get_weights(SafetensorsFile* out, cudaStream_t stream = nullptr);
-  /// Writes every weight from `file`: each model weight must be present with its dtype and shape and the
-  /// file must hold no other tensor; all of it is checked before anything is written. Synchronizes.
+  /// Writes every weight from `file`: each model weight must be present with its dtype and shape (or a
+  /// layout its layer converts: Layer::convert_weight_data, e.g. DecayingDropout's float32 (1,) counter of
+  /// the Keras tutorial) and the file must hold no other tensor; all of it is checked before anything is
+  /// written. Synchronizes.
   [[nodiscard]] Status set_weights(const SafetensorsFile& file, cudaStream_t stream = nullptr);
   [[nodiscard]] Status save_weights(const std::string& path, cudaStream_t stream = nullptr);
   [[nodiscard]] Status load_weights(const std::string& path, cudaStream_t stream = nullptr);
