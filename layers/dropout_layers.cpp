@@ -156,8 +156,13 @@ Status read_seed(const char* cls, const Json& config, std::optional<std::uint64_
     return Status::kSuccess;
   }
   std::uint64_t seed = 0;
-  if (!read_count(*it, &seed)) {
-    return set_error(Status::kErrorParse, "%s config: \"seed\": is not null or a non-negative integer", cls);
+  std::int64_t negative = 0;
+  if (config_util::int64_value(*it, &negative) && negative < 0) {
+    // Keras takes any integer seed; culayers's seeds are 64-bit patterns: a negative one is taken as its
+    // two's complement (written back as that unsigned number, which reads back to the same seed).
+    seed = static_cast<std::uint64_t>(negative);
+  } else if (!read_count(*it, &seed)) {
+    return set_error(Status::kErrorParse, "%s config: \"seed\": is not null or an integer", cls);
   }
   *out = seed;
   return Status::kSuccess;
@@ -541,10 +546,14 @@ Status DecayingDropout::do_call(const CallContext& ctx, const ConstTensorView& x
   }
   const Status forward = dropout_forward(name(), noise, state_, ctx, x, y);
   if (frozen) { // also after a failed forward: the state goes back on the schedule either way
+    const std::string forward_message = ok(forward) ? std::string() : std::string(last_error_message());
     dropout::DropoutRedrawArgs back;
     back.to_schedule = true;
     if (Status s = run_state_op(name(), state_, ctx.stream, back); !ok(s) && ok(forward)) {
       return s;
+    }
+    if (!ok(forward)) { // the forward's failure is the call's: its message, not the redraw's
+      return set_error(forward, "%s", forward_message.c_str());
     }
   }
   if (!ok(forward)) {
@@ -642,8 +651,15 @@ Status DecayingDropout::from_config(const Json& config, std::unique_ptr<Layer>* 
     return s;
   }
   if (const auto it = config.find("decay_interval"); it != config.end()) {
-    if (!config_util::int64_value(*it, &options.decay_interval)) {
-      return set_error(Status::kErrorParse, "%s config: \"decay_interval\": is not an integer", cls);
+    // The tutorial's layer divides by float(decay_interval), so Keras takes 1e4 as well as 10000: a float
+    // with a whole value in int64's range reads as that integer.
+    const bool whole_float = it->is_number_float() && std::isfinite(it->get<double>()) &&
+                             std::floor(it->get<double>()) == it->get<double>() &&
+                             std::fabs(it->get<double>()) < 9223372036854775808.0;
+    if (whole_float) {
+      options.decay_interval = static_cast<std::int64_t>(it->get<double>());
+    } else if (!config_util::int64_value(*it, &options.decay_interval)) {
+      return set_error(Status::kErrorParse, "%s config: \"decay_interval\": is not a whole number", cls);
     }
   }
   if (Status s = read_noise_shape(cls, config, &options.noise_shape); !ok(s)) {

@@ -12,7 +12,8 @@
 //   run(DropoutForwardArgs{x, y, ..., state})         call k: keep rate of iteration k, stream k
 //   run(DropoutUpdateArgs{state})                     iterations += 1, next keep rate
 //   (a frozen layer instead: run(DropoutRedrawArgs{state}), a fresh stream at the same keep rate;
-//    DropoutRedrawArgs{state, true} returns to stream k before the next unfrozen call)
+//    DropoutRedrawArgs{state, true} returns to stream k; the DecayingDropout layer runs it after every
+//    frozen forward)
 //   ...
 //   run(DropoutBackwardArgs{dy, dx, ..., state})      regenerates call k's mask (the forward recorded
 //                                                     its parameters in the state's last_* fields)

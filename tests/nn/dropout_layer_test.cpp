@@ -345,6 +345,26 @@ TEST(DropoutLayer, ConfigRoundTripsAndBadConfigsAreParseErrors) {
   EXPECT_TRUE(unseeded_a.get_config()["seed"].is_null());
   EXPECT_TRUE(unseeded_a.get_config()["noise_shape"].is_null());
   EXPECT_NE(unseeded_a.effective_seed(), unseeded_b.effective_seed());
+  // The seed the device state holds is the effective one (seeded or drawn), and two unseeded layers draw
+  // different masks.
+  EXPECT_EQ(state_of(layer).seed, 1234u);
+  const DeviceBuffer<float> ones(std::vector<float>(256, 1.0f));
+  const ConstTensorView onesv = ConstTensorView::contiguous(ones.get(), DType::kFloat32, Shape{4, 64});
+  nn::LayerOutput ua;
+  nn::LayerOutput ub;
+  ASSERT_EQ(unseeded_a.call(ctx, onesv, {}, &ua), Status::kSuccess);
+  ASSERT_EQ(unseeded_b.call(ctx, onesv, {}, &ub), Status::kSuccess);
+  EXPECT_EQ(state_of(unseeded_a).seed, unseeded_a.effective_seed());
+  EXPECT_EQ(state_of(unseeded_b).seed, unseeded_b.effective_seed());
+  EXPECT_NE(download<float>(ua.y), download<float>(ub.y)) << "two unseeded layers drew the same mask";
+
+  // Keras takes a negative seed: read as its two's complement, which is written back and reads back the same.
+  std::unique_ptr<nn::Layer> negative;
+  ASSERT_EQ(nn::Dropout::from_config(Json::parse(R"({"rate": 0.5, "seed": -1})"), &negative),
+            Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_EQ(static_cast<nn::Dropout&>(*negative).seed(), std::optional<std::uint64_t>(UINT64_MAX));
+  EXPECT_EQ(negative->get_config()["seed"], Json(UINT64_MAX));
 
   std::unique_ptr<nn::Layer> bad;
   const struct {
@@ -353,8 +373,8 @@ TEST(DropoutLayer, ConfigRoundTripsAndBadConfigsAreParseErrors) {
   } cases[] = {
       {R"({"rate": 1.5})", "rate"},
       {R"({"rate": "half"})", "rate"},
-      {R"({"seed": -1})", "seed"},
       {R"({"seed": 1.5})", "seed"},
+      {R"({"seed": -9223372036854775809})", "seed"},
       {R"({"noise_shape": 3})", "noise_shape"},
       {R"({"noise_shape": [null, 0]})", "noise_shape"},
       {R"({"noise_shape": [null, "a"]})", "noise_shape"},
@@ -884,18 +904,37 @@ TEST(DecayingDropoutLayer, ConfigRoundTripsAndBadConfigsAreParseErrors) {
   EXPECT_EQ(back->get_config()["decay_interval"], 10000);
   EXPECT_EQ(back->get_config()["initial_keep_rate"], 1.0);
   EXPECT_TRUE(back->get_config()["seed"].is_null());
+  // The tutorial's layer divides by float(decay_interval): a whole float reads as the integer.
+  ASSERT_EQ(nn::DecayingDropout::from_config(Json::parse(R"({"decay_interval": 1e4, "seed": -4})"), &back),
+            Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_EQ(back->get_config()["decay_interval"], Json(10000));
+  EXPECT_EQ(back->get_config()["seed"], Json(static_cast<std::uint64_t>(-4)));
+  // The device state holds the effective seed, given or drawn.
+  auto seeded = static_cast<nn::DecayingDropout*>(back.get());
+  nn::DecayingDropoutOptions unseeded_options;
+  nn::DecayingDropout unseeded(unseeded_options);
+  const DeviceBuffer<float> ones(std::vector<float>(64, 1.0f));
+  const ConstTensorView onesv = ConstTensorView::contiguous(ones.get(), DType::kFloat32, Shape{4, 16});
+  nn::LayerOutput o;
+  ASSERT_EQ(seeded->call(ctx, onesv, {}, &o), Status::kSuccess) << culayers::last_error_message();
+  ASSERT_EQ(unseeded.call(ctx, onesv, {}, &o), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_EQ(state_of(*seeded).seed, static_cast<std::uint64_t>(-4));
+  EXPECT_EQ(state_of(unseeded).seed, unseeded.effective_seed());
 
   std::unique_ptr<nn::Layer> bad;
   const struct {
     const char* json;
     const char* key;
   } cases[] = {
+      {R"({"decay_interval": 1e19})", "decay_interval"},
+      {R"({"decay_interval": -1e4})", "decay_interval"},
       {R"({"initial_keep_rate": 0})", "initial_keep_rate"},
       {R"({"initial_keep_rate": "x"})", "initial_keep_rate"},
       {R"({"decay_interval": 2.5})", "decay_interval"},
       {R"({"decay_interval": 0})", "decay_interval"},
       {R"({"decay_rate": null})", "decay_rate"},
-      {R"({"seed": -4})", "seed"},
+      {R"({"seed": 2.5})", "seed"},
       {R"({"noise_shape": [1, 0, 1]})", "noise_shape"},
       {R"({"noise_shape": {"a": 1}})", "noise_shape"},
   };
