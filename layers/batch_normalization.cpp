@@ -6,7 +6,9 @@
 #include "layers/config_util.hpp"
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -190,9 +192,15 @@ Status BatchNormalization::do_call(const CallContext& ctx, const ConstTensorView
   }
   // Keras: a frozen layer normalizes with its moving statistics even in the training phase.
   const bool batch_statistics = ctx.phase == Phase::kTraining && trainable();
+  // The moments are checked in either phase (their workspace is sized by a first inference call too), but
+  // a call that does not compute them succeeds whatever they say, leaving the caller's message as it was.
+  const std::string message_before = batch_statistics ? std::string() : std::string(last_error_message());
   const Status moments_ok = masked_reduce::can_implement(m);
   if (batch_statistics && !ok(moments_ok)) { // (e.g. more than 2^31 - 1 rows); inference does not need them
     return set_error(moments_ok, "%s: %s", n, last_error_message());
+  }
+  if (!ok(moments_ok)) {
+    (void)set_error(moments_ok, "%s", message_before.c_str());
   }
   // The workspace slot only grows: its size depends on the device and on x's alignment, not only on the
   // shape, and a warmed-up call must not reallocate.
@@ -285,6 +293,25 @@ Status BatchNormalization::update_moving_statistics(const CallContext& ctx) {
   u.moving_variance = static_cast<float*>(find_weight("moving_variance")->value.data());
   if (Status s = batch_norm::run(u, nullptr, 0, ctx.stream); !ok(s)) {
     return set_error(s, "%s: %s", n, last_error_message());
+  }
+  return Status::kSuccess;
+}
+
+Status BatchNormalization::check_weight_data(const std::string& weight_name, const void* data,
+                                             std::size_t bytes) const {
+  const bool mean = weight_name == "moving_mean";
+  if ((!mean && weight_name != "moving_variance") || data == nullptr) {
+    return Status::kSuccess;
+  }
+  const std::size_t n = bytes / sizeof(float);
+  for (std::size_t c = 0; c < n; ++c) {
+    float v = 0.0f;
+    std::memcpy(&v, static_cast<const unsigned char*>(data) + c * sizeof(float), sizeof(v));
+    if (!std::isfinite(v) || (!mean && v < 0.0f)) {
+      return set_error(Status::kErrorInvalidValue, "%s: %s: channel %zu holds %g (%s)", name().c_str(),
+                       weight_name.c_str(), c, static_cast<double>(v),
+                       mean ? "not finite" : "not a finite variance >= 0");
+    }
   }
   return Status::kSuccess;
 }

@@ -224,9 +224,14 @@ Status check_apply(const BatchNormApplyArgs& a) {
     return set_error(Status::kErrorMisaligned, "%s: %s: not aligned to its %zu-byte elements", op,
                      misaligned(a.x, elem) ? "x" : "y", elem);
   }
-  if (misaligned(a.mean, 4) || misaligned(a.variance, 4) || misaligned(a.gamma, 4) || misaligned(a.beta, 4)) {
-    return set_error(Status::kErrorMisaligned, "%s: mean, variance, gamma or beta: not aligned to 4 bytes",
-                     op);
+  const struct {
+    const float* p;
+    const char* name;
+  } params[] = {{a.mean, "mean"}, {a.variance, "variance"}, {a.gamma, "gamma"}, {a.beta, "beta"}};
+  for (const auto& param : params) {
+    if (misaligned(param.p, 4)) {
+      return set_error(Status::kErrorMisaligned, "%s: %s: not aligned to 4 bytes", op, param.name);
+    }
   }
   const std::size_t nb = static_cast<std::size_t>(n) * elem;
   const std::size_t cb = static_cast<std::size_t>(a.channels) * 4;
@@ -234,10 +239,10 @@ Status check_apply(const BatchNormApplyArgs& a) {
     return set_error(Status::kErrorInconsistentArguments,
                      "%s: y: overlaps x without being equal to it (only exact in-place is allowed)", op);
   }
-  for (const float* param : {a.mean, a.variance, a.gamma, a.beta}) {
-    if (overlaps(a.y, nb, param, cb)) {
-      return set_error(Status::kErrorInconsistentArguments,
-                       "%s: y: overlaps mean, variance, gamma or beta (they would be overwritten)", op);
+  for (const auto& param : params) {
+    if (overlaps(a.y, nb, param.p, cb)) {
+      return set_error(Status::kErrorInconsistentArguments, "%s: y: overlaps %s (it would be overwritten)",
+                       op, param.name);
     }
   }
   return Status::kSuccess;
@@ -459,11 +464,14 @@ Status can_implement(const BatchNormMovingUpdateArgs& a) {
   const struct {
     const void* p;
     std::size_t bytes;
-  } inputs[] = {{a.mean, cb}, {a.variance, cb}, {a.count, 4}};
+    const char* name;
+  } inputs[] = {{a.mean, cb, "mean"}, {a.variance, cb, "variance"}, {a.count, 4, "count"}};
   for (const auto& in : inputs) {
-    if (overlaps(a.moving_mean, cb, in.p, in.bytes) || overlaps(a.moving_variance, cb, in.p, in.bytes)) {
-      return set_error(Status::kErrorInconsistentArguments,
-                       "%s: moving_mean or moving_variance: overlaps mean, variance or count", op);
+    for (const auto& [out, name] : {std::pair<const float*, const char*>{a.moving_mean, "moving_mean"},
+                                    {a.moving_variance, "moving_variance"}}) {
+      if (overlaps(out, cb, in.p, in.bytes)) {
+        return set_error(Status::kErrorInconsistentArguments, "%s: %s: overlaps %s", op, name, in.name);
+      }
     }
   }
   return Status::kSuccess;

@@ -7,6 +7,8 @@
 // errors and incompatible inputs.
 #include "culayers/masked_reduce.hpp"
 #include "culayers/nn/normalization.hpp"
+#include "culayers/nn/safetensors.hpp"
+#include "culayers/nn/sequential.hpp"
 
 #include "tests/reference/batch_norm_reference.hpp"
 #include "tests/reference/group_norm_reference.hpp"
@@ -19,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -522,6 +525,45 @@ TEST(BatchNormalizationLayer, WeightsFollowKerasOrderAndTrainability) {
       EXPECT_EQ(v, 1.0f);
     }
   }
+}
+
+// Loaded moving statistics must be usable: a NaN or infinite mean, a negative, NaN or infinite variance is
+// refused by name before anything is written; gamma and beta are loaded as given.
+TEST(BatchNormalizationLayer, UnusableMovingStatisticsAreRefusedOnLoad) {
+  nn::Sequential model("m");
+  ASSERT_EQ(model.add(std::make_unique<nn::BatchNormalization>(nn::BatchNormalizationOptions{}, "bn")),
+            Status::kSuccess);
+  ASSERT_EQ(model.build(Shape{2, 3, 4}), Status::kSuccess) << culayers::last_error_message();
+  nn::SafetensorsFile good;
+  ASSERT_EQ(model.get_weights(&good), Status::kSuccess);
+  auto with = [&](const std::string& weight, std::size_t channel, float v) {
+    nn::SafetensorsFile f = good;
+    for (nn::SafetensorsTensor& t : f.tensors) {
+      if (t.name == "bn/" + weight) {
+        std::memcpy(t.data.data() + channel * sizeof(float), &v, sizeof(v));
+      }
+    }
+    return f;
+  };
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (const auto& [weight, v] : {std::pair<const char*, float>{"moving_variance", -0.5f},
+                                  {"moving_variance", nan},
+                                  {"moving_variance", inf},
+                                  {"moving_mean", nan},
+                                  {"moving_mean", -inf}}) {
+    EXPECT_EQ(model.set_weights(with(weight, 2, v)), Status::kErrorInvalidValue) << weight << " " << v;
+    const std::string msg = culayers::last_error_message();
+    EXPECT_NE(msg.find(std::string("bn: ") + weight + ": channel 2"), std::string::npos) << msg;
+    EXPECT_EQ(weight_floats(*model.find_layer("bn"), "moving_variance"), std::vector<float>(4, 1.0f));
+    EXPECT_EQ(weight_floats(*model.find_layer("bn"), "moving_mean"), std::vector<float>(4, 0.0f));
+  }
+  // A zero variance, large values and non-finite gamma / beta load.
+  EXPECT_EQ(model.set_weights(with("moving_variance", 1, 0.0f)), Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_EQ(model.set_weights(with("moving_mean", 0, 3e38f)), Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_EQ(model.set_weights(with("gamma", 0, nan)), Status::kSuccess) << culayers::last_error_message();
 }
 
 // ---- graph capture

@@ -141,6 +141,11 @@ class BatchNormalization final : public Layer {
 
   const BatchNormalizationOptions& options() const noexcept { return options_; }
   bool supports_masking() const noexcept override { return true; }
+  /// Loaded moving statistics must be usable: "moving_mean" finite, "moving_variance" finite and >= 0
+  /// (kErrorInvalidValue naming the weight and channel; a NaN there would turn every inference output of
+  /// its channel into NaN). Keras loads any value.
+  [[nodiscard]] Status check_weight_data(const std::string& weight_name, const void* data,
+                                         std::size_t bytes) const override;
 
   /// The factory of class "BatchNormalization".
   [[nodiscard]] static Status from_config(const Json& config, std::unique_ptr<Layer>* out);

@@ -204,6 +204,21 @@ void apply_sweep() {
       check_apply<T>(rng, c);
     }
   }
+  // The 16-byte shared-memory path (C a multiple of the vector width, within the shared limit) with a
+  // nonzero channel step: 256 threads x V elements per block do not divide C = 40, 96 or 2040, so with
+  // one to three blocks each thread's channel advances, with wrap-arounds, over many vectors.
+  for (const std::int64_t channels : {std::int64_t{40}, std::int64_t{96}, std::int64_t{2040}}) {
+    for (const int blocks : {1, 2, 3}) {
+      ApplyCase c;
+      c.rows = channels == 2040 ? 9 : 200;
+      c.channels = channels;
+      c.max_blocks = blocks;
+      c.gamma = true;
+      c.beta = blocks != 2;
+      c.expect_vec = kWidest;
+      check_apply<T>(rng, c);
+    }
+  }
   // Channels first ([rows, C, inner], inner > 1): runs shorter than, equal to, not dividing and longer
   // than a vector (a vector spans several channels when inner < V), C above the shared-memory limit, and
   // few blocks so that the (channel, offset) pair advances with a carry many times.
@@ -479,9 +494,19 @@ TEST_F(BatchNormApplyErrors, BadArgumentsWriteNothing) {
   a.y = reinterpret_cast<unsigned char*>(y.get()) + 2;
   a.rows = kRows - 1;
   expect_error(a, Status::kErrorMisaligned, "y");
-  a = valid();
-  a.gamma = reinterpret_cast<const float*>(reinterpret_cast<const unsigned char*>(params.get()) + 2);
-  expect_error(a, Status::kErrorMisaligned, "mean, variance, gamma or beta");
+  // Each parameter named: mean, variance, gamma, beta.
+  for (int which = 0; which < 4; ++which) {
+    a = valid();
+    const float** param[] = {&a.mean, &a.variance, &a.gamma, &a.beta};
+    *param[which] = reinterpret_cast<const float*>(reinterpret_cast<const unsigned char*>(*param[which]) + 2);
+    expect_error(a, Status::kErrorMisaligned,
+                 (std::string(which == 0   ? "mean"
+                              : which == 1 ? "variance"
+                              : which == 2 ? "gamma"
+                                           : "beta") +
+                  ": not aligned")
+                     .c_str());
+  }
   // y overlapping x without being x; y over a parameter.
   a = valid();
   a.x = y.get();
@@ -491,7 +516,7 @@ TEST_F(BatchNormApplyErrors, BadArgumentsWriteNothing) {
   a = valid();
   a.y = params.get() + 2 * kChannels;
   a.rows = 1;
-  expect_error(a, Status::kErrorInconsistentArguments, "y");
+  expect_error(a, Status::kErrorInconsistentArguments, "y: overlaps gamma");
 }
 
 TEST_F(BatchNormApplyErrors, EmptyTensorsLaunchNothing) {
@@ -584,7 +609,8 @@ TEST(BatchNormMovingUpdate, MatchesTheFormulaForEveryCount) {
 }
 
 TEST(BatchNormMovingUpdate, HandWorkedValues) {
-  // momentum 0.5 (1 - momentum exact), n = 5: unbiased = var * 1.25.
+  // momentum 0.75 (1 - momentum exact; 0.5 would hide momentum and 1 - momentum swapped), n = 5:
+  // unbiased = var * 1.25.
   DeviceBuffer<float> mean(std::vector<float>{2.0f, -4.0f});
   DeviceBuffer<float> var(std::vector<float>{4.0f, 0.8f});
   DeviceBuffer<float> mm(std::vector<float>{0.0f, 1.0f});
@@ -592,16 +618,17 @@ TEST(BatchNormMovingUpdate, HandWorkedValues) {
   DeviceBuffer<std::int32_t> count(std::vector<std::int32_t>{5});
   bnk::BatchNormMovingUpdateArgs a;
   a.channels = 2;
-  a.momentum = 0.5f;
+  a.momentum = 0.75f;
   a.mean = mean.get();
   a.variance = var.get();
   a.count = count.get();
   a.moving_mean = mm.get();
   a.moving_variance = mv.get();
   ASSERT_EQ(bnk::run(a, nullptr, 0, nullptr), Status::kSuccess) << culayers::last_error_message();
-  EXPECT_EQ(mm.download(), (std::vector<float>{1.0f, -1.5f}));
-  // 1 * 0.5 + 4 * 1.25 * 0.5 = 3; 3 * 0.5 + 0.8 * 1.25 * 0.5 = 2 (0.8f * 1.25f rounds to 1 exactly).
-  EXPECT_EQ(mv.download(), (std::vector<float>{3.0f, 2.0f}));
+  // 0 * 0.75 + 2 * 0.25 = 0.5; 1 * 0.75 - 4 * 0.25 = -0.25.
+  EXPECT_EQ(mm.download(), (std::vector<float>{0.5f, -0.25f}));
+  // 1 * 0.75 + 4 * 1.25 * 0.25 = 2; 3 * 0.75 + 0.8 * 1.25 * 0.25 = 2.5 (0.8f * 1.25f rounds to 1 exactly).
+  EXPECT_EQ(mv.download(), (std::vector<float>{2.0f, 2.5f}));
 }
 
 TEST(BatchNormMovingUpdate, BadArgumentsWriteNothing) {
@@ -660,7 +687,13 @@ TEST(BatchNormMovingUpdate, BadArgumentsWriteNothing) {
   expect_error(a, Status::kErrorInconsistentArguments, "moving_variance");
   a = valid();
   a.moving_mean = buf.get(); // == mean
-  expect_error(a, Status::kErrorInconsistentArguments, "moving_mean or moving_variance");
+  expect_error(a, Status::kErrorInconsistentArguments, "moving_mean: overlaps mean");
+  a = valid();
+  a.moving_variance = buf.get() + channels; // == variance
+  expect_error(a, Status::kErrorInconsistentArguments, "moving_variance: overlaps variance");
+  a = valid();
+  a.count = reinterpret_cast<std::int32_t*>(a.moving_variance + 2);
+  expect_error(a, Status::kErrorInconsistentArguments, "moving_variance: overlaps count");
   // Nothing to do: channels 0 needs no pointers.
   bnk::BatchNormMovingUpdateArgs empty;
   EXPECT_EQ(bnk::run(empty, nullptr, 0, nullptr), Status::kSuccess) << culayers::last_error_message();
