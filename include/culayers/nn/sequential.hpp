@@ -133,7 +133,10 @@ class Sequential {
                                                std::unique_ptr<Sequential>* out,
                                                cudaStream_t stream = nullptr);
 
-  /// Every weight as "<layer>/<weight>" host tensors (synchronizes `stream`). Needs a built model.
+  /// Every weight as "<layer>/<weight>" host tensors (synchronizes `stream`). Needs a built model. The
+  /// weights a call changes (moving statistics, dropout counters) are read on `stream`: it must be ordered
+  /// after the model's last call (that call's stream, or one synchronized after it), as must set_weights'
+  /// stream, whose writes a call still running on another stream would race.
   [[nodiscard]] Status get_weights(SafetensorsFile* out, cudaStream_t stream = nullptr);
   /// Writes every weight from `file`: each model weight must be present with its dtype and shape (or a
   /// layout its layer converts: Layer::convert_weight_data, e.g. DecayingDropout's float32 (1,) counter of
