@@ -710,8 +710,7 @@ Status Sequential::set_weights(const SafetensorsFile& file, cudaStream_t stream)
         bool converted = false;
         if (Status s = l->convert_weight_data(w->name, t->dtype, t->shape, t->data, &bytes, &converted);
             !ok(s)) {
-          return set_error(s, "%s: set_weights: \"%s\": %s", name_.c_str(), key.c_str(),
-                           last_error_message());
+          return s; // the layer's message names it and the weight
         }
         if (converted) {
           if (bytes.size() != w->value.bytes()) {

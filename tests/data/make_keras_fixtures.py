@@ -13,8 +13,11 @@ script). For each case NAME it writes:
                             "input_dtype"), "y_inference" (model(x, training=False)) and, for cases run
                             in training, "y_training" (model(x, training=True), one call) and the moving
                             statistics after that call as "after/<layer name>/<weight name>"
-and cases.json (each case's name, output shape, whether it has a training call and whether its batch
-statistics are masked) and MANIFEST.txt (the versions used).
+and cases.json (each case's name, output shape, whether it has a training call, whether its batch
+statistics are masked, whether its training output is random (a dropout that drops; not written then),
+the batch norms whose Keras moving variance took the unbiased variance, the paths of the Keras keys
+culayers reports as not applied, and each DecayingDropout's keep rate for the next training call) and
+MANIFEST.txt (the versions used).
 
 Keras and its backend run on the CPU; e.g. in virtual environments:
   python3 -m venv /tmp/k3 && /tmp/k3/bin/pip install keras jax jaxlib safetensors numpy ml_dtypes
@@ -162,9 +165,15 @@ def write_case(out_dir, cases, name, model, x, training, masked=False, input_dty
     # tf.keras 2's fused batch norm (4D input, channels on axis 1 or 3) feeds its moving variance the
     # unbiased batch variance, as culayers does; every other Keras batch norm the biased one.
     unbiased = [layer.name for layer in model.layers if getattr(layer, "fused", False)]
+    # The tutorial's schedule after the training call: the keep rate the next call would use, from the
+    # layer's own keys and counter, in double.
+    keep_rates = {layer.name: layer.initial_keep_rate * layer.decay_rate ** (
+        (float(np.asarray(layer.iterations.numpy())[0]) + 1.0) / float(layer.decay_interval))
+        for layer in model.layers if hasattr(layer, "initial_keep_rate")} if training else {}
     cases.append({"name": name, "output_shape": list(y.shape), "training": training, "masked": masked,
-                  "unbiased_moving_variance": unbiased,
-                  "keras_keys_not_applied": unapplied_keys(json.loads(model.to_json()))})
+                  "random_training": random_training, "unbiased_moving_variance": unbiased,
+                  "keras_keys_not_applied": unapplied_keys(json.loads(model.to_json())),
+                  "decaying_dropout_keep_rates": keep_rates})
 
 
 def main():

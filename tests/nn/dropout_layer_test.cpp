@@ -715,7 +715,7 @@ TEST(DecayingDropoutLayer, KerasFloatCountersLoadAsTheCount) {
     EXPECT_EQ(model.set_weights(file_of(DType::kFloat32, Shape{1}, float_bytes({bad}))),
               Status::kErrorInvalidValue)
         << bad;
-    EXPECT_TRUE(message_has("dd/iterations") && message_has("not a whole number"))
+    EXPECT_TRUE(message_has("dd: iterations: the float32 count") && message_has("not a whole number"))
         << culayers::last_error_message();
     EXPECT_EQ(state_of(*dd).iterations, 5) << "a refused count changes nothing";
   }

@@ -281,7 +281,8 @@ class MaskedGlobalPooling1D final : public Layer {
   [[nodiscard]] static Status from_config(const Json& config, std::unique_ptr<Layer>* out);
   /// The factory of Keras's "GlobalAveragePooling1D" (registered under that name): the masked mean over
   /// the steps, which is what Keras computes with a mask (the sum over valid steps divided by their
-  /// count; a row with no valid step differs as above). Keys "data_format" ("channels_last";
+  /// count; Keras multiplies by the mask, so an empty row, or a NaN or Inf at a masked step, gives NaN
+  /// there). Keys "data_format" ("channels_last";
   /// "channels_first" is kErrorNotSupported: the steps must be axis 1) and "keepdims" (false; true is
   /// kErrorNotSupported). Written back as MaskedGlobalPooling1D with mode "mean".
   [[nodiscard]] static Status from_keras_average_config(const Json& config, std::unique_ptr<Layer>* out);

@@ -143,7 +143,8 @@ class BatchNormalization final : public Layer {
   bool supports_masking() const noexcept override { return true; }
   /// Loaded moving statistics must be usable: "moving_mean" finite, "moving_variance" finite and >= 0
   /// (kErrorInvalidValue naming the weight and channel; a NaN there would turn every inference output of
-  /// its channel into NaN). Keras loads any value.
+  /// its channel into NaN). Keras loads any value. A model whose training made them NaN saves them, but
+  /// does not load that file back.
   [[nodiscard]] Status check_weight_data(const std::string& weight_name, const void* data,
                                          std::size_t bytes) const override;
 
