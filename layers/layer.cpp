@@ -423,6 +423,11 @@ Status Layer::add_weight(const std::string& name, const Shape& shape, DType dtyp
     return set_error(Status::kErrorOutOfMemory, "%s: add_weight: %s: no host memory for %lld initial values",
                      n, name.c_str(), static_cast<long long>(shape.numel()));
   }
+  // The initial values pass the checks loaded values must pass (a moving variance initializer that draws
+  // negative values), so a built model's weights always load back.
+  if (Status s = check_weight_data(name, bytes.data(), bytes.size()); !ok(s)) {
+    return set_error(s, "%s (from its initializer)", last_error_message());
+  }
   if (Status s = w->value.copy_from_host(bytes.data(), bytes.size(), stream); !ok(s)) {
     return named(s);
   }

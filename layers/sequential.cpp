@@ -474,6 +474,18 @@ Status Sequential::from_json(const Json& json, const ConfigReadOptions& options,
   const Json* input_shape = nullptr;
   const char* input_shape_key = "build_input_shape";
   const Json* first_layer_shape = nullptr; // the first layer's "batch_input_shape" (tf.keras 2)
+  // The names the document gives its layers (a layer without one must not take one of them).
+  auto has_name = [](const Json& entry) {
+    const auto c = entry.is_object() ? entry.find("config") : entry.end();
+    return entry.is_object() && c != entry.end() && c->is_object() && c->contains("name") &&
+           (*c)["name"].is_string() && !(*c)["name"].get<std::string>().empty();
+  };
+  std::set<std::string> names;
+  for (const Json& entry : *layers_it) {
+    if (has_name(entry)) {
+      names.insert(entry["config"]["name"].get<std::string>());
+    }
+  }
   for (std::size_t i = 0; i < layers_it->size(); ++i) {
     const Json& lj = (*layers_it)[i];
     const std::string entry_path = "config.layers[" + std::to_string(i) + "]";
@@ -522,9 +534,31 @@ Status Sequential::from_json(const Json& json, const ConfigReadOptions& options,
       continue;
     }
     std::unique_ptr<Layer> layer;
+    const std::size_t listed_before = options.unused_keys != nullptr ? options.unused_keys->size() : 0;
     if (Status s = config_util::layer_from_json_at(lj, options, entry_path, kOp, &layer); !ok(s)) {
       return s;
     }
+    // A layer without a name in the document gets Keras's default name, from a per-process counter: one
+    // that another layer of this document already holds would make the load fail or not depending on how
+    // many layers the process made before. It takes the next free default name instead.
+    if (!has_name(lj) && (names.count(layer->name()) != 0)) {
+      std::string free_name;
+      do {
+        free_name = detail::default_layer_name(layer->class_name());
+      } while (names.count(free_name) != 0);
+      Json renamed = lj;
+      renamed["config"]["name"] = free_name;
+      ConfigReadOptions quiet = options; // its keys were listed by the first read
+      quiet.unused_keys = nullptr;
+      if (Status s = config_util::layer_from_json_at(renamed, quiet, entry_path, kOp, &layer); !ok(s)) {
+        return s;
+      }
+      for (std::size_t k = listed_before; options.unused_keys != nullptr && k < options.unused_keys->size();
+           ++k) {
+        (*options.unused_keys)[k].layer = free_name;
+      }
+    }
+    names.insert(layer->name());
     if (i == 0) { // tf.keras 2 writes the input shape into the first layer's config (no InputLayer before it)
       if (const auto c = lj.find("config"); c != lj.end() && c->is_object()) {
         if (const auto it = c->find("batch_input_shape"); it != c->end() && !it->is_null()) {

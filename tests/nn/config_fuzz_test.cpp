@@ -26,6 +26,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <memory>
@@ -185,6 +188,26 @@ std::vector<Json> seed_configs() {
                    layer("Dropout", {{"name", "drop"}, {"rate", 0.5}, {"seed", 7}, {"dtype", policy2}}),
                    layer("MaskedGlobalPooling1D", {{"name", "pool"}, {"mode", "sum"}, {"dtype", policy2}})}),
       nullptr));
+  // And every config Keras 3 and tf.keras 2 wrote for the Keras fixtures (tests/data/<framework>/*.json),
+  // as Keras wrote them: modules, registered names, build configs, initializer and policy objects.
+  const std::size_t own = seeds.size();
+  for (const char* framework : {"keras3", "tf_keras2"}) {
+    const std::filesystem::path dir = culayers::test::test_data_dir() / framework;
+    std::vector<std::filesystem::path> files;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      if (entry.path().extension() == ".json" && entry.path().filename() != "cases.json") {
+        files.push_back(entry.path());
+      }
+    }
+    std::sort(files.begin(), files.end()); // a fixed seed order: runs repeat with CULAYERS_TEST_SEED
+    for (const std::filesystem::path& f : files) {
+      std::ifstream in(f, std::ios::binary);
+      seeds.push_back(
+          Json::parse(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>())));
+    }
+  }
+  EXPECT_GE(seeds.size(), own + 20) << "the Keras fixtures' configs were not found";
   return seeds;
 }
 

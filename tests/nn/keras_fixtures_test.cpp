@@ -40,17 +40,6 @@ using culayers::Shape;
 using culayers::Status;
 using nn::Json;
 
-/// The test data directory: $CULAYERS_TEST_DATA_DIR, else the source tree's, else tests/data under the
-/// working directory (a test binary carried to another machine with the tree).
-std::filesystem::path fixture_dir() {
-  if (const char* env = std::getenv("CULAYERS_TEST_DATA_DIR"); env != nullptr && *env != '\0') {
-    return env;
-  }
-  const std::filesystem::path built = CULAYERS_TEST_DATA_DIR;
-  std::error_code ec;
-  return std::filesystem::is_directory(built, ec) ? built : std::filesystem::path("tests/data");
-}
-
 std::string read_text(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   EXPECT_TRUE(in.good()) << "cannot open " << path;
@@ -203,7 +192,7 @@ std::int64_t statistics_count(const Case& c, const Shape& x_shape, const std::ve
 
 /// Every case of the fixture directory `framework` (tests/data/<framework>).
 void check_fixtures(const std::string& framework) {
-  const std::filesystem::path dir = fixture_dir() / framework;
+  const std::filesystem::path dir = culayers::test::test_data_dir() / framework;
   const std::vector<Case> cases = read_cases(dir);
   EXPECT_GE(cases.size(), 11u) << dir;
   for (const Case& c : cases) {

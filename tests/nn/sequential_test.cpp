@@ -702,6 +702,44 @@ TEST(Sequential, InputShapesFromEveryKerasKeyMustAgree) {
   }
 }
 
+// A layer without a name takes Keras's default name from a per-process counter; one that the document
+// gives another layer would make the load fail or not depending on what the process made before, so it
+// takes the next free default name instead, on every load.
+TEST(Sequential, UnnamedLayersNeverTakeANameTheDocumentGives) {
+  Json config = Json::parse(R"({"class_name": "Sequential", "config": {"name": "names", "layers": [
+      {"class_name": "Dropout", "config": {"rate": 0.1, "typo": 1}},
+      {"class_name": "Dropout", "config": {"name": "dropout", "rate": 0.2}},
+      {"class_name": "Dropout"},
+      {"class_name": "Dropout", "config": {"name": "", "rate": 0.3}}],
+      "build_input_shape": [null, 4]}})");
+  // Whatever the counter holds: names up to dropout_40 exist in the document.
+  for (int k = 1; k <= 40; ++k) {
+    config["config"]["layers"].push_back(Json{
+        {"class_name", "Dropout"}, {"config", {{"name", "dropout_" + std::to_string(k)}, {"rate", 0.0}}}});
+  }
+  for (int load = 0; load < 3; ++load) {
+    std::vector<nn::UnusedConfigKey> unused;
+    nn::ConfigReadOptions options;
+    options.unused_keys = &unused;
+    std::unique_ptr<nn::Sequential> model;
+    ASSERT_EQ(nn::Sequential::from_json(config, options, &model), Status::kSuccess)
+        << "load " << load << ": " << culayers::last_error_message();
+    std::set<std::string> names;
+    for (std::size_t i = 0; i < model->size(); ++i) {
+      EXPECT_TRUE(names.insert(model->layer(i).name()).second) << model->layer(i).name();
+    }
+    EXPECT_EQ(model->layer(1).name(), "dropout");
+    for (const std::size_t i : {std::size_t{0}, std::size_t{2}, std::size_t{3}}) {
+      const std::string& n = model->layer(i).name();
+      EXPECT_EQ(n.rfind("dropout_", 0), 0u) << n;
+      EXPECT_GT(std::stoi(n.substr(8)), 40) << n << ": a name the document gives";
+    }
+    EXPECT_EQ(static_cast<nn::Dropout&>(model->layer(3)).rate(), 0.3);
+    ASSERT_EQ(unused.size(), 1u);
+    EXPECT_EQ(unused[0].layer, model->layer(0).name()) << "the list names the layer as it was loaded";
+  }
+}
+
 TEST(Sequential, InferenceRunsNoUpdateAndDropoutIsIdentity) {
   auto model = make_model(with_build_shape(demo_config()));
   ASSERT_TRUE(model);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -120,6 +121,17 @@ inline void expect_message_contains(const char* expected, const std::string& wha
     const std::string message = culayers::last_error_message();
     EXPECT_NE(message.find(expected), std::string::npos) << what << ": " << message;
   }
+}
+
+/// The test data directory (tests/data): $CULAYERS_TEST_DATA_DIR, else the source tree's (compiled in),
+/// else tests/data under the working directory (a test binary carried to another machine with the tree).
+inline std::filesystem::path test_data_dir() {
+  if (const char* env = std::getenv("CULAYERS_TEST_DATA_DIR"); env != nullptr && *env != '\0') {
+    return env;
+  }
+  const std::filesystem::path built = CULAYERS_TEST_DATA_DIR;
+  std::error_code ec;
+  return std::filesystem::is_directory(built, ec) ? built : std::filesystem::path("tests/data");
 }
 
 /// The current device's multiprocessor count (4 on the emulator unless CULAYERS_EMU_SM_COUNT says

@@ -99,8 +99,9 @@ class Layer {
   [[nodiscard]] Status check_call(const Shape& shape, DType dtype, bool has_mask,
                                   Phase phase = Phase::kInference) const;
 
-  /// Checks host bytes about to be written into weight `weight_name` (loading weights), beyond dtype and
-  /// shape: e.g. a counter must not be negative. Default: anything goes.
+  /// Checks host bytes about to be written into weight `weight_name` (loading weights, and a weight's
+  /// initial values in add_weight), beyond dtype and shape: e.g. a counter must not be negative. Default:
+  /// anything goes.
   [[nodiscard]] virtual Status check_weight_data(const std::string& weight_name, const void* data,
                                                  std::size_t bytes) const {
     (void)weight_name;
