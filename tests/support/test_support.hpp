@@ -129,9 +129,14 @@ inline std::filesystem::path test_data_dir() {
   if (const char* env = std::getenv("CULAYERS_TEST_DATA_DIR"); env != nullptr && *env != '\0') {
     return env;
   }
+#ifdef CULAYERS_TEST_DATA_DIR // defined for the test binaries (tests/CMakeLists.txt), not every user
   const std::filesystem::path built = CULAYERS_TEST_DATA_DIR;
   std::error_code ec;
-  return std::filesystem::is_directory(built, ec) ? built : std::filesystem::path("tests/data");
+  if (std::filesystem::is_directory(built, ec)) {
+    return built;
+  }
+#endif
+  return "tests/data";
 }
 
 /// The current device's multiprocessor count (4 on the emulator unless CULAYERS_EMU_SM_COUNT says
