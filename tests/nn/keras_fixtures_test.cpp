@@ -124,7 +124,7 @@ double tolerance(DType dtype) {
 }
 
 void expect_close(const std::vector<float>& got, const std::vector<float>& want, const std::string& what,
-                  double tol_rel = tolerance(DType::kFloat32)) {
+                  double tol_rel) {
   ASSERT_EQ(got.size(), want.size()) << what;
   double worst = 0.0;
   for (std::size_t i = 0; i < got.size(); ++i) {
