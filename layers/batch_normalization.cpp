@@ -329,66 +329,57 @@ void BatchNormalization::add_config(Json& config) const {
 }
 
 Status BatchNormalization::from_config(const Json& config, std::unique_ptr<Layer>* out) {
-  if (out == nullptr) {
-    return set_error(Status::kErrorNullPointer, "%s config: out: is null", kClassName);
-  }
-  std::string name;
-  bool trainable = true;
-  DType dtype = DType::kFloat32;
-  if (Status s = read_base_config(config, &name, &trainable, &dtype); !ok(s)) {
-    return s;
-  }
-  // Keras options that change what the layer computes, which this layer does not implement: accepted only
-  // at their defaults (off / null), so a config that uses them fails instead of running plain batch norm.
-  for (const auto& [key, off] : {std::pair<const char*, Json>{"renorm", false},
-                                 {"virtual_batch_size", nullptr},
-                                 {"adjustment", nullptr}}) {
-    if (const auto it = config.find(key); it != config.end() && *it != off) {
-      return set_error(Status::kErrorNotSupported, "%s config: \"%s\": %s is not supported (only %s)",
-                       kClassName, key, it->dump().c_str(), off.dump().c_str());
-    }
-  }
-  BatchNormalizationOptions o;
-  if (const auto it = config.find("axis"); it != config.end()) {
-    // tf.keras 2 writes the axis as a list after build: accept one element.
-    const Json& v = it->is_array() && it->size() == 1 ? (*it)[0] : *it;
-    std::int64_t axis = 0;
-    if (!config_util::int64_value(v, &axis) || axis < -kMaxRank || axis >= kMaxRank) {
-      return config_util::bad_key(kClassName, "axis", "is not an integer axis (or a list of one)");
-    }
-    o.axis = static_cast<int>(axis);
-  }
-  if (const auto it = config.find("momentum"); it != config.end()) {
-    if (!it->is_number() || !valid_momentum(it->get<double>())) {
-      return config_util::bad_key(kClassName, "momentum", "is not a number in [0, 1]");
-    }
-    o.momentum = it->get<double>();
-  }
-  if (const auto it = config.find("epsilon"); it != config.end()) {
-    if (!it->is_number() || !config_util::valid_epsilon(it->get<double>())) {
-      return config_util::bad_key(kClassName, "epsilon", "is not a positive finite number");
-    }
-    o.epsilon = it->get<double>();
-  }
-  if (Status s = config_util::read_bool(kClassName, config, "center", &o.center); !ok(s)) {
-    return s;
-  }
-  if (Status s = config_util::read_bool(kClassName, config, "scale", &o.scale); !ok(s)) {
-    return s;
-  }
-  for (const auto& [key, init] :
-       {std::pair<const char*, Initializer*>{"beta_initializer", &o.beta_initializer},
-        {"gamma_initializer", &o.gamma_initializer},
-        {"moving_mean_initializer", &o.moving_mean_initializer},
-        {"moving_variance_initializer", &o.moving_variance_initializer}}) {
-    if (Status s = config_util::read_initializer(kClassName, config, key, init); !ok(s)) {
-      return s;
-    }
-  }
-  auto layer = std::make_unique<BatchNormalization>(o, name, dtype);
-  layer->set_trainable(trainable);
-  *out = std::move(layer);
-  return Status::kSuccess;
+  return config_util::make_layer_from_config<BatchNormalization, BatchNormalizationOptions>(
+      kClassName, config, out, [&](BatchNormalizationOptions* o) -> Status {
+        // Keras options that change what the layer computes, which this layer does not implement: accepted
+        // only at their defaults (off / null), so a config that uses them fails instead of running plain
+        // batch norm.
+        for (const auto& [key, off] : {std::pair<const char*, Json>{"renorm", false},
+                                       {"virtual_batch_size", nullptr},
+                                       {"adjustment", nullptr}}) {
+          if (const auto it = config.find(key); it != config.end() && *it != off) {
+            return set_error(Status::kErrorNotSupported, "%s config: \"%s\": %s is not supported (only %s)",
+                             kClassName, key, it->dump().c_str(), off.dump().c_str());
+          }
+        }
+        if (const auto it = config.find("axis"); it != config.end()) {
+          // tf.keras 2 writes the axis as a list after build: accept one element.
+          const Json& v = it->is_array() && it->size() == 1 ? (*it)[0] : *it;
+          std::int64_t axis = 0;
+          if (!config_util::int64_value(v, &axis) || axis < -kMaxRank || axis >= kMaxRank) {
+            return config_util::bad_key(kClassName, "axis", "is not an integer axis (or a list of one)");
+          }
+          o->axis = static_cast<int>(axis);
+        }
+        if (const auto it = config.find("momentum"); it != config.end()) {
+          if (!it->is_number() || !valid_momentum(it->get<double>())) {
+            return config_util::bad_key(kClassName, "momentum", "is not a number in [0, 1]");
+          }
+          o->momentum = it->get<double>();
+        }
+        if (const auto it = config.find("epsilon"); it != config.end()) {
+          if (!it->is_number() || !config_util::valid_epsilon(it->get<double>())) {
+            return config_util::bad_key(kClassName, "epsilon", "is not a positive finite number");
+          }
+          o->epsilon = it->get<double>();
+        }
+        if (Status s = config_util::read_bool(kClassName, config, "center", &o->center); !ok(s)) {
+          return s;
+        }
+        if (Status s = config_util::read_bool(kClassName, config, "scale", &o->scale); !ok(s)) {
+          return s;
+        }
+        for (const auto& [key, init] :
+             {std::pair<const char*, Initializer*>{"beta_initializer", &o->beta_initializer},
+              {"gamma_initializer", &o->gamma_initializer},
+              {"moving_mean_initializer", &o->moving_mean_initializer},
+              {"moving_variance_initializer", &o->moving_variance_initializer}}) {
+          if (Status s = config_util::read_initializer(kClassName, config, key, init); !ok(s)) {
+            return s;
+          }
+        }
+        return Status::kSuccess;
+      });
 }
 
 } // namespace nn

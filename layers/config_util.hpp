@@ -11,6 +11,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -375,6 +376,45 @@ enum class DocumentPart { kModel, kModelConfig, kLayerEntry, kInputLayerConfig, 
 /// The most recent error again, as kErrorParse (an option check failing inside from_config).
 inline Status as_parse_error() {
   return ::culayers::detail::set_error(Status::kErrorParse, "%s", last_error_message());
+}
+
+namespace factory_detail {
+template <class L, class = void>
+struct HasCheckOptions : std::false_type {};
+template <class L>
+struct HasCheckOptions<L, std::void_t<decltype(std::declval<const L&>().check_options())>> : std::true_type {
+};
+} // namespace factory_detail
+
+/// The frame every built-in layer factory shares: `out` checked, the base keys (name, trainable, dtype)
+/// read, `read(Options*)` fills the options from the class's own keys (its errors returned as they are),
+/// then the layer L(options, name, dtype) is made, its trainable flag set and, where L has check_options(),
+/// its options checked (a bad option is kErrorParse) before it is handed out. `cls` is the class name errors
+/// give (the document's: an alias names itself).
+template <class L, class Options, class Read>
+Status make_layer_from_config(const char* cls, const Json& config, std::unique_ptr<Layer>* out, Read&& read) {
+  if (out == nullptr) {
+    return ::culayers::detail::set_error(Status::kErrorNullPointer, "%s config: out: is null", cls);
+  }
+  std::string name;
+  bool trainable = true;
+  DType dtype = DType::kFloat32;
+  if (Status s = read_base_config(config, &name, &trainable, &dtype); !ok(s)) {
+    return s;
+  }
+  Options options;
+  if (Status s = read(&options); !ok(s)) {
+    return s;
+  }
+  auto layer = std::make_unique<L>(std::move(options), name, dtype);
+  layer->set_trainable(trainable);
+  if constexpr (factory_detail::HasCheckOptions<L>::value) {
+    if (Status s = layer->check_options(); !ok(s)) {
+      return as_parse_error();
+    }
+  }
+  *out = std::move(layer);
+  return Status::kSuccess;
 }
 
 /// "(2, 3, 8)".

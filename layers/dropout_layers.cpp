@@ -365,32 +365,19 @@ void Dropout::add_config(Json& config) const {
 
 Status Dropout::from_config(const Json& config, std::unique_ptr<Layer>* out) {
   const char* cls = "Dropout";
-  if (out == nullptr) {
-    return set_error(Status::kErrorNullPointer, "%s config: out: is null", cls);
-  }
-  std::string name;
-  bool trainable = true;
-  DType dtype = DType::kFloat32;
-  if (Status s = read_base_config(config, &name, &trainable, &dtype); !ok(s)) {
-    return s;
-  }
-  DropoutOptions options;
-  if (Status s = config_util::read_double(cls, config, "rate", &options.rate); !ok(s)) {
-    return s;
-  }
-  if (Status s = read_noise_shape(cls, config, &options.noise_shape); !ok(s)) {
-    return s;
-  }
-  if (Status s = read_seed(cls, config, &options.seed); !ok(s)) {
-    return s;
-  }
-  auto layer = std::make_unique<Dropout>(std::move(options), name, dtype);
-  layer->set_trainable(trainable);
-  if (Status s = layer->check_options(); !ok(s)) {
-    return config_util::as_parse_error();
-  }
-  *out = std::move(layer);
-  return Status::kSuccess;
+  return config_util::make_layer_from_config<Dropout, DropoutOptions>(
+      cls, config, out, [&](DropoutOptions* o) -> Status {
+        if (Status s = config_util::read_double(cls, config, "rate", &o->rate); !ok(s)) {
+          return s;
+        }
+        if (Status s = read_noise_shape(cls, config, &o->noise_shape); !ok(s)) {
+          return s;
+        }
+        if (Status s = read_seed(cls, config, &o->seed); !ok(s)) {
+          return s;
+        }
+        return Status::kSuccess;
+      });
 }
 
 // ---- DecayingDropout --------------------------------------------------------------------------------------
@@ -633,48 +620,36 @@ void DecayingDropout::add_config(Json& config) const {
 
 Status DecayingDropout::from_config(const Json& config, std::unique_ptr<Layer>* out) {
   const char* cls = "DecayingDropout";
-  if (out == nullptr) {
-    return set_error(Status::kErrorNullPointer, "%s config: out: is null", cls);
-  }
-  std::string name;
-  bool trainable = true;
-  DType dtype = DType::kFloat32;
-  if (Status s = read_base_config(config, &name, &trainable, &dtype); !ok(s)) {
-    return s;
-  }
-  DecayingDropoutOptions options;
-  if (Status s = config_util::read_double(cls, config, "initial_keep_rate", &options.initial_keep_rate);
-      !ok(s)) {
-    return s;
-  }
-  if (Status s = config_util::read_double(cls, config, "decay_rate", &options.decay_rate); !ok(s)) {
-    return s;
-  }
-  if (const auto it = config.find("decay_interval"); it != config.end()) {
-    // The tutorial's layer divides by float(decay_interval), so Keras takes 1e4 as well as 10000: a float
-    // with a whole value in int64's range reads as that integer.
-    const bool whole_float = it->is_number_float() && std::isfinite(it->get<double>()) &&
-                             std::floor(it->get<double>()) == it->get<double>() &&
-                             std::fabs(it->get<double>()) < 9223372036854775808.0;
-    if (whole_float) {
-      options.decay_interval = static_cast<std::int64_t>(it->get<double>());
-    } else if (!config_util::int64_value(*it, &options.decay_interval)) {
-      return set_error(Status::kErrorParse, "%s config: \"decay_interval\": is not a whole number", cls);
-    }
-  }
-  if (Status s = read_noise_shape(cls, config, &options.noise_shape); !ok(s)) {
-    return s;
-  }
-  if (Status s = read_seed(cls, config, &options.seed); !ok(s)) {
-    return s;
-  }
-  auto layer = std::make_unique<DecayingDropout>(std::move(options), name, dtype);
-  layer->set_trainable(trainable);
-  if (Status s = layer->check_options(); !ok(s)) {
-    return config_util::as_parse_error();
-  }
-  *out = std::move(layer);
-  return Status::kSuccess;
+  return config_util::make_layer_from_config<DecayingDropout, DecayingDropoutOptions>(
+      cls, config, out, [&](DecayingDropoutOptions* o) -> Status {
+        if (Status s = config_util::read_double(cls, config, "initial_keep_rate", &o->initial_keep_rate);
+            !ok(s)) {
+          return s;
+        }
+        if (Status s = config_util::read_double(cls, config, "decay_rate", &o->decay_rate); !ok(s)) {
+          return s;
+        }
+        if (const auto it = config.find("decay_interval"); it != config.end()) {
+          // The tutorial's layer divides by float(decay_interval), so Keras takes 1e4 as well as 10000: a
+          // float with a whole value in int64's range reads as that integer.
+          const bool whole_float = it->is_number_float() && std::isfinite(it->get<double>()) &&
+                                   std::floor(it->get<double>()) == it->get<double>() &&
+                                   std::fabs(it->get<double>()) < 9223372036854775808.0;
+          if (whole_float) {
+            o->decay_interval = static_cast<std::int64_t>(it->get<double>());
+          } else if (!config_util::int64_value(*it, &o->decay_interval)) {
+            return set_error(Status::kErrorParse, "%s config: \"decay_interval\": is not a whole number",
+                             cls);
+          }
+        }
+        if (Status s = read_noise_shape(cls, config, &o->noise_shape); !ok(s)) {
+          return s;
+        }
+        if (Status s = read_seed(cls, config, &o->seed); !ok(s)) {
+          return s;
+        }
+        return Status::kSuccess;
+      });
 }
 
 } // namespace nn

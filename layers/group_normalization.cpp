@@ -186,67 +186,59 @@ void GroupNormalization::add_config(Json& config) const {
 }
 
 Status GroupNormalization::from_config(const Json& config, std::unique_ptr<Layer>* out) {
-  if (out == nullptr) {
-    return set_error(Status::kErrorNullPointer, "%s config: out: is null", kClassName);
-  }
-  std::string name;
-  bool trainable = true;
-  DType dtype = DType::kFloat32;
-  if (Status s = read_base_config(config, &name, &trainable, &dtype); !ok(s)) {
-    return s;
-  }
-  GroupNormalizationOptions o;
-  if (const auto it = config.find("groups"); it != config.end()) {
-    std::int64_t groups = 0;
-    if (!config_util::int64_value(*it, &groups) || (groups < 1 && groups != -1)) {
-      return config_util::bad_key(kClassName, "groups", "is not an integer >= 1 or -1");
-    }
-    o.groups = groups;
-  }
-  if (const auto it = config.find("axis"); it != config.end()) {
-    std::int64_t axis = 0;
-    if (!config_util::int64_value(*it, &axis) || axis < -kMaxRank || axis >= kMaxRank) {
-      return config_util::bad_key(kClassName, "axis", "is not an integer axis");
-    }
-    o.axis = static_cast<int>(axis);
-  }
-  if (const auto it = config.find("epsilon"); it != config.end()) {
-    if (!it->is_number() || !config_util::valid_epsilon(it->get<double>())) {
-      return config_util::bad_key(kClassName, "epsilon", "is not a positive finite number");
-    }
-    o.epsilon = it->get<double>();
-  }
-  if (Status s = config_util::read_bool(kClassName, config, "center", &o.center); !ok(s)) {
-    return s;
-  }
-  if (Status s = config_util::read_bool(kClassName, config, "scale", &o.scale); !ok(s)) {
-    return s;
-  }
-  if (Status s = config_util::read_initializer(kClassName, config, "beta_initializer", &o.beta_initializer);
-      !ok(s)) {
-    return s;
-  }
-  if (Status s = config_util::read_initializer(kClassName, config, "gamma_initializer", &o.gamma_initializer);
-      !ok(s)) {
-    return s;
-  }
-  if (const auto it = config.find("activation"); it != config.end() && !it->is_null()) {
-    const std::string act = it->is_string() ? it->get<std::string>() : std::string();
-    if (act == "linear") {
-      o.activation = group_norm::Activation::kNone;
-    } else if (act == "silu" || act == "swish") {
-      o.activation = group_norm::Activation::kSiLU;
-    } else if (act == "relu") {
-      o.activation = group_norm::Activation::kReLU;
-    } else {
-      return config_util::bad_key(kClassName, "activation",
-                                  "is not \"linear\", \"silu\" (\"swish\") or \"relu\"");
-    }
-  }
-  auto layer = std::make_unique<GroupNormalization>(o, name, dtype);
-  layer->set_trainable(trainable);
-  *out = std::move(layer);
-  return Status::kSuccess;
+  return config_util::make_layer_from_config<GroupNormalization, GroupNormalizationOptions>(
+      kClassName, config, out, [&](GroupNormalizationOptions* o) -> Status {
+        if (const auto it = config.find("groups"); it != config.end()) {
+          std::int64_t groups = 0;
+          if (!config_util::int64_value(*it, &groups) || (groups < 1 && groups != -1)) {
+            return config_util::bad_key(kClassName, "groups", "is not an integer >= 1 or -1");
+          }
+          o->groups = groups;
+        }
+        if (const auto it = config.find("axis"); it != config.end()) {
+          std::int64_t axis = 0;
+          if (!config_util::int64_value(*it, &axis) || axis < -kMaxRank || axis >= kMaxRank) {
+            return config_util::bad_key(kClassName, "axis", "is not an integer axis");
+          }
+          o->axis = static_cast<int>(axis);
+        }
+        if (const auto it = config.find("epsilon"); it != config.end()) {
+          if (!it->is_number() || !config_util::valid_epsilon(it->get<double>())) {
+            return config_util::bad_key(kClassName, "epsilon", "is not a positive finite number");
+          }
+          o->epsilon = it->get<double>();
+        }
+        if (Status s = config_util::read_bool(kClassName, config, "center", &o->center); !ok(s)) {
+          return s;
+        }
+        if (Status s = config_util::read_bool(kClassName, config, "scale", &o->scale); !ok(s)) {
+          return s;
+        }
+        if (Status s =
+                config_util::read_initializer(kClassName, config, "beta_initializer", &o->beta_initializer);
+            !ok(s)) {
+          return s;
+        }
+        if (Status s =
+                config_util::read_initializer(kClassName, config, "gamma_initializer", &o->gamma_initializer);
+            !ok(s)) {
+          return s;
+        }
+        if (const auto it = config.find("activation"); it != config.end() && !it->is_null()) {
+          const std::string act = it->is_string() ? it->get<std::string>() : std::string();
+          if (act == "linear") {
+            o->activation = group_norm::Activation::kNone;
+          } else if (act == "silu" || act == "swish") {
+            o->activation = group_norm::Activation::kSiLU;
+          } else if (act == "relu") {
+            o->activation = group_norm::Activation::kReLU;
+          } else {
+            return config_util::bad_key(kClassName, "activation",
+                                        "is not \"linear\", \"silu\" (\"swish\") or \"relu\"");
+          }
+        }
+        return Status::kSuccess;
+      });
 }
 
 } // namespace nn

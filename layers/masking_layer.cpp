@@ -104,30 +104,18 @@ void Masking::add_config(Json& config) const {
 }
 
 Status Masking::from_config(const Json& config, std::unique_ptr<Layer>* out) {
-  if (out == nullptr) {
-    return set_error(Status::kErrorNullPointer, "%s config: out: is null", kClassName);
-  }
-  std::string name;
-  bool trainable = true;
-  DType dtype = DType::kFloat32;
-  if (Status s = read_base_config(config, &name, &trainable, &dtype); !ok(s)) {
-    return s;
-  }
-  MaskingOptions options;
-  if (const auto it = config.find("mask_value"); it != config.end()) {
-    if (!config_util::double_value(*it, &options.mask_value)) {
-      return set_error(Status::kErrorParse,
-                       "%s config: \"mask_value\": is not a number (or \"NaN\", \"Infinity\", \"-Infinity\")",
-                       kClassName);
-    }
-  }
-  auto layer = std::make_unique<Masking>(options, name, dtype);
-  layer->set_trainable(trainable);
-  if (Status s = layer->check_options(); !ok(s)) {
-    return config_util::as_parse_error();
-  }
-  *out = std::move(layer);
-  return Status::kSuccess;
+  return config_util::make_layer_from_config<Masking, MaskingOptions>(
+      kClassName, config, out, [&](MaskingOptions* o) -> Status {
+        if (const auto it = config.find("mask_value"); it != config.end()) {
+          if (!config_util::double_value(*it, &o->mask_value)) {
+            return set_error(
+                Status::kErrorParse,
+                "%s config: \"mask_value\": is not a number (or \"NaN\", \"Infinity\", \"-Infinity\")",
+                kClassName);
+          }
+        }
+        return Status::kSuccess;
+      });
 }
 
 } // namespace nn

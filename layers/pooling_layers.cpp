@@ -2,7 +2,6 @@
 // mask-expansion op) (include/culayers/nn/core_layers.hpp).
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -171,92 +170,64 @@ void MaskedGlobalPooling1D::add_config(Json& config) const {
   config["axis"] = options_.axis;
 }
 
-namespace {
-
-/// The frame both factories share: `out` checked, the base keys read, `read` fills the options from the
-/// class's own keys, then the layer is made (a bad option is kErrorParse).
-Status pooling_from_config(const char* cls, const Json& config, std::unique_ptr<Layer>* out,
-                           const std::function<Status(MaskedGlobalPooling1DOptions*)>& read) {
-  if (out == nullptr) {
-    return set_error(Status::kErrorNullPointer, "%s config: out: is null", cls);
-  }
-  std::string name;
-  bool trainable = true;
-  DType dtype = DType::kFloat32;
-  if (Status s = read_base_config(config, &name, &trainable, &dtype); !ok(s)) {
-    return s;
-  }
-  MaskedGlobalPooling1DOptions options;
-  if (Status s = read(&options); !ok(s)) {
-    return s;
-  }
-  auto layer = std::make_unique<MaskedGlobalPooling1D>(options, name, dtype);
-  layer->set_trainable(trainable);
-  if (Status s = layer->check_options(); !ok(s)) {
-    return config_util::as_parse_error();
-  }
-  *out = std::move(layer);
-  return Status::kSuccess;
-}
-
-} // namespace
-
 Status MaskedGlobalPooling1D::from_config(const Json& config, std::unique_ptr<Layer>* out) {
   const char* cls = "MaskedGlobalPooling1D";
-  return pooling_from_config(cls, config, out, [&](MaskedGlobalPooling1DOptions* o) -> Status {
-    if (const auto it = config.find("mode"); it != config.end()) {
-      bool found = false;
-      if (it->is_string()) {
-        const std::string mode = it->get<std::string>();
-        for (PoolingMode m : kModes) {
-          if (mode == pooling_mode_name(m)) {
-            o->mode = m;
-            found = true;
+  return config_util::make_layer_from_config<MaskedGlobalPooling1D, MaskedGlobalPooling1DOptions>(
+      cls, config, out, [&](MaskedGlobalPooling1DOptions* o) -> Status {
+        if (const auto it = config.find("mode"); it != config.end()) {
+          bool found = false;
+          if (it->is_string()) {
+            const std::string mode = it->get<std::string>();
+            for (PoolingMode m : kModes) {
+              if (mode == pooling_mode_name(m)) {
+                o->mode = m;
+                found = true;
+              }
+            }
+          }
+          if (!found) {
+            return set_error(Status::kErrorParse,
+                             "%s config: \"mode\": %s is not \"mean\", \"sum\", \"max\" or \"min\"", cls,
+                             it->dump().c_str());
           }
         }
-      }
-      if (!found) {
-        return set_error(Status::kErrorParse,
-                         "%s config: \"mode\": %s is not \"mean\", \"sum\", \"max\" or \"min\"", cls,
-                         it->dump().c_str());
-      }
-    }
-    if (const auto it = config.find("axis"); it != config.end()) {
-      std::int64_t axis = 0;
-      if (!config_util::int64_value(*it, &axis) || axis < INT32_MIN || axis > INT32_MAX) {
-        return set_error(Status::kErrorParse, "%s config: \"axis\": is not an integer", cls);
-      }
-      o->axis = static_cast<int>(axis);
-    }
-    return Status::kSuccess;
-  });
+        if (const auto it = config.find("axis"); it != config.end()) {
+          std::int64_t axis = 0;
+          if (!config_util::int64_value(*it, &axis) || axis < INT32_MIN || axis > INT32_MAX) {
+            return set_error(Status::kErrorParse, "%s config: \"axis\": is not an integer", cls);
+          }
+          o->axis = static_cast<int>(axis);
+        }
+        return Status::kSuccess;
+      });
 }
 
 Status MaskedGlobalPooling1D::from_keras_average_config(const Json& config, std::unique_ptr<Layer>* out) {
   const char* cls = "GlobalAveragePooling1D";
   // The mean over axis 1: the options' defaults.
-  return pooling_from_config(cls, config, out, [&](MaskedGlobalPooling1DOptions*) -> Status {
-    if (const auto it = config.find("data_format"); it != config.end() && !it->is_null()) {
-      if (!it->is_string() || (*it != "channels_last" && *it != "channels_first")) {
-        return config_util::bad_key(cls, "data_format", "is not \"channels_last\" or \"channels_first\"");
-      }
-      if (*it == "channels_first") {
-        return set_error(
-            Status::kErrorNotSupported,
-            "%s config: \"data_format\": channels_first is not supported (the steps must be axis 1, "
-            "the axis of the [batch, steps] mask)",
-            cls);
-      }
-    }
-    bool keepdims = false;
-    if (Status s = config_util::read_bool(cls, config, "keepdims", &keepdims); !ok(s)) {
-      return s;
-    }
-    if (keepdims) {
-      return set_error(Status::kErrorNotSupported, "%s config: \"keepdims\": true is not supported", cls);
-    }
-    return Status::kSuccess;
-  });
+  return config_util::make_layer_from_config<MaskedGlobalPooling1D, MaskedGlobalPooling1DOptions>(
+      cls, config, out, [&](MaskedGlobalPooling1DOptions*) -> Status {
+        if (const auto it = config.find("data_format"); it != config.end() && !it->is_null()) {
+          if (!it->is_string() || (*it != "channels_last" && *it != "channels_first")) {
+            return config_util::bad_key(cls, "data_format", "is not \"channels_last\" or \"channels_first\"");
+          }
+          if (*it == "channels_first") {
+            return set_error(
+                Status::kErrorNotSupported,
+                "%s config: \"data_format\": channels_first is not supported (the steps must be axis 1, "
+                "the axis of the [batch, steps] mask)",
+                cls);
+          }
+        }
+        bool keepdims = false;
+        if (Status s = config_util::read_bool(cls, config, "keepdims", &keepdims); !ok(s)) {
+          return s;
+        }
+        if (keepdims) {
+          return set_error(Status::kErrorNotSupported, "%s config: \"keepdims\": true is not supported", cls);
+        }
+        return Status::kSuccess;
+      });
 }
 
 // ---- MaskedFlatten ----------------------------------------------------------------------------------------
@@ -335,22 +306,9 @@ Status MaskedFlatten::do_call(const CallContext& ctx, const ConstTensorView& x, 
 }
 
 Status MaskedFlatten::from_config(const Json& config, std::unique_ptr<Layer>* out) {
-  if (out == nullptr) {
-    return set_error(Status::kErrorNullPointer, "MaskedFlatten config: out: is null");
-  }
-  std::string name;
-  bool trainable = true;
-  DType dtype = DType::kFloat32;
-  if (Status s = read_base_config(config, &name, &trainable, &dtype); !ok(s)) {
-    return s;
-  }
-  auto layer = std::make_unique<MaskedFlatten>(MaskedFlattenOptions{}, name, dtype);
-  layer->set_trainable(trainable);
-  if (Status s = layer->check_options(); !ok(s)) {
-    return config_util::as_parse_error();
-  }
-  *out = std::move(layer);
-  return Status::kSuccess;
+  // No keys of its own.
+  return config_util::make_layer_from_config<MaskedFlatten, MaskedFlattenOptions>(
+      "MaskedFlatten", config, out, [](MaskedFlattenOptions*) { return Status::kSuccess; });
 }
 
 } // namespace nn
