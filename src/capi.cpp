@@ -71,7 +71,7 @@ const char* culayersGetVersionString(void) {
 }
 
 const char* culayersGetStatusString(culayersStatus_t status) {
-  return culayers::status_string(static_cast<Status>(status));
+  return culayers::status_string(static_cast<Status>(culayers::capi::enum_value(status)));
 }
 
 const char* culayersGetLastErrorMessage(void) {

@@ -171,8 +171,14 @@ culayersGroupNormBackwardArgs_t c_defaults(const gn::GroupNormBackwardArgs& d) {
 constexpr auto kConvert = [](const auto& c, Status*) { return to_cpp(c); };
 
 template <class CArgs>
-culayersGroupNormPath_t selected_path(const CArgs* args) {
-  return args == nullptr ? CULAYERS_GROUP_NORM_PATH_AUTO : path_to_c(gn::selected_path(to_cpp(*args)));
+culayersGroupNormPath_t selected_path(const CArgs* args) noexcept {
+  // No exception crosses the C boundary (the planner does not throw; this is the backstop): AUTO, as for
+  // arguments the op cannot run.
+  try {
+    return args == nullptr ? CULAYERS_GROUP_NORM_PATH_AUTO : path_to_c(gn::selected_path(to_cpp(*args)));
+  } catch (...) {
+    return CULAYERS_GROUP_NORM_PATH_AUTO;
+  }
 }
 
 } // namespace

@@ -203,7 +203,11 @@ culayersMaskedReducePath_t culayersMaskedReduceSelectedPath(const culayersMasked
   if (args == nullptr) {
     return CULAYERS_MASKED_REDUCE_PATH_AUTO;
   }
-  return static_cast<culayersMaskedReducePath_t>(static_cast<int>(mr::selected_path(to_cpp(*args))));
+  try { // no exception crosses the C boundary (the planner does not throw; this is the backstop)
+    return static_cast<culayersMaskedReducePath_t>(static_cast<int>(mr::selected_path(to_cpp(*args))));
+  } catch (...) {
+    return CULAYERS_MASKED_REDUCE_PATH_AUTO;
+  }
 }
 
 culayersStatus_t culayersMaskedReduce(const culayersMaskedReduceArgs_t* args, void* workspace,

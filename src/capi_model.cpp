@@ -172,8 +172,10 @@ culayersStatus_t culayersModelGetInputDType(culayersModel_t model, culayersDType
   if (model == nullptr || dtype == nullptr) {
     return null_arg("culayersModelGetInputDType", model == nullptr ? "model" : "dtype");
   }
-  *dtype = static_cast<culayersDType_t>(static_cast<int>(model->model->layer(0).dtype()));
-  return CULAYERS_STATUS_SUCCESS;
+  return guarded("culayersModelGetInputDType", [&]() -> culayersStatus_t {
+    *dtype = static_cast<culayersDType_t>(static_cast<int>(model->model->layer(0).dtype()));
+    return CULAYERS_STATUS_SUCCESS;
+  });
 }
 
 culayersStatus_t culayersModelGetOutputShape(culayersModel_t model, int input_rank, const int64_t* input_dims,

@@ -22,6 +22,7 @@ struct LaunchRecord {
   dim3 block{1, 1, 1};
   std::size_t dynamic_smem = 0;
   std::function<void()> body;
+  std::vector<const void*> pointers; // the pointer arguments, checked when the kernel runs
 };
 
 // Runs every block of a launch on the calling OS thread. Returns cudaSuccess or

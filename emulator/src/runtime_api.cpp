@@ -12,6 +12,7 @@
 #include <deque>
 #include <map>
 #include <set>
+#include <thread>
 
 namespace culayers_emu::detail {
 struct Graph;
@@ -24,6 +25,8 @@ struct CUstream_st {
   std::uint64_t last_seq = 0;
   culayers_emu::detail::Graph* capture = nullptr;
   cudaStreamCaptureMode capture_mode = cudaStreamCaptureModeGlobal;
+  std::uint64_t capture_id = 0;   // of the capture in progress (unique in the process)
+  std::thread::id capture_thread; // the thread that began it
   bool capture_invalidated = false;
 };
 
@@ -32,6 +35,8 @@ struct CUevent_st {
   bool recorded = false;
   bool completed = false;
   std::uint64_t record_seq = 0;
+  std::uint64_t record_generation = 0; // records outside capture so far
+  std::uint64_t captured_into = 0; // capture_id of its latest record's capture; 0: recorded outside capture
   std::chrono::steady_clock::time_point time{};
 };
 
@@ -94,6 +99,7 @@ struct Runtime {
   CUstream_st legacy_stream;
   std::deque<std::pair<std::uint64_t, Work>> queue; // deferred work, in enqueue order
   std::uint64_t next_seq = 1;
+  std::uint64_t next_capture_id = 0;
   std::size_t active_captures = 0;
   std::size_t device_bytes = 0;                      // MemKind::kDevice only: what the memory limit counts
   std::size_t memory_limit = initial_memory_limit(); // set_device_memory_limit
@@ -165,31 +171,60 @@ cudaError_t flush_all() {
   return flush_until(~std::uint64_t{0});
 }
 
-void invalidate_captures() {
-  Runtime& r = rt();
-  for (CUstream_st* s : r.streams) {
-    if (s->capture != nullptr && s->capture_mode != cudaStreamCaptureModeRelaxed) {
-      s->capture_invalidated = true;
-    }
-  }
-}
+thread_local cudaStreamCaptureMode tls_capture_mode =
+    cudaStreamCaptureModeGlobal; // the thread's interaction mode
 
-// APIs that are unsafe while a stream is being captured (global mode) invalidate the capture.
-bool capture_violation(const char* api) {
+/// CUDA's rule for a potentially unsafe call (cudaMalloc, a synchronous copy, a synchronization) made by this
+/// thread while captures are active: under the thread's interaction mode
+/// (cudaThreadExchangeStreamCaptureMode)
+///  - relaxed: allowed;
+///  - thread-local: refused while this thread has a capture not begun in relaxed mode;
+///  - global (the default): also refused while another thread has a capture begun in global mode.
+/// A refused call invalidates the captures it conflicts with. `always` (a call that necessarily conflicts
+/// with any capture, such as cudaDeviceSynchronize) is refused whatever the modes, and invalidates them all.
+bool capture_violation(const char* api, bool always = false) {
   Runtime& r = rt();
   if (r.active_captures == 0) {
     return false;
   }
+  const std::thread::id me = std::this_thread::get_id();
+  bool conflict = false;
   for (CUstream_st* s : r.streams) {
-    if (s->capture != nullptr && s->capture_mode != cudaStreamCaptureModeRelaxed) {
-      invalidate_captures();
-      report_error(format("culayers emulator: %s called while a stream is being captured into a graph "
-                          "(not allowed in global capture mode; the capture is invalidated)",
-                          api));
-      return true;
+    if (s->capture == nullptr) {
+      continue;
+    }
+    const bool own = s->capture_thread == me && s->capture_mode != cudaStreamCaptureModeRelaxed;
+    const bool other = s->capture_thread != me && s->capture_mode == cudaStreamCaptureModeGlobal &&
+                       tls_capture_mode == cudaStreamCaptureModeGlobal;
+    if (always || (tls_capture_mode != cudaStreamCaptureModeRelaxed && (own || other))) {
+      s->capture_invalidated = true;
+      conflict = true;
     }
   }
-  return false;
+  if (conflict) {
+    report_error(format("culayers emulator: %s called while a stream is being captured into a graph "
+                        "(not allowed under this thread's capture mode; the capture is invalidated)",
+                        api));
+  }
+  return conflict;
+}
+
+/// Work on the legacy default stream synchronizes with every blocking stream (not those created with
+/// cudaStreamNonBlocking), so it conflicts with a blocking stream's capture whatever the modes.
+bool legacy_stream_conflict() {
+  Runtime& r = rt();
+  bool conflict = false;
+  for (CUstream_st* s : r.streams) {
+    if (s->capture != nullptr && (s->flags & cudaStreamNonBlocking) == 0) {
+      s->capture_invalidated = true;
+      conflict = true;
+    }
+  }
+  if (conflict) {
+    report_error("culayers emulator: work on the legacy default stream while a blocking stream is being "
+                 "captured into a graph (an implicit synchronization; the capture is invalidated)");
+  }
+  return conflict;
 }
 
 // Enqueues work on a stream: records it into the capturing graph, queues it (deferred mode) or runs it.
@@ -202,7 +237,7 @@ cudaError_t enqueue(CUstream_st* s, const char* what, Work work) {
     s->capture->nodes.push_back(Node{what, std::move(work)});
     return cudaSuccess;
   }
-  if (s->legacy && r.active_captures > 0 && capture_violation("work on the legacy default stream")) {
+  if (s->legacy && r.active_captures > 0 && legacy_stream_conflict()) {
     return set_error(cudaErrorStreamCaptureImplicit);
   }
   const std::uint64_t seq = r.next_seq++;
@@ -547,7 +582,21 @@ cudaError_t launch(const LaunchSite& site, const void* kernel, dim3 grid, dim3 b
   record->block = block;
   record->dynamic_smem = dynamic_smem;
   record->body = std::move(body);
-  return detail::enqueue(s, "kernel", [record] { return detail::execute_launch(*record); });
+  record->pointers.assign(pointers, pointers + pointer_count);
+  return detail::enqueue(s, "kernel", [record] {
+    // Checked again when the kernel runs (queued work, graph replay): memory freed in between (cudaFreeAsync
+    // queued before it, cudaFree before a replay) is reported instead of written.
+    for (const void* p : record->pointers) {
+      if (p != nullptr && !detail::device_range(p, 0)) {
+        return fail_api(
+            cudaErrorIllegalAddress,
+            format("kernel '%s' launched at %s:%d: pointer argument %p was freed before the kernel "
+                   "ran (queued or replayed from a graph)",
+                   record->site.kernel, record->site.file, record->site.line, p));
+      }
+    }
+    return detail::execute_launch(*record);
+  });
 }
 
 } // namespace culayers_emu
@@ -779,7 +828,7 @@ cudaError_t cudaRuntimeGetVersion(int* version) {
 
 cudaError_t cudaDeviceSynchronize(void) {
   Lock lock(rt().mutex);
-  if (emu::capture_violation("cudaDeviceSynchronize")) {
+  if (emu::capture_violation("cudaDeviceSynchronize", /*always=*/true)) {
     return emu::set_error(cudaErrorStreamCaptureUnsupported);
   }
   return emu::flush_all();
@@ -954,7 +1003,12 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpy
   if (cudaError_t e = check_copy("cudaMemcpyAsync", dst, src, count, kind); e != cudaSuccess) {
     return e;
   }
-  return emu::enqueue(s, "memcpy", [dst, src, count] {
+  return emu::enqueue(s, "memcpy", [dst, src, count, kind] {
+    // Checked again when it runs: memory freed after it was queued or captured is reported, not written.
+    if (cudaError_t e = check_copy("cudaMemcpyAsync (when it ran)", dst, src, count, kind);
+        e != cudaSuccess) {
+      return e;
+    }
     if (count != 0) {
       std::memmove(dst, src, count);
     }
@@ -967,10 +1021,11 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind 
   if (emu::capture_violation("cudaMemcpy")) {
     return emu::set_error(cudaErrorStreamCaptureUnsupported);
   }
-  if (cudaError_t e = check_copy("cudaMemcpy", dst, src, count, kind); e != cudaSuccess) {
+  // Queued work first (a queued cudaFreeAsync may release either side), then the check.
+  if (cudaError_t e = emu::flush_all(); e != cudaSuccess) {
     return e;
   }
-  if (cudaError_t e = emu::flush_all(); e != cudaSuccess) {
+  if (cudaError_t e = check_copy("cudaMemcpy", dst, src, count, kind); e != cudaSuccess) {
     return e;
   }
   if (count != 0) {
@@ -991,6 +1046,13 @@ cudaError_t cudaMemsetAsync(void* dst, int value, size_t count, cudaStream_t str
         emu::format("cudaMemsetAsync: [%p, +%zu) is not inside one device allocation", dst, count));
   }
   return emu::enqueue(s, "memset", [dst, value, count] {
+    if (count != 0 && !emu::device_range(dst, count)) { // freed after it was queued or captured
+      return emu::fail_api(
+          cudaErrorInvalidValue,
+          emu::format(
+              "cudaMemsetAsync (when it ran): [%p, +%zu) is not inside one device allocation (freed?)", dst,
+              count));
+    }
     if (count != 0) {
       std::memset(dst, value, count);
     }
@@ -1187,6 +1249,20 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
   if (s == nullptr || event == nullptr || !rt().events.count(event)) {
     return emu::set_error(cudaErrorInvalidResourceHandle);
   }
+  // A wait on an event recorded into a capture makes another stream join it on a GPU (fork / join). Capture
+  // is single-stream here: refuse it loudly (and invalidate that capture) rather than run the waiting
+  // stream's work now, outside the graph.
+  if (event->captured_into != 0 && (s->capture == nullptr || s->capture_id != event->captured_into)) {
+    for (CUstream_st* c : rt().streams) {
+      if (c->capture != nullptr && c->capture_id == event->captured_into) {
+        c->capture_invalidated = true;
+        return emu::fail_api(
+            cudaErrorStreamCaptureUnsupported,
+            "cudaStreamWaitEvent on an event recorded into another stream's capture: "
+            "multi-stream (fork / join) capture is not emulated; the capture is invalidated");
+      }
+    }
+  }
   // Work runs in enqueue order, so everything before the event's record already precedes this point.
   return cudaSuccess;
 }
@@ -1238,20 +1314,32 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (s == nullptr || event == nullptr || !rt().events.count(event)) {
     return emu::set_error(cudaErrorInvalidResourceHandle);
   }
-  if (s->capture == nullptr) {
+  // A record outside capture is the event's latest: an earlier record's completion, still queued, must not
+  // mark it complete (generation 0: recorded into a graph, completes it on every replay).
+  const bool captured = s->capture != nullptr;
+  const CUevent_st before = *event;
+  const std::uint64_t generation = captured ? 0 : ++event->record_generation;
+  if (!captured) {
     event->recorded = true;
     event->completed = false;
   }
-  cudaError_t e = emu::enqueue(s, "event", [event] {
-    if (rt().events.count(event)) {
+  cudaError_t e = emu::enqueue(s, "event", [event, generation] {
+    if (rt().events.count(event) && (generation == 0 || generation == event->record_generation)) {
       event->completed = true;
       event->recorded = true;
       event->time = std::chrono::steady_clock::now();
     }
     return cudaSuccess;
   });
-  if (s->capture == nullptr) {
-    event->record_seq = s->last_seq;
+  if (!captured) {
+    if (e != cudaSuccess) {
+      *event = before; // not recorded: the event stays as it was
+    } else {
+      event->record_seq = s->last_seq;
+      event->captured_into = 0;
+    }
+  } else if (e == cudaSuccess) {
+    event->captured_into = s->capture_id;
   }
   return e;
 }
@@ -1314,7 +1402,13 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mo
   if (s->capture != nullptr) {
     return emu::set_error(cudaErrorIllegalState);
   }
+  if (mode != cudaStreamCaptureModeGlobal && mode != cudaStreamCaptureModeThreadLocal &&
+      mode != cudaStreamCaptureModeRelaxed) {
+    return emu::set_error(cudaErrorInvalidValue);
+  }
   s->capture = new CUgraph_st();
+  s->capture_id = ++rt().next_capture_id;
+  s->capture_thread = std::this_thread::get_id();
   s->capture_mode = mode;
   s->capture_invalidated = false;
   ++rt().active_captures;
@@ -1356,7 +1450,12 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* 
 }
 
 cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode* mode) {
-  return mode == nullptr ? emu::set_error(cudaErrorInvalidValue) : cudaSuccess;
+  if (mode == nullptr || (*mode != cudaStreamCaptureModeGlobal && *mode != cudaStreamCaptureModeThreadLocal &&
+                          *mode != cudaStreamCaptureModeRelaxed)) {
+    return emu::set_error(cudaErrorInvalidValue);
+  }
+  std::swap(*mode, emu::tls_capture_mode);
+  return cudaSuccess;
 }
 
 cudaError_t cudaGraphGetNodes(cudaGraph_t graph, cudaGraphNode_t* nodes, size_t* count) {

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace culayers::test {
@@ -206,6 +207,212 @@ TEST(EmulatorRuntime, UnsafeCallsDuringCaptureInvalidateIt) {
     EXPECT_EQ(graph, nullptr);
     (void)cudaGetLastError();
   }
+  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(s));
+}
+
+// Memory freed after work on it was queued (cudaFreeAsync ahead of it on a deferred stream) or captured
+// (cudaFree before a graph replay) is reported when that work runs, and nothing is written: before, the
+// kernel, copy and memset wrote into the freed heap block.
+TEST(EmulatorRuntime, WorkOnMemoryFreedBeforeItRunsIsReported) {
+  QuietEmulator quiet;
+  {
+    StreamMode deferred(true);
+    for (int which = 0; which < 3; ++which) {
+      float* p = nullptr;
+      CULAYERS_ASSERT_CUDA(cudaMalloc(&p, 64 * sizeof(float)));
+      DeviceBuffer<float> other(64);
+      CULAYERS_ASSERT_CUDA(cudaFreeAsync(p, nullptr)); // queued: p is still live when the next call checks it
+      cudaError_t queued = cudaSuccess;
+      cudaError_t expected = cudaErrorInvalidValue;
+      switch (which) {
+      case 0:
+        queued = cudaMemsetAsync(p, 0, 64 * sizeof(float), nullptr);
+        break;
+      case 1:
+        queued = cudaMemcpyAsync(other.get(), p, 64 * sizeof(float), cudaMemcpyDeviceToDevice, nullptr);
+        break;
+      case 2:
+        queued = CULAYERS_LAUNCH(add_kernel, 1, 64, 0, nullptr, p, 1.0f, 64);
+        expected = cudaErrorIllegalAddress;
+        break;
+      }
+      EXPECT_EQ(queued, cudaSuccess) << "case " << which;
+      EXPECT_EQ(cudaDeviceSynchronize(), expected) << "case " << which;
+      EXPECT_NE(
+          culayers_emu::last_error_message().find(which == 2 ? "freed before the kernel ran" : "when it ran"),
+          std::string::npos)
+          << "case " << which << ": " << culayers_emu::last_error_message();
+      (void)cudaGetLastError();
+    }
+    // A synchronous copy runs the queued free first, then checks.
+    float* p = nullptr;
+    CULAYERS_ASSERT_CUDA(cudaMalloc(&p, 16));
+    CULAYERS_ASSERT_CUDA(cudaFreeAsync(p, nullptr));
+    std::vector<unsigned char> h(16);
+    EXPECT_EQ(cudaMemcpy(h.data(), p, 16, cudaMemcpyDeviceToHost), cudaErrorInvalidValue);
+    (void)cudaGetLastError();
+  }
+  // A graph replayed after the memory its nodes use was freed.
+  cudaStream_t s;
+  CULAYERS_ASSERT_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  float* p = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaMalloc(&p, 64 * sizeof(float)));
+  cudaGraph_t graph = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  CULAYERS_ASSERT_CUDA(cudaMemsetAsync(p, 0, 64 * sizeof(float), s));
+  CULAYERS_ASSERT_CUDA(CULAYERS_LAUNCH(add_kernel, 1, 64, 0, s, p, 1.0f, 64));
+  CULAYERS_ASSERT_CUDA(cudaStreamEndCapture(s, &graph));
+  cudaGraphExec_t exec = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  CULAYERS_ASSERT_CUDA(cudaGraphLaunch(exec, s)); // while p is live: fine
+  CULAYERS_ASSERT_CUDA(cudaStreamSynchronize(s));
+  CULAYERS_ASSERT_CUDA(cudaFree(p));
+  const cudaError_t launched = cudaGraphLaunch(exec, s);
+  const cudaError_t synced = cudaStreamSynchronize(s);
+  EXPECT_NE(launched == cudaSuccess ? synced : launched,
+            cudaSuccess); // immediate: at launch; deferred: at sync
+  (void)cudaGetLastError();
+  CULAYERS_ASSERT_CUDA(cudaGraphExecDestroy(exec));
+  CULAYERS_ASSERT_CUDA(cudaGraphDestroy(graph));
+  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(s));
+}
+
+// An event recorded again is complete only when its latest record has run (an earlier record's completion,
+// still queued, does not count), and a record that fails leaves the event as it was.
+TEST(EmulatorRuntime, EventQueryFollowsTheLatestRecord) {
+  {
+    StreamMode deferred(true);
+    DeviceBuffer<float> y(32);
+    y.upload(std::vector<float>(32, 0.0f));
+    cudaStream_t s;
+    CULAYERS_ASSERT_CUDA(cudaStreamCreate(&s));
+    cudaEvent_t e;
+    cudaEvent_t f;
+    CULAYERS_ASSERT_CUDA(cudaEventCreate(&e));
+    CULAYERS_ASSERT_CUDA(cudaEventCreate(&f));
+    CULAYERS_ASSERT_CUDA(cudaEventRecord(e, s));
+    CULAYERS_ASSERT_CUDA(cudaEventRecord(f, s));
+    CULAYERS_ASSERT_CUDA(CULAYERS_LAUNCH(add_kernel, 1, 32, 0, s, y.get(), 2.0f, 32));
+    CULAYERS_ASSERT_CUDA(cudaEventRecord(e, s));
+    CULAYERS_ASSERT_CUDA(cudaEventSynchronize(f)); // runs e's first record, not the kernel
+    EXPECT_EQ(cudaEventQuery(e), cudaErrorNotReady);
+    CULAYERS_ASSERT_CUDA(cudaEventSynchronize(e));
+    EXPECT_EQ(cudaEventQuery(e), cudaSuccess);
+    EXPECT_EQ(y.download()[31], 2.0f);
+    CULAYERS_ASSERT_CUDA(cudaEventDestroy(e));
+    CULAYERS_ASSERT_CUDA(cudaEventDestroy(f));
+    CULAYERS_ASSERT_CUDA(cudaStreamDestroy(s));
+  }
+  // A record refused (legacy-stream work while a blocking stream is captured) changes nothing.
+  cudaStream_t blocking;
+  CULAYERS_ASSERT_CUDA(cudaStreamCreate(&blocking));
+  cudaEvent_t e;
+  CULAYERS_ASSERT_CUDA(cudaEventCreate(&e));
+  QuietEmulator quiet;
+  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(blocking, cudaStreamCaptureModeGlobal));
+  EXPECT_EQ(cudaEventRecord(e, nullptr), cudaErrorStreamCaptureImplicit);
+  cudaGraph_t graph = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(blocking, &graph), cudaErrorStreamCaptureInvalidated);
+  EXPECT_EQ(cudaEventQuery(e), cudaSuccess); // never recorded: not "pending forever"
+  (void)cudaGetLastError();
+  CULAYERS_ASSERT_CUDA(cudaEventDestroy(e));
+  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(blocking));
+}
+
+// Capture is single-stream here: a wait that would fork another stream into a capture is refused and the
+// capture invalidated (on a GPU the waiting stream joins it; here its work would run outside the graph).
+TEST(EmulatorRuntime, ForkIntoACaptureIsRefused) {
+  cudaStream_t s1;
+  cudaStream_t s2;
+  CULAYERS_ASSERT_CUDA(cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking));
+  CULAYERS_ASSERT_CUDA(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+  cudaEvent_t fork;
+  CULAYERS_ASSERT_CUDA(cudaEventCreate(&fork));
+  QuietEmulator quiet;
+  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(s1, cudaStreamCaptureModeGlobal));
+  CULAYERS_ASSERT_CUDA(cudaEventRecord(fork, s1));
+  EXPECT_EQ(cudaStreamWaitEvent(s2, fork, 0), cudaErrorStreamCaptureUnsupported);
+  EXPECT_NE(culayers_emu::last_error_message().find("fork / join"), std::string::npos);
+  cudaGraph_t graph = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(s1, &graph), cudaErrorStreamCaptureInvalidated);
+  (void)cudaGetLastError();
+  // Recorded outside capture again: a plain wait.
+  CULAYERS_ASSERT_CUDA(cudaEventRecord(fork, s1));
+  CULAYERS_ASSERT_CUDA(cudaStreamWaitEvent(s2, fork, 0));
+  CULAYERS_ASSERT_CUDA(cudaEventDestroy(fork));
+  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(s1));
+  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(s2));
+}
+
+// CUDA's capture-interaction rules: a thread's mode (cudaThreadExchangeStreamCaptureMode) decides which
+// captures forbid its unsafe calls: its own unless begun relaxed; in global mode also other threads' global
+// captures. cudaDeviceSynchronize conflicts with any capture; legacy-stream work only with a blocking
+// stream's.
+TEST(EmulatorRuntime, CaptureModesFollowCudaRules) {
+  QuietEmulator quiet;
+  cudaStream_t s;
+  CULAYERS_ASSERT_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  auto malloc_free = [] {
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, 16);
+    if (e == cudaSuccess) {
+      (void)cudaFree(p);
+    }
+    return e;
+  };
+  auto end = [&s] {
+    cudaGraph_t graph = nullptr;
+    const cudaError_t e = cudaStreamEndCapture(s, &graph);
+    if (graph != nullptr) {
+      (void)cudaGraphDestroy(graph);
+    }
+    (void)cudaGetLastError();
+    return e;
+  };
+  // This thread relaxed: its cudaMalloc inside its own global capture is allowed; the exchange returns the
+  // previous mode and restores it.
+  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  CULAYERS_ASSERT_CUDA(cudaThreadExchangeStreamCaptureMode(&mode));
+  EXPECT_EQ(mode, cudaStreamCaptureModeGlobal);
+  EXPECT_EQ(malloc_free(), cudaSuccess);
+  CULAYERS_ASSERT_CUDA(cudaThreadExchangeStreamCaptureMode(&mode));
+  EXPECT_EQ(mode, cudaStreamCaptureModeRelaxed);
+  EXPECT_EQ(end(), cudaSuccess);
+  mode = static_cast<cudaStreamCaptureMode>(7);
+  EXPECT_EQ(cudaThreadExchangeStreamCaptureMode(&mode), cudaErrorInvalidValue);
+  (void)cudaGetLastError();
+
+  // Another thread's call against this thread's capture.
+  for (auto capture : {cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal}) {
+    for (auto thread_mode : {cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal}) {
+      CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(s, capture));
+      cudaError_t other = cudaSuccess;
+      std::thread t([&] {
+        cudaStreamCaptureMode m = thread_mode;
+        (void)cudaThreadExchangeStreamCaptureMode(&m);
+        other = malloc_free();
+        (void)cudaGetLastError();
+      });
+      t.join();
+      const bool refused =
+          capture == cudaStreamCaptureModeGlobal && thread_mode == cudaStreamCaptureModeGlobal;
+      EXPECT_EQ(other, refused ? cudaErrorStreamCaptureUnsupported : cudaSuccess)
+          << "capture " << capture << ", thread mode " << thread_mode;
+      EXPECT_EQ(end(), refused ? cudaErrorStreamCaptureInvalidated : cudaSuccess)
+          << "capture " << capture << ", thread mode " << thread_mode;
+    }
+  }
+  // A relaxed capture: this thread's cudaMalloc is allowed, cudaDeviceSynchronize is not.
+  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
+  EXPECT_EQ(malloc_free(), cudaSuccess);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaErrorStreamCaptureUnsupported);
+  EXPECT_EQ(end(), cudaErrorStreamCaptureInvalidated);
+  // Legacy-stream work beside a non-blocking stream's capture is fine.
+  DeviceBuffer<float> y(8);
+  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  EXPECT_EQ(cudaMemsetAsync(y.get(), 0, y.bytes(), nullptr), cudaSuccess);
+  EXPECT_EQ(end(), cudaSuccess);
   CULAYERS_ASSERT_CUDA(cudaStreamDestroy(s));
 }
 
