@@ -334,14 +334,14 @@ bool Block::resolve_warp_ops() {
       if (!(at_syncwarp & (1u << l))) {
         continue;
       }
+      // CUDA: every non-exited lane named in the mask must reach the __syncwarp; exited lanes are absent.
+      unsigned exited = 0;
       for (unsigned m = 0; m < lanes; ++m) {
-        if ((t.op.mask & (1u << m)) && threads_[first + m].wait == Wait::kExited) {
-          fail(first + l, t.op.file, t.op.line,
-               format("__syncwarp with mask 0x%08x waits for lane %u, which has exited", t.op.mask, m));
-          return false;
+        if (threads_[first + m].wait == Wait::kExited) {
+          exited |= 1u << m;
         }
       }
-      if ((t.op.mask & ~at_syncwarp) == 0) {
+      if ((t.op.mask & ~at_syncwarp & ~exited) == 0) {
         t.wait = Wait::kRunnable;
         progress = true;
       }
@@ -352,18 +352,19 @@ bool Block::resolve_warp_ops() {
         continue;
       }
       const PendingWarpOp& op = t.op;
-      // Every lane named in the mask must be waiting at a warp collective too.
+      // Every non-exited lane named in the mask must be waiting at a warp collective too (CUDA: exited lanes
+      // named in the mask are absent; a shuffle reading one is reported below).
       bool ready = true;
+      unsigned present = 0; // the mask's lanes that take part
       for (unsigned m = 0; m < lanes; ++m) {
         if (!(op.mask & (1u << m))) {
           continue;
         }
         const Thread& o = threads_[first + m];
         if (o.wait == Wait::kExited) {
-          fail(first + l, op.file, op.line,
-               format("warp collective with mask 0x%08x waits for lane %u, which has exited", op.mask, m));
-          return false;
+          continue;
         }
+        present |= 1u << m;
         if (o.wait != Wait::kWarpOp) {
           ready = false;
           break;
@@ -382,12 +383,12 @@ bool Block::resolve_warp_ops() {
       // Complete the whole group (all lanes of the mask) at once.
       std::uint64_t ballot = 0;
       for (unsigned m = 0; m < lanes; ++m) {
-        if ((op.mask & (1u << m)) && threads_[first + m].op.value != 0) {
+        if ((present & (1u << m)) && threads_[first + m].op.value != 0) {
           ballot |= 1u << m;
         }
       }
       for (unsigned m = 0; m < lanes; ++m) {
-        if (!(op.mask & (1u << m))) {
+        if (!(present & (1u << m))) {
           continue;
         }
         Thread& p = threads_[first + m];
@@ -423,12 +424,12 @@ bool Block::resolve_warp_ops() {
           result = ballot != 0;
           break;
         case WarpOpKind::kAll:
-          result = ballot == (op.mask & ((lanes == 32) ? 0xffffffffu : ((1u << lanes) - 1u)));
+          result = ballot == present;
           break;
         case WarpOpKind::kMatchAny: {
           std::uint64_t same = 0;
           for (unsigned k = 0; k < lanes; ++k) {
-            if ((op.mask & (1u << k)) && threads_[first + k].op.value == q.value) {
+            if ((present & (1u << k)) && threads_[first + k].op.value == q.value) {
               same |= 1u << k;
             }
           }
@@ -446,12 +447,18 @@ bool Block::resolve_warp_ops() {
                         src, op.mask, lanes));
             return false;
           }
+          if (!(present & (1u << src))) {
+            fail(first + m, q.file, q.line,
+                 format("shuffle with mask 0x%08x reads lane %d, which has exited (its value is undefined)",
+                        op.mask, src));
+            return false;
+          }
           result = threads_[first + static_cast<unsigned>(src)].op.value;
         }
         p.op.result = result;
       }
       for (unsigned m = 0; m < lanes; ++m) {
-        if (op.mask & (1u << m)) {
+        if (present & (1u << m)) {
           threads_[first + m].wait = Wait::kRunnable;
         }
       }

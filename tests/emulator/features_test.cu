@@ -156,6 +156,44 @@ TEST(EmulatorFeatures, Votes) {
   }
 }
 
+// CUDA: all non-exited lanes named in the mask must take part; exited lanes are absent. Lanes 28..31 leave
+// after a first vote (so their last values are stale), the rest vote with a full mask: the results cover
+// the 28 lanes present, and a shuffle reading a present lane is fine.
+CULAYERS_GLOBAL void exited_lanes_vote_kernel(unsigned* out) {
+  const unsigned lane = threadIdx.x % 32;
+  unsigned* o = out + 6 * threadIdx.x;
+  o[0] = __ballot_sync(0xffffffffu, 1); // all 32 present
+  if (lane >= 28) {
+    return;
+  }
+  o[1] = __ballot_sync(0xffffffffu, lane % 2 == 0);
+  o[2] = static_cast<unsigned>(__all_sync(0xffffffffu, lane < 28));
+  o[3] = __match_any_sync(0xffffffffu, lane / 8);
+  __syncwarp();
+  o[4] = __shfl_sync(0xffffffffu, lane * 10u, 27);
+  o[5] = static_cast<unsigned>(__any_sync(0xffffffffu, lane == 27));
+}
+
+TEST(EmulatorFeatures, ExitedLanesAreAbsentFromWarpCollectives) {
+  DeviceBuffer<unsigned> out(6 * 64);
+  out.fill_bytes(0);
+  CULAYERS_ASSERT_CUDA(finish(CULAYERS_LAUNCH(exited_lanes_vote_kernel, 1, 64, 0, nullptr, out.get())));
+  const auto h = out.download();
+  for (unsigned t = 0; t < 64; ++t) {
+    const unsigned lane = t % 32;
+    const unsigned* o = &h[6 * t];
+    EXPECT_EQ(o[0], 0xffffffffu) << t;
+    if (lane >= 28) {
+      continue;
+    }
+    EXPECT_EQ(o[1], 0x05555555u) << t;
+    EXPECT_EQ(o[2], 1u) << t; // every present lane is below 28
+    EXPECT_EQ(o[3], lane < 24 ? 0xffu << (8 * (lane / 8)) : 0x0f000000u) << t;
+    EXPECT_EQ(o[4], 270u) << t;
+    EXPECT_EQ(o[5], 1u) << t;
+  }
+}
+
 CULAYERS_GLOBAL void atomics_kernel(int* i, unsigned* u, unsigned long long* ull, float* f, double* d,
                                     __half* h, int* order) {
   atomicAdd(i, 1);
