@@ -10,6 +10,8 @@
 
 #include "culayers/version.hpp"
 
+#include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 CULAYERS_NAMESPACE_BEGIN
@@ -185,10 +187,29 @@ struct Welford {
   float count;
 };
 
+/// ±Inf (not NaN).
+CULAYERS_HD bool is_infinite(float v) {
+#if defined(__CUDA_ARCH__)
+  const std::uint32_t u = __float_as_uint(v);
+#else
+  std::uint32_t u = 0; // host and emulated builds
+  std::memcpy(&u, &v, sizeof(u));
+#endif
+  return (u & 0x7fffffffu) == 0x7f800000u;
+}
+
+/// The Welford mean after pushing x with weight inv = 1 / count. Once the mean is infinite (an Inf at a valid
+/// step) it continues as a sum would: Inf stays Inf, the opposite Inf or a NaN gives NaN. The plain update
+/// would turn Inf into NaN at the next finite value (Inf + (x - Inf) / n), so the result depended on where
+/// the Inf sat in the walk. m2 is NaN from the Inf on either way (Inf · (Inf - Inf)).
+CULAYERS_HD float welford_next_mean(float mean, float delta, float x, float inv) {
+  return is_infinite(mean) ? mean + x : mean + delta * inv;
+}
+
 CULAYERS_HD void welford_push(Welford& w, float x) {
   w.count += 1.0f;
   const float delta = x - w.mean;
-  w.mean += delta / w.count;
+  w.mean = welford_next_mean(w.mean, delta, x, 1.0f / w.count);
   w.m2 += delta * (x - w.mean);
 }
 
@@ -217,7 +238,9 @@ CULAYERS_HD Welford welford_merge(const Welford& a, const Welford& b) {
   wb = b.count / out.count; // host and emulated builds: an exact division either way
 #endif
   const float delta = b.mean - a.mean;
-  out.mean = a.mean + delta * wb;
+  // An infinite mean on either side merges as a sum would (welford_next_mean): Inf + finite = Inf, opposite
+  // Infs give NaN; the weighted form gives NaN for Inf + finite whenever the Inf is on the left.
+  out.mean = is_infinite(a.mean) || is_infinite(b.mean) ? a.mean + b.mean : a.mean + delta * wb;
   out.m2 = a.m2 + b.m2 + delta * (delta * (a.count * wb)); // weight first: no needless overflow of delta^2
   return out;
 }

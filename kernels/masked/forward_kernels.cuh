@@ -41,7 +41,7 @@ CULAYERS_DEVICE void push_step(typename AccTraits<K>::State (&acc)[N], const Vec
     for (int j = 0; j < N; ++j) {
       const float x = to_float(v[j]);
       const float delta = x - acc[j].mean;
-      acc[j].mean += delta * inv;
+      acc[j].mean = welford_next_mean(acc[j].mean, delta, x, inv);
       acc[j].m2 += delta * (x - acc[j].mean);
     }
   } else {
@@ -510,7 +510,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kNarrowThreads, 1) narrow_kernel(const Fo
               // a lane with more valid steps gave a wrong variance); .count is set from cnt below.
               const float x = to_float(v[u][j]);
               const float delta = x - acc.mean;
-              acc.mean += delta * __fdividef(1.0f, static_cast<float>(cnt));
+              acc.mean = welford_next_mean(acc.mean, delta, x, __fdividef(1.0f, static_cast<float>(cnt)));
               acc.m2 += delta * (x - acc.mean);
             } else {
               Tr::push(acc, to_float(v[u][j]), static_cast<std::int32_t>(rb + j));

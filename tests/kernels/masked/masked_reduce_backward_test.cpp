@@ -253,8 +253,9 @@ struct ShapeCase {
 // The forward's shape coverage: narrow inner (tx < 32 lanes of columns), vectors, several column blocks,
 // long R, and R split into chunks.
 const ShapeCase kShapes[] = {
-    {130, 31, 3, 0}, {9, 64, 1, 0},   {2, 2, 768, 0},  {2, 9, 1033, 0},
-    {1, 512, 64, 4}, {3, 130, 65, 0}, {2, 4099, 1, 0}, {4, 1, 7, 0},
+    {130, 31, 3, 0}, {9, 64, 1, 0}, {2, 2, 768, 0}, {2, 9, 1033, 0}, {1, 512, 64, 4}, {3, 130, 65, 0},
+    {2, 4099, 1, 0}, {4, 1, 7, 0},  {3, 20, 6, 0},  {2, 17, 12, 0}, // inner allowing only N = 2, and N = 4 in
+                                                                    // 16-bit types
 };
 
 template <class T>

@@ -178,6 +178,11 @@ std::vector<double> to_double(const std::vector<T>& x) {
 }
 
 /// Compares a run with the double-precision reference; returns the number of mismatches reported.
+/// got is the non-finite `want` exactly: the same infinity, or a NaN for a NaN.
+bool same_non_finite(double got, double want) {
+  return std::isnan(want) ? std::isnan(got) : got == want;
+}
+
 template <class T>
 int check_forward(const Config& c, const std::vector<T>& x, const tm::ValidityData& v, const Result<T>& got) {
   const tm::ForwardRef ref = tm::forward_reference(c.op, to_double(x), c.outer, c.reduce, c.inner, v, c.fill);
@@ -230,11 +235,16 @@ int check_forward(const Config& c, const std::vector<T>& x, const tm::ValidityDa
         const double tol_mean = n == 0 ? 0.0 : 4.0 * chain * tm::kU32 * big;
         const double tol_var =
             n == 0 ? 0.0 : 2.0 * acc * (2.0 + kappa) * ref.variance[at] + 4.0 * tm::kU32 * ref.variance[at];
-        if (!(std::fabs(m - want) <= tol_mean) && !(std::isnan(m) && std::isnan(want))) {
+        // A non-finite reference (an Inf or NaN at a valid step: the tolerances are infinite then) is matched
+        // exactly: the same infinity, or NaN for NaN.
+        if (!std::isfinite(want)
+                ? !same_non_finite(m, want)
+                : !(std::fabs(m - want) <= tol_mean) && !(std::isnan(m) && std::isnan(want))) {
           fail("mean" + where + " = " + std::to_string(m) + ", want " + std::to_string(want));
         }
-        if (!(std::fabs(var - ref.variance[at]) <= tol_var) &&
-            !(std::isnan(var) && std::isnan(ref.variance[at]))) {
+        if (!std::isfinite(ref.variance[at]) ? !same_non_finite(var, ref.variance[at])
+                                             : !(std::fabs(var - ref.variance[at]) <= tol_var) &&
+                                                   !(std::isnan(var) && std::isnan(ref.variance[at]))) {
           fail("variance" + where + " = " + std::to_string(var) + ", want " +
                std::to_string(ref.variance[at]));
         }
@@ -271,7 +281,11 @@ int check_forward(const Config& c, const std::vector<T>& x, const tm::ValidityDa
         tol += tm::ulp<T>(want);
       }
       const double want_t = tm::round_to<T>(want);
-      if (!(std::fabs(g - want_t) <= tol) && !(std::isnan(g) && std::isnan(want_t))) {
+      if (!std::isfinite(want) && !same_non_finite(g, want)) { // Inf or NaN at a valid step: exactly that
+        fail(std::string(op_name(c.op)) + where + " = " + std::to_string(g) + ", want " +
+             std::to_string(want));
+      } else if (std::isfinite(want) && !(std::fabs(g - want_t) <= tol) &&
+                 !(std::isnan(g) && std::isnan(want_t))) {
         fail(std::string(op_name(c.op)) + where + " = " + std::to_string(g) + ", want " +
              std::to_string(want_t) + " (tol " + std::to_string(tol) + ")");
       }
@@ -383,6 +397,54 @@ TYPED_TEST(MaskedReduceForwardTyped, MatrixAgainstReference) {
         failures += run_and_check(c, x, v, s.expect);
         if (failures > 20) {
           FAIL() << "too many failures";
+        }
+      }
+    }
+  }
+}
+
+// Every vector width N each path can take: caps of 1 to 16 (Tuning::vector_width) on shapes whose inner
+// (or R, for the narrow path's inner 1) allows them, inner sizes that allow only N = 2 or 4 (6, 12, 20),
+// and x views 2 and 4 elements off the allocation (8- and 16-byte alignment only). The matrix above
+// reaches the widest N of each dtype and N = 1; these reach the ones between.
+TYPED_TEST(MaskedReduceForwardTyped, EveryVectorWidth) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  struct Case {
+    std::int64_t outer, reduce, inner;
+    mr::Tuning tuning;
+  };
+  const Case cases[] = {
+      {4, 37, 768, forced(Path::kWide)}, {6, 64, 1, forced(Path::kNarrow)}, {3, 50, 6, forced(Path::kNarrow)},
+      {3, 50, 6, forced(Path::kWide)},   {2, 300, 20, with_splits(4)},      {3, 41, 12, forced(Path::kWide)},
+  };
+  int failures = 0;
+  for (const Case& k : cases) {
+    const std::vector<T> x = tm::exact_values<T>(rng, static_cast<std::size_t>(k.outer * k.reduce * k.inner));
+    for (const Validity validity : {Validity::kMask, Validity::kLengths}) {
+      const tm::ValidityData v = tm::make_validity(rng, validity, k.outer, k.reduce);
+      for (const int cap : {1, 2, 4, 8, 16}) {
+        for (const int x_offset : {0, 2, 4}) {
+          if (x_offset != 0 && cap != 16) {
+            continue; // the offsets limit N themselves
+          }
+          for (ReduceOp op : kOps) {
+            Config c;
+            c.op = op;
+            c.validity = validity;
+            c.outer = k.outer;
+            c.reduce = k.reduce;
+            c.inner = k.inner;
+            c.tuning = k.tuning;
+            c.tuning.vector_width = cap;
+            c.x_offset = x_offset;
+            SCOPED_TRACE(describe(c) + " cap " + std::to_string(cap) + " x offset " +
+                         std::to_string(x_offset));
+            failures += run_and_check(c, x, v, Path::kAuto);
+            if (failures > 20) {
+              FAIL() << "too many failures";
+            }
+          }
         }
       }
     }
@@ -614,10 +676,11 @@ TEST(MaskedReduceForward, MomentsNearFloatMax) {
 // step (with a mask: not the lane's first step, possibly in a later mask tile), and a start-valued
 // element must not hide a later number, zero or NaN. Columns by col % 8: 0 all -inf; 1 all +inf; 2 -inf
 // but one number; 3 +inf but one number; 4 -inf with a NaN and a number; 5 +inf with a NaN; 6 +-0 among
-// -inf and +inf; 7 plain numbers. Every lane of R sees each pattern (ty > 1 on the wide path, several
-// chunks on the split path, lane groups or 8-step vectors on the narrow path). The long shapes' masks
-// hide a prefix of each row (1030, all, 700 and 1100 steps), longer than the wide kernel's first mask
-// tile in rows 0 and 3.
+// -inf and +inf; 7 plain numbers; 8 numbers with one +inf or -inf at a random step (sum, mean and
+// moments must give that infinity wherever it sits in a lane's walk or a merge). Every lane of R sees each
+// pattern (ty > 1 on the wide path, several chunks on the split path, lane groups or 8-step vectors on the
+// narrow path). The long shapes' masks hide a prefix of each row (1030, all, 700 and 1100 steps), longer than
+// the wide kernel's first mask tile in rows 0 and 3.
 TYPED_TEST(MaskedReduceForwardTyped, InfinitiesAtValidSteps) {
   using T = TypeParam;
   auto rng = rng_for_test();
@@ -626,7 +689,8 @@ TYPED_TEST(MaskedReduceForwardTyped, InfinitiesAtValidSteps) {
   struct Case {
     std::int64_t outer, reduce, inner;
   };
-  for (const Case& s : {Case{5, 97, 64}, Case{5, 97, 7}, Case{4, 1200, 64}, Case{4, 1200, 1}}) {
+  for (const Case& s : {Case{5, 97, 64}, Case{5, 97, 7}, Case{4, 1200, 64}, Case{4, 1200, 1}, Case{9, 97, 1},
+                        Case{3, 300, 9}}) {
     const std::int64_t outer = s.outer;
     const std::int64_t reduce = s.reduce;
     const std::int64_t inner = s.inner;
@@ -639,8 +703,12 @@ TYPED_TEST(MaskedReduceForwardTyped, InfinitiesAtValidSteps) {
           return x[static_cast<std::size_t>((o * reduce + r) * inner + i)];
         };
         // Single-column rows cycle the patterns over rows instead.
-        const int pattern = static_cast<int>((inner == 1 ? o : i) % 8);
+        const int pattern = static_cast<int>((inner == 1 ? o : i) % 9);
         if (pattern == 7) {
+          continue;
+        }
+        if (pattern == 8) {
+          at(step(rng)) = Dtype<T>::from_double(coin(rng) == 0 ? -inf : inf);
           continue;
         }
         for (std::int64_t r = 0; r < reduce; ++r) {
@@ -680,7 +748,11 @@ TYPED_TEST(MaskedReduceForwardTyped, InfinitiesAtValidSteps) {
         }
       }
       for (const Run& run : runs) {
-        for (const ReduceOp op : {ReduceOp::kMax, ReduceOp::kMin}) {
+        // Every op: max / min select by the extremum rule; sum, mean and moments give what the double sum
+        // gives (Inf, -Inf, or NaN for both signs or a NaN) whatever the path and wherever the Inf sits in
+        // a thread's walk (moments once gave NaN for an Inf merged before finite values); moments'
+        // variance is NaN.
+        for (const ReduceOp op : kOps) {
           Config c;
           c.op = op;
           c.validity = kind;
