@@ -207,7 +207,9 @@ std::size_t workspace_size(const DropoutBackwardArgs& args);
 /// predict the schedule without reading the state back: DecayingDropout's keep rate at call k
 /// (decay_rate clamped to [0, 1] first), its threshold T and its scale. On a GPU the device's double
 /// pow may differ from the host's in the last bits (CUDA documents 2 ulp), so a threshold can differ by
-/// 1 in rare cases: read the state back for the exact values a call used.
+/// 1 in rare cases: read the state back for the exact values a call used. scheduled_keep_rate returns NaN
+/// for arguments the init op refuses (initial_keep_rate outside (0, 1], decay_rate NaN, decay_interval
+/// <= 0) and for k < 0.
 double scheduled_keep_rate(double initial_keep_rate, double decay_rate, std::int64_t decay_interval,
                            std::int64_t k) noexcept;
 std::uint64_t keep_threshold(double keep_rate) noexcept;

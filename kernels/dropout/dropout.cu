@@ -569,6 +569,12 @@ Status run(const DropoutBackwardArgs& args, void*, std::size_t, cudaStream_t str
 
 double scheduled_keep_rate(double initial_keep_rate, double decay_rate, std::int64_t decay_interval,
                            std::int64_t k) noexcept {
+  // The arguments the init op accepts (and k >= 0); anything else has no schedule: NaN, never a number
+  // (an interval <= 0 gave 0 or a rate above the initial one).
+  if (!(initial_keep_rate > 0.0 && initial_keep_rate <= 1.0) || std::isnan(decay_rate) ||
+      decay_interval <= 0 || k < 0) {
+    return std::numeric_limits<double>::quiet_NaN();
+  }
   return kd::decayed_keep_rate(initial_keep_rate, kd::clamp_decay(decay_rate), decay_interval, k);
 }
 

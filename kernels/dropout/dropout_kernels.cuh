@@ -384,7 +384,9 @@ struct ContigChunk : ChunkData<T, V, (V < 4 ? 4 : V)> { // chunks of whole Philo
     std::uint32_t b = 0;
     CULAYERS_PRAGMA_UNROLL
     for (int g = 0; g < kC / 4; ++g) {
-      const PhiloxWords w = philox_group(p.seed, p.stream, (q0 >> 2) + g);
+      // (q0 + 4 g) >> 2, not (q0 >> 2) + g: draw numbers wrap modulo 2^64 as philox_draw's do, so a chunk
+      // straddling q = 2^64 continues at group 0 (the scalar paths and the reference agree).
+      const PhiloxWords w = philox_group(p.seed, p.stream, (q0 + 4u * static_cast<unsigned>(g)) >> 2);
       CULAYERS_PRAGMA_UNROLL
       for (int e = 0; e < 4; ++e) {
         b |= th.keep(w.w[e]) ? 1u << (g * 4 + e) : 0u;

@@ -157,7 +157,8 @@ CULAYERS_API culayersStatus_t culayersDropoutBackward(const culayersDropoutBackw
 
 /* Host evaluation of the device's schedule formula: initial * clamp(decay_rate, 0, 1) ^ ((k + 1) /
  * decay_interval) in double (on a GPU the device's pow may differ in the last bits; read the state back
- * for the exact value used). */
+ * for the exact value used). NaN for arguments the init op refuses (initial_keep_rate outside (0, 1],
+ * decay_rate NaN, decay_interval <= 0) and for k < 0. */
 CULAYERS_API double culayersDropoutScheduledKeepRate(double initial_keep_rate, double decay_rate,
                                                      int64_t decay_interval, int64_t k);
 

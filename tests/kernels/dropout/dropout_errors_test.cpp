@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -364,6 +365,21 @@ TEST(DropoutCApi, MatchesTheCppApi) {
     EXPECT_EQ(std::memcmp(sc.data(), scpp.data(), sizeof(cd::DropoutState)), 0) << step;
   }
   EXPECT_EQ(culayersDropoutScheduledKeepRate(0.7, 0.9, 3, 5), cd::scheduled_keep_rate(0.7, 0.9, 3, 5));
+  // Arguments the init op refuses have no schedule: NaN (an interval <= 0 gave 0 or a rate above the
+  // initial one, which a caller could take for a real schedule).
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  struct Bad {
+    double initial, decay;
+    std::int64_t interval, k;
+  };
+  for (const Bad& b : {Bad{0.7, 0.9, 0, 5}, Bad{0.7, 0.9, -3, 5}, Bad{0.0, 0.9, 3, 5}, Bad{1.5, 0.9, 3, 5},
+                       Bad{nan, 0.9, 3, 5}, Bad{0.7, nan, 3, 5}, Bad{0.7, 0.9, 3, -1}}) {
+    EXPECT_TRUE(std::isnan(cd::scheduled_keep_rate(b.initial, b.decay, b.interval, b.k)))
+        << b.initial << " " << b.decay << " " << b.interval << " " << b.k;
+    EXPECT_TRUE(std::isnan(culayersDropoutScheduledKeepRate(b.initial, b.decay, b.interval, b.k)));
+  }
+  EXPECT_EQ(cd::scheduled_keep_rate(1.0, 0.9, 1, 0), 0.9); // the edges that are valid still give numbers
+  EXPECT_EQ(cd::scheduled_keep_rate(0.5, 1.0, 7, 0), 0.5);
 }
 
 TEST(DropoutCApi, Errors) {

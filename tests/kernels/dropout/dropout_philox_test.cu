@@ -222,4 +222,76 @@ TEST(DropoutPhilox, FastDivisionMatchesDivide) {
   EXPECT_EQ(failures, 0) << seed_trace();
 }
 
+// The broadcast paths' noise-index map (NoiseMap, locate) on the host: for random canonical shapes (outer
+// dims and an inner dim, each drawn or broadcast), the 32-bit and the 64-bit arithmetic both equal the noise
+// index computed from the element's digits, and the 64-bit one also on shapes of 2^32 elements or more
+// (only the generic kernel runs those, and no test tensor on the emulator is that large).
+TEST(DropoutPhilox, NoiseMapLocatesEveryElementInBothWidths) {
+  auto rng = rng_for_test();
+  int failures = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    const bool huge = trial % 4 == 3;
+    const int m = 1 + static_cast<int>(rng() % 6); // dims after canonicalization: m - 1 outer + inner
+    std::vector<std::uint64_t> extent(static_cast<std::size_t>(m));
+    std::vector<bool> drawn(static_cast<std::size_t>(m));
+    std::uint64_t n = 1;
+    for (int j = 0; j < m; ++j) {
+      extent[static_cast<std::size_t>(j)] = huge ? 2 + rng() % 3000 : 1 + rng() % 9;
+      drawn[static_cast<std::size_t>(j)] = rng() % 2 == 0;
+      n *= extent[static_cast<std::size_t>(j)];
+    }
+    if (huge && n <= 0xffffffffull) {
+      extent[0] *= (0x100000000ull / n) + 1; // past 2^32
+      n = 1;
+      for (std::uint64_t e : extent) {
+        n *= e;
+      }
+    }
+    kd::NoiseMap map{};
+    map.nd = m - 1;
+    std::vector<std::uint64_t> stride(static_cast<std::size_t>(m)); // noise strides, 0 when broadcast
+    std::uint64_t st = 1;
+    for (int j = m - 1; j >= 0; --j) {
+      stride[static_cast<std::size_t>(j)] = drawn[static_cast<std::size_t>(j)] ? st : 0;
+      st *= drawn[static_cast<std::size_t>(j)] ? extent[static_cast<std::size_t>(j)] : 1;
+    }
+    for (int j = 0; j < m - 1; ++j) {
+      map.outer[j] = kd::DivMod::make(extent[static_cast<std::size_t>(j)]);
+      map.outer_stride[j] =
+          stride[static_cast<std::size_t>(j)] /
+          (drawn[static_cast<std::size_t>(m - 1)] ? extent[static_cast<std::size_t>(m - 1)] : 1);
+    }
+    const std::uint64_t inner = extent[static_cast<std::size_t>(m - 1)];
+    map.inner = kd::DivMod::make(inner);
+    map.inner_kept = drawn[static_cast<std::size_t>(m - 1)] ? 1u : 0u;
+    map.inner_noise = map.inner_kept != 0 ? inner : 1;
+    for (int k = 0; k < 64; ++k) {
+      const std::uint64_t i = k == 0   ? 0
+                              : k == 1 ? n - 1
+                                       : (static_cast<std::uint64_t>(rng()) << 20 ^ rng()) % n;
+      std::uint64_t want = 0;
+      std::uint64_t rest = i;
+      for (int j = m - 1; j >= 0; --j) {
+        want += (rest % extent[static_cast<std::size_t>(j)]) * stride[static_cast<std::size_t>(j)];
+        rest /= extent[static_cast<std::size_t>(j)];
+      }
+      const std::uint64_t want_left = inner - i % inner;
+      std::uint64_t left = 0;
+      const std::uint64_t got_wide = kd::locate<true>(map, i, &left);
+      if ((got_wide != want || left != want_left) && failures++ < 5) {
+        ADD_FAILURE() << "64-bit: trial " << trial << " element " << i << ": got " << got_wide << " (left "
+                      << left << "), want " << want << " (left " << want_left << ")";
+      }
+      if (n <= 0xffffffffull) {
+        const std::uint64_t got = kd::locate<false>(map, i, &left);
+        if ((got != want || left != want_left) && failures++ < 5) {
+          ADD_FAILURE() << "32-bit: trial " << trial << " element " << i << ": got " << got << ", want "
+                        << want;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(failures, 0) << seed_trace();
+}
+
 } // namespace

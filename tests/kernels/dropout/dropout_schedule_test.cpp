@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -235,13 +236,15 @@ TEST(DropoutSchedule, DecayRateIsClampedAndFixedRateStays) {
 // Backward of call k after the update op: regenerates call k's mask (with call k's scale), not the
 // mask of the next call, for the plain and a broadcast noise shape.
 template <class T>
-void backward_after_update(const std::vector<std::int64_t>& dims, const std::vector<std::int64_t>& noise) {
+void backward_after_update(const std::vector<std::int64_t>& dims, const std::vector<std::int64_t>& noise,
+                           std::uint64_t base_offset = 0) {
   auto rng = rng_for_test();
   cd::DropoutInitArgs init;
   init.seed = rng();
   init.initial_keep_rate = 0.9;
   init.decay_rate = 0.5;
   init.decay_interval = 2; // fast decay: consecutive calls have different rates and scales
+  init.offset = base_offset;
   DeviceState state(init);
   const std::size_t n = static_cast<std::size_t>(ref::numel(dims));
   DeviceBuffer<T> x(random_input<T>(rng, n));
@@ -298,6 +301,17 @@ TEST(DropoutSchedule, BackwardAfterUpdateReproducesForwardMaskBFloat16Broadcast)
   backward_after_update<__nv_bfloat16>({3, 5, 16}, {3, 1, 16});
   backward_after_update<__nv_bfloat16>({2, 4, 3, 5}, {2, 4, 1, 1});
 }
+// Base offsets whose draws straddle Philox counter group 2^32 (the counter's high word) and wrap past 2^64,
+// on the plain, row, run and generic paths (the forward test checks the same for the forward alone).
+TEST(DropoutSchedule, BackwardAtOffsetsInTheHighCounterWord) {
+  for (const std::uint64_t base : {(std::uint64_t{1} << 34) - 8, ~std::uint64_t{0} - 15}) {
+    SCOPED_TRACE("base offset " + std::to_string(base));
+    backward_after_update<float>({1027}, {}, base);
+    backward_after_update<float>({3, 5, 16}, {3, 1, 16}, base);
+    backward_after_update<__nv_bfloat16>({2, 4, 3, 5}, {2, 4, 1, 1}, base);
+    backward_after_update<float>({4, 5, 6}, {4, 1, 6}, base);
+  }
+}
 
 // Before any forward, the backward uses the current call (init mirrors it into last_*).
 TEST(DropoutSchedule, BackwardBeforeAnyForwardUsesTheCurrentCall) {
@@ -318,8 +332,9 @@ TEST(DropoutSchedule, BackwardBeforeAnyForwardUsesTheCurrentCall) {
   EXPECT_TRUE(compare_bits(dx.download(), want, n).empty());
 }
 
-// Capture forward + update once, replay 100 times: each replay uses the next step's stream and keep
-// rate, read from the state on the device (no host involvement), and matches the reference.
+// Capture forward + update + backward once, replay 100 times: each replay uses the next step's stream and
+// keep rate, read from the state on the device (no host involvement), and its forward and backward match
+// the reference.
 TEST(DropoutSchedule, GraphReplayAdvancesTheSchedule) {
   auto rng = rng_for_test();
   cd::DropoutInitArgs init;
@@ -337,26 +352,47 @@ TEST(DropoutSchedule, GraphReplayAdvancesTheSchedule) {
   DeviceBuffer<__nv_bfloat16> x(x_host);
   DeviceBuffer<__nv_bfloat16> y(n);
   DeviceBuffer<std::uint8_t> mask(n);
+  const std::vector<__nv_bfloat16> dy_host = random_input<__nv_bfloat16>(rng, n);
+  DeviceBuffer<__nv_bfloat16> dy(dy_host);
+  DeviceBuffer<__nv_bfloat16> dx(n);
   CULAYERS_ASSERT_CUDA(cudaStreamSynchronize(stream));
 
-  cd::DropoutForwardArgs f;
-  f.x = x.get();
-  f.y = y.get();
-  f.dtype = culayers::DType::kBFloat16;
-  f.shape = shape_of(dims);
-  f.noise_shape = shape_of(noise);
-  f.state = state.get();
-  f.mask = mask.get();
-  cd::DropoutUpdateArgs u;
-  u.state = state.get();
+  // Forward, update, then the backward of that forward (after the update: it reads last_*), captured
+  // once. The argument structs live only for the capture and are overwritten afterwards: a launch that read
+  // host memory at replay would see garbage.
+  auto f = std::make_unique<cd::DropoutForwardArgs>();
+  f->x = x.get();
+  f->y = y.get();
+  f->dtype = culayers::DType::kBFloat16;
+  f->shape = shape_of(dims);
+  f->noise_shape = shape_of(noise);
+  f->state = state.get();
+  f->mask = mask.get();
+  auto u = std::make_unique<cd::DropoutUpdateArgs>();
+  u->state = state.get();
+  auto b = std::make_unique<cd::DropoutBackwardArgs>();
+  b->dy = dy.get();
+  b->dx = dx.get();
+  b->dtype = f->dtype;
+  b->shape = f->shape;
+  b->noise_shape = f->noise_shape;
+  b->state = state.get();
 
   cudaGraph_t graph = nullptr;
   CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  const Status fs = cd::run(f, nullptr, 0, stream);
-  const Status us = cd::run(u, nullptr, 0, stream);
+  const Status fs = cd::run(*f, nullptr, 0, stream);
+  const Status us = cd::run(*u, nullptr, 0, stream);
+  const Status bs = cd::run(*b, nullptr, 0, stream);
   CULAYERS_ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
   ASSERT_EQ(fs, Status::kSuccess) << culayers::last_error_message();
   ASSERT_EQ(us, Status::kSuccess) << culayers::last_error_message();
+  ASSERT_EQ(bs, Status::kSuccess) << culayers::last_error_message();
+  std::memset(static_cast<void*>(f.get()), 0xA5, sizeof(*f));
+  std::memset(static_cast<void*>(u.get()), 0xA5, sizeof(*u));
+  std::memset(static_cast<void*>(b.get()), 0xA5, sizeof(*b));
+  f.reset();
+  u.reset();
+  b.reset();
   cudaGraphExec_t exec = nullptr;
   CULAYERS_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
   // Capture enqueued nothing: the state is still at step 0.
@@ -380,6 +416,8 @@ TEST(DropoutSchedule, GraphReplayAdvancesTheSchedule) {
     ASSERT_TRUE(mdiff.empty()) << "replay " << k << ": " << mdiff << "; " << seed_trace();
     const std::string ydiff = compare_bits(y.download(), ref::apply(x_host, keep, p.scale), n);
     ASSERT_TRUE(ydiff.empty()) << "replay " << k << ": y: " << ydiff << "; " << seed_trace();
+    const std::string dxdiff = compare_bits(dx.download(), ref::apply(dy_host, keep, p.scale), n);
+    ASSERT_TRUE(dxdiff.empty()) << "replay " << k << ": dx: " << dxdiff << "; " << seed_trace();
   }
   CULAYERS_ASSERT_CUDA(cudaGraphExecDestroy(exec));
   CULAYERS_ASSERT_CUDA(cudaGraphDestroy(graph));
