@@ -766,6 +766,14 @@ Status validate_backward(const GroupNormBackwardArgs& a) {
       !ok(s)) {
     return s;
   }
+  // dgamma / dbeta: channel_sums_kernel's grid is one block per kFinalThreadsX channels (not strided).
+  if ((a.dgamma != nullptr || a.dbeta != nullptr) &&
+      (a.channels + k::kFinalThreadsX - 1) / k::kFinalThreadsX > (std::numeric_limits<std::int32_t>::max)()) {
+    return set_error(Status::kErrorSizeLimit, "%s: dgamma: %lld channels exceed %lld (2^31 - 1 blocks of %d)",
+                     op, static_cast<long long>(a.channels),
+                     static_cast<long long>(k::kFinalThreadsX) * (std::numeric_limits<std::int32_t>::max)(),
+                     k::kFinalThreadsX);
+  }
   const std::size_t bytes = static_cast<std::size_t>(elements) * dtype_bytes(a.dtype);
   const std::size_t stat_bytes = static_cast<std::size_t>(a.batch * a.groups) * sizeof(float);
   const std::size_t cbytes = static_cast<std::size_t>(a.channels) * sizeof(float);
@@ -804,14 +812,19 @@ struct BackwardCarve {
 
 BackwardCarve backward_carve(const GroupNormBackwardArgs& a, const Planned& pl) {
   BackwardCarve b{0, 0, 0};
-  if ((pl.plan.path == Path::kSplit || pl.plan.path == Path::kTile) && pl.units > 0) {
+  // Without elements (batch or spatial 0) no backward kernel runs (run's has_elements; dgamma / dbeta are
+  // sums over no rows): no workspace.
+  if (pl.units == 0 || a.spatial == 0) {
+    return b;
+  }
+  if (pl.plan.path == Path::kSplit || pl.plan.path == Path::kTile) {
     b.group_bytes =
         align_up(static_cast<std::size_t>(pl.units * pl.geo.splits) * 3 * sizeof(float), kWorkspaceAlign);
   }
-  if (pl.plan.path == Path::kTile && pl.units > 0) {
+  if (pl.plan.path == Path::kTile) {
     b.totals_bytes = align_up(static_cast<std::size_t>(pl.units) * 3 * sizeof(float), kWorkspaceAlign);
   }
-  if ((a.dgamma != nullptr || a.dbeta != nullptr) && pl.units > 0) {
+  if (a.dgamma != nullptr || a.dbeta != nullptr) {
     b.channel_bytes = align_up(
         static_cast<std::size_t>(2 * a.batch * pl.geo.splits * a.channels) * sizeof(float), kWorkspaceAlign);
   }
@@ -927,8 +940,9 @@ std::size_t workspace_size(const GroupNormBackwardArgs& args) {
 
 Path selected_path(const GroupNormBackwardArgs& args) {
   Planned pl{};
-  if (!ok(validate_backward(args)) || !ok(make_plan(backward_common(args), &pl)) || pl.units == 0) {
-    return Path::kAuto;
+  if (!ok(validate_backward(args)) || !ok(make_plan(backward_common(args), &pl)) || pl.units == 0 ||
+      args.spatial == 0) {
+    return Path::kAuto; // nothing of the path is launched (see run)
   }
   return pl.plan.path;
 }

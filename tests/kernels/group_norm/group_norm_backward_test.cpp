@@ -1044,6 +1044,9 @@ TEST(GroupNormBackward, EmptyTensor) {
             std::string(which == 0 ? "batch 0" : "spatial 0") + " path " + gnk::path_name(path);
         EXPECT_EQ(gnk::can_implement(a), Status::kSuccess) << what << ": " << culayers::last_error_message();
         const std::size_t ws_bytes = gnk::workspace_size(a);
+        // Only dgamma / dbeta's kernel runs (over no rows): no workspace, no path.
+        EXPECT_EQ(ws_bytes, 0u) << what;
+        EXPECT_EQ(gnk::selected_path(a), Path::kAuto) << what;
         DeviceBuffer<unsigned char> ws(ws_bytes);
         EXPECT_EQ(gnk::run(a, ws_bytes > 0 ? ws.get() : nullptr, ws_bytes, nullptr), Status::kSuccess)
             << what << ": " << culayers::last_error_message();

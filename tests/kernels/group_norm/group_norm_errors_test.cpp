@@ -292,6 +292,16 @@ TEST(GroupNormErrors, BackwardRejectsAndWritesNothing) {
   cases.push_back(
       {"dx null", Status::kErrorNullPointer, [](gnk::GroupNormBackwardArgs& a) { a.dx = nullptr; }, "dx: "});
   using B = gnk::GroupNormBackwardArgs;
+  // dgamma / dbeta's kernel runs a block per 32 channels: more than 2^31 - 1 blocks is refused (it wrapped
+  // the grid before: most of dgamma unwritten, kSuccess).
+  cases.push_back({"dgamma over 2^36 channels", Status::kErrorSizeLimit,
+                   [](B& a) {
+                     a.channels = std::int64_t{1} << 37;
+                     a.groups = std::int64_t{1} << 7;
+                     a.spatial = 1;
+                     a.batch = 1;
+                   },
+                   "dgamma: 137438953472 channels exceed"});
   cases.push_back({"dgamma misaligned", Status::kErrorMisaligned,
                    [](B& a) { a.dgamma = shifted(a.dgamma, 2); }, "dgamma: not aligned"});
   cases.push_back({"dbeta misaligned", Status::kErrorMisaligned, [](B& a) { a.dbeta = shifted(a.dbeta, 2); },
