@@ -60,6 +60,21 @@ Status BatchNormalization::do_build(const Shape& input_shape, cudaStream_t strea
   if (!valid_momentum(options_.momentum)) {
     return set_error(Status::kErrorInvalidValue, "%s: momentum: %g is not in [0, 1]", n, options_.momentum);
   }
+  // A moving variance must start >= 0 (add_weight checks the values drawn). An initializer that can draw a
+  // negative value is refused by its kind and parameters, before any draw: otherwise an unseeded one made
+  // the same config build or fail depending on the draw.
+  const Initializer& vi = options_.moving_variance_initializer;
+  const bool may_be_negative =
+      (vi.kind == Initializer::Kind::kRandomUniform && vi.minval < 0.0) ||
+      (vi.kind == Initializer::Kind::kRandomNormal && (vi.mean < 0.0 || vi.stddev > 0.0)) ||
+      vi.kind == Initializer::Kind::kGlorotUniform;
+  if (may_be_negative) {
+    return set_error(
+        Status::kErrorInvalidValue,
+        "%s: moving_variance_initializer: %s may draw negative variances (use Ones, a Constant >= 0 "
+        "or RandomUniform with minval >= 0)",
+        n, vi.to_json().dump().c_str());
+  }
   const int axis = options_.axis < 0 ? options_.axis + rank : options_.axis;
   if (axis < 0 || axis >= rank) {
     return set_error(Status::kErrorInvalidValue, "%s: axis: %d is out of range for an input of rank %d", n,

@@ -493,6 +493,34 @@ TEST(BatchNormalizationLayer, FrozenLayersAndTheInferencePhaseUseMovingStatistic
   EXPECT_FALSE(same_bits(weight_floats(layer, "moving_mean"), mm));
 }
 
+// A moving-variance initializer that can draw a negative value is refused at build by its kind and
+// parameters, whatever it would draw (an unseeded RandomUniform(-0.05, 1.5) made one config build or fail
+// depending on the draw); the ones that cannot are built.
+TEST(BatchNormalizationLayer, MovingVarianceInitializerThatMayDrawNegativesIsRefused) {
+  for (const nn::Initializer& bad :
+       {nn::Initializer::random_uniform(-0.05, 1.5), nn::Initializer::random_uniform(-0.05, 1.5, 7),
+        nn::Initializer::random_normal(1.0, 0.1, 3), nn::Initializer::random_normal(-1.0, 0.0),
+        nn::Initializer::glorot_uniform(5)}) {
+    for (int attempt = 0; attempt < 8; ++attempt) { // the same outcome every time, seeded or not
+      nn::BatchNormalizationOptions o;
+      o.moving_variance_initializer = bad;
+      nn::BatchNormalization layer(o, "bn");
+      EXPECT_EQ(layer.build(Shape{2, 40}), Status::kErrorInvalidValue) << bad.to_json().dump();
+      culayers::test::expect_message_contains("moving_variance_initializer", bad.to_json().dump());
+      EXPECT_TRUE(layer.weights().empty());
+    }
+  }
+  for (const nn::Initializer& good :
+       {nn::Initializer::ones(), nn::Initializer::constant(0.0), nn::Initializer::random_uniform(0.0, 2.0),
+        nn::Initializer::random_normal(1.0, 0.0)}) {
+    nn::BatchNormalizationOptions o;
+    o.moving_variance_initializer = good;
+    nn::BatchNormalization layer(o, "bn");
+    EXPECT_EQ(layer.build(Shape{2, 40}), Status::kSuccess)
+        << good.to_json().dump() << ": " << culayers::last_error_message();
+  }
+}
+
 TEST(BatchNormalizationLayer, WeightsFollowKerasOrderAndTrainability) {
   struct Want {
     bool center, scale;
