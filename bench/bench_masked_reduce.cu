@@ -204,7 +204,9 @@ bool make_inputs(benchmark::State& state, const Workload& w, Inputs* in) {
                   CULAYERS_LAUNCH((fill_kernel<T>), dim3(static_cast<unsigned>(max_blocks(8))), dim3(256), 0,
                                   bench_stream(), in->x.as<T>(), n),
                   "fill") ||
-      !check_cuda(state, cudaStreamSynchronize(bench_stream()), "fill synchronize")) {
+      // The whole device: a pageable cudaMemcpy may return before its copy lands, and the bench stream is
+      // non-blocking (not ordered after the legacy stream's uploads).
+      !check_cuda(state, cudaDeviceSynchronize(), "upload and fill synchronize")) {
     return false;
   }
   return true;

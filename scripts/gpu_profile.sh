@@ -7,9 +7,12 @@
 #   scripts/gpu_profile.sh                        every case in the list below
 #   scripts/gpu_profile.sh 'REGEX' ['REGEX'...]   only these benchmark filters
 #
-# Each case runs culayers_bench with --benchmark_filter=<case> and one repetition, and profiles a few kernel
-# launches after the verification and warm-up ones (CULAYERS_PROFILE_SKIP, default 12; CULAYERS_PROFILE_COUNT,
-# default 6). ncu runs with --clock-control none: the card's clocks are neither locked nor changed (the
+# Each case runs culayers_bench with --benchmark_filter=<case> and one repetition, and profiles a few of the
+# library's kernel launches after its verification and warm-up ones (CULAYERS_PROFILE_SKIP, default 12;
+# CULAYERS_PROFILE_COUNT, default 6). Only kernels whose demangled name matches CULAYERS_PROFILE_KERNELS
+# (default: the library's kernel namespaces) are counted and profiled: the harness launches an L2 flush
+# (a memset and a two-kernel reduction) before every timed iteration and its copy reference first, which an
+# unfiltered skip count landed in. ncu runs with --clock-control none: the card's clocks are neither locked nor changed (the
 # times are therefore those of the card as found, and each profiled kernel is replayed, so only the counters,
 # not the wall time of the run, mean anything).
 #
@@ -18,7 +21,10 @@
 # SM throughput) and copies it into $OUT when that is set. Exits 0 without a GPU or without ncu.
 #
 # Environment: CULAYERS_GPU_BUILD_DIR (default build/gpu), CULAYERS_PROFILE_TIMEOUT (seconds per case,
-# default 60), CULAYERS_PROFILE_SKIP, CULAYERS_PROFILE_COUNT.
+# default 60), CULAYERS_PROFILE_SKIP, CULAYERS_PROFILE_COUNT, CULAYERS_PROFILE_KERNELS (an ncu --kernel-name
+# value on demangled names), CULAYERS_PROFILE_DEADLINE (seconds for the whole run, default 480: cases that
+# would start after it are skipped; the CSV is copied to $OUT after every case, so a run cut short still
+# returns what it profiled).
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,7 +46,9 @@ bench_bin="$build_dir/bench/culayers_bench"
 case_timeout="${CULAYERS_PROFILE_TIMEOUT:-60}"
 skip="${CULAYERS_PROFILE_SKIP:-12}"
 count="${CULAYERS_PROFILE_COUNT:-6}"
-for v in case_timeout skip count; do
+deadline="${CULAYERS_PROFILE_DEADLINE:-480}"
+kernel_filter="${CULAYERS_PROFILE_KERNELS:-regex:kernels::(masked|dropout|group_norm|batch_norm)::}"
+for v in case_timeout skip count deadline; do
   if [[ ! "${!v}" =~ ^[0-9]+$ ]]; then
     echo "gpu_profile: $v must be a whole number (got '${!v}')" >&2
     exit 2
@@ -79,6 +87,7 @@ mkdir -p bench/results
 out_csv="bench/results/profile-$slug-$(date -u +%Y-%m-%d).csv"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+rm -f "$out_csv" # this run's rows only (the header comes with the first case that parses)
 
 metrics=(
   gpu__time_duration.sum
@@ -100,8 +109,13 @@ i=0
 for c in "${cases[@]}"; do
   i=$((i + 1))
   log="$work/case$i.csv"
+  if ((SECONDS + case_timeout + 10 > deadline)); then
+    echo "== [$i/${#cases[@]}] $c: skipped (the ${deadline} s deadline would pass)"
+    continue
+  fi
   echo "== [$i/${#cases[@]}] $c"
   timeout -k 10 "$case_timeout" ncu --clock-control none --launch-skip "$skip" --launch-count "$count" \
+    --kernel-name-base demangled --kernel-name "$kernel_filter" \
     --metrics "$metric_list" --print-units base --csv --page raw --log-file "$log" \
     "$bench_bin" "--benchmark_filter=$c" --benchmark_repetitions=1 >"$work/case$i.out" 2>&1
   rc=$?
@@ -110,9 +124,10 @@ for c in "${cases[@]}"; do
     tail -n 5 "$work/case$i.out" | sed 's/^/   /'
   fi
   # Prefix every data row with the case (the header row once).
-  python3 - "$log" "$c" "$out_csv" "$i" <<'PY' || echo "   (no counters parsed)"
-import csv, sys
-log, case, out, first = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+  python3 - "$log" "$c" "$out_csv" <<'PY' || echo "   (no counters parsed)"
+import csv, os, sys
+log, case, out = sys.argv[1], sys.argv[2], sys.argv[3]
+first = not os.path.exists(out)
 rows = []
 try:
     with open(log, newline="") as f:
@@ -139,8 +154,8 @@ with open(out, "w" if first else "a", newline="") as f:
         w.writerow([case] + vals)
         print("   " + " | ".join(vals[:4] + vals[6:8]))
 PY
+  if [[ -n "${OUT:-}" && -s "$out_csv" ]]; then
+    cp "$out_csv" "$OUT/"
+  fi
 done
-if [[ -n "${OUT:-}" && -s "$out_csv" ]]; then
-  cp "$out_csv" "$OUT/"
-fi
 echo "gpu_profile: wrote $out_csv"
