@@ -3,12 +3,15 @@
 #ifndef CULAYERS_LAYERS_CONFIG_UTIL_HPP_
 #define CULAYERS_LAYERS_CONFIG_UTIL_HPP_
 
+#include <atomic>
+#include <chrono>
 #include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <random>
 #include <set>
 #include <string>
 #include <type_traits>
@@ -372,6 +375,24 @@ enum class DocumentPart { kModel, kModelConfig, kLayerEntry, kInputLayerConfig, 
 /// prefixed with `op`; appends to options.unused_keys without clearing it.
 [[nodiscard]] Status layer_from_json_at(const Json& json, const ConfigReadOptions& options,
                                         const std::string& path, const char* op, std::unique_ptr<Layer>* out);
+
+/// A nondeterministic seed (Keras's seed=None). std::random_device may throw where the platform has no
+/// entropy source: then the clock, a process-wide counter and an address are mixed (SplitMix64's finalizer).
+inline std::uint64_t random_seed() {
+  try {
+    std::random_device rd;
+    return static_cast<std::uint64_t>(rd()) << 32 ^ rd();
+  } catch (...) {
+    static std::atomic<std::uint64_t> counter{0};
+    int local = 0;
+    std::uint64_t z =
+        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+        (counter.fetch_add(1) * 0x9e3779b97f4a7c15ull) ^ reinterpret_cast<std::uintptr_t>(&local);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+}
 
 /// The most recent error again, as kErrorParse (an option check failing inside from_config).
 inline Status as_parse_error() {

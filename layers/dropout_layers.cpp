@@ -23,24 +23,6 @@ using ::culayers::detail::set_error;
 
 namespace {
 
-/// A nondeterministic seed (Keras's seed=None). std::random_device may throw where the platform has no
-/// entropy source: then the clock, a process-wide counter and an address are mixed (SplitMix64's finalizer).
-std::uint64_t random_seed() {
-  try {
-    std::random_device rd;
-    return static_cast<std::uint64_t>(rd()) << 32 ^ rd();
-  } catch (...) {
-    static std::atomic<std::uint64_t> counter{0};
-    int local = 0;
-    std::uint64_t z =
-        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
-        (counter.fetch_add(1) * 0x9e3779b97f4a7c15ull) ^ reinterpret_cast<std::uintptr_t>(&local);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-}
-
 Status check_noise_shape_option(const std::string& name, const NoiseShape& noise_shape) {
   if (!noise_shape) {
     return Status::kSuccess;
@@ -272,7 +254,7 @@ Status dropout_output_shape(const std::string& name, const NoiseShape& noise_sha
 
 Dropout::Dropout(DropoutOptions options, std::string name, DType dtype)
     : Layer("Dropout", std::move(name)), options_(std::move(options)),
-      effective_seed_(options_.seed ? *options_.seed : random_seed()) {
+      effective_seed_(options_.seed ? *options_.seed : config_util::random_seed()) {
   set_dtype(dtype);
 }
 
@@ -384,7 +366,7 @@ Status Dropout::from_config(const Json& config, std::unique_ptr<Layer>* out) {
 
 DecayingDropout::DecayingDropout(DecayingDropoutOptions options, std::string name, DType dtype)
     : Layer("DecayingDropout", std::move(name)), options_(std::move(options)),
-      effective_seed_(options_.seed ? *options_.seed : random_seed()) {
+      effective_seed_(options_.seed ? *options_.seed : config_util::random_seed()) {
   set_dtype(dtype);
   // As the original layer: the decay rate is clamped into [0, 1] (NaN stays NaN: check_options rejects it).
   if (!std::isnan(options_.decay_rate)) {

@@ -247,8 +247,9 @@ Status Initializer::generate(const Shape& shape, std::vector<double>* out) const
   }
   const std::int64_t n = shape.numel();
   std::vector<double> values(static_cast<std::size_t>(n));
-  const std::uint64_t s =
-      seed ? *seed : (static_cast<std::uint64_t>(std::random_device{}()) << 32 ^ std::random_device{}());
+  // config_util::random_seed: std::random_device may throw where the platform has no entropy source, and
+  // no exception may leave this Status-returning API.
+  const std::uint64_t s = seed ? *seed : config_util::random_seed();
   SplitMix64 rng(s);
   switch (kind) {
   case Kind::kZeros:

@@ -181,6 +181,11 @@ Status Layer::build(const Shape& input_shape, cudaStream_t stream) {
   // Weight initialization was enqueued from host buffers that go away now: wait for it.
   if (const cudaError_t e = cudaStreamSynchronize(stream); e != cudaSuccess) {
     (void)cudaGetLastError();
+    // Unbuilt as after a failed do_build: a later build starts from nothing (the weights' names free, the
+    // call steps registered once).
+    weights_.clear();
+    updates_.clear();
+    call_steps_.clear();
     return set_error(Status::kErrorCudaRuntime, "%s: build: %s", name_.c_str(), cudaGetErrorString(e));
   }
   built_ = true;

@@ -279,16 +279,21 @@ Status MaskedFlatten::do_call(const CallContext& ctx, const ConstTensorView& x, 
   }
   LayerOutput result;
   result.y = ConstTensorView::contiguous(x.data(), dtype(), out_shape); // x is contiguous: a view
+  const std::int64_t features = shape.rank() >= 2 ? shape.product(2, shape.rank()) : 1;
+  // The expanded mask's buffer is taken on every call of a shape with trailing features, mask or not: a
+  // call for a shape already seen allocates nothing, so a warm-up without a mask keeps a later call with
+  // one capturable (as every layer takes both phases' buffers on a first call).
+  Tensor* m = nullptr;
+  if (features != 1) {
+    if (Status s = output_buffer(ctx, 0, out_shape, DType::kUInt8, &m); !ok(s)) {
+      return s;
+    }
+  }
   if (mask.data() != nullptr) {
     // The base checked mask = [batch, steps] with steps = x's axis 1 (so rank >= 2).
-    const std::int64_t features = shape.product(2, shape.rank());
     if (features == 1) {
       result.mask = mask; // already one flag per output element
     } else {
-      Tensor* m = nullptr;
-      if (Status s = output_buffer(ctx, 0, out_shape, DType::kUInt8, &m); !ok(s)) {
-        return s;
-      }
       masked_reduce::MaskExpandArgs args;
       args.mask = mask.data_as<std::uint8_t>();
       args.out = static_cast<std::uint8_t*>(m->data());

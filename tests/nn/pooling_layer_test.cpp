@@ -416,6 +416,47 @@ TEST(MaskedFlattenLayer, RandomMasksExpandBitExactly) {
   flatten_case<__nv_bfloat16>(rng, Shape{2, 17, 16});
 }
 
+// A warm-up call without a mask, then a captured call with one for the same shape: the expanded mask's
+// buffer was taken at the warm-up (before, the first call with a mask allocated inside the capture, which
+// invalidated it on the emulator and would record an allocation node on a GPU). Replays expand the mask.
+TEST(MaskedFlattenLayer, WarmUpWithoutAMaskKeepsACallWithOneCapturable) {
+  auto rng = rng_for_test();
+  const Shape shape{3, 5, 4};
+  DeviceBuffer<float> x(tm::exact_values<float>(rng, static_cast<std::size_t>(shape.numel())));
+  const tm::ValidityData valid = tm::make_validity(rng, tm::Validity::kMask, 3, 5);
+  DeviceBuffer<std::uint8_t> mask(valid.mask);
+  const ConstTensorView xv = ConstTensorView::contiguous(x.get(), DType::kFloat32, shape);
+  const ConstTensorView mv = ConstTensorView::contiguous(mask.get(), DType::kUInt8, Shape{3, 5});
+  cudaStream_t stream = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  auto layer_owner = std::make_unique<nn::MaskedFlatten>(); // destroyed before the stream it freed on
+  nn::MaskedFlatten& layer = *layer_owner;
+  nn::CallContext ctx;
+  ctx.stream = stream;
+  nn::LayerOutput out;
+  for (int k = 0; k < 2; ++k) {
+    ASSERT_EQ(layer.call(ctx, xv, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  }
+  CULAYERS_ASSERT_CUDA(cudaStreamSynchronize(stream));
+  cudaGraph_t graph = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  const Status cs = layer.call(ctx, xv, mv, &out);
+  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+  ASSERT_EQ(cs, Status::kSuccess) << culayers::last_error_message();
+  ASSERT_EQ(end, cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  for (int k = 0; k < 2; ++k) {
+    CULAYERS_ASSERT_CUDA(cudaGraphLaunch(exec, stream));
+  }
+  CULAYERS_ASSERT_CUDA(cudaStreamSynchronize(stream));
+  EXPECT_EQ(download<std::uint8_t>(out.mask), tm::expand_reference(valid.mask, 4));
+  CULAYERS_ASSERT_CUDA(cudaGraphExecDestroy(exec));
+  CULAYERS_ASSERT_CUDA(cudaGraphDestroy(graph));
+  layer_owner.reset();
+  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(stream));
+}
+
 TEST(MaskedFlattenLayer, LowRanksAndErrors) {
   DeviceBuffer<float> x(std::vector<float>{1, 2, 3, 4, 5, 6});
   DeviceBuffer<std::uint8_t> mask(std::vector<std::uint8_t>{1, 0, 1, 1, 0, 0});

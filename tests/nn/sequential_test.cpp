@@ -547,8 +547,11 @@ TEST(Sequential, KerasWrittenConfigsLoad) {
                          {"name", "input_1"}}}};
   Json keras2 = demo_config();
   keras2["config"]["layers"].insert(keras2["config"]["layers"].begin(), input2);
-  keras2["config"]["layers"][2]["config"]["dtype"] = {{"class_name", "Policy"},
-                                                      {"config", {{"name", "mixed_float16"}}}};
+  // Every layer mixed (a model whose layers' dtypes differ is refused: culayers does not cast between them).
+  for (std::size_t i = 1; i < keras2["config"]["layers"].size(); ++i) {
+    keras2["config"]["layers"][i]["config"]["dtype"] = {{"class_name", "Policy"},
+                                                        {"config", {{"name", "mixed_float16"}}}};
+  }
   std::unique_ptr<nn::Sequential> model = make_model(keras2);
   ASSERT_TRUE(model);
   nn::ConfigReadOptions strict; // every key these configs hold is one culayers or Keras knows
@@ -559,7 +562,7 @@ TEST(Sequential, KerasWrittenConfigsLoad) {
   EXPECT_TRUE(model->built());
   EXPECT_EQ(model->to_json()["config"]["build_input_shape"], Json::array({nullptr, kT, kF}));
   EXPECT_EQ(model->layer(1).dtype(), DType::kFloat16) << "mixed_float16 computes in float16";
-  EXPECT_EQ(model->layer(0).dtype(), DType::kFloat32);
+  EXPECT_EQ(model->layer(0).dtype(), DType::kFloat16);
 
   const Json policy = {{"module", "keras"},
                        {"class_name", "DTypePolicy"},
@@ -947,12 +950,17 @@ TEST(Sequential, NoiseShapeBatchIsCheckedBeforeAnyLayerRuns) {
 }
 
 TEST(Sequential, AFailingCallRunsNoLayerAndNoUpdate) {
-  // Masking and DecayingDropout compute in float32, BatchNormalization in float16: the chain check stops
-  // the call at the dtype mismatch before DecayingDropout runs (its forward or its update op).
-  Json cfg = demo_config("mixed");
-  cfg["config"]["layers"][3]["config"]["dtype"] = "float16";
-  cfg = with_build_shape(cfg);
-  auto model = make_model(cfg);
+  // Masking produces a mask; BatchNormalization over axis 1 of a rank-3 input refuses one (a mask goes with
+  // channels-last sequences only): the chain check stops the call at bn before DecayingDropout, ahead of it,
+  // runs (its forward or its update op).
+  Json layers = Json::array();
+  layers.push_back({{"class_name", "Masking"}, {"config", {{"name", "masking"}, {"mask_value", 0.0}}}});
+  layers.push_back(
+      {{"class_name", "DecayingDropout"},
+       {"config", {{"name", "dd"}, {"initial_keep_rate", 0.9}, {"decay_interval", 4}, {"seed", 1234}}}});
+  layers.push_back({{"class_name", "BatchNormalization"}, {"config", {{"name", "bn"}, {"axis", 1}}}});
+  auto model = make_model(with_build_shape(
+      Json{{"class_name", "Sequential"}, {"config", {{"name", "late"}, {"layers", layers}}}}));
   ASSERT_TRUE(model);
   auto rng = culayers::test::rng_for_test();
   Inputs in = make_inputs(rng);
@@ -960,10 +968,24 @@ TEST(Sequential, AFailingCallRunsNoLayerAndNoUpdate) {
   nn::CallContext train{};
   train.phase = nn::Phase::kTraining;
   nn::LayerOutput out{};
-  EXPECT_EQ(model->call(train, in.view, {}, &out), Status::kErrorInvalidDType);
+  EXPECT_NE(model->call(train, in.view, {}, &out), Status::kSuccess);
   EXPECT_NE(std::string(culayers::last_error_message()).find("bn"), std::string::npos)
       << culayers::last_error_message();
   EXPECT_EQ(dropout_state(*model, "dd"), it0);
+
+  // Layers whose dtypes differ (Keras would cast between them; culayers does not): refused when the model is
+  // built, here at load, rather than at every call.
+  Json mixed = demo_config("mixed");
+  mixed["config"]["layers"][3]["config"]["dtype"] = "float16";
+  std::unique_ptr<nn::Sequential> refused;
+  EXPECT_EQ(nn::Sequential::from_json(with_build_shape(mixed), &refused), Status::kErrorInvalidDType);
+  EXPECT_EQ(refused, nullptr);
+  culayers::test::expect_message_contains(
+      "layer 'bn' computes in float16 but the layer before it ('dd') writes float32", "mixed dtypes");
+  auto unbuilt = make_model(mixed); // no build shape: refused at the first call's build
+  ASSERT_TRUE(unbuilt);
+  EXPECT_EQ(unbuilt->call(train, in.view, {}, &out), Status::kErrorInvalidDType);
+  EXPECT_FALSE(unbuilt->built());
 
   // On a model whose dtypes agree: a mask of the wrong shape fails the call before anything runs; a mask
   // given to a chain whose first layer (Masking) produces its own is fine.

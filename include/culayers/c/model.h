@@ -70,9 +70,9 @@ CULAYERS_API culayersStatus_t culayersModelCreateFromFileWithOptions(culayersMod
 CULAYERS_API culayersStatus_t culayersModelGetUnusedConfigKeys(culayersModel_t model, char* buffer,
                                                                size_t capacity, size_t* length);
 
-/* Frees the model and its device memory. The memory goes back stream-ordered on the streams that
- * allocated it (the creation stream for weights, the run streams for layer buffers), so destroy the model
- * before destroying those streams. NULL is a no-op. */
+/* Frees the model and its device memory. The memory goes back stream-ordered: the weights on the stream of
+ * the last run (the creation stream before any run), layer buffers on the run streams that took them; so
+ * destroy the model before destroying any stream it was created or run on. NULL is a no-op. */
 CULAYERS_API void culayersModelDestroy(culayersModel_t model);
 
 /* The input dtype the model computes in (its first layer's dtype). */
