@@ -394,6 +394,11 @@ inline std::uint64_t random_seed() {
   }
 }
 
+/// The keys BatchNormalization and GroupNormalization share: `epsilon` (a positive finite number),
+/// `center` and `scale` (booleans) into o->epsilon, o->center, o->scale; absent keys leave them unchanged.
+template <class Options>
+Status read_epsilon_center_scale(const char* cls, const Json& config, Options* o);
+
 /// The most recent error again, as kErrorParse (an option check failing inside from_config).
 inline Status as_parse_error() {
   return ::culayers::detail::set_error(Status::kErrorParse, "%s", last_error_message());
@@ -545,6 +550,20 @@ inline Status check_channel_axis(const std::string& name, const Shape& built, co
 /// epsilon > 0 and finite, also once rounded to float32 (what the ops get).
 inline bool valid_epsilon(double e) {
   return e > 0.0 && std::isfinite(e) && static_cast<float>(e) > 0.0f && std::isfinite(static_cast<float>(e));
+}
+
+template <class Options>
+Status read_epsilon_center_scale(const char* cls, const Json& config, Options* o) {
+  if (const auto it = config.find("epsilon"); it != config.end()) {
+    if (!it->is_number() || !valid_epsilon(it->get<double>())) {
+      return bad_key(cls, "epsilon", "is not a positive finite number");
+    }
+    o->epsilon = it->get<double>();
+  }
+  if (Status s = read_bool(cls, config, "center", &o->center); !ok(s)) {
+    return s;
+  }
+  return read_bool(cls, config, "scale", &o->scale);
 }
 
 } // namespace config_util

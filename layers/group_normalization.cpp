@@ -202,16 +202,7 @@ Status GroupNormalization::from_config(const Json& config, std::unique_ptr<Layer
           }
           o->axis = static_cast<int>(axis);
         }
-        if (const auto it = config.find("epsilon"); it != config.end()) {
-          if (!it->is_number() || !config_util::valid_epsilon(it->get<double>())) {
-            return config_util::bad_key(kClassName, "epsilon", "is not a positive finite number");
-          }
-          o->epsilon = it->get<double>();
-        }
-        if (Status s = config_util::read_bool(kClassName, config, "center", &o->center); !ok(s)) {
-          return s;
-        }
-        if (Status s = config_util::read_bool(kClassName, config, "scale", &o->scale); !ok(s)) {
+        if (Status s = config_util::read_epsilon_center_scale(kClassName, config, o); !ok(s)) {
           return s;
         }
         if (Status s =
