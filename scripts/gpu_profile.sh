@@ -10,7 +10,7 @@
 # Each case runs culayers_bench with --benchmark_filter=<case> and one repetition, and profiles a few of the
 # library's kernel launches after its verification and warm-up ones (CULAYERS_PROFILE_SKIP, default 12;
 # CULAYERS_PROFILE_COUNT, default 6). Only kernels whose demangled name matches CULAYERS_PROFILE_KERNELS
-# (default: the library's kernel namespaces) are counted and profiled: the harness launches an L2 flush
+# (default, for the library's ".../ours..." cases: its kernel namespaces) are counted and profiled: the harness launches an L2 flush
 # (a memset and a two-kernel reduction) before every timed iteration and its copy reference first, which an
 # unfiltered skip count landed in. ncu runs with --clock-control none: the card's clocks are neither locked nor changed (the
 # times are therefore those of the card as found, and each profiled kernel is replayed, so only the counters,
@@ -47,7 +47,10 @@ case_timeout="${CULAYERS_PROFILE_TIMEOUT:-60}"
 skip="${CULAYERS_PROFILE_SKIP:-12}"
 count="${CULAYERS_PROFILE_COUNT:-6}"
 deadline="${CULAYERS_PROFILE_DEADLINE:-480}"
-kernel_filter="${CULAYERS_PROFILE_KERNELS:-regex:kernels::(masked|dropout|group_norm|batch_norm)::}"
+# The default filter applies to the library's cases (".../ours..."); a baseline case (naive, cudnn, unfused)
+# is profiled unfiltered unless CULAYERS_PROFILE_KERNELS is set (the skip count then includes the harness's
+# kernels).
+kernel_filter="${CULAYERS_PROFILE_KERNELS:-}"
 for v in case_timeout skip count deadline; do
   if [[ ! "${!v}" =~ ^[0-9]+$ ]]; then
     echo "gpu_profile: $v must be a whole number (got '${!v}')" >&2
@@ -114,8 +117,16 @@ for c in "${cases[@]}"; do
     continue
   fi
   echo "== [$i/${#cases[@]}] $c"
+  filter=(--kernel-name-base demangled --kernel-name "$kernel_filter")
+  if [[ -z "$kernel_filter" ]]; then
+    if [[ "$c" == */ours* ]]; then
+      filter=(--kernel-name-base demangled --kernel-name 'regex:kernels::(masked|dropout|group_norm|batch_norm)::')
+    else
+      filter=()
+    fi
+  fi
   timeout -k 10 "$case_timeout" ncu --clock-control none --launch-skip "$skip" --launch-count "$count" \
-    --kernel-name-base demangled --kernel-name "$kernel_filter" \
+    ${filter[@]+"${filter[@]}"} \
     --metrics "$metric_list" --print-units base --csv --page raw --log-file "$log" \
     "$bench_bin" "--benchmark_filter=$c" --benchmark_repetitions=1 >"$work/case$i.out" 2>&1
   rc=$?

@@ -47,6 +47,7 @@ using Work = std::function<cudaError_t()>;
 struct Node {
   const char* what; // "kernel", "memcpy", "memset", "event", "host"
   Work work;
+  CUevent_st* event = nullptr; // an event record: replayed as a fresh record of this event
 };
 
 struct Graph {
@@ -227,6 +228,19 @@ bool legacy_stream_conflict() {
   return conflict;
 }
 
+/// A synchronous call that runs on the legacy stream (cudaMemcpy, the symbol copies, synchronizing the legacy
+/// stream): refused by the capture rules (capture_violation) and, whatever the modes, while a blocking stream
+/// is captured (an implicit synchronization). The error to return, or cudaSuccess.
+cudaError_t legacy_sync_conflict(const char* api) {
+  if (rt().active_captures == 0) {
+    return cudaSuccess;
+  }
+  if (capture_violation(api)) {
+    return set_error(cudaErrorStreamCaptureUnsupported);
+  }
+  return legacy_stream_conflict() ? set_error(cudaErrorStreamCaptureImplicit) : cudaSuccess;
+}
+
 // Enqueues work on a stream: records it into the capturing graph, queues it (deferred mode) or runs it.
 cudaError_t enqueue(CUstream_st* s, const char* what, Work work) {
   Runtime& r = rt();
@@ -247,6 +261,39 @@ cudaError_t enqueue(CUstream_st* s, const char* what, Work work) {
     return cudaSuccess;
   }
   return set_error(work());
+}
+
+/// cudaEventRecord of a live event on a resolved stream, and the replay of a graph's event node (a fresh
+/// record of its event). A record outside capture is the event's latest: an earlier record's completion,
+/// still queued, must not mark it complete (generation 0: recorded into a graph, whose replays re-record).
+cudaError_t record_event(CUevent_st* event, CUstream_st* s) {
+  const bool captured = s->capture != nullptr;
+  const CUevent_st before = *event;
+  const std::uint64_t generation = captured ? 0 : ++event->record_generation;
+  if (!captured) {
+    event->recorded = true;
+    event->completed = false;
+  }
+  cudaError_t e = enqueue(s, "event", [event, generation] {
+    if (rt().events.count(event) && (generation == 0 || generation == event->record_generation)) {
+      event->completed = true;
+      event->recorded = true;
+      event->time = std::chrono::steady_clock::now();
+    }
+    return cudaSuccess;
+  });
+  if (!captured) {
+    if (e != cudaSuccess) {
+      *event = before; // not recorded: the event stays as it was
+    } else {
+      event->record_seq = s->last_seq;
+      event->captured_into = 0;
+    }
+  } else if (e == cudaSuccess) {
+    event->captured_into = s->capture_id;
+    s->capture->nodes.back().event = event;
+  }
+  return e;
 }
 
 bool device_range(const void* p, std::size_t bytes) {
@@ -1018,8 +1065,8 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpy
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
   Lock lock(rt().mutex);
-  if (emu::capture_violation("cudaMemcpy")) {
-    return emu::set_error(cudaErrorStreamCaptureUnsupported);
+  if (cudaError_t e = emu::legacy_sync_conflict("cudaMemcpy"); e != cudaSuccess) {
+    return e;
   }
   // Queued work first (a queued cudaFreeAsync may release either side), then the check.
   if (cudaError_t e = emu::flush_all(); e != cudaSuccess) {
@@ -1070,7 +1117,12 @@ cudaError_t cudaMemcpyToSymbol(const void* symbol, const void* src, size_t count
   if (symbol == nullptr || (count != 0 && src == nullptr)) {
     return emu::set_error(cudaErrorInvalidValue);
   }
-  emu::flush_all();
+  if (cudaError_t e = emu::legacy_sync_conflict("cudaMemcpyToSymbol"); e != cudaSuccess) {
+    return e;
+  }
+  if (cudaError_t e = emu::flush_all(); e != cudaSuccess) {
+    return e;
+  }
   std::memcpy(static_cast<char*>(const_cast<void*>(symbol)) + offset, src, count);
   return cudaSuccess;
 }
@@ -1080,7 +1132,12 @@ cudaError_t cudaMemcpyFromSymbol(void* dst, const void* symbol, size_t count, si
   if (symbol == nullptr || (count != 0 && dst == nullptr)) {
     return emu::set_error(cudaErrorInvalidValue);
   }
-  emu::flush_all();
+  if (cudaError_t e = emu::legacy_sync_conflict("cudaMemcpyFromSymbol"); e != cudaSuccess) {
+    return e;
+  }
+  if (cudaError_t e = emu::flush_all(); e != cudaSuccess) {
+    return e;
+  }
   std::memcpy(dst, static_cast<const char*>(symbol) + offset, count);
   return cudaSuccess;
 }
@@ -1217,7 +1274,12 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     s->capture_invalidated = true;
     return emu::fail_api(cudaErrorStreamCaptureUnsupported, "cudaStreamSynchronize on a capturing stream");
   }
-  if (emu::capture_violation("cudaStreamSynchronize")) {
+  if (s->legacy) {
+    if (cudaError_t e = emu::legacy_sync_conflict("cudaStreamSynchronize of the legacy stream");
+        e != cudaSuccess) {
+      return e;
+    }
+  } else if (emu::capture_violation("cudaStreamSynchronize")) {
     return emu::set_error(cudaErrorStreamCaptureUnsupported);
   }
   // The legacy default stream waits for every blocking stream; flushing everything is a superset.
@@ -1314,34 +1376,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (s == nullptr || event == nullptr || !rt().events.count(event)) {
     return emu::set_error(cudaErrorInvalidResourceHandle);
   }
-  // A record outside capture is the event's latest: an earlier record's completion, still queued, must not
-  // mark it complete (generation 0: recorded into a graph, completes it on every replay).
-  const bool captured = s->capture != nullptr;
-  const CUevent_st before = *event;
-  const std::uint64_t generation = captured ? 0 : ++event->record_generation;
-  if (!captured) {
-    event->recorded = true;
-    event->completed = false;
-  }
-  cudaError_t e = emu::enqueue(s, "event", [event, generation] {
-    if (rt().events.count(event) && (generation == 0 || generation == event->record_generation)) {
-      event->completed = true;
-      event->recorded = true;
-      event->time = std::chrono::steady_clock::now();
-    }
-    return cudaSuccess;
-  });
-  if (!captured) {
-    if (e != cudaSuccess) {
-      *event = before; // not recorded: the event stays as it was
-    } else {
-      event->record_seq = s->last_seq;
-      event->captured_into = 0;
-    }
-  } else if (e == cudaSuccess) {
-    event->captured_into = s->capture_id;
-  }
-  return e;
+  return emu::record_event(event, s);
 }
 
 cudaError_t cudaEventRecordWithFlags(cudaEvent_t event, cudaStream_t stream, unsigned int) {
@@ -1490,7 +1525,15 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   }
   cudaError_t first = cudaSuccess;
   for (const emu::Node& n : exec->nodes) {
-    cudaError_t e = emu::enqueue(s, n.what, n.work);
+    cudaError_t e = cudaSuccess;
+    if (n.event != nullptr) {
+      // A fresh record of the event (its latest from now on); nothing once the event is destroyed.
+      if (rt().events.count(n.event)) {
+        e = emu::record_event(n.event, s);
+      }
+    } else {
+      e = emu::enqueue(s, n.what, n.work);
+    }
     if (e != cudaSuccess && first == cudaSuccess) {
       first = e;
     }

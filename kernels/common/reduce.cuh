@@ -198,12 +198,18 @@ CULAYERS_HD bool is_infinite(float v) {
   return (u & 0x7fffffffu) == 0x7f800000u;
 }
 
-/// The Welford mean after pushing x with weight inv = 1 / count. Once the mean is infinite (an Inf at a valid
-/// step) it continues as a sum would: Inf stays Inf, the opposite Inf or a NaN gives NaN. The plain update
-/// would turn Inf into NaN at the next finite value (Inf + (x - Inf) / n), so the result depended on where
-/// the Inf sat in the walk. m2 is NaN from the Inf on either way (Inf · (Inf - Inf)).
+/// The Welford mean after pushing x with weight inv = 1 / count (delta = x - mean). Once the mean is infinite
+/// (an Inf at a valid step) it continues as a sum would: Inf stays Inf, the opposite Inf or a NaN gives NaN.
+/// The plain update turned Inf into NaN at the next finite value (Inf + (x - Inf) / n), so the result
+/// depended on where the Inf sat in the walk. Finite values whose difference overflows (opposite signs
+/// beyond about 1.7e38: delta infinite, x finite) take mean (1 - inv) + x inv, which cannot overflow, rather
+/// than an infinite mean that the rule above would then keep. m2 is NaN from an Inf on, and infinite after
+/// an overflowing delta.
 CULAYERS_HD float welford_next_mean(float mean, float delta, float x, float inv) {
-  return is_infinite(mean) ? mean + x : mean + delta * inv;
+  if (is_infinite(mean)) {
+    return mean + x;
+  }
+  return is_infinite(delta) && !is_infinite(x) ? mean - mean * inv + x * inv : mean + delta * inv;
 }
 
 CULAYERS_HD void welford_push(Welford& w, float x) {
@@ -239,8 +245,13 @@ CULAYERS_HD Welford welford_merge(const Welford& a, const Welford& b) {
 #endif
   const float delta = b.mean - a.mean;
   // An infinite mean on either side merges as a sum would (welford_next_mean): Inf + finite = Inf, opposite
-  // Infs give NaN; the weighted form gives NaN for Inf + finite whenever the Inf is on the left.
-  out.mean = is_infinite(a.mean) || is_infinite(b.mean) ? a.mean + b.mean : a.mean + delta * wb;
+  // Infs give NaN (the weighted form gave NaN for Inf + finite whenever the Inf was on the left). Finite
+  // means whose difference overflows merge as a (1 - wb) + b wb, which cannot overflow.
+  if (is_infinite(a.mean) || is_infinite(b.mean)) {
+    out.mean = a.mean + b.mean;
+  } else {
+    out.mean = is_infinite(delta) ? a.mean - a.mean * wb + b.mean * wb : a.mean + delta * wb;
+  }
   out.m2 = a.m2 + b.m2 + delta * (delta * (a.count * wb)); // weight first: no needless overflow of delta^2
   return out;
 }

@@ -57,12 +57,6 @@ TEST(CApi, StatusNumbersAndStringsMatchCpp) {
   EXPECT_STREQ(culayersGetStatusString(CULAYERS_STATUS_SIZE_LIMIT), "size exceeds a supported limit");
   // Only values within the C enum's range (0..1023 here) are well-defined to cast in C++.
   EXPECT_STREQ(culayersGetStatusString(static_cast<culayersStatus_t>(150)), "unknown status");
-  // Any int a C caller stores (read as an int, never loaded as the enum: UBSan's enum check would see it).
-  for (const int v : {-1, 1 << 20}) {
-    culayersStatus_t bad;
-    std::memcpy(&bad, &v, sizeof(bad));
-    EXPECT_STREQ(culayersGetStatusString(bad), "unknown status") << v;
-  }
 }
 
 TEST(CApi, LastErrorMessageIsTheCppMessage) {

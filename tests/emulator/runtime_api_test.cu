@@ -414,6 +414,59 @@ TEST(EmulatorRuntime, CaptureModesFollowCudaRules) {
   EXPECT_EQ(cudaMemsetAsync(y.get(), 0, y.bytes(), nullptr), cudaSuccess);
   EXPECT_EQ(end(), cudaSuccess);
   CULAYERS_ASSERT_CUDA(cudaStreamDestroy(s));
+
+  // A blocking stream's capture: synchronous calls on the legacy stream from another thread conflict with
+  // it whatever that thread's mode (an implicit synchronization), as legacy-stream work does.
+  cudaStream_t blocking;
+  CULAYERS_ASSERT_CUDA(cudaStreamCreate(&blocking));
+  for (int which = 0; which < 2; ++which) {
+    CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(blocking, cudaStreamCaptureModeThreadLocal));
+    cudaError_t other = cudaSuccess;
+    std::thread t([&] {
+      cudaStreamCaptureMode m = cudaStreamCaptureModeRelaxed;
+      (void)cudaThreadExchangeStreamCaptureMode(&m);
+      float h = 0.0f;
+      other = which == 0 ? cudaMemcpy(&h, y.get(), sizeof(h), cudaMemcpyDeviceToHost)
+                         : cudaStreamSynchronize(nullptr);
+      (void)cudaGetLastError();
+    });
+    t.join();
+    EXPECT_EQ(other, cudaErrorStreamCaptureImplicit) << "case " << which;
+    cudaGraph_t graph = nullptr;
+    EXPECT_EQ(cudaStreamEndCapture(blocking, &graph), cudaErrorStreamCaptureInvalidated) << "case " << which;
+    (void)cudaGetLastError();
+  }
+  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(blocking));
+}
+
+// An event recorded into a graph is recorded afresh by every replay: pending until the replay's earlier
+// work has run (deferred streams), then complete.
+TEST(EmulatorRuntime, ReplayedEventRecordsArePending) {
+  StreamMode deferred(true);
+  DeviceBuffer<float> y(32);
+  y.upload(std::vector<float>(32, 0.0f));
+  cudaStream_t s;
+  CULAYERS_ASSERT_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  cudaEvent_t e;
+  CULAYERS_ASSERT_CUDA(cudaEventCreate(&e));
+  cudaGraph_t graph = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  CULAYERS_ASSERT_CUDA(CULAYERS_LAUNCH(add_kernel, 1, 32, 0, s, y.get(), 1.0f, 32));
+  CULAYERS_ASSERT_CUDA(cudaEventRecord(e, s));
+  CULAYERS_ASSERT_CUDA(cudaStreamEndCapture(s, &graph));
+  cudaGraphExec_t exec = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  for (int k = 1; k <= 2; ++k) {
+    CULAYERS_ASSERT_CUDA(cudaGraphLaunch(exec, s));
+    EXPECT_EQ(cudaEventQuery(e), cudaErrorNotReady) << "replay " << k;
+    CULAYERS_ASSERT_CUDA(cudaEventSynchronize(e));
+    EXPECT_EQ(cudaEventQuery(e), cudaSuccess);
+    EXPECT_EQ(y.download()[31], static_cast<float>(k)) << "replay " << k;
+  }
+  CULAYERS_ASSERT_CUDA(cudaGraphExecDestroy(exec));
+  CULAYERS_ASSERT_CUDA(cudaGraphDestroy(graph));
+  CULAYERS_ASSERT_CUDA(cudaEventDestroy(e));
+  CULAYERS_ASSERT_CUDA(cudaStreamDestroy(s));
 }
 
 // Sets the emulated device memory limit for one test and restores the previous one, whatever the test's exit.

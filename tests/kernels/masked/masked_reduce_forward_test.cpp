@@ -635,16 +635,20 @@ TEST(MaskedReduceForward, NanInValidPositionPropagates) {
 // mean and a zero variance on every path (no overflow from the magnitude alone); a row whose sum of squared
 // deviations overflows gives +Inf variance (never a finite wrong value or NaN) and a finite mean.
 TEST(MaskedReduceForward, MomentsNearFloatMax) {
-  const std::int64_t outer = 2;
+  const std::int64_t outer = 3;
   const std::int64_t reduce = 1000;
   const std::int64_t inner = 3;
   std::vector<float> x(static_cast<std::size_t>(outer * reduce * inner));
   for (std::int64_t o = 0; o < outer; ++o) {
     for (std::int64_t r = 0; r < reduce; ++r) {
       for (std::int64_t i = 0; i < inner; ++i) {
-        // Row 0: 3e38 at every step. Row 1: +-1e19 alternating (variance 1e38, n * variance 1e41).
+        // Row 0: 3e38 at every step. Row 1: +-1e19 alternating (variance 1e38, n * variance 1e41). Row 2:
+        // +-3e38 alternating, then 2 at the last step (differences overflow float32: the mean is
+        // 2 / 1000 and stays finite and of the right sign; the variance is infinite).
         x[static_cast<std::size_t>((o * reduce + r) * inner + i)] =
-            o == 0 ? 3e38f : (r % 2 == 0 ? 1e19f : -1e19f);
+            o == 0   ? 3e38f
+            : o == 1 ? (r % 2 == 0 ? 1e19f : -1e19f)
+                     : (r == reduce - 1 ? 2.0f : (r % 2 == 0 ? 3e38f : -3e38f));
       }
     }
   }
@@ -666,6 +670,12 @@ TEST(MaskedReduceForward, MomentsNearFloatMax) {
       EXPECT_TRUE(std::isfinite(mean) && std::fabs(mean) <= 1e19f * 1e-6f)
           << describe(c) << ": mean " << mean;
       EXPECT_EQ(got.variance[static_cast<std::size_t>(inner + i)], std::numeric_limits<float>::infinity())
+          << describe(c);
+      // Row 2: every merge or update of finite values whose difference overflows stays finite; the
+      // rounding of +-3e38 steps leaves a mean far from 0.002 but finite, and never an infinity.
+      const float mean2 = got.mean[static_cast<std::size_t>(2 * inner + i)];
+      EXPECT_TRUE(std::isfinite(mean2) && std::fabs(mean2) <= 3e38f) << describe(c) << ": mean " << mean2;
+      EXPECT_EQ(got.variance[static_cast<std::size_t>(2 * inner + i)], std::numeric_limits<float>::infinity())
           << describe(c);
     }
   }
