@@ -969,8 +969,8 @@ TEST(Sequential, AFailingCallRunsNoLayerAndNoUpdate) {
   train.phase = nn::Phase::kTraining;
   nn::LayerOutput out{};
   EXPECT_EQ(model->call(train, in.view, {}, &out), Status::kErrorNotSupported);
-  culayers::test::expect_message_contains("bn: mask: a [batch, steps] mask is supported only for channels-last",
-                                          "the chain check at bn");
+  culayers::test::expect_message_contains(
+      "bn: mask: a [batch, steps] mask is supported only for channels-last", "the chain check at bn");
   EXPECT_EQ(dropout_state(*model, "dd"), it0);
 
   // Layers whose dtypes differ (Keras would cast between them; culayers does not): refused when the model is
