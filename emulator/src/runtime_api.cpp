@@ -1485,8 +1485,16 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* 
 }
 
 cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode* mode) {
-  if (mode == nullptr || (*mode != cudaStreamCaptureModeGlobal && *mode != cudaStreamCaptureModeThreadLocal &&
-                          *mode != cudaStreamCaptureModeRelaxed)) {
+  if (mode == nullptr) {
+    return emu::set_error(cudaErrorInvalidValue);
+  }
+  // Read as an int: a caller may store any value, and loading one outside the enum's range as the enum is
+  // undefined in C++.
+  int v = 0;
+  static_assert(sizeof(v) == sizeof(*mode), "an int-sized enum");
+  std::memcpy(&v, mode, sizeof(v));
+  if (v != cudaStreamCaptureModeGlobal && v != cudaStreamCaptureModeThreadLocal &&
+      v != cudaStreamCaptureModeRelaxed) {
     return emu::set_error(cudaErrorInvalidValue);
   }
   std::swap(*mode, emu::tls_capture_mode);

@@ -379,7 +379,8 @@ TEST(EmulatorRuntime, CaptureModesFollowCudaRules) {
   CULAYERS_ASSERT_CUDA(cudaThreadExchangeStreamCaptureMode(&mode));
   EXPECT_EQ(mode, cudaStreamCaptureModeRelaxed);
   EXPECT_EQ(end(), cudaSuccess);
-  mode = static_cast<cudaStreamCaptureMode>(7);
+  const int seven = 7; // not a mode: stored as the int a C caller may store (never loaded as the enum here)
+  std::memcpy(&mode, &seven, sizeof(mode));
   EXPECT_EQ(cudaThreadExchangeStreamCaptureMode(&mode), cudaErrorInvalidValue);
   (void)cudaGetLastError();
 
