@@ -76,6 +76,20 @@ struct Config {
   bool error_counter = true;
 };
 
+/// A run of `op` over [outer, reduce, inner] with `validity` and `tuning`; the other fields keep their
+/// defaults.
+Config make_config(ReduceOp op, Validity validity, std::int64_t outer, std::int64_t reduce,
+                   std::int64_t inner, const mr::Tuning& tuning = {}) {
+  Config c;
+  c.op = op;
+  c.validity = validity;
+  c.outer = outer;
+  c.reduce = reduce;
+  c.inner = inner;
+  c.tuning = tuning;
+  return c;
+}
+
 std::string describe(const Config& c) {
   return std::string(op_name(c.op)) + " validity=" + validity_name(c.validity) + " [" +
          std::to_string(c.outer) + ", " + std::to_string(c.reduce) + ", " + std::to_string(c.inner) + "]";
@@ -386,13 +400,7 @@ TYPED_TEST(MaskedReduceForwardTyped, MatrixAgainstReference) {
     for (Validity validity : kValidities) {
       const tm::ValidityData v = tm::make_validity(rng, validity, s.outer, s.reduce);
       for (ReduceOp op : kOps) {
-        Config c;
-        c.op = op;
-        c.validity = validity;
-        c.outer = s.outer;
-        c.reduce = s.reduce;
-        c.inner = s.inner;
-        c.tuning = s.tuning;
+        Config c = make_config(op, validity, s.outer, s.reduce, s.inner, s.tuning);
         c.fill = validity == Validity::kMask ? -7.5f : 0.0f; // settable fill (exact in every dtype)
         failures += run_and_check(c, x, v, s.expect);
         if (failures > 20) {
@@ -429,13 +437,7 @@ TYPED_TEST(MaskedReduceForwardTyped, EveryVectorWidth) {
             continue; // the offsets limit N themselves
           }
           for (ReduceOp op : kOps) {
-            Config c;
-            c.op = op;
-            c.validity = validity;
-            c.outer = k.outer;
-            c.reduce = k.reduce;
-            c.inner = k.inner;
-            c.tuning = k.tuning;
+            Config c = make_config(op, validity, k.outer, k.reduce, k.inner, k.tuning);
             c.tuning.vector_width = cap;
             c.x_offset = x_offset;
             SCOPED_TRACE(describe(c) + " cap " + std::to_string(cap) + " x offset " +
@@ -461,13 +463,7 @@ TYPED_TEST(MaskedReduceForwardTyped, InexactDataWithinBounds) {
         tm::normal_values<T>(rng, static_cast<std::size_t>(s.outer * s.reduce * s.inner), 3.0, 2.0);
     const tm::ValidityData v = tm::make_validity(rng, Validity::kMask, s.outer, s.reduce);
     for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMean, ReduceOp::kMoments}) {
-      Config c;
-      c.op = op;
-      c.validity = Validity::kMask;
-      c.outer = s.outer;
-      c.reduce = s.reduce;
-      c.inner = s.inner;
-      c.tuning = s.tuning;
+      Config c = make_config(op, Validity::kMask, s.outer, s.reduce, s.inner, s.tuning);
       run_and_check(c, x, v, s.expect);
     }
   }
@@ -491,13 +487,7 @@ TYPED_TEST(MaskedReduceForwardTyped, MisalignedViewsUseScalars) {
     const std::vector<T> x = tm::exact_values<T>(rng, static_cast<std::size_t>(s.outer * s.reduce * s.inner));
     const tm::ValidityData v = tm::make_validity(rng, Validity::kMask, s.outer, s.reduce);
     for (ReduceOp op : {ReduceOp::kMean, ReduceOp::kMax, ReduceOp::kMoments}) {
-      Config c;
-      c.op = op;
-      c.validity = Validity::kMask;
-      c.outer = s.outer;
-      c.reduce = s.reduce;
-      c.inner = s.inner;
-      c.tuning = s.tuning;
+      Config c = make_config(op, Validity::kMask, s.outer, s.reduce, s.inner, s.tuning);
       // Both misaligned, and each alone: vector loads with scalar stores, and scalar loads with vector
       // stores. (The expected paths are those of misaligned rows; with x aligned the path is the aligned
       // one, which the matrix above pins.)
@@ -522,13 +512,7 @@ TEST(MaskedReduceForward, MomentsOfDataFarFromZero) {
       v = static_cast<float>(1e4 + normal(rng));
     }
     for (Validity validity : {Validity::kNone, Validity::kMask}) {
-      Config c;
-      c.op = ReduceOp::kMoments;
-      c.validity = validity;
-      c.outer = s.outer;
-      c.reduce = s.reduce;
-      c.inner = s.inner;
-      c.tuning = s.tuning;
+      Config c = make_config(ReduceOp::kMoments, validity, s.outer, s.reduce, s.inner, s.tuning);
       run_and_check(c, x, tm::make_validity(rng, validity, s.outer, s.reduce), s.expect);
     }
   }
@@ -569,13 +553,7 @@ TYPED_TEST(MaskedReduceForwardTyped, NonFiniteInMaskedPositionsChangeNoBit) {
       }
       ASSERT_GT(k, 0) << "the validity data must mask something";
       for (ReduceOp op : kOps) {
-        Config c;
-        c.op = op;
-        c.validity = validity;
-        c.outer = s.outer;
-        c.reduce = s.reduce;
-        c.inner = s.inner;
-        c.tuning = s.tuning;
+        Config c = make_config(op, validity, s.outer, s.reduce, s.inner, s.tuning);
         const Result<T> a = run_forward(c, zeros, v);
         const Result<T> b = run_forward(c, poisoned, v);
         ASSERT_EQ(a.status, Status::kSuccess) << culayers::last_error_message();
@@ -612,12 +590,7 @@ TEST(MaskedReduceForward, NanInValidPositionPropagates) {
   const tm::ValidityData v = tm::make_validity(rng, Validity::kNone, outer, reduce);
   for (const mr::Tuning& t : {forced(Path::kNarrow), forced(Path::kWide), with_splits(4)}) {
     for (ReduceOp op : kOps) {
-      Config c;
-      c.op = op;
-      c.outer = outer;
-      c.reduce = reduce;
-      c.inner = inner;
-      c.tuning = t;
+      Config c = make_config(op, Validity::kNone, outer, reduce, inner, t);
       const Result<float> got = run_forward(c, x, v);
       ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
       const float value = op == ReduceOp::kMoments ? got.mean[1] : got.out[1];
@@ -655,12 +628,7 @@ TEST(MaskedReduceForward, MomentsNearFloatMax) {
   auto rng = rng_for_test();
   const tm::ValidityData v = tm::make_validity(rng, Validity::kNone, outer, reduce);
   for (const mr::Tuning& t : {forced(Path::kNarrow), forced(Path::kWide), with_splits(4)}) {
-    Config c;
-    c.op = ReduceOp::kMoments;
-    c.outer = outer;
-    c.reduce = reduce;
-    c.inner = inner;
-    c.tuning = t;
+    Config c = make_config(ReduceOp::kMoments, Validity::kNone, outer, reduce, inner, t);
     const Result<float> got = run_forward(c, x, v);
     ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
     for (std::int64_t i = 0; i < inner; ++i) {
@@ -763,13 +731,7 @@ TYPED_TEST(MaskedReduceForwardTyped, InfinitiesAtValidSteps) {
         // a thread's walk (moments once gave NaN for an Inf merged before finite values); moments'
         // variance is NaN.
         for (const ReduceOp op : kOps) {
-          Config c;
-          c.op = op;
-          c.validity = kind;
-          c.outer = outer;
-          c.reduce = reduce;
-          c.inner = inner;
-          c.tuning = run.tuning;
+          Config c = make_config(op, kind, outer, reduce, inner, run.tuning);
           const Result<T> got = run_forward(c, x, v);
           ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
           ASSERT_EQ(got.path, run.expect) << describe(c);
@@ -791,13 +753,7 @@ TYPED_TEST(MaskedReduceForwardTyped, EmptyRowsGiveFillAndZeroCount) {
     std::fill(v.mask.begin(), v.mask.end(), 0); // every row empty
     const std::vector<T> x = tm::exact_values<T>(rng, static_cast<std::size_t>(s.outer * s.reduce * s.inner));
     for (ReduceOp op : kOps) {
-      Config c;
-      c.op = op;
-      c.validity = Validity::kMask;
-      c.outer = s.outer;
-      c.reduce = s.reduce;
-      c.inner = s.inner;
-      c.tuning = s.tuning;
+      Config c = make_config(op, Validity::kMask, s.outer, s.reduce, s.inner, s.tuning);
       c.fill = 3.25f;
       const Result<T> got = run_forward(c, x, v);
       ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
@@ -823,11 +779,7 @@ TYPED_TEST(MaskedReduceForwardTyped, EmptyRowsGiveFillAndZeroCount) {
 // R = 0: every row is empty (fill written, counts 0); outer = 0 or inner = 0: nothing to do, nothing written.
 TEST(MaskedReduceForward, ZeroSizes) {
   for (const Path p : {Path::kAuto, Path::kNarrow, Path::kWide, Path::kSplit}) {
-    Config c;
-    c.op = ReduceOp::kMax;
-    c.outer = 3;
-    c.reduce = 0;
-    c.inner = 5;
+    Config c = make_config(ReduceOp::kMax, Validity::kNone, 3, 0, 5);
     c.fill = -2.0f;
     c.tuning = forced(p);
     std::mt19937_64 rng(1);
@@ -1129,13 +1081,7 @@ TEST(MaskedReduceForward, OutOfRangeLengthsAreClampedAndCounted) {
         continue;
       }
       for (ReduceOp op : {ReduceOp::kMean, ReduceOp::kMin}) {
-        Config c;
-        c.op = op;
-        c.validity = Validity::kLengths;
-        c.outer = outer;
-        c.reduce = reduce;
-        c.inner = inner;
-        c.tuning = t;
+        Config c = make_config(op, Validity::kLengths, outer, reduce, inner, t);
         const Result<float> got = run_forward(c, x, v);
         ASSERT_EQ(got.status, Status::kSuccess) << culayers::last_error_message();
         EXPECT_EQ(got.length_errors, 6u) << describe(c) << " path " << mr::path_name(got.path);
@@ -1159,13 +1105,7 @@ TEST(MaskedReduceForward, RepeatedRunsAreBitIdentical) {
         rng, static_cast<std::size_t>(s.outer * s.reduce * s.inner), 1.0, 3.0);
     const tm::ValidityData v = tm::make_validity(rng, Validity::kMask, s.outer, s.reduce);
     for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMoments, ReduceOp::kMax}) {
-      Config c;
-      c.op = op;
-      c.validity = Validity::kMask;
-      c.outer = s.outer;
-      c.reduce = s.reduce;
-      c.inner = s.inner;
-      c.tuning = s.tuning;
+      Config c = make_config(op, Validity::kMask, s.outer, s.reduce, s.inner, s.tuning);
       const Result<__nv_bfloat16> a = run_forward(c, x, v);
       const Result<__nv_bfloat16> b = [&] { // emulated: another lane / warp order
         culayers::test::ScheduleSeed seed(0x5eed1234);
@@ -1200,13 +1140,7 @@ TEST(MaskedReduceTsan, SmallGridsEveryPath) {
     for (Validity validity : {Validity::kMask, Validity::kLengths}) {
       const tm::ValidityData v = tm::make_validity(rng, validity, s.outer, s.reduce);
       for (ReduceOp op : {ReduceOp::kMean, ReduceOp::kMax, ReduceOp::kMoments}) {
-        Config c;
-        c.op = op;
-        c.validity = validity;
-        c.outer = s.outer;
-        c.reduce = s.reduce;
-        c.inner = s.inner;
-        c.tuning = s.tuning;
+        Config c = make_config(op, validity, s.outer, s.reduce, s.inner, s.tuning);
         run_and_check(c, x, v, s.expect);
       }
     }
@@ -1323,13 +1257,7 @@ TEST(MaskedReduceForward, ByteModelReadsXOnce) {
                                                                : 0);
       const std::uint64_t outs = static_cast<std::uint64_t>(k.outer * k.inner);
       for (ReduceOp op : {ReduceOp::kMean, ReduceOp::kMax, ReduceOp::kMoments}) {
-        Config c;
-        c.op = op;
-        c.validity = validity;
-        c.outer = k.outer;
-        c.reduce = k.reduce;
-        c.inner = k.inner;
-        c.tuning = k.tuning;
+        Config c = make_config(op, validity, k.outer, k.reduce, k.inner, k.tuning);
         const Bytes b = measure(c, x, v, k.expect);
         const std::uint64_t want_read =
             valid_steps * static_cast<std::uint64_t>(k.inner) * elem + validity_bytes;
@@ -1343,11 +1271,7 @@ TEST(MaskedReduceForward, ByteModelReadsXOnce) {
   }
   // Validity none: exactly the bytes of x.
   {
-    Config c;
-    c.op = ReduceOp::kSum;
-    c.outer = 4;
-    c.reduce = 64;
-    c.inner = 1;
+    Config c = make_config(ReduceOp::kSum, Validity::kNone, 4, 64, 1);
     c.counts = false;
     c.tuning = pinned();
     const std::vector<T> x = tm::exact_values<T>(rng, 256);
@@ -1358,13 +1282,7 @@ TEST(MaskedReduceForward, ByteModelReadsXOnce) {
   // Split: x (valid steps) and the mask once; the partials are written once; the combine reads the values
   // once and each chunk's count once per 32-column block of the row (2 blocks per row here).
   {
-    Config c;
-    c.op = ReduceOp::kMoments;
-    c.validity = Validity::kMask;
-    c.outer = 2;
-    c.reduce = 100;
-    c.inner = 64;
-    c.tuning = with_splits(4);
+    Config c = make_config(ReduceOp::kMoments, Validity::kMask, 2, 100, 64, with_splits(4));
     const std::vector<T> x = tm::exact_values<T>(rng, static_cast<std::size_t>(2 * 100 * 64));
     const tm::ValidityData v = tm::make_validity(rng, Validity::kMask, 2, 100);
     const Bytes b = measure(c, x, v, Path::kSplit);
@@ -1387,13 +1305,7 @@ void wave_balanced_block() {
   const std::vector<T> x = tm::exact_values<T>(rng, static_cast<std::size_t>(20 * 1024 * 64));
   for (Validity validity : {Validity::kNone, Validity::kMask}) {
     const tm::ValidityData v = tm::make_validity(rng, validity, 20, 1024);
-    Config c;
-    c.op = ReduceOp::kMean;
-    c.validity = validity;
-    c.outer = 20;
-    c.reduce = 1024;
-    c.inner = 64;
-    c.tuning = pinned();
+    Config c = make_config(ReduceOp::kMean, validity, 20, 1024, 64, pinned());
     const culayers_emu::Stats before = culayers_emu::stats();
     const Result<T> got = run_forward(c, x, v);
     const culayers_emu::Stats after = culayers_emu::stats();
