@@ -212,6 +212,18 @@ CULAYERS_HD float welford_next_mean(float mean, float delta, float x, float inv)
   return is_infinite(delta) && !is_infinite(x) ? mean - mean * inv + x * inv : mean + delta * inv;
 }
 
+/// Chan's merged mean of partial means a and b, wb = n_b / (n_a + n_b), delta = b - a; every merge of
+/// Welford partials (welford_merge, group norm's per-vector merge) goes through it. An infinite mean on
+/// either side merges as a sum would (as welford_next_mean): Inf + finite = Inf, opposite Infs give NaN (the
+/// weighted form gave NaN for Inf + finite whenever the Inf was on the left). Finite means whose difference
+/// overflows merge as a (1 - wb) + b wb, which cannot overflow.
+CULAYERS_HD float chan_merged_mean(float a, float b, float delta, float wb) {
+  if (is_infinite(a) || is_infinite(b)) {
+    return a + b;
+  }
+  return is_infinite(delta) ? a - a * wb + b * wb : a + delta * wb;
+}
+
 CULAYERS_HD void welford_push(Welford& w, float x) {
   w.count += 1.0f;
   const float delta = x - w.mean;
@@ -244,14 +256,7 @@ CULAYERS_HD Welford welford_merge(const Welford& a, const Welford& b) {
   wb = b.count / out.count; // host and emulated builds: an exact division either way
 #endif
   const float delta = b.mean - a.mean;
-  // An infinite mean on either side merges as a sum would (welford_next_mean): Inf + finite = Inf, opposite
-  // Infs give NaN (the weighted form gave NaN for Inf + finite whenever the Inf was on the left). Finite
-  // means whose difference overflows merge as a (1 - wb) + b wb, which cannot overflow.
-  if (is_infinite(a.mean) || is_infinite(b.mean)) {
-    out.mean = a.mean + b.mean;
-  } else {
-    out.mean = is_infinite(delta) ? a.mean - a.mean * wb + b.mean * wb : a.mean + delta * wb;
-  }
+  out.mean = chan_merged_mean(a.mean, b.mean, delta, wb);
   out.m2 = a.m2 + b.m2 + delta * (delta * (a.count * wb)); // weight first: no needless overflow of delta^2
   return out;
 }

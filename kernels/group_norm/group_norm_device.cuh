@@ -96,7 +96,7 @@ CULAYERS_DEVICE void push_vec(Welford& w, const float (&v)[N]) {
   const float count = w.count + static_cast<float>(N);
   const float wb = __fdividef(static_cast<float>(N), count);
   const float delta = m - w.mean;
-  w.mean += delta * wb;
+  w.mean = chan_merged_mean(w.mean, m, delta, wb);
   // delta * (delta * (count_a * wb)): the weight first, so a thread's first vector (count_a = 0) adds
   // exactly 0 even when delta^2 would overflow (|mean| above 1.8e19: Inf * 0 was NaN, then var 0), and a
   // large delta overflows only when its real contribution does.

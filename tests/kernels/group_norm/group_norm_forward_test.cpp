@@ -916,6 +916,68 @@ TYPED_TEST(GroupNormForwardTyped, SmallTensorBlockPathMatchesReference) {
 // Masked rows at chosen places of the tiles (spatial 23, 5 rows per tile: tiles [0, 5), ..., [20, 23)):
 // sample 0 has the tail of tile 0, the whole of tile 1, a row inside tile 2 and the whole short last tile
 // masked; sample 1 is fully masked; sample 2 has only the last row valid. The masked positions of x hold NaN,
+// An Inf at a valid position: the group's mean is that infinity (a sum's answer), and NaN with both signs,
+// on every path and wherever the Inf sits in a thread's walk or a merge (kernels/common's
+// chan_merged_mean; the inlined per-vector merge once turned an infinite running mean into NaN at the next
+// finite vector). Sample 0: one +Inf or -Inf per group at a random position; sample 1: finite; sample 2:
+// one +Inf and one -Inf per group.
+TYPED_TEST(GroupNormForwardTyped, InfAtAValidPositionGivesAnInfiniteMeanOnEveryPath) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  Tuning split_auto = auto_split();
+  split_auto.warp_max_elements = 32;
+  split_auto.min_split_elements = 64;
+  const struct {
+    Tuning tuning;
+    Path path;
+  } paths[] = {{tile(5), Path::kTile},
+               {forced(Path::kWarp), Path::kWarp},
+               {forced(Path::kBlock), Path::kBlock},
+               {with_splits(3, Path::kSplit), Path::kSplit},
+               {split_auto, Path::kSplit}};
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const auto& p : paths) {
+    Config c;
+    c.layout = Layout::kChannelsLast;
+    c.batch = 3;
+    c.channels = 40;
+    c.groups = 4;
+    c.spatial = 23;
+    c.tuning = p.tuning;
+    c.expect = p.path;
+    Inputs<T> in = make_inputs<T>(c, rng);
+    const std::int64_t cpg = c.channels / c.groups;
+    std::uniform_int_distribution<std::int64_t> pos(0, c.spatial - 1);
+    std::uniform_int_distribution<std::int64_t> chan(0, cpg - 1);
+    auto at = [&](std::int64_t n, std::int64_t g) -> T& {
+      return in.x[static_cast<std::size_t>((n * c.spatial + pos(rng)) * c.channels + g * cpg + chan(rng))];
+    };
+    std::vector<double> sign(static_cast<std::size_t>(c.groups));
+    for (std::int64_t g = 0; g < c.groups; ++g) {
+      sign[static_cast<std::size_t>(g)] = (rng() % 2 == 0) ? 1.0 : -1.0;
+      at(0, g) = Dtype<T>::from_double(sign[static_cast<std::size_t>(g)] * inf);
+      at(2, g) = Dtype<T>::from_double(inf);
+      T* second = &at(2, g);
+      while (Dtype<T>::to_double(*second) == inf) { // a different element of the same group
+        second = &at(2, g);
+      }
+      *second = Dtype<T>::from_double(-inf);
+    }
+    const Result<T> r = run_forward(c, in);
+    ASSERT_EQ(r.status, Status::kSuccess) << culayers::last_error_message();
+    EXPECT_EQ(r.path, p.path) << describe(c);
+    for (std::int64_t g = 0; g < c.groups; ++g) {
+      EXPECT_EQ(r.mean[static_cast<std::size_t>(g)],
+                static_cast<float>(sign[static_cast<std::size_t>(g)] * inf))
+          << describe(c) << " sample 0 group " << g;
+      EXPECT_TRUE(std::isfinite(r.mean[static_cast<std::size_t>(c.groups + g)]))
+          << describe(c) << " group " << g;
+      EXPECT_TRUE(std::isnan(r.mean[static_cast<std::size_t>(2 * c.groups + g)]))
+          << describe(c) << " sample 2 group " << g;
+    }
+  }
+}
+
 // +Inf and -Inf: the statistics and y at every valid position have the same bits as a run with zeros there
 // (masked positions are still normalized, so their own y follow x: NaN / Inf in, NaN / Inf out). On every
 // path: the tile path, a warp and a block per group, and groups split in forced and automatic chunks (a
