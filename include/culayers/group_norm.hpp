@@ -97,7 +97,10 @@ const char* path_name(Path path) noexcept;
 ///     at most 1024 (the merge kernel stages the partials in shared memory). Target blocks = 2 x SMs x
 ///     (threads per SM / 256: the 256-thread blocks an SM's threads allow), then up to twice as many chunks
 ///     where that fills the last waves of both kernels better (each holds its own number of blocks per SM:
-///     registers); `target_blocks` is taken as is.
+///     registers); `target_blocks` is taken as is. Chunks cut the spatial axis (positions, or channels
+///     first their N-element vectors); where it has fewer than S, each spatial chunk is also cut into
+///     floor(S / positions) ranges of channels, so a huge group over few positions (channels last
+///     [1, 4, 2^16], or no spatial dimensions) still spreads over the GPU (no wave balancing then).
 ///  The blocks per SM that every rule counts come from the runtime's occupancy calculator for the kernels
 ///  this build compiled (registers included); where the runtime cannot say, the block and tile rules use
 ///  register estimates and the split count is not balanced.
@@ -108,8 +111,9 @@ struct Tuning {
   std::int64_t block_max_bytes = 0;    ///< default: shared memory per block minus scratch
   std::int64_t min_split_elements = 0; ///< default 8192; <= 2^31 - 1
   std::int64_t target_blocks = 0;      ///< blocks that count as "the whole GPU" (<= 2^31 - 1)
-  std::int64_t splits = 0;             ///< force the split path with this many chunks per group (<= 1024)
-  std::int64_t tile_rows = 0;      ///< tile path: rows per tile (0 = automatic; raised to spatial / 65536)
+  std::int64_t splits = 0;    ///< force the split path with this many chunks per group (<= 1024; at most one
+                              ///< per vector, cut as in rule 5)
+  std::int64_t tile_rows = 0; ///< tile path: rows per tile (0 = automatic; raised to spatial / 65536)
   std::int64_t tile_min_bytes = 0; ///< default SMs x 32 KB; above any tensor: never tile automatically
   /// Channels first: x bytes from which the split path may replace a block path that fits (default SMs x
   /// 64 KB; 1: only the in-flight rule decides).

@@ -526,6 +526,8 @@ Status make_plan(const Common& c, Planned* out) {
   plan.vec = vec;
   geo.splits = 1;
   geo.chunk = geo.cl ? geo.rows : geo.colvecs;
+  geo.csplits = 1;
+  geo.cchunk = geo.cl ? geo.colvecs : geo.rows;
   int team = kWarpSize;
   if (path == Path::kWarp) {
     plan.threads = static_cast<unsigned>(kWarpSize * k::kWarpTeamsPerBlock);
@@ -593,11 +595,17 @@ Status make_plan(const Common& c, Planned* out) {
     return Status::kSuccess;
   } else {
     team = k::kSplitThreads;
-    const std::int64_t axis = geo.cl ? geo.rows : geo.colvecs; // the split axis, in its units
+    // The spatial axis and the channel axis in their units (rows or column vectors). Chunks cut the spatial
+    // axis; where it is shorter than the chunks wanted (a huge group over few positions: [1, 2^20] with
+    // G = 1, or [1, 4, 65536] channels last), each spatial chunk is cut along the channel axis as well.
+    const std::int64_t axis = geo.cl ? geo.rows : geo.colvecs;
+    const std::int64_t channel_axis = geo.cl ? geo.colvecs : geo.rows;
+    const std::int64_t cells =
+        std::max<std::int64_t>(axis, 1) * std::max<std::int64_t>(channel_axis, 1); // <= 2^31 vectors
     std::int64_t splits = t.splits;
     const std::int64_t unit_cap = units > 0 ? kMaxGrid / units : 1; // keeps N * G * splits below 2^31
-    const std::int64_t most = std::max<std::int64_t>(
-        1, std::min({k::kMaxSplits, std::max<std::int64_t>(axis, 1), std::max<std::int64_t>(unit_cap, 1)}));
+    const std::int64_t most =
+        std::max<std::int64_t>(1, std::min({k::kMaxSplits, cells, std::max<std::int64_t>(unit_cap, 1)}));
     if (splits == 0) {
       const std::int64_t target = t.target_blocks > 0 ? t.target_blocks
                                                       : 2 * static_cast<std::int64_t>(info.sm_count) *
@@ -605,7 +613,7 @@ Status make_plan(const Common& c, Planned* out) {
       splits = units > 0 ? ceil_div(target, units) : 1;
       const std::int64_t by_size = std::max<std::int64_t>(1, elements / min_split);
       splits = std::clamp<std::int64_t>(std::min(splits, by_size), 1, most);
-      if (t.target_blocks == 0 && t.wave_balance == 0 && units > 0) {
+      if (t.target_blocks == 0 && t.wave_balance == 0 && units > 0 && splits <= axis) {
         // Then up to twice as many chunks (each still of at least min_split elements) where that fills the
         // two kernels' last waves better: blocks an SM holds of each by registers, threads and the reduction
         // scratch. Where the runtime cannot say, S stays.
@@ -614,14 +622,21 @@ Status make_plan(const Common& c, Planned* out) {
           const std::size_t smem = k::team_scratch_bytes(k::kSplitThreads, vec, channel_slots);
           const std::int64_t slots[2] = {info.sm_count * with_smem(queried.first, smem),
                                          info.sm_count * with_smem(queried.second, smem)};
-          splits = kernels::balance_waves(splits, std::min({2 * splits, by_size, most}), units, axis, slots,
-                                          c.backward ? kBackwardPasses : kForwardPasses);
+          splits = kernels::balance_waves(splits, std::min({2 * splits, by_size, most, axis}), units, axis,
+                                          slots, c.backward ? kBackwardPasses : kForwardPasses);
         }
       }
     }
     splits = std::clamp<std::int64_t>(splits, 1, most);
-    geo.chunk = std::max<std::int64_t>(1, ceil_div(axis, splits));
-    geo.splits = axis > 0 ? ceil_div(axis, geo.chunk) : 1;
+    // Spatial chunks first (whole rows of the view, the layout the other paths read); the channel axis
+    // takes floor(S / axis) chunks so the count stays within S (each chunk keeps its min_split elements).
+    const std::int64_t spatial_chunks = std::min(splits, std::max<std::int64_t>(axis, 1));
+    const std::int64_t channel_chunks =
+        std::clamp<std::int64_t>(splits / spatial_chunks, 1, std::max<std::int64_t>(channel_axis, 1));
+    geo.chunk = std::max<std::int64_t>(1, ceil_div(axis, spatial_chunks));
+    geo.cchunk = std::max<std::int64_t>(1, ceil_div(channel_axis, channel_chunks));
+    geo.csplits = channel_axis > 0 ? ceil_div(channel_axis, geo.cchunk) : 1;
+    geo.splits = (axis > 0 ? ceil_div(axis, geo.chunk) : 1) * geo.csplits;
     plan.threads = static_cast<unsigned>(k::kSplitThreads);
     plan.smem = k::team_scratch_bytes(k::kSplitThreads, vec, channel_slots);
     plan.grid = static_cast<unsigned>(std::min<std::int64_t>(units * geo.splits, kMaxGrid));
@@ -629,19 +644,20 @@ Status make_plan(const Common& c, Planned* out) {
   plan.smem_optin = plan.smem > kNoOptinSmem;
 
   // Thread shape inside a team.
+  // A unit's extent along each axis of the view (a chunk's, on the split path).
+  const std::int64_t cols_in_unit = std::max<std::int64_t>(geo.cl ? geo.cchunk : geo.chunk, 1);
+  const std::int64_t rows_in_unit = std::max<std::int64_t>(geo.cl ? geo.chunk : geo.cchunk, 1);
   if (geo.cl) {
-    geo.tx = std::min(pow2_ceil(std::max<std::int64_t>(geo.colvecs, 1)), team);
+    geo.tx = std::min(pow2_ceil(cols_in_unit), team);
   } else if (c.backward || path == Path::kWarp) {
     // The backward's per-channel sums shuffle across the tx lanes: tx <= 32.
-    const std::int64_t cols_in_unit = geo.splits > 1 ? geo.chunk : geo.colvecs;
-    geo.tx = std::min(pow2_ceil(std::max<std::int64_t>(cols_in_unit, 1)), kWarpSize);
+    geo.tx = std::min(pow2_ceil(cols_in_unit), kWarpSize);
   } else {
     // The forward reduces over the whole team only, so tx x ty is free: the shape that idles the fewest
     // threads (ties: more rows, fewer batches per thread). With tx <= 32 a 256-thread team had ty = 8 rows
     // for C/G = 4 (VAE shape: half the threads idle, the H100 run's normalize kernel at 41 % of DRAM
     // bandwidth) and 16 slots for C/G = 10 (UNet C = 320).
-    const std::int64_t cols_in_unit = std::max<std::int64_t>(geo.splits > 1 ? geo.chunk : geo.colvecs, 1);
-    const std::int64_t rows = std::max<std::int64_t>(geo.rows, 1);
+    const std::int64_t rows = rows_in_unit;
     double best = -1.0;
     for (int ty = 1; ty <= team; ty *= 2) {
       const int tx = team / ty;
@@ -826,7 +842,8 @@ BackwardCarve backward_carve(const GroupNormBackwardArgs& a, const Planned& pl) 
   }
   if (a.dgamma != nullptr || a.dbeta != nullptr) {
     b.channel_bytes = align_up(
-        static_cast<std::size_t>(2 * a.batch * pl.geo.splits * a.channels) * sizeof(float), kWorkspaceAlign);
+        static_cast<std::size_t>(2 * a.batch * k::spatial_splits(pl.geo) * a.channels) * sizeof(float),
+        kWorkspaceAlign);
   }
   return b;
 }
@@ -993,7 +1010,7 @@ Status run(const GroupNormBackwardArgs& args, void* workspace, std::size_t works
   // dgamma / dbeta: the tile path's dx kernel sums them itself; every other plan (and no elements) here.
   if ((args.dgamma != nullptr || args.dbeta != nullptr) && args.channels > 0 &&
       !(has_elements && pl.plan.path == Path::kTile)) {
-    const std::int64_t rows = has_elements ? args.batch * pl.geo.splits : 0;
+    const std::int64_t rows = has_elements ? args.batch * k::spatial_splits(pl.geo) : 0;
     return k::launch_channel_sums(p, rows, stream);
   }
   return Status::kSuccess;

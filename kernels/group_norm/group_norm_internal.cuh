@@ -10,7 +10,8 @@
 // vectors of N elements along a row (N divides cols and row_stride; pointers N-aligned).
 //
 // A unit of work is (n, g, chunk): the group itself (splits == 1) or one of `splits` chunks of it cut
-// along the spatial axis (channels last: rows; channels first: column vectors). A team (a warp, or the
+// along the spatial axis (channels last: rows; channels first: column vectors) and, where that axis is
+// shorter than the chunks wanted, along the channel axis too (csplits). A team (a warp, or the
 // whole block) processes one unit at a time and strides over units. Units are numbered (n, g, chunk) for
 // channels first and (n, chunk, g) for channels last, so concurrent channels-last teams share the rows'
 // DRAM sectors through L2 (make_unit). Inside a team the threads form
@@ -132,9 +133,20 @@ struct Geometry {
   int cl;               // 1: the channel axis is cols (channels last view)
   int tx;
   int ty;
-  std::int64_t splits;
-  std::int64_t chunk; // rows (cl) or column vectors (!cl) per chunk
+  std::int64_t splits; // chunks per group: spatial-axis chunks x csplits
+  std::int64_t chunk;  // spatial axis per chunk: rows (cl) or column vectors (!cl)
+  // Channel-axis chunks of a split plan (1 unless the spatial axis has fewer positions than the chunks
+  // wanted) and their extent: column vectors (cl) or rows (!cl). A chunk's index is spatial * csplits +
+  // channel, so one spatial chunk's channel chunks are adjacent units.
+  std::int64_t csplits;
+  std::int64_t cchunk;
 };
+
+/// Spatial-axis chunks per group: a sample's rows of per-channel dgamma / dbeta partials (the channel
+/// chunks of one spatial chunk write disjoint channels of the same row).
+CULAYERS_HD std::int64_t spatial_splits(const Geometry& geo) {
+  return geo.splits / geo.csplits;
+}
 
 struct ForwardParams {
   Geometry geo;

@@ -30,6 +30,7 @@ struct Unit {
   std::int64_t g;
   std::int64_t ng;     // n * groups + g: index of mean / rstd
   std::int64_t chunk;  // chunk index within the group
+  std::int64_t schunk; // its spatial-axis index (chunk / csplits): the per-channel partial row within n
   std::int64_t r0, r1; // row range
   std::int64_t v0, v1; // column-vector range
   std::int64_t base;   // element offset of the group's (0, 0)
@@ -64,16 +65,31 @@ CULAYERS_DEVICE Unit make_unit(const Geometry& geo, std::int64_t u) {
     un.g = ng - static_cast<std::uint32_t>(un.n) * groups;
   }
   un.base = un.n * geo.n_stride + un.g * geo.group_offset;
-  un.r0 = 0;
-  un.r1 = geo.rows;
-  un.v0 = 0;
-  un.v1 = geo.colvecs;
+  // The chunk's position along each axis (the channel axis is cut only when csplits > 1).
+  std::int64_t hchunk = 0;
+  un.schunk = un.chunk;
+  if (geo.csplits > 1) {
+    const auto cs = static_cast<std::uint32_t>(geo.csplits);
+    const auto c32 = static_cast<std::uint32_t>(un.chunk);
+    un.schunk = c32 / cs;
+    hchunk = c32 - static_cast<std::uint32_t>(un.schunk) * cs;
+  }
+  const std::int64_t s0 = un.schunk * geo.chunk;
+  const std::int64_t h0 = hchunk * geo.cchunk;
+  const std::int64_t s_end = geo.cl ? geo.rows : geo.colvecs;
+  const std::int64_t h_end = geo.cl ? geo.colvecs : geo.rows;
+  const std::int64_t s1 = s0 + geo.chunk < s_end ? s0 + geo.chunk : s_end;
+  const std::int64_t h1 = h0 + geo.cchunk < h_end ? h0 + geo.cchunk : h_end;
   if (geo.cl) {
-    un.r0 = un.chunk * geo.chunk;
-    un.r1 = un.r0 + geo.chunk < geo.rows ? un.r0 + geo.chunk : geo.rows;
+    un.r0 = s0;
+    un.r1 = s1;
+    un.v0 = h0;
+    un.v1 = h1;
   } else {
-    un.v0 = un.chunk * geo.chunk;
-    un.v1 = un.v0 + geo.chunk < geo.colvecs ? un.v0 + geo.chunk : geo.colvecs;
+    un.r0 = h0;
+    un.r1 = h1;
+    un.v0 = s0;
+    un.v1 = s1;
   }
   return un;
 }
@@ -396,8 +412,8 @@ CULAYERS_DEVICE void backward_sums(const BackwardParams& p, const Unit& un, cons
   const T* xg = static_cast<const T*>(p.x) + un.base;
   const T* dyg = static_cast<const T*>(p.dy) + un.base;
   const bool want_channels = p.channel_partials != nullptr;
-  const std::int64_t partial_rows = geo.batch * geo.splits;
-  const std::int64_t partial_row = un.n * geo.splits + un.chunk;
+  const std::int64_t partial_rows = geo.batch * spatial_splits(geo);
+  const std::int64_t partial_row = un.n * spatial_splits(geo) + un.schunk;
   float* dgamma_part = want_channels ? p.channel_partials + partial_row * geo.channels : nullptr;
   float* dbeta_part =
       want_channels ? p.channel_partials + (partial_rows + partial_row) * geo.channels : nullptr;
@@ -498,7 +514,7 @@ CULAYERS_DEVICE void backward_sums(const BackwardParams& p, const Unit& un, cons
 }
 
 /// Valid elements of a unit (M's share): every element without a mask; with a mask (channels last, a row
-/// per position) valid rows x C/G. Summed over the team.
+/// per position) valid rows x the unit's channels. Summed over the team.
 template <bool kWarpTeam, int N>
 CULAYERS_DEVICE float unit_valid_elements(const BackwardParams& p, const Unit& un,
                                           const Team<kWarpTeam>& team, const Scratch<N>& scratch) {
@@ -509,7 +525,7 @@ CULAYERS_DEVICE float unit_valid_elements(const BackwardParams& p, const Unit& u
   for (std::int64_t r = un.r0 + team.tid; r < un.r1; r += team.size) {
     count += row_valid(p.mask, p.geo, un, r) ? 1.0f : 0.0f;
   }
-  return team.sum(count, scratch.reduce) * static_cast<float>(p.geo.cpg);
+  return team.sum(count, scratch.reduce) * static_cast<float>((un.v1 - un.v0) * N);
 }
 
 /// Pass 2 of the backward: dx = rstd * (g - w / M * (sum g + xhat * sum g xhat)).

@@ -687,6 +687,67 @@ TEST(GroupNormBackward, ThousandsOfGroups) {
   }
 }
 
+// Huge groups over few positions: the split path cuts the channel axis too (see the forward's test of the
+// same name), and dgamma / dbeta sum the per-channel partial rows of each spatial chunk, which the channel
+// chunks write in disjoint column ranges. Shapes: channels last over 3 positions with a mask (vectors, a
+// ragged last channel chunk), channels first over 2 positions, no spatial dimensions, and an odd C/G over 2
+// positions with a mask (scalar). The workspace without dgamma / dbeta holds the per-chunk triples: more
+// than one 256-byte block of them per group and position shows the channel axis was cut.
+TYPED_TEST(GroupNormBackwardTyped, HugeGroupsOverFewPositionsSplitTheChannelAxisToo) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  struct Shape {
+    Layout layout;
+    std::int64_t batch, channels, groups, spatial;
+    bool mask;
+  };
+  const Shape shapes[] = {{Layout::kChannelsLast, 2, 4100, 1, 3, true},
+                          {Layout::kChannelsFirst, 1, 6000, 3, 2, false},
+                          {Layout::kChannelsFirst, 3, 3000, 2, 1, false},
+                          {Layout::kChannelsLast, 1, 3001, 1, 2, true}};
+  int k = 0;
+  for (const Shape& s : shapes) {
+    Config c;
+    c.layout = s.layout;
+    c.batch = s.batch;
+    c.channels = s.channels;
+    c.groups = s.groups;
+    c.spatial = s.spatial;
+    c.mask = s.mask;
+    c.act = kActivations[k % 3];
+    c.gamma = k % 2 == 0;
+    c.beta = k != 1;
+    ++k;
+    c.tuning = forced(Path::kSplit);
+    c.tuning.min_split_elements = 256;
+    c.expect = Path::kSplit;
+    EXPECT_EQ(run_and_check<T>(c, rng), 0) << describe(c);
+
+    gnk::GroupNormBackwardArgs a;
+    a.dtype = Dtype<T>::kDType;
+    a.layout = c.layout;
+    a.batch = c.batch;
+    a.channels = c.channels;
+    a.spatial = c.spatial;
+    a.groups = c.groups;
+    a.tuning = c.tuning;
+    const auto elements = static_cast<std::size_t>(c.batch * c.channels * c.spatial);
+    DeviceBuffer<T> x(elements);
+    DeviceBuffer<T> dy(elements);
+    DeviceBuffer<T> dx(elements);
+    DeviceBuffer<float> stats(static_cast<std::size_t>(c.batch * c.groups));
+    a.x = x.get();
+    a.dy = dy.get();
+    a.dx = dx.get();
+    a.mean = stats.get();
+    a.rstd = stats.get();
+    const std::size_t units = static_cast<std::size_t>(c.batch * c.groups);
+    const std::size_t one_per_position = (units * static_cast<std::size_t>(c.spatial) * 12 + 255) / 256 * 256;
+    EXPECT_GT(gnk::workspace_size(a), one_per_position + 256)
+        << describe(c) << ": " << culayers::last_error_message();
+  }
+}
+
 // x, dy and dx one element past an aligned address: scalar accesses only, same answer; each path.
 TYPED_TEST(GroupNormBackwardTyped, MisalignedViews) {
   using T = TypeParam;

@@ -1134,6 +1134,53 @@ TEST(GroupNormForward, ThousandsOfGroups) {
   }
 }
 
+// ---- huge groups over few positions
+// ------------------------------------------------------------------------
+
+// A group whose spatial axis is shorter than the chunks the split path wants is cut along its channel axis
+// too: channels last over 3 positions with a mask (C/G = 4100, vectors; a ragged last channel chunk),
+// channels first over 2 positions (C/G = 2000 rows), no spatial dimensions (the channels-last view, one
+// row), and an odd C/G (scalar accesses). Each matches the reference, and the workspace shows more chunks
+// per group than the spatial axis has positions (before, at most one per position: [1, 2^20] with G = 1
+// ran on one block).
+TYPED_TEST(GroupNormForwardTyped, HugeGroupsOverFewPositionsSplitTheChannelAxisToo) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  struct Shape {
+    Layout layout;
+    std::int64_t batch, channels, groups, spatial;
+    bool mask;
+  };
+  const Shape shapes[] = {{Layout::kChannelsLast, 2, 4100, 1, 3, true},
+                          {Layout::kChannelsFirst, 1, 6000, 3, 2, false},
+                          {Layout::kChannelsFirst, 3, 3000, 2, 1, false},
+                          {Layout::kChannelsLast, 1, 1037, 1, 4, true}};
+  int k = 0;
+  for (const Shape& s : shapes) {
+    Config c;
+    c.layout = s.layout;
+    c.batch = s.batch;
+    c.channels = s.channels;
+    c.groups = s.groups;
+    c.spatial = s.spatial;
+    c.mask = s.mask;
+    c.act = kActivations[k % 3];
+    c.affine = static_cast<Affine>(3 - k % 4);
+    ++k;
+    c.tuning = forced(Path::kSplit);
+    c.tuning.min_split_elements = 256;
+    c.expect = Path::kSplit;
+    EXPECT_EQ(run_and_check<T>(c, rng), 0) << describe(c);
+    const std::size_t units = static_cast<std::size_t>(c.batch * c.groups);
+    const std::size_t bytes = float_workspace(c);
+    ASSERT_GT(bytes, 256u) << describe(c) << ": " << culayers::last_error_message();
+    const std::size_t chunks = (bytes - 256) / (units * 3 * sizeof(float));
+    EXPECT_GT(chunks, static_cast<std::size_t>(c.spatial)) << describe(c);
+    EXPECT_LE(chunks * 256, static_cast<std::size_t>(c.channels / c.groups * c.spatial))
+        << describe(c) << ": chunks of at least min_split_elements";
+  }
+}
+
 // ---- fully masked groups ----------------------------------------------------------------------------------
 
 // A fully masked group (every position of its sample masked) has mean exactly 0 and rstd 1 / sqrt(eps),
