@@ -109,6 +109,7 @@ CULAYERS_API const char* culayersGetDTypeName(culayersDType_t dtype);
 
 /* The op families (each header declares its own extern "C" block). */
 #include "culayers/c/batch_norm.h"
+#include "culayers/c/cast.h"
 #include "culayers/c/dropout.h"
 #include "culayers/c/group_norm.h"
 #include "culayers/c/masked_reduce.h"

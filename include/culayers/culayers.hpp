@@ -6,6 +6,7 @@
 #include "culayers/status.hpp"
 #include "culayers/types.hpp"
 #include "culayers/batch_norm.hpp"
+#include "culayers/cast.hpp"
 #include "culayers/dropout.hpp"
 #include "culayers/group_norm.hpp"
 #include "culayers/masked_reduce.hpp"
