@@ -1,6 +1,8 @@
 // The Layer base and the layer-class registry (include/culayers/nn/layer.hpp).
 #include "culayers/nn/layer.hpp"
 
+#include "culayers/cast.hpp"
+
 #include "culayers/nn/sequential.hpp" // register_builtin_layers
 #include "layers/config_util.hpp"
 
@@ -214,8 +216,10 @@ Status Layer::check_input_shape(const Shape& built, const Shape& shape) const {
 
 Status Layer::check_call(const Shape& shape, DType dtype, bool has_mask, Phase phase) const {
   const char* n = name_.c_str();
-  if (dtype != dtype_) {
-    return set_error(Status::kErrorInvalidDType, "%s: x: dtype %s, the layer computes in %s", n,
+  // Keras's autocast: a floating input of another dtype is cast to the compute dtype by call_forward.
+  if (dtype != dtype_ && !(is_floating_point(dtype) && is_floating_point(dtype_))) {
+    return set_error(Status::kErrorInvalidDType,
+                     "%s: x: dtype %s, the layer computes in %s (only floating inputs are cast to it)", n,
                      dtype_name(dtype), dtype_name(dtype_));
   }
   if (has_mask) {
@@ -325,11 +329,37 @@ Status Layer::call_forward(const CallContext& ctx, const ConstTensorView& x, con
       return s;
     }
   }
+  // Keras's autocast: x in another floating dtype is converted into a layer-owned buffer first (kept
+  // while the shape and dtype stay, like an output buffer), and the layer runs on that.
+  ConstTensorView input = x;
+  if (x.dtype() != dtype_) {
+    Tensor& t = autocast_input_;
+    if (!t.defined() || t.shape() != x.shape() || t.dtype() != dtype_) {
+      Tensor fresh;
+      if (Status s = Tensor::empty(x.shape(), dtype_, &fresh, ctx.stream, &ctx.alloc()); !ok(s)) {
+        return s;
+      }
+      t.release_on(ctx.stream); // as output_buffer: freed on this call's stream
+      t = std::move(fresh);
+    }
+    cast::CastArgs c;
+    c.x_dtype = x.dtype();
+    c.x = x.data();
+    c.y_dtype = dtype_;
+    c.y = t.data();
+    c.count = x.shape().numel();
+    if (Status s = cast::run(c, nullptr, 0, ctx.stream); !ok(s)) {
+      const std::string why = last_error_message();
+      return set_error(s, "%s: x: casting %s to %s: %s", n, dtype_name(x.dtype()), dtype_name(dtype_),
+                       why.c_str());
+    }
+    input = ConstTensorView::contiguous(t.data(), dtype_, x.shape());
+  }
   LayerOutput result{};
   if (supports_masking()) {
     result.mask = mask; // passed through unless do_call computes its own
   }
-  const Status st = do_call(ctx, x, mask, &result);
+  const Status st = do_call(ctx, input, mask, &result);
   // This call's stream is now the last to use the layer's memory: free it there (Tensor::release_on).
   // (A buffer the call replaced was freed on this stream too: output_buffer.)
   for (const auto& w : weights_) {
@@ -338,6 +368,7 @@ Status Layer::call_forward(const CallContext& ctx, const ConstTensorView& x, con
   for (Tensor& t : outputs_) {
     t.release_on(ctx.stream);
   }
+  autocast_input_.release_on(ctx.stream);
   if (!ok(st)) {
     return st;
   }

@@ -163,21 +163,6 @@ Status Sequential::build_layers(const Shape& input_shape, cudaStream_t stream,
   if (Status s = input_shape.validate(name_.c_str(), "input_shape"); !ok(s)) {
     return s;
   }
-  // Every layer computes in and writes its dtype, and nothing casts between layers (Keras casts each
-  // layer's input to its compute dtype): a model whose layers' dtypes differ could never run a call, so it
-  // is refused here, before anything is built, rather than at every call.
-  for (std::size_t i = 1; i < layers_.size(); ++i) {
-    const Layer& prev = *layers_[i - 1];
-    const Layer& l = *layers_[i];
-    if (l.dtype() != prev.dtype()) {
-      return set_error(
-          Status::kErrorInvalidDType,
-          "%s: build: layer '%s' computes in %s but the layer before it ('%s') writes %s; culayers "
-          "does not cast between layers: give every layer the same dtype policy",
-          name_.c_str(), l.name().c_str(), dtype_name(l.dtype()), prev.name().c_str(),
-          dtype_name(prev.dtype()));
-    }
-  }
   // All or nothing: a layer that is already built (added built, or built by hand) must take this shape,
   // and when a later layer fails, the layers this call built are unbuilt again; otherwise a failed build
   // (or a first call with a wrong shape) would leave early layers built for a shape the model never
@@ -218,7 +203,7 @@ Status Sequential::check_chain(const Shape& input_shape, DType dtype, bool has_m
       return s;
     }
     shape = next;
-    dtype = l->dtype(); // every layer computes and writes in its dtype
+    dtype = l->dtype(); // every layer computes and writes in its dtype (its input is cast to it)
     has_mask = l->compute_mask(has_mask);
   }
   return Status::kSuccess;

@@ -5,6 +5,9 @@
 
 #include "tests/support/test_support.hpp"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -232,8 +235,55 @@ TEST(NnLayer, CallBuildsCopiesAndReusesItsOutputBuffer) {
   const ConstTensorView wrong = ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{3, 4, 5});
   EXPECT_EQ(layer.call(ctx, wrong, {}, &out), Status::kErrorInvalidShape);
   EXPECT_NE(std::string(culayers::last_error_message()).find("copy: input"), std::string::npos);
-  const ConstTensorView half = ConstTensorView::contiguous(x.get(), DType::kFloat16, Shape{3, 5, 4});
-  EXPECT_EQ(layer.call(ctx, half, {}, &out), Status::kErrorInvalidDType);
+  // Only floating inputs are cast (Keras's autocast); an int32 input is refused, nothing run.
+  const ConstTensorView ints = ConstTensorView::contiguous(x.get(), DType::kInt32, Shape{3, 5, 4});
+  out = nn::LayerOutput{};
+  EXPECT_EQ(layer.call(ctx, ints, {}, &out), Status::kErrorInvalidDType);
+  EXPECT_NE(std::string(culayers::last_error_message()).find("copy: x: dtype int32"), std::string::npos)
+      << culayers::last_error_message();
+  EXPECT_EQ(out.y.data(), nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+// Keras's autocast: a float16 or bfloat16 input to a float32 layer is converted first (exactly: every
+// half value is a float), into a layer-owned buffer kept while the shape stays (a warmed-up call allocates
+// nothing); the caller's input is not written.
+TEST(NnLayer, FloatingInputsAreCastToTheLayerDtype) {
+  auto rng = culayers::test::rng_for_test();
+  std::vector<__half> halves(2 * 3 * 4);
+  std::vector<__nv_bfloat16> bhalves(halves.size());
+  for (std::size_t i = 0; i < halves.size(); ++i) {
+    const float v = std::uniform_real_distribution<float>(-100.0f, 100.0f)(rng);
+    halves[i] = __float2half_rn(v);
+    bhalves[i] = __float2bfloat16_rn(v);
+  }
+  culayers::test::DeviceBuffer<__half> xh(halves);
+  culayers::test::DeviceBuffer<__nv_bfloat16> xb(bhalves);
+  CopyLayer layer("copy", false);
+  nn::CallContext ctx;
+  nn::LayerOutput out;
+  ASSERT_EQ(layer.call(ctx, ConstTensorView::contiguous(xh.get(), DType::kFloat16, Shape{2, 3, 4}), {}, &out),
+            Status::kSuccess)
+      << culayers::last_error_message();
+  EXPECT_EQ(out.y.dtype(), DType::kFloat32);
+  std::vector<float> back(halves.size());
+  ASSERT_EQ(cudaMemcpy(back.data(), out.y.data(), back.size() * sizeof(float), cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  for (std::size_t i = 0; i < back.size(); ++i) {
+    ASSERT_EQ(back[i], __half2float(halves[i])) << i;
+  }
+  ASSERT_EQ(
+      layer.call(ctx, ConstTensorView::contiguous(xb.get(), DType::kBFloat16, Shape{2, 3, 4}), {}, &out),
+      Status::kSuccess)
+      << culayers::last_error_message();
+  ASSERT_EQ(cudaMemcpy(back.data(), out.y.data(), back.size() * sizeof(float), cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  for (std::size_t i = 0; i < back.size(); ++i) {
+    ASSERT_EQ(back[i], __bfloat162float(bhalves[i])) << i;
+  }
+  EXPECT_EQ(xh.download().size(), halves.size());
+  const std::vector<__half> after = xh.download();
+  EXPECT_EQ(std::memcmp(after.data(), halves.data(), halves.size() * sizeof(__half)), 0) << "x was written";
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 

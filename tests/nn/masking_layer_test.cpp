@@ -193,7 +193,8 @@ TEST(MaskingLayer, BadOptionsAndInputsAreErrorsNamingThem) {
   {
     nn::Masking layer(nn::MaskingOptions{}, "m4", DType::kFloat16);
     nn::LayerOutput out = sentinel;
-    EXPECT_EQ(layer.call(nn::CallContext{}, xv, {}, &out), Status::kErrorInvalidDType); // x is float32
+    const ConstTensorView ints = ConstTensorView::contiguous(xv.data(), DType::kInt32, xv.shape());
+    EXPECT_EQ(layer.call(nn::CallContext{}, ints, {}, &out), Status::kErrorInvalidDType); // float32 is cast
     EXPECT_EQ(out.y.data(), sentinel.y.data());
   }
   // Infinite and NaN mask values are allowed (NaN masks nothing).

@@ -10,6 +10,8 @@
 
 #include "tests/support/test_support.hpp"
 
+#include <cuda_fp16.h>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -418,8 +420,8 @@ TEST(Sequential, FailedBuildUnbuildsItsLayers) {
       Status::kSuccess)
       << culayers::last_error_message();
 
-  // A first call whose build succeeds but whose checks then fail (a float16 input to float32 layers)
-  // undoes that build too: the model is not left built for the rejected shape.
+  // A first call whose build succeeds but whose checks then fail (an int32 input: only floating inputs
+  // are cast) undoes that build too: the model is not left built for the rejected shape.
   const Json bn_cfg = {
       {"class_name", "Sequential"},
       {"config",
@@ -427,16 +429,16 @@ TEST(Sequential, FailedBuildUnbuildsItsLayers) {
         {"layers", {{{"class_name", "BatchNormalization"}, {"config", {{"name", "bn"}}}}}}}}};
   auto bn_model = make_model(bn_cfg);
   ASSERT_TRUE(bn_model);
-  DeviceBuffer<std::uint16_t> half(64);
-  EXPECT_EQ(bn_model->call(nullptr, ConstTensorView::contiguous(half.get(), DType::kFloat16, Shape{4, 16}),
-                           {}, &out),
-            Status::kErrorInvalidDType);
+  DeviceBuffer<std::int32_t> ints(64);
+  EXPECT_EQ(
+      bn_model->call(nullptr, ConstTensorView::contiguous(ints.get(), DType::kInt32, Shape{4, 16}), {}, &out),
+      Status::kErrorInvalidDType);
   EXPECT_FALSE(bn_model->built());
   EXPECT_FALSE(bn_model->find_layer("bn")->built());
   std::vector<nn::LayerTiming> timings;
   EXPECT_EQ(bn_model->profile(nn::CallContext{},
-                              ConstTensorView::contiguous(half.get(), DType::kFloat16, Shape{4, 16}), {},
-                              &out, &timings),
+                              ConstTensorView::contiguous(ints.get(), DType::kInt32, Shape{4, 16}), {}, &out,
+                              &timings),
             Status::kErrorInvalidDType); // profile() likewise
   EXPECT_FALSE(bn_model->built());
   EXPECT_EQ(
@@ -973,21 +975,18 @@ TEST(Sequential, AFailingCallRunsNoLayerAndNoUpdate) {
       "bn: mask: a [batch, steps] mask is supported only for channels-last", "the chain check at bn");
   EXPECT_EQ(dropout_state(*model, "dd"), it0);
 
-  // Layers whose dtypes differ (Keras would cast between them; culayers does not): refused when the model is
-  // built, here at load, rather than at every call.
-  Json mixed = demo_config("mixed");
-  mixed["config"]["layers"][3]["config"]["dtype"] = "float16";
-  std::unique_ptr<nn::Sequential> refused;
-  EXPECT_EQ(nn::Sequential::from_json(with_build_shape(mixed), &refused), Status::kErrorInvalidDType);
-  EXPECT_EQ(refused, nullptr);
-  culayers::test::expect_message_contains(
-      "layer 'bn' computes in float16 but the layer before it ('dd') writes float32", "mixed dtypes");
-  auto unbuilt = make_model(mixed); // no build shape: refused at the first call's build
-  ASSERT_TRUE(unbuilt);
-  EXPECT_EQ(unbuilt->call(train, in.view, {}, &out), Status::kErrorInvalidDType);
-  EXPECT_FALSE(unbuilt->built());
+  // A non-floating input (only floating inputs are cast to a layer's dtype): refused by the chain check
+  // before anything runs.
+  auto typed = make_model(with_build_shape(demo_config("typed")));
+  ASSERT_TRUE(typed);
+  const auto t0 = dropout_state(*typed, "dd");
+  EXPECT_EQ(
+      typed->call(train, ConstTensorView::contiguous(in.x.get(), DType::kInt32, Shape{kB, kT, kF}), {}, &out),
+      Status::kErrorInvalidDType);
+  culayers::test::expect_message_contains("masking: x: dtype int32", "an int32 input");
+  EXPECT_EQ(dropout_state(*typed, "dd"), t0);
 
-  // On a model whose dtypes agree: a mask of the wrong shape fails the call before anything runs; a mask
+  // A mask of the wrong shape fails the call before anything runs; a mask
   // given to a chain whose first layer (Masking) produces its own is fine.
   auto good = make_model(with_build_shape(demo_config("float32s")));
   ASSERT_TRUE(good);
@@ -1007,6 +1006,102 @@ TEST(Sequential, AFailingCallRunsNoLayerAndNoUpdate) {
             Status::kSuccess)
       << culayers::last_error_message();
   EXPECT_NE(dropout_state(*good, "dd"), g0);
+}
+
+// Layers of different dtypes chain as in Keras: each layer casts its floating input to its own dtype. The
+// demo model with BatchNormalization in float16 between float32 layers (a training call: batch statistics,
+// dropout) gives the bits of running its three parts as separate models with the casts done on the host
+// (round to nearest even, as the cast op; float16 to float32 is exact); a float16 input to the float32
+// model is cast at its first layer.
+TEST(Sequential, LayersOfDifferentDtypesCastBetweenThem) {
+  auto rng = culayers::test::rng_for_test();
+  const Inputs in = make_inputs(rng);
+  Json mixed = demo_config("mixed");
+  mixed["config"]["layers"][3]["config"]["dtype"] = "float16";
+  auto model = make_model(with_build_shape(mixed));
+  ASSERT_TRUE(model);
+  nn::CallContext train{};
+  train.phase = nn::Phase::kTraining;
+  nn::LayerOutput out{};
+  ASSERT_EQ(model->call(train, in.view, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_EQ(out.y.dtype(), DType::kFloat32);
+  std::vector<float> got(static_cast<std::size_t>(out.y.shape().numel()));
+  ASSERT_EQ(cudaMemcpy(got.data(), out.y.data(), got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+
+  // The same layers as three models: [masking, gn, dd] float32, [bn] float16, [pool] float32.
+  const auto part = [&](const std::string& name, std::size_t first, std::size_t last) {
+    Json p = mixed;
+    Json layers = Json::array();
+    for (std::size_t i = first; i < last; ++i) {
+      layers.push_back(mixed["config"]["layers"][i]);
+    }
+    p["config"]["name"] = name;
+    p["config"]["layers"] = layers;
+    return make_model(p);
+  };
+  auto front = part("front", 0, 3);
+  auto middle = part("middle", 3, 4);
+  auto back = part("back", 4, 5);
+  ASSERT_TRUE(front && middle && back);
+  nn::LayerOutput a{};
+  ASSERT_EQ(front->call(train, in.view, {}, &a), Status::kSuccess) << culayers::last_error_message();
+  std::vector<float> af(static_cast<std::size_t>(a.y.shape().numel()));
+  ASSERT_EQ(cudaMemcpy(af.data(), a.y.data(), af.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  std::vector<__half> ah(af.size());
+  for (std::size_t i = 0; i < af.size(); ++i) {
+    ah[i] = __float2half_rn(af[i]);
+  }
+  DeviceBuffer<__half> ad(ah);
+  nn::LayerOutput b{};
+  ASSERT_EQ(
+      middle->call(train, ConstTensorView::contiguous(ad.get(), DType::kFloat16, a.y.shape()), a.mask, &b),
+      Status::kSuccess)
+      << culayers::last_error_message();
+  std::vector<__half> bh(static_cast<std::size_t>(b.y.shape().numel()));
+  ASSERT_EQ(cudaMemcpy(bh.data(), b.y.data(), bh.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  std::vector<float> bf(bh.size());
+  for (std::size_t i = 0; i < bh.size(); ++i) {
+    bf[i] = __half2float(bh[i]);
+  }
+  DeviceBuffer<float> bd(bf);
+  nn::LayerOutput c{};
+  ASSERT_EQ(
+      back->call(train, ConstTensorView::contiguous(bd.get(), DType::kFloat32, b.y.shape()), b.mask, &c),
+      Status::kSuccess)
+      << culayers::last_error_message();
+  std::vector<float> want(static_cast<std::size_t>(c.y.shape().numel()));
+  ASSERT_EQ(cudaMemcpy(want.data(), c.y.data(), want.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * 4), 0) << "the mixed model's output";
+  EXPECT_EQ(dropout_state(*model, "dd"), dropout_state(*front, "dd"));
+
+  // A float16 input to the float32 demo model: cast exactly as the host would, then the same output as
+  // the float32 input of those values.
+  auto f32 = make_model(with_build_shape(demo_config("float32s")));
+  auto ref = make_model(with_build_shape(demo_config("reference")));
+  ASSERT_TRUE(f32 && ref);
+  std::vector<__half> xh(in.host.size());
+  std::vector<float> xr(in.host.size());
+  for (std::size_t i = 0; i < xh.size(); ++i) {
+    xh[i] = __float2half_rn(in.host[i]);
+    xr[i] = __half2float(xh[i]);
+  }
+  DeviceBuffer<__half> xhd(xh);
+  DeviceBuffer<float> xrd(xr);
+  nn::LayerOutput o1{};
+  nn::LayerOutput o2{};
+  ASSERT_EQ(f32->call(nn::CallContext{},
+                      ConstTensorView::contiguous(xhd.get(), DType::kFloat16, in.view.shape()), {}, &o1),
+            Status::kSuccess)
+      << culayers::last_error_message();
+  ASSERT_EQ(ref->call(nn::CallContext{},
+                      ConstTensorView::contiguous(xrd.get(), DType::kFloat32, in.view.shape()), {}, &o2),
+            Status::kSuccess);
+  std::vector<float> y1(static_cast<std::size_t>(o1.y.shape().numel()));
+  std::vector<float> y2(y1.size());
+  ASSERT_EQ(cudaMemcpy(y1.data(), o1.y.data(), y1.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(y2.data(), o2.y.data(), y2.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(std::memcmp(y1.data(), y2.data(), y1.size() * 4), 0) << "a float16 input";
 }
 
 // Counts allocations and fails the one numbered `fail_at` (0-based; -1: none) with kErrorOutOfMemory.
@@ -1178,7 +1273,7 @@ TEST(ModelCApi, LoadsRunsAndMatchesCpp) {
   std::memcpy(&bad.phase, &seven, sizeof(seven));
   EXPECT_EQ(culayersModelRun(handle, &bad, nullptr, nullptr), CULAYERS_STATUS_INVALID_VALUE);
   bad = args;
-  bad.dtype = CULAYERS_DTYPE_FLOAT16;
+  bad.dtype = CULAYERS_DTYPE_INT32; // floating inputs are cast to the first layer's dtype; int32 is not
   EXPECT_EQ(culayersModelRun(handle, &bad, nullptr, nullptr), CULAYERS_STATUS_INVALID_DTYPE);
   bad = args;
   bad.rank = 0;
@@ -1311,8 +1406,8 @@ TEST(ModelCApi, TrainingRunErrorsChangeNothing) {
       {"y_bytes too small", CULAYERS_STATUS_INVALID_VALUE, [](culayersModelRunArgs_t& a) { a.y_bytes = 4; }},
       {"phase 7", CULAYERS_STATUS_INVALID_VALUE,
        [&](culayersModelRunArgs_t& a) { std::memcpy(&a.phase, &seven, sizeof(seven)); }},
-      {"dtype float16", CULAYERS_STATUS_INVALID_DTYPE,
-       [](culayersModelRunArgs_t& a) { a.dtype = CULAYERS_DTYPE_FLOAT16; }},
+      {"dtype int32", CULAYERS_STATUS_INVALID_DTYPE,
+       [](culayersModelRunArgs_t& a) { a.dtype = CULAYERS_DTYPE_INT32; }},
       {"rank 0", CULAYERS_STATUS_INVALID_SHAPE, [](culayersModelRunArgs_t& a) { a.rank = 0; }},
       {"features 5", CULAYERS_STATUS_INVALID_SHAPE, [](culayersModelRunArgs_t& a) { a.dims[2] = 5; }},
       {"y inside x", CULAYERS_STATUS_INCONSISTENT_ARGUMENTS,

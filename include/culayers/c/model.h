@@ -86,8 +86,9 @@ CULAYERS_API culayersStatus_t culayersModelGetOutputShape(culayersModel_t model,
 
 /* One call of the model. */
 typedef struct culayersModelRunArgs_t {
-  const void* x;         /* device, contiguous [dims], the model's input dtype */
-  culayersDType_t dtype; /* must equal the model's input dtype */
+  const void* x;         /* device, contiguous [dims] in dtype */
+  culayersDType_t dtype; /* float32, float16 or bfloat16: another than the model's input dtype is cast to
+                          * it at the first layer (Keras's autocast) */
   int rank;              /* 1 .. CULAYERS_MAX_RANK */
   int64_t dims[CULAYERS_MAX_RANK];
   const uint8_t* mask;   /* optional device uint8 [dims[0], dims[1]] (nonzero = valid step), or NULL */

@@ -5,6 +5,8 @@
 //  - call(ctx, x, mask) builds on first use, then only enqueues work on ctx.stream: outputs live in
 //    buffers the layer owns (reallocated only when the output shape changes, so a warmed-up call
 //    allocates nothing and never synchronizes, and can be captured in a CUDA graph).
+//  - Autocast (Keras's): a floating input in another dtype than the layer's is cast to the layer's dtype
+//    before the layer runs (culayers/cast.hpp), so layers of different dtypes chain as in Keras.
 //  - A mask arriving at a layer that does not support masking is an error (Keras 2); a layer that
 //    supports masking passes it through unless it computes its own (compute_mask).
 //  - Update ops registered with add_update run on the stream after a training-phase call's do_call of a
@@ -93,9 +95,9 @@ class Layer {
   }
 
   /// Every check call() makes before it enqueues anything, for an input of `shape` and `dtype` with or
-  /// without a mask in `phase`: the dtype, the Keras 2 mask rule, and once built the input shape against
-  /// the built one and the layer's phase-dependent checks (check_phase). Lets a model check a whole chain
-  /// of layers before running any of them.
+  /// without a mask in `phase`: the dtype (floating: cast to dtype() by the call), the Keras 2 mask rule, and
+  /// once built the input shape against the built one and the layer's phase-dependent checks (check_phase).
+  /// Lets a model check a whole chain of layers before running any of them.
   [[nodiscard]] Status check_call(const Shape& shape, DType dtype, bool has_mask,
                                   Phase phase = Phase::kInference) const;
 
@@ -127,8 +129,9 @@ class Layer {
     return Status::kSuccess;
   }
 
-  /// Enqueues the layer on ctx.stream (see the file comment). x must be contiguous and of dtype();
-  /// mask (optional) uint8 [batch, steps].
+  /// Enqueues the layer on ctx.stream (see the file comment). x must be contiguous and floating: another
+  /// dtype than dtype() is first cast to it (Keras's autocast) into a layer-owned buffer, one more read
+  /// and write of x; mask (optional) uint8 [batch, steps].
   [[nodiscard]] Status call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                             LayerOutput* out);
 
@@ -246,6 +249,7 @@ class Layer {
   /// The rest of a call: in the training phase, the call steps, then (trainable only) the update ops.
   [[nodiscard]] Status run_updates(const CallContext& ctx);
   std::deque<Tensor> outputs_; // a deque: growing it never moves the buffers handed out earlier
+  Tensor autocast_input_;      // x cast to dtype_ when a call passes another floating dtype
 };
 
 namespace detail {
