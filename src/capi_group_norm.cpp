@@ -79,6 +79,7 @@ gn::Tuning to_cpp(const culayersGroupNormTuning_t& c) {
   t.tile_min_bytes = c.tile_min_bytes;
   t.split_min_bytes = c.split_min_bytes;
   t.wave_balance = c.wave_balance;
+  t.max_blocks = c.max_blocks;
   return t;
 }
 
@@ -95,6 +96,7 @@ culayersGroupNormTuning_t to_c(const gn::Tuning& t) {
   c.tile_min_bytes = t.tile_min_bytes;
   c.split_min_bytes = t.split_min_bytes;
   c.wave_balance = t.wave_balance;
+  c.max_blocks = t.max_blocks;
   return c;
 }
 

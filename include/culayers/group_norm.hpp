@@ -121,6 +121,9 @@ struct Tuning {
   /// Split and tile counts chosen automatically: 0 = then raised (up to 2x) where that fills both streaming
   /// kernels' last waves better; 1 = the first count, from the target alone (for comparisons).
   std::int64_t wave_balance = 0;
+  /// Grid cap of the streaming kernels (warp, block, split and tile paths; tests: their grid-stride loops
+  /// over groups, chunks and tiles); 0 = as planned. Results do not depend on it.
+  std::int64_t max_blocks = 0;
 };
 
 /// The shape checks of the forward and the backward, from the sizes alone (for a caller that plans before

@@ -287,7 +287,8 @@ Status validate_common(const Common& c) {
                                         {"splits", t.splits},
                                         {"tile_rows", t.tile_rows},
                                         {"tile_min_bytes", t.tile_min_bytes},
-                                        {"split_min_bytes", t.split_min_bytes}});
+                                        {"split_min_bytes", t.split_min_bytes},
+                                        {"max_blocks", t.max_blocks}});
       !ok(st)) {
     return st;
   }
@@ -589,6 +590,9 @@ Status make_plan(const Common& c, Planned* out) {
     plan.smem_optin = plan.smem > kNoOptinSmem;
     // The tile kernels stride over units: a batch above the cap (T = 1) runs in a capped grid.
     plan.grid = static_cast<unsigned>(std::min<std::int64_t>(c.batch * geo.splits, tile_grid_cap));
+    if (t.max_blocks > 0) {
+      plan.grid = static_cast<unsigned>(std::min<std::int64_t>(plan.grid, t.max_blocks));
+    }
     out->plan = plan;
     out->geo = geo;
     out->units = units;
@@ -671,6 +675,9 @@ Status make_plan(const Common& c, Planned* out) {
     }
   }
   geo.ty = team / geo.tx;
+  if (t.max_blocks > 0) { // the kernels stride over their units
+    plan.grid = static_cast<unsigned>(std::min<std::int64_t>(plan.grid, t.max_blocks));
+  }
 
   out->plan = plan;
   out->geo = geo;

@@ -52,6 +52,8 @@ typedef struct culayersGroupNormTuning_t {
                                  path that fits; 0 = SMs x 64 KB */
   int64_t wave_balance;       /* 0 = automatic split / tile counts raised to fill the kernels' last waves;
                                  1 = the first count from the target alone */
+  int64_t max_blocks;         /* grid cap of the streaming kernels (tests: grid-stride loops); 0 = as
+                                 planned; results do not depend on it */
 } culayersGroupNormTuning_t;
 
 /* Forward: x [N, C, *spatial] (channels first) or [N, *spatial, C] (channels last) -> y of the same shape

@@ -974,6 +974,61 @@ TEST(GroupNormBackward, ReluGateIsTheForwards) {
   }
 }
 
+// The grid-stride loops of the backward: every path with its grid capped at 1 and 3 blocks
+// (tuning.max_blocks; the tile path's dx kernel keeps its dgamma / dbeta blocks and strides its dx blocks)
+// gives the reference's answer and the uncapped run's bits.
+TEST(GroupNormBackward, GridStrideLoopsGiveTheSameBits) {
+  auto rng = rng_for_test();
+  Tuning split = with_splits(5);
+  split.path = Path::kSplit;
+  Tuning split2d = with_splits(6); // 3 positions: the channel axis is cut too
+  split2d.path = Path::kSplit;
+  struct Case {
+    Layout layout;
+    std::int64_t batch, channels, groups, spatial;
+    Tuning tuning;
+  };
+  const Case cases[] = {
+      {Layout::kChannelsFirst, 6, 32, 8, 9, forced(Path::kWarp)},
+      {Layout::kChannelsLast, 6, 32, 8, 9, forced(Path::kWarp)},
+      {Layout::kChannelsFirst, 5, 12, 3, 40, forced(Path::kBlock)},
+      {Layout::kChannelsLast, 5, 12, 3, 40, forced(Path::kBlock)},
+      {Layout::kChannelsFirst, 3, 8, 2, 60, split},
+      {Layout::kChannelsLast, 3, 8, 2, 60, split},
+      {Layout::kChannelsLast, 2, 64, 2, 3, split2d},
+      {Layout::kChannelsLast, 3, 16, 4, 50, tile(4)},
+  };
+  for (const Case& k : cases) {
+    Config c;
+    c.layout = k.layout;
+    c.batch = k.batch;
+    c.channels = k.channels;
+    c.groups = k.groups;
+    c.spatial = k.spatial;
+    c.act = Activation::kSiLU;
+    c.gamma = true;
+    c.beta = true;
+    c.mask = k.layout == Layout::kChannelsLast;
+    c.tuning = k.tuning;
+    c.expect = k.tuning.path;
+    const Inputs<float> in = make_inputs<float>(c, rng);
+    const Result<float> full = run_backward(c, in);
+    ASSERT_EQ(full.status, Status::kSuccess) << describe(c) << ": " << culayers::last_error_message();
+    for (const std::int64_t cap : {1, 3}) {
+      c.tuning.max_blocks = cap;
+      const Result<float> capped = run_backward(c, in);
+      ASSERT_EQ(capped.status, Status::kSuccess) << culayers::last_error_message();
+      EXPECT_EQ(check_backward(c, in, capped), 0) << describe(c) << " max_blocks " << cap;
+      EXPECT_EQ(std::memcmp(capped.dx.data(), full.dx.data(), full.dx.size() * sizeof(float)), 0)
+          << describe(c) << " max_blocks " << cap << ": dx differs from the uncapped grid's";
+      EXPECT_EQ(std::memcmp(capped.dgamma.data(), full.dgamma.data(), full.dgamma.size() * sizeof(float)), 0)
+          << describe(c) << " max_blocks " << cap;
+      EXPECT_EQ(std::memcmp(capped.dbeta.data(), full.dbeta.data(), full.dbeta.size() * sizeof(float)), 0)
+          << describe(c) << " max_blocks " << cap;
+    }
+  }
+}
+
 // ---- determinism ------------------------------------------------------------------------------------------
 
 /// Runs the backward twice, the second time with the emulator's schedule permuted, and expects the same bits

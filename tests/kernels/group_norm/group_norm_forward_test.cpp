@@ -1444,6 +1444,58 @@ void check_repeatable(std::mt19937_64& rng) {
   }
 }
 
+// The grid-stride loops: every path with its grid capped at 1 and 3 blocks (tuning.max_blocks), so each
+// block walks many groups, chunks or tiles (warp teams: 4 and 12 of them over 48 groups), gives the
+// reference's answer and the uncapped run's bits.
+TEST(GroupNormForward, GridStrideLoopsGiveTheSameBits) {
+  auto rng = rng_for_test();
+  Tuning split2d = with_splits(6, Path::kSplit); // 3 positions: the channel axis is cut too
+  struct Case {
+    Layout layout;
+    std::int64_t batch, channels, groups, spatial;
+    Tuning tuning;
+  };
+  const Case cases[] = {
+      {Layout::kChannelsFirst, 6, 32, 8, 9, forced(Path::kWarp)},
+      {Layout::kChannelsLast, 6, 32, 8, 9, forced(Path::kWarp)},
+      {Layout::kChannelsFirst, 5, 12, 3, 40, forced(Path::kBlock)},
+      {Layout::kChannelsLast, 5, 12, 3, 40, forced(Path::kBlock)},
+      {Layout::kChannelsFirst, 3, 8, 2, 60, with_splits(5, Path::kSplit)},
+      {Layout::kChannelsLast, 3, 8, 2, 60, with_splits(5, Path::kSplit)},
+      {Layout::kChannelsLast, 2, 64, 2, 3, split2d},
+      {Layout::kChannelsLast, 3, 16, 4, 50, tile(4)},
+  };
+  for (const Case& k : cases) {
+    Config c;
+    c.layout = k.layout;
+    c.batch = k.batch;
+    c.channels = k.channels;
+    c.groups = k.groups;
+    c.spatial = k.spatial;
+    c.act = Activation::kSiLU;
+    c.affine = Affine::kBoth;
+    c.mask = k.layout == Layout::kChannelsLast;
+    c.tuning = k.tuning;
+    c.expect = k.tuning.path;
+    const Inputs<float> in = make_inputs<float>(c, rng);
+    const Result<float> full = run_forward(c, in);
+    ASSERT_EQ(full.status, Status::kSuccess) << describe(c) << ": " << culayers::last_error_message();
+    for (const std::int64_t cap : {1, 3}) {
+      c.tuning.max_blocks = cap;
+      EXPECT_EQ(run_and_check<float>(c, in), 0) << describe(c) << " max_blocks " << cap;
+      const Result<float> capped = run_forward(c, in);
+      ASSERT_EQ(capped.status, Status::kSuccess) << culayers::last_error_message();
+      ASSERT_EQ(capped.y.size(), full.y.size());
+      EXPECT_EQ(std::memcmp(capped.y.data(), full.y.data(), full.y.size() * sizeof(float)), 0)
+          << describe(c) << " max_blocks " << cap << ": y differs from the uncapped grid's";
+      EXPECT_EQ(std::memcmp(capped.mean.data(), full.mean.data(), full.mean.size() * sizeof(float)), 0)
+          << describe(c) << " max_blocks " << cap;
+      EXPECT_EQ(std::memcmp(capped.rstd.data(), full.rstd.data(), full.rstd.size() * sizeof(float)), 0)
+          << describe(c) << " max_blocks " << cap;
+    }
+  }
+}
+
 TEST(GroupNormForward, RepeatedRunsAreBitIdentical) {
   auto rng = rng_for_test();
   check_repeatable<float>(rng);
