@@ -73,7 +73,7 @@ def main(argv):
         parts = name.split("/")
         if parts[0] in ("dropout_fwd", "dropout_bwd", "dropout_graph"):
             return parts[0] + "/" + parts[1]
-        if parts[0] in ("group_norm", "masked_reduce", "batch_norm"):
+        if parts[0] in ("group_norm", "masked_reduce", "batch_norm", "cast"):
             return parts[0] + "/" + parts[-1]
         return None
 
@@ -91,6 +91,8 @@ def main(argv):
             return 2 if parts[1] == "cudnn" or parts[0] == "dropout_bwd" else 1
         if parts[0] == "batch_norm":
             return (3 if parts[-1] == "ours" else 2) if parts[-2].startswith("train") else 1
+        if parts[0] == "cast":
+            return 1
         return 0
 
     def not_checked_whole(name):

@@ -90,6 +90,7 @@ names = [
     "group_norm/s1_C320_64x64/bf16/nhwc/silu/fwd/ours/iterations:200/manual_time",
     "BM_copy_kernel/bytes:67108864/iterations:200/manual_time",
     "batch_norm/resnet/bf16/nchw/training/ours/iterations:200/manual_time",
+    "cast/8192x4096/f32_to_bf16/ours/iterations:200/manual_time",
 ]
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
 with open(os.environ["FAKE_CALLS"], "a") as f:
@@ -197,7 +198,7 @@ def main():
     try:
         fake = make_tree(base)
         parts = ["masked_reduce", "dropout", "group_norm_s3", "group_norm_s2", "group_norm_s1", "roofline",
-                 "batch_norm", "no_pdl"]
+                 "batch_norm", "cast", "no_pdl"]
 
         # 1. Everything passes.
         rc, log, out, calls = run_check(base, fake, {})
