@@ -264,6 +264,15 @@ def main():
                                   L.BatchNormalization(momentum=0.9, dtype=policy)], name=policy)
         write_case(out_dir, cases, policy, model, x, training=True, input_dtype=input_dtype)
 
+    # Keras's mixed-precision recipe: half-precision layers, the last layer in float32. Each layer casts its
+    # input to its compute dtype (autocast): the float32 input (not exact in float16) to float16 at the
+    # first layer, the float16 activations back to float32 at the last.
+    x = (RNG.standard_normal((3, 6, 16)) * 2.0 + 1.0).astype(np.float32)
+    model = keras.Sequential([keras.Input((6, 16)), L.GroupNormalization(groups=4, dtype="mixed_float16"),
+                              L.BatchNormalization(momentum=0.9, dtype="mixed_float16"),
+                              L.GroupNormalization(groups=2, dtype="float32")], name="mixed_float32_last")
+    write_case(out_dir, cases, "mixed_float32_last", model, x, training=True, input_dtype="float32")
+
     with open(os.path.join(out_dir, "cases.json"), "w") as f:
         json.dump(cases, f, indent=1)
         f.write("\n")
