@@ -48,6 +48,7 @@ CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, tile_rows);
 CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, tile_min_bytes);
 CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, split_min_bytes);
 CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, wave_balance);
+CULAYERS_SAME_TYPE(culayersGroupNormTuning_t, gn::Tuning, max_blocks);
 CULAYERS_SAME_TYPE(culayersGroupNormArgs_t, gn::GroupNormArgs, batch);
 CULAYERS_SAME_TYPE(culayersGroupNormArgs_t, gn::GroupNormArgs, channels);
 CULAYERS_SAME_TYPE(culayersGroupNormArgs_t, gn::GroupNormArgs, spatial);

@@ -122,7 +122,9 @@ struct Tuning {
   /// kernels' last waves better; 1 = the first count, from the target alone (for comparisons).
   std::int64_t wave_balance = 0;
   /// Grid cap of the streaming kernels (warp, block, split and tile paths; tests: their grid-stride loops
-  /// over groups, chunks and tiles); 0 = as planned. Results do not depend on it.
+  /// over groups, chunks and tiles; the tile backward's dx kernel keeps its ceil(C / 8) dgamma / dbeta
+  /// blocks besides); 0 = as planned. The merge and dgamma / dbeta kernels are not capped. Results do not
+  /// depend on it.
   std::int64_t max_blocks = 0;
 };
 

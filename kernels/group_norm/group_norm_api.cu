@@ -529,6 +529,7 @@ Status make_plan(const Common& c, Planned* out) {
   geo.chunk = geo.cl ? geo.rows : geo.colvecs;
   geo.csplits = 1;
   geo.cchunk = geo.cl ? geo.colvecs : geo.rows;
+  geo.ssplits = 1;
   int team = kWarpSize;
   if (path == Path::kWarp) {
     plan.threads = static_cast<unsigned>(kWarpSize * k::kWarpTeamsPerBlock);
@@ -583,6 +584,7 @@ Status make_plan(const Common& c, Planned* out) {
     chunk = std::max(chunk, ceil_div(spatial, k::kMaxTiles));
     geo.chunk = std::min(chunk, spatial);
     geo.splits = ceil_div(spatial, geo.chunk);
+    geo.ssplits = geo.splits;
     geo.tx = V;
     geo.ty = rows_at_once;
     plan.threads = static_cast<unsigned>(team);
@@ -640,7 +642,8 @@ Status make_plan(const Common& c, Planned* out) {
     geo.chunk = std::max<std::int64_t>(1, ceil_div(axis, spatial_chunks));
     geo.cchunk = std::max<std::int64_t>(1, ceil_div(channel_axis, channel_chunks));
     geo.csplits = channel_axis > 0 ? ceil_div(channel_axis, geo.cchunk) : 1;
-    geo.splits = (axis > 0 ? ceil_div(axis, geo.chunk) : 1) * geo.csplits;
+    geo.ssplits = axis > 0 ? ceil_div(axis, geo.chunk) : 1;
+    geo.splits = geo.ssplits * geo.csplits;
     plan.threads = static_cast<unsigned>(k::kSplitThreads);
     plan.smem = k::team_scratch_bytes(k::kSplitThreads, vec, channel_slots);
     plan.grid = static_cast<unsigned>(std::min<std::int64_t>(units * geo.splits, kMaxGrid));

@@ -211,11 +211,11 @@ CULAYERS_DEVICE void channel_sums_block(const BackwardParams& p, std::int64_t ro
   const int ty = tid / kChannels;
   const std::int64_t c = chunk * kChannels + tx;
   const std::int64_t channels = p.geo.channels;
-  // A lane adds rows / lanes partial rows in sequence: N x splits of them, with N up to 2^31 / G. A plain
-  // float sum's error grows linearly with that count when the terms share a sign (e.g. dbeta of a
-  // positive dy: 1.7 % at N = 2^26, C = 8, against the tests' sqrt(N) model); compensated (Kahan)
-  // summation keeps it at a few ulp whatever the count, for 3 more additions per term in a loop that waits
-  // on its loads anyway.
+  // A lane adds rows / lanes partial rows in sequence: N x ssplits of them (spatial chunks, or tiles), with N
+  // up to 2^31 / G. A plain float sum's error grows linearly with that count when the terms share a sign
+  // (e.g. dbeta of a positive dy: 1.7 % at N = 2^26, C = 8, against the tests' sqrt(N) model); compensated
+  // (Kahan) summation keeps it at a few ulp whatever the count, for 3 more additions per term in a loop that
+  // waits on its loads anyway.
   KahanSum sg;
   KahanSum sb;
   if (ty < lanes && c < channels) {

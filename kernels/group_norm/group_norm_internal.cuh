@@ -137,15 +137,17 @@ struct Geometry {
   std::int64_t chunk;  // spatial axis per chunk: rows (cl) or column vectors (!cl)
   // Channel-axis chunks of a split plan (1 unless the spatial axis has fewer positions than the chunks
   // wanted) and their extent: column vectors (cl) or rows (!cl). A chunk's index is spatial * csplits +
-  // channel, so one spatial chunk's channel chunks are adjacent units.
+  // channel (adjacent chunk indices; channels last numbers units (n, chunk, g), so they are G units apart).
   std::int64_t csplits;
   std::int64_t cchunk;
+  // splits / csplits, the spatial-axis chunks per group (tile path: T), computed by the host (a 64-bit
+  // division in the kernels' unit loops cost registers): a sample's rows of per-channel dgamma / dbeta
+  // partials (the channel chunks of one spatial chunk write disjoint channels of the same row).
+  std::int64_t ssplits;
 };
 
-/// Spatial-axis chunks per group: a sample's rows of per-channel dgamma / dbeta partials (the channel
-/// chunks of one spatial chunk write disjoint channels of the same row).
 CULAYERS_HD std::int64_t spatial_splits(const Geometry& geo) {
-  return geo.splits / geo.csplits;
+  return geo.ssplits;
 }
 
 struct ForwardParams {
@@ -176,7 +178,7 @@ struct BackwardParams {
   int act;
   float* group_partials; // split / tile path: [N * G * splits] triples (sum g, sum g * xhat, valid elements)
   float* group_totals;   // tile path: [N * G] triples, the partials summed in a fixed order
-  float* channel_partials; // [N * splits, C] pairs (dgamma, dbeta) as two planes; null: not wanted
+  float* channel_partials; // [N * ssplits, C] pairs (dgamma, dbeta) as two planes; null: not wanted
   float* dgamma;
   float* dbeta;
 };

@@ -36,12 +36,15 @@ struct Unit {
   std::int64_t base;   // element offset of the group's (0, 0)
 };
 
+/// Unit u of the grid's numbering. kChunked: a split-path unit, one chunk of a group (the cached paths'
+/// units are whole groups: splits == 1, and their kernels skip the chunk arithmetic, which cost registers).
+template <bool kChunked>
 CULAYERS_DEVICE Unit make_unit(const Geometry& geo, std::int64_t u) {
   // 32-bit divisions (the host keeps N * G * splits below 2^31): a 64-bit division is a called
   // subroutine whose ABI costs spills.
   Unit un;
   const auto u32 = static_cast<std::uint32_t>(u);
-  const auto splits = static_cast<std::uint32_t>(geo.splits);
+  const auto splits = kChunked ? static_cast<std::uint32_t>(geo.splits) : 1u;
   const auto groups = static_cast<std::uint32_t>(geo.groups);
   if (geo.cl) {
     // Channels last: units in (n, chunk, g) order, groups fastest. A group's row is only C/G channels of a
@@ -65,31 +68,36 @@ CULAYERS_DEVICE Unit make_unit(const Geometry& geo, std::int64_t u) {
     un.g = ng - static_cast<std::uint32_t>(un.n) * groups;
   }
   un.base = un.n * geo.n_stride + un.g * geo.group_offset;
-  // The chunk's position along each axis (the channel axis is cut only when csplits > 1).
-  std::int64_t hchunk = 0;
+  un.r0 = 0;
+  un.r1 = geo.rows;
+  un.v0 = 0;
+  un.v1 = geo.colvecs;
   un.schunk = un.chunk;
-  if (geo.csplits > 1) {
-    const auto cs = static_cast<std::uint32_t>(geo.csplits);
-    const auto c32 = static_cast<std::uint32_t>(un.chunk);
-    un.schunk = c32 / cs;
-    hchunk = c32 - static_cast<std::uint32_t>(un.schunk) * cs;
-  }
-  const std::int64_t s0 = un.schunk * geo.chunk;
-  const std::int64_t h0 = hchunk * geo.cchunk;
-  const std::int64_t s_end = geo.cl ? geo.rows : geo.colvecs;
-  const std::int64_t h_end = geo.cl ? geo.colvecs : geo.rows;
-  const std::int64_t s1 = s0 + geo.chunk < s_end ? s0 + geo.chunk : s_end;
-  const std::int64_t h1 = h0 + geo.cchunk < h_end ? h0 + geo.cchunk : h_end;
-  if (geo.cl) {
-    un.r0 = s0;
-    un.r1 = s1;
-    un.v0 = h0;
-    un.v1 = h1;
-  } else {
-    un.r0 = h0;
-    un.r1 = h1;
-    un.v0 = s0;
-    un.v1 = s1;
+  if constexpr (kChunked) {
+    // The chunk's position along each axis (the channel axis is cut only when csplits > 1).
+    std::int64_t hchunk = 0;
+    if (geo.csplits > 1) {
+      const auto cs = static_cast<std::uint32_t>(geo.csplits);
+      const auto c32 = static_cast<std::uint32_t>(un.chunk);
+      un.schunk = c32 / cs;
+      hchunk = c32 - static_cast<std::uint32_t>(un.schunk) * cs;
+    }
+    if (geo.cl) {
+      un.r0 = un.schunk * geo.chunk;
+      un.r1 = un.r0 + geo.chunk < geo.rows ? un.r0 + geo.chunk : geo.rows;
+    } else {
+      un.v0 = un.schunk * geo.chunk;
+      un.v1 = un.v0 + geo.chunk < geo.colvecs ? un.v0 + geo.chunk : geo.colvecs;
+    }
+    if (geo.csplits > 1) {
+      if (geo.cl) {
+        un.v0 = hchunk * geo.cchunk;
+        un.v1 = un.v0 + geo.cchunk < geo.colvecs ? un.v0 + geo.cchunk : geo.colvecs;
+      } else {
+        un.r0 = hchunk * geo.cchunk;
+        un.r1 = un.r0 + geo.cchunk < geo.rows ? un.r0 + geo.cchunk : geo.rows;
+      }
+    }
   }
   return un;
 }
@@ -287,7 +295,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kWarpTeam ? kWarpSize* kWarpTeamsPerBlock
   const std::int64_t units = geo.batch * geo.groups;
 
   for (std::int64_t u = team.index; u < units; u += team.count) {
-    const Unit un = make_unit(geo, u);
+    const Unit un = make_unit<false>(geo, u);
     const T* xg = x + un.base;
     Welford w{};
     visit<kCL>(
@@ -332,7 +340,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) forward_partial_kernel(
   const T* x = static_cast<const T*>(p.x);
   const std::int64_t units = geo.batch * geo.groups * geo.splits;
   for (std::int64_t u = team.index; u < units; u += team.count) {
-    const Unit un = make_unit(geo, u);
+    const Unit un = make_unit<true>(geo, u);
     const T* xg = x + un.base;
     Welford w{};
     visit<kCL>(
@@ -374,7 +382,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 3) forward_normalize_kerne
   const T* x = static_cast<const T*>(p.x);
   const std::int64_t units = geo.batch * geo.groups * geo.splits;
   for (std::int64_t u = team.index; u < units; u += team.count) {
-    const Unit un = make_unit(geo, units - 1 - u);
+    const Unit un = make_unit<true>(geo, units - 1 - u);
     Welford w{};
     for (std::int64_t k = team.tid; k < geo.splits; k += team.size) {
       const float* part = p.partials + 3 * group_partial_slot(geo, un.ng, k);
@@ -578,7 +586,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kWarpTeam ? kWarpSize* kWarpTeamsPerBlock
   const Scratch<N> scratch = make_scratch<N, kCL>(mine + 2 * plane, team.size);
   const std::int64_t units = geo.batch * geo.groups;
   for (std::int64_t u = team.index; u < units; u += team.count) {
-    const Unit un = make_unit(geo, u);
+    const Unit un = make_unit<false>(geo, u);
     const float mean = load(p.mean + un.ng);
     const float rstd = load(p.rstd + un.ng);
     float sg = 0.0f;
@@ -609,7 +617,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) backward_partial_kernel
   const Scratch<N> scratch = make_scratch<N, kCL>(smem, team.size);
   const std::int64_t units = geo.batch * geo.groups * geo.splits;
   for (std::int64_t u = team.index; u < units; u += team.count) {
-    const Unit un = make_unit(geo, u);
+    const Unit un = make_unit<true>(geo, u);
     const float mean = load(p.mean + un.ng);
     const float rstd = load(p.rstd + un.ng);
     float sg = 0.0f;
@@ -640,7 +648,7 @@ CULAYERS_GLOBAL void __launch_bounds__(kSplitThreads, 1) backward_dx_kernel(cons
   const Scratch<N> scratch = make_scratch<N, kCL>(smem, team.size);
   const std::int64_t units = geo.batch * geo.groups * geo.splits;
   for (std::int64_t u = team.index; u < units; u += team.count) {
-    const Unit un = make_unit(geo, units - 1 - u);
+    const Unit un = make_unit<true>(geo, units - 1 - u);
     const float mean = load(p.mean + un.ng);
     const float rstd = load(p.rstd + un.ng);
     float sg = 0.0f;

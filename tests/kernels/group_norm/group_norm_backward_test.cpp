@@ -690,8 +690,9 @@ TEST(GroupNormBackward, ThousandsOfGroups) {
 // Huge groups over few positions: the split path cuts the channel axis too (see the forward's test of the
 // same name), and dgamma / dbeta sum the per-channel partial rows of each spatial chunk, which the channel
 // chunks write in disjoint column ranges. Shapes: channels last over 3 positions with a mask (vectors, a
-// ragged last channel chunk), channels first over 2 positions, no spatial dimensions, and an odd C/G over 2
-// positions with a mask (scalar). The workspace without dgamma / dbeta holds the per-chunk triples: more
+// ragged last channel chunk), channels first over 2 positions and over 6 (3 spatial chunks of 7 channel
+// ranges: partial rows n x 3 + 0..2), no spatial dimensions, and an odd C/G over 2 positions with a mask
+// (scalar). The workspace without dgamma / dbeta holds the per-chunk triples: more
 // than one 256-byte block of them per group and position shows the channel axis was cut.
 TYPED_TEST(GroupNormBackwardTyped, HugeGroupsOverFewPositionsSplitTheChannelAxisToo) {
   using T = TypeParam;
@@ -703,6 +704,7 @@ TYPED_TEST(GroupNormBackwardTyped, HugeGroupsOverFewPositionsSplitTheChannelAxis
   };
   const Shape shapes[] = {{Layout::kChannelsLast, 2, 4100, 1, 3, true},
                           {Layout::kChannelsFirst, 1, 6000, 3, 2, false},
+                          {Layout::kChannelsFirst, 1, 6000, 3, 6, false},
                           {Layout::kChannelsFirst, 3, 3000, 2, 1, false},
                           {Layout::kChannelsLast, 1, 3001, 1, 2, true}};
   int k = 0;
@@ -974,6 +976,15 @@ TEST(GroupNormBackward, ReluGateIsTheForwards) {
   }
 }
 
+/// Blocks the emulator has run so far (0 on a GPU).
+std::uint64_t emulated_blocks() {
+#if CULAYERS_TEST_EMULATED
+  return culayers_emu::stats().blocks;
+#else
+  return 0;
+#endif
+}
+
 // The grid-stride loops of the backward: every path with its grid capped at 1 and 3 blocks
 // (tuning.max_blocks; the tile path's dx kernel keeps its dgamma / dbeta blocks and strides its dx blocks)
 // gives the reference's answer and the uncapped run's bits.
@@ -1012,11 +1023,18 @@ TEST(GroupNormBackward, GridStrideLoopsGiveTheSameBits) {
     c.tuning = k.tuning;
     c.expect = k.tuning.path;
     const Inputs<float> in = make_inputs<float>(c, rng);
+    const std::uint64_t blocks0 = emulated_blocks();
     const Result<float> full = run_backward(c, in);
+    const std::uint64_t full_blocks = emulated_blocks() - blocks0;
     ASSERT_EQ(full.status, Status::kSuccess) << describe(c) << ": " << culayers::last_error_message();
     for (const std::int64_t cap : {1, 3}) {
       c.tuning.max_blocks = cap;
+      const std::uint64_t blocks1 = emulated_blocks();
       const Result<float> capped = run_backward(c, in);
+      // The cap took effect (fewer blocks ran; emulated build only, 0 = 0 elsewhere).
+      EXPECT_TRUE(CULAYERS_TEST_EMULATED == 0 || emulated_blocks() - blocks1 < full_blocks)
+          << describe(c) << " max_blocks " << cap << ": " << emulated_blocks() - blocks1
+          << " blocks, uncapped " << full_blocks;
       ASSERT_EQ(capped.status, Status::kSuccess) << culayers::last_error_message();
       EXPECT_EQ(check_backward(c, in, capped), 0) << describe(c) << " max_blocks " << cap;
       EXPECT_EQ(std::memcmp(capped.dx.data(), full.dx.data(), full.dx.size() * sizeof(float)), 0)

@@ -73,6 +73,8 @@ TEST(GroupNormCapi, EnumsAndDefaultsMatchCpp) {
   EXPECT_EQ(c.tuning.split_min_bytes, 0);
   EXPECT_EQ(c.tuning.wave_balance, cpp.tuning.wave_balance);
   EXPECT_EQ(c.tuning.wave_balance, 0);
+  EXPECT_EQ(c.tuning.max_blocks, cpp.tuning.max_blocks);
+  EXPECT_EQ(c.tuning.max_blocks, 0);
 
   culayersGroupNormBackwardArgs_t b;
   std::memset(&b, 0x5a, sizeof(b));
@@ -424,6 +426,39 @@ TEST(GroupNormCapi, SplitMinBytesReachesCpp) {
       << culayersGetLastErrorMessage();
   c.tuning.split_min_bytes = -1;
   EXPECT_EQ(culayersGroupNormCanImplement(&c), CULAYERS_STATUS_INVALID_VALUE);
+}
+
+// max_blocks reaches the C++ API: a negative cap is refused naming it; a cap of 1 runs (the grid-stride
+// loops) with the uncapped run's bits.
+TEST(GroupNormCapi, MaxBlocksReachesCpp) {
+  std::vector<float> host(4 * 1000);
+  for (std::size_t i = 0; i < host.size(); ++i) {
+    host[i] = static_cast<float>((i * 37) % 101) * 0.25f - 12.0f;
+  }
+  DeviceBuffer<float> x(host);
+  DeviceBuffer<float> y1(host.size());
+  DeviceBuffer<float> y2(host.size());
+  culayersGroupNormArgs_t c;
+  culayersGroupNormArgsInit(&c);
+  c.dtype = CULAYERS_DTYPE_FLOAT32;
+  c.layout = CULAYERS_LAYOUT_CHANNELS_FIRST;
+  c.x = x.get();
+  c.batch = 4;
+  c.channels = 8;
+  c.spatial = 125;
+  c.groups = 4;
+  c.tuning.path = CULAYERS_GROUP_NORM_PATH_BLOCK;
+  c.tuning.max_blocks = -1;
+  EXPECT_EQ(culayersGroupNormCanImplement(&c), CULAYERS_STATUS_INVALID_VALUE);
+  EXPECT_NE(std::string(culayersGetLastErrorMessage()).find("tuning.max_blocks"), std::string::npos)
+      << culayersGetLastErrorMessage();
+  for (const int64_t cap : {0, 1}) {
+    c.tuning.max_blocks = cap;
+    c.y = cap == 0 ? y1.get() : y2.get();
+    ASSERT_EQ(culayersGroupNorm(&c, nullptr, 0, nullptr), CULAYERS_STATUS_SUCCESS)
+        << culayersGetLastErrorMessage();
+  }
+  EXPECT_EQ(y1.download(), y2.download());
 }
 
 // wave_balance reaches the C++ API: the workspace is the C++ one with the same tuning, for both values (on

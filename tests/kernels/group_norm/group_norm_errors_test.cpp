@@ -195,6 +195,8 @@ std::vector<Case<Args>> common_cases() {
        "tuning.tile_min_bytes: "},
       {"tuning split_min_bytes -1", Status::kErrorInvalidValue,
        [](Args& a) { a.tuning.split_min_bytes = -1; }, "tuning.split_min_bytes: "},
+      {"tuning max_blocks -1", Status::kErrorInvalidValue, [](Args& a) { a.tuning.max_blocks = -1; },
+       "tuning.max_blocks: "},
       {"tuning min_split_elements above 2^31 - 1", Status::kErrorInvalidValue,
        [](Args& a) { a.tuning.min_split_elements = std::numeric_limits<std::int64_t>::max(); },
        "tuning.min_split_elements"},

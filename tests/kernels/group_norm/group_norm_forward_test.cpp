@@ -609,9 +609,10 @@ TEST(GroupNormForward, TilePathMergesMoreThanOneBatchOfTiles) {
 }
 
 /// workspace_size of the float32 forward `c` describes (16-byte-aligned buffers, no mask or statistics).
-std::size_t float_workspace(const Config& c) {
+std::size_t float_workspace(const Config& c, culayers::DType dtype = culayers::DType::kFloat32) {
   DeviceBuffer<float> x(static_cast<std::size_t>(c.batch * c.channels * c.spatial));
   gnk::GroupNormArgs a;
+  a.dtype = dtype;
   a.layout = c.layout;
   a.x = x.get();
   a.y = x.get();
@@ -1139,7 +1140,8 @@ TEST(GroupNormForward, ThousandsOfGroups) {
 
 // A group whose spatial axis is shorter than the chunks the split path wants is cut along its channel axis
 // too: channels last over 3 positions with a mask (C/G = 4100, vectors; a ragged last channel chunk),
-// channels first over 2 positions (C/G = 2000 rows), no spatial dimensions (the channels-last view, one
+// channels first over 2 positions (C/G = 2000 rows; one column vector) and over 6 (3 column vectors: 3
+// spatial chunks, each cut into 7 channel ranges), no spatial dimensions (the channels-last view, one
 // row), and an odd C/G (scalar accesses). Each matches the reference, and the workspace shows more chunks
 // per group than the spatial axis has positions (before, at most one per position: [1, 2^20] with G = 1
 // ran on one block).
@@ -1153,6 +1155,7 @@ TYPED_TEST(GroupNormForwardTyped, HugeGroupsOverFewPositionsSplitTheChannelAxisT
   };
   const Shape shapes[] = {{Layout::kChannelsLast, 2, 4100, 1, 3, true},
                           {Layout::kChannelsFirst, 1, 6000, 3, 2, false},
+                          {Layout::kChannelsFirst, 1, 6000, 3, 6, false},
                           {Layout::kChannelsFirst, 3, 3000, 2, 1, false},
                           {Layout::kChannelsLast, 1, 1037, 1, 4, true}};
   int k = 0;
@@ -1172,7 +1175,7 @@ TYPED_TEST(GroupNormForwardTyped, HugeGroupsOverFewPositionsSplitTheChannelAxisT
     c.expect = Path::kSplit;
     EXPECT_EQ(run_and_check<T>(c, rng), 0) << describe(c);
     const std::size_t units = static_cast<std::size_t>(c.batch * c.groups);
-    const std::size_t bytes = float_workspace(c);
+    const std::size_t bytes = float_workspace(c, Dtype<T>::kDType); // this dtype's plan
     ASSERT_GT(bytes, 256u) << describe(c) << ": " << culayers::last_error_message();
     const std::size_t chunks = (bytes - 256) / (units * 3 * sizeof(float));
     EXPECT_GT(chunks, static_cast<std::size_t>(c.spatial)) << describe(c);
@@ -1444,6 +1447,15 @@ void check_repeatable(std::mt19937_64& rng) {
   }
 }
 
+/// Blocks the emulator has run so far (0 on a GPU).
+std::uint64_t emulated_blocks() {
+#if CULAYERS_TEST_EMULATED
+  return culayers_emu::stats().blocks;
+#else
+  return 0;
+#endif
+}
+
 // The grid-stride loops: every path with its grid capped at 1 and 3 blocks (tuning.max_blocks), so each
 // block walks many groups, chunks or tiles (warp teams: 4 and 12 of them over 48 groups), gives the
 // reference's answer and the uncapped run's bits.
@@ -1478,12 +1490,19 @@ TEST(GroupNormForward, GridStrideLoopsGiveTheSameBits) {
     c.tuning = k.tuning;
     c.expect = k.tuning.path;
     const Inputs<float> in = make_inputs<float>(c, rng);
+    const std::uint64_t blocks0 = emulated_blocks();
     const Result<float> full = run_forward(c, in);
+    const std::uint64_t full_blocks = emulated_blocks() - blocks0;
     ASSERT_EQ(full.status, Status::kSuccess) << describe(c) << ": " << culayers::last_error_message();
     for (const std::int64_t cap : {1, 3}) {
       c.tuning.max_blocks = cap;
       EXPECT_EQ(run_and_check<float>(c, in), 0) << describe(c) << " max_blocks " << cap;
+      const std::uint64_t blocks1 = emulated_blocks();
       const Result<float> capped = run_forward(c, in);
+      // The cap took effect (fewer blocks ran; emulated build only, 0 = 0 elsewhere).
+      EXPECT_TRUE(CULAYERS_TEST_EMULATED == 0 || emulated_blocks() - blocks1 < full_blocks)
+          << describe(c) << " max_blocks " << cap << ": " << emulated_blocks() - blocks1
+          << " blocks, uncapped " << full_blocks;
       ASSERT_EQ(capped.status, Status::kSuccess) << culayers::last_error_message();
       ASSERT_EQ(capped.y.size(), full.y.size());
       EXPECT_EQ(std::memcmp(capped.y.data(), full.y.data(), full.y.size() * sizeof(float)), 0)
