@@ -337,7 +337,8 @@ Status Layer::call_forward(const CallContext& ctx, const ConstTensorView& x, con
     if (!t.defined() || t.shape() != x.shape() || t.dtype() != dtype_) {
       Tensor fresh;
       if (Status s = Tensor::empty(x.shape(), dtype_, &fresh, ctx.stream, &ctx.alloc()); !ok(s)) {
-        return s;
+        const std::string why = last_error_message();
+        return set_error(s, "%s: x: the buffer to cast it to %s: %s", n, dtype_name(dtype_), why.c_str());
       }
       t.release_on(ctx.stream); // as output_buffer: freed on this call's stream
       t = std::move(fresh);

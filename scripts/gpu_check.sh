@@ -10,7 +10,7 @@
 # device time in all, so the whole check runs against one deadline and keeps its report current):
 #   tests      the CUDA test binary (every test)
 #   bench      culayers_bench in parts, each with its own JSON: masked reductions, dropout, group norm
-#              shape 3, shape 2, shape 1, the roofline cases, batch normalization, and last the group-norm
+#              shape 3, shape 2, shape 1, the roofline cases, batch normalization, cast, and last the group-norm
 #              ours cases and the few-output masked moments again with CULAYERS_NO_PDL=1 (named ..._no_pdl
 #              in the merged JSON) (a part cut off by the deadline loses only itself)
 #   examples   the demo (culayers_demo) and the engine example (culayers_engine_example_cuda), which check

@@ -1,9 +1,11 @@
 // Elementwise conversion between the activation dtypes: y[i] = x[i] converted from x_dtype to y_dtype
 // (float32, float16, bfloat16 in any combination). The value goes through float32, which holds every
-// float16 and bfloat16 value exactly, so each conversion rounds once, to nearest even: ±Inf stays ±Inf, a NaN
-// stays a NaN (quiet; its payload is not kept), values beyond the target's range become ±Inf, values
-// below its smallest subnormal become a zero of the same sign. The same dtype in and out is a bit-exact
-// copy (NaN payloads included).
+// float16 and bfloat16 value exactly, so each conversion rounds once, to nearest even: ±Inf stays ±Inf;
+// magnitudes that round past the target's largest finite value become ±Inf (float16: from 65520 up);
+// magnitudes at or below half the target's smallest subnormal become a zero of the same sign (exactly
+// half rounds to even: zero); subnormal results are kept. Every NaN becomes the target's canonical NaN
+// (0x7fffffff, 0x7fff, 0x7fff: sign and payload are not kept), so every backend writes the same bits. The
+// same dtype in and out is a bit-exact copy (NaN payloads included).
 //
 // The Keras-like layers use it to cast a layer's floating input to the dtype the layer computes in (Keras's
 // autocast; include/culayers/nn/layer.hpp). x is read once and y written once: vectors of up to 16 bytes

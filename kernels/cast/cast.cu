@@ -29,14 +29,34 @@ struct Params {
   std::int64_t count;
 };
 
-/// Converts one element through float32 (exact for float16 and bfloat16, so one rounding); a same-dtype
-/// cast copies the bits.
+/// The canonical NaN of each dtype (PTX's: all exponent and mantissa bits set, sign clear), written by every
+/// conversion of a NaN: the hardware conversions disagree on a NaN's bits (bfloat16 -> float32 is a shift
+/// that keeps a signaling NaN and its payload before sm_90, a cvt after; the emulator's host conversions
+/// drop the sign or keep it), so a fixed pattern keeps the backends bit-identical.
+template <class T>
+CULAYERS_DEVICE T canonical_nan() {
+  if constexpr (std::is_same_v<T, float>) {
+    return __int_as_float(0x7fffffff);
+  } else if constexpr (std::is_same_v<T, __half>) {
+    __half_raw r;
+    r.x = 0x7fff;
+    return __half(r);
+  } else {
+    __nv_bfloat16_raw r;
+    r.x = 0x7fff;
+    return __nv_bfloat16(r);
+  }
+}
+
+/// Converts one element through float32 (exact for float16 and bfloat16, so one rounding); a NaN becomes
+/// the target's canonical NaN; a same-dtype cast copies the bits.
 template <class From, class To>
 CULAYERS_DEVICE To convert(From v) {
   if constexpr (std::is_same_v<From, To>) {
     return v;
   } else {
-    return from_float<To>(to_float<From>(v));
+    const float f = to_float<From>(v);
+    return f != f ? canonical_nan<To>() : from_float<To>(f);
   }
 }
 

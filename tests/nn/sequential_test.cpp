@@ -549,7 +549,7 @@ TEST(Sequential, KerasWrittenConfigsLoad) {
                          {"name", "input_1"}}}};
   Json keras2 = demo_config();
   keras2["config"]["layers"].insert(keras2["config"]["layers"].begin(), input2);
-  // Every layer mixed (a model whose layers' dtypes differ is refused: culayers does not cast between them).
+  // Every layer mixed (the Keras 2 document as written: one policy throughout).
   for (std::size_t i = 1; i < keras2["config"]["layers"].size(); ++i) {
     keras2["config"]["layers"][i]["config"]["dtype"] = {{"class_name", "Policy"},
                                                         {"config", {{"name", "mixed_float16"}}}};

@@ -94,8 +94,8 @@ typedef struct culayersModelRunArgs_t {
   const uint8_t* mask;   /* optional device uint8 [dims[0], dims[1]] (nonzero = valid step), or NULL */
   void* y;               /* device output, contiguous in the output shape and the last layer's dtype; may
                             equal x (a model that returns its input, e.g. dropout in inference, then
-                            copies nothing), else must not overlap it (nor mask); an overlap is
-                            CULAYERS_STATUS_INCONSISTENT_ARGUMENTS before anything runs */
+                            copies nothing unless x was cast), else must not overlap it (nor mask); an
+                            overlap is CULAYERS_STATUS_INCONSISTENT_ARGUMENTS before anything runs */
   size_t y_bytes;        /* capacity of y in bytes: at least the output's size */
   uint8_t* y_mask;       /* optional device uint8 output mask, written when the model produces one; may
                             equal mask, else must not overlap it, x or y (checked only when the model
