@@ -98,9 +98,10 @@ const char* path_name(Path path) noexcept;
 ///     (threads per SM / 256: the 256-thread blocks an SM's threads allow), then up to twice as many chunks
 ///     where that fills the last waves of both kernels better (each holds its own number of blocks per SM:
 ///     registers); `target_blocks` is taken as is. Chunks cut the spatial axis (positions, or channels
-///     first their N-element vectors); where it has fewer than S, each spatial chunk is also cut into
-///     floor(S / positions) ranges of channels, so a huge group over few positions (channels last
-///     [1, 4, 2^16], or no spatial dimensions) still spreads over the GPU (no wave balancing then).
+///     first their N-element vectors); where it has fewer than S, it is kept whole and the channel axis is
+///     cut into S ranges instead (at most one per channel vector or row, the spatial axis then cut into
+///     floor(S / those)), so a huge group over few positions (channels last [1, 4, 2^16], or no spatial
+///     dimensions) still spreads over the GPU (no wave balancing then).
 ///  The blocks per SM that every rule counts come from the runtime's occupancy calculator for the kernels
 ///  this build compiled (registers included); where the runtime cannot say, the block and tile rules use
 ///  register estimates and the split count is not balanced.

@@ -634,11 +634,17 @@ Status make_plan(const Common& c, Planned* out) {
       }
     }
     splits = std::clamp<std::int64_t>(splits, 1, most);
-    // Spatial chunks first (whole rows of the view, the layout the other paths read); the channel axis
-    // takes floor(S / axis) chunks so the count stays within S (each chunk keeps its min_split elements).
-    const std::int64_t spatial_chunks = std::min(splits, std::max<std::int64_t>(axis, 1));
-    const std::int64_t channel_chunks =
-        std::clamp<std::int64_t>(splits / spatial_chunks, 1, std::max<std::int64_t>(channel_axis, 1));
+    // S chunks along the spatial axis where it is that long. A shorter spatial axis is kept whole and the
+    // channel axis takes the chunks (up to one per channel-axis unit; then the spatial axis floor(S / that)):
+    // a unit then spans every position, which the kernels walk with kUnroll loads in flight (channels last,
+    // each thread walks its column vector down the rows; one position per unit left one load per thread in
+    // flight). The count stays within S, so each chunk keeps its min_split elements.
+    std::int64_t spatial_chunks = std::min(splits, std::max<std::int64_t>(axis, 1));
+    std::int64_t channel_chunks = 1;
+    if (splits > std::max<std::int64_t>(axis, 1)) {
+      channel_chunks = std::min(splits, std::max<std::int64_t>(channel_axis, 1));
+      spatial_chunks = std::clamp<std::int64_t>(splits / channel_chunks, 1, std::max<std::int64_t>(axis, 1));
+    }
     geo.chunk = std::max<std::int64_t>(1, ceil_div(axis, spatial_chunks));
     geo.cchunk = std::max<std::int64_t>(1, ceil_div(channel_axis, channel_chunks));
     geo.csplits = channel_axis > 0 ? ceil_div(channel_axis, geo.cchunk) : 1;

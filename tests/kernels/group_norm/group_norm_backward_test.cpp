@@ -690,10 +690,11 @@ TEST(GroupNormBackward, ThousandsOfGroups) {
 // Huge groups over few positions: the split path cuts the channel axis too (see the forward's test of the
 // same name), and dgamma / dbeta sum the per-channel partial rows of each spatial chunk, which the channel
 // chunks write in disjoint column ranges. Shapes: channels last over 3 positions with a mask (vectors, a
-// ragged last channel chunk), channels first over 2 positions and over 6 (3 spatial chunks of 7 channel
-// ranges: partial rows n x 3 + 0..2), no spatial dimensions, and an odd C/G over 2 positions with a mask
-// (scalar). The workspace without dgamma / dbeta holds the per-chunk triples: more
-// than one 256-byte block of them per group and position shows the channel axis was cut.
+// ragged last channel chunk), channels first over 2 positions and over 6 (3 column vectors, kept whole),
+// no spatial dimensions, and an odd C/G over 2 positions with a mask (scalar); then forced counts that cut
+// both axes (2 spatial chunks of 3 channel ranges: partial rows n x 2 + 0..1), in both layouts. The workspace
+// without dgamma / dbeta holds the per-chunk triples: more than one 256-byte block of them per group and
+// position shows the channel axis was cut.
 TYPED_TEST(GroupNormBackwardTyped, HugeGroupsOverFewPositionsSplitTheChannelAxisToo) {
   using T = TypeParam;
   auto rng = rng_for_test();
@@ -747,6 +748,22 @@ TYPED_TEST(GroupNormBackwardTyped, HugeGroupsOverFewPositionsSplitTheChannelAxis
     const std::size_t one_per_position = (units * static_cast<std::size_t>(c.spatial) * 12 + 255) / 256 * 256;
     EXPECT_GT(gnk::workspace_size(a), one_per_position + 256)
         << describe(c) << ": " << culayers::last_error_message();
+  }
+  for (const Layout layout : kLayouts) {
+    Config c;
+    c.layout = layout;
+    c.batch = 2;
+    c.channels = 6;
+    c.groups = 2;
+    c.spatial = 3; // 3 x 3 scalar elements per group
+    c.mask = layout == Layout::kChannelsLast;
+    c.act = Activation::kSiLU;
+    c.gamma = true;
+    c.beta = true;
+    c.tuning = with_splits(6);
+    c.tuning.path = Path::kSplit;
+    c.expect = Path::kSplit;
+    EXPECT_EQ(run_and_check<T>(c, rng), 0) << describe(c);
   }
 }
 

@@ -1140,9 +1140,10 @@ TEST(GroupNormForward, ThousandsOfGroups) {
 
 // A group whose spatial axis is shorter than the chunks the split path wants is cut along its channel axis
 // too: channels last over 3 positions with a mask (C/G = 4100, vectors; a ragged last channel chunk),
-// channels first over 2 positions (C/G = 2000 rows; one column vector) and over 6 (3 column vectors: 3
-// spatial chunks, each cut into 7 channel ranges), no spatial dimensions (the channels-last view, one
-// row), and an odd C/G (scalar accesses). Each matches the reference, and the workspace shows more chunks
+// channels first over 2 positions (C/G = 2000 rows; one column vector) and over 6 (3 column vectors, kept
+// whole), no spatial dimensions (the channels-last view, one row), and an odd C/G (scalar accesses); then
+// forced counts beyond the channel axis too (both axes cut: spatial chunks 2 of 3 positions x 3 channel
+// ranges, in both layouts). Each matches the reference, and the workspace shows more chunks
 // per group than the spatial axis has positions (before, at most one per position: [1, 2^20] with G = 1
 // ran on one block).
 TYPED_TEST(GroupNormForwardTyped, HugeGroupsOverFewPositionsSplitTheChannelAxisToo) {
@@ -1181,6 +1182,22 @@ TYPED_TEST(GroupNormForwardTyped, HugeGroupsOverFewPositionsSplitTheChannelAxisT
     EXPECT_GT(chunks, static_cast<std::size_t>(c.spatial)) << describe(c);
     EXPECT_LE(chunks * 256, static_cast<std::size_t>(c.channels / c.groups * c.spatial))
         << describe(c) << ": chunks of at least min_split_elements";
+  }
+  for (const Layout layout : kLayouts) {
+    Config c;
+    c.layout = layout;
+    c.batch = 2;
+    c.channels = 6;
+    c.groups = 2;
+    c.spatial = 3; // 3 x 3 scalar elements per group
+    c.mask = layout == Layout::kChannelsLast;
+    c.act = Activation::kSiLU;
+    c.affine = Affine::kBoth;
+    c.tuning = with_splits(6, Path::kSplit);
+    c.expect = Path::kSplit;
+    EXPECT_EQ(run_and_check<T>(c, rng), 0) << describe(c);
+    EXPECT_EQ(float_workspace(c, Dtype<T>::kDType), 4u * 6 * 12 + 256)
+        << describe(c) << ": 6 chunks per group";
   }
 }
 
