@@ -233,7 +233,8 @@ void run_and_check(const CastRun& r, const std::vector<unsigned char>& src) {
   const std::size_t ye = size_of(r.to);
   DeviceBuffer<unsigned char> x((r.x_offset + r.count) * xe + 1);
   std::vector<unsigned char> xhost(x.size(), 0);
-  std::memcpy(xhost.data() + r.x_offset * xe, src.data(), r.count * xe);
+  std::copy(src.begin(), src.begin() + static_cast<std::ptrdiff_t>(r.count * xe),
+            xhost.begin() + static_cast<std::ptrdiff_t>(r.x_offset * xe)); // (memcpy: null src when empty)
   x.upload(xhost);
   DeviceBuffer<unsigned char> y((r.y_offset + r.count + kGuard) * ye);
   y.fill_bytes(0xa5);
