@@ -18,6 +18,7 @@
 namespace culayers::test::gn {
 
 using culayers::group_norm::Activation;
+using culayers::group_norm::Path;
 using masked::bits;
 using masked::Dtype;
 using masked::kU32;
@@ -429,6 +430,43 @@ Problem problem_of(const Config& c, const Inputs& in) {
   p.mask = in.mask;
   return p;
 }
+
+// ---- shapes for the split path's channel-axis cut and for the grid-stride tests (forward and backward) ----
+
+/// A group norm problem's shape, whether it gets a mask (channels last only) and, for the grid-stride
+/// tests, the path forced with its chunk count or tile rows (0: automatic).
+struct PlanShape {
+  Layout layout;
+  std::int64_t batch, channels, groups, spatial;
+  bool mask;
+  Path path = Path::kAuto;
+  std::int64_t splits = 0;
+  std::int64_t tile_rows = 0;
+};
+
+/// Huge groups over few positions, which the split path cuts along the channel axis: channels last over 3
+/// positions with a mask (C/G = 4100, vectors; a ragged last channel chunk), channels first over 2
+/// positions (C/G = 2000 rows; one column vector) and over 6 (3 column vectors, kept whole), no spatial
+/// dimensions (the channels-last view, one row), odd C/G (scalar accesses) over 4 and 2 positions with a
+/// mask. With min_split_elements 256 and target_blocks 64 each takes more chunks than positions.
+inline const PlanShape kHugeGroupShapes[] = {
+    {Layout::kChannelsLast, 2, 4100, 1, 3, true},   {Layout::kChannelsFirst, 1, 6000, 3, 2, false},
+    {Layout::kChannelsFirst, 1, 6000, 3, 6, false}, {Layout::kChannelsFirst, 3, 3000, 2, 1, false},
+    {Layout::kChannelsLast, 1, 1037, 1, 4, true},   {Layout::kChannelsLast, 1, 3001, 1, 2, true}};
+
+/// Every path with enough units that a grid capped at 1 or 3 blocks strides (warp teams: 4 and 12 over 48
+/// groups): warp, block, split (5 chunks), split cutting the channel axis (6 chunks over 3 positions) and
+/// tile (4 rows per tile), in both layouts where the path allows.
+inline const PlanShape kGridStrideShapes[] = {
+    {Layout::kChannelsFirst, 6, 32, 8, 9, false, Path::kWarp},
+    {Layout::kChannelsLast, 6, 32, 8, 9, true, Path::kWarp},
+    {Layout::kChannelsFirst, 5, 12, 3, 40, false, Path::kBlock},
+    {Layout::kChannelsLast, 5, 12, 3, 40, true, Path::kBlock},
+    {Layout::kChannelsFirst, 3, 8, 2, 60, false, Path::kSplit, 5},
+    {Layout::kChannelsLast, 3, 8, 2, 60, true, Path::kSplit, 5},
+    {Layout::kChannelsLast, 2, 64, 2, 3, true, Path::kSplit, 6},
+    {Layout::kChannelsLast, 3, 16, 4, 50, true, Path::kTile, 0, 4},
+};
 
 // ---- shapes for the tile path's tests (forward and backward) --------------------------------------------
 

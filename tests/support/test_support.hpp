@@ -149,6 +149,15 @@ inline int sm_count() {
   return count;
 }
 
+/// Blocks the emulator has run so far in this process (0 on a GPU): a test's launch shapes.
+inline std::uint64_t emulated_blocks() {
+#if CULAYERS_TEST_EMULATED
+  return culayers_emu::stats().blocks;
+#else
+  return 0;
+#endif
+}
+
 /// Emulated build: the emulator's schedule seed (the order in which lanes and warps run between sync
 /// points, and blocks in a grid) for this object's lifetime, the previous one restored after; a no-op on a
 /// GPU. Repeat-run tests make their second run under another seed, so a result that depends on thread timing

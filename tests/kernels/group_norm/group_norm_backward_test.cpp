@@ -99,6 +99,18 @@ std::string describe(const Config& c) {
   return s;
 }
 
+/// A run of a gn::PlanShape (its layout, sizes and mask; the rest as in Config's defaults).
+Config config_of(const gn::PlanShape& s) {
+  Config c;
+  c.layout = s.layout;
+  c.batch = s.batch;
+  c.channels = s.channels;
+  c.groups = s.groups;
+  c.spatial = s.spatial;
+  c.mask = s.mask;
+  return c;
+}
+
 /// Inputs of one backward: x and dy in T, float parameters, the mask, and the statistics (float, as the
 /// forward hands them over).
 template <class T>
@@ -687,36 +699,17 @@ TEST(GroupNormBackward, ThousandsOfGroups) {
   }
 }
 
-// Huge groups over few positions: the split path cuts the channel axis too (see the forward's test of the
-// same name), and dgamma / dbeta sum the per-channel partial rows of each spatial chunk, which the channel
-// chunks write in disjoint column ranges. Shapes: channels last over 3 positions with a mask (vectors, a
-// ragged last channel chunk), channels first over 2 positions and over 6 (3 column vectors, kept whole),
-// no spatial dimensions, and an odd C/G over 2 positions with a mask (scalar); then forced counts that cut
-// both axes (2 spatial chunks of 3 channel ranges: partial rows n x 2 + 0..1), in both layouts. The workspace
-// without dgamma / dbeta holds the per-chunk triples: more than one 256-byte block of them per group and
-// position shows the channel axis was cut.
+// Huge groups over few positions (gn::kHugeGroupShapes): the split path cuts the channel axis (see the
+// forward's test of the same name), and dgamma / dbeta sum the per-channel partial rows of each spatial
+// chunk, which the channel chunks write in disjoint column ranges; then forced counts that cut both axes
+// (2 spatial chunks of 3 channel ranges: partial rows n x 2 + 0..1), in both layouts. The emulator's
+// block count shows the chunks: more than the positions.
 TYPED_TEST(GroupNormBackwardTyped, HugeGroupsOverFewPositionsSplitTheChannelAxisToo) {
   using T = TypeParam;
   auto rng = rng_for_test();
-  struct Shape {
-    Layout layout;
-    std::int64_t batch, channels, groups, spatial;
-    bool mask;
-  };
-  const Shape shapes[] = {{Layout::kChannelsLast, 2, 4100, 1, 3, true},
-                          {Layout::kChannelsFirst, 1, 6000, 3, 2, false},
-                          {Layout::kChannelsFirst, 1, 6000, 3, 6, false},
-                          {Layout::kChannelsFirst, 3, 3000, 2, 1, false},
-                          {Layout::kChannelsLast, 1, 3001, 1, 2, true}};
   int k = 0;
-  for (const Shape& s : shapes) {
-    Config c;
-    c.layout = s.layout;
-    c.batch = s.batch;
-    c.channels = s.channels;
-    c.groups = s.groups;
-    c.spatial = s.spatial;
-    c.mask = s.mask;
+  for (const gn::PlanShape& s : gn::kHugeGroupShapes) {
+    Config c = config_of(s);
     c.act = kActivations[k % 3];
     c.gamma = k % 2 == 0;
     c.beta = k != 1;
@@ -725,29 +718,16 @@ TYPED_TEST(GroupNormBackwardTyped, HugeGroupsOverFewPositionsSplitTheChannelAxis
     c.tuning.min_split_elements = 256;
     c.expect = Path::kSplit;
     EXPECT_EQ(run_and_check<T>(c, rng), 0) << describe(c);
-
-    gnk::GroupNormBackwardArgs a;
-    a.dtype = Dtype<T>::kDType;
-    a.layout = c.layout;
-    a.batch = c.batch;
-    a.channels = c.channels;
-    a.spatial = c.spatial;
-    a.groups = c.groups;
-    a.tuning = c.tuning;
-    const auto elements = static_cast<std::size_t>(c.batch * c.channels * c.spatial);
-    DeviceBuffer<T> x(elements);
-    DeviceBuffer<T> dy(elements);
-    DeviceBuffer<T> dx(elements);
-    DeviceBuffer<float> stats(static_cast<std::size_t>(c.batch * c.groups));
-    a.x = x.get();
-    a.dy = dy.get();
-    a.dx = dx.get();
-    a.mean = stats.get();
-    a.rstd = stats.get();
-    const std::size_t units = static_cast<std::size_t>(c.batch * c.groups);
-    const std::size_t one_per_position = (units * static_cast<std::size_t>(c.spatial) * 12 + 255) / 256 * 256;
-    EXPECT_GT(gnk::workspace_size(a), one_per_position + 256)
-        << describe(c) << ": " << culayers::last_error_message();
+    // Without dgamma / dbeta the backward runs its two split kernels only, each over N x G x S blocks (the
+    // emulator counts them): more than the positions shows the channel axis was cut.
+    c.dgamma = false;
+    c.dbeta = false;
+    const std::uint64_t before = culayers::test::emulated_blocks();
+    EXPECT_EQ(run_and_check<T>(c, rng), 0) << describe(c);
+    const std::uint64_t blocks = culayers::test::emulated_blocks() - before;
+    EXPECT_TRUE(CULAYERS_TEST_EMULATED == 0 ||
+                blocks > 2 * static_cast<std::uint64_t>(c.batch * c.groups * c.spatial))
+        << describe(c) << ": " << blocks << " blocks";
   }
   for (const Layout layout : kLayouts) {
     Config c;
@@ -993,52 +973,22 @@ TEST(GroupNormBackward, ReluGateIsTheForwards) {
   }
 }
 
-/// Blocks the emulator has run so far (0 on a GPU).
-std::uint64_t emulated_blocks() {
-#if CULAYERS_TEST_EMULATED
-  return culayers_emu::stats().blocks;
-#else
-  return 0;
-#endif
-}
-
 // The grid-stride loops of the backward: every path with its grid capped at 1 and 3 blocks
 // (tuning.max_blocks; the tile path's dx kernel keeps its dgamma / dbeta blocks and strides its dx blocks)
-// gives the reference's answer and the uncapped run's bits.
+// over gn::kGridStrideShapes gives the reference's answer and the uncapped run's bits.
 TEST(GroupNormBackward, GridStrideLoopsGiveTheSameBits) {
+  using culayers::test::emulated_blocks;
   auto rng = rng_for_test();
-  Tuning split = with_splits(5);
-  split.path = Path::kSplit;
-  Tuning split2d = with_splits(6); // 3 positions: the channel axis is cut too
-  split2d.path = Path::kSplit;
-  struct Case {
-    Layout layout;
-    std::int64_t batch, channels, groups, spatial;
-    Tuning tuning;
-  };
-  const Case cases[] = {
-      {Layout::kChannelsFirst, 6, 32, 8, 9, forced(Path::kWarp)},
-      {Layout::kChannelsLast, 6, 32, 8, 9, forced(Path::kWarp)},
-      {Layout::kChannelsFirst, 5, 12, 3, 40, forced(Path::kBlock)},
-      {Layout::kChannelsLast, 5, 12, 3, 40, forced(Path::kBlock)},
-      {Layout::kChannelsFirst, 3, 8, 2, 60, split},
-      {Layout::kChannelsLast, 3, 8, 2, 60, split},
-      {Layout::kChannelsLast, 2, 64, 2, 3, split2d},
-      {Layout::kChannelsLast, 3, 16, 4, 50, tile(4)},
-  };
-  for (const Case& k : cases) {
-    Config c;
-    c.layout = k.layout;
-    c.batch = k.batch;
-    c.channels = k.channels;
-    c.groups = k.groups;
-    c.spatial = k.spatial;
+  for (const gn::PlanShape& s : gn::kGridStrideShapes) {
+    Config c = config_of(s);
     c.act = Activation::kSiLU;
     c.gamma = true;
     c.beta = true;
-    c.mask = k.layout == Layout::kChannelsLast;
-    c.tuning = k.tuning;
-    c.expect = k.tuning.path;
+    c.tuning = pinned();
+    c.tuning.path = s.path;
+    c.tuning.splits = s.splits;
+    c.tuning.tile_rows = s.tile_rows;
+    c.expect = s.path;
     const Inputs<float> in = make_inputs<float>(c, rng);
     const std::uint64_t blocks0 = emulated_blocks();
     const Result<float> full = run_backward(c, in);

@@ -88,6 +88,18 @@ std::string describe(const Config& c) {
   return s;
 }
 
+/// A run of a gn::PlanShape (its layout, sizes and mask; the rest as in Config's defaults).
+Config config_of(const gn::PlanShape& s) {
+  Config c;
+  c.layout = s.layout;
+  c.batch = s.batch;
+  c.channels = s.channels;
+  c.groups = s.groups;
+  c.spatial = s.spatial;
+  c.mask = s.mask;
+  return c;
+}
+
 template <class T>
 struct Inputs {
   std::vector<T> x;
@@ -1139,35 +1151,16 @@ TEST(GroupNormForward, ThousandsOfGroups) {
 // ------------------------------------------------------------------------
 
 // A group whose spatial axis is shorter than the chunks the split path wants is cut along its channel axis
-// too: channels last over 3 positions with a mask (C/G = 4100, vectors; a ragged last channel chunk),
-// channels first over 2 positions (C/G = 2000 rows; one column vector) and over 6 (3 column vectors, kept
-// whole), no spatial dimensions (the channels-last view, one row), and an odd C/G (scalar accesses); then
-// forced counts beyond the channel axis too (both axes cut: spatial chunks 2 of 3 positions x 3 channel
-// ranges, in both layouts). Each matches the reference, and the workspace shows more chunks
-// per group than the spatial axis has positions (before, at most one per position: [1, 2^20] with G = 1
-// ran on one block).
+// (gn::kHugeGroupShapes); then forced counts beyond the channel axis too (both axes cut: 2 spatial chunks of
+// 3 positions x 3 channel ranges, in both layouts). Each matches the reference, and the workspace shows
+// more chunks per group than the spatial axis has positions (before, at most one per position:
+// [1, 2^20] with G = 1 ran on one block).
 TYPED_TEST(GroupNormForwardTyped, HugeGroupsOverFewPositionsSplitTheChannelAxisToo) {
   using T = TypeParam;
   auto rng = rng_for_test();
-  struct Shape {
-    Layout layout;
-    std::int64_t batch, channels, groups, spatial;
-    bool mask;
-  };
-  const Shape shapes[] = {{Layout::kChannelsLast, 2, 4100, 1, 3, true},
-                          {Layout::kChannelsFirst, 1, 6000, 3, 2, false},
-                          {Layout::kChannelsFirst, 1, 6000, 3, 6, false},
-                          {Layout::kChannelsFirst, 3, 3000, 2, 1, false},
-                          {Layout::kChannelsLast, 1, 1037, 1, 4, true}};
   int k = 0;
-  for (const Shape& s : shapes) {
-    Config c;
-    c.layout = s.layout;
-    c.batch = s.batch;
-    c.channels = s.channels;
-    c.groups = s.groups;
-    c.spatial = s.spatial;
-    c.mask = s.mask;
+  for (const gn::PlanShape& s : gn::kHugeGroupShapes) {
+    Config c = config_of(s);
     c.act = kActivations[k % 3];
     c.affine = static_cast<Affine>(3 - k % 4);
     ++k;
@@ -1464,48 +1457,21 @@ void check_repeatable(std::mt19937_64& rng) {
   }
 }
 
-/// Blocks the emulator has run so far (0 on a GPU).
-std::uint64_t emulated_blocks() {
-#if CULAYERS_TEST_EMULATED
-  return culayers_emu::stats().blocks;
-#else
-  return 0;
-#endif
-}
-
 // The grid-stride loops: every path with its grid capped at 1 and 3 blocks (tuning.max_blocks), so each
-// block walks many groups, chunks or tiles (warp teams: 4 and 12 of them over 48 groups), gives the
-// reference's answer and the uncapped run's bits.
+// block walks many groups, chunks or tiles (gn::kGridStrideShapes), gives the reference's answer and the
+// uncapped run's bits.
 TEST(GroupNormForward, GridStrideLoopsGiveTheSameBits) {
+  using culayers::test::emulated_blocks;
   auto rng = rng_for_test();
-  Tuning split2d = with_splits(6, Path::kSplit); // 3 positions: the channel axis is cut too
-  struct Case {
-    Layout layout;
-    std::int64_t batch, channels, groups, spatial;
-    Tuning tuning;
-  };
-  const Case cases[] = {
-      {Layout::kChannelsFirst, 6, 32, 8, 9, forced(Path::kWarp)},
-      {Layout::kChannelsLast, 6, 32, 8, 9, forced(Path::kWarp)},
-      {Layout::kChannelsFirst, 5, 12, 3, 40, forced(Path::kBlock)},
-      {Layout::kChannelsLast, 5, 12, 3, 40, forced(Path::kBlock)},
-      {Layout::kChannelsFirst, 3, 8, 2, 60, with_splits(5, Path::kSplit)},
-      {Layout::kChannelsLast, 3, 8, 2, 60, with_splits(5, Path::kSplit)},
-      {Layout::kChannelsLast, 2, 64, 2, 3, split2d},
-      {Layout::kChannelsLast, 3, 16, 4, 50, tile(4)},
-  };
-  for (const Case& k : cases) {
-    Config c;
-    c.layout = k.layout;
-    c.batch = k.batch;
-    c.channels = k.channels;
-    c.groups = k.groups;
-    c.spatial = k.spatial;
+  for (const gn::PlanShape& s : gn::kGridStrideShapes) {
+    Config c = config_of(s);
     c.act = Activation::kSiLU;
     c.affine = Affine::kBoth;
-    c.mask = k.layout == Layout::kChannelsLast;
-    c.tuning = k.tuning;
-    c.expect = k.tuning.path;
+    c.tuning = pinned();
+    c.tuning.path = s.path;
+    c.tuning.splits = s.splits;
+    c.tuning.tile_rows = s.tile_rows;
+    c.expect = s.path;
     const Inputs<float> in = make_inputs<float>(c, rng);
     const std::uint64_t blocks0 = emulated_blocks();
     const Result<float> full = run_forward(c, in);
