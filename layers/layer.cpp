@@ -282,6 +282,28 @@ Status Layer::run_updates(const CallContext& ctx) {
   return Status::kSuccess;
 }
 
+namespace {
+
+/// A layer-owned buffer of `shape` and `dtype` in *t: kept when it already is one, else reallocated from
+/// ctx's allocator (output buffers and the autocast buffer). The old buffer is freed on this call's stream,
+/// not on the stream of its previous call: a reader on another stream is ordered before this call (a
+/// same-shape call would overwrite the buffer in place), so not necessarily before work on the previous
+/// stream that could reuse the memory.
+Status keep_buffer(const CallContext& ctx, const Shape& shape, DType dtype, Tensor* t) {
+  if (t->defined() && t->shape() == shape && t->dtype() == dtype) {
+    return Status::kSuccess;
+  }
+  Tensor fresh;
+  if (Status s = Tensor::empty(shape, dtype, &fresh, ctx.stream, &ctx.alloc()); !ok(s)) {
+    return s;
+  }
+  t->release_on(ctx.stream);
+  *t = std::move(fresh);
+  return Status::kSuccess;
+}
+
+} // namespace
+
 Status Layer::call_forward(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                            LayerOutput* out) {
   const char* n = name_.c_str();
@@ -334,14 +356,9 @@ Status Layer::call_forward(const CallContext& ctx, const ConstTensorView& x, con
   ConstTensorView input = x;
   if (x.dtype() != dtype_) {
     Tensor& t = autocast_input_;
-    if (!t.defined() || t.shape() != x.shape() || t.dtype() != dtype_) {
-      Tensor fresh;
-      if (Status s = Tensor::empty(x.shape(), dtype_, &fresh, ctx.stream, &ctx.alloc()); !ok(s)) {
-        const std::string why = last_error_message();
-        return set_error(s, "%s: x: the buffer to cast it to %s: %s", n, dtype_name(dtype_), why.c_str());
-      }
-      t.release_on(ctx.stream); // as output_buffer: freed on this call's stream
-      t = std::move(fresh);
+    if (Status s = keep_buffer(ctx, x.shape(), dtype_, &t); !ok(s)) {
+      const std::string why = last_error_message();
+      return set_error(s, "%s: x: the buffer to cast it to %s: %s", n, dtype_name(dtype_), why.c_str());
     }
     cast::CastArgs c;
     c.x_dtype = x.dtype();
@@ -496,16 +513,8 @@ Status Layer::output_buffer(const CallContext& ctx, int slot, const Shape& shape
     outputs_.resize(static_cast<std::size_t>(slot) + 1);
   }
   Tensor& t = outputs_[static_cast<std::size_t>(slot)];
-  if (!t.defined() || t.shape() != shape || t.dtype() != dtype) {
-    Tensor fresh;
-    if (Status s = Tensor::empty(shape, dtype, &fresh, ctx.stream, &ctx.alloc()); !ok(s)) {
-      return s;
-    }
-    // The old buffer is freed on this call's stream, not on the stream of its previous call: a reader on
-    // another stream is ordered before this call (a same-shape call would overwrite the buffer in place),
-    // so not necessarily before work on the previous stream that could reuse the memory.
-    t.release_on(ctx.stream);
-    t = std::move(fresh);
+  if (Status s = keep_buffer(ctx, shape, dtype, &t); !ok(s)) {
+    return s;
   }
   *out = &t;
   return Status::kSuccess;

@@ -106,19 +106,6 @@ cudaError_t launch_width(int vec, unsigned blocks, const Params& p, cudaStream_t
   return CULAYERS_LAUNCH((cast_kernel<From, To, 1>), grid, block, 0, stream, p);
 }
 
-/// Calls f(tag) with a value of the C++ type of a floating dtype (validated before).
-template <class F>
-cudaError_t by_dtype(DType d, F&& f) {
-  switch (d) {
-  case DType::kFloat16:
-    return f(__half{});
-  case DType::kBFloat16:
-    return f(__nv_bfloat16{});
-  default:
-    return f(float{});
-  }
-}
-
 } // namespace
 } // namespace cast
 } // namespace kernels
@@ -230,8 +217,8 @@ Status run(const CastArgs& args, void*, std::size_t, cudaStream_t stream) {
   const std::int64_t needed = std::max<std::int64_t>(1, (args.count / vec + kc::kThreads - 1) / kc::kThreads);
   const auto blocks = static_cast<unsigned>(std::min(needed, cap));
   const kc::Params p{args.x, args.y, args.count};
-  const cudaError_t e = kc::by_dtype(args.x_dtype, [&](auto from) {
-    return kc::by_dtype(args.y_dtype, [&](auto to) {
+  const cudaError_t e = kernels::with_activation_type(args.x_dtype, [&](auto from) {
+    return kernels::with_activation_type(args.y_dtype, [&](auto to) {
       return kc::launch_width<decltype(from), decltype(to)>(vec, blocks, p, stream);
     });
   });

@@ -3,6 +3,8 @@
 
 #include "kernels/common/portability.cuh"
 
+#include "culayers/types.hpp"
+
 CULAYERS_NAMESPACE_BEGIN
 namespace kernels {
 
@@ -35,6 +37,20 @@ CULAYERS_HD float to_float(T v) {
 template <class T>
 CULAYERS_HD T from_float(float v) {
   return Convert<T>::from_float(v);
+}
+
+/// Host dispatch over the activation dtypes: f(T{}) with T the C++ type of `d` (float32, float16,
+/// bfloat16; the caller validated d, anything else is taken as bfloat16).
+template <class F>
+auto with_activation_type(DType d, F&& f) -> decltype(f(float{})) {
+  switch (d) {
+  case DType::kFloat32:
+    return f(float{});
+  case DType::kFloat16:
+    return f(__half{});
+  default:
+    return f(__nv_bfloat16{});
+  }
 }
 
 } // namespace kernels

@@ -313,17 +313,7 @@ Status validate_common(const Common& c) {
   return check_aligned(op, c.data, dtype_bytes(c.dtype));
 }
 
-template <class F>
-auto by_dtype(DType d, F&& f) -> decltype(f(float{})) {
-  switch (d) {
-  case DType::kFloat32:
-    return f(float{});
-  case DType::kFloat16:
-    return f(__half{});
-  default:
-    return f(__nv_bfloat16{});
-  }
-}
+using kernels::with_activation_type;
 
 struct Planned {
   k::Plan plan;
@@ -406,7 +396,7 @@ Status make_plan(const Common& c, Planned* out) {
   // this device, block slots: the runtime's occupancy calculator; shared memory is added below), or 0
   // where the runtime cannot say.
   const auto residency = [&](Path p, int threads) {
-    return by_dtype(c.dtype, [&](auto tag) {
+    return with_activation_type(c.dtype, [&](auto tag) {
       using T = decltype(tag);
       return c.backward ? k::residency<T, true>(p, vec, geo.cl != 0, threads)
                         : k::residency<T, false>(p, vec, geo.cl != 0, threads);
@@ -603,7 +593,7 @@ Status make_plan(const Common& c, Planned* out) {
     team = k::kSplitThreads;
     // The spatial axis and the channel axis in their units (rows or column vectors). Chunks cut the spatial
     // axis; where it is shorter than the chunks wanted (a huge group over few positions: [1, 2^20] with
-    // G = 1, or [1, 4, 65536] channels last), each spatial chunk is cut along the channel axis as well.
+    // G = 1, or [1, 4, 65536] channels last), the channel axis takes them (below).
     const std::int64_t axis = geo.cl ? geo.rows : geo.colvecs;
     const std::int64_t channel_axis = geo.cl ? geo.colvecs : geo.rows;
     const std::int64_t cells =
@@ -670,11 +660,11 @@ Status make_plan(const Common& c, Planned* out) {
     // threads (ties: more rows, fewer batches per thread). With tx <= 32 a 256-thread team had ty = 8 rows
     // for C/G = 4 (VAE shape: half the threads idle, the H100 run's normalize kernel at 41 % of DRAM
     // bandwidth) and 16 slots for C/G = 10 (UNet C = 320).
-    const std::int64_t rows = rows_in_unit;
     double best = -1.0;
     for (int ty = 1; ty <= team; ty *= 2) {
       const int tx = team / ty;
-      const double row_use = static_cast<double>(rows) / static_cast<double>(ceil_div(rows, ty) * ty);
+      const double row_use =
+          static_cast<double>(rows_in_unit) / static_cast<double>(ceil_div(rows_in_unit, ty) * ty);
       const double col_use =
           static_cast<double>(cols_in_unit) / static_cast<double>(ceil_div(cols_in_unit, tx) * tx);
       if (row_use * col_use >= best) {
@@ -858,8 +848,7 @@ BackwardCarve backward_carve(const GroupNormBackwardArgs& a, const Planned& pl) 
   }
   if (a.dgamma != nullptr || a.dbeta != nullptr) {
     b.channel_bytes = align_up(
-        static_cast<std::size_t>(2 * a.batch * k::spatial_splits(pl.geo) * a.channels) * sizeof(float),
-        kWorkspaceAlign);
+        static_cast<std::size_t>(2 * a.batch * pl.geo.ssplits * a.channels) * sizeof(float), kWorkspaceAlign);
   }
   return b;
 }
@@ -952,7 +941,8 @@ Status run(const GroupNormArgs& args, void* workspace, std::size_t workspace_byt
                 ? reinterpret_cast<float*>(static_cast<unsigned char*>(align_ptr(workspace)) +
                                            forward_stats_offset(pl))
                 : nullptr;
-  return by_dtype(args.dtype, [&](auto tag) { return k::launch_forward<decltype(tag)>(pl.plan, p, stream); });
+  return with_activation_type(args.dtype,
+                              [&](auto tag) { return k::launch_forward<decltype(tag)>(pl.plan, p, stream); });
 }
 
 Status can_implement(const GroupNormBackwardArgs& args) {
@@ -1017,8 +1007,8 @@ Status run(const GroupNormBackwardArgs& args, void* workspace, std::size_t works
   // still written, as sums over no partial rows (+0).
   const bool has_elements = pl.units > 0 && args.spatial > 0;
   if (has_elements) {
-    if (Status s = by_dtype(args.dtype,
-                            [&](auto tag) { return k::launch_backward<decltype(tag)>(pl.plan, p, stream); });
+    if (Status s = with_activation_type(
+            args.dtype, [&](auto tag) { return k::launch_backward<decltype(tag)>(pl.plan, p, stream); });
         !ok(s)) {
       return s;
     }
@@ -1026,7 +1016,7 @@ Status run(const GroupNormBackwardArgs& args, void* workspace, std::size_t works
   // dgamma / dbeta: the tile path's dx kernel sums them itself; every other plan (and no elements) here.
   if ((args.dgamma != nullptr || args.dbeta != nullptr) && args.channels > 0 &&
       !(has_elements && pl.plan.path == Path::kTile)) {
-    const std::int64_t rows = has_elements ? args.batch * k::spatial_splits(pl.geo) : 0;
+    const std::int64_t rows = has_elements ? args.batch * pl.geo.ssplits : 0;
     return k::launch_channel_sums(p, rows, stream);
   }
   return Status::kSuccess;

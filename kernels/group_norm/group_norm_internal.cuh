@@ -146,10 +146,6 @@ struct Geometry {
   std::int64_t ssplits;
 };
 
-CULAYERS_HD std::int64_t spatial_splits(const Geometry& geo) {
-  return geo.ssplits;
-}
-
 struct ForwardParams {
   Geometry geo;
   const void* x;

@@ -420,8 +420,8 @@ CULAYERS_DEVICE void backward_sums(const BackwardParams& p, const Unit& un, cons
   const T* xg = static_cast<const T*>(p.x) + un.base;
   const T* dyg = static_cast<const T*>(p.dy) + un.base;
   const bool want_channels = p.channel_partials != nullptr;
-  const std::int64_t partial_rows = geo.batch * spatial_splits(geo);
-  const std::int64_t partial_row = un.n * spatial_splits(geo) + un.schunk;
+  const std::int64_t partial_rows = geo.batch * geo.ssplits;
+  const std::int64_t partial_row = un.n * geo.ssplits + un.schunk;
   float* dgamma_part = want_channels ? p.channel_partials + partial_row * geo.channels : nullptr;
   float* dbeta_part =
       want_channels ? p.channel_partials + (partial_rows + partial_row) * geo.channels : nullptr;
