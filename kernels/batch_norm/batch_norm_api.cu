@@ -319,14 +319,8 @@ Status run(const BatchNormApplyArgs& args, void*, std::size_t, cudaStream_t stre
   if (Status s = plan_apply(args, &plan, &params); !ok(s)) {
     return s;
   }
-  switch (args.dtype) {
-  case DType::kFloat16:
-    return kb::launch_apply<__half>(plan, params, stream);
-  case DType::kBFloat16:
-    return kb::launch_apply<__nv_bfloat16>(plan, params, stream);
-  default:
-    return kb::launch_apply<float>(plan, params, stream);
-  }
+  return kernels::with_activation_type(
+      args.dtype, [&](auto tag) { return kb::launch_apply<decltype(tag)>(plan, params, stream); });
 }
 
 Status can_implement(const BatchNormMergeMomentsArgs& a) {

@@ -437,21 +437,11 @@ Status run_tensor_op(const TensorOp& t, cudaStream_t stream) {
     return Status::kSuccess;
   }
   auto* state = const_cast<DropoutState*>(t.state); // the backward kernel only reads it
-  switch (t.dtype) {
-  case DType::kFloat32:
-    return launch_dropout<float>(plan, static_cast<const float*>(t.in), static_cast<float*>(t.out), t.mask,
-                                 state, stream, t.op);
-  case DType::kFloat16:
-    return launch_dropout<__half>(plan, static_cast<const __half*>(t.in), static_cast<__half*>(t.out), t.mask,
-                                  state, stream, t.op);
-  case DType::kBFloat16:
-    return launch_dropout<__nv_bfloat16>(plan, static_cast<const __nv_bfloat16*>(t.in),
-                                         static_cast<__nv_bfloat16*>(t.out), t.mask, state, stream, t.op);
-  default:
-    break;
-  }
-  return culayers::detail::set_error(Status::kErrorInternal, "%s: dtype %d reached the launch", t.op,
-                                     static_cast<int>(t.dtype));
+  return kernels::with_activation_type(t.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    return launch_dropout<T>(plan, static_cast<const T*>(t.in), static_cast<T*>(t.out), t.mask, state, stream,
+                             t.op);
+  });
 }
 
 double clamp_decay(double r) {

@@ -448,14 +448,10 @@ void* align_workspace(void* workspace) {
 using kernels::check_workspace;
 
 float round_to_dtype(float v, DType dtype) {
-  switch (dtype) {
-  case DType::kFloat16:
-    return __half2float(__float2half_rn(v));
-  case DType::kBFloat16:
-    return __bfloat162float(__float2bfloat16_rn(v));
-  default:
-    return v;
-  }
+  return kernels::with_activation_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    return kernels::to_float(kernels::from_float<T>(v));
+  });
 }
 
 } // namespace
@@ -657,14 +653,8 @@ Status run(const MaskedReduceArgs& a, void* workspace, std::size_t workspace_byt
     p.part_count = reinterpret_cast<std::int32_t*>(base + plan.off_count);
   }
   const km::AccKind kind = acc_kind(a.op);
-  switch (a.dtype) {
-  case DType::kFloat16:
-    return km::launch_forward<__half>(kind, plan.launch, p, stream);
-  case DType::kBFloat16:
-    return km::launch_forward<__nv_bfloat16>(kind, plan.launch, p, stream);
-  default:
-    return km::launch_forward<float>(kind, plan.launch, p, stream);
-  }
+  return kernels::with_activation_type(
+      a.dtype, [&](auto tag) { return km::launch_forward<decltype(tag)>(kind, plan.launch, p, stream); });
 }
 
 // ---- backward --------------------------------------------------------------------------------------------
@@ -818,14 +808,8 @@ Status run(const MaskedReduceBackwardArgs& a, void* workspace, std::size_t works
   const km::BackwardKind kind = a.op == ReduceOp::kMoments ? km::BackwardKind::kMoments
                                 : is_extremum(a.op)        ? km::BackwardKind::kExtremum
                                                            : km::BackwardKind::kScale;
-  switch (a.dtype) {
-  case DType::kFloat16:
-    return km::launch_backward<__half>(kind, plan.launch, p, stream);
-  case DType::kBFloat16:
-    return km::launch_backward<__nv_bfloat16>(kind, plan.launch, p, stream);
-  default:
-    return km::launch_backward<float>(kind, plan.launch, p, stream);
-  }
+  return kernels::with_activation_type(
+      a.dtype, [&](auto tag) { return km::launch_backward<decltype(tag)>(kind, plan.launch, p, stream); });
 }
 
 // ---- masking --------------------------------------------------------------------------------------------
@@ -886,14 +870,8 @@ Status run(const MaskingArgs& a, void* /*workspace*/, std::size_t /*workspace_by
   p.inner = a.inner;
   p.mask_value = round_to_dtype(a.mask_value, a.dtype);
   p.team = team;
-  switch (a.dtype) {
-  case DType::kFloat16:
-    return km::launch_masking<__half>(vec, grid, p, stream);
-  case DType::kBFloat16:
-    return km::launch_masking<__nv_bfloat16>(vec, grid, p, stream);
-  default:
-    return km::launch_masking<float>(vec, grid, p, stream);
-  }
+  return kernels::with_activation_type(
+      a.dtype, [&](auto tag) { return km::launch_masking<decltype(tag)>(vec, grid, p, stream); });
 }
 
 // ---- mask expansion -------------------------------------------------------------------------------------
