@@ -1194,6 +1194,40 @@ TYPED_TEST(GroupNormForwardTyped, HugeGroupsOverFewPositionsSplitTheChannelAxisT
   }
 }
 
+// The split path's statistics kernel over chunks of one position (no spatial dims: one row, the channel
+// axis cut) where each thread walks several batches of tx column vectors, its loads issued kUnroll batches
+// ahead (visit<kCL, true>): four full batches and a ragged fifth (vectors), exactly four (scalar accesses,
+// with a mask), and a channels-first tensor with one position (the same view). The shapes above give every
+// thread at most one batch.
+TYPED_TEST(GroupNormForwardTyped, ChunksOfOnePositionWalkManyBatches) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  struct Shape {
+    Layout layout;
+    std::int64_t batch, channels, groups, splits;
+    bool mask;
+  };
+  const Shape shapes[] = {{Layout::kChannelsLast, 1, 9204, 1, 2, false},
+                          {Layout::kChannelsLast, 2, 6138, 2, 3, true},
+                          {Layout::kChannelsFirst, 3, 10000, 2, 2, false}};
+  int k = 0;
+  for (const Shape& s : shapes) {
+    Config c;
+    c.layout = s.layout;
+    c.batch = s.batch;
+    c.channels = s.channels;
+    c.groups = s.groups;
+    c.spatial = 1;
+    c.mask = s.mask;
+    c.act = kActivations[k % 3];
+    c.affine = static_cast<Affine>(3 - k % 4);
+    ++k;
+    c.tuning = with_splits(s.splits, Path::kSplit);
+    c.expect = Path::kSplit;
+    EXPECT_EQ(run_and_check<T>(c, rng), 0) << describe(c);
+  }
+}
+
 // ---- fully masked groups ----------------------------------------------------------------------------------
 
 // A fully masked group (every position of its sample masked) has mean exactly 0 and rstd 1 / sqrt(eps),
