@@ -86,6 +86,25 @@ std::size_t initial_memory_limit() {
   return mb >= 1 && mb <= (kFakeMemory >> 20) ? static_cast<std::size_t>(mb) << 20 : kFakeMemory;
 }
 
+/// Bytes of freed device memory held back by default (set_free_quarantine): enough for every buffer a
+/// test of this project frees between two allocations, small beside the CI machine's memory.
+constexpr std::size_t kDefaultQuarantine = std::size_t{256} << 20;
+
+/// The quarantine a process starts with: CULAYERS_EMU_QUARANTINE_MB when set (0 frees at once), else
+/// kDefaultQuarantine.
+std::size_t initial_quarantine() {
+  const char* v = std::getenv("CULAYERS_EMU_QUARANTINE_MB");
+  return v != nullptr && v[0] != '\0' ? static_cast<std::size_t>(std::strtoull(v, nullptr, 0)) << 20
+                                      : kDefaultQuarantine;
+}
+
+/// A freed device or managed block held back from the heap (set_free_quarantine).
+struct Freed {
+  std::uintptr_t base;
+  std::size_t size;
+  const char* api; // the call that freed it
+};
+
 struct Runtime {
   std::recursive_mutex mutex;
   bool deferred = env_flag("CULAYERS_EMU_DEFERRED");
@@ -102,8 +121,11 @@ struct Runtime {
   std::uint64_t next_seq = 1;
   std::uint64_t next_capture_id = 0;
   std::size_t active_captures = 0;
-  std::size_t device_bytes = 0;                      // MemKind::kDevice only: what the memory limit counts
-  std::size_t memory_limit = initial_memory_limit(); // set_device_memory_limit
+  std::size_t device_bytes = 0;                        // MemKind::kDevice only: what the memory limit counts
+  std::size_t memory_limit = initial_memory_limit();   // set_device_memory_limit
+  std::deque<Freed> quarantine;                        // oldest first
+  std::size_t quarantine_bytes = 0;                    // their sizes' sum
+  std::size_t quarantine_limit = initial_quarantine(); // set_free_quarantine
   Stats stats;
 
   Runtime() { legacy_stream.legacy = true; }
@@ -337,6 +359,16 @@ cudaError_t allocate_device(void** ptr, std::size_t size, const char* api) {
   return *ptr != nullptr ? cudaSuccess : set_error(cudaErrorMemoryAllocation);
 }
 
+/// Returns the oldest quarantined blocks to the heap until the rest fit the quarantine's limit.
+void trim_quarantine(Runtime& r) {
+  while (r.quarantine_bytes > r.quarantine_limit && !r.quarantine.empty()) {
+    const Freed f = r.quarantine.front();
+    r.quarantine.pop_front();
+    r.quarantine_bytes -= f.size;
+    std::free(reinterpret_cast<void*>(f.base));
+  }
+}
+
 cudaError_t release(void* p, MemKind expected, const char* api) {
   if (p == nullptr) {
     return cudaSuccess;
@@ -353,8 +385,19 @@ cudaError_t release(void* p, MemKind expected, const char* api) {
     return fail_api(cudaErrorInvalidValue, format("%s(%p): pointer was allocated by another API", api, p));
   }
   MemKind kind;
+  const std::size_t size = it->second.size;
   (void)unregister_allocation(p, &kind);
-  std::free(p);
+  if (kind == MemKind::kPinnedHost) {
+    std::free(p);
+    return cudaSuccess;
+  }
+  // Device and managed memory: poisoned and held back, so that the next allocation cannot take its address
+  // and a pointer kept past the free still faults (use after free) instead of reaching new data.
+  Runtime& r = rt();
+  std::memset(p, kFillByte, size);
+  r.quarantine.push_back(Freed{reinterpret_cast<std::uintptr_t>(p), size, api});
+  r.quarantine_bytes += size;
+  trim_quarantine(r);
   return cudaSuccess;
 }
 
@@ -446,6 +489,19 @@ bool find_allocation(const void* p, std::size_t bytes, Allocation* out) {
   return true;
 }
 
+std::string freed_note(const void* p) {
+  const auto addr = reinterpret_cast<std::uintptr_t>(p);
+  const Runtime& r = rt();
+  for (auto it = r.quarantine.rbegin(); it != r.quarantine.rend(); ++it) { // the latest free first
+    if (addr >= it->base && addr - it->base < std::max<std::size_t>(it->size, 1)) {
+      return format(" (offset %zu of a %zu-byte allocation at %p released by %s: use after free)",
+                    static_cast<std::size_t>(addr - it->base), it->size, reinterpret_cast<void*>(it->base),
+                    it->api);
+    }
+  }
+  return "";
+}
+
 std::uint64_t registry_generation() {
   return rt().generation;
 }
@@ -504,9 +560,10 @@ void check_global_access(const void* p, std::size_t bytes, std::size_t align, bo
       device_fail(file, line, "%zu-byte %s at offset %zu of a %zu-byte allocation runs past its end", bytes,
                   write ? "store" : "load", static_cast<std::size_t>(addr - base), it->second.size);
     }
-    device_fail(file, line,
-                "%zu-byte %s at %p: not inside any device allocation (host pointer or freed memory?)", bytes,
-                write ? "store" : "load", p);
+    const std::string freed = freed_note(p);
+    device_fail(file, line, "%zu-byte %s at %p: not inside any device allocation%s", bytes,
+                write ? "store" : "load", p,
+                freed.empty() ? " (host pointer or freed memory?)" : freed.c_str());
   }
   (write ? g_bytes_written : g_bytes_read).fetch_add(bytes, std::memory_order_relaxed);
 }
@@ -576,6 +633,22 @@ std::size_t live_allocations() {
   return rt().allocations.size();
 }
 
+std::size_t set_free_quarantine(std::size_t bytes) {
+  Lock lock(rt().mutex);
+  const std::size_t previous = rt().quarantine_limit;
+  rt().quarantine_limit = bytes;
+  detail::trim_quarantine(rt());
+  return previous;
+}
+std::size_t free_quarantine() {
+  Lock lock(rt().mutex);
+  return rt().quarantine_limit;
+}
+std::size_t quarantined_bytes() {
+  Lock lock(rt().mutex);
+  return rt().quarantine_bytes;
+}
+
 cudaError_t launch(const LaunchSite& site, const void* kernel, dim3 grid, dim3 block,
                    std::size_t dynamic_smem, cudaStream_t stream, std::function<void()> body,
                    const void* const* pointers, std::size_t pointer_count) {
@@ -617,9 +690,14 @@ cudaError_t launch(const LaunchSite& site, const void* kernel, dim3 grid, dim3 b
   for (std::size_t i = 0; i < pointer_count; ++i) {
     const void* p = pointers[i];
     if (p != nullptr && !detail::device_range(p, 0)) {
-      return fail_api(
-          cudaErrorIllegalAddress,
-          where() + format(": pointer argument %p is not device memory (a host pointer, or freed?)", p));
+      return fail_api(cudaErrorIllegalAddress,
+                      where() + format(": pointer argument %p is not device memory%s", p,
+                                       [&] {
+                                         const std::string freed = detail::freed_note(p);
+                                         return freed.empty() ? std::string(" (a host pointer, or freed?)")
+                                                              : freed;
+                                       }()
+                                           .c_str()));
     }
   }
   auto record = std::make_shared<detail::LaunchRecord>();

@@ -48,6 +48,59 @@ TEST(EmulatorRuntime, DeviceMemoryIsGarbageFilledAndRegistered) {
   EXPECT_EQ(zero, nullptr);
 }
 
+struct CopyParams {
+  const float* x;
+  float* y;
+  int n;
+};
+
+CULAYERS_GLOBAL void copy_through_struct_kernel(const CopyParams p) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < p.n) {
+    kernels::store(p.y + i, kernels::load(p.x + i));
+  }
+}
+
+// A pointer kept after its cudaFree is reported as a use after free, naming the free, even after later
+// allocations of the same size: the freed block is poisoned and held in the quarantine, so none of them
+// takes its address. Without it the heap may give the address to a later allocation (glibc hands a freed
+// 4 KiB aligned block to the next 4000-byte malloc), and a kernel reading the stale pointer from a parameter
+// struct, which no launch check sees, would read that buffer's data. Later frees past the quarantine's
+// bytes return the oldest blocks to the heap.
+TEST(EmulatorRuntime, FreedMemoryIsQuarantined) {
+  const std::size_t previous = culayers_emu::set_free_quarantine(std::size_t{1} << 20);
+  float* stale = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaMalloc(&stale, 256 * sizeof(float)));
+  CULAYERS_ASSERT_CUDA(cudaFree(stale));
+  EXPECT_GE(culayers_emu::quarantined_bytes(), 256 * sizeof(float));
+  std::vector<DeviceBuffer<float>> later;
+  for (int k = 0; k < 8; ++k) {
+    later.emplace_back(256);
+    EXPECT_NE(later.back().get(), stale) << "allocation " << k << " took the freed block's address";
+  }
+  {
+    QuietEmulator quiet;
+    EXPECT_EQ(finish(CULAYERS_LAUNCH(copy_through_struct_kernel, 1, 256, 0, nullptr,
+                                     CopyParams{stale, later[0].get(), 256})),
+              cudaErrorLaunchFailure);
+    std::string msg = culayers_emu::last_error_message();
+    EXPECT_NE(msg.find("released by cudaFree: use after free"), std::string::npos) << msg;
+    (void)cudaGetLastError();
+    // A pointer argument is checked at the launch, with the same note.
+    EXPECT_EQ(CULAYERS_LAUNCH(add_kernel, 1, 256, 0, nullptr, stale + 5, 1.0f, 256), cudaErrorIllegalAddress);
+    msg = culayers_emu::last_error_message();
+    EXPECT_NE(msg.find("offset 20 of a 1024-byte allocation"), std::string::npos) << msg;
+    (void)cudaGetLastError();
+  }
+  // A free past the quarantine's bytes pushes the oldest blocks out (itself too when larger than it all).
+  EXPECT_LE(culayers_emu::quarantined_bytes(), std::size_t{1} << 20);
+  float* big = nullptr;
+  CULAYERS_ASSERT_CUDA(cudaMalloc(&big, std::size_t{2} << 20));
+  CULAYERS_ASSERT_CUDA(cudaFree(big));
+  EXPECT_EQ(culayers_emu::quarantined_bytes(), 0u);
+  EXPECT_EQ(culayers_emu::set_free_quarantine(previous), std::size_t{1} << 20);
+}
+
 TEST(EmulatorRuntime, CopiesOutsideAnAllocationAreRejected) {
   DeviceBuffer<float> d(16);
   std::vector<float> h(32);

@@ -42,6 +42,17 @@ std::uint64_t schedule_seed();
 std::size_t set_device_memory_limit(std::size_t bytes);
 std::size_t device_memory_limit();
 
+// Freed device and managed memory (cudaFree, cudaFreeAsync) is filled with 0xFF bytes and held back from
+// the heap until later frees push it past this many bytes (oldest first), so the next allocation cannot
+// take its address: a pointer kept after its free (inside a parameter struct, which no launch check sees)
+// then faults as a use after free, named in the message, instead of reaching another buffer's data.
+// Default 256 MiB; 0 returns memory at once. Returns the previous value. Initial value from
+// CULAYERS_EMU_QUARANTINE_MB. (Host memory: a process that frees much more than it keeps live holds up to
+// this many bytes more than a GPU build.)
+std::size_t set_free_quarantine(std::size_t bytes);
+std::size_t free_quarantine();
+// Bytes of freed memory the quarantine holds now.
+std::size_t quarantined_bytes();
 // Whether kernel faults are also printed to stderr when they happen (default on; tests that plant
 // bugs on purpose may turn it off).
 void set_report_to_stderr(bool on);
