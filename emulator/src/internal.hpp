@@ -50,8 +50,8 @@ bool unregister_allocation(void* base, MemKind* kind_out);
 // Finds the allocation containing [p, p + bytes); one-past-the-end pointers with bytes == 0 match.
 bool find_allocation(const void* p, std::size_t bytes, Allocation* out);
 std::uint64_t registry_generation();
-// " (offset k of an n-byte allocation at base released by api: use after free)" when p lies in a freed block
-// still held in the quarantine (set_free_quarantine), else "".
+// " (inside an n-byte allocation at base, offset k, released by api: use after free)" when p lies in a freed
+// block still held in the quarantine (set_free_quarantine), else "".
 std::string freed_note(const void* p);
 
 // Per-kernel attributes set through cudaFuncSetAttribute.

@@ -494,8 +494,8 @@ std::string freed_note(const void* p) {
   const Runtime& r = rt();
   for (auto it = r.quarantine.rbegin(); it != r.quarantine.rend(); ++it) { // the latest free first
     if (addr >= it->base && addr - it->base < std::max<std::size_t>(it->size, 1)) {
-      return format(" (offset %zu of a %zu-byte allocation at %p released by %s: use after free)",
-                    static_cast<std::size_t>(addr - it->base), it->size, reinterpret_cast<void*>(it->base),
+      return format(" (inside a %zu-byte allocation at %p, offset %zu, released by %s: use after free)",
+                    it->size, reinterpret_cast<void*>(it->base), static_cast<std::size_t>(addr - it->base),
                     it->api);
     }
   }
@@ -553,14 +553,17 @@ void check_global_access(const void* p, std::size_t bytes, std::size_t align, bo
   }
   Allocation a;
   if (!find_allocation(p, bytes, &a)) {
+    // A freed block still in the quarantine is named (use after free), also where the address lies just
+    // past a live allocation's end (an overrun into a freed neighbour reads as either).
+    const std::string freed = freed_note(p);
     const auto base = a.base;
     const Runtime& r = rt();
     auto it = r.allocations.find(base);
     if (it != r.allocations.end() && addr >= base && addr - base < it->second.size + 4096) {
-      device_fail(file, line, "%zu-byte %s at offset %zu of a %zu-byte allocation runs past its end", bytes,
-                  write ? "store" : "load", static_cast<std::size_t>(addr - base), it->second.size);
+      device_fail(file, line, "%zu-byte %s at offset %zu of a %zu-byte allocation runs past its end%s", bytes,
+                  write ? "store" : "load", static_cast<std::size_t>(addr - base), it->second.size,
+                  freed.c_str());
     }
-    const std::string freed = freed_note(p);
     device_fail(file, line, "%zu-byte %s at %p: not inside any device allocation%s", bytes,
                 write ? "store" : "load", p,
                 freed.empty() ? " (host pointer or freed memory?)" : freed.c_str());

@@ -1202,28 +1202,17 @@ TYPED_TEST(GroupNormForwardTyped, HugeGroupsOverFewPositionsSplitTheChannelAxisT
 TYPED_TEST(GroupNormForwardTyped, ChunksOfOnePositionWalkManyBatches) {
   using T = TypeParam;
   auto rng = rng_for_test();
-  struct Shape {
-    Layout layout;
-    std::int64_t batch, channels, groups, splits;
-    bool mask;
-  };
-  const Shape shapes[] = {{Layout::kChannelsLast, 1, 9204, 1, 2, false},
-                          {Layout::kChannelsLast, 2, 6138, 2, 3, true},
-                          {Layout::kChannelsFirst, 3, 10000, 2, 2, false}};
+  const gn::PlanShape shapes[] = {{Layout::kChannelsLast, 1, 9204, 1, 1, false, Path::kSplit, 2},
+                                  {Layout::kChannelsLast, 2, 6138, 2, 1, true, Path::kSplit, 3},
+                                  {Layout::kChannelsFirst, 3, 10000, 2, 1, false, Path::kSplit, 2}};
   int k = 0;
-  for (const Shape& s : shapes) {
-    Config c;
-    c.layout = s.layout;
-    c.batch = s.batch;
-    c.channels = s.channels;
-    c.groups = s.groups;
-    c.spatial = 1;
-    c.mask = s.mask;
+  for (const gn::PlanShape& s : shapes) {
+    Config c = config_of(s);
     c.act = kActivations[k % 3];
     c.affine = static_cast<Affine>(3 - k % 4);
     ++k;
-    c.tuning = with_splits(s.splits, Path::kSplit);
-    c.expect = Path::kSplit;
+    c.tuning = with_splits(s.splits, s.path);
+    c.expect = s.path;
     EXPECT_EQ(run_and_check<T>(c, rng), 0) << describe(c);
   }
 }
