@@ -28,7 +28,8 @@
 # The card, driver, CUDA version and clocks are recorded read-only: clocks, power limits, modes and the
 # GPU itself are never changed or reset.
 #
-# Writes bench/results/<card-slug>-<YYYY-MM-DD>.md (and .json: every benchmark part merged; the .md opens
+# Writes bench/results/<card-slug>-<YYYY-MM-DD>.md (-runN.md where an earlier run of the day left its
+# files there, N = 2, 3, ...; and .json: every benchmark part merged; the .md opens
 # with bench/goals.py's table of the performance goals against these numbers) after every
 # step, and copies both into $OUT when that is set, with the logs and benchmark part JSONs in one archive
 # (gpu_check_logs.tar.gz: three files in all), so a run cut off from outside still leaves what it had
@@ -180,8 +181,15 @@ fi
 
 results_dir="$root/bench/results"
 mkdir -p "$results_dir"
-report="$results_dir/$slug-$day.md"
-json="$results_dir/$slug-$day.json"
+# A later run on the same day gets its own name: the results of the day's earlier runs (committed, or left
+# by a run cut off) are never overwritten.
+name="$slug-$day"
+for ((run = 2; ; ++run)); do
+  [[ -e "$results_dir/$name.md" || -e "$results_dir/$name.json" ]] || break
+  name="$slug-$day-run$run"
+done
+report="$results_dir/$name.md"
+json="$results_dir/$name.json"
 rm -f "$json" # never report an earlier run's numbers as this run's
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT

@@ -254,11 +254,22 @@ def main():
                f"CULAYERS_NO_PDL=1 in the no_pdl part only: {bench}")
         expect(all("--benchmark_out_format=json" in c for c in bench), "every part writes JSON")
 
-        # 2. A verification failure fails its part (and the run); an unavailable baseline does not.
+        # 2. A verification failure fails its part (and the run); an unavailable baseline does not. The run
+        # after the first of the day takes the next free name: run 1's files stay as they were.
+        results = os.path.join(base, "bench", "results")
+        first = sorted(f for f in os.listdir(results) if f.endswith(".md"))
+        with open(os.path.join(results, first[0])) if first else open(os.devnull) as f:
+            first_text = f.read()
         rc, log, out, calls = run_check(base, fake, {"FAKE_BENCH_ERROR": "^dropout_fwd/ours",
                                               "FAKE_BENCH_UNAVAILABLE": "group_norm/s3_.*/cudnn"},
                                  ["bench"])
         report = report_of(out)
+        mds = sorted(f for f in os.listdir(out) if f.endswith(".md")) if os.path.isdir(out) else []
+        expect(len(first) == 1 and mds == [first[0][:-3] + "-run2.md"],
+               f"the day's second run is named -run2: first {first}, then {mds}")
+        if first:
+            with open(os.path.join(results, first[0])) as f:
+                expect(f.read() == first_text, "the first run's report is left as it was")
         expect(rc == 1, f"verification failure: exit {rc}")
         expect((step_row(report, "bench/dropout") or "").startswith("FAIL (benchmarks that failed verification"),
                f"dropout part: {step_row(report, 'bench/dropout')}")
