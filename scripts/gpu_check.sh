@@ -182,10 +182,16 @@ fi
 results_dir="$root/bench/results"
 mkdir -p "$results_dir"
 # A later run on the same day gets its own name: the results of the day's earlier runs (committed, or left
-# by a run cut off) are never overwritten.
+# by a run cut off) are never overwritten. (Runs committed before this rule were renamed -run1, -run2 by
+# hand: a -run1 takes the plain name too.)
 name="$slug-$day"
 for ((run = 2; ; ++run)); do
-  [[ -e "$results_dir/$name.md" || -e "$results_dir/$name.json" ]] || break
+  taken=0
+  for f in "$results_dir/$name.md" "$results_dir/$name.json"; do
+    [[ -e "$f" ]] && taken=1
+  done
+  [[ "$name" == "$slug-$day" && -e "$results_dir/$slug-$day-run1.md" ]] && taken=1
+  ((taken)) || break
   name="$slug-$day-run$run"
 done
 report="$results_dir/$name.md"

@@ -257,19 +257,24 @@ def main():
         # 2. A verification failure fails its part (and the run); an unavailable baseline does not. The run
         # after the first of the day takes the next free name: run 1's files stay as they were.
         results = os.path.join(base, "bench", "results")
-        first = sorted(f for f in os.listdir(results) if f.endswith(".md"))
-        with open(os.path.join(results, first[0])) if first else open(os.devnull) as f:
-            first_text = f.read()
+        first = sorted(f for f in os.listdir(results) if f.endswith(".md") or f.endswith(".json"))
+        first_bytes = {}
+        for name in first:
+            with open(os.path.join(results, name), "rb") as f:
+                first_bytes[name] = f.read()
+        day = subprocess.run(["date", "-u", "+%Y-%m-%d"], capture_output=True, text=True).stdout.strip()
         rc, log, out, calls = run_check(base, fake, {"FAKE_BENCH_ERROR": "^dropout_fwd/ours",
                                               "FAKE_BENCH_UNAVAILABLE": "group_norm/s3_.*/cudnn"},
                                  ["bench"])
         report = report_of(out)
         mds = sorted(f for f in os.listdir(out) if f.endswith(".md")) if os.path.isdir(out) else []
-        expect(len(first) == 1 and mds == [first[0][:-3] + "-run2.md"],
+        stems = sorted({f.rsplit(".", 1)[0] for f in first})
+        same_day = day == subprocess.run(["date", "-u", "+%Y-%m-%d"], capture_output=True, text=True).stdout.strip()
+        expect(len(first) == 2 and len(stems) == 1 and (mds == [stems[0] + "-run2.md"] or not same_day),
                f"the day's second run is named -run2: first {first}, then {mds}")
-        if first:
-            with open(os.path.join(results, first[0])) as f:
-                expect(f.read() == first_text, "the first run's report is left as it was")
+        for name, data in first_bytes.items():
+            with open(os.path.join(results, name), "rb") as f:
+                expect(f.read() == data, f"the first run's {name} is left as it was")
         expect(rc == 1, f"verification failure: exit {rc}")
         expect((step_row(report, "bench/dropout") or "").startswith("FAIL (benchmarks that failed verification"),
                f"dropout part: {step_row(report, 'bench/dropout')}")
