@@ -190,7 +190,8 @@ CULAYERS_DEVICE Scratch<N> make_scratch(unsigned char* p, int team_size) {
 /// has at most one row, so the walk down the rows would issue one load per batch, each a dependent round
 /// trip to DRAM; there the loads of kUnroll consecutive batches are issued first and the batches then run
 /// in order (begin, use, end each), so every thread keeps kUnroll loads in flight. The order of the
-/// begin / use / end calls, and hence every result bit, is that of the one-batch-at-a-time walk. Only the
+/// begin / use / end calls, and hence every result bit, is that of the one-batch-at-a-time walk, provided
+/// `load` does not depend on what begin or end do (the loads of later batches run before them). Only the
 /// split path's statistics kernel takes it, where it also lowered the registers (ptxas, sm_90, channels
 /// last: float32 75 -> 65 with 4-wide vectors, bfloat16 67 -> 56 with 2-wide). In the backward kernels it
 /// raised them by up to 49 and in the cached warp kernels enough to cost blocks per SM: residency on
