@@ -14,6 +14,17 @@
 #include <set>
 #include <thread>
 
+#if defined(__SANITIZE_ADDRESS__)
+#  define CULAYERS_EMU_RT_ASAN 1
+#elif defined(__has_feature)
+#  if __has_feature(address_sanitizer)
+#    define CULAYERS_EMU_RT_ASAN 1
+#  endif
+#endif
+#if defined(CULAYERS_EMU_RT_ASAN)
+#  include <sanitizer/asan_interface.h>
+#endif
+
 namespace culayers_emu::detail {
 struct Graph;
 }
@@ -90,15 +101,25 @@ std::size_t initial_memory_limit() {
 /// test of this project frees between two allocations, small beside the CI machine's memory.
 constexpr std::size_t kDefaultQuarantine = std::size_t{256} << 20;
 
-/// The quarantine a process starts with: CULAYERS_EMU_QUARANTINE_MB when set (0 frees at once), else
-/// kDefaultQuarantine.
+/// The quarantine a process starts with: CULAYERS_EMU_QUARANTINE_MB when it is a decimal count of MiB from
+/// 0 (frees at once) to 1 TiB, else kDefaultQuarantine.
 std::size_t initial_quarantine() {
   const char* v = std::getenv("CULAYERS_EMU_QUARANTINE_MB");
-  return v != nullptr && v[0] != '\0' ? static_cast<std::size_t>(std::strtoull(v, nullptr, 0)) << 20
-                                      : kDefaultQuarantine;
+  if (v == nullptr || v[0] < '0' || v[0] > '9') {
+    return kDefaultQuarantine;
+  }
+  char* end = nullptr;
+  const unsigned long long mb = std::strtoull(v, &end, 10);
+  return *end == '\0' && mb <= (1ull << 20) ? static_cast<std::size_t>(mb) << 20 : kDefaultQuarantine;
 }
 
-/// A freed device or managed block held back from the heap (set_free_quarantine).
+/// What a held block is counted as: its size rounded up to the allocator's 256-byte alignment, plus a
+/// header's worth, so that many small frees cannot hold several times the quarantine's bytes.
+std::size_t quarantine_charge(std::size_t size) {
+  return (size + 255) / 256 * 256 + 64;
+}
+
+/// A freed block held back from the heap (set_free_quarantine).
 struct Freed {
   std::uintptr_t base;
   std::size_t size;
@@ -364,7 +385,10 @@ void trim_quarantine(Runtime& r) {
   while (r.quarantine_bytes > r.quarantine_limit && !r.quarantine.empty()) {
     const Freed f = r.quarantine.front();
     r.quarantine.pop_front();
-    r.quarantine_bytes -= f.size;
+    r.quarantine_bytes -= quarantine_charge(f.size);
+#if defined(CULAYERS_EMU_RT_ASAN)
+    ASAN_UNPOISON_MEMORY_REGION(reinterpret_cast<void*>(f.base), f.size);
+#endif
     std::free(reinterpret_cast<void*>(f.base));
   }
 }
@@ -387,16 +411,21 @@ cudaError_t release(void* p, MemKind expected, const char* api) {
   MemKind kind;
   const std::size_t size = it->second.size;
   (void)unregister_allocation(p, &kind);
-  if (kind == MemKind::kPinnedHost) {
+  // Poisoned and held back, so that no later allocation takes the address and a pointer kept past the free
+  // still faults (use after free) instead of reaching new data; under ASan a raw access to it (kernel or
+  // host code) is reported too. A block larger than the whole quarantine goes back at once (holding it would
+  // push every older block out).
+  Runtime& r = rt();
+  if (quarantine_charge(size) > r.quarantine_limit) {
     std::free(p);
     return cudaSuccess;
   }
-  // Device and managed memory: poisoned and held back, so that the next allocation cannot take its address
-  // and a pointer kept past the free still faults (use after free) instead of reaching new data.
-  Runtime& r = rt();
   std::memset(p, kFillByte, size);
+#if defined(CULAYERS_EMU_RT_ASAN)
+  ASAN_POISON_MEMORY_REGION(p, size);
+#endif
   r.quarantine.push_back(Freed{reinterpret_cast<std::uintptr_t>(p), size, api});
-  r.quarantine_bytes += size;
+  r.quarantine_bytes += quarantine_charge(size);
   trim_quarantine(r);
   return cudaSuccess;
 }
@@ -1094,6 +1123,17 @@ cudaError_t check_copy(const char* api, void* dst, const void* src, size_t count
   if (dst == nullptr || src == nullptr) {
     return emu::fail_api(cudaErrorInvalidValue, emu::format("%s: null pointer", api));
   }
+  // Freed memory the quarantine holds, whatever side the kind names (a freed device pointer passed as a
+  // host one, or with cudaMemcpyDefault, is still a use after free).
+  for (int side = 0; side < 2; ++side) {
+    const void* p = side == 0 ? dst : src;
+    const std::string freed = emu::freed_note(p);
+    if (!freed.empty()) {
+      return emu::fail_api(cudaErrorInvalidValue,
+                           emu::format("%s: %s %p is freed memory%s", api,
+                                       side == 0 ? "destination" : "source", p, freed.c_str()));
+    }
+  }
   const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
   if (dst_device && !emu::device_range(dst, count)) {
@@ -1281,6 +1321,14 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* num_blocks, const
                                                           size_t dynamic_smem) {
   if (num_blocks == nullptr || func == nullptr || block_size <= 0 || block_size > 1024) {
     return emu::set_error(cudaErrorInvalidValue);
+  }
+  // CULAYERS_EMU_NO_OCCUPANCY: the query fails, as a runtime that cannot say (the planners' estimates).
+  static const bool unknown = [] {
+    const char* v = std::getenv("CULAYERS_EMU_NO_OCCUPANCY");
+    return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
+  }();
+  if (unknown) {
+    return emu::set_error(cudaErrorNotSupported);
   }
   // A plain model of an sm_90 SM: thread, block-slot and shared-memory limits (registers ignored).
   const int warps = (block_size + 31) / 32;

@@ -149,6 +149,19 @@ inline int sm_count() {
   return count;
 }
 
+/// Emulated build under CULAYERS_EMU_NO_OCCUPANCY (ctest's emulated_no_occupancy entry): the runtime's
+/// occupancy queries fail, as where it cannot say, so the planners run on their own estimates. Tests of what
+/// the runtime's answer changes (wave balancing) skip then; every other test must pass on the estimates.
+/// Always false on a GPU.
+inline bool occupancy_unknown() {
+#if CULAYERS_TEST_EMULATED
+  const char* v = std::getenv("CULAYERS_EMU_NO_OCCUPANCY");
+  return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
+#else
+  return false;
+#endif
+}
+
 /// Blocks the emulator has run so far in this process (0 on a GPU): a test's launch shapes.
 inline std::uint64_t emulated_blocks() {
 #if CULAYERS_TEST_EMULATED

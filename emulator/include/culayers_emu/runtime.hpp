@@ -42,16 +42,20 @@ std::uint64_t schedule_seed();
 std::size_t set_device_memory_limit(std::size_t bytes);
 std::size_t device_memory_limit();
 
-// Freed device and managed memory (cudaFree, cudaFreeAsync) is filled with 0xFF bytes and held back from
-// the heap until later frees push it past this many bytes (oldest first), so the next allocation cannot
-// take its address: a pointer kept after its free (inside a parameter struct, which no launch check sees)
-// then faults as a use after free, named in the message, instead of reaching another buffer's data.
-// Default 256 MiB; 0 returns memory at once. Returns the previous value. Initial value from
-// CULAYERS_EMU_QUARANTINE_MB. (Host memory: a process that frees much more than it keeps live holds up to
-// this many bytes more than a GPU build.)
+// Freed memory (cudaFree, cudaFreeAsync, cudaFreeHost) is filled with 0xFF bytes and held back from the
+// heap until later frees push it past this many bytes (oldest first; each block counted at its size rounded
+// up to 256 bytes plus 64), so no later allocation takes its address: a pointer kept after its free (inside a
+// parameter struct, which no launch check sees) then faults as a use after free, named in the message,
+// instead of reaching another buffer's data; under ASan the block is poisoned, so raw accesses to it are
+// reported too. A block larger than the whole quarantine is returned at once. Default 256 MiB; 0 returns
+// memory at once. Returns the previous value. Initial value from CULAYERS_EMU_QUARANTINE_MB (a decimal
+// count of MiB up to 1 TiB; anything else: the default). A process that frees much more than it keeps live
+// holds up to this many bytes of host memory more than a GPU build.
+// CULAYERS_EMU_NO_OCCUPANCY=1: cudaOccupancyMaxActiveBlocksPerMultiprocessor fails (cudaErrorNotSupported),
+// as where a runtime cannot say, so planners run on their own estimates (ctest's emulated_no_occupancy).
 std::size_t set_free_quarantine(std::size_t bytes);
 std::size_t free_quarantine();
-// Bytes of freed memory the quarantine holds now.
+// Bytes the quarantine holds now, each block counted as above.
 std::size_t quarantined_bytes();
 // Whether kernel faults are also printed to stderr when they happen (default on; tests that plant
 // bugs on purpose may turn it off).

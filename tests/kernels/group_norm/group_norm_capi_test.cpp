@@ -465,6 +465,9 @@ TEST(GroupNormCapi, MaxBlocksReachesCpp) {
 // the emulator's default 4 SMs the split counts differ, 32 and 22 chunks: GroupNormForward's
 // WaveBalanceFillsTheLastWaves), and a value other than 0 or 1 is INVALID_VALUE.
 TEST(GroupNormCapi, WaveBalanceReachesCpp) {
+  if (culayers::test::occupancy_unknown()) {
+    GTEST_SKIP() << "the runtime cannot say residency: no wave balancing to reach";
+  }
   DeviceBuffer<float> x(3 * 22528);
   culayersGroupNormArgs_t c;
   culayersGroupNormArgsInit(&c);

@@ -645,6 +645,9 @@ std::size_t float_workspace(const Config& c, culayers::DType dtype = culayers::D
 // 3 groups x 22 chunks = 66 blocks (2.06 waves of 32) become 3 x 32 = 96 (3 waves), and 3 samples x 21
 // tiles = 63 blocks (1.97 waves) become 3 x 32.
 TEST(GroupNormForward, WaveBalanceFillsTheLastWaves) {
+  if (culayers::test::occupancy_unknown()) {
+    GTEST_SKIP() << "the runtime cannot say residency: S stays (the planner's rule)";
+  }
   auto rng = rng_for_test();
   const int sms = culayers::test::sm_count();
   int device = 0;
@@ -713,6 +716,9 @@ TEST(GroupNormForward, WaveBalanceFillsTheLastWaves) {
 // the whole axis. A balance over the requested count (64 x 1 blocks: 2 whole waves by that reckoning) kept
 // 64, i.e. the 33 blocks.
 TEST(GroupNormForward, WaveBalanceCountsTheChunksTheAxisIsCutInto) {
+  if (culayers::test::occupancy_unknown()) {
+    GTEST_SKIP() << "the runtime cannot say residency: S stays (the planner's rule)";
+  }
   auto rng = rng_for_test();
   Config c;
   c.batch = 1;
