@@ -145,6 +145,7 @@ struct Runtime {
   std::size_t device_bytes = 0;                        // MemKind::kDevice only: what the memory limit counts
   std::size_t memory_limit = initial_memory_limit();   // set_device_memory_limit
   std::deque<Freed> quarantine;                        // oldest first
+  std::map<std::uintptr_t, Freed> quarantined;         // the same blocks by address (freed_note's lookup)
   std::size_t quarantine_bytes = 0;                    // their sizes' sum
   std::size_t quarantine_limit = initial_quarantine(); // set_free_quarantine
   Stats stats;
@@ -385,6 +386,7 @@ void trim_quarantine(Runtime& r) {
   while (r.quarantine_bytes > r.quarantine_limit && !r.quarantine.empty()) {
     const Freed f = r.quarantine.front();
     r.quarantine.pop_front();
+    r.quarantined.erase(f.base);
     r.quarantine_bytes -= quarantine_charge(f.size);
 #if defined(CULAYERS_EMU_RT_ASAN)
     ASAN_UNPOISON_MEMORY_REGION(reinterpret_cast<void*>(f.base), f.size);
@@ -424,7 +426,9 @@ cudaError_t release(void* p, MemKind expected, const char* api) {
 #if defined(CULAYERS_EMU_RT_ASAN)
   ASAN_POISON_MEMORY_REGION(p, size);
 #endif
-  r.quarantine.push_back(Freed{reinterpret_cast<std::uintptr_t>(p), size, api});
+  const Freed held{reinterpret_cast<std::uintptr_t>(p), size, api};
+  r.quarantine.push_back(held);
+  r.quarantined.emplace(held.base, held);
   r.quarantine_bytes += quarantine_charge(size);
   trim_quarantine(r);
   return cudaSuccess;
@@ -521,14 +525,17 @@ bool find_allocation(const void* p, std::size_t bytes, Allocation* out) {
 std::string freed_note(const void* p) {
   const auto addr = reinterpret_cast<std::uintptr_t>(p);
   const Runtime& r = rt();
-  for (auto it = r.quarantine.rbegin(); it != r.quarantine.rend(); ++it) { // the latest free first
-    if (addr >= it->base && addr - it->base < std::max<std::size_t>(it->size, 1)) {
-      return format(" (inside a %zu-byte allocation at %p, offset %zu, released by %s: use after free)",
-                    it->size, reinterpret_cast<void*>(it->base), static_cast<std::size_t>(addr - it->base),
-                    it->api);
-    }
+  // Held blocks never overlap (none is returned to the heap while held): the one starting at or below addr.
+  auto it = r.quarantined.upper_bound(addr);
+  if (it == r.quarantined.begin()) {
+    return "";
   }
-  return "";
+  const Freed& f = (--it)->second;
+  if (addr - f.base >= std::max<std::size_t>(f.size, 1)) {
+    return "";
+  }
+  return format(" (inside a %zu-byte allocation at %p, offset %zu, released by %s: use after free)", f.size,
+                reinterpret_cast<void*>(f.base), static_cast<std::size_t>(addr - f.base), f.api);
 }
 
 std::uint64_t registry_generation() {
