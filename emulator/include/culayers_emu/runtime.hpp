@@ -51,12 +51,14 @@ std::size_t device_memory_limit();
 // memory at once. Returns the previous value. Initial value from CULAYERS_EMU_QUARANTINE_MB (a decimal
 // count of MiB up to 1 TiB; anything else: the default). A process that frees much more than it keeps live
 // holds up to this many bytes of host memory more than a GPU build.
-// CULAYERS_EMU_NO_OCCUPANCY=1: cudaOccupancyMaxActiveBlocksPerMultiprocessor fails (cudaErrorNotSupported),
-// as where a runtime cannot say, so planners run on their own estimates (ctest's emulated_no_occupancy).
 std::size_t set_free_quarantine(std::size_t bytes);
 std::size_t free_quarantine();
 // Bytes the quarantine holds now, each block counted as above.
 std::size_t quarantined_bytes();
+
+// Environment only: CULAYERS_EMU_NO_OCCUPANCY=1 makes cudaOccupancyMaxActiveBlocksPerMultiprocessor fail
+// (cudaErrorNotSupported), as where a runtime cannot say, so planners run on their own estimates (ctest's
+// emulated_no_occupancy entry).
 // Whether kernel faults are also printed to stderr when they happen (default on; tests that plant
 // bugs on purpose may turn it off).
 void set_report_to_stderr(bool on);
