@@ -185,14 +185,11 @@ mkdir -p "$results_dir"
 # by a run cut off) are never overwritten. (Runs committed before this rule were renamed -run1, -run2 by
 # hand: a -run1 takes the plain name too.)
 name="$slug-$day"
-for ((run = 2; ; ++run)); do
-  taken=0
-  for f in "$results_dir/$name.md" "$results_dir/$name.json"; do
-    [[ -e "$f" ]] && taken=1
-  done
-  [[ "$name" == "$slug-$day" && -e "$results_dir/$slug-$day-run1.md" ]] && taken=1
-  ((taken)) || break
+run=2
+while [[ -e "$results_dir/$name.md" || -e "$results_dir/$name.json" ||
+  ("$name" == "$slug-$day" && -e "$results_dir/$slug-$day-run1.md") ]]; do
   name="$slug-$day-run$run"
+  run=$((run + 1))
 done
 report="$results_dir/$name.md"
 json="$results_dir/$name.json"

@@ -12,6 +12,22 @@
 #include <string>
 #include <vector>
 
+// CULAYERS_EMU_ASAN: 1 when the emulator is built with AddressSanitizer (then its interface is included).
+#if defined(__SANITIZE_ADDRESS__)
+#  define CULAYERS_EMU_ASAN 1
+#elif defined(__has_feature)
+#  if __has_feature(address_sanitizer)
+#    define CULAYERS_EMU_ASAN 1
+#  endif
+#endif
+#ifndef CULAYERS_EMU_ASAN
+#  define CULAYERS_EMU_ASAN 0
+#endif
+#if CULAYERS_EMU_ASAN
+#  include <sanitizer/asan_interface.h>
+#  include <sanitizer/common_interface_defs.h>
+#endif
+
 namespace culayers_emu::detail {
 
 // One kernel launch, with everything needed to run it later (deferred streams, graph replay).

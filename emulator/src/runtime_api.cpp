@@ -14,17 +14,6 @@
 #include <set>
 #include <thread>
 
-#if defined(__SANITIZE_ADDRESS__)
-#  define CULAYERS_EMU_RT_ASAN 1
-#elif defined(__has_feature)
-#  if __has_feature(address_sanitizer)
-#    define CULAYERS_EMU_RT_ASAN 1
-#  endif
-#endif
-#if defined(CULAYERS_EMU_RT_ASAN)
-#  include <sanitizer/asan_interface.h>
-#endif
-
 namespace culayers_emu::detail {
 struct Graph;
 }
@@ -144,8 +133,8 @@ struct Runtime {
   std::size_t active_captures = 0;
   std::size_t device_bytes = 0;                        // MemKind::kDevice only: what the memory limit counts
   std::size_t memory_limit = initial_memory_limit();   // set_device_memory_limit
-  std::deque<Freed> quarantine;                        // oldest first
-  std::map<std::uintptr_t, Freed> quarantined;         // the same blocks by address (freed_note's lookup)
+  std::deque<std::uintptr_t> quarantine;               // held blocks' addresses, oldest first
+  std::map<std::uintptr_t, Freed> quarantined;         // the held blocks by address (freed_note's lookup)
   std::size_t quarantine_bytes = 0;                    // their sizes' sum
   std::size_t quarantine_limit = initial_quarantine(); // set_free_quarantine
   Stats stats;
@@ -384,11 +373,12 @@ cudaError_t allocate_device(void** ptr, std::size_t size, const char* api) {
 /// Returns the oldest quarantined blocks to the heap until the rest fit the quarantine's limit.
 void trim_quarantine(Runtime& r) {
   while (r.quarantine_bytes > r.quarantine_limit && !r.quarantine.empty()) {
-    const Freed f = r.quarantine.front();
+    const auto held = r.quarantined.find(r.quarantine.front());
+    const Freed f = held->second;
     r.quarantine.pop_front();
-    r.quarantined.erase(f.base);
+    r.quarantined.erase(held);
     r.quarantine_bytes -= quarantine_charge(f.size);
-#if defined(CULAYERS_EMU_RT_ASAN)
+#if CULAYERS_EMU_ASAN
     ASAN_UNPOISON_MEMORY_REGION(reinterpret_cast<void*>(f.base), f.size);
 #endif
     std::free(reinterpret_cast<void*>(f.base));
@@ -423,11 +413,11 @@ cudaError_t release(void* p, MemKind expected, const char* api) {
     return cudaSuccess;
   }
   std::memset(p, kFillByte, size);
-#if defined(CULAYERS_EMU_RT_ASAN)
+#if CULAYERS_EMU_ASAN
   ASAN_POISON_MEMORY_REGION(p, size);
 #endif
   const Freed held{reinterpret_cast<std::uintptr_t>(p), size, api};
-  r.quarantine.push_back(held);
+  r.quarantine.push_back(held.base);
   r.quarantined.emplace(held.base, held);
   r.quarantine_bytes += quarantine_charge(size);
   trim_quarantine(r);
@@ -688,6 +678,11 @@ std::size_t quarantined_bytes() {
   return rt().quarantine_bytes;
 }
 
+bool occupancy_unknown() {
+  static const bool unknown = detail::env_flag("CULAYERS_EMU_NO_OCCUPANCY");
+  return unknown;
+}
+
 cudaError_t launch(const LaunchSite& site, const void* kernel, dim3 grid, dim3 block,
                    std::size_t dynamic_smem, cudaStream_t stream, std::function<void()> body,
                    const void* const* pointers, std::size_t pointer_count) {
@@ -729,14 +724,10 @@ cudaError_t launch(const LaunchSite& site, const void* kernel, dim3 grid, dim3 b
   for (std::size_t i = 0; i < pointer_count; ++i) {
     const void* p = pointers[i];
     if (p != nullptr && !detail::device_range(p, 0)) {
+      const std::string freed = detail::freed_note(p);
       return fail_api(cudaErrorIllegalAddress,
                       where() + format(": pointer argument %p is not device memory%s", p,
-                                       [&] {
-                                         const std::string freed = detail::freed_note(p);
-                                         return freed.empty() ? std::string(" (a host pointer, or freed?)")
-                                                              : freed;
-                                       }()
-                                           .c_str()));
+                                       freed.empty() ? " (a host pointer, or freed?)" : freed.c_str()));
     }
   }
   auto record = std::make_shared<detail::LaunchRecord>();
@@ -1330,11 +1321,7 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* num_blocks, const
     return emu::set_error(cudaErrorInvalidValue);
   }
   // CULAYERS_EMU_NO_OCCUPANCY: the query fails, as a runtime that cannot say (the planners' estimates).
-  static const bool unknown = [] {
-    const char* v = std::getenv("CULAYERS_EMU_NO_OCCUPANCY");
-    return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
-  }();
-  if (unknown) {
+  if (culayers_emu::occupancy_unknown()) {
     return emu::set_error(cudaErrorNotSupported);
   }
   // A plain model of an sm_90 SM: thread, block-slot and shared-memory limits (registers ignored).

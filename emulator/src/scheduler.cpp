@@ -14,20 +14,6 @@
 #include <random>
 #include <sstream>
 
-#if defined(__SANITIZE_ADDRESS__)
-#  define CULAYERS_EMU_ASAN 1
-#elif defined(__has_feature)
-#  if __has_feature(address_sanitizer)
-#    define CULAYERS_EMU_ASAN 1
-#  endif
-#endif
-#ifndef CULAYERS_EMU_ASAN
-#  define CULAYERS_EMU_ASAN 0
-#endif
-#if CULAYERS_EMU_ASAN
-#  include <sanitizer/asan_interface.h>
-#  include <sanitizer/common_interface_defs.h>
-#endif
 #if defined(CULAYERS_EMU_TSAN) && CULAYERS_EMU_TSAN
 #  include <sanitizer/tsan_interface.h>
 #  define CULAYERS_EMU_TSAN_ON 1

@@ -155,8 +155,7 @@ inline int sm_count() {
 /// Always false on a GPU.
 inline bool occupancy_unknown() {
 #if CULAYERS_TEST_EMULATED
-  const char* v = std::getenv("CULAYERS_EMU_NO_OCCUPANCY");
-  return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
+  return culayers_emu::occupancy_unknown();
 #else
   return false;
 #endif

@@ -56,9 +56,10 @@ std::size_t free_quarantine();
 // Bytes the quarantine holds now, each block counted as above.
 std::size_t quarantined_bytes();
 
-// Environment only: CULAYERS_EMU_NO_OCCUPANCY=1 makes cudaOccupancyMaxActiveBlocksPerMultiprocessor fail
-// (cudaErrorNotSupported), as where a runtime cannot say, so planners run on their own estimates (ctest's
-// emulated_no_occupancy entry).
+// Whether cudaOccupancyMaxActiveBlocksPerMultiprocessor fails (cudaErrorNotSupported), as where a runtime
+// cannot say, so planners run on their own estimates: set by CULAYERS_EMU_NO_OCCUPANCY=1 (ctest's
+// emulated_no_occupancy entry), read once.
+bool occupancy_unknown();
 // Whether kernel faults are also printed to stderr when they happen (default on; tests that plant
 // bugs on purpose may turn it off).
 void set_report_to_stderr(bool on);
