@@ -3,7 +3,10 @@
 
 #include "kernels/common/portability.cuh"
 
+#include "culayers/status.hpp"
 #include "culayers/types.hpp"
+
+#include <utility>
 
 CULAYERS_NAMESPACE_BEGIN
 namespace kernels {
@@ -39,18 +42,43 @@ CULAYERS_HD T from_float(float v) {
   return Convert<T>::from_float(v);
 }
 
+/// What a dtype dispatch returns for a dtype that is not an activation dtype, by result type: the
+/// callers validate the dtype first, so reaching this is a library defect, and it must fail loudly rather
+/// than run a kernel on the wrong element type.
+template <class R>
+struct UnknownDTypeResult;
+
+template <>
+struct UnknownDTypeResult<Status> {
+  static constexpr Status value = Status::kErrorInvalidDType;
+};
+
+template <>
+struct UnknownDTypeResult<cudaError_t> {
+  static constexpr cudaError_t value = cudaErrorInvalidValue;
+};
+
 /// Host dispatch over the activation dtypes: f(T{}) with T the C++ type of `d` (float32, float16,
-/// bfloat16; the caller validated d, anything else is taken as bfloat16).
+/// bfloat16). Any other value of `d` runs nothing and returns `unknown`.
 template <class F>
-auto with_activation_type(DType d, F&& f) -> decltype(f(float{})) {
+auto with_activation_type(DType d, F&& f, decltype(std::declval<F>()(float{})) unknown) -> decltype(unknown) {
   switch (d) {
   case DType::kFloat32:
     return f(float{});
   case DType::kFloat16:
     return f(__half{});
-  default:
+  case DType::kBFloat16:
     return f(__nv_bfloat16{});
+  default:
+    return unknown;
   }
+}
+
+/// As above for a callable returning Status (kErrorInvalidDType for another dtype) or cudaError_t
+/// (cudaErrorInvalidValue).
+template <class F>
+auto with_activation_type(DType d, F&& f) -> decltype(f(float{})) {
+  return with_activation_type(d, std::forward<F>(f), UnknownDTypeResult<decltype(f(float{}))>::value);
 }
 
 } // namespace kernels

@@ -396,11 +396,14 @@ Status make_plan(const Common& c, Planned* out) {
   // this device, block slots: the runtime's occupancy calculator; shared memory is added below), or 0
   // where the runtime cannot say.
   const auto residency = [&](Path p, int threads) {
-    return with_activation_type(c.dtype, [&](auto tag) {
-      using T = decltype(tag);
-      return c.backward ? k::residency<T, true>(p, vec, geo.cl != 0, threads)
-                        : k::residency<T, false>(p, vec, geo.cl != 0, threads);
-    });
+    return with_activation_type(
+        c.dtype,
+        [&](auto tag) {
+          using T = decltype(tag);
+          return c.backward ? k::residency<T, true>(p, vec, geo.cl != 0, threads)
+                            : k::residency<T, false>(p, vec, geo.cl != 0, threads);
+        },
+        k::Residency{});
   };
   // The estimate where the runtime cannot say: threads, and registers at `regs` per thread.
   const auto estimated_blocks = [&](int threads, std::int64_t regs) {

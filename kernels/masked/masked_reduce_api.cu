@@ -448,10 +448,13 @@ void* align_workspace(void* workspace) {
 using kernels::check_workspace;
 
 float round_to_dtype(float v, DType dtype) {
-  return kernels::with_activation_type(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    return kernels::to_float(kernels::from_float<T>(v));
-  });
+  return kernels::with_activation_type(
+      dtype,
+      [&](auto tag) {
+        using T = decltype(tag);
+        return kernels::to_float(kernels::from_float<T>(v));
+      },
+      std::numeric_limits<float>::quiet_NaN());
 }
 
 } // namespace

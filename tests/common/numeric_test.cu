@@ -286,3 +286,40 @@ TEST(CommonNumeric, RoundToNearestEvenKnownAnswers) {
 }
 
 } // namespace
+
+// The host dtype dispatch runs its callable with the activation dtype's C++ type, and for any other dtype
+// (integer dtypes, values that are not enumerators) runs nothing and returns the failure value: a caller
+// that forgot to validate gets an error, never a kernel on the wrong element type.
+TEST(CommonNumeric, DTypeDispatchRunsOnlyActivationTypes) {
+  using culayers::DType;
+  using culayers::Status;
+  const auto size_of = [](auto tag) { return static_cast<int>(sizeof(tag)); };
+  EXPECT_EQ(ck::with_activation_type(DType::kFloat32, size_of, -1), 4);
+  EXPECT_EQ(ck::with_activation_type(DType::kFloat16, size_of, -1), 2);
+  EXPECT_EQ(ck::with_activation_type(DType::kBFloat16, size_of, -1), 2);
+  EXPECT_TRUE((ck::with_activation_type(
+      DType::kBFloat16, [](auto tag) { return std::is_same<decltype(tag), __nv_bfloat16>::value; }, false)));
+  EXPECT_TRUE((ck::with_activation_type(
+      DType::kFloat16, [](auto tag) { return std::is_same<decltype(tag), __half>::value; }, false)));
+  for (const DType d :
+       {DType::kInt32, DType::kUInt8, DType::kInt64, static_cast<DType>(-1), static_cast<DType>(77)}) {
+    SCOPED_TRACE(static_cast<int>(d));
+    int runs = 0;
+    EXPECT_EQ(ck::with_activation_type(
+                  d, [&](auto) { return ++runs; }, -1),
+              -1);
+    EXPECT_EQ(ck::with_activation_type(d,
+                                       [&](auto) {
+                                         ++runs;
+                                         return Status::kSuccess;
+                                       }),
+              Status::kErrorInvalidDType);
+    EXPECT_EQ(ck::with_activation_type(d,
+                                       [&](auto) {
+                                         ++runs;
+                                         return cudaSuccess;
+                                       }),
+              cudaErrorInvalidValue);
+    EXPECT_EQ(runs, 0);
+  }
+}
