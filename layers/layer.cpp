@@ -394,6 +394,21 @@ Status Layer::call_forward(const CallContext& ctx, const ConstTensorView& x, con
   return Status::kSuccess;
 }
 
+std::size_t Layer::buffer_bytes() const noexcept {
+  std::size_t bytes = autocast_input_.bytes();
+  for (const Tensor& t : outputs_) {
+    bytes += t.bytes();
+  }
+  return bytes;
+}
+
+void Layer::release_buffers() noexcept {
+  for (Tensor& t : outputs_) {
+    t.reset(); // on the stream of the last call that used it (call_forward named it: release_on)
+  }
+  autocast_input_.reset();
+}
+
 std::vector<const Weight*> Layer::trainable_weights() const {
   std::vector<const Weight*> out;
   for (const auto& w : weights_) {

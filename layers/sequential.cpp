@@ -344,6 +344,20 @@ Status Sequential::profile(const CallContext& ctx, const ConstTensorView& x, con
   return result;
 }
 
+std::size_t Sequential::buffer_bytes() const noexcept {
+  std::size_t bytes = 0;
+  for (const auto& l : layers_) {
+    bytes += l->buffer_bytes();
+  }
+  return bytes;
+}
+
+void Sequential::release_buffers() noexcept {
+  for (const auto& l : layers_) {
+    l->release_buffers();
+  }
+}
+
 std::int64_t Sequential::count_params() const noexcept {
   std::int64_t n = 0;
   for (const auto& l : layers_) {

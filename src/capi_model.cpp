@@ -357,6 +357,22 @@ culayersStatus_t culayersModelSaveWeights(culayersModel_t model, const char* pat
                  [&]() -> culayersStatus_t { return to_c(model->model->save_weights(path, stream)); });
 }
 
+culayersStatus_t culayersModelGetBufferBytes(culayersModel_t model, size_t* bytes) {
+  if (model == nullptr || bytes == nullptr) {
+    return null_arg("culayersModelGetBufferBytes", model == nullptr ? "model" : "bytes");
+  }
+  *bytes = model->model->buffer_bytes();
+  return CULAYERS_STATUS_SUCCESS;
+}
+
+culayersStatus_t culayersModelReleaseBuffers(culayersModel_t model) {
+  if (model == nullptr) {
+    return null_arg("culayersModelReleaseBuffers", "model");
+  }
+  model->model->release_buffers();
+  return CULAYERS_STATUS_SUCCESS;
+}
+
 culayersStatus_t culayersModelGetSummary(culayersModel_t model, char* buffer, size_t capacity,
                                          size_t* length) {
   if (model == nullptr || (buffer == nullptr && capacity != 0)) {

@@ -1104,6 +1104,81 @@ TEST(Sequential, LayersOfDifferentDtypesCastBetweenThem) {
   EXPECT_EQ(std::memcmp(y1.data(), y2.data(), y1.size() * 4), 0) << "a float16 input";
 }
 
+// Tracks the bytes allocated through it and not yet freed.
+class LiveBytesAllocator final : public nn::Allocator {
+ public:
+  Status allocate(void** ptr, std::size_t bytes, cudaStream_t stream) override {
+    const Status s = nn::default_allocator().allocate(ptr, bytes, stream);
+    if (ok(s)) {
+      live += bytes;
+      ++allocations;
+    }
+    return s;
+  }
+  void deallocate(void* ptr, std::size_t bytes, cudaStream_t stream) noexcept override {
+    live -= bytes;
+    nn::default_allocator().deallocate(ptr, bytes, stream);
+  }
+  std::size_t live = 0;
+  int allocations = 0;
+};
+
+// The buffers calls keep (outputs, workspaces, the autocast buffer, which stays while later calls pass the
+// layer's own dtype) are what buffer_bytes() counts, release_buffers() hands all of them back to the
+// allocator, and the next call allocates them again and gives the same bits.
+TEST(Sequential, ReleasedBuffersGoBackAndTheNextCallMatches) {
+  auto rng = culayers::test::rng_for_test();
+  const Inputs in = make_inputs(rng);
+  std::vector<__half> xh(in.host.size());
+  for (std::size_t i = 0; i < xh.size(); ++i) {
+    xh[i] = __float2half_rn(in.host[i]);
+  }
+  DeviceBuffer<__half> xhd(xh);
+  const ConstTensorView half_view = ConstTensorView::contiguous(xhd.get(), DType::kFloat16, in.view.shape());
+  LiveBytesAllocator allocator; // before the model: the model frees its buffers through it
+  auto model = make_model(with_build_shape(demo_config("release")));
+  ASSERT_TRUE(model);
+  EXPECT_EQ(model->buffer_bytes(), 0u);
+  nn::CallContext train{};
+  train.phase = nn::Phase::kTraining;
+  train.allocator = &allocator;
+  nn::LayerOutput out{};
+  ASSERT_EQ(model->call(train, half_view, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  const std::size_t with_cast = model->buffer_bytes();
+  EXPECT_EQ(with_cast, allocator.live) << "buffer_bytes() against what the allocator handed out";
+  EXPECT_GE(with_cast, xh.size() * sizeof(float)) << "the first layer's autocast buffer";
+  // A call in the model's own dtype keeps the autocast buffer (so alternating input dtypes allocate nothing).
+  ASSERT_EQ(model->call(train, in.view, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_EQ(model->buffer_bytes(), with_cast);
+  EXPECT_EQ(allocator.live, with_cast);
+  const auto twin = make_model(with_build_shape(demo_config("release")));
+  ASSERT_TRUE(twin);
+
+  model->release_buffers();
+  EXPECT_EQ(model->buffer_bytes(), 0u);
+  EXPECT_EQ(allocator.live, 0u);
+  model->release_buffers(); // twice is fine
+  EXPECT_EQ(model->buffer_bytes(), 0u);
+
+  // The next call allocates again and matches a twin model that never released anything (same seeds: the
+  // twin runs the same two calls first, so both are at the third training call of their schedules).
+  const int before = allocator.allocations;
+  ASSERT_EQ(model->call(train, in.view, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_GT(allocator.allocations, before);
+  EXPECT_EQ(model->buffer_bytes(), allocator.live);
+  EXPECT_LT(model->buffer_bytes(), with_cast) << "no autocast buffer for a float32 input";
+  const auto got = read_back(out.y);
+  nn::CallContext twin_ctx{};
+  twin_ctx.phase = nn::Phase::kTraining;
+  nn::LayerOutput twin_out{};
+  ASSERT_EQ(twin->call(twin_ctx, half_view, {}, &twin_out), Status::kSuccess);
+  ASSERT_EQ(twin->call(twin_ctx, in.view, {}, &twin_out), Status::kSuccess);
+  ASSERT_EQ(twin->call(twin_ctx, in.view, {}, &twin_out), Status::kSuccess);
+  EXPECT_EQ(got, read_back(twin_out.y));
+  model.reset(); // frees the rest through the allocator while it is alive
+  EXPECT_EQ(allocator.live, 0u);
+}
+
 // Counts allocations and fails the one numbered `fail_at` (0-based; -1: none) with kErrorOutOfMemory.
 class FailingAllocator final : public nn::Allocator {
  public:
@@ -1261,6 +1336,24 @@ TEST(ModelCApi, LoadsRunsAndMatchesCpp) {
   std::vector<std::uint8_t> got(want.size());
   ASSERT_EQ(cudaMemcpy(got.data(), y.get(), got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
   EXPECT_EQ(got, want);
+
+  // The buffers runs keep: counted, released, allocated again by the next run with the same output.
+  size_t kept = 0;
+  ASSERT_EQ(culayersModelGetBufferBytes(handle, &kept), CULAYERS_STATUS_SUCCESS);
+  EXPECT_GT(kept, 0u);
+  ASSERT_EQ(culayersModelReleaseBuffers(handle), CULAYERS_STATUS_SUCCESS);
+  ASSERT_EQ(culayersModelGetBufferBytes(handle, &kept), CULAYERS_STATUS_SUCCESS);
+  EXPECT_EQ(kept, 0u);
+  y.upload(std::vector<float>(y.size(), -7.0f));
+  ASSERT_EQ(culayersModelRun(handle, &args, nullptr, nullptr), CULAYERS_STATUS_SUCCESS)
+      << culayersGetLastErrorMessage();
+  ASSERT_EQ(cudaMemcpy(got.data(), y.get(), got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(got, want) << "a run after releasing the buffers";
+  ASSERT_EQ(culayersModelGetBufferBytes(handle, &kept), CULAYERS_STATUS_SUCCESS);
+  EXPECT_GT(kept, 0u);
+  EXPECT_EQ(culayersModelGetBufferBytes(nullptr, &kept), CULAYERS_STATUS_NULL_POINTER);
+  EXPECT_EQ(culayersModelGetBufferBytes(handle, nullptr), CULAYERS_STATUS_NULL_POINTER);
+  EXPECT_EQ(culayersModelReleaseBuffers(nullptr), CULAYERS_STATUS_NULL_POINTER);
 
   // Errors write nothing: a too-small output, a bad phase, a wrong dtype.
   const std::vector<float> sentinel(y.size(), -7.0f);

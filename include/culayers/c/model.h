@@ -114,6 +114,16 @@ CULAYERS_API void culayersModelRunArgsInit(culayersModelRunArgs_t* args);
 CULAYERS_API culayersStatus_t culayersModelRun(culayersModel_t model, const culayersModelRunArgs_t* args,
                                                int* wrote_mask, culayersStream_t stream);
 
+/* *bytes receives the device memory the model's layers keep between runs (output buffers, workspaces,
+ * autocast buffers; weights and state not counted). */
+CULAYERS_API culayersStatus_t culayersModelGetBufferBytes(culayersModel_t model, size_t* bytes);
+
+/* Frees the buffers culayersModelGetBufferBytes counts (each ordered after the last run that used it, on
+ * that run's stream); weights and state stay. The next run allocates them again, so it is not a
+ * warmed-up run: do not capture it in a CUDA graph. For an engine that ran a larger batch, or inputs of
+ * another dtype, and wants the memory back. */
+CULAYERS_API culayersStatus_t culayersModelReleaseBuffers(culayersModel_t model);
+
 /* Writes the model's weights to a safetensors file ("<layer>/<weight>"), e.g. after training-phase calls
  * moved its statistics. Synchronizes `stream`. */
 CULAYERS_API culayersStatus_t culayersModelSaveWeights(culayersModel_t model, const char* path,

@@ -135,6 +135,16 @@ class Layer {
   [[nodiscard]] Status call(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                             LayerOutput* out);
 
+  /// Device bytes held by the buffers calls keep between calls (outputs, workspaces, the autocast
+  /// buffer); weights and the layer's own state are not counted.
+  std::size_t buffer_bytes() const noexcept;
+  /// Frees the buffers buffer_bytes() counts, each on the stream of the last call that used it (so after
+  /// that call's work); weights and state stay. The views the last call returned become invalid, and the
+  /// next call allocates its buffers again: it is not a warmed-up call (do not capture it in a CUDA graph).
+  /// For an engine that ran the layer at a larger batch, or with inputs of another dtype (the autocast
+  /// buffer stays allocated while calls pass the layer's own dtype), and wants the memory back.
+  void release_buffers() noexcept;
+
   const std::vector<std::unique_ptr<Weight>>& weights() const noexcept { return weights_; }
   std::vector<const Weight*> trainable_weights() const;
   std::vector<const Weight*> non_trainable_weights() const;

@@ -98,6 +98,13 @@ class Sequential {
   [[nodiscard]] Status profile(const CallContext& ctx, const ConstTensorView& x, const ConstTensorView& mask,
                                LayerOutput* out, std::vector<LayerTiming>* timings);
 
+  /// Device bytes the layers' calls keep between calls (Layer::buffer_bytes, summed over the layers).
+  std::size_t buffer_bytes() const noexcept;
+  /// Layer::release_buffers on every layer: the memory calls keep goes back to the allocator (ordered after
+  /// each buffer's last call), the views the last call returned become invalid, and the next call
+  /// allocates again (it is not a warmed-up call). Weights and state stay.
+  void release_buffers() noexcept;
+
   std::int64_t count_params() const noexcept;
   std::int64_t count_trainable_params() const noexcept;
   /// Keras's model.summary() table. Output shapes need a built model ("?" otherwise); the batch axis
