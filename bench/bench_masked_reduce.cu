@@ -2,6 +2,9 @@
 //   - "unfused": what a user writes, (x * mask).sum(1) / mask.sum(1): a multiply kernel writing a full
 //     float32 temporary (transposed to [B, F, T] so that CUB's segments are contiguous), CUB
 //     DeviceSegmentedReduce::Sum over it and over the mask rows, and a divide kernel (mean only);
+//   - "unfused_framework": the same expression in a framework's eager structure
+//     (bench/kernels/masked_mean_unfused.hpp): the product kept in x's dtype and layout, summed over T by a
+//     column reduction, divided (mean only; lighter than the CUB pipeline's float32 transposed temporary);
 //   - "copy": cudaMemcpyAsync device to device moving the same number of bytes (the harness's
 //     pct_of_copy counter compares every case with it as well).
 // Every configuration is verified against a CPU reference (every output, on all host cores) before it is
@@ -29,6 +32,7 @@
 #include <cuda_runtime.h>
 
 #include "bench/harness.hpp"
+#include "bench/kernels/masked_mean_unfused.hpp"
 #include "culayers/masked_reduce.hpp"
 #include "kernels/common/common.cuh"
 
@@ -148,7 +152,7 @@ const Workload kWorkloads[] = {
     {"s6_moments_f32_B2_T65536_F256", 2, 65536, 256, DType::kFloat32, mr::ReduceOp::kMoments, false},
 };
 
-enum class Variant { kOursLengths, kOursMask, kUnfused, kCopy };
+enum class Variant { kOursLengths, kOursMask, kUnfused, kUnfusedFramework, kCopy };
 
 const char* variant_name(Variant v) {
   switch (v) {
@@ -158,6 +162,8 @@ const char* variant_name(Variant v) {
     return "ours_mask";
   case Variant::kUnfused:
     return "unfused_cub";
+  case Variant::kUnfusedFramework:
+    return "unfused_framework";
   case Variant::kCopy:
     return "copy_same_bytes";
   }
@@ -404,6 +410,49 @@ void run_workload(benchmark::State& state, const Workload& w, Variant variant) {
     return;
   }
 
+  if (variant == Variant::kUnfusedFramework) {
+    UnfusedMeanProblem problem;
+    problem.dtype = w.dtype;
+    problem.x = in.x.data();
+    problem.mask = in.mask.as<std::uint8_t>();
+    problem.out = out.data();
+    problem.b = w.b;
+    problem.t = w.t;
+    problem.f = w.f;
+    const DeviceInfo& d = device_info();
+    UnfusedMeanPlan plan;
+    if (!check_status(state, unfused_mean_plan(problem, d.ok ? d.prop.multiProcessorCount : 1, &plan),
+                      "unfused_mean_plan")) {
+      return;
+    }
+    DeviceBuffer workspace(unfused_mean_workspace_bytes(problem, plan));
+    if (!check_buffer(state, workspace, "workspace")) {
+      return;
+    }
+    const TimedOp op = [&](cudaStream_t s) {
+      return unfused_masked_mean(problem, plan, workspace.data(), workspace.bytes(), s);
+    };
+    const bool verified = verify_once(state, key, [&]() -> std::string {
+      // Poisoned first: `out` may reuse memory that held a correct output of an earlier case.
+      if (cudaMemsetAsync(out.data(), 0xff, out.bytes(), stream) != cudaSuccess) {
+        return "poison fill failed";
+      }
+      if (op(stream) != Status::kSuccess) {
+        return std::string("unfused_masked_mean: ") + last_error_message();
+      }
+      if (cudaStreamSynchronize(stream) != cudaSuccess) {
+        return "unfused framework baseline failed";
+      }
+      return verify_outputs(w, in, out.data(), nullptr, nullptr);
+    });
+    if (verified) {
+      run_timed(state, bytes, op);
+      state.SetLabel("multiply (x dtype temporary), column sums over " + std::to_string(plan.splits) +
+                     " T splits, counts, divide");
+    }
+    return;
+  }
+
   if (variant == Variant::kUnfused) {
     DeviceBuffer tmp(static_cast<std::size_t>(w.b * w.t * w.f) * 4);
     DeviceBuffer sums(outs * 4);
@@ -568,9 +617,10 @@ void bench_case(benchmark::State& state, const Workload* w, Variant v) {
 
 [[maybe_unused]] const bool kRegistered = [] {
   for (const Workload& w : kWorkloads) {
-    for (Variant v : {Variant::kOursLengths, Variant::kOursMask, Variant::kUnfused, Variant::kCopy}) {
-      if (v == Variant::kUnfused && w.op != mr::ReduceOp::kMean) {
-        continue; // the multiply + reduce + divide baseline computes means
+    for (Variant v : {Variant::kOursLengths, Variant::kOursMask, Variant::kUnfused,
+                      Variant::kUnfusedFramework, Variant::kCopy}) {
+      if ((v == Variant::kUnfused || v == Variant::kUnfusedFramework) && w.op != mr::ReduceOp::kMean) {
+        continue; // the multiply + reduce + divide baselines compute means
       }
       const std::string name = std::string("masked_reduce/") + w.name + "/" + variant_name(v);
       // A fixed iteration count (about 20 ms of device time per repetition, from x's bytes): Google

@@ -134,7 +134,7 @@ bench_parts=(
 # moments, the backward's or a later replay's dropout output, the moving statistics) over the cases that have
 # them. The copies and the roofline are not in it (their checks read windows of the output).
 selftest_runs=(
-  "0" "^(group_norm/s3_N16_C256_56x56/(fp32|bf16)/(nchw|nhwc)/none/(fwd|bwd)/[a-z_]+|group_norm/s1_C320_64x64/bf16/nchw/none/(fwd|bwd)/ours_no_small|masked_reduce/s[46]_[^/]*/(ours_lengths|ours_mask|unfused_cub)|dropout_(fwd|bwd)/(ours|cudnn)/8191x4095/keep0.8731|dropout_(fwd|bwd)/ours/32x2048x1024/noise32x1x1024/keep0.9|dropout_graph/ours/[^/]*/[^/]*|batch_norm/(resnet_N32_C256_56x56/bf16/nchw|seq_B128_T512_F768/bf16/nhwc)/[a-z_]+/(ours|cudnn)|cast/8192x4096/(f32_to_bf16|f16_to_bf16)/(ours|cub))/"
+  "0" "^(group_norm/s3_N16_C256_56x56/(fp32|bf16)/(nchw|nhwc)/none/(fwd|bwd)/[a-z_]+|group_norm/s1_C320_64x64/bf16/nchw/none/(fwd|bwd)/ours_no_small|masked_reduce/s[46]_[^/]*/(ours_lengths|ours_mask|unfused_cub|unfused_framework)|dropout_(fwd|bwd)/(ours|cudnn)/8191x4095/keep0.8731|dropout_(fwd|bwd)/ours/32x2048x1024/noise32x1x1024/keep0.9|dropout_graph/ours/[^/]*/[^/]*|batch_norm/(resnet_N32_C256_56x56/bf16/nchw|seq_B128_T512_F768/bf16/nhwc)/[a-z_]+/(ours|cudnn)|cast/8192x4096/(f32_to_bf16|f16_to_bf16)/(ours|cub))/"
   "1" "^(group_norm/s3_N16_C256_56x56/bf16/nhwc/none/(fwd/(ours|naive)|bwd/(ours|naive|cudnn))|masked_reduce/s6_moments_f32_B128_T300_F1536/ours_mask|dropout_bwd/(ours|cudnn)/8191x4095/keep0.8731|dropout_graph/ours/[^/]*/[^/]*|batch_norm/resnet_N32_C256_56x56/bf16/nchw/train/(ours|cudnn))/"
   "2" "^(group_norm/s3_N16_C256_56x56/bf16/nhwc/none/(fwd/(ours|naive)|bwd/(ours|naive|cudnn))|dropout_graph/ours/[^/]*/[^/]*|batch_norm/resnet_N32_C256_56x56/bf16/nchw/train/ours)/"
 )

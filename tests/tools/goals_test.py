@@ -67,6 +67,18 @@ expect(goals.noise_mark(91.0, 90.0) != "" and goals.noise_mark(88.0, 90.0) == ""
        "noise_mark's 2 % band")
 cells = row(out, "≥ 3× the unfused CUB baseline")
 expect("11.7×" in cells[3] and cells[4] == "yes", "CUB ratio: " + cells[3])
+cells = row(out, "(not an issue target) ≥ 3× the framework-shaped")
+expect(cells[3] == "unfused_framework: missing" and cells[4] == "not measured",
+       "run 2 has no framework-shaped baseline: " + cells[3])
+# With one (a made-up time: 3.3× ours_lengths' 28.5 µs, 3.1× ours_mask's 30.2 µs), both ratios are read from it.
+with_framework = goals.load(RUN2)
+with_framework["masked_reduce/s4_mean_bf16_B128_T512_F768/unfused_framework"] = {"us": 94.05, "pct": None,
+                                                                                "bytes": None, "label": ""}
+goals.rows.clear()
+goals.masked_goals(with_framework)
+framework = [r for r in goals.rows if "framework-shaped" in r[1]]
+expect(len(framework) == 1 and "ours_lengths: 3.3×" in framework[0][2] and "ours_mask: 3.1×" in framework[0][2]
+       and framework[0][3] == "yes", f"framework ratios: {framework}")
 cells = row(out, "≥ 92 % of copy, forward and backward")
 expect(cells[4] == "yes" and "fwd/ours/8192x4096/keep0.5: 97.5 %" in cells[3], "dropout percentages: " + cells[3])
 cells = row(out, "faster than cuDNN")
