@@ -120,9 +120,11 @@ void BM_cast(benchmark::State& st, Case c, bool cub) {
     using From = decltype(from);
     using To = decltype(to);
     std::vector<From> host(static_cast<std::size_t>(n));
-    for (std::int64_t i = 0; i < n; ++i) {
-      host[static_cast<std::size_t>(i)] = Convert<float, From>{}(value_at(i));
-    }
+    parallel_for(n, 1 << 16, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t i = begin; i < end; ++i) {
+        host[static_cast<std::size_t>(i)] = Convert<float, From>{}(value_at(i));
+      }
+    });
     if (!check_cuda(st, cudaMemcpy(x.data(), host.data(), x.bytes(), cudaMemcpyHostToDevice), "upload") ||
         !check_cuda(st, cudaDeviceSynchronize(), "upload")) {
       ok = false;
@@ -157,12 +159,14 @@ void BM_cast(benchmark::State& st, Case c, bool cub) {
       if (cudaMemcpy(got.data(), y.data(), y.bytes(), cudaMemcpyDeviceToHost) != cudaSuccess) {
         return "download";
       }
+      // Every element, on all host cores: the first that differs in memory order.
       const Convert<From, To> conv{};
-      for (std::int64_t i = 0; i < n; ++i) {
+      const std::int64_t bad = first_index_where(n, 1 << 16, [&](std::int64_t i) {
         const To want = conv(host[static_cast<std::size_t>(i)]);
-        if (std::memcmp(&want, &got[static_cast<std::size_t>(i)], sizeof(To)) != 0) {
-          return "element " + std::to_string(i) + " differs from the host's conversion";
-        }
+        return std::memcmp(&want, &got[static_cast<std::size_t>(i)], sizeof(To)) != 0;
+      });
+      if (bad < n) {
+        return "element " + std::to_string(bad) + " differs from the host's conversion";
       }
       return {};
     });
