@@ -75,4 +75,9 @@ int max_dynamic_smem_attribute(const void* kernel);
 
 void count_launch_stats(std::uint64_t blocks, std::uint64_t threads, std::uint64_t switches);
 
+// Sector counting (culayers_emu::set_sector_counting): whether it is on, and one access of the current
+// kernel thread, grouped with its warp's lanes' accesses at the same line (scheduler.cpp).
+bool sector_counting_on();
+void record_sector_access(const void* p, std::size_t bytes, bool write, const char* file, int line);
+
 } // namespace culayers_emu::detail

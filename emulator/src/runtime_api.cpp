@@ -595,6 +595,9 @@ void check_global_access(const void* p, std::size_t bytes, std::size_t align, bo
                 freed.empty() ? " (host pointer or freed memory?)" : freed.c_str());
   }
   (write ? g_bytes_written : g_bytes_read).fetch_add(bytes, std::memory_order_relaxed);
+  if (sector_counting_on()) {
+    record_sector_access(p, bytes, write, file, line);
+  }
 }
 
 } // namespace detail

@@ -11,8 +11,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <atomic>
 #include <random>
 #include <sstream>
+#include <tuple>
+#include <map>
+#include <mutex>
+#include <unordered_map>
 
 #if defined(CULAYERS_EMU_TSAN) && CULAYERS_EMU_TSAN
 #  include <sanitizer/tsan_interface.h>
@@ -176,6 +181,93 @@ Pool& pool() {
     tls_pool = new Pool();
   }
   return *tls_pool;
+}
+
+// ---- sector counting --------------------------------------------------------------------------------------
+
+std::atomic<bool> g_sector_counting{false};
+std::atomic<std::uint64_t> g_sector_read_bytes{0};
+std::atomic<std::uint64_t> g_sector_read_sectors{0};
+std::atomic<std::uint64_t> g_sector_write_bytes{0};
+std::atomic<std::uint64_t> g_sector_write_sectors{0};
+
+// One warp-wide access: the k-th access of the warp's lanes at one source line, loads and stores apart.
+struct SectorKey {
+  unsigned warp;
+  const char* file;
+  int line;
+  bool write;
+  std::uint32_t k;
+  bool operator==(const SectorKey& o) const {
+    return warp == o.warp && file == o.file && line == o.line && write == o.write && k == o.k;
+  }
+};
+struct SectorKeyHash {
+  std::size_t operator()(const SectorKey& key) const {
+    std::uint64_t h = reinterpret_cast<std::uintptr_t>(key.file) * 0x9E3779B97F4A7C15ull;
+    h ^= (static_cast<std::uint64_t>(key.line) << 1 | (key.write ? 1u : 0u)) * 0xBF58476D1CE4E5B9ull;
+    h ^= (static_cast<std::uint64_t>(key.warp) << 32 | key.k) * 0x94D049BB133111EBull;
+    return static_cast<std::size_t>(h ^ (h >> 31));
+  }
+};
+struct SectorGroup {
+  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> ranges; // [begin, end) of each lane's access
+};
+// How many accesses a thread has made at one source line.
+struct SiteCount {
+  const char* file;
+  int line;
+  bool write;
+  std::uint32_t count;
+};
+// The block being run's accesses (kernels run one at a time, under the API lock, and a block's threads on
+// one OS thread: no locking).
+struct SectorTable {
+  std::vector<std::vector<SiteCount>> per_thread;
+  std::unordered_map<SectorKey, SectorGroup, SectorKeyHash> groups;
+};
+SectorTable g_sector_table;
+// Totals per source line since reset_sector_counters: (file, line, write) -> (bytes, sectors).
+std::map<std::tuple<const char*, int, bool>, std::pair<std::uint64_t, std::uint64_t>> g_sector_sites;
+
+void begin_block_sectors(unsigned threads) {
+  g_sector_table.per_thread.assign(threads, {});
+  g_sector_table.groups.clear();
+}
+
+// Charges each warp-wide access its distinct sectors.
+void end_block_sectors() {
+  std::uint64_t counts[2][2] = {}; // [write][bytes, sectors]
+  for (auto& [key, group] : g_sector_table.groups) {
+    const std::uint64_t bytes_before = counts[key.write][0];
+    const std::uint64_t sectors_before = counts[key.write][1];
+    // The union of the lanes' byte ranges (lanes reading the same bytes, a broadcast, count them once),
+    // and the sectors it covers.
+    std::sort(group.ranges.begin(), group.ranges.end());
+    std::uintptr_t end = 0;         // of the bytes counted so far
+    std::uintptr_t next_sector = 0; // sectors below it are counted
+    for (const auto& [b, e] : group.ranges) {
+      const std::uintptr_t from = std::max(b, end);
+      if (from < e) {
+        counts[key.write][0] += e - from;
+        end = e;
+      }
+      const std::uintptr_t first = std::max(b / 32, next_sector);
+      const std::uintptr_t last = (e - 1) / 32;
+      if (first <= last) {
+        counts[key.write][1] += last - first + 1;
+        next_sector = last + 1;
+      }
+    }
+    auto& site = g_sector_sites[std::make_tuple(key.file, key.line, key.write)];
+    site.first += counts[key.write][0] - bytes_before;
+    site.second += counts[key.write][1] - sectors_before;
+  }
+  g_sector_table.groups.clear();
+  g_sector_read_bytes += counts[0][0];
+  g_sector_read_sectors += counts[0][1];
+  g_sector_write_bytes += counts[1][0];
+  g_sector_write_sectors += counts[1][1];
 }
 
 void Worker::yield() {
@@ -543,10 +635,17 @@ std::uint64_t Block::run(const LaunchRecord& launch, uint3 block_idx, unsigned c
 #if CULAYERS_EMU_TSAN_ON
   __tsan_release(start_sync_object());
 #endif
+  const bool sectors = g_sector_counting.load(std::memory_order_relaxed);
+  if (sectors) {
+    begin_block_sectors(launch.block.x * launch.block.y * launch.block.z);
+  }
   const std::uint64_t switches = run_threads(launch, block_idx, smem, state);
 #if CULAYERS_EMU_TSAN_ON
   __tsan_acquire(end_sync_object());
 #endif
+  if (sectors) {
+    end_block_sectors();
+  }
   return switches;
 }
 
@@ -809,4 +908,64 @@ cudaError_t execute_launch(const LaunchRecord& launch) {
   return result;
 }
 
+bool sector_counting_on() {
+  return g_sector_counting.load(std::memory_order_relaxed);
+}
+
+void record_sector_access(const void* p, std::size_t bytes, bool write, const char* file, int line) {
+  if (tls_worker == nullptr || bytes == 0) {
+    return;
+  }
+  const unsigned i = tls_worker->index;
+  if (i >= g_sector_table.per_thread.size()) {
+    return; // counting was switched on while this block ran
+  }
+  std::vector<SiteCount>& sites = g_sector_table.per_thread[i];
+  std::uint32_t k = 0;
+  auto it = std::find_if(sites.begin(), sites.end(), [&](const SiteCount& c) {
+    return c.file == file && c.line == line && c.write == write;
+  });
+  if (it == sites.end()) {
+    sites.push_back(SiteCount{file, line, write, 1});
+  } else {
+    k = it->count++;
+  }
+  SectorGroup& g = g_sector_table.groups[SectorKey{i / kWarpSize, file, line, write, k}];
+  const auto addr = reinterpret_cast<std::uintptr_t>(p);
+  g.ranges.emplace_back(addr, addr + bytes);
+}
+
 } // namespace culayers_emu::detail
+
+namespace culayers_emu {
+
+void set_sector_counting(bool on) {
+  detail::g_sector_counting = on;
+}
+bool sector_counting() {
+  return detail::g_sector_counting.load();
+}
+SectorCounters sector_counters() {
+  return {detail::g_sector_read_bytes.load(), detail::g_sector_read_sectors.load(),
+          detail::g_sector_write_bytes.load(), detail::g_sector_write_sectors.load()};
+}
+std::vector<SectorSite> sector_sites() {
+  std::lock_guard<std::recursive_mutex> lock(detail::api_mutex());
+  std::vector<SectorSite> out;
+  for (const auto& [key, v] : detail::g_sector_sites) {
+    out.push_back(SectorSite{std::get<0>(key), std::get<1>(key), std::get<2>(key), v.first, v.second});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const SectorSite& a, const SectorSite& b) { return a.bytes > b.bytes; });
+  return out;
+}
+void reset_sector_counters() {
+  std::lock_guard<std::recursive_mutex> lock(detail::api_mutex());
+  detail::g_sector_sites.clear();
+  detail::g_sector_read_bytes = 0;
+  detail::g_sector_read_sectors = 0;
+  detail::g_sector_write_bytes = 0;
+  detail::g_sector_write_sectors = 0;
+}
+
+} // namespace culayers_emu

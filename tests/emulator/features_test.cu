@@ -375,5 +375,89 @@ TEST(EmulatorFeatures, FaultIsReportedOnceAndLaterLaunchesRun) {
   EXPECT_EQ(finish(CULAYERS_LAUNCH(nop_kernel, 1, 64, 0, nullptr, p.get())), cudaSuccess);
 }
 
+// ---- sector counting
+// ---------------------------------------------------------------------------------------
+
+namespace ck = culayers::kernels;
+
+// What one kernel asked of the memory system, with sector counting on.
+template <class Launch>
+culayers_emu::SectorCounters sectors_of(Launch&& launch) {
+  culayers_emu::reset_sector_counters();
+  culayers_emu::set_sector_counting(true);
+  const cudaError_t e = finish(launch());
+  culayers_emu::set_sector_counting(false);
+  EXPECT_EQ(e, cudaSuccess);
+  return culayers_emu::sector_counters();
+}
+
+// mode 0: lane i loads float i (4 sectors per warp); 1: float 8 i (32 sectors); 2: float4 i (16 sectors);
+// 3: float i four times at one line (4 sectors each time: the k-th accesses are separate instructions);
+// 4: lanes below 16 load float i (2 sectors); 5: every lane loads float 0 (a broadcast: 4 bytes, 1 sector);
+// every mode stores one float per lane, consecutive.
+CULAYERS_GLOBAL void sector_kernel(const float* x, float* y, int mode) {
+  const int i = static_cast<int>(threadIdx.x);
+  float v = 0.0f;
+  if (mode == 0) {
+    v = ck::load(x + i);
+  } else if (mode == 1) {
+    v = ck::load(x + 8 * i);
+  } else if (mode == 2) {
+    const ck::Vec<float, 4> w = ck::load_vec<4>(x + 4 * i);
+    v = w[0] + w[1] + w[2] + w[3];
+  } else if (mode == 3) {
+    for (int k = 0; k < 4; ++k) {
+      v += ck::load(x + i);
+    }
+  } else if (mode == 4 && i < 16) {
+    v = ck::load(x + i);
+  } else if (mode == 5) {
+    v = ck::load(x);
+  }
+  ck::store(y + i, v);
+}
+
+TEST(EmulatorFeatures, SectorCountingGroupsAWarpsAccesses) {
+  DeviceBuffer<float> x(32 * 8);
+  DeviceBuffer<float> y(64);
+  const auto run = [&](int mode, unsigned threads) {
+    return sectors_of([&] {
+      return CULAYERS_LAUNCH(sector_kernel, dim3(1), dim3(threads), 0, nullptr, x.get(), y.get(), mode);
+    });
+  };
+  struct Expect {
+    int mode;
+    std::uint64_t read_bytes, read_sectors;
+  };
+  for (const Expect& e : {Expect{0, 128, 4}, Expect{1, 128, 32}, Expect{2, 512, 16}, Expect{3, 512, 16},
+                          Expect{4, 64, 2}, Expect{5, 4, 1}}) {
+    SCOPED_TRACE(e.mode);
+    const culayers_emu::SectorCounters c = run(e.mode, 32);
+    EXPECT_EQ(c.read_bytes, e.read_bytes);
+    EXPECT_EQ(c.read_sectors, e.read_sectors);
+    EXPECT_EQ(c.write_bytes, 128u);
+    EXPECT_EQ(c.write_sectors, 4u);
+  }
+  // Two warps: each warp's accesses are its own instructions (mode 3: 4 loads of 4 sectors each per warp).
+  const culayers_emu::SectorCounters two = run(3, 64);
+  EXPECT_EQ(two.read_sectors, 2u * 16u);
+  EXPECT_EQ(two.write_sectors, 8u);
+  // Per source line: mode 1's load line (32 sectors for 128 bytes) and the store line, most bytes first.
+  run(1, 32);
+  const std::vector<culayers_emu::SectorSite> sites = culayers_emu::sector_sites();
+  ASSERT_EQ(sites.size(), 2u);
+  EXPECT_TRUE(sites[0].bytes == 128u && sites[1].bytes == 128u);
+  for (const culayers_emu::SectorSite& site : sites) {
+    EXPECT_NE(std::string(site.file).find("features_test"), std::string::npos) << site.file;
+    EXPECT_EQ(site.sectors, site.write ? 4u : 32u) << site.line;
+  }
+  EXPECT_NE(sites[0].line, sites[1].line);
+  // Off: nothing counted.
+  culayers_emu::reset_sector_counters();
+  CULAYERS_ASSERT_CUDA(
+      finish(CULAYERS_LAUNCH(sector_kernel, dim3(1), dim3(32), 0, nullptr, x.get(), y.get(), 0)));
+  EXPECT_EQ(culayers_emu::sector_counters().read_sectors, 0u);
+}
+
 } // namespace
 } // namespace culayers::test

@@ -170,6 +170,52 @@ inline std::uint64_t emulated_blocks() {
 #endif
 }
 
+#if CULAYERS_TEST_EMULATED
+/// How coalesced the global accesses of what `body` enqueues and runs are
+/// (culayers_emu::set_sector_counting): the bytes moved per byte of the 32-byte sectors each warp-wide access
+/// touches, loads and stores apart (1 = fully coalesced; 0.25 = each warp access uses a quarter of what it
+/// fetches), overall and per source line. Emulated build only.
+struct Coalescing {
+  double read = 1.0;
+  double write = 1.0;
+  culayers_emu::SectorCounters counters{};
+  std::vector<culayers_emu::SectorSite> sites; // most bytes first
+};
+inline double sector_efficiency(std::uint64_t bytes, std::uint64_t sectors) {
+  return sectors == 0 ? 1.0 : static_cast<double>(bytes) / (32.0 * static_cast<double>(sectors));
+}
+template <class Body>
+Coalescing measure_coalescing(Body&& body) {
+  culayers_emu::reset_sector_counters();
+  culayers_emu::set_sector_counting(true);
+  body();
+  (void)cudaDeviceSynchronize();
+  culayers_emu::set_sector_counting(false);
+  Coalescing c;
+  c.counters = culayers_emu::sector_counters();
+  c.sites = culayers_emu::sector_sites();
+  c.read = sector_efficiency(c.counters.read_bytes, c.counters.read_sectors);
+  c.write = sector_efficiency(c.counters.write_bytes, c.counters.write_sectors);
+  return c;
+}
+/// Every source line that moves at least `share` of the loads' (stores') bytes uses at least `min_read`
+/// (`min_write`) of the sectors its warp accesses touch: the accesses that carry the op's tensors, not the
+/// small per-group or per-chunk arrays (whose sectors a shape small enough for the emulator makes look
+/// large).
+inline void expect_coalesced(const Coalescing& c, double min_read, double min_write, const std::string& what,
+                             double share = 0.05) {
+  for (const culayers_emu::SectorSite& s : c.sites) {
+    const std::uint64_t total = s.write ? c.counters.write_bytes : c.counters.read_bytes;
+    if (static_cast<double>(s.bytes) < share * static_cast<double>(total)) {
+      continue;
+    }
+    EXPECT_GE(sector_efficiency(s.bytes, s.sectors), s.write ? min_write : min_read)
+        << what << ": " << (s.write ? "stores" : "loads") << " at " << s.file << ":" << s.line << " move "
+        << s.bytes << " bytes in " << s.sectors << " sectors";
+  }
+}
+#endif
+
 /// Emulated build: the emulator's schedule seed (the order in which lanes and warps run between sync
 /// points, and blocks in a grid) for this object's lifetime, the previous one restored after; a no-op on a
 /// GPU. Repeat-run tests make their second run under another seed, so a result that depends on thread timing

@@ -18,6 +18,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace culayers_emu {
 
@@ -91,6 +92,36 @@ struct ByteCounters {
 };
 ByteCounters byte_counters();
 void reset_byte_counters();
+
+// Global-memory sectors (off by default: it costs a table entry per access). With counting on, every access
+// through the helpers is grouped with the accesses the other lanes of its warp make at the same source line
+// for the same time (the k-th access of each lane at that line: one warp-wide instruction on a GPU, whose
+// lanes run in lockstep through a loop), and each such group is charged the distinct 32-byte sectors it
+// touches, the unit a GPU's L1 / L2 fetches from DRAM, and the distinct bytes its lanes asked for (lanes
+// reading the same bytes, a broadcast, count them once). bytes / (32 x sectors) is the accesses' coalescing
+// efficiency: 1 when a warp's lanes read consecutive bytes (4-byte loads by 32 lanes, 16-byte vectors),
+// 1/8 for 4-byte loads 32 bytes apart. It says nothing of reuse across instructions or warps (L1 / L2
+// hits), only what each instruction asks of the memory system.
+struct SectorCounters {
+  std::uint64_t read_bytes = 0;
+  std::uint64_t read_sectors = 0;
+  std::uint64_t write_bytes = 0;
+  std::uint64_t write_sectors = 0;
+};
+void set_sector_counting(bool on);
+bool sector_counting();
+SectorCounters sector_counters();
+// The same per source line of the accesses (the kernel line that called the load / store helper), the
+// lines moving the most bytes first: which access of which kernel wastes sectors.
+struct SectorSite {
+  const char* file;
+  int line;
+  bool write;
+  std::uint64_t bytes;
+  std::uint64_t sectors;
+};
+std::vector<SectorSite> sector_sites();
+void reset_sector_counters();
 
 struct Stats {
   std::uint64_t launches = 0;         // kernels executed

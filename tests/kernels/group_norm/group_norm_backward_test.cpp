@@ -1205,6 +1205,54 @@ TEST(GroupNormBackward, ByteModelCachedPaths) {
   }
 }
 
+// Coalescing (the emulator's sector model, culayers::test::expect_coalesced): every load and store line that
+// moves x, dy or dx (at least 5 % of the loads' or stores' bytes) uses at least 95 % of the 32-byte sectors
+// its warp accesses touch, with and without dgamma / dbeta, on the paths that carry the benchmark shapes:
+// channels first with 1024-position rows (block and split), channels last with C = 64 (warp, block: a
+// 128-byte row per warp access) and on the tile path (C = 64 and 320). Measured: 1.0 for each such line.
+// (The per-group and per-chunk arrays read 4 bytes per lane, 1/8 of their sectors; they are under 3 % of
+// the bytes. The channels-last block path with C / G = 10, C = 320, reads 0.41: not held, see
+// docs/performance.md section 5.)
+TEST(GroupNormBackward, CoalescedAccesses) {
+  auto rng = rng_for_test();
+  using T = __nv_bfloat16;
+  struct Case {
+    const char* name;
+    Layout layout;
+    std::int64_t c, g, spatial;
+    Tuning tuning;
+    Path expect;
+  };
+  const Case cases[] = {
+      {"nchw block 32x32", Layout::kChannelsFirst, 64, 32, 1024, forced(Path::kBlock), Path::kBlock},
+      {"nchw split 32x32", Layout::kChannelsFirst, 64, 32, 1024, with_splits(4), Path::kSplit},
+      {"nhwc warp C64", Layout::kChannelsLast, 64, 4, 49, forced(Path::kWarp), Path::kWarp},
+      {"nhwc block C64", Layout::kChannelsLast, 64, 4, 49, forced(Path::kBlock), Path::kBlock},
+      {"nhwc tile C64", Layout::kChannelsLast, 64, 8, 200, tile(64), Path::kTile},
+      {"nhwc tile C320", Layout::kChannelsLast, 320, 32, 256, tile(64), Path::kTile},
+  };
+  for (const Case& k : cases) {
+    for (bool params : {false, true}) {
+      Config c;
+      c.layout = k.layout;
+      c.batch = 2;
+      c.channels = k.c;
+      c.groups = k.g;
+      c.spatial = k.spatial;
+      c.dgamma = params;
+      c.dbeta = params;
+      c.tuning = k.tuning;
+      c.expect = k.expect;
+      const Inputs<T> in = make_inputs<T>(c, rng);
+      Result<T> got;
+      const culayers::test::Coalescing co =
+          culayers::test::measure_coalescing([&] { got = run_backward(c, in); });
+      EXPECT_EQ(got.path, c.expect) << k.name;
+      culayers::test::expect_coalesced(co, 0.95, 0.95, std::string(k.name) + (params ? " dgamma dbeta" : ""));
+    }
+  }
+}
+
 // The tile path reads x and dy exactly twice each (sums, then dx) and writes dx once. From the kernels
 // (float32 C = 16, G = 2: N = 4, V = 4 vectors per row, 2 per group, k = 64, 256 threads; 1024 rows in T = 2
 // tiles of 512; no gamma / beta / mask):

@@ -73,6 +73,7 @@ struct Config {
   bool indices = true; // max/min only
   int x_offset = 0;    // elements: misaligned views
   int out_offset = 0;  // elements, of out, mean, variance and indices
+  int mask_offset = 0; // bytes: a mask view that is not aligned to the narrow lanes' vectors
   bool error_counter = true;
 };
 
@@ -117,7 +118,9 @@ Result<T> run_forward(const Config& c, const std::vector<T>& x, const tm::Validi
   std::vector<T> x_host(static_cast<std::size_t>(c.x_offset) + x.size() + 1);
   std::copy(x.begin(), x.end(), x_host.begin() + c.x_offset);
   DeviceBuffer<T> d_x(x_host);
-  DeviceBuffer<std::uint8_t> d_mask(v.mask.empty() ? std::vector<std::uint8_t>{0} : v.mask);
+  std::vector<std::uint8_t> mask_host(static_cast<std::size_t>(c.mask_offset) + v.mask.size() + 1, 0);
+  std::copy(v.mask.begin(), v.mask.end(), mask_host.begin() + c.mask_offset);
+  DeviceBuffer<std::uint8_t> d_mask(mask_host);
   DeviceBuffer<std::int32_t> d_len(v.lengths.empty() ? std::vector<std::int32_t>{0} : v.lengths);
   const std::size_t n_out = static_cast<std::size_t>(c.outer * c.inner);
   DeviceBuffer<T> d_out(n_out + static_cast<std::size_t>(c.out_offset) + 1);
@@ -142,7 +145,7 @@ Result<T> run_forward(const Config& c, const std::vector<T>& x, const tm::Validi
   a.reduce = c.reduce;
   a.inner = c.inner;
   a.validity = c.validity;
-  a.mask = c.validity == Validity::kMask ? d_mask.get() : nullptr;
+  a.mask = c.validity == Validity::kMask ? d_mask.get() + c.mask_offset : nullptr;
   a.lengths = c.validity == Validity::kLengths ? d_len.get() : nullptr;
   a.length_errors = c.validity == Validity::kLengths && c.error_counter ? d_err.get() : nullptr;
   if (c.op == ReduceOp::kMoments) {
@@ -495,6 +498,30 @@ TYPED_TEST(MaskedReduceForwardTyped, MisalignedViewsUseScalars) {
         c.x_offset = x_offset;
         c.out_offset = out_offset;
         run_and_check(c, x, v, x_offset == 1 ? s.expect : Path::kAuto);
+      }
+    }
+  }
+}
+
+// The narrow path reads a lane's N mask bytes in one access when the mask rows are N-byte aligned, else one
+// byte at a time: both against the reference, with mask bytes other than 1 marking valid steps, and with
+// rows that end inside a lane's last piece.
+TYPED_TEST(MaskedReduceForwardTyped, NarrowMaskVectorsAndMisalignedMasks) {
+  using T = TypeParam;
+  auto rng = rng_for_test();
+  for (const std::int64_t reduce : {512, 72}) {
+    const std::int64_t outer = 7;
+    const std::vector<T> x = tm::exact_values<T>(rng, static_cast<std::size_t>(outer * reduce));
+    tm::ValidityData v = tm::make_validity(rng, Validity::kMask, outer, reduce);
+    for (std::size_t i = 0; i < v.mask.size(); i += 3) {
+      v.mask[i] = v.mask[i] != 0 ? static_cast<std::uint8_t>(1 + i % 200) : 0;
+    }
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax, ReduceOp::kMoments}) {
+      for (const int mask_offset : {0, 1, 4}) {
+        Config c = make_config(op, Validity::kMask, outer, reduce, 1, pinned());
+        c.mask_offset = mask_offset;
+        SCOPED_TRACE("mask offset " + std::to_string(mask_offset));
+        run_and_check(c, x, v, Path::kNarrow);
       }
     }
   }
@@ -1296,6 +1323,45 @@ TEST(MaskedReduceForward, ByteModelReadsXOnce) {
         << "values read once, counts once per column block";
   }
 }
+// Coalescing (the emulator's sector model, culayers::test::expect_coalesced): every load line that moves at
+// least 5 % of the loads' bytes (x, and the mask on the narrow path) uses at least 90 % of the 32-byte
+// sectors its warp accesses touch on the wide, narrow and split paths with vector rows, every op and
+// validity (measured 0.93-1.0). The narrow path's mask bytes are read N per access (0.30 with one byte
+// per access). Stores are not held to it: the outputs are R times smaller than x, and max / moments write
+// several arrays per column (0.5-0.98 measured). Not held either: rows of an odd width (inner 65 on the
+// wide path, 3 on the narrow one: 0.27-0.53, scalar accesses). (Overall ratios move with the random
+// lengths: the split path's partials, 1/8 of their sectors, weigh more when few steps are valid.)
+TEST(MaskedReduceForward, CoalescedLoads) {
+  auto rng = rng_for_test();
+  using T = __nv_bfloat16;
+  struct Case {
+    std::int64_t outer, reduce, inner;
+    mr::Tuning tuning;
+    Path expect;
+  };
+  const Case cases[] = {
+      {4, 40, 768, forced(Path::kWide), Path::kWide},
+      {4, 40, 256, forced(Path::kWide), Path::kWide},
+      {64, 512, 1, pinned(), Path::kNarrow},
+      {2, 400, 64, with_splits(4), Path::kSplit},
+  };
+  for (const Case& k : cases) {
+    for (ReduceOp op : {ReduceOp::kMean, ReduceOp::kMax, ReduceOp::kMoments}) {
+      for (Validity validity : {Validity::kMask, Validity::kLengths}) {
+        const std::vector<T> x =
+            tm::exact_values<T>(rng, static_cast<std::size_t>(k.outer * k.reduce * k.inner));
+        const tm::ValidityData v = tm::make_validity(rng, validity, k.outer, k.reduce);
+        Config c = make_config(op, validity, k.outer, k.reduce, k.inner, k.tuning);
+        Result<T> got;
+        const culayers::test::Coalescing co =
+            culayers::test::measure_coalescing([&] { got = run_forward(c, x, v); });
+        EXPECT_EQ(got.path, k.expect) << describe(c);
+        culayers::test::expect_coalesced(co, 0.9, 0.0, describe(c));
+      }
+    }
+  }
+}
+
 // Wave balance (Tuning step 4): 20 rows of one column block for 8192 / 512 = 16 resident 512-thread blocks
 // would take two waves; the plan drops to 384-thread blocks (21 slots, one wave): 8 vectors x 48 lanes in
 // 16-bit types, 16 x 24 in float32. Read from the emulator's launch counters; results still checked.
