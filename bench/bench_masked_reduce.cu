@@ -420,9 +420,9 @@ void run_workload(benchmark::State& state, const Workload& w, Variant variant) {
     problem.t = w.t;
     problem.f = w.f;
     const DeviceInfo& d = device_info();
+    const int sms = d.ok ? d.prop.multiProcessorCount : 1;
     UnfusedMeanPlan plan;
-    if (!check_status(state, unfused_mean_plan(problem, d.ok ? d.prop.multiProcessorCount : 1, &plan),
-                      "unfused_mean_plan")) {
+    if (!check_status(state, unfused_mean_plan(problem, sms, &plan), "unfused_mean_plan")) {
       return;
     }
     DeviceBuffer workspace(unfused_mean_workspace_bytes(problem, plan));
@@ -430,7 +430,7 @@ void run_workload(benchmark::State& state, const Workload& w, Variant variant) {
       return;
     }
     const TimedOp op = [&](cudaStream_t s) {
-      return unfused_masked_mean(problem, plan, workspace.data(), workspace.bytes(), s);
+      return unfused_masked_mean(problem, workspace.data(), workspace.bytes(), sms, s);
     };
     const bool verified = verify_once(state, key, [&]() -> std::string {
       // Poisoned first: `out` may reuse memory that held a correct output of an earlier case.

@@ -217,18 +217,14 @@ Status BatchNormalization::do_call(const CallContext& ctx, const ConstTensorView
   if (!ok(moments_ok)) {
     (void)set_error(moments_ok, "%s", message_before.c_str());
   }
-  // The workspace slot only grows: its size depends on the device and on x's alignment, not only on the
-  // shape, and a warmed-up call must not reallocate.
-  const auto needed = ok(moments_ok) ? static_cast<std::int64_t>(masked_reduce::workspace_size(m)) : 0;
+  // The workspace slot only grows (workspace_buffer): its size depends on the device and on x's alignment,
+  // not only on the shape, and a warmed-up call must not reallocate.
   void* workspace = nullptr;
-  if (needed > 0 || workspace_capacity_ > 0) {
-    const std::int64_t bytes = needed > workspace_capacity_ ? needed : workspace_capacity_;
-    Tensor* t = nullptr;
-    if (Status s = output_buffer(ctx, kSlotWorkspace, Shape{bytes}, DType::kUInt8, &t); !ok(s)) {
-      return s;
-    }
-    workspace = t->data();
-    workspace_capacity_ = bytes;
+  std::size_t workspace_bytes = 0;
+  if (Status s = workspace_buffer(ctx, kSlotWorkspace, ok(moments_ok) ? masked_reduce::workspace_size(m) : 0,
+                                  &workspace, &workspace_bytes);
+      !ok(s)) {
+    return s;
   }
 
   const Weight* gamma = find_weight("gamma");
@@ -271,9 +267,7 @@ Status BatchNormalization::do_call(const CallContext& ctx, const ConstTensorView
   if (batch_statistics) {
     // inner = 0: no element; the merge alone writes mean 0, variance 0, count 0 without reading.
     if (inner != 0) {
-      if (Status s =
-              masked_reduce::run(m, workspace, static_cast<std::size_t>(workspace_capacity_), ctx.stream);
-          !ok(s)) {
+      if (Status s = masked_reduce::run(m, workspace, workspace_bytes, ctx.stream); !ok(s)) {
         return set_error(s, "%s: %s", n, last_error_message());
       }
     }

@@ -149,21 +149,15 @@ Status GroupNormalization::do_call(const CallContext& ctx, const ConstTensorView
   if (Status s = group_norm::can_implement(a); !ok(s)) {
     return set_error(s, "%s: %s", n, last_error_message());
   }
-  // The workspace slot only grows, so a warmed-up call never reallocates it (the size depends on the
-  // device and on the pointers' alignment, not only on the shape).
-  const auto needed = static_cast<std::int64_t>(group_norm::workspace_size(a));
+  // The workspace slot only grows (workspace_buffer), so a warmed-up call never reallocates it (the size
+  // depends on the device and on the pointers' alignment, not only on the shape).
   void* workspace = nullptr;
-  if (needed > 0 || workspace_capacity_ > 0) {
-    const std::int64_t bytes = needed > workspace_capacity_ ? needed : workspace_capacity_;
-    Tensor* t = nullptr;
-    if (Status s = output_buffer(ctx, 1, Shape{bytes}, DType::kUInt8, &t); !ok(s)) {
-      return s;
-    }
-    workspace = t->data();
-    workspace_capacity_ = bytes;
-  }
-  if (Status s = group_norm::run(a, workspace, static_cast<std::size_t>(workspace_capacity_), ctx.stream);
+  std::size_t workspace_bytes = 0;
+  if (Status s = workspace_buffer(ctx, 1, group_norm::workspace_size(a), &workspace, &workspace_bytes);
       !ok(s)) {
+    return s;
+  }
+  if (Status s = group_norm::run(a, workspace, workspace_bytes, ctx.stream); !ok(s)) {
     return set_error(s, "%s: %s", n, last_error_message());
   }
   out->y = ConstTensorView::contiguous(y, x.dtype(), shape);

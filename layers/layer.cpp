@@ -520,6 +520,27 @@ void Layer::add_call_step(std::string name, UpdateOp op) {
   call_steps_.push_back(Update{std::move(name), std::move(op)});
 }
 
+Status Layer::workspace_buffer(const CallContext& ctx, int slot, std::size_t needed, void** data,
+                               std::size_t* bytes) {
+  *data = nullptr;
+  *bytes = 0;
+  const std::size_t have = slot >= 0 && static_cast<std::size_t>(slot) < outputs_.size()
+                               ? outputs_[static_cast<std::size_t>(slot)].bytes()
+                               : 0;
+  const std::size_t want = needed > have ? needed : have;
+  if (want == 0) {
+    return Status::kSuccess;
+  }
+  Tensor* t = nullptr;
+  if (Status s = output_buffer(ctx, slot, Shape{static_cast<std::int64_t>(want)}, DType::kUInt8, &t);
+      !ok(s)) {
+    return s;
+  }
+  *data = t->data();
+  *bytes = t->bytes();
+  return Status::kSuccess;
+}
+
 Status Layer::output_buffer(const CallContext& ctx, int slot, const Shape& shape, DType dtype, Tensor** out) {
   if (slot < 0 || out == nullptr) {
     return set_error(Status::kErrorInvalidValue, "%s: output_buffer: bad slot or null out", name_.c_str());

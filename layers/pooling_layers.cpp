@@ -140,24 +140,13 @@ Status MaskedGlobalPooling1D::do_call(const CallContext& ctx, const ConstTensorV
   // The workspace slot only grows: its size follows x's alignment (the vector width), so same-shape calls
   // with differently aligned inputs would otherwise reallocate it (an allocation in a warmed-up call, an
   // error under graph capture), as GroupNormalization and BatchNormalization avoid the same way.
-  const auto needed = static_cast<std::int64_t>(masked_reduce::workspace_size(args));
   void* workspace = nullptr;
-  if (needed > 0 || workspace_capacity_ > 0) {
-    const std::int64_t bytes = needed > workspace_capacity_ ? needed : workspace_capacity_;
-    Tensor* w = nullptr;
-    if (Status s = output_buffer(ctx, 1, Shape{bytes}, DType::kUInt8, &w); !ok(s)) {
-      return s;
-    }
-    workspace_capacity_ = bytes;
-    workspace = w->data();
-    // Growing to slot 1 may have moved the tensor behind `y` (its memory stays where it was).
-    if (Status s = output_buffer(ctx, 0, out_shape, dtype(), &y); !ok(s)) {
-      return s;
-    }
-  }
-  if (Status s =
-          masked_reduce::run(args, workspace, static_cast<std::size_t>(workspace_capacity_), ctx.stream);
+  std::size_t workspace_bytes = 0;
+  if (Status s = workspace_buffer(ctx, 1, masked_reduce::workspace_size(args), &workspace, &workspace_bytes);
       !ok(s)) {
+    return s;
+  }
+  if (Status s = masked_reduce::run(args, workspace, workspace_bytes, ctx.stream); !ok(s)) {
     return set_error(s, "%s: %s", name().c_str(), last_error_message());
   }
   out->y = y->view();

@@ -190,10 +190,6 @@ cudaError_t launch_as(const UnfusedMeanProblem& p, const UnfusedMeanPlan& plan, 
                          stream, partial, counts, static_cast<T*>(p.out), p.b, p.f, plan.splits);
 }
 
-bool is_float_type(DType d) {
-  return d == DType::kFloat32 || d == DType::kFloat16 || d == DType::kBFloat16;
-}
-
 } // namespace
 
 Status unfused_mean_plan(const UnfusedMeanProblem& p, int sm_count, UnfusedMeanPlan* plan) {
@@ -203,7 +199,7 @@ Status unfused_mean_plan(const UnfusedMeanProblem& p, int sm_count, UnfusedMeanP
                              static_cast<long long>(p.b), static_cast<long long>(p.t),
                              static_cast<long long>(p.f), sm_count);
   }
-  if (!is_float_type(p.dtype)) {
+  if (!is_floating_point(p.dtype)) {
     return detail::set_error(Status::kErrorInvalidValue, "unfused_masked_mean: dtype: not a float type");
   }
   if (p.b > 65535) {
@@ -234,8 +230,12 @@ std::size_t unfused_mean_workspace_bytes(const UnfusedMeanProblem& p, const Unfu
          aligned(n(plan.splits) * n(p.b) * n(p.f) * 4) + aligned(n(p.b) * 4);
 }
 
-Status unfused_masked_mean(const UnfusedMeanProblem& p, const UnfusedMeanPlan& plan, void* workspace,
-                           std::size_t workspace_bytes, cudaStream_t stream) {
+Status unfused_masked_mean(const UnfusedMeanProblem& p, void* workspace, std::size_t workspace_bytes,
+                           int sm_count, cudaStream_t stream) {
+  UnfusedMeanPlan plan;
+  if (Status s = unfused_mean_plan(p, sm_count, &plan); s != Status::kSuccess) {
+    return s;
+  }
   if (p.b == 0 || p.f == 0) {
     return Status::kSuccess;
   }

@@ -63,9 +63,10 @@ Status unfused_mean_plan(const UnfusedMeanProblem& p, int sm_count, UnfusedMeanP
 /// counts (B ints), each 256-byte aligned.
 std::size_t unfused_mean_workspace_bytes(const UnfusedMeanProblem& p, const UnfusedMeanPlan& plan);
 
-/// Runs the four kernels on `stream`. workspace: unfused_mean_workspace_bytes bytes, 256-byte aligned.
-Status unfused_masked_mean(const UnfusedMeanProblem& p, const UnfusedMeanPlan& plan, void* workspace,
-                           std::size_t workspace_bytes, cudaStream_t stream);
+/// Plans p for sm_count SMs (unfused_mean_plan) and runs the four kernels on `stream`. workspace:
+/// unfused_mean_workspace_bytes for that plan, 256-byte aligned.
+Status unfused_masked_mean(const UnfusedMeanProblem& p, void* workspace, std::size_t workspace_bytes,
+                           int sm_count, cudaStream_t stream);
 
 } // namespace bench
 } // namespace culayers

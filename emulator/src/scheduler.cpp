@@ -14,6 +14,7 @@
 #include <atomic>
 #include <random>
 #include <sstream>
+#include <string>
 #include <tuple>
 #include <map>
 #include <mutex>
@@ -191,15 +192,18 @@ std::atomic<std::uint64_t> g_sector_read_sectors{0};
 std::atomic<std::uint64_t> g_sector_write_bytes{0};
 std::atomic<std::uint64_t> g_sector_write_sectors{0};
 
-// One warp-wide access: the k-th access of the warp's lanes at one source line, loads and stores apart.
+// One warp-wide access: the k-th access of the warp's lanes at one source line since their last barrier or
+// warp collective (where diverged lanes have met again), loads and stores apart.
 struct SectorKey {
   unsigned warp;
   const char* file;
   int line;
   bool write;
+  std::uint32_t epoch;
   std::uint32_t k;
   bool operator==(const SectorKey& o) const {
-    return warp == o.warp && file == o.file && line == o.line && write == o.write && k == o.k;
+    return warp == o.warp && file == o.file && line == o.line && write == o.write && epoch == o.epoch &&
+           k == o.k;
   }
 };
 struct SectorKeyHash {
@@ -207,6 +211,7 @@ struct SectorKeyHash {
     std::uint64_t h = reinterpret_cast<std::uintptr_t>(key.file) * 0x9E3779B97F4A7C15ull;
     h ^= (static_cast<std::uint64_t>(key.line) << 1 | (key.write ? 1u : 0u)) * 0xBF58476D1CE4E5B9ull;
     h ^= (static_cast<std::uint64_t>(key.warp) << 32 | key.k) * 0x94D049BB133111EBull;
+    h ^= static_cast<std::uint64_t>(key.epoch) * 0xD6E8FEB86659FD93ull;
     return static_cast<std::size_t>(h ^ (h >> 31));
   }
 };
@@ -222,13 +227,28 @@ struct SiteCount {
 };
 // The block being run's accesses (kernels run one at a time, under the API lock, and a block's threads on
 // one OS thread: no locking).
+struct ThreadSectors {
+  std::uint32_t epoch = 0; // barriers and warp collectives passed
+  std::vector<SiteCount> sites;
+};
 struct SectorTable {
-  std::vector<std::vector<SiteCount>> per_thread;
+  std::vector<ThreadSectors> per_thread;
   std::unordered_map<SectorKey, SectorGroup, SectorKeyHash> groups;
 };
 SectorTable g_sector_table;
 // Totals per source line since reset_sector_counters: (file, line, write) -> (bytes, sectors).
 std::map<std::tuple<const char*, int, bool>, std::pair<std::uint64_t, std::uint64_t>> g_sector_sites;
+
+// The calling thread reached a barrier or a warp collective: its lanes (which every such point requires to
+// arrive together) count their accesses afresh, so lanes that skipped an access before it (a guarded load)
+// are grouped with their warp again after it.
+void reconverge_sectors(unsigned thread) {
+  if (thread < g_sector_table.per_thread.size()) {
+    ThreadSectors& t = g_sector_table.per_thread[thread];
+    ++t.epoch;
+    t.sites.clear();
+  }
+}
 
 void begin_block_sectors(unsigned threads) {
   g_sector_table.per_thread.assign(threads, {});
@@ -748,6 +768,9 @@ void park() {
 
 int barrier(BarrierKind kind, int predicate, const char* file, int line) {
   Thread& t = current();
+  if (g_sector_counting.load(std::memory_order_relaxed)) {
+    reconverge_sectors(t.info.linear);
+  }
   t.wait = Wait::kBarrier;
   t.bar_kind = kind;
   t.bar_pred = predicate;
@@ -783,6 +806,9 @@ std::uint64_t warp_op(WarpOpKind kind, unsigned mask, std::uint64_t value, int a
   }
   if (width <= 0 || width > static_cast<int>(kWarpSize) || (width & (width - 1)) != 0) {
     device_fail(file, line, "shuffle width %d is not a power of two in [1, 32]", width);
+  }
+  if (g_sector_counting.load(std::memory_order_relaxed)) {
+    reconverge_sectors(t.info.linear);
   }
   t.wait = Wait::kWarpOp;
   t.op = PendingWarpOp{kind, mask, value, arg, width, file, line, 0};
@@ -920,7 +946,8 @@ void record_sector_access(const void* p, std::size_t bytes, bool write, const ch
   if (i >= g_sector_table.per_thread.size()) {
     return; // counting was switched on while this block ran
   }
-  std::vector<SiteCount>& sites = g_sector_table.per_thread[i];
+  ThreadSectors& mine = g_sector_table.per_thread[i];
+  std::vector<SiteCount>& sites = mine.sites;
   std::uint32_t k = 0;
   auto it = std::find_if(sites.begin(), sites.end(), [&](const SiteCount& c) {
     return c.file == file && c.line == line && c.write == write;
@@ -930,7 +957,7 @@ void record_sector_access(const void* p, std::size_t bytes, bool write, const ch
   } else {
     k = it->count++;
   }
-  SectorGroup& g = g_sector_table.groups[SectorKey{i / kWarpSize, file, line, write, k}];
+  SectorGroup& g = g_sector_table.groups[SectorKey{i / kWarpSize, file, line, write, mine.epoch, k}];
   const auto addr = reinterpret_cast<std::uintptr_t>(p);
   g.ranges.emplace_back(addr, addr + bytes);
 }
@@ -951,9 +978,21 @@ SectorCounters sector_counters() {
 }
 std::vector<SectorSite> sector_sites() {
   std::lock_guard<std::recursive_mutex> lock(detail::api_mutex());
-  std::vector<SectorSite> out;
+  // One entry per file name and line: the same line compiled into two translation units may carry two
+  // copies of its file name.
+  std::map<std::tuple<std::string, int, bool>, SectorSite> merged;
   for (const auto& [key, v] : detail::g_sector_sites) {
-    out.push_back(SectorSite{std::get<0>(key), std::get<1>(key), std::get<2>(key), v.first, v.second});
+    const auto [file, line, write] = key;
+    SectorSite& site =
+        merged
+            .try_emplace(std::make_tuple(std::string(file), line, write), SectorSite{file, line, write, 0, 0})
+            .first->second;
+    site.bytes += v.first;
+    site.sectors += v.second;
+  }
+  std::vector<SectorSite> out;
+  for (const auto& [key, site] : merged) {
+    out.push_back(site);
   }
   std::sort(out.begin(), out.end(),
             [](const SectorSite& a, const SectorSite& b) { return a.bytes > b.bytes; });

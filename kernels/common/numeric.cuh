@@ -50,13 +50,21 @@ struct UnknownDTypeResult;
 
 template <>
 struct UnknownDTypeResult<Status> {
-  static constexpr Status value = Status::kErrorInvalidDType;
+  static Status get(DType d) {
+    return ::culayers::detail::set_error(Status::kErrorInvalidDType,
+                                         "dtype dispatch: dtype %d is not float32, float16 or bfloat16",
+                                         static_cast<int>(d));
+  }
 };
 
 template <>
 struct UnknownDTypeResult<cudaError_t> {
-  static constexpr cudaError_t value = cudaErrorInvalidValue;
+  static cudaError_t get(DType) { return cudaErrorInvalidValue; }
 };
+
+inline bool is_activation_type(DType d) {
+  return d == DType::kFloat32 || d == DType::kFloat16 || d == DType::kBFloat16;
+}
 
 /// Host dispatch over the activation dtypes: f(T{}) with T the C++ type of `d` (float32, float16,
 /// bfloat16). Any other value of `d` runs nothing and returns `unknown`.
@@ -74,11 +82,15 @@ auto with_activation_type(DType d, F&& f, decltype(std::declval<F>()(float{})) u
   }
 }
 
-/// As above for a callable returning Status (kErrorInvalidDType for another dtype) or cudaError_t
-/// (cudaErrorInvalidValue).
+/// As above for a callable returning Status (kErrorInvalidDType, with a message naming the dtype, for
+/// another dtype) or cudaError_t (cudaErrorInvalidValue).
 template <class F>
 auto with_activation_type(DType d, F&& f) -> decltype(f(float{})) {
-  return with_activation_type(d, std::forward<F>(f), UnknownDTypeResult<decltype(f(float{}))>::value);
+  using R = decltype(f(float{}));
+  if (!is_activation_type(d)) {
+    return UnknownDTypeResult<R>::get(d);
+  }
+  return with_activation_type(d, std::forward<F>(f), R{});
 }
 
 } // namespace kernels

@@ -419,8 +419,9 @@ CULAYERS_GLOBAL void __launch_bounds__(kCombineThreads) combine_kernel(const For
 /// lane's vector then holds N consecutive steps of the one column). Groups merge with a butterfly of
 /// shfl_down (lower group first) and group 0 writes the outputs.
 // The minimum of 1 block per SM lifts ptxas's default register target, under which the moments variants
-// spilled a few bytes; they use at most 80 registers (fp16 moments, N = 8, sm_90; 60 on sm_80 / sm_86), so
-// 3 blocks of 256 share an SM (the 3/4 of kNarrowResidentNum / kNarrowResidentDen).
+// spilled a few bytes; they use at most 69 registers (bf16 sum, N = 8, sm_90; 60 on sm_80 / sm_86; the
+// planner's budget is 80), so 3 blocks of 256 share an SM (the 3/4 of kNarrowResidentNum /
+// kNarrowResidentDen).
 template <class T, AccKind K, int N>
 CULAYERS_GLOBAL void __launch_bounds__(kNarrowThreads, 1) narrow_kernel(const ForwardParams p) {
   using Tr = AccTraits<K>;
@@ -438,8 +439,8 @@ CULAYERS_GLOBAL void __launch_bounds__(kNarrowThreads, 1) narrow_kernel(const Fo
       static_cast<std::int64_t>(blockIdx.x) * warps_per_block + threadIdx.x / kWarpSize;
   const std::int64_t row_stride = static_cast<std::int64_t>(gridDim.x) * warps_per_block;
   const std::int64_t step_rows = static_cast<std::int64_t>(groups) * N;
-  // Mask rows whose N-step pieces are N-byte aligned (every row starts N-aligned) are read N bytes at a
-  // time; otherwise (a misaligned mask view, R not a multiple of N) one byte at a time.
+  // Mask rows whose N-step pieces are N-byte aligned are read N bytes at a time; a misaligned mask view one
+  // byte at a time. (The planner takes N > 1 only when R is a multiple of N; the kernel checks it too.)
   const bool mask_vectors = N > 1 && p.validity == kValidMask && p.reduce % N == 0 &&
                             reinterpret_cast<std::uintptr_t>(p.mask) % N == 0;
 

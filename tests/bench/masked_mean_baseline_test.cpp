@@ -81,7 +81,7 @@ void run_case(const Case& k, int sms, std::mt19937_64& rng) {
   EXPECT_EQ(plan.vec, wide_ok ? static_cast<int>(16 / sizeof(T)) : 1);
   EXPECT_GE(plan.splits * plan.rows_per_split, k.t) << "every step covered";
   DeviceBuffer<unsigned char> workspace(b::unfused_mean_workspace_bytes(p, plan));
-  ASSERT_EQ(b::unfused_masked_mean(p, plan, workspace.get(), workspace.bytes(), nullptr), Status::kSuccess)
+  ASSERT_EQ(b::unfused_masked_mean(p, workspace.get(), workspace.bytes(), sms, nullptr), Status::kSuccess)
       << culayers::last_error_message();
   CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
   const std::vector<T> out = out_dev.download();
@@ -121,7 +121,7 @@ const Case kCases[] = {
     {3, 37, 64, 1},   // misaligned view: scalar
     {4, 9, 13, 0},    // F odd: scalar
     {2, 1000, 24, 0}, // few outputs: T split over blocks (at the test's SM count)
-    {5, 1, 520, 0},   // one step; 520 columns: two column blocks, the second partly idle
+    {5, 1, 520, 0},   // one step; 520 columns: 3 (16-bit) or 5 (float32) column blocks, the last partly idle
     {2, 0, 16, 0},    // no steps: every output 0
 };
 
@@ -199,15 +199,15 @@ TEST(MaskedMeanBaseline, RejectsWhatItDoesNotSupport) {
   p.out = out.get();
   ASSERT_EQ(b::unfused_mean_plan(p, 4, &plan), Status::kSuccess);
   DeviceBuffer<unsigned char> ws(b::unfused_mean_workspace_bytes(p, plan));
-  EXPECT_EQ(b::unfused_masked_mean(p, plan, nullptr, 0, nullptr), Status::kErrorNullPointer);
-  EXPECT_EQ(b::unfused_masked_mean(p, plan, ws.get(), ws.bytes() - 1, nullptr),
-            Status::kErrorWorkspaceTooSmall);
+  EXPECT_EQ(b::unfused_masked_mean(p, nullptr, 0, 4, nullptr), Status::kErrorNullPointer);
+  EXPECT_EQ(b::unfused_masked_mean(p, ws.get(), ws.bytes() - 1, 4, nullptr), Status::kErrorWorkspaceTooSmall);
   b::UnfusedMeanProblem no_mask = p;
   no_mask.mask = nullptr;
-  EXPECT_EQ(b::unfused_masked_mean(no_mask, plan, ws.get(), ws.bytes(), nullptr), Status::kErrorNullPointer);
+  EXPECT_EQ(b::unfused_masked_mean(no_mask, ws.get(), ws.bytes(), 4, nullptr), Status::kErrorNullPointer);
   b::UnfusedMeanProblem empty = p;
   empty.f = 0;
-  EXPECT_EQ(b::unfused_masked_mean(empty, plan, nullptr, 0, nullptr), Status::kSuccess);
+  EXPECT_EQ(b::unfused_masked_mean(empty, nullptr, 0, 4, nullptr), Status::kSuccess);
+  EXPECT_EQ(b::unfused_masked_mean(p, ws.get(), ws.bytes(), 0, nullptr), Status::kErrorInvalidValue);
   CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
   for (float v : out.download()) {
     unsigned char bytes[sizeof(float)];

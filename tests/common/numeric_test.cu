@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -314,6 +315,9 @@ TEST(CommonNumeric, DTypeDispatchRunsOnlyActivationTypes) {
                                          return Status::kSuccess;
                                        }),
               Status::kErrorInvalidDType);
+    EXPECT_NE(std::string(culayers::last_error_message()).find("is not float32, float16 or bfloat16"),
+              std::string::npos)
+        << culayers::last_error_message();
     EXPECT_EQ(ck::with_activation_type(d,
                                        [&](auto) {
                                          ++runs;

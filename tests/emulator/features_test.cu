@@ -380,20 +380,11 @@ TEST(EmulatorFeatures, FaultIsReportedOnceAndLaterLaunchesRun) {
 
 namespace ck = culayers::kernels;
 
-// What one kernel asked of the memory system, with sector counting on.
-template <class Launch>
-culayers_emu::SectorCounters sectors_of(Launch&& launch) {
-  culayers_emu::reset_sector_counters();
-  culayers_emu::set_sector_counting(true);
-  const cudaError_t e = finish(launch());
-  culayers_emu::set_sector_counting(false);
-  EXPECT_EQ(e, cudaSuccess);
-  return culayers_emu::sector_counters();
-}
-
 // mode 0: lane i loads float i (4 sectors per warp); 1: float 8 i (32 sectors); 2: float4 i (16 sectors);
 // 3: float i four times at one line (4 sectors each time: the k-th accesses are separate instructions);
 // 4: lanes below 16 load float i (2 sectors); 5: every lane loads float 0 (a broadcast: 4 bytes, 1 sector);
+// 6: at one line, even lanes load float i, a __syncwarp, then every lane loads float 32 + i (4 + 4 sectors:
+// the odd lanes' first access there is the second instruction's, which the __syncwarp tells the model);
 // every mode stores one float per lane, consecutive.
 CULAYERS_GLOBAL void sector_kernel(const float* x, float* y, int mode) {
   const int i = static_cast<int>(threadIdx.x);
@@ -413,6 +404,13 @@ CULAYERS_GLOBAL void sector_kernel(const float* x, float* y, int mode) {
     v = ck::load(x + i);
   } else if (mode == 5) {
     v = ck::load(x);
+  } else if (mode == 6) {
+    for (int k = 0; k < 2; ++k) {
+      if (k == 1 || i % 2 == 0) {
+        v += ck::load(x + 32 * k + i);
+      }
+      __syncwarp();
+    }
   }
   ck::store(y + i, v);
 }
@@ -420,17 +418,21 @@ CULAYERS_GLOBAL void sector_kernel(const float* x, float* y, int mode) {
 TEST(EmulatorFeatures, SectorCountingGroupsAWarpsAccesses) {
   DeviceBuffer<float> x(32 * 8);
   DeviceBuffer<float> y(64);
+  // What one kernel asked of the memory system (measure_coalescing: counting on around the launch).
   const auto run = [&](int mode, unsigned threads) {
-    return sectors_of([&] {
-      return CULAYERS_LAUNCH(sector_kernel, dim3(1), dim3(threads), 0, nullptr, x.get(), y.get(), mode);
-    });
+    return measure_coalescing([&] {
+             EXPECT_EQ(finish(CULAYERS_LAUNCH(sector_kernel, dim3(1), dim3(threads), 0, nullptr, x.get(),
+                                              y.get(), mode)),
+                       cudaSuccess);
+           })
+        .counters;
   };
   struct Expect {
     int mode;
     std::uint64_t read_bytes, read_sectors;
   };
   for (const Expect& e : {Expect{0, 128, 4}, Expect{1, 128, 32}, Expect{2, 512, 16}, Expect{3, 512, 16},
-                          Expect{4, 64, 2}, Expect{5, 4, 1}}) {
+                          Expect{4, 64, 2}, Expect{5, 4, 1}, Expect{6, 192, 8}}) {
     SCOPED_TRACE(e.mode);
     const culayers_emu::SectorCounters c = run(e.mode, 32);
     EXPECT_EQ(c.read_bytes, e.read_bytes);

@@ -245,6 +245,54 @@ TEST(NnLayer, CallBuildsCopiesAndReusesItsOutputBuffer) {
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 
+/// Identity with a workspace of 1000 bytes per batch row (workspace_buffer's growing slot 1).
+class WorkspaceLayer final : public nn::Layer {
+ public:
+  explicit WorkspaceLayer(std::string name) : Layer("WorkspaceLayer", std::move(name)) {}
+  std::size_t last_workspace_bytes = 0;
+
+ protected:
+  Status do_call(const nn::CallContext& ctx, const ConstTensorView& x, const ConstTensorView&,
+                 nn::LayerOutput* out) override {
+    void* ws = nullptr;
+    if (Status s = workspace_buffer(ctx, 1, static_cast<std::size_t>(x.shape().dim(0)) * 1000, &ws,
+                                    &last_workspace_bytes);
+        !culayers::ok(s)) {
+      return s;
+    }
+    out->y = x;
+    return Status::kSuccess;
+  }
+};
+
+// The workspace slot grows with the calls and never shrinks by itself (a warmed-up call never reallocates);
+// release_buffers() empties it, and the next call takes only what it needs.
+TEST(NnLayer, WorkspacesGrowAndReleaseEmptiesThem) {
+  culayers::test::DeviceBuffer<float> x(8 * 4);
+  WorkspaceLayer layer("ws");
+  nn::CallContext ctx;
+  nn::LayerOutput out;
+  const auto call = [&](std::int64_t batch) {
+    ASSERT_EQ(
+        layer.call(ctx, ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{batch, 4}), {}, &out),
+        Status::kSuccess)
+        << culayers::last_error_message();
+  };
+  call(2);
+  EXPECT_EQ(layer.last_workspace_bytes, 2000u);
+  call(8);
+  EXPECT_EQ(layer.last_workspace_bytes, 8000u);
+  call(1);
+  EXPECT_EQ(layer.last_workspace_bytes, 8000u) << "a smaller call keeps the grown workspace";
+  EXPECT_EQ(layer.buffer_bytes(), 8000u);
+  layer.release_buffers();
+  EXPECT_EQ(layer.buffer_bytes(), 0u);
+  call(1);
+  EXPECT_EQ(layer.last_workspace_bytes, 1000u) << "after a release, only what the call needs";
+  EXPECT_EQ(layer.buffer_bytes(), 1000u);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
 /// Counts allocations (forwarding to the default allocator).
 class CountingAllocator final : public nn::Allocator {
  public:

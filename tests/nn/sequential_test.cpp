@@ -1175,8 +1175,49 @@ TEST(Sequential, ReleasedBuffersGoBackAndTheNextCallMatches) {
   ASSERT_EQ(twin->call(twin_ctx, in.view, {}, &twin_out), Status::kSuccess);
   ASSERT_EQ(twin->call(twin_ctx, in.view, {}, &twin_out), Status::kSuccess);
   EXPECT_EQ(got, read_back(twin_out.y));
+
   model.reset(); // frees the rest through the allocator while it is alive
   EXPECT_EQ(allocator.live, 0u);
+}
+
+// After a release, a smaller batch keeps only what it needs, workspaces included (which otherwise only
+// grow, NnLayer.WorkspacesGrowAndReleaseEmptiesThem): BatchNormalization's training statistics over 32768
+// rows take a larger workspace than over 512 on the default emulated device, so
+// the released model holds what a model that only saw the small batch holds.
+TEST(Sequential, ReleasedWorkspacesShrinkWithTheBatch) {
+  const Json cfg = {
+      {"class_name", "Sequential"},
+      {"config",
+       {{"name", "bn_only"},
+        {"layers", Json::array({{{"class_name", "BatchNormalization"}, {"config", {{"name", "bn"}}}}})},
+        {"build_input_shape", Json::array({nullptr, 512, 64})}}}};
+  auto model = make_model(cfg);
+  auto fresh = make_model(cfg);
+  ASSERT_TRUE(model && fresh);
+  auto rng = culayers::test::rng_for_test();
+  std::vector<float> host(64 * 512 * 64);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (float& v : host) {
+    v = normal(rng);
+  }
+  DeviceBuffer<float> x(host);
+  nn::CallContext train{};
+  train.phase = nn::Phase::kTraining;
+  nn::LayerOutput out{};
+  ASSERT_EQ(
+      model->call(train, ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{64, 512, 64}), {}, &out),
+      Status::kSuccess)
+      << culayers::last_error_message();
+  const std::size_t big = model->buffer_bytes();
+  model->release_buffers();
+  const ConstTensorView small = ConstTensorView::contiguous(x.get(), DType::kFloat32, Shape{1, 512, 64});
+  ASSERT_EQ(model->call(train, small, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  ASSERT_EQ(fresh->call(train, small, {}, &out), Status::kSuccess) << culayers::last_error_message();
+  EXPECT_EQ(model->buffer_bytes(), fresh->buffer_bytes());
+  // Besides the outputs (64 and 1 x 512 x 64 floats), the big call kept at least as much (its workspace,
+  // larger where the device splits the 32768 rows into more chunks than the 512: 4 SMs, not 1).
+  EXPECT_GE(big - 64u * 512u * 64u * 4u, fresh->buffer_bytes() - 512u * 64u * 4u);
+  CULAYERS_ASSERT_CUDA(cudaDeviceSynchronize());
 }
 
 // Counts allocations and fails the one numbered `fail_at` (0-based; -1: none) with kErrorOutOfMemory.

@@ -186,6 +186,7 @@ inline double sector_efficiency(std::uint64_t bytes, std::uint64_t sectors) {
 }
 template <class Body>
 Coalescing measure_coalescing(Body&& body) {
+  (void)cudaDeviceSynchronize(); // work queued before (deferred streams) is not counted
   culayers_emu::reset_sector_counters();
   culayers_emu::set_sector_counting(true);
   body();
@@ -204,15 +205,19 @@ Coalescing measure_coalescing(Body&& body) {
 /// large).
 inline void expect_coalesced(const Coalescing& c, double min_read, double min_write, const std::string& what,
                              double share = 0.05) {
+  EXPECT_GT(c.counters.read_bytes, 0u) << what << ": nothing was counted";
+  int checked = 0;
   for (const culayers_emu::SectorSite& s : c.sites) {
     const std::uint64_t total = s.write ? c.counters.write_bytes : c.counters.read_bytes;
     if (static_cast<double>(s.bytes) < share * static_cast<double>(total)) {
       continue;
     }
+    ++checked;
     EXPECT_GE(sector_efficiency(s.bytes, s.sectors), s.write ? min_write : min_read)
         << what << ": " << (s.write ? "stores" : "loads") << " at " << s.file << ":" << s.line << " move "
         << s.bytes << " bytes in " << s.sectors << " sectors";
   }
+  EXPECT_GT(checked, 0) << what << ": no source line checked";
 }
 #endif
 

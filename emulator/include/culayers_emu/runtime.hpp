@@ -95,8 +95,10 @@ void reset_byte_counters();
 
 // Global-memory sectors (off by default: it costs a table entry per access). With counting on, every access
 // through the helpers is grouped with the accesses the other lanes of its warp make at the same source line
-// for the same time (the k-th access of each lane at that line: one warp-wide instruction on a GPU, whose
-// lanes run in lockstep through a loop), and each such group is charged the distinct 32-byte sectors it
+// for the same time since their last barrier or warp collective (the k-th access of each lane at that line:
+// one warp-wide instruction on a GPU, whose lanes run in lockstep through a loop; lanes that skip an access
+// between two such points, a guarded load in a loop, are grouped one access off until the next one, which
+// over-counts sectors), and each such group is charged the distinct 32-byte sectors it
 // touches, the unit a GPU's L1 / L2 fetches from DRAM, and the distinct bytes its lanes asked for (lanes
 // reading the same bytes, a broadcast, count them once). bytes / (32 x sectors) is the accesses' coalescing
 // efficiency: 1 when a warp's lanes read consecutive bytes (4-byte loads by 32 lanes, 16-byte vectors),

@@ -119,8 +119,9 @@ CULAYERS_API culayersStatus_t culayersModelRun(culayersModel_t model, const cula
 CULAYERS_API culayersStatus_t culayersModelGetBufferBytes(culayersModel_t model, size_t* bytes);
 
 /* Frees the buffers culayersModelGetBufferBytes counts (each ordered after the last run that used it, on
- * that run's stream); weights and state stay. The next run allocates them again, so it is not a
- * warmed-up run: do not capture it in a CUDA graph. For an engine that ran a larger batch, or inputs of
+ * that run's stream); weights and state stay. A CUDA graph captured from an earlier run holds the freed
+ * buffers: never replay it. The next run allocates them again, so it is not a warmed-up run: do not
+ * capture it in a CUDA graph. For an engine that ran a larger batch, or inputs of
  * another dtype, and wants the memory back. */
 CULAYERS_API culayersStatus_t culayersModelReleaseBuffers(culayersModel_t model);
 

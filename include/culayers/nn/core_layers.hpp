@@ -297,7 +297,6 @@ class MaskedGlobalPooling1D final : public Layer {
 
  private:
   MaskedGlobalPooling1DOptions options_;
-  std::int64_t workspace_capacity_ = 0; // bytes of the workspace slot: only grows (see do_call)
 };
 
 // ---- MaskedFlatten --------------------------------------------------------------------------------------

@@ -139,8 +139,9 @@ class Layer {
   /// buffer); weights and the layer's own state are not counted.
   std::size_t buffer_bytes() const noexcept;
   /// Frees the buffers buffer_bytes() counts, each on the stream of the last call that used it (so after
-  /// that call's work); weights and state stay. The views the last call returned become invalid, and the
-  /// next call allocates its buffers again: it is not a warmed-up call (do not capture it in a CUDA graph).
+  /// that call's work); weights and state stay. The views the last call returned become invalid, as does a
+  /// CUDA graph captured from an earlier call (it holds the freed buffers: never replay it), and the next
+  /// call allocates its buffers again: it is not a warmed-up call (do not capture it in a CUDA graph).
   /// For an engine that ran the layer at a larger batch, or with inputs of another dtype (the autocast
   /// buffer stays allocated while calls pass the layer's own dtype), and wants the memory back.
   void release_buffers() noexcept;
@@ -221,6 +222,12 @@ class Layer {
   /// when the same slot is asked for with another shape or dtype.
   [[nodiscard]] Status output_buffer(const CallContext& ctx, int slot, const Shape& shape, DType dtype,
                                      Tensor** out);
+  /// A workspace in output slot `slot` of at least `needed` bytes: the slot only grows, so a warmed-up call
+  /// never reallocates it (a workspace's size can follow the device and the pointers' alignment, not only
+  /// the shape), and release_buffers() empties it. *data / *bytes: the slot afterwards (null / 0 while no
+  /// call has needed one).
+  [[nodiscard]] Status workspace_buffer(const CallContext& ctx, int slot, std::size_t needed, void** data,
+                                        std::size_t* bytes);
 
  private:
   friend class Sequential; // unbuild(): a model's build that fails takes back the layers it built

@@ -117,7 +117,6 @@ class GroupNormalization final : public Layer {
   GroupNormalizationOptions options_;
   Layout layout_ = Layout::kChannelsLast; // resolved at build
   std::int64_t groups_ = 0;               // resolved at build
-  std::int64_t workspace_capacity_ = 0;   // bytes of the workspace slot
 };
 
 struct BatchNormalizationOptions {
@@ -172,7 +171,6 @@ class BatchNormalization final : public Layer {
   BatchNormalizationOptions options_;
   int axis_ = 0; // resolved at build
   std::int64_t channels_ = 0;
-  std::int64_t workspace_capacity_ = 0; // bytes of the moments workspace slot
   // The statistics of the last training-phase call (layer-owned buffers), read by the update op.
   float* batch_mean_ = nullptr;
   float* batch_variance_ = nullptr;

@@ -101,8 +101,9 @@ class Sequential {
   /// Device bytes the layers' calls keep between calls (Layer::buffer_bytes, summed over the layers).
   std::size_t buffer_bytes() const noexcept;
   /// Layer::release_buffers on every layer: the memory calls keep goes back to the allocator (ordered after
-  /// each buffer's last call), the views the last call returned become invalid, and the next call
-  /// allocates again (it is not a warmed-up call). Weights and state stay.
+  /// each buffer's last call), the views the last call returned and any CUDA graph captured from an earlier
+  /// call become invalid (never replay such a graph), and the next call allocates again (it is not a
+  /// warmed-up call). Weights and state stay.
   void release_buffers() noexcept;
 
   std::int64_t count_params() const noexcept;

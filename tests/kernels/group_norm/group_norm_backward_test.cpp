@@ -1212,7 +1212,7 @@ TEST(GroupNormBackward, ByteModelCachedPaths) {
 // 128-byte row per warp access) and on the tile path (C = 64 and 320). Measured: 1.0 for each such line.
 // (The per-group and per-chunk arrays read 4 bytes per lane, 1/8 of their sectors; they are under 3 % of
 // the bytes. The channels-last block path with C / G = 10, C = 320, reads 0.41: not held, see
-// docs/performance.md section 5.)
+// docs/performance.md section 8.)
 TEST(GroupNormBackward, CoalescedAccesses) {
   auto rng = rng_for_test();
   using T = __nv_bfloat16;

@@ -1731,7 +1731,7 @@ TEST(GroupNormForward, ByteModelTile) {
 // warp accesses touch, on the paths that carry the benchmark shapes: channels first with 1024-position rows
 // (block and split), channels last on the tile path (C = 64 and C = 320, whole rows), and channels last with
 // C = 64 on the cached paths (a 128-byte row per warp access). Not held here, and named in
-// docs/performance.md section 5: channels last with C / G = 10 on the block and split paths (C = 320: about
+// docs/performance.md section 8: channels last with C / G = 10 on the block and split paths (C = 320: about
 // 0.41 overall, a group's 20-byte slices of 640-byte rows, what the tile path replaced for tensors of at
 // least 4.3 MB) and channels first with 49-position rows (0.32 to 0.53).
 TEST(GroupNormForward, CoalescedAccesses) {
