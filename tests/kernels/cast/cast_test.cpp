@@ -542,4 +542,30 @@ TEST(CastCapi, SameBitsAsCppAndErrors) {
   }
 }
 
+#if CULAYERS_TEST_EMULATED
+// Coalescing (the emulator's sector model, culayers::test::expect_coalesced): the cast's loads and stores
+// use every byte of the 32-byte sectors their warp accesses touch, for each dtype pair at its vector width
+// (measured 1.0).
+TEST(Cast, CoalescedAccesses) {
+  const std::int64_t n = 4096;
+  DeviceBuffer<unsigned char> x(static_cast<std::size_t>(n) * 4);
+  DeviceBuffer<unsigned char> y(static_cast<std::size_t>(n) * 4);
+  x.fill_bytes(0x3c); // finite values in every dtype
+  for (const auto& [from, to] :
+       {std::pair{DType::kFloat32, DType::kBFloat16}, std::pair{DType::kBFloat16, DType::kFloat32},
+        std::pair{DType::kFloat16, DType::kBFloat16}}) {
+    cc::CastArgs a;
+    a.x_dtype = from;
+    a.x = x.get();
+    a.y_dtype = to;
+    a.y = y.get();
+    a.count = n;
+    const culayers::test::Coalescing co = culayers::test::measure_coalescing(
+        [&] { ASSERT_EQ(cc::run(a, nullptr, 0, nullptr), Status::kSuccess); });
+    culayers::test::expect_coalesced(
+        co, 0.99, 0.99, std::string(culayers::dtype_name(from)) + " to " + culayers::dtype_name(to));
+  }
+}
+#endif
+
 } // namespace
