@@ -217,8 +217,7 @@ Status BatchNormalization::do_call(const CallContext& ctx, const ConstTensorView
   if (!ok(moments_ok)) {
     (void)set_error(moments_ok, "%s", message_before.c_str());
   }
-  // The workspace slot only grows (workspace_buffer): its size depends on the device and on x's alignment,
-  // not only on the shape, and a warmed-up call must not reallocate.
+  // Its size depends on the device and x's alignment: the slot only grows (workspace_buffer).
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
   if (Status s = workspace_buffer(ctx, kSlotWorkspace, ok(moments_ok) ? masked_reduce::workspace_size(m) : 0,

@@ -149,8 +149,7 @@ Status GroupNormalization::do_call(const CallContext& ctx, const ConstTensorView
   if (Status s = group_norm::can_implement(a); !ok(s)) {
     return set_error(s, "%s: %s", n, last_error_message());
   }
-  // The workspace slot only grows (workspace_buffer), so a warmed-up call never reallocates it (the size
-  // depends on the device and on the pointers' alignment, not only on the shape).
+  // Its size depends on the device and the pointers' alignment: the slot only grows (workspace_buffer).
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
   if (Status s = workspace_buffer(ctx, 1, group_norm::workspace_size(a), &workspace, &workspace_bytes);

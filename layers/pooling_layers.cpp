@@ -137,9 +137,7 @@ Status MaskedGlobalPooling1D::do_call(const CallContext& ctx, const ConstTensorV
   }
   args.out = y->data();
   args.fill_value = 0.0f; // rows without a valid step
-  // The workspace slot only grows: its size follows x's alignment (the vector width), so same-shape calls
-  // with differently aligned inputs would otherwise reallocate it (an allocation in a warmed-up call, an
-  // error under graph capture), as GroupNormalization and BatchNormalization avoid the same way.
+  // Its size follows x's alignment (the vector width): the slot only grows (workspace_buffer).
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
   if (Status s = workspace_buffer(ctx, 1, masked_reduce::workspace_size(args), &workspace, &workspace_bytes);

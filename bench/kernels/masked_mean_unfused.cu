@@ -190,6 +190,21 @@ cudaError_t launch_as(const UnfusedMeanProblem& p, const UnfusedMeanPlan& plan, 
                          stream, partial, counts, static_cast<T*>(p.out), p.b, p.f, plan.splits);
 }
 
+// Where the temporary (at 0), the partial sums and the counts lie in the workspace, and its size.
+struct WorkspaceLayout {
+  std::size_t partial;
+  std::size_t counts;
+  std::size_t total;
+};
+WorkspaceLayout workspace_layout(const UnfusedMeanProblem& p, const UnfusedMeanPlan& plan) {
+  const auto n = [](std::int64_t v) { return static_cast<std::size_t>(std::max<std::int64_t>(v, 0)); };
+  WorkspaceLayout l;
+  l.partial = aligned(n(p.b) * n(p.t) * n(p.f) * dtype_size(p.dtype));
+  l.counts = l.partial + aligned(n(plan.splits) * n(p.b) * n(p.f) * 4);
+  l.total = l.counts + aligned(n(p.b) * 4);
+  return l;
+}
+
 } // namespace
 
 Status unfused_mean_plan(const UnfusedMeanProblem& p, int sm_count, UnfusedMeanPlan* plan) {
@@ -225,9 +240,7 @@ Status unfused_mean_plan(const UnfusedMeanProblem& p, int sm_count, UnfusedMeanP
 }
 
 std::size_t unfused_mean_workspace_bytes(const UnfusedMeanProblem& p, const UnfusedMeanPlan& plan) {
-  const auto n = [](std::int64_t v) { return static_cast<std::size_t>(std::max<std::int64_t>(v, 0)); };
-  return aligned(n(p.b) * n(p.t) * n(p.f) * dtype_size(p.dtype)) +
-         aligned(n(plan.splits) * n(p.b) * n(p.f) * 4) + aligned(n(p.b) * 4);
+  return workspace_layout(p, plan).total;
 }
 
 Status unfused_masked_mean(const UnfusedMeanProblem& p, void* workspace, std::size_t workspace_bytes,
@@ -250,10 +263,9 @@ Status unfused_masked_mean(const UnfusedMeanProblem& p, void* workspace, std::si
                              workspace_bytes, need);
   }
   auto* base = static_cast<unsigned char*>(workspace);
-  const std::size_t tmp_bytes = aligned(static_cast<std::size_t>(p.b * p.t * p.f) * dtype_size(p.dtype));
-  float* partial = reinterpret_cast<float*>(base + tmp_bytes);
-  int* counts = reinterpret_cast<int*>(base + tmp_bytes +
-                                       aligned(static_cast<std::size_t>(plan.splits * p.b * p.f) * 4));
+  const WorkspaceLayout layout = workspace_layout(p, plan);
+  float* partial = reinterpret_cast<float*>(base + layout.partial);
+  int* counts = reinterpret_cast<int*>(base + layout.counts);
   const cudaError_t e = ck::with_activation_type(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     T* tmp = reinterpret_cast<T*>(base);

@@ -12,12 +12,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <atomic>
+#include <map>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <string>
 #include <tuple>
-#include <map>
-#include <mutex>
 #include <unordered_map>
 
 #if defined(CULAYERS_EMU_TSAN) && CULAYERS_EMU_TSAN
@@ -187,10 +187,6 @@ Pool& pool() {
 // ---- sector counting --------------------------------------------------------------------------------------
 
 std::atomic<bool> g_sector_counting{false};
-std::atomic<std::uint64_t> g_sector_read_bytes{0};
-std::atomic<std::uint64_t> g_sector_read_sectors{0};
-std::atomic<std::uint64_t> g_sector_write_bytes{0};
-std::atomic<std::uint64_t> g_sector_write_sectors{0};
 
 // One warp-wide access: the k-th access of the warp's lanes at one source line since their last barrier or
 // warp collective (where diverged lanes have met again), loads and stores apart.
@@ -236,7 +232,8 @@ struct SectorTable {
   std::unordered_map<SectorKey, SectorGroup, SectorKeyHash> groups;
 };
 SectorTable g_sector_table;
-// Totals per source line since reset_sector_counters: (file, line, write) -> (bytes, sectors).
+// Totals per source line since reset_sector_counters (the only totals kept: sector_counters sums them):
+// (file, line, write) -> (bytes, sectors).
 std::map<std::tuple<const char*, int, bool>, std::pair<std::uint64_t, std::uint64_t>> g_sector_sites;
 
 // The calling thread reached a barrier or a warp collective: its lanes (which every such point requires to
@@ -257,10 +254,8 @@ void begin_block_sectors(unsigned threads) {
 
 // Charges each warp-wide access its distinct sectors.
 void end_block_sectors() {
-  std::uint64_t counts[2][2] = {}; // [write][bytes, sectors]
   for (auto& [key, group] : g_sector_table.groups) {
-    const std::uint64_t bytes_before = counts[key.write][0];
-    const std::uint64_t sectors_before = counts[key.write][1];
+    auto& site = g_sector_sites[std::make_tuple(key.file, key.line, key.write)];
     // The union of the lanes' byte ranges (lanes reading the same bytes, a broadcast, count them once),
     // and the sectors it covers.
     std::sort(group.ranges.begin(), group.ranges.end());
@@ -269,25 +264,18 @@ void end_block_sectors() {
     for (const auto& [b, e] : group.ranges) {
       const std::uintptr_t from = std::max(b, end);
       if (from < e) {
-        counts[key.write][0] += e - from;
+        site.first += e - from;
         end = e;
       }
       const std::uintptr_t first = std::max(b / 32, next_sector);
       const std::uintptr_t last = (e - 1) / 32;
       if (first <= last) {
-        counts[key.write][1] += last - first + 1;
+        site.second += last - first + 1;
         next_sector = last + 1;
       }
     }
-    auto& site = g_sector_sites[std::make_tuple(key.file, key.line, key.write)];
-    site.first += counts[key.write][0] - bytes_before;
-    site.second += counts[key.write][1] - sectors_before;
   }
   g_sector_table.groups.clear();
-  g_sector_read_bytes += counts[0][0];
-  g_sector_read_sectors += counts[0][1];
-  g_sector_write_bytes += counts[1][0];
-  g_sector_write_sectors += counts[1][1];
 }
 
 void Worker::yield() {
@@ -973,8 +961,13 @@ bool sector_counting() {
   return detail::g_sector_counting.load();
 }
 SectorCounters sector_counters() {
-  return {detail::g_sector_read_bytes.load(), detail::g_sector_read_sectors.load(),
-          detail::g_sector_write_bytes.load(), detail::g_sector_write_sectors.load()};
+  std::lock_guard<std::recursive_mutex> lock(detail::api_mutex());
+  SectorCounters c;
+  for (const auto& [key, v] : detail::g_sector_sites) {
+    (std::get<2>(key) ? c.write_bytes : c.read_bytes) += v.first;
+    (std::get<2>(key) ? c.write_sectors : c.read_sectors) += v.second;
+  }
+  return c;
 }
 std::vector<SectorSite> sector_sites() {
   std::lock_guard<std::recursive_mutex> lock(detail::api_mutex());
@@ -1001,10 +994,6 @@ std::vector<SectorSite> sector_sites() {
 void reset_sector_counters() {
   std::lock_guard<std::recursive_mutex> lock(detail::api_mutex());
   detail::g_sector_sites.clear();
-  detail::g_sector_read_bytes = 0;
-  detail::g_sector_read_sectors = 0;
-  detail::g_sector_write_bytes = 0;
-  detail::g_sector_write_sectors = 0;
 }
 
 } // namespace culayers_emu

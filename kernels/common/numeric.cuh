@@ -62,10 +62,6 @@ struct UnknownDTypeResult<cudaError_t> {
   static cudaError_t get(DType) { return cudaErrorInvalidValue; }
 };
 
-inline bool is_activation_type(DType d) {
-  return d == DType::kFloat32 || d == DType::kFloat16 || d == DType::kBFloat16;
-}
-
 /// Host dispatch over the activation dtypes: f(T{}) with T the C++ type of `d` (float32, float16,
 /// bfloat16). Any other value of `d` runs nothing and returns `unknown`.
 template <class F>
@@ -87,7 +83,7 @@ auto with_activation_type(DType d, F&& f, decltype(std::declval<F>()(float{})) u
 template <class F>
 auto with_activation_type(DType d, F&& f) -> decltype(f(float{})) {
   using R = decltype(f(float{}));
-  if (!is_activation_type(d)) {
+  if (!is_floating_point(d)) {
     return UnknownDTypeResult<R>::get(d);
   }
   return with_activation_type(d, std::forward<F>(f), R{});

@@ -376,7 +376,7 @@ TEST(EmulatorFeatures, FaultIsReportedOnceAndLaterLaunchesRun) {
 }
 
 // ---- sector counting
-// ---------------------------------------------------------------------------------------
+// ----------------------------------------------------------------------------------------
 
 namespace ck = culayers::kernels;
 

@@ -174,10 +174,8 @@ inline std::uint64_t emulated_blocks() {
 /// How coalesced the global accesses of what `body` enqueues and runs are
 /// (culayers_emu::set_sector_counting): the bytes moved per byte of the 32-byte sectors each warp-wide access
 /// touches, loads and stores apart (1 = fully coalesced; 0.25 = each warp access uses a quarter of what it
-/// fetches), overall and per source line. Emulated build only.
+/// fetches; sector_efficiency), in total and per source line. Emulated build only.
 struct Coalescing {
-  double read = 1.0;
-  double write = 1.0;
   culayers_emu::SectorCounters counters{};
   std::vector<culayers_emu::SectorSite> sites; // most bytes first
 };
@@ -195,8 +193,6 @@ Coalescing measure_coalescing(Body&& body) {
   Coalescing c;
   c.counters = culayers_emu::sector_counters();
   c.sites = culayers_emu::sector_sites();
-  c.read = sector_efficiency(c.counters.read_bytes, c.counters.read_sectors);
-  c.write = sector_efficiency(c.counters.write_bytes, c.counters.write_sectors);
   return c;
 }
 /// Every source line that moves at least `share` of the loads' (stores') bytes uses at least `min_read`
